@@ -1,0 +1,106 @@
+"""Persistent result cache: re-runs and resumes cost nothing.
+
+Keys hash the model identity (weights, dtype, context), the engine seed, the operation, its
+settings and the exact input. Results of one engine call are written in one transaction after
+the call returns, so a killed process leaves either all of a batch or none of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Sequence
+
+from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
+
+
+def default_cache_path() -> Path:
+    root = os.environ.get("APO_LOCAL_CACHE_DIR") or Path.home() / ".cache" / "apo-local"
+    return Path(root) / "engine-cache.sqlite"
+
+
+class ResultCache:
+    def __init__(self, path: Path):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)  # private data: user-only from the start
+        os.close(fd)
+        self.path = path
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            rows = self.db.execute(
+                f"SELECT key, value FROM results WHERE key IN ({','.join('?' * len(chunk))})", chunk
+            )
+            found.update(rows.fetchall())
+        return found
+
+    def put_many(self, items: dict[str, str]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", items.items())
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class CachedEngine:
+    """Wraps an engine: identical inputs are computed once per call and once ever (on disk)."""
+
+    def __init__(self, engine, cache: ResultCache | None):
+        self.inner = engine
+        self.cache = cache
+        self.model_id = engine.model_id
+        self.max_model_len = engine.max_model_len
+        self.seed = getattr(getattr(engine, "settings", None), "seed", 0)
+        self.hits = 0
+        self.misses = 0
+        self._token_counts: dict[str, int] = {}
+
+    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+        todo = [p for p in dict.fromkeys(prompts) if p not in self._token_counts]
+        if todo:
+            self._token_counts.update(zip(todo, self.inner.count_tokens(todo)))
+        return [self._token_counts[p] for p in prompts]
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        keys = [_key(self.model_id, self.seed, "generate", r.prompt, r.settings()) for r in requests]
+        return self._cached(keys, requests, self.inner.generate, _load_generation)
+
+    def score_choices(self, prompts: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:
+        keys = [_key(self.model_id, "score", p, list(choices)) for p in prompts]
+        return self._cached(keys, prompts, lambda todo: self.inner.score_choices(todo, choices), _load_scores)
+
+    def _cached(self, keys: list[str], inputs: Sequence, compute: Callable, load: Callable) -> list:
+        stored = self.cache.get_many(keys) if self.cache else {}
+        missing = {k: x for k, x in zip(keys, inputs) if k not in stored}  # dedupes within the call
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            fresh = {k: json.dumps(asdict(r)) for k, r in zip(missing, compute(list(missing.values())))}
+            if self.cache:
+                self.cache.put_many(fresh)
+            stored = {**stored, **fresh}
+        return [load(json.loads(stored[k])) for k in keys]
+
+
+def _load_generation(d: dict) -> Generation:
+    return Generation(tuple(d["texts"]), d["input_tokens"], d["output_tokens"], d.get("error"))
+
+
+def _load_scores(d: dict) -> ChoiceScores:
+    return ChoiceScores(tuple(float(x) for x in d["logprobs"]), d["input_tokens"], d.get("error"))

@@ -1,0 +1,90 @@
+"""The engine protocol: two batched operations that every backend implements.
+
+- ``generate(requests)``: sampled text, per-request settings (optimizer role, generative tasks).
+- ``score_choices(prompts, choices)``: log P(choice | prompt) for every allowed label, from a
+  forward pass with no sampling (classification: the prediction is the argmax).
+
+Prompts are user-message texts; the engine applies the model's chat template.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    n: int = 1
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def settings(self) -> dict:
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "n": self.n,
+            "seed": self.seed,
+            "stop": list(self.stop),
+        }
+
+
+@dataclass(frozen=True)
+class Generation:
+    texts: tuple[str, ...]
+    input_tokens: int
+    output_tokens: int
+    error: str | None = None  # e.g. "prompt too long (2100 tokens > 2048)"; texts is then empty
+
+    @property
+    def text(self) -> str:
+        return self.texts[0] if self.texts else ""
+
+
+@dataclass(frozen=True)
+class ChoiceScores:
+    logprobs: tuple[float, ...]  # one per choice, in the order given
+    input_tokens: int
+    error: str | None = None  # the prompt could not be scored; logprobs are all -inf
+
+    @property
+    def best(self) -> int | None:
+        if self.error is not None or not self.logprobs:
+            return None
+        return max(range(len(self.logprobs)), key=lambda i: (self.logprobs[i], -i))
+
+    @classmethod
+    def failed(cls, n_choices: int, input_tokens: int, error: str) -> "ChoiceScores":
+        return cls(tuple([-math.inf] * n_choices), input_tokens, error)
+
+
+@dataclass
+class EngineStats:
+    calls: int = 0
+    prompts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A loaded model. ``model_id`` identifies weights + settings (cache keys use it)."""
+
+    model_id: str
+    max_model_len: int
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]: ...
+
+    def score_choices(self, prompts: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]: ...
+
+    def count_tokens(self, prompts: Sequence[str]) -> list[int]: ...

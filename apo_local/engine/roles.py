@@ -1,0 +1,104 @@
+"""Roles: the target model (being prompted) and the optimizer model (writing gradients and edits).
+
+A ``RoleEngine`` is an engine seen through one role. It records every call in the run's trace
+(role, phase, round, prompts, tokens, cache hits, seconds) and keeps per-role totals that budget
+caps read. Totals count logical work (cache hits included), so they are identical whether a run
+was resumed or not.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
+
+ROLES = ("target", "optimizer")
+
+
+@dataclass
+class RoleTotals:
+    calls: int = 0  # engine calls (batches)
+    prompts: int = 0  # requests inside them
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_hits: int = 0
+    seconds: float = 0.0
+
+
+class Trace:
+    """Appends one JSON line per engine call to ``trace.jsonl`` (or keeps totals only)."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path else None
+        self.phase = ""
+        self.round: int | None = None
+        self.totals = {role: RoleTotals() for role in ROLES}
+        self.faults: dict[str, int] = {}
+
+    def at(self, phase: str, round: int | None) -> None:
+        self.phase, self.round = phase, round
+
+    def record(self, role: str, op: str, prompts: int, input_tokens: int, output_tokens: int, cache_hits: int, seconds: float, **extra) -> None:
+        t = self.totals[role]
+        t.calls += 1
+        t.prompts += prompts
+        t.input_tokens += input_tokens
+        t.output_tokens += output_tokens
+        t.cache_hits += cache_hits
+        t.seconds += seconds
+        if self.path:
+            line = dict(role=role, op=op, phase=self.phase, round=self.round, prompts=prompts,
+                        input_tokens=input_tokens, output_tokens=output_tokens, cache_hits=cache_hits,
+                        seconds=round(seconds, 3), **extra)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(line) + "\n")
+
+    def event(self, kind: str, **detail) -> None:
+        """A counted fault or fallback (unparseable reply, rejected candidate, ...), logged in the trace."""
+        self.faults[kind] = self.faults.get(kind, 0) + 1
+        if self.path:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(dict(event=kind, phase=self.phase, round=self.round, **detail)) + "\n")
+
+    def totals_dict(self) -> dict:
+        return {role: asdict(t) for role, t in self.totals.items()}
+
+    def restore(self, totals: dict, faults: dict) -> None:
+        self.totals = {role: RoleTotals(**totals.get(role, {})) for role in ROLES}
+        self.faults = dict(faults)
+
+
+class RoleEngine:
+    def __init__(self, engine, role: str, trace: Trace):
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        self.engine, self.role, self.trace = engine, role, trace
+        self.model_id = engine.model_id
+        self.max_model_len = engine.max_model_len
+
+    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+        return self.engine.count_tokens(prompts)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        if not requests:
+            return []
+        hits, start = self.engine.hits, time.perf_counter()
+        out = self.engine.generate(requests)
+        self.trace.record(self.role, "generate", len(requests), sum(g.input_tokens for g in out),
+                          sum(g.output_tokens for g in out), self.engine.hits - hits, time.perf_counter() - start,
+                          errors=sum(g.error is not None for g in out))
+        return out
+
+    def score_choices(self, prompts: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:
+        if not prompts:
+            return []
+        hits, start = self.engine.hits, time.perf_counter()
+        out = self.engine.score_choices(prompts, choices)
+        self.trace.record(self.role, "score_choices", len(prompts), sum(s.input_tokens for s in out), 0,
+                          self.engine.hits - hits, time.perf_counter() - start,
+                          errors=sum(s.error is not None for s in out))
+        return out

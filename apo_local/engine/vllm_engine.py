@@ -1,0 +1,172 @@
+"""In-process vLLM backend: one ``vllm.LLM``, one batch per call, prefix caching on.
+
+Classification scoring uses ``SamplingParams.logprob_token_ids``: one decode step returns the
+full-vocabulary log-probability of exactly the label tokens we ask for. Multi-token labels are
+scored exactly by extending the prompt with each label's token prefix (all prefixes of all
+labels go into the same batch; the prefix cache makes the shared prompt nearly free), and
+summing the per-token log-probabilities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
+from apo_local.engine.settings import EngineSettings
+from apo_local.errors import ApoError
+
+log = logging.getLogger(__name__)
+
+
+def model_fingerprint(path: Path) -> str:
+    """Identity of a model folder: its name plus a hash of its config and weight sizes."""
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.name == "config.json":
+            h.update(f.read_bytes())
+        elif f.suffix in {".safetensors", ".bin", ".json", ".model"}:
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return f"{path.name}@{h.hexdigest()[:12]}"
+
+
+class ChatFormatter:
+    """Applies the model's chat template and tokenizes; shared by the vLLM and transformers backends."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self._label_ids: dict[str, tuple[int, ...]] = {}
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        text = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def continuation_ids(self, label: str) -> tuple[int, ...]:
+        """Tokens of ``label`` as the start of the assistant reply (context-aware tokenization)."""
+        if label not in self._label_ids:
+            prefix = self.prompt_ids("x")
+            text = self.tokenizer.decode(prefix) + label
+            full = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if full[: len(prefix)] == prefix and len(full) > len(prefix):
+                ids = tuple(full[len(prefix) :])
+            else:
+                ids = tuple(self.tokenizer(label, add_special_tokens=False)["input_ids"])
+            if not ids:
+                raise ApoError(f"label {label!r} tokenizes to nothing")
+            self._label_ids[label] = ids
+        return self._label_ids[label]
+
+
+class VLLMEngine:
+    def __init__(self, model_path: Path, settings: EngineSettings):
+        from vllm import LLM  # imported here: importing vLLM is slow and only this backend needs it
+
+        settings = settings.resolved()
+        self.settings = settings
+        kwargs = dict(
+            model=str(model_path),
+            dtype=settings.dtype,
+            max_model_len=settings.max_model_len,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            tensor_parallel_size=settings.tensor_parallel_size,
+            enforce_eager=settings.enforce_eager,
+            seed=settings.seed,
+            enable_prefix_caching=True,
+        )
+        if settings.kv_cache_gb is not None:
+            kwargs["kv_cache_memory_bytes"] = int(settings.kv_cache_gb * (1 << 30))
+        try:
+            self.llm = LLM(**kwargs)
+        except Exception as exc:  # vLLM raises many types; the user needs one actionable line
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise ApoError(
+                f"engine failed to start for {model_path}: {first} -- check the model folder, or lower "
+                f"gpu_memory_utilization (now {settings.gpu_memory_utilization}), kv_cache_gb "
+                f"(now {settings.kv_cache_gb}) or max_model_len (now {settings.max_model_len})"
+            ) from None
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self.model_id = f"{model_fingerprint(model_path)}|{settings.dtype}|{self.max_model_len}"
+        self.chat = ChatFormatter(self.llm.get_tokenizer())
+
+    # -- protocol -------------------------------------------------------------------------
+
+    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+        return [len(self.chat.prompt_ids(p)) for p in prompts]
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        from vllm import SamplingParams, TokensPrompt
+
+        results: list[Generation | None] = [None] * len(requests)
+        batch, params, index = [], [], []
+        for i, req in enumerate(requests):
+            ids = self.chat.prompt_ids(req.prompt)
+            room = self.max_model_len - len(ids)
+            if room < 1:
+                results[i] = Generation((), len(ids), 0, f"prompt too long ({len(ids)} tokens > {self.max_model_len})")
+                continue
+            batch.append(TokensPrompt(prompt_token_ids=ids))
+            params.append(
+                SamplingParams(
+                    n=req.n,
+                    temperature=req.temperature,
+                    top_p=req.top_p,
+                    max_tokens=min(req.max_tokens, room),
+                    seed=req.seed,
+                    stop=list(req.stop) or None,
+                )
+            )
+            index.append(i)
+        if batch:
+            outputs = self.llm.generate(batch, params, use_tqdm=False)
+            for i, out in zip(index, outputs):
+                results[i] = Generation(
+                    texts=tuple(o.text for o in out.outputs),
+                    input_tokens=len(out.prompt_token_ids),
+                    output_tokens=sum(len(o.token_ids) for o in out.outputs),
+                )
+        return results  # type: ignore[return-value]
+
+    def score_choices(self, prompts: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:
+        from vllm import SamplingParams, TokensPrompt
+
+        label_ids = [self.chat.continuation_ids(c) for c in choices]
+        longest = max(len(ids) for ids in label_ids)
+        # Every (label prefix -> next tokens) step that any label needs: one decode step each.
+        steps: dict[tuple[int, ...], list[int]] = {}
+        for ids in label_ids:
+            for d in range(len(ids)):
+                nxt = steps.setdefault(ids[:d], [])
+                if ids[d] not in nxt:
+                    nxt.append(ids[d])
+
+        results: list[ChoiceScores | None] = [None] * len(prompts)
+        batch, params, keys = [], [], []
+        for i, prompt in enumerate(prompts):
+            ids = self.chat.prompt_ids(prompt)
+            if len(ids) + longest > self.max_model_len:
+                results[i] = ChoiceScores.failed(
+                    len(choices), len(ids), f"prompt too long ({len(ids)} tokens > {self.max_model_len - longest})"
+                )
+                continue
+            for prefix, nxt in steps.items():
+                batch.append(TokensPrompt(prompt_token_ids=ids + list(prefix)))
+                params.append(SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=nxt, detokenize=False))
+                keys.append((i, prefix, len(ids)))
+        step_logprobs: dict[tuple[int, tuple[int, ...]], dict[int, float]] = {}
+        input_tokens: dict[int, int] = {}
+        if batch:
+            outputs = self.llm.generate(batch, params, use_tqdm=False)
+            for (i, prefix, n_ids), out in zip(keys, outputs):
+                lp = out.outputs[0].logprobs[0]
+                step_logprobs[(i, prefix)] = {tok: lp[tok].logprob for tok in steps[prefix]}
+                input_tokens[i] = n_ids
+        for i in input_tokens:
+            results[i] = ChoiceScores(
+                tuple(sum(step_logprobs[(i, ids[:d])][ids[d]] for d in range(len(ids))) for ids in label_ids),
+                input_tokens[i],
+            )
+        return results  # type: ignore[return-value]

@@ -1,0 +1,91 @@
+"""The run directory: everything a run leaves behind, written so that a kill at any moment is safe.
+
+    config.yaml         resolved configuration
+    trace.jsonl         one line per engine call (role, phase, round, tokens, cache hits, seconds)
+                        and one per counted fault (unparseable reply, rejected candidate, ...)
+    rounds/round-NN.json  every candidate of round NN: text, parent, operator, gradient, estimate, pulls
+    checkpoint.json     search state at the last phase boundary (atomic replace)
+    results.json        final report
+
+Created user-readable only (0700/0600): it holds private data. A lock file keeps a second process out.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from pathlib import Path
+
+from apo_local.errors import ApoError
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data) -> None:
+    atomic_write(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock = None
+
+    config = property(lambda self: self.path / "config.yaml")
+    trace = property(lambda self: self.path / "trace.jsonl")
+    checkpoint = property(lambda self: self.path / "checkpoint.json")
+    results = property(lambda self: self.path / "results.json")
+    rounds = property(lambda self: self.path / "rounds")
+
+    def round_file(self, r: int) -> Path:
+        return self.rounds / f"round-{r:02d}.json"
+
+    def open(self, config_text: str, *, resume: bool = False, overwrite: bool = False) -> None:
+        """Create, resume or overwrite; refuse to mix two different runs in one folder."""
+        if resume:
+            if not self.config.is_file():
+                raise ApoError(f"{self.path} holds no run to resume (no config.yaml)")
+        elif self.path.exists() and any(self.path.iterdir()):
+            if not overwrite:
+                raise ApoError(f"{self.path} already holds a run; use --resume to continue it or --overwrite to replace it")
+            self._acquire_lock()  # never wipe a folder another process is writing
+            for child in self.path.iterdir():
+                if child.name != ".lock":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.path, 0o700)
+        self.rounds.mkdir(exist_ok=True, mode=0o700)
+        self._acquire_lock()
+        if not resume:
+            atomic_write(self.config, config_text)
+
+    def _acquire_lock(self) -> None:
+        if self._lock is not None:
+            return
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ApoError(f"{self.path} is in use by another apo-local process") from None
+        self._lock = fd
+
+    def close(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def load_checkpoint(self) -> dict | None:
+        if not self.checkpoint.is_file():
+            return None
+        return json.loads(self.checkpoint.read_text(encoding="utf-8"))

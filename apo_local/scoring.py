@@ -1,0 +1,94 @@
+"""Scoring: many candidate instructions x many examples, in one engine batch.
+
+Classification uses label log-probabilities (``score_choices``: one forward pass, no sampling,
+prediction = argmax). ``mode="generate"`` instead samples a short greedy answer and parses the
+label from it (the pattern most other tools use; kept for comparison and generative tasks).
+Identical (instruction, example) pairs are scored once per scorer and remembered across rounds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from apo_local.engine import GenerationRequest
+from apo_local.errors import ApoError
+from apo_local.tasks import Example, Task, parse_label
+
+SCORING_MODES = ("logprobs", "generate")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str | None  # None: unparseable answer or prompt the engine could not take
+    raw: str = ""  # generated text (generate mode) or "" (logprobs mode)
+    error: str | None = None
+
+
+@dataclass
+class Evaluation:
+    instruction: str
+    metrics: dict[str, float]
+    predictions: list[Prediction] = field(repr=False)
+    predicted_distribution: dict[str, int] = field(default_factory=dict)
+    errors: int = 0
+
+    def to_dict(self) -> dict:
+        return {"metrics": self.metrics, "predicted_distribution": self.predicted_distribution, "errors": self.errors}
+
+
+class Scorer:
+    def __init__(self, task: Task, engine, mode: str = "logprobs", max_tokens: int = 8):
+        if mode not in SCORING_MODES:
+            raise ApoError(f"unknown scoring mode {mode!r} (use {' or '.join(SCORING_MODES)})")
+        if mode == "logprobs" and task.kind != "classification":
+            mode = "generate"  # free-text tasks have no label set to score
+        self.task, self.engine, self.mode, self.max_tokens = task, engine, mode, max_tokens
+        self._memo: dict[tuple[str, str], Prediction] = {}
+
+    def predict(self, pairs: Sequence[tuple[str, Example]]) -> list[Prediction]:
+        """Predictions for (instruction, example) pairs; all new pairs go to the engine in one call."""
+        todo = list(dict.fromkeys((ins, ex.id) for ins, ex in pairs if (ins, ex.id) not in self._memo))
+        if todo:
+            by_id = {ex.id: ex for _, ex in pairs}
+            prompts = [self.task.render(ins, by_id[eid]) for ins, eid in todo]
+            self._memo.update(zip(todo, self._run(prompts)))
+        return [self._memo[(ins, ex.id)] for ins, ex in pairs]
+
+    def rewards(self, pairs: Sequence[tuple[str, Example]]) -> list[float]:
+        preds = self.predict(pairs)
+        return [self.task.metric.example_score(p.label, ex.label) for p, (_, ex) in zip(preds, pairs)]
+
+    def evaluate_many(self, instructions: Sequence[str], examples: Sequence[Example]) -> list[Evaluation]:
+        preds = self.predict([(ins, ex) for ins in instructions for ex in examples])
+        golds = [ex.label for ex in examples]
+        out = []
+        for k, ins in enumerate(instructions):
+            chunk = preds[k * len(examples) : (k + 1) * len(examples)]
+            labels = [p.label for p in chunk]
+            out.append(
+                Evaluation(
+                    instruction=ins,
+                    metrics=self.task.metric.compute(labels, golds),
+                    predictions=chunk,
+                    predicted_distribution=dict(Counter(l if l is not None else "<none>" for l in labels)),
+                    errors=sum(p.error is not None for p in chunk),
+                )
+            )
+        return out
+
+    def evaluate(self, instruction: str, examples: Sequence[Example]) -> Evaluation:
+        return self.evaluate_many([instruction], examples)[0]
+
+    def _run(self, prompts: list[str]) -> list[Prediction]:
+        if self.mode == "logprobs":
+            labels = self.task.labels
+            return [
+                Prediction(None if s.best is None else labels[s.best], error=s.error)
+                for s in self.engine.score_choices(prompts, labels)
+            ]
+        gens = self.engine.generate([GenerationRequest(p, temperature=0.0, max_tokens=self.max_tokens) for p in prompts])
+        if self.task.kind == "classification":
+            return [Prediction(parse_label(g.text, self.task.labels), g.text, g.error) for g in gens]
+        return [Prediction(g.text.strip() if g.error is None else None, g.text, g.error) for g in gens]
