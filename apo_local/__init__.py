@@ -1,7 +1,30 @@
-"""apo-local: offline automatic prompt optimization on in-process vLLM."""
+"""apo-local: offline automatic prompt optimization (ProTeGi/APO) on in-process vLLM.
+
+    import apo_local as apo
+    cfg = apo.build_config({"task": "liar", "search": {"rounds": 2, "beam_size": 2}})
+    result = apo.optimize(cfg, out="runs/demo")
+"""
 
 from apo_local import _offline  # noqa: F401  (must run before vllm/transformers import)
 from apo_local.errors import ApoError
 
-__all__ = ["ApoError"]
 __version__ = "0.1.0"
+
+_LAZY = {
+    "build_config": "apo_local.config", "load_config": "apo_local.config", "RunConfig": "apo_local.config",
+    "EngineSettings": "apo_local.engine", "load_engine": "apo_local.engine",
+    "load_task": "apo_local.tasks", "Task": "apo_local.tasks",
+    "Scorer": "apo_local.scoring",
+    "optimize": "apo_local.optimize", "resume": "apo_local.optimize",
+    "RunResult": "apo_local.search",
+}
+__all__ = ["ApoError", *_LAZY]
+
+
+def __getattr__(name: str):
+    # Lazy: `import apo_local` stays cheap (the CLI's --help, the offline env for child processes).
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(name)

@@ -56,6 +56,17 @@ class Scorer:
             self._memo.update(zip(todo, self._run(prompts)))
         return [self._memo[(ins, ex.id)] for ins, ex in pairs]
 
+    def export_memo(self) -> dict:
+        """Every prediction made so far (checkpointed, so a resumed run asks the engine exactly what an
+        uninterrupted one would)."""
+        memo: dict[str, dict[str, list]] = {}
+        for (ins, eid), p in self._memo.items():
+            memo.setdefault(ins, {})[eid] = [p.label, p.raw, p.error]
+        return memo
+
+    def import_memo(self, memo: dict) -> None:
+        self._memo = {(ins, eid): Prediction(*p) for ins, rows in memo.items() for eid, p in rows.items()}
+
     def rewards(self, pairs: Sequence[tuple[str, Example]]) -> list[float]:
         preds = self.predict(pairs)
         return [self.task.metric.example_score(p.label, ex.label) for p, (_, ex) in zip(preds, pairs)]

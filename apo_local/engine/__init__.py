@@ -17,7 +17,7 @@ from apo_local.errors import ApoError
 
 __all__ = [
     "CachedEngine", "ChoiceScores", "Engine", "EngineSettings", "Generation", "GenerationRequest",
-    "ROLES", "RoleEngine", "Trace", "load_engine", "has_cuda_gpu",
+    "ROLES", "RoleEngine", "Trace", "load_engine", "has_cuda_gpu", "shutdown_engines",
 ]
 
 _LOADED: dict[tuple, object] = {}  # one backend per model + settings in this process
@@ -45,3 +45,16 @@ def load_engine(settings: EngineSettings, cache_path: Path | str | None | bool =
     if (key, cache_file) not in _CACHED:
         _CACHED[(key, cache_file)] = CachedEngine(_LOADED[key], ResultCache(cache_file) if cache_file else None)
     return _CACHED[(key, cache_file)]
+
+
+def shutdown_engines() -> None:
+    """Stop every backend this process started (engine worker processes included)."""
+    for cached in _CACHED.values():
+        if cached.cache:
+            cached.cache.close()
+    for backend in _LOADED.values():
+        close = getattr(backend, "close", None)
+        if close:
+            close()
+    _CACHED.clear()
+    _LOADED.clear()

@@ -92,6 +92,11 @@ class VLLMEngine:
         self.model_id = f"{model_fingerprint(model_path)}|{settings.dtype}|{self.max_model_len}"
         self.chat = ChatFormatter(self.llm.get_tokenizer())
 
+    def close(self) -> None:
+        core = getattr(self.llm.llm_engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+
     # -- protocol -------------------------------------------------------------------------
 
     def count_tokens(self, prompts: Sequence[str]) -> list[int]:

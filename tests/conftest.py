@@ -1,0 +1,43 @@
+"""Shared fixtures. End-to-end tests share ONE real vLLM engine (embedded SmolLM2-135M) per session."""
+
+from __future__ import annotations
+
+import pytest
+
+import apo_local  # noqa: F401  (offline environment first)
+
+TINY = {
+    "task": "liar",
+    "seed": 0,
+    "train_limit": 200,
+    "search": {"rounds": 2, "beam_size": 2, "minibatch_size": 8, "n_gradients": 2, "errors_per_gradient": 2,
+               "mc_samples": 1, "max_expansion": 2},
+    "selection": {"selector": "ucb", "budget": 48, "batch_size": 8, "arms_per_round": 2},
+    "optimizer": {"max_tokens": 96},
+    "evaluation": {"test_limit": 24},
+}
+
+
+@pytest.fixture(scope="session")
+def engine_settings():
+    from apo_local.engine import EngineSettings
+
+    return EngineSettings()
+
+
+@pytest.fixture(scope="session")
+def engine(engine_settings, tmp_path_factory):
+    """The real engine, started once; its own result cache file."""
+    from apo_local.engine import load_engine
+
+    from apo_local.engine import shutdown_engines
+
+    yield load_engine(engine_settings, tmp_path_factory.mktemp("cache") / "engine.sqlite")
+    shutdown_engines()
+
+
+@pytest.fixture(scope="session")
+def liar():
+    from apo_local.tasks import load_task
+
+    return load_task("liar")
