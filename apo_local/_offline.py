@@ -18,9 +18,14 @@ OFFLINE_ENV = {
 }
 
 
+QUIET_ENV = {"VLLM_LOGGING_LEVEL": "WARNING"}  # a default only: users may ask vLLM for more
+
+
 def apply() -> None:
     # Forced, not defaulted: a user's shell must not be able to turn telemetry back on by accident.
     os.environ.update(OFFLINE_ENV)
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
 
 
 apply()

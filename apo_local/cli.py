@@ -19,6 +19,10 @@ from apo_local.errors import ApoError
 
 
 def _setup_logging(verbose: bool) -> None:
+    if verbose:
+        import os
+
+        os.environ["VLLM_LOGGING_LEVEL"] = "INFO"  # read when vLLM is first imported (later than this)
     logging.basicConfig(level=logging.INFO if not verbose else logging.DEBUG, format="%(message)s", stream=sys.stderr)
     for noisy in ("vllm", "transformers", "datasets", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
@@ -114,6 +118,9 @@ def optimize(config_file, out, resume_dir, overwrite, **flags):
             raise ApoError("give --out DIR (the run directory to write)")
         result = run_optimize(cfg, out, overwrite=overwrite)
     _print_summary(result, out)
+
+
+# Commands of their own modules register here.
 
 
 def _print_summary(result, out) -> None:

@@ -39,16 +39,19 @@ class Evaluation:
 
 
 class Scorer:
-    def __init__(self, task: Task, engine, mode: str = "logprobs", max_tokens: int = 8):
+    def __init__(self, task: Task, engine, mode: str = "logprobs", max_tokens: int = 8, dedupe: bool = True):
         if mode not in SCORING_MODES:
             raise ApoError(f"unknown scoring mode {mode!r} (use {' or '.join(SCORING_MODES)})")
         if mode == "logprobs" and task.kind != "classification":
             mode = "generate"  # free-text tasks have no label set to score
         self.task, self.engine, self.mode, self.max_tokens = task, engine, mode, max_tokens
+        self.dedupe = dedupe  # False only to measure the one-request-per-pair pattern of other tools
         self._memo: dict[tuple[str, str], Prediction] = {}
 
     def predict(self, pairs: Sequence[tuple[str, Example]]) -> list[Prediction]:
         """Predictions for (instruction, example) pairs; all new pairs go to the engine in one call."""
+        if not self.dedupe:
+            return self._run([self.task.render(ins, ex) for ins, ex in pairs])
         todo = list(dict.fromkeys((ins, ex.id) for ins, ex in pairs if (ins, ex.id) not in self._memo))
         if todo:
             by_id = {ex.id: ex for _, ex in pairs}
