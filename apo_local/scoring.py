@@ -32,10 +32,13 @@ class Evaluation:
     metrics: dict[str, float]
     predictions: list[Prediction] = field(repr=False)
     predicted_distribution: dict[str, int] = field(default_factory=dict)
+    true_distribution: dict[str, int] = field(default_factory=dict)
+    confusion: dict[str, dict[str, int]] = field(default_factory=dict)  # classification: true -> predicted -> count
     errors: int = 0
 
     def to_dict(self) -> dict:
-        return {"metrics": self.metrics, "predicted_distribution": self.predicted_distribution, "errors": self.errors}
+        return {"metrics": self.metrics, "predicted_distribution": self.predicted_distribution,
+                "true_distribution": self.true_distribution, "confusion": self.confusion, "errors": self.errors}
 
 
 class Scorer:
@@ -80,13 +83,20 @@ class Scorer:
         out = []
         for k, ins in enumerate(instructions):
             chunk = preds[k * len(examples) : (k + 1) * len(examples)]
-            labels = [p.label for p in chunk]
+            labels = [p.label if p.label is not None else "<none>" for p in chunk]
+            confusion: dict[str, dict[str, int]] = {}
+            if self.task.kind == "classification":
+                for gold, pred in zip(golds, labels):
+                    row = confusion.setdefault(gold, {})
+                    row[pred] = row.get(pred, 0) + 1
             out.append(
                 Evaluation(
                     instruction=ins,
-                    metrics=self.task.metric.compute(labels, golds),
+                    metrics=self.task.metric.compute([p.label for p in chunk], golds),
                     predictions=chunk,
-                    predicted_distribution=dict(Counter(l if l is not None else "<none>" for l in labels)),
+                    predicted_distribution=dict(Counter(labels)),
+                    true_distribution=dict(Counter(golds)),
+                    confusion=confusion,
                     errors=sum(p.error is not None for p in chunk),
                 )
             )
