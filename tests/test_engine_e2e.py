@@ -91,3 +91,30 @@ def test_evaluate_cli_both_modes(engine, mode, tmp_path):
     assert 0.0 <= report["metrics"]["f1"] <= 1.0 and 0.0 <= report["metrics"]["accuracy"] <= 1.0
     assert sum(report["predicted_distribution"].values()) == 12
     assert report["usage"]["prompts"] == 12
+
+
+def test_two_engines_side_by_side(engine, engine_settings, liar, tmp_path):
+    """A second model (here: the same weights with a different context size) loads beside the first."""
+    from dataclasses import replace
+
+    from apo_local.engine import shutdown_engines
+
+    other = load_engine(replace(engine_settings, max_model_len=1024, kv_cache_gb=1.0), tmp_path / "c.sqlite")
+    try:
+        assert other.inner is not engine.inner and other.max_model_len == 1024
+        prompts = [liar.render(liar.initial_instruction, ex) for ex in liar.split("test")[:3]]
+        a = engine.score_choices(prompts, liar.labels)
+        b = other.score_choices(prompts, liar.labels)
+        assert [s.best for s in a] == [s.best for s in b]  # same weights, same answers
+    finally:
+        shutdown_engines(only=other)
+    assert engine.score_choices(prompts[:1], liar.labels)[0].error is None  # the first engine is unaffected
+
+
+def test_aliases_and_seeds_share_one_engine(engine, engine_settings):
+    from dataclasses import replace
+
+    from apo_local.models import resolve_model
+
+    same = load_engine(replace(engine_settings, model=str(resolve_model(None)), seed=123), False)
+    assert same.inner is engine.inner

@@ -7,6 +7,7 @@ Target and optimizer roles share an engine when they name the same model.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from apo_local.engine.cache import CachedEngine, ResultCache, default_cache_path
@@ -29,7 +30,9 @@ def load_engine(settings: EngineSettings, cache_path: Path | str | None | bool =
     from apo_local.models import resolve_model
 
     path = resolve_model(settings.model)
-    key = (str(path), settings.backend, settings.resolved())
+    # The backend's identity: the model folder and the settings that change its outputs or memory. Not the
+    # alias spelling, and not the seed (every request carries its own), so seeds and aliases share one engine.
+    key = (settings.backend, replace(settings.resolved(), model=str(path), seed=0))
     if key not in _LOADED:
         if settings.backend == "vllm":
             from apo_local.engine.vllm_engine import VLLMEngine
@@ -47,14 +50,17 @@ def load_engine(settings: EngineSettings, cache_path: Path | str | None | bool =
     return _CACHED[(key, cache_file)]
 
 
-def shutdown_engines() -> None:
-    """Stop every backend this process started (engine worker processes included)."""
-    for cached in _CACHED.values():
-        if cached.cache:
-            cached.cache.close()
-    for backend in _LOADED.values():
-        close = getattr(backend, "close", None)
-        if close:
-            close()
-    _CACHED.clear()
-    _LOADED.clear()
+def shutdown_engines(only: CachedEngine | None = None) -> None:
+    """Stop the backends this process started (all, or just ``only``'s), engine worker processes included."""
+    backends = [only.inner] if only is not None else list(_LOADED.values())
+    for k, cached in list(_CACHED.items()):
+        if cached.inner in backends:
+            if cached.cache:
+                cached.cache.close()
+            del _CACHED[k]
+    for k, backend in list(_LOADED.items()):
+        if backend in backends:
+            close = getattr(backend, "close", None)
+            if close:
+                close()
+            del _LOADED[k]

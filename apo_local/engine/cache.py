@@ -72,6 +72,8 @@ class CachedEngine:
         self._token_counts: dict[str, int] = {}
 
     def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+        if len(self._token_counts) > 20_000:  # bounded: a long-lived engine serves many runs
+            self._token_counts.clear()
         todo = [p for p in dict.fromkeys(prompts) if p not in self._token_counts]
         if todo:
             self._token_counts.update(zip(todo, self.inner.count_tokens(todo)))
