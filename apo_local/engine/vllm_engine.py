@@ -10,6 +10,7 @@ summing the per-token log-probabilities.
 from __future__ import annotations
 
 import hashlib
+import sys
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -30,6 +31,11 @@ def model_fingerprint(path: Path) -> str:
         elif f.suffix in {".safetensors", ".bin", ".json", ".model"}:
             h.update(f"{f.name}:{f.stat().st_size}".encode())
     return f"{path.name}@{h.hexdigest()[:12]}"
+
+
+def _progress(n: int) -> bool:
+    """A progress bar for long batches when a person is watching."""
+    return n >= 256 and sys.stderr.isatty()
 
 
 class ChatFormatter:
@@ -61,6 +67,92 @@ class ChatFormatter:
         return self._label_ids[label]
 
 
+def _quiet() -> bool:
+    return os.environ.get("VLLM_LOGGING_LEVEL", "WARNING").upper() not in ("INFO", "DEBUG")
+
+
+class _StderrTap:
+    """While vLLM starts, file descriptor 2 (inherited by its engine-core and worker processes) is a
+    pipe read by a thread of this process. Start-up output is held back: replayed if the engine
+    starts, mined for the root cause if it does not (the child's traceback would otherwise bury the
+    one line that matters). Afterwards the pipe is forwarded live to the real stderr."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.live = False
+        self._lock = threading.Lock()
+        sys.stderr.flush()
+        self._stderr = os.dup(2)
+        read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        threading.Thread(target=self._pump, args=(read,), daemon=True, name="apo-stderr-tap").start()
+
+    def _pump(self, read: int) -> None:
+        with os.fdopen(read, "rb") as pipe:
+            for line in pipe:
+                with self._lock:
+                    if self.live:
+                        _write_all(self._stderr, line)
+                    elif len(self.lines) < 5000:
+                        self.lines.append(line)
+
+    def release(self, replay: bool) -> list[str]:
+        """Give this process its stderr back; from now on the children's output is forwarded live."""
+        sys.stderr.flush()
+        os.dup2(self._stderr, 2)
+        with self._lock:
+            held, self.lines, self.live = self.lines, [], True
+            if replay:
+                for line in held:
+                    _write_all(self._stderr, line)
+        return [line.decode("utf-8", "replace").rstrip("\n") for line in held]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        pass
+
+
+_CAUSE = re.compile(r"\b(?:[A-Za-z_.]*(?:Error|Exception)|ValueError|RuntimeError): (.+)")
+_WRAPPED = re.compile(r"Worker failed with error '(.+)', please check the stack trace")
+
+
+def _root_cause(exc: Exception, held: list[str]) -> str:
+    """The most specific error line: the engine process's own error if it printed one, else ``exc``'s."""
+    own = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    for line in reversed(held):
+        m = _CAUSE.search(line)
+        if m and "initialization failed" not in m.group(1) and "See root cause above" not in m.group(1):
+            cause = m.group(1).strip()
+            wrapped = _WRAPPED.search(cause)
+            return (wrapped.group(1) if wrapped else cause)[:300]
+    return own[:300]
+
+
+def _start_failure(model_path: Path, s: EngineSettings, exc: Exception, held: list[str]) -> str:
+    """One line: what failed and which setting to change (config key under target/optimizer, or flag)."""
+    cause = _root_cause(exc, held)
+    low = cause.lower()
+    if "kv" in low and ("memory" in low or "cache" in low):
+        fix = (f"lower kv_cache_gb (now {s.kv_cache_gb}; --target-kv-cache-gb / --optimizer-kv-cache-gb) "
+               f"or max_model_len (now {s.max_model_len})")
+    elif "memory" in low or "oom" in low.split() or "out of memory" in low:
+        fix = (f"lower gpu_memory_utilization (now {s.gpu_memory_utilization}; --target-gpu-memory-utilization), "
+               f"kv_cache_gb (now {s.kv_cache_gb}) or max_model_len (now {s.max_model_len}), "
+               f"or free memory used by other processes")
+    elif "max_model_len" in low or "max_position_embeddings" in low or "context length" in low:
+        fix = f"lower max_model_len (now {s.max_model_len}; --target-max-model-len)"
+    else:
+        fix = (f"check the model folder (target.model / optimizer.model), or lower gpu_memory_utilization "
+               f"(now {s.gpu_memory_utilization}), kv_cache_gb (now {s.kv_cache_gb}) or max_model_len "
+               f"(now {s.max_model_len})")
+    return f"engine failed to start for {model_path}: {cause} -- {fix}"
+
+
 class VLLMEngine:
     def __init__(self, model_path: Path, settings: EngineSettings):
         from vllm import LLM  # imported here: importing vLLM is slow and only this backend needs it
@@ -79,15 +171,16 @@ class VLLMEngine:
         )
         if settings.kv_cache_gb is not None:
             kwargs["kv_cache_memory_bytes"] = int(settings.kv_cache_gb * (1 << 30))
+        tap = _StderrTap() if _quiet() else None
         try:
             self.llm = LLM(**kwargs)
         except Exception as exc:  # vLLM raises many types; the user needs one actionable line
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            raise ApoError(
-                f"engine failed to start for {model_path}: {first} -- check the model folder, or lower "
-                f"gpu_memory_utilization (now {settings.gpu_memory_utilization}), kv_cache_gb "
-                f"(now {settings.kv_cache_gb}) or max_model_len (now {settings.max_model_len})"
-            ) from None
+            held = tap.release(replay=False) if tap else []
+            tap = None
+            raise ApoError(_start_failure(model_path, settings, exc, held)) from None
+        finally:
+            if tap:
+                tap.release(replay=True)
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.model_id = f"{model_fingerprint(model_path)}|{settings.dtype}|{self.max_model_len}"
         self.chat = ChatFormatter(self.llm.get_tokenizer())
@@ -126,7 +219,7 @@ class VLLMEngine:
             )
             index.append(i)
         if batch:
-            outputs = self.llm.generate(batch, params, use_tqdm=False)
+            outputs = self.llm.generate(batch, params, use_tqdm=_progress(len(batch)))
             for i, out in zip(index, outputs):
                 results[i] = Generation(
                     texts=tuple(o.text for o in out.outputs),
@@ -164,7 +257,7 @@ class VLLMEngine:
         step_logprobs: dict[tuple[int, tuple[int, ...]], dict[int, float]] = {}
         input_tokens: dict[int, int] = {}
         if batch:
-            outputs = self.llm.generate(batch, params, use_tqdm=False)
+            outputs = self.llm.generate(batch, params, use_tqdm=_progress(len(batch)))
             for (i, prefix, n_ids), out in zip(keys, outputs):
                 lp = out.outputs[0].logprobs[0]
                 step_logprobs[(i, prefix)] = {tok: lp[tok].logprob for tok in steps[prefix]}
