@@ -61,18 +61,23 @@ def evaluate(task, prompt_file, split, limit, model, mode, backend, cache, as_js
         p = Path(prompt_file)
         if not p.is_file():
             raise ApoError(f"prompt file {p} does not exist")
-        instruction = p.read_text(encoding="utf-8").strip()
+        from apo_local.tasks.examples import read_text
+
+        instruction = read_text(p).strip()  # not UTF-8 / unreadable: one ApoError line
         if not instruction:
             raise ApoError(f"prompt file {p} is empty")
     examples = t.split(split)[:limit]
     trace = Trace()
     engine = load_engine(EngineSettings(model=model, backend=backend), False if cache == "off" else cache)
+    t.limit_length(engine.count_tokens, engine.max_model_len - 16,
+                   lambda ex, before, after: trace.event("example_truncated", example=ex.id))
     result = Scorer(t, RoleEngine(engine, "target", trace), mode).evaluate(instruction, examples)
     report = {
         "task": t.name, "split": split, "n": len(examples), "mode": mode, "metric": t.metric.name,
         **result.to_dict(),
         "true_distribution": dict(sorted(_count(ex.label for ex in examples).items())),
         "usage": trace.totals_dict()["target"],
+        "faults": trace.faults,
     }
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -121,6 +126,16 @@ def optimize(config_file, out, resume_dir, overwrite, **flags):
 
 
 # Commands of their own modules register here.
+from apo_local.compare import compare_command  # noqa: E402
+from apo_local.diagnostics import diagnose_command  # noqa: E402
+
+cli.add_command(compare_command)
+cli.add_command(diagnose_command)
+from apo_local.report.cli import report_command  # noqa: E402
+from apo_local.sweep import sweep_command  # noqa: E402
+
+cli.add_command(sweep_command)
+cli.add_command(report_command)
 
 
 def _print_summary(result, out) -> None:
@@ -186,11 +201,19 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted; continue with: apo-local optimize --resume RUN_DIR", err=True)
         sys.exit(130)
+    except click.exceptions.UsageError as exc:  # unknown flag, bad flag value: one line too
+        hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        sys.exit(2)
     except click.exceptions.ClickException as exc:
         exc.show()
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except OSError as exc:  # e.g. --out on a read-only or full file system: the path and the reason, one line
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ are refused); errors become one line naming the key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError,
+                      field_validator)
 
 from apo_local.engine import EngineSettings
 from apo_local.errors import ApoError
@@ -51,7 +52,7 @@ class ScoringConfig(_Section):
 
 
 class SearchConfig(_Section):
-    proposer: str = "protegi"
+    proposer: str = "protegi"  # protegi | one-step | three-stage | rewrite | improve | abo (search/proposers.py)
     rounds: int = Field(6, ge=1)
     beam_size: PositiveInt = 4
     minibatch_size: PositiveInt = 64
@@ -62,6 +63,9 @@ class SearchConfig(_Section):
     mc_samples: int = Field(2, ge=0)  # Monte-Carlo paraphrases per edit (and per parent)
     max_expansion: PositiveInt = 8  # new candidates kept per parent (seeded subsample)
     parse_fallback: Literal["whole", "none"] = "whole"
+    initial_prompt: Optional[str] = None  # replaces the task's initial instruction (e.g. a ready ABO prompt)
+    demonstration: bool = True  # abo: a worked demonstration (True) or a "Follow the steps strictly." line
+    abo_work_tokens: PositiveInt = 128  # abo: tokens the target may write while showing its steps
 
 
 class SelectionConfig(_Section):
@@ -70,6 +74,27 @@ class SelectionConfig(_Section):
     batch_size: PositiveInt = 32  # examples per arm pull
     arms_per_round: PositiveInt = 8
     c: PositiveFloat = 2.0
+    # bandit: the selector picks the beam among parents + proposals (ProTeGi);
+    # naive: the beam becomes the newest proposals, unevaluated (Melcer et al., 2025);
+    # validated: per parent, validation_k proposals and the parent are scored on one fixed seeded
+    # validation sample and the parent is replaced only by a proposal that beats it.
+    acceptance: Literal["bandit", "naive", "validated"] = "bandit"
+    validation_k: PositiveInt = 4
+    validation_size: PositiveInt = 32
+
+
+# "true" | "wrong"; an unquoted YAML true (or --feedback-labels true) means "true"
+LabelSource = Annotated[Literal["true", "wrong"], BeforeValidator(lambda v: "true" if v is True else v)]
+
+
+class FeedbackConfig(_Section):
+    """What the optimizer is shown (Melcer et al., 2025; Ma et al., 2024). Corruption is seeded by ``seed``."""
+
+    labels: LabelSource = "true"  # gold labels shown to the optimizer (wrong: corrupted)
+    selection_labels: LabelSource = "true"  # labels the selection rewards are computed against
+    show_evaluation: bool = True  # False: inputs and outputs only, not which are right
+    numeric_offset: PositiveFloat = 5.0  # numeric tasks: a wrong label is the true value + U(-k, k)
+    errors: Literal["real", "pseudo"] = "real"  # pseudo: correct examples shown with flipped predictions
 
 
 class EvaluationConfig(_Section):
@@ -88,6 +113,16 @@ class MetaPromptConfig(_Section):
     gradient: Optional[str] = None  # path to a jinja2 file overriding the built-in meta-prompt
     edit: Optional[str] = None
     paraphrase: Optional[str] = None
+    error: Optional[str] = None
+    error_noeval: Optional[str] = None  # error block when feedback.show_evaluation is false
+    one_step: Optional[str] = None
+    critique: Optional[str] = None
+    feedback: Optional[str] = None
+    rewrite: Optional[str] = None
+    improve: Optional[str] = None
+    abo_init: Optional[str] = None
+    abo_revise: Optional[str] = None
+    abo_demo: Optional[str] = None
 
 
 class RunConfig(_Section):
@@ -102,7 +137,13 @@ class RunConfig(_Section):
     selection: SelectionConfig = SelectionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     budget: BudgetConfig = BudgetConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
     meta_prompts: MetaPromptConfig = MetaPromptConfig()
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_off(cls, v):
+        return "off" if v is False else v  # YAML reads a bare `off` as false
 
     def optimizer_engine_config(self) -> EngineConfig:
         """Engine settings of the optimizer; inherits the target's model when none is named."""
@@ -159,7 +200,7 @@ def dump_config(cfg: RunConfig) -> str:
 def flag_names() -> dict[str, str]:
     """Every leaf key as a CLI flag: ``search.rounds`` -> ``rounds``, ``target.model`` -> ``target-model``."""
     flags: dict[str, str] = {}
-    prefixed = {"target", "optimizer", "meta_prompts", "scoring"}
+    prefixed = {"target", "optimizer", "meta_prompts", "scoring", "feedback"}
     for section, field in RunConfig.model_fields.items():
         sub = field.annotation
         if isinstance(sub, type) and issubclass(sub, BaseModel):

@@ -200,6 +200,18 @@ def resolve_model(name_or_path: str | os.PathLike | None = None, *, prepare_if_m
     return prepare_model(name)
 
 
+def chat_template_for(path: Path) -> str | None:
+    """The registry's chat template override for a model folder, or None (the tokenizer's own)."""
+    path = Path(path).resolve()
+    for entry in load_registry().models.values():
+        if entry.path == path and entry.chat_template != "builtin":
+            try:
+                return Path(entry.chat_template).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ApoError(f"model {entry.alias}: chat template {entry.chat_template}: {exc.strerror}") from None
+    return None
+
+
 def prepare_model(alias: str, *, force: bool = False) -> Path:
     """Build the folder of a registry model that has a ``source``; atomic (never a half folder)."""
     registry = load_registry()

@@ -39,6 +39,7 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock = None
+        self.fresh = False  # True once open() started a new run here (not a resume)
 
     config = property(lambda self: self.path / "config.yaml")
     trace = property(lambda self: self.path / "trace.jsonl")
@@ -54,7 +55,7 @@ class RunDir:
         if resume:
             if not self.config.is_file():
                 raise ApoError(f"{self.path} holds no run to resume (no config.yaml)")
-        elif self.path.exists() and any(self.path.iterdir()):
+        elif self.path.exists() and any(child.name != ".lock" for child in self.path.iterdir()):
             if not overwrite:
                 raise ApoError(f"{self.path} already holds a run; use --resume to continue it or --overwrite to replace it")
             self._acquire_lock()  # never wipe a folder another process is writing
@@ -67,6 +68,7 @@ class RunDir:
         self._acquire_lock()
         if not resume:
             atomic_write(self.config, config_text)
+        self.fresh = not resume
 
     def _acquire_lock(self) -> None:
         if self._lock is not None:
@@ -79,6 +81,16 @@ class RunDir:
             os.close(fd)
             raise ApoError(f"{self.path} is in use by another apo-local process") from None
         self._lock = fd
+
+    def discard(self) -> None:
+        """Remove what a run that failed before its first checkpoint wrote (config, trace, rounds),
+        so the same ``--out`` can be used again once the setting is fixed. Only for a run started
+        here (not a resumed one); a run with a checkpoint is never touched."""
+        if not self.fresh or self.checkpoint.exists():
+            return
+        for child in (self.config, self.trace, self.results):
+            child.unlink(missing_ok=True)
+        shutil.rmtree(self.rounds, ignore_errors=True)
 
     def close(self) -> None:
         if self._lock is not None:

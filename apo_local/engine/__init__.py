@@ -18,21 +18,25 @@ from apo_local.errors import ApoError
 
 __all__ = [
     "CachedEngine", "ChoiceScores", "Engine", "EngineSettings", "Generation", "GenerationRequest",
-    "ROLES", "RoleEngine", "Trace", "load_engine", "has_cuda_gpu", "shutdown_engines",
+    "ROLES", "RoleEngine", "Trace", "load_engine", "engine_key", "has_cuda_gpu", "shutdown_engines",
 ]
 
 _LOADED: dict[tuple, object] = {}  # one backend per model + settings in this process
 _CACHED: dict[tuple, CachedEngine] = {}
 
 
-def load_engine(settings: EngineSettings, cache_path: Path | str | None | bool = None) -> CachedEngine:
-    """Start (or reuse) the backend for ``settings``. ``cache_path``: None = default, False = no disk cache."""
+def engine_key(settings: EngineSettings) -> tuple:
+    """The backend's identity: the model folder and the settings that change its outputs or memory. Not the
+    alias spelling, and not the seed (every request carries its own), so seeds and aliases share one engine."""
     from apo_local.models import resolve_model
 
-    path = resolve_model(settings.model)
-    # The backend's identity: the model folder and the settings that change its outputs or memory. Not the
-    # alias spelling, and not the seed (every request carries its own), so seeds and aliases share one engine.
-    key = (settings.backend, replace(settings.resolved(), model=str(path), seed=0))
+    return (settings.backend, replace(settings.resolved(), model=str(resolve_model(settings.model)), seed=0))
+
+
+def load_engine(settings: EngineSettings, cache_path: Path | str | None | bool = None) -> CachedEngine:
+    """Start (or reuse) the backend for ``settings``. ``cache_path``: None = default, False = no disk cache."""
+    key = engine_key(settings)
+    path = Path(key[1].model)
     if key not in _LOADED:
         if settings.backend == "vllm":
             from apo_local.engine.vllm_engine import VLLMEngine

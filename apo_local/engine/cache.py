@@ -80,7 +80,9 @@ class CachedEngine:
         return [self._token_counts[p] for p in prompts]
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        keys = [_key(self.model_id, self.seed, "generate", r.prompt, r.settings()) for r in requests]
+        # A seeded request is reproducible on its own; an unseeded one depends on the engine's seed too.
+        keys = [_key(self.model_id, None if r.seed is not None else self.seed, "generate", r.prompt, r.settings())
+                for r in requests]
         return self._cached(keys, requests, self.inner.generate, _load_generation)
 
     def score_choices(self, prompts: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:

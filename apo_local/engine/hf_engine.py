@@ -108,7 +108,9 @@ class TransformersEngine:
         self.model = model
         self.tokenizer = tokenizer
         self.dtype = dtype
-        self.chat = ChatFormatter(tokenizer)
+        from apo_local.models import chat_template_for
+
+        self.chat = ChatFormatter(tokenizer, chat_template_for(model_path))
 
         config = model.config
         limit = None
@@ -123,7 +125,7 @@ class TransformersEngine:
             max_len = 2048  # neither the settings nor the config bound it
         self.max_model_len = int(max_len)
         dtype_name = str(dtype).removeprefix("torch.")
-        self.model_id = f"{model_fingerprint(model_path)}|{dtype_name}|{self.max_model_len}|hf"
+        self.model_id = f"{model_fingerprint(model_path)}|{dtype_name}|{self.max_model_len}|hf{self.chat.template_id}"
 
         eos: set[int] = set()
         for src in (getattr(model, "generation_config", None), config, tokenizer):

@@ -9,6 +9,7 @@ was resumed or not.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +28,15 @@ class RoleTotals:
     output_tokens: int = 0
     cache_hits: int = 0
     seconds: float = 0.0
+
+
+def _append(path: Path, line: str) -> None:
+    """One whole line, appended; the file is created user-only (the trace holds prompts and outputs)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
 
 
 class Trace:
@@ -54,15 +64,13 @@ class Trace:
             line = dict(role=role, op=op, phase=self.phase, round=self.round, prompts=prompts,
                         input_tokens=input_tokens, output_tokens=output_tokens, cache_hits=cache_hits,
                         seconds=round(seconds, 3), **extra)
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(line) + "\n")
+            _append(self.path, json.dumps(line) + "\n")
 
     def event(self, kind: str, **detail) -> None:
         """A counted fault or fallback (unparseable reply, rejected candidate, ...), logged in the trace."""
         self.faults[kind] = self.faults.get(kind, 0) + 1
         if self.path:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(dict(event=kind, phase=self.phase, round=self.round, **detail)) + "\n")
+            _append(self.path, json.dumps(dict(event=kind, phase=self.phase, round=self.round, **detail)) + "\n")
 
     def totals_dict(self) -> dict:
         return {role: asdict(t) for role, t in self.totals.items()}

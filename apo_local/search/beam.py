@@ -1,13 +1,18 @@
 """The search loop: rounds of expand (proposer) -> select (bandit) over a beam of prompts.
 
-Every method and ablation is a configuration of this one loop: which proposer, which selector,
-what beam size and how many rounds. The state is checkpointed at every phase boundary; a
-resumed run re-derives its randomness from (seed, round, purpose) and replays finished engine
-calls from the result cache, so it ends with the same ``results.json`` as an uninterrupted run.
+Every method and ablation is a configuration of this one loop: which proposer, which selector (or
+acceptance rule: bandit, naive, validated), what beam size, how many rounds, and what feedback the
+optimizer is shown (``feedback``: true or wrong labels, real or pseudo errors, with or without
+evaluation). The state is checkpointed at every phase boundary; a resumed run re-derives its
+randomness from (seed, round, purpose) and replays finished engine calls from the result cache, so
+it ends with the same ``results.json`` as an uninterrupted run. Each round's history entry records
+whether an update was accepted into the beam and the beam's prompt lengths (tokens).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
@@ -18,7 +23,9 @@ from apo_local.engine import RoleEngine, Trace
 from apo_local.errors import ApoError
 from apo_local.run_dir import RunDir, write_json
 from apo_local.scoring import Scorer
+from apo_local.search import acceptance
 from apo_local.search.candidates import Candidate
+from apo_local.search.feedback import corrupt_examples
 from apo_local.search.context import SearchContext
 from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.proposers import make_proposer
@@ -65,20 +72,23 @@ class BeamSearch:
         self.trace: Trace = target.trace
         self.proposer = make_proposer(cfg.search.proposer)
         self.selector = make_selector(cfg.selection.selector, **_selector_params(cfg))
-        train = task.split("train")
+        train = task.check_split("train", min_size=cfg.search.minibatch_size, size_name="search.minibatch_size")
         if cfg.train_limit:
             train = sorted(train, key=lambda ex: hash_key(cfg.seed, ex.id))[: cfg.train_limit]
         self.scorer = Scorer(task, target, cfg.scoring.mode, cfg.scoring.max_tokens)
         self.ctx = SearchContext(task, train, self.scorer, optimizer, cfg, MetaPrompts(cfg.meta_prompts.model_dump()))
-        self.test = task.split(cfg.evaluation.test_split)[: cfg.evaluation.test_limit]
+        self.test = task.check_split(cfg.evaluation.test_split, min_size=cfg.evaluation.test_limit or 1,
+                                     size_name="evaluation.test_limit")[: cfg.evaluation.test_limit]
+        f = cfg.feedback  # labels the selection rewards are computed against (same example ids)
+        if "wrong" in (f.labels, f.selection_labels) or f.errors == "pseudo":
+            corrupt_examples(train[:1], task, cfg.seed, f.numeric_offset)  # refuse a task that can't be corrupted, now
+        self.selection_train = train if f.selection_labels == "true" else corrupt_examples(train, task, cfg.seed, f.numeric_offset)
 
     # -- the loop ------------------------------------------------------------------------
 
     def run(self) -> RunResult:
         state = self._load_state()
         if state["phase"] == "done" and self.run_dir and self.run_dir.results.is_file():
-            import json
-
             return RunResult(**json.loads(self.run_dir.results.read_text()))
         started = time.monotonic() - state["elapsed"]
         stop_reason = "completed"
@@ -117,9 +127,29 @@ class BeamSearch:
     # -- phases --------------------------------------------------------------------------
 
     def _select(self, state: dict) -> None:
+        parent_ids = {c["id"] for c in state["candidates"] if c["status"] == "kept"}
+        mode = self.cfg.selection.acceptance  # bandit (ProTeGi) | naive | validated (Melcer et al., 2025)
+        if mode == "naive":
+            selection = self._accept_naive(state)
+        elif mode == "validated":
+            selection = self._accept_validated(state)
+        else:
+            selection = self._select_bandit(state)
+        texts = [c["text"] for c in state["beam"]]
+        entry = {"round": state["round"], "beam": [(c["id"], c["estimate"]) for c in state["beam"]],
+                 "selection": selection,
+                 "accepted": any(c["id"] not in parent_ids for c in state["beam"]),
+                 "prompt_tokens": self.scorer.engine.count_tokens(texts) if texts else []}
+        if self.cfg.evaluation.per_round_test:
+            self.trace.at("test", state["round"])
+            evals = self.scorer.evaluate_many(texts, self.test)
+            entry["test"] = [e.metrics[self.task.metric.name] for e in evals]
+        state["history"].append(entry)
+
+    def _select_bandit(self, state: dict) -> dict:
         arms = [Candidate.from_dict(c) for c in state["candidates"] if c["status"] in ("new", "kept")]
         rng = self.ctx.rng("select")
-        train = self.ctx.train
+        train = self.selection_train
 
         def pull(requests: list[tuple[int, int]]) -> list[list[float]]:
             pairs, sizes = [], []
@@ -140,18 +170,42 @@ class BeamSearch:
         for c in state["candidates"]:
             if c["id"] in est:
                 c["estimate"], c["pulls"] = est[c["id"]]
-        chosen = {arms[i].id for i in res.chosen}
-        for c in state["candidates"]:
-            if c["status"] in ("new", "kept"):
-                c["status"] = "beam" if c["id"] in chosen else "not selected"
+        _mark_beam(state["candidates"], {arms[i].id for i in res.chosen})
         state["beam"] = [dict(arms[i].to_dict(), estimate=est[arms[i].id][0], pulls=est[arms[i].id][1]) for i in res.chosen]
-        entry = {"round": state["round"], "beam": [(c["id"], c["estimate"]) for c in state["beam"]],
-                 "selection": {"selector": self.selector.name, "budget_used": res.budget_used, "bandit_rounds": res.rounds}}
-        if self.cfg.evaluation.per_round_test:
-            self.trace.at("test", state["round"])
-            evals = self.scorer.evaluate_many([c["text"] for c in state["beam"]], self.test)
-            entry["test"] = [e.metrics[self.task.metric.name] for e in evals]
-        state["history"].append(entry)
+        return {"selector": self.selector.name, "budget_used": res.budget_used, "bandit_rounds": res.rounds}
+
+    def _accept_naive(self, state: dict) -> dict:
+        cands = state["candidates"]
+        new = [c for c in cands if c["status"] == "new"]
+        kept = [c for c in cands if c["status"] == "kept"]
+        beam = acceptance.naive_beam(new, kept, self.cfg.search.beam_size, self.ctx.rng("accept"))
+        _mark_beam(cands, {c["id"] for c in beam})
+        state["beam"] = [dict(c, status="new") for c in beam]
+        return {"acceptance": "naive", "budget_used": 0}
+
+    def _accept_validated(self, state: dict) -> dict:
+        sel, cands = self.cfg.selection, state["candidates"]
+        root = acceptance.roots(cands)
+        parents = [c for c in cands if c["status"] == "kept"]
+        val = acceptance.validation_sample(self.selection_train, sel.validation_size, self.cfg.seed)
+        groups = []  # (parent, [proposals])
+        for p in parents:
+            mine = [c for c in cands if c["status"] == "new" and root.get(c["id"]) == p["id"]]
+            groups.append((p, self.ctx.rng("validate", p["id"]).sample(mine, min(sel.validation_k, len(mine)))))
+        texts = list(dict.fromkeys(c["text"] for p, props in groups for c in [p, *props]))
+        self.trace.at("select", state["round"])
+        rewards = self.scorer.rewards([(t, ex) for t in texts for ex in val])
+        score = {t: sum(rewards[i * len(val) : (i + 1) * len(val)]) / max(1, len(val)) for i, t in enumerate(texts)}
+        beam = []
+        for p, props in groups:
+            for c in [p, *props]:
+                c["estimate"], c["pulls"] = score[c["text"]], len(val)
+            win = acceptance.validated_choice(score[p["text"]], [score[c["text"]] for c in props])
+            beam.append(p if win is None else props[win])
+        _mark_beam(cands, {c["id"] for c in beam})
+        beam.sort(key=lambda c: -(c["estimate"] or 0.0))
+        state["beam"] = [dict(c, status="new") for c in beam]
+        return {"acceptance": "validated", "budget_used": len(texts) * len(val), "validation_size": len(val)}
 
     def _final(self, state: dict, stop_reason: str) -> RunResult:
         self.trace.at("final", state["round"])
@@ -193,7 +247,7 @@ class BeamSearch:
             self.scorer.import_memo(saved.get("predictions", {}))
             log.info("resuming at round %d (%s)", saved["round"], saved["phase"])
             return saved["state"]
-        initial = self.task.initial_instruction
+        initial = self.cfg.search.initial_prompt or self.task.initial_instruction
         return {"round": 0, "phase": "start", "initial": initial, "elapsed": 0.0, "history": [], "candidates": [],
                 "beam": [Candidate(initial, 0, "initial").to_dict()]}
 
@@ -221,9 +275,14 @@ class BeamSearch:
 
 
 def hash_key(seed: int, text: str) -> str:
-    import hashlib
-
     return hashlib.sha256(f"{seed}|{text}".encode()).hexdigest()
+
+
+def _mark_beam(candidates: list[dict], chosen: set[str]) -> None:
+    """Record the selection's verdict on every candidate that competed in it."""
+    for c in candidates:
+        if c["status"] in ("new", "kept"):
+            c["status"] = "beam" if c["id"] in chosen else "not selected"
 
 
 def _as_kept(c: Candidate) -> dict:

@@ -16,7 +16,8 @@ class Candidate:
     round: int  # round that created it (0 = initial)
     operator: str  # initial | edit | paraphrase | ... (what made it)
     parent: str | None = None  # id of the candidate it was derived from
-    gradient: str | None = None  # the textual gradient (reason) behind it, if any
+    gradient: str | None = None  # the textual gradient (reason / feedback) behind it, if any
+    critique: str | None = None  # three-stage only: the critique of the outputs the feedback came from
     id: str = field(default="")
     estimate: float | None = None  # bandit estimate in the round it was last selected on
     pulls: int = 0

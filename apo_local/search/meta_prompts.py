@@ -1,4 +1,4 @@
-"""Meta-prompts: the templates the optimizer model is asked with (gradient, edit, paraphrase).
+"""Meta-prompts: the templates the optimizer model is asked with (gradient, edit, paraphrase, ...).
 
 Built-ins live in ``search/prompts/*.jinja``; a run config can point any of them at a user file.
 """
@@ -36,10 +36,13 @@ class MetaPrompts:
         except jinja2.UndefinedError as exc:
             raise ApoError(f"meta-prompt {name!r}: {exc.message}") from None
 
-    def errors(self, rows: Sequence[tuple[Example, str | None]]) -> str:
-        """The error block shown to the optimizer: input, gold label, the prompt's prediction."""
+    def errors(self, rows: Sequence[tuple[Example, str | None]], evaluated: bool = True) -> str:
+        """The error block shown to the optimizer: input, gold label, the prompt's prediction.
+
+        ``evaluated=False`` (``feedback.show_evaluation: false``): input and output only (``error_noeval``)."""
+        name = "error" if evaluated else "error_noeval"
         return "\n".join(
-            self.render("error", number=i + 1, input=ex.input.strip(), label=ex.label, prediction=pred or "(no answer)")
+            self.render(name, number=i + 1, input=ex.input.strip(), label=ex.label, prediction=pred or "(no answer)")
             + "\n"
             for i, (ex, pred) in enumerate(rows)
         )

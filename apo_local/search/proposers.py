@@ -1,7 +1,24 @@
 """Proposers: how new candidate instructions are made from the beam.
 
-``ProTeGiProposer`` (Pryzant et al., 2023): minibatch errors -> textual gradients -> edits ->
-Monte-Carlo paraphrases, every step one batched optimizer call for the whole beam.
+Every proposer is one step of the same loop (``BeamSearch``): ``propose(parents, ctx)`` returns new
+candidates; the selector (or the acceptance rule) then picks the beam. Each optimizer step is one
+batched call for the whole beam.
+
+``protegi`` (Pryzant et al., 2023, the default): minibatch errors -> textual gradients -> edits ->
+Monte-Carlo paraphrases. ``n_gradients: 0`` leaves paraphrases only: the paper's Monte-Carlo baseline.
+
+Update-operator ablations of Melcer et al. (2025), *Textual gradients are a flawed metaphor*; each
+replaces the gradient -> edit pair and keeps everything else (paraphrases, admission, cap):
+
+* ``one-step``: rewrite the prompt directly from the examples and their evaluations;
+* ``three-stage``: critique the outputs -> turn the critique into feedback on the prompt -> rewrite;
+* ``rewrite``: data-free paraphrase of the prompt (no examples at all);
+* ``improve``: data-free "write a better prompt" (no examples at all).
+
+``abo``: Automatic Behavior Optimization (Ma et al., 2024), see ``search/abo.py``.
+
+What the data-driven proposers are shown (true or wrong labels, real or pseudo errors, outputs with or
+without evaluation) is the ``feedback`` config section, applied once in ``SearchContext.feedback_groups``.
 """
 
 from __future__ import annotations
@@ -9,6 +26,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from apo_local.errors import ApoError
+from apo_local.search.abo import ABOProposer
 from apo_local.search.candidates import Candidate
 from apo_local.search.context import SearchContext
 
@@ -20,47 +38,19 @@ class Proposer(Protocol):
         """New candidates (parents excluded); their ``status`` says if they were dropped."""
 
 
-class ProTeGiProposer:
-    name = "protegi"
+class UpdateThenParaphrase:
+    """updates (subclass) -> Monte-Carlo paraphrases of updates and parents -> admit and cap."""
+
+    name = "?"
 
     def propose(self, parents: list[Candidate], ctx: SearchContext) -> list[Candidate]:
         s = ctx.cfg.search
-        edits = self._edits(parents, ctx) if s.n_gradients > 0 else []
-        proposals = edits + self._paraphrases(edits + parents, ctx)
-        return self._admit_and_cap(proposals, parents, ctx)
+        updates = self._updates(parents, ctx) if s.n_gradients > 0 else []
+        proposals = updates + self._paraphrases(updates + parents, ctx)
+        return ctx.admit_and_cap(proposals, parents)
 
-    def _edits(self, parents: list[Candidate], ctx: SearchContext) -> list[Candidate]:
-        s = ctx.cfg.search
-        minibatch = ctx.rng("minibatch").sample(ctx.train, min(s.minibatch_size, len(ctx.train)))
-        ctx.trace.at("minibatch", ctx.round)
-        preds = ctx.scorer.predict([(p.text, ex) for p in parents for ex in minibatch])
-        groups = []  # (parent, error block) - one gradient call each
-        for k, parent in enumerate(parents):
-            chunk = preds[k * len(minibatch) : (k + 1) * len(minibatch)]
-            errors = [(ex, pr.label) for ex, pr in zip(minibatch, chunk) if pr.label != ex.label]
-            rng = ctx.rng("errors", parent.id)
-            for _ in range(s.n_gradients if errors else 0):
-                groups.append((parent, ctx.meta.errors(rng.sample(errors, min(len(errors), s.errors_per_gradient)))))
-        if parents and not groups:
-            ctx.trace.event("no_errors", detail="no minibatch errors: no gradients this round")
-
-        replies = ctx.ask("gradient", [
-            ctx.meta.render("gradient", prompt=p.text, errors=err, num_reasons=s.reasons_per_gradient) for p, err in groups
-        ])
-        grads = [
-            (parent, err, reason)
-            for (parent, err), reply in zip(groups, replies)
-            for reason in ctx.parse(reply.text, "gradient")[: s.reasons_per_gradient]
-        ]
-        replies = ctx.ask("edit", [
-            ctx.meta.render("edit", prompt=p.text, errors=err, gradient=reason, num_prompts=s.edits_per_gradient)
-            for p, err, reason in grads
-        ])
-        return [
-            Candidate(text, ctx.round, "edit", parent=parent.id, gradient=reason)
-            for (parent, _, reason), reply in zip(grads, replies)
-            for text in ctx.parse(reply.text, "edit")[: s.edits_per_gradient]
-        ]
+    def _updates(self, parents: list[Candidate], ctx: SearchContext) -> list[Candidate]:
+        raise NotImplementedError
 
     def _paraphrases(self, sources: list[Candidate], ctx: SearchContext) -> list[Candidate]:
         n = ctx.cfg.search.mc_samples
@@ -71,36 +61,124 @@ class ProTeGiProposer:
             Candidate(item, ctx.round, "paraphrase", parent=src.id, gradient=src.gradient)
             for src, reply in zip(sources, replies)
             for text in reply.texts
-            for item in ctx.parse(text, "paraphrase")[:1]
+            for item in ctx.parse(text, "paraphrase", tagged=False)[:1]
         ]
 
-    def _admit_and_cap(self, proposals: list[Candidate], parents: list[Candidate], ctx: SearchContext) -> list[Candidate]:
-        """Dedupe, reject degenerate or over-long ones, keep at most ``max_expansion`` per parent (seeded)."""
-        by_id = {p.id: p for p in parents}
-        root = {p.id: p.id for p in parents}
-        seen = set(by_id)
-        out: list[Candidate] = []
-        for c in proposals:
-            root.setdefault(c.id, root.get(c.parent, c.parent))
-            if c.id in seen:
-                continue
-            seen.add(c.id)
-            reason = ctx.admit(c.text, by_id[root[c.id]].text if root[c.id] in by_id else "")
-            if reason:
-                c.status = f"rejected: {reason}"
-            out.append(c)
-        cap = ctx.cfg.search.max_expansion
-        for parent in parents:
-            mine = [c for c in out if root[c.id] == parent.id and c.status == "new"]
-            if len(mine) > cap:
-                keep = {c.id for c in ctx.rng("cap", parent.id).sample(mine, cap)}
-                for c in mine:
-                    if c.id not in keep:
-                        c.status = "dropped: over max_expansion"
-        return out
+
+class ProTeGiProposer(UpdateThenParaphrase):
+    """Errors -> ``reasons_per_gradient`` gradients per error group -> ``edits_per_gradient`` edits each."""
+
+    name = "protegi"
+
+    def _updates(self, parents, ctx):
+        s = ctx.cfg.search
+        groups = ctx.feedback_groups(parents)
+        replies = ctx.ask("gradient", [
+            ctx.meta.render("gradient", prompt=p.text, errors=err, num_reasons=s.reasons_per_gradient,
+                            evaluated=ctx.evaluated) for p, err in groups
+        ])
+        grads = [
+            (parent, err, reason)
+            for (parent, err), reply in zip(groups, replies)
+            for reason in ctx.parse(reply.text, "gradient")[: s.reasons_per_gradient]
+        ]
+        replies = ctx.ask("edit", [
+            ctx.meta.render("edit", prompt=p.text, errors=err, gradient=reason, num_prompts=s.edits_per_gradient,
+                            evaluated=ctx.evaluated)
+            for p, err, reason in grads
+        ])
+        return [
+            Candidate(text, ctx.round, "edit", parent=parent.id, gradient=reason)
+            for (parent, _, reason), reply in zip(grads, replies)
+            for text in ctx.parse(reply.text, "edit")[: s.edits_per_gradient]
+        ]
 
 
-PROPOSERS = {"protegi": ProTeGiProposer}
+class OneStepProposer(UpdateThenParaphrase):
+    """Melcer et al.'s one-step operator: the rewrite sees the examples and their evaluations, no gradient."""
+
+    name = "one-step"
+
+    def _updates(self, parents, ctx):
+        s = ctx.cfg.search
+        groups = ctx.feedback_groups(parents)
+        replies = ctx.ask("one_step", [
+            ctx.meta.render("one_step", prompt=p.text, errors=err, num_prompts=s.edits_per_gradient,
+                            evaluated=ctx.evaluated) for p, err in groups
+        ])
+        return [
+            Candidate(text, ctx.round, "one-step", parent=parent.id)
+            for (parent, _), reply in zip(groups, replies)
+            for text in ctx.parse(reply.text, "one_step")[: s.edits_per_gradient]
+        ]
+
+
+class ThreeStageProposer(UpdateThenParaphrase):
+    """Melcer et al.'s three-stage operator: critique the outputs -> feedback on the prompt -> rewrite (edit)."""
+
+    name = "three-stage"
+
+    def _updates(self, parents, ctx):
+        s = ctx.cfg.search
+        groups = ctx.feedback_groups(parents)
+        critiques = ctx.ask("critique", [
+            ctx.meta.render("critique", prompt=p.text, errors=err, evaluated=ctx.evaluated) for p, err in groups
+        ])
+        replies = ctx.ask("feedback", [
+            ctx.meta.render("feedback", prompt=p.text, critique=c.text.strip() or "(no critique)",
+                            num_reasons=s.reasons_per_gradient)
+            for (p, _), c in zip(groups, critiques)
+        ])
+        notes = [
+            (parent, err, crit.text.strip(), note)
+            for (parent, err), crit, reply in zip(groups, critiques, replies)
+            for note in ctx.parse(reply.text, "feedback")[: s.reasons_per_gradient]
+        ]
+        replies = ctx.ask("edit", [
+            ctx.meta.render("edit", prompt=p.text, errors=err, gradient=note, num_prompts=s.edits_per_gradient,
+                            evaluated=ctx.evaluated)
+            for p, err, _, note in notes
+        ])
+        return [
+            Candidate(text, ctx.round, "three-stage", parent=parent.id, gradient=note, critique=crit)
+            for (parent, _, crit, note), reply in zip(notes, replies)
+            for text in ctx.parse(reply.text, "edit")[: s.edits_per_gradient]
+        ]
+
+
+class _DataFree(UpdateThenParaphrase):
+    """``n_gradients * edits_per_gradient`` sampled rewrites per parent from one meta-prompt, no data."""
+
+    template = "?"
+
+    def _updates(self, parents, ctx):
+        s = ctx.cfg.search
+        n = s.n_gradients * s.edits_per_gradient
+        replies = ctx.ask(self.template, [ctx.meta.render(self.template, prompt=p.text) for p in parents], n=n)
+        return [
+            Candidate(item, ctx.round, self.name, parent=parent.id)
+            for parent, reply in zip(parents, replies)
+            for text in reply.texts
+            for item in ctx.parse(text, self.template)[:1]
+        ]
+
+
+class RewriteProposer(_DataFree):
+    name, template = "rewrite", "rewrite"
+
+
+class ImproveProposer(_DataFree):
+    name, template = "improve", "improve"
+
+
+PROPOSERS = {
+    "protegi": ProTeGiProposer,
+    "one-step": OneStepProposer,
+    "three-stage": ThreeStageProposer,
+    "rewrite": RewriteProposer,
+    "improve": ImproveProposer,
+    "abo": ABOProposer,
+}
 
 
 def make_proposer(name: str) -> Proposer:

@@ -1,0 +1,315 @@
+"""Fair comparison of methods: same task, same budget, same seeds, one engine session.
+
+    apo-local compare --config configs/compare-liar.yaml --out runs/compare
+
+The config names a base run config, the methods as overrides of it, the seeds and the budget::
+
+    base: {task: liar, search: {...}, selection: {...}}
+    methods: {protegi: {}, mc: {search: {n_gradients: 0}}, ...}
+    seeds: [0, 1, 2]
+    budget: {max_target_calls: 4000, max_optimizer_tokens: 200000}
+    baseline: protegi            # the method every p-value is computed against (default: protegi)
+
+Every (method, seed) cell is a normal run directory ``OUT/<method>/seed-<s>/`` made by
+``apo_local.optimize``; the budget is applied last, so no method can change it. Engines load once per
+process, so all cells share one engine session. A cell with ``results.json`` is skipped, an
+interrupted one is resumed: re-running the same command continues a comparison.
+
+Written: ``OUT/results.csv`` and ``OUT/results.md`` (per method: test metric mean ± std over seeds
+of the prompt the search selected, no test peeking; the max-pooled best-of-beam test too; mean usage
+by role; a permutation-test p-value against the baseline; accepted-update steps; prompt length in
+tokens per step; reflection similarity across rounds and to the baseline's run with the same seed) and ``OUT/runs.csv`` (one row per run).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import itertools
+import json
+import logging
+import math
+import random
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from apo_local.config import build_config, dump_config, RunConfig
+from apo_local.errors import ApoError
+
+log = logging.getLogger("apo_local")
+_KEYS = {"base", "methods", "seeds", "budget", "baseline"}
+
+
+@dataclass
+class CompareSpec:
+    base: dict
+    methods: dict[str, dict]
+    seeds: list[int]
+    budget: dict = field(default_factory=dict)
+    baseline: str = "protegi"
+
+    def config(self, method: str, seed: int) -> RunConfig:
+        data = deep_merge(deep_merge(self.base, self.methods[method] or {}), {"seed": seed, "budget": self.budget})
+        return build_config(data, origin=f"compare method {method!r}")
+
+
+def deep_merge(a: dict, b: dict) -> dict:
+    out = copy.deepcopy(a)
+    for k, v in (b or {}).items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def spec_from_dict(data: dict, origin: str = "compare config") -> CompareSpec:
+    if not isinstance(data, dict):
+        raise ApoError(f"{origin}: expected a mapping with base, methods, seeds, budget")
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise ApoError(f"{origin}: {unknown[0]}: unknown key (keys: {', '.join(sorted(_KEYS))})")
+    methods = data.get("methods")
+    if not isinstance(methods, dict) or not methods:
+        raise ApoError(f"{origin}: methods: give at least one method (name: overrides of base)")
+    seeds = data.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ApoError(f"{origin}: seeds: expected a list of integers")
+    spec = CompareSpec(base=data.get("base") or {}, methods={k: v or {} for k, v in methods.items()}, seeds=seeds,
+                       budget=data.get("budget") or {}, baseline=data.get("baseline", "protegi"))
+    if spec.baseline not in spec.methods:
+        raise ApoError(f"{origin}: baseline: method {spec.baseline!r} is not in methods")
+    for m in spec.methods:  # validate every cell's config before any engine starts
+        if "/" in m or m.startswith("."):
+            raise ApoError(f"{origin}: methods: {m!r} is not a usable folder name")
+        spec.config(m, seeds[0])
+    return spec
+
+
+def load_spec(path: str | Path) -> CompareSpec:
+    p = Path(path)
+    if not p.is_file():
+        raise ApoError(f"compare config {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ApoError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return spec_from_dict(data, origin=str(p))
+
+
+# -- statistics ------------------------------------------------------------------------------
+
+
+def permutation_test(a: Sequence[float], b: Sequence[float], *, paired: bool = False, resamples: int = 10_000,
+                     seed: int = 0) -> float | None:
+    """Two-sided permutation p-value for a difference in means of ``a`` and ``b``.
+
+    ``paired`` (same seeds on both sides): sign flips of the per-pair differences; otherwise
+    relabelings of the pooled scores. Exact when there are at most ``resamples`` arrangements,
+    else ``resamples`` seeded random ones (p = (hits + 1) / (resamples + 1))."""
+    a, b = list(map(float, a)), list(map(float, b))
+    if not a or not b or (paired and len(a) != len(b)):
+        return None
+    eps = 1e-12
+    if paired:
+        d = [x - y for x, y in zip(a, b)]
+        observed = abs(sum(d))
+        if 2 ** len(d) <= resamples:
+            stats = [abs(sum(s * x for s, x in zip(signs, d))) for signs in itertools.product((1, -1), repeat=len(d))]
+            return sum(s >= observed - eps for s in stats) / len(stats)
+        rng = random.Random(seed)
+        hits = sum(abs(sum(x if rng.random() < 0.5 else -x for x in d)) >= observed - eps for _ in range(resamples))
+        return (hits + 1) / (resamples + 1)
+    pooled, n = a + b, len(a)
+    total = sum(pooled)
+    observed = abs(sum(a) / n - sum(b) / len(b))
+
+    def diff(idx) -> float:
+        sa = sum(pooled[i] for i in idx)
+        return abs(sa / n - (total - sa) / len(b))
+
+    if math.comb(len(pooled), n) <= resamples:
+        stats = [diff(idx) for idx in itertools.combinations(range(len(pooled)), n)]
+        return sum(s >= observed - eps for s in stats) / len(stats)
+    rng = random.Random(seed)
+    hits = sum(diff(rng.sample(range(len(pooled)), n)) >= observed - eps for _ in range(resamples))
+    return (hits + 1) / (resamples + 1)
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _std(xs):
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+def run_record(method: str, seed: int, results: dict) -> dict:
+    m = results["metric"]
+    history = results.get("history", [])
+    usage = results.get("usage", {})
+    return {
+        "method": method, "seed": seed, "metric": m,
+        "test": results["selected_test"]["metrics"][m],
+        "best_test": results["best_test"]["metrics"][m],
+        "initial_test": results["initial_test"]["metrics"][m],
+        "rounds": results["rounds_completed"], "stop_reason": results["stop_reason"],
+        "accepted_steps": sum(bool(h.get("accepted")) for h in history),
+        "prompt_tokens_per_step": [(h.get("prompt_tokens") or [None])[0] for h in history],
+        **{f"{role}_{k}": usage.get(role, {}).get(k, 0) for role in ("target", "optimizer")
+           for k in ("calls", "prompts", "input_tokens", "output_tokens")},
+    }
+
+
+def run_cell(spec: CompareSpec, method: str, seed: int, out: Path) -> dict:
+    from apo_local.optimize import optimize, resume
+
+    cfg = spec.config(method, seed)
+    cell = out / method / f"seed-{seed}"
+    if (cell / "results.json").is_file():
+        log.info("compare: %s seed %d: done already", method, seed)
+    elif (cell / "config.yaml").is_file():
+        if (cell / "config.yaml").read_text() != dump_config(cfg):
+            raise ApoError(f"{cell} holds a run with another config; use a new --out")
+        log.info("compare: %s seed %d: resuming", method, seed)
+        resume(cell)
+    else:
+        log.info("compare: %s seed %d: running", method, seed)
+        optimize(cfg, cell)
+    return run_record(method, seed, json.loads((cell / "results.json").read_text()))
+
+
+def add_reflection_similarity(spec: CompareSpec, runs: list[dict], out: Path) -> None:
+    """Per run: mean Jaccard similarity of its reflections across rounds, and to the baseline's
+    reflections with the same seed (Ma et al., 2024: generic feedback looks alike everywhere)."""
+    from apo_local.diagnostics import between_runs, reflections, within_run
+
+    refl = {(r["method"], r["seed"]): reflections(out / r["method"] / f"seed-{r['seed']}") for r in runs}
+    for r in runs:
+        mine = refl[(r["method"], r["seed"])]
+        r["reflection_self_jaccard"] = within_run(mine)["across_rounds"]["jaccard"]
+        base = refl.get((spec.baseline, r["seed"]))
+        r[f"reflection_vs_{spec.baseline}_jaccard"] = (
+            None if base is None or r["method"] == spec.baseline else between_runs(mine, base)["all_pairs"]["jaccard"])
+
+
+def summarize(spec: CompareSpec, runs: list[dict]) -> list[dict]:
+    by = {m: [r for r in runs if r["method"] == m] for m in spec.methods}
+    base = {r["seed"]: r["test"] for r in by.get(spec.baseline, [])}
+    rows = []
+    for m, rs in by.items():
+        if not rs:
+            continue
+        tests = [r["test"] for r in rs]
+        if m == spec.baseline:
+            p = None
+        else:
+            common = [r["seed"] for r in rs if r["seed"] in base]
+            paired = len(common) == len(rs) == len(base)
+            p = permutation_test([r["test"] for r in rs], [base[s] for s in common] if paired else list(base.values()),
+                                 paired=paired)
+        steps = max(len(r["prompt_tokens_per_step"]) for r in rs)
+        per_step = [_mean([r["prompt_tokens_per_step"][i] for r in rs if i < len(r["prompt_tokens_per_step"])])
+                    for i in range(steps)]
+        row = {"method": m, "seeds": len(rs), "metric": rs[0]["metric"],
+               "test_mean": _mean(tests), "test_std": _std(tests),
+               "best_test_mean": _mean([r["best_test"] for r in rs]),
+               "initial_test_mean": _mean([r["initial_test"] for r in rs]),
+               "p_vs_" + spec.baseline: p,
+               "accepted_steps_mean": _mean([r["accepted_steps"] for r in rs]),
+               "rounds_mean": _mean([r["rounds"] for r in rs]),
+               "prompt_tokens_per_step": " → ".join("-" if x is None else f"{x:.0f}" for x in per_step)}
+        for role in ("target", "optimizer"):
+            for k in ("calls", "prompts", "input_tokens", "output_tokens"):
+                row[f"{role}_{k}_mean"] = _mean([r[f"{role}_{k}"] for r in rs])
+        for k in ("reflection_self_jaccard", f"reflection_vs_{spec.baseline}_jaccard"):
+            row[k + "_mean"] = _mean([r.get(k) for r in rs])
+        rows.append(row)
+    return rows
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (";".join(map(str, v)) if isinstance(v, list) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def markdown(spec: CompareSpec, rows: list[dict], runs: list[dict]) -> str:
+    pk = "p_vs_" + spec.baseline
+    metric = rows[0]["metric"] if rows else "metric"
+    head = ["method", "seeds", f"test {metric} (mean ± std)", "best-of-beam test", f"p vs {spec.baseline}",
+            "accepted steps", "target calls / prompts", "optimizer calls / in / out tokens", "prompt tokens per step"]
+    lines = [f"# Comparison: {len(spec.methods)} methods × {len(spec.seeds)} seeds",
+             "", f"Budget per run: {spec.budget or 'none'}; test metric of the prompt each search selected "
+             f"(no test peeking); p-value: permutation test against {spec.baseline}.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            r["method"], str(r["seeds"]), f"{r['test_mean']:.4f} ± {r['test_std']:.4f}", _fmt(r["best_test_mean"]),
+            _fmt(r[pk]), _fmt(r["accepted_steps_mean"]),
+            f"{_fmt(r['target_calls_mean'])} / {_fmt(r['target_prompts_mean'])}",
+            f"{_fmt(r['optimizer_calls_mean'])} / {_fmt(r['optimizer_input_tokens_mean'])} / "
+            f"{_fmt(r['optimizer_output_tokens_mean'])}",
+            r["prompt_tokens_per_step"] or "-"]) + " |")
+    rk = f"reflection_vs_{spec.baseline}_jaccard_mean"
+    lines += ["", "## Reflections", "", "Mean token-set Jaccard similarity of the optimizer's reflections (gradients, "
+              f"feedback, critiques) across the rounds of a run, and to the {spec.baseline} run with the same seed "
+              "(`apo-local diagnose RUN [OTHER]` for details).", "",
+              f"| method | across rounds | vs {spec.baseline} |", "|---|---|---|"]
+    lines += [f"| {r['method']} | {_fmt(r['reflection_self_jaccard_mean'])} | {_fmt(r[rk])} |" for r in rows]
+    lines += ["", "## Runs", "", "| method | seed | test | accepted steps | prompt tokens per step | stop |", "|---|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r['method']} | {r['seed']} | {r['test']:.4f} | {r['accepted_steps']} | "
+                     f"{' → '.join(map(str, r['prompt_tokens_per_step'])) or '-'} | {r['stop_reason']} |")
+    return "\n".join(lines) + "\n"
+
+
+def compare(spec: CompareSpec, out: str | Path) -> list[dict]:
+    """Run every method × seed (skipping finished cells) and write the tables; returns the summary rows."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (out / "compare.yaml").write_text(yaml.safe_dump(
+        {"base": spec.base, "methods": spec.methods, "seeds": spec.seeds, "budget": spec.budget,
+         "baseline": spec.baseline}, sort_keys=False))
+    runs = [run_cell(spec, m, s, out) for m in spec.methods for s in spec.seeds]
+    add_reflection_similarity(spec, runs, out)
+    rows = summarize(spec, runs)
+    (out / "runs.csv").write_text(_csv(runs))
+    (out / "results.csv").write_text(_csv(rows))
+    (out / "results.md").write_text(markdown(spec, rows, runs))
+    return rows
+
+
+# -- CLI -------------------------------------------------------------------------------------
+
+import click  # noqa: E402
+
+
+@click.command("compare")
+@click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False),
+              help="Comparison YAML: base, methods, seeds, budget (see configs/compare-liar.yaml).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for the run directories and the tables (re-run to continue).")
+def compare_command(config_file, out):
+    """Run several methods on one task with the same budget over N seeds; write results.csv / results.md."""
+    compare(load_spec(config_file), out)
+    click.echo((Path(out) / "results.md").read_text())
+    click.echo(f"tables: {Path(out) / 'results.csv'}  {Path(out) / 'results.md'}  {Path(out) / 'runs.csv'}")

@@ -1,0 +1,16 @@
+"""``apo-local report RUN_DIR_OR_SWEEP_DIR``."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("report")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--cells/--no-cells", default=True, show_default=True,
+              help="For a sweep directory: also write each cell's own report (linked from the table).")
+def report_command(path, cells):
+    """Write report.html (self-contained, opens offline) and PNG plots for a run or a sweep directory."""
+    from apo_local.report import write_report
+
+    click.echo(str(write_report(path, cells=cells)))

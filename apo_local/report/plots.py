@@ -1,0 +1,233 @@
+"""PNG plots (matplotlib, no display needed: Figure objects rendered by the Agg canvas, no pyplot).
+
+Each function takes the plain data of ``apo_local.report.data`` and returns PNG bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+from matplotlib.figure import Figure
+
+OPERATOR_COLORS = {"initial": "#444444", "edit": "#1f77b4", "paraphrase": "#ff7f0e", "kept": "#2ca02c"}
+FATE_EDGE = {"best": "#d62728", "beam": "#2ca02c"}
+ROLE_COLORS = {"target": "#1f77b4", "optimizer": "#ff7f0e"}
+DPI = 100
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def score_plot(s: dict) -> bytes:
+    fig = Figure(figsize=(8, 4.2))
+    ax = fig.add_subplot()
+    if s["candidates"]:
+        xs, ys = zip(*s["candidates"])
+        ax.scatter(xs, ys, s=18, color="#bbbbbb", label="candidates (bandit estimate)", zorder=2)
+    if s["beam"]:
+        xs, ys = zip(*s["beam"])
+        ax.scatter(xs, ys, s=34, color="#2ca02c", label="beam (bandit estimate)", zorder=3)
+    if s["best_estimate"]:
+        xs, ys = zip(*s["best_estimate"])
+        ax.plot(xs, ys, "-", color="#2ca02c", lw=1.5, zorder=3)
+    if s["test"]:
+        xs, ys = zip(*s["test"])
+        ax.plot(xs, ys, "o-", color="#9467bd", label=f"best beam prompt, test {s['metric']}", zorder=4)
+    if s["initial_test"] is not None:
+        ax.axhline(s["initial_test"], color="#d62728", ls="--", lw=1.2, label=f"initial prompt, test {s['metric']}")
+    if s["initial_estimate"] is not None:
+        ax.axhline(s["initial_estimate"], color="#d62728", ls=":", lw=1.0, label="initial prompt, round-1 estimate")
+    if s["best_test"] is not None and s["rounds"]:
+        ax.scatter([s["rounds"]], [s["best_test"]], marker="*", s=180, color="#d62728", zorder=5,
+                   label=f"final best prompt, test {s['metric']}")
+    ax.set_xlabel("round")
+    ax.set_ylabel("score (estimate: mean example reward on train)")
+    ax.set_xticks(range(1, max(1, s["rounds"]) + 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title("Score per round")
+    return _png(fig)
+
+
+def lineage_plot(nodes: list[dict]) -> bytes:
+    """Rounds left to right; an edge per parent -> child coloured by operator; beam/best ringed."""
+    by_round: dict[int, list[dict]] = {}
+    for n in nodes:
+        by_round.setdefault(n["round"], []).append(n)
+    pos = {}
+    height = max(len(v) for v in by_round.values()) if by_round else 1
+    made_in = {n["id"]: n["round"] for n in nodes}
+    for r, members in by_round.items():
+        members.sort(key=lambda n: (n["parent"] or "", -(n["estimate"] or -1)))
+        for i, n in enumerate(members):
+            # a child of a same-round candidate (a paraphrase of an edit) sits half a step right of it
+            x = r + (0.45 if n["parent"] is not None and made_in.get(n["parent"]) == r else 0.0)
+            pos[n["id"]] = (x, (i + 0.5) * height / len(members))
+    fig = Figure(figsize=(max(6.0, 2.2 * len(by_round) + 2), max(3.0, min(14.0, 0.32 * height + 1.5))))
+    ax = fig.add_subplot()
+    for n in nodes:
+        if n["parent"] in pos:
+            (x0, y0), (x1, y1) = pos[n["parent"]], pos[n["id"]]
+            ax.plot([x0, x1], [y0, y1], "-", color=OPERATOR_COLORS.get(n["operator"], "#999999"), lw=1.1, alpha=0.8,
+                    zorder=1)
+        for r in n["kept_rounds"][-1:]:  # carried over up to round r: a "kept" edge to itself
+            x0, y0 = pos[n["id"]]
+            ax.annotate("", xy=(r, y0), xytext=(x0, y0), arrowprops=dict(arrowstyle="-", color=OPERATOR_COLORS["kept"],
+                                                                        ls=":", lw=1.0), zorder=1)
+    for n in nodes:
+        x, y = pos[n["id"]]
+        est = n["estimate"]
+        ax.scatter([x], [y], s=60, color=OPERATOR_COLORS.get(n["operator"], "#999999"), zorder=3,
+                   edgecolors=FATE_EDGE.get(n["fate"], "white"), linewidths=2.2 if n["fate"] in FATE_EDGE else 0.5)
+        label = n["id"][:6] + ("" if est is None else f" {est:.2f}")
+        ax.annotate(label, (x, y), xytext=(5, 3), textcoords="offset points", fontsize=7, color="#333333")
+    handles = [ax.scatter([], [], color=c, label=op) for op, c in OPERATOR_COLORS.items()]
+    handles += [ax.scatter([], [], color="white", edgecolors=c, linewidths=2, label=f) for f, c in FATE_EDGE.items()]
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    rounds = sorted(by_round)
+    ax.set_xticks(rounds)
+    ax.set_xticklabels(["initial" if r == 0 else f"round {r}" for r in rounds])
+    ax.set_yticks([])
+    ax.set_xlim(min(rounds, default=0) - 0.3, max(rounds, default=0) + 0.9)
+    ax.set_title("Candidate lineage (node: id and bandit estimate; ring: final beam / best)")
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    return _png(fig)
+
+
+def distribution_plot(cls: dict) -> bytes:
+    labels = cls["labels"]
+    series = [("true", cls["true"], "#7f7f7f"), ("initial prompt", cls["initial"], "#1f77b4"),
+              ("best prompt", cls["best"], "#ff7f0e")]
+    fig = Figure(figsize=(max(5.0, 1.2 * len(labels) + 3), 3.6))
+    ax = fig.add_subplot()
+    w = 0.8 / len(series)
+    for k, (name, dist, color) in enumerate(series):
+        total = sum(dist.values()) or 1
+        shares = [dist.get(lab, 0) / total for lab in labels]
+        ax.bar([i + (k - 1) * w for i in range(len(labels))], shares, w, label=name, color=color)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels)
+    ax.set_ylabel("share of test examples")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("Predicted vs true label distribution")
+    return _png(fig)
+
+
+def confusion_plot(confusion: dict, labels: list[str], title: str = "Confusion matrix (best prompt, test)") -> bytes:
+    preds = list(dict.fromkeys([*labels, *(p for row in confusion.values() for p in row)]))
+    trues = [t for t in labels if t in confusion] or list(confusion)
+    m = [[confusion.get(t, {}).get(p, 0) for p in preds] for t in trues]
+    fig = Figure(figsize=(1.1 * len(preds) + 2.5, 0.9 * len(trues) + 1.8))
+    ax = fig.add_subplot()
+    im = ax.imshow(m, cmap="Blues")
+    top = max((v for row in m for v in row), default=0)
+    for i, row in enumerate(m):
+        for j, v in enumerate(row):
+            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black")
+    ax.set_xticks(range(len(preds)))
+    ax.set_xticklabels(preds)
+    ax.set_yticks(range(len(trues)))
+    ax.set_yticklabels(trues)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(title, fontsize=10)
+    return _png(fig)
+
+
+def usage_plot(rows: list[dict]) -> bytes:
+    """Tokens (input + output) and seconds by phase, one bar colour per role."""
+    phases = list(dict.fromkeys(r["phase"] for r in rows))
+    fig = Figure(figsize=(9, 3.6))
+    axes = fig.subplots(1, 2)
+    for ax, (title, value) in zip(axes, (("tokens (input + output)", lambda r: r["input_tokens"] + r["output_tokens"]),
+                                        ("seconds", lambda r: r["seconds"]))):
+        bottom = [0.0] * len(phases)
+        for role in ("target", "optimizer"):
+            vals = [sum(value(r) for r in rows if r["role"] == role and r["phase"] == ph) for ph in phases]
+            ax.bar(range(len(phases)), vals, bottom=bottom, label=role, color=ROLE_COLORS[role])
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.set_xticks(range(len(phases)))
+        ax.set_xticklabels(phases, rotation=30, ha="right")
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Engine work by role and phase")
+    return _png(fig)
+
+
+def prompt_length_plot(rows: list[dict]) -> bytes:
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.add_subplot()
+    xs = [r["round"] for r in rows]
+    ax.fill_between(xs, [r["words_min"] for r in rows], [r["words_max"] for r in rows], alpha=0.25,
+                    color="#1f77b4", label="beam min-max")
+    ax.plot(xs, [r["words_mean"] for r in rows], "o-", color="#1f77b4", label="beam mean")
+    ax.set_xticks(xs)
+    ax.set_xlabel("round")
+    ax.set_ylabel("words")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Prompt length per round (beam)")
+    return _png(fig)
+
+
+def optimizer_size_plot(rows: list[dict]) -> bytes:
+    """Test metric and optimizer tokens per optimizer model (one line per series), mean +- std over seeds."""
+    from apo_local.sweep import human_params
+
+    series: dict[str, list[dict]] = {}
+    for r in rows:
+        series.setdefault(r["series"], []).append(r)
+    models = list(dict.fromkeys(r["optimizer"] for r in sorted(rows, key=lambda r: (r["parameters"] or 0, r["optimizer"]))))
+    params = {r["optimizer"]: r["parameters"] for r in rows}
+    fig = Figure(figsize=(10, 4))
+    ax1, ax2 = fig.subplots(1, 2)
+    n = max(1, len(series))
+    for k, (name, rs) in enumerate(series.items()):
+        rs = sorted(rs, key=lambda r: models.index(r["optimizer"]))
+        xs = [models.index(r["optimizer"]) + (k - (n - 1) / 2) * 0.08 for r in rs]
+        line = ax1.errorbar(xs, [r["test_best"] for r in rs], yerr=[r["test_best_std"] for r in rs], fmt="o-",
+                            capsize=4, label=f"{name}: best prompt")
+        ax1.plot(xs, [r["test_initial"] for r in rs], "x:", color=line[0].get_color(), label=f"{name}: initial prompt")
+        w = 0.8 / n
+        ax2.bar([models.index(r["optimizer"]) + (k - (n - 1) / 2) * w for r in rs], [r["optimizer_tokens"] for r in rs],
+                w, yerr=[r["optimizer_tokens_std"] for r in rs], capsize=4, label=name, color=line[0].get_color())
+    ticks = [f"{m}\n({human_params(params[m])})" for m in models]
+    metric = rows[0]["metric"] if rows else "metric"
+    for ax, title in ((ax1, f"test {metric}"), (ax2, "optimizer tokens (input + output)")):
+        ax.set_xticks(range(len(models)))
+        ax.set_xticklabels(ticks, fontsize=8)
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_xlabel("optimizer model")
+    ax1.legend(fontsize=7)
+    fig.suptitle("Optimizer size: same task and target, different optimizer models (mean ± std over seeds)")
+    return _png(fig)
+
+
+def sweep_cells_plot(rows: list[dict]) -> bytes:
+    """Initial vs best test metric per cell."""
+    done = [r for r in rows if r.get("kind") == "cell" and r.get("test_best") is not None]
+    fig = Figure(figsize=(max(6.0, 0.6 * len(done) + 3), 4))
+    ax = fig.add_subplot()
+    xs = range(len(done))
+    ax.bar([x - 0.2 for x in xs], [r["test_initial"] for r in done], 0.4, label="initial prompt", color="#1f77b4")
+    ax.bar([x + 0.2 for x in xs], [r["test_best"] for r in done], 0.4, label="best prompt", color="#ff7f0e")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([r["cell"].rsplit("-", 1)[0][:28] for r in done], rotation=30, ha="right", fontsize=8)
+    metric = done[0]["metric"] if done else "metric"
+    ax.set_ylabel(f"test {metric}")
+    lo = min([r["test_initial"] for r in done] + [r["test_best"] for r in done], default=0)
+    ax.set_ylim(max(0.0, math.floor(lo * 10) / 10 - 0.1), None)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Test metric per cell")
+    return _png(fig)

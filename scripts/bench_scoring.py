@@ -1,0 +1,257 @@
+"""Benchmark 1: candidate scoring, one workload measured three ways in one run.
+
+  1. http    -- the reference pattern: one OpenAI-compatible request per (prompt, example) against a
+               local vLLM server of the same model (started and stopped here, 127.0.0.1), from a pool
+               of --workers threads, free-text answer (max_tokens 4, greedy) parsed for Yes/No;
+  2. chat    -- one plain ``LLM.chat`` call over the same rendered prompts, max_tokens 4, parsed;
+  3. apo     -- apo-local's scorer (``Scorer.evaluate_many``: label log-probabilities, one batch).
+
+All three see the same rendered prompts (candidate instruction first, then the Liar row). Each
+engine is warmed up once on other prompts before timing, and the prefix cache is emptied before
+every timed measurement, so no method profits from another's work. Writes JSON and a markdown table.
+
+    .venv/bin/python scripts/bench_scoring.py                      # 16 candidates x 64 rows, + default scaling cells
+    .venv/bin/python scripts/bench_scoring.py --scaling full       # the whole 4/16/64 x 16/64/256 grid (slow on CPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import apo_local  # noqa: F401  (offline switches before vLLM is imported)
+from _bench_common import (ROOT, counter_delta, enable_inprocess_stats, inprocess_counters, load_avg,
+                           load_instructions, machine, tree_cpu_seconds, write_json)
+
+METHODS = ("http", "chat", "apo")
+NAMES = {"http": "1. HTTP, 1 request/prompt, 32 workers", "chat": "2. LLM.chat batch, 4 tokens", "apo": "3. apo-local Scorer"}
+FULL_GRID = [(c, e) for c in (4, 16, 64) for e in (16, 64, 256)]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="registry alias or folder (default: the embedded model)")
+    p.add_argument("--candidates", type=int, default=16)
+    p.add_argument("--examples", type=int, default=64)
+    p.add_argument("--split", default="test", help="Liar split the rows come from")
+    p.add_argument("--repeats", type=int, default=1, help="timed repetitions of the main cell")
+    p.add_argument("--workers", type=int, default=32, help="HTTP client threads (method 1)")
+    p.add_argument("--max-tokens", type=int, default=4, help="answer tokens for methods 1 and 2")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--scaling", default="4x16,4x64,16x16,64x16",
+                   help="extra cells CxE (comma list), 'full' for the 4/16/64 x 16/64/256 grid, or 'none'")
+    p.add_argument("--scaling-methods", default=None, help="methods for the scaling cells (default: --methods)")
+    p.add_argument("--scaling-repeats", type=int, default=1)
+    p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--out", default=str(ROOT / "runs" / "bench" / "scoring.json"))
+    p.add_argument("--server-log", default=None)
+    p.add_argument("--collect", nargs="*", metavar="RUN_DIR",
+                   help="rebuild scripts/bench_instructions.json from these run directories' rounds/*.json, then exit")
+    p.add_argument("--collect-count", type=int, default=64)
+    return p.parse_args(argv)
+
+
+def cells_of(args) -> list[tuple[int, int]]:
+    main = (args.candidates, args.examples)
+    if args.scaling == "none":
+        extra = []
+    elif args.scaling == "full":
+        extra = FULL_GRID
+    else:
+        extra = [tuple(int(x) for x in c.lower().split("x")) for c in args.scaling.split(",") if c]
+    return [main] + [c for c in extra if c != main]
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    from apo_local.models import resolve_model
+    from apo_local.tasks import load_task, parse_label
+
+    model_path = resolve_model(args.model)
+    if args.collect is not None:
+        from _bench_common import INSTRUCTIONS, collect_instructions
+
+        data = collect_instructions(args.collect, str(model_path), args.collect_count)
+        write_json(INSTRUCTIONS, data)
+        print(data["note"], "->", INSTRUCTIONS)
+        return data
+
+    methods = [m for m in args.methods.split(",") if m]
+    scaling_methods = [m for m in (args.scaling_methods or args.methods).split(",") if m]
+    task = load_task("liar")
+    rows = task.split(args.split)
+    cells = cells_of(args)
+    work = {}
+    for c, e in cells:
+        instructions = load_instructions(c)
+        examples = rows[:e]
+        if len(examples) < e:
+            raise SystemExit(f"the {args.split} split has {len(rows)} rows, {e} asked")
+        work[(c, e)] = (instructions, examples, [task.render(i, ex) for i in instructions for ex in examples])
+    warm = [task.render(task.initial_instruction, ex) for ex in task.split("train")[:16]]
+    plan = {cell: ([m for m in methods] if cell == cells[0] else scaling_methods,
+                   args.repeats if cell == cells[0] else args.scaling_repeats) for cell in cells}
+    facts = machine()
+    print(f"machine: {facts}", flush=True)
+    runs: list[dict] = []
+
+    def record(method, cell, rep, seconds, cpu_s, labels, prompt_tokens, counters, extra=None):
+        instructions, examples, prompts = work[cell]
+        golds = [ex.label for _ in instructions for ex in examples]
+        counters = {("engine_" + k if k == "prompt_tokens" else k): v for k, v in counters.items()}
+        entry = dict(method=method, candidates=cell[0], examples=cell[1], prompts=len(prompts), repeat=rep,
+                     seconds=round(seconds, 2), cpu_s=round(cpu_s, 1), prompts_per_s=round(len(prompts) / seconds, 2),
+                     prompt_tokens=prompt_tokens, load_avg=load_avg(), **counters, **(extra or {}))
+        entry["f1"] = round(task.metric.compute(labels, golds)[task.metric.name], 4)
+        entry["unparsed"] = sum(l is None for l in labels)
+        entry["labels"] = labels
+        runs.append(entry)
+        print(f"{method:5s} {cell[0]:3d}x{cell[1]:<4d} rep {rep}: {seconds:7.1f} s  cpu {cpu_s:6.1f} s  {entry['prompts_per_s']:6.2f} prompts/s  "
+              f"prompt tokens {prompt_tokens}  prefilled {counters.get('prefilled_tokens')}  "
+              f"hit rate {counters.get('prefix_cache_hit_rate')}  load {entry['load_avg']}", flush=True)
+
+    # -- 1. the reference pattern: a local server, one request per prompt -------------------
+    if any("http" in plan[c][0] for c in cells):
+        from apo_local.engine import GenerationRequest
+        from apo_local.engine.http_engine import HttpEngine, LocalServer
+
+        server = LocalServer(model_path, max_model_len=args.max_model_len, env={"VLLM_SERVER_DEV_MODE": "1"},
+                             log_path=args.server_log)
+        with server:
+            print(f"server healthy after {server.startup_seconds:.0f} s", flush=True)
+            eng = HttpEngine(server.base_url, str(model_path), workers=args.workers, max_model_len=args.max_model_len,
+                             tokenizer=model_path, answer_tokens=args.max_tokens)
+            eng.generate([GenerationRequest(p, temperature=0.0, max_tokens=args.max_tokens) for p in warm])  # warm-up
+            for cell in cells:
+                if "http" not in plan[cell][0]:
+                    continue
+                for rep in range(plan[cell][1]):
+                    server.reset_prefix_cache()
+                    before = server.metrics()
+                    c0, t0 = tree_cpu_seconds(os.getpid()), time.perf_counter()
+                    gens = eng.generate([GenerationRequest(p, temperature=0.0, max_tokens=args.max_tokens)
+                                         for p in work[cell][2]])
+                    dt = time.perf_counter() - t0
+                    cpu = tree_cpu_seconds(os.getpid()) - c0  # client threads + server (our child) + its engine
+                    counters = counter_delta(before, server.metrics())
+                    record("http", cell, rep, dt, cpu, [parse_label(g.text, task.labels) for g in gens],
+                           sum(g.input_tokens for g in gens), counters,
+                           {"errors": sum(g.error is not None for g in gens)})
+            eng.close()
+
+    # -- 2 and 3: one in-process engine (apo-local's), plain LLM.chat and the scorer ------------
+    if any(m in plan[c][0] for c in cells for m in ("chat", "apo")):
+        from vllm import SamplingParams
+
+        from apo_local.engine import EngineSettings, load_engine, shutdown_engines
+        from apo_local.scoring import Scorer
+
+        enable_inprocess_stats()
+        engine = load_engine(EngineSettings(model=args.model, max_model_len=args.max_model_len), cache_path=False)
+        llm = engine.inner.llm
+        sp = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
+        try:
+            llm.chat([[{"role": "user", "content": p}] for p in warm], sp, use_tqdm=False)  # warm-up, both paths
+            Scorer(task, engine).evaluate_many([task.initial_instruction], task.split("train")[:16])
+            for cell in cells:
+                instructions, examples, prompts = work[cell]
+                order = [m for m in ("chat", "apo") if m in plan[cell][0]]
+                for rep in range(plan[cell][1]):
+                    for method in (order if rep % 2 == 0 else order[::-1]):  # alternate to spread load drift
+                        llm.reset_prefix_cache()
+                        before = inprocess_counters(llm)
+                        c0, t0 = tree_cpu_seconds(os.getpid()), time.perf_counter()
+                        if method == "chat":
+                            outs = llm.chat([[{"role": "user", "content": p}] for p in prompts], sp, use_tqdm=False)
+                            dt = time.perf_counter() - t0
+                            labels = [parse_label(o.outputs[0].text, task.labels) for o in outs]
+                            ptoks = sum(len(o.prompt_token_ids) for o in outs)
+                        else:
+                            evals = Scorer(task, engine).evaluate_many(instructions, examples)
+                            dt = time.perf_counter() - t0
+                            labels = [p.label for ev in evals for p in ev.predictions]
+                            ptoks = sum(engine.count_tokens(prompts))
+                        cpu = tree_cpu_seconds(os.getpid()) - c0
+                        record(method, cell, rep, dt, cpu, labels, ptoks, counter_delta(before, inprocess_counters(llm)))
+        finally:
+            shutdown_engines()
+
+    result = {"machine": facts, "load_avg_end": load_avg(), "args": vars(args),
+              "warm_up": "each engine answered 16 other prompts (initial instruction x 16 train rows) before timing; "
+                         "prefix cache emptied before every timed measurement",
+              "runs": runs}
+    result["summary"] = summarize(runs, cells[0])
+    write_json(args.out, result)
+    md = markdown(result, cells)
+    Path(args.out).with_suffix(".md").write_text(md)
+    print(md)
+    return result
+
+
+def _best(runs, method, cell):
+    rs = [r for r in runs if r["method"] == method and (r["candidates"], r["examples"]) == cell]
+    return min(rs, key=lambda r: r["seconds"]) if rs else None
+
+
+def summarize(runs, cell) -> dict:
+    out: dict = {"cell": list(cell)}
+    best = {m: _best(runs, m, cell) for m in METHODS}
+    for a, b in (("apo", "http"), ("apo", "chat")):
+        if best[a] and best[b]:
+            out[f"speedup_{a}_over_{b}"] = round(best[b]["seconds"] / best[a]["seconds"], 2)
+            if best[a].get("cpu_s") and best[b].get("cpu_s"):
+                out[f"cpu_ratio_{b}_over_{a}"] = round(best[b]["cpu_s"] / best[a]["cpu_s"], 2)
+    have = [m for m in METHODS if best[m]]
+    agree, agree_parsed = {}, {}
+    for i, a in enumerate(have):
+        for b in have[i + 1 :]:
+            la, lb = best[a]["labels"], best[b]["labels"]
+            agree[f"{a}~{b}"] = round(sum(x == y for x, y in zip(la, lb)) / len(la), 4)
+            both = [(x, y) for x, y in zip(la, lb) if x is not None and y is not None]
+            agree_parsed[f"{a}~{b}"] = [round(sum(x == y for x, y in both) / len(both), 4) if both else None, len(both)]
+    out["agreement"] = agree
+    out["agreement_where_both_parsed"] = agree_parsed  # [fraction, number of prompts both parsed]
+    out["predicted"] = {m: dict(Counter(str(l) for l in best[m]["labels"])) for m in have}
+    return out
+
+
+def markdown(result, cells) -> str:
+    runs, s = result["runs"], result["summary"]
+    m = result["machine"]
+    lines = [f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('mem_gib')} GiB, GPU {m.get('gpu')}, "
+             f"vLLM {m.get('vllm')}; load at start {m['load_avg']}, at end {result['load_avg_end']}.", ""]
+    c, e = cells[0]
+    lines += [f"**{c} candidates x {e} Liar rows = {c * e} prompts** (best of repeats)", "",
+              "| method | wall s | CPU s | prompts/s | prompt tokens | prefilled tokens | prefix-cache hit rate | generated tokens | F1 | unparsed | load (1/5/15 min) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for meth in METHODS:
+        r = _best(runs, meth, (c, e))
+        if r:
+            lines.append(f"| {NAMES[meth]} | {r['seconds']:.1f} | {r.get('cpu_s', '-')} | {r['prompts_per_s']:.2f} | {r['prompt_tokens']} | "
+                         f"{r.get('prefilled_tokens', '-')} | {r.get('prefix_cache_hit_rate', '-')} | "
+                         f"{r.get('generated_tokens', '-')} | {r['f1']:.3f} | {r['unparsed']} | {r['load_avg']} |")
+    lines += ["", f"Speed-ups: 3 over 1 = **{s.get('speedup_apo_over_http', '-')}x**, 3 over 2 = "
+                  f"**{s.get('speedup_apo_over_chat', '-')}x** (wall); CPU seconds 1/3 = {s.get('cpu_ratio_http_over_apo', '-')}, "
+                  f"2/3 = {s.get('cpu_ratio_chat_over_apo', '-')}. Agreement of predictions (unparsed answers count as their own label): "
+                  f"{s['agreement']}; where both parsed [fraction, prompts]: {s['agreement_where_both_parsed']}.", ""]
+    if len(cells) > 1:
+        lines += ["Scaling (wall seconds; prompts/s in brackets; best of repeats):", "",
+                  "| candidates x rows | prompts | " + " | ".join(NAMES[x] for x in METHODS) + " | 3/1 | 3/2 |",
+                  "|---|---:|" + "---:|" * (len(METHODS) + 2)]
+        for cell in cells:
+            rs = {x: _best(runs, x, cell) for x in METHODS}
+            cellv = [f"{rs[x]['seconds']:.1f} ({rs[x]['prompts_per_s']:.1f})" if rs[x] else "-" for x in METHODS]
+            r31 = f"{rs['http']['seconds'] / rs['apo']['seconds']:.2f}" if rs["http"] and rs["apo"] else "-"
+            r32 = f"{rs['chat']['seconds'] / rs['apo']['seconds']:.2f}" if rs["chat"] and rs["apo"] else "-"
+            lines.append(f"| {cell[0]} x {cell[1]} | {cell[0] * cell[1]} | " + " | ".join(cellv) + f" | {r31} | {r32} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

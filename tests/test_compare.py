@@ -1,0 +1,87 @@
+"""compare: spec validation, the permutation test and the tables, on fixed inputs (no engine)."""
+
+from __future__ import annotations
+
+import pytest
+
+from apo_local.compare import markdown, permutation_test, spec_from_dict, summarize, _csv
+from apo_local.errors import ApoError
+
+
+def test_permutation_test_exact_values():
+    assert permutation_test([1, 1], [0, 0]) == pytest.approx(2 / 6)  # 2 of C(4,2) relabelings as extreme
+    assert permutation_test([1, 1], [0, 0], paired=True) == pytest.approx(0.5)  # 2 of 4 sign patterns
+    assert permutation_test([0.5, 0.7], [0.5, 0.7]) == 1.0
+    assert permutation_test([0.5, 0.7], [0.5, 0.7], paired=True) == 1.0
+    assert permutation_test([], [1.0]) is None
+
+
+def test_permutation_test_resampled_is_seeded_and_small_for_a_clear_difference():
+    a, b = [1.0 + 0.01 * i for i in range(20)], [0.0 + 0.01 * i for i in range(20)]
+    p = permutation_test(a, b, resamples=2000, seed=3)
+    assert p == permutation_test(a, b, resamples=2000, seed=3)
+    assert 0 < p < 0.01
+    assert 0 < permutation_test(a, b, paired=True, resamples=2000) < 0.01
+
+
+def test_spec_validation():
+    with pytest.raises(ApoError, match="methods"):
+        spec_from_dict({"base": {}, "methods": {}})
+    with pytest.raises(ApoError, match="unknown key"):
+        spec_from_dict({"methods": {"protegi": {}}, "sedes": [1]})
+    with pytest.raises(ApoError, match="baseline"):
+        spec_from_dict({"methods": {"mc": {}}})
+    with pytest.raises(ApoError, match="compare method 'mc'"):
+        spec_from_dict({"methods": {"protegi": {}, "mc": {"search": {"n_grads": 0}}}})
+    spec = spec_from_dict({"base": {"search": {"rounds": 2}}, "methods": {"protegi": {}, "mc": {"search": {"n_gradients": 0}}},
+                           "seeds": [3], "budget": {"max_target_calls": 99}})
+    cfg = spec.config("mc", 3)
+    assert (cfg.seed, cfg.search.rounds, cfg.search.n_gradients, cfg.budget.max_target_calls) == (3, 2, 0, 99)
+    # a method can't change the shared budget
+    spec = spec_from_dict({"methods": {"protegi": {"budget": {"max_target_calls": 5}}}, "budget": {"max_target_calls": 99}})
+    assert spec.config("protegi", 0).budget.max_target_calls == 99
+
+
+def _run(method, seed, test, accepted, tokens):
+    row = {"method": method, "seed": seed, "metric": "f1", "test": test, "best_test": test, "initial_test": 0.5,
+           "rounds": len(tokens), "stop_reason": "completed", "accepted_steps": accepted, "prompt_tokens_per_step": tokens}
+    for role in ("target", "optimizer"):
+        for k in ("calls", "prompts", "input_tokens", "output_tokens"):
+            row[f"{role}_{k}"] = 10
+    return row
+
+
+def test_summary_and_tables():
+    spec = spec_from_dict({"methods": {"protegi": {}, "mc": {}}, "seeds": [0, 1]})
+    runs = [_run("protegi", 0, 0.6, 1, [20, 30]), _run("protegi", 1, 0.8, 2, [22, 34]),
+            _run("mc", 0, 0.5, 0, [20]), _run("mc", 1, 0.5, 1, [24])]
+    rows = summarize(spec, runs)
+    by = {r["method"]: r for r in rows}
+    assert by["protegi"]["test_mean"] == pytest.approx(0.7) and by["protegi"]["test_std"] == pytest.approx(0.1414, abs=1e-3)
+    assert by["protegi"]["p_vs_protegi"] is None and by["mc"]["p_vs_protegi"] == pytest.approx(0.5)  # paired, 2 seeds
+    assert by["protegi"]["prompt_tokens_per_step"] == "21 → 32" and by["mc"]["accepted_steps_mean"] == 0.5
+    md = markdown(spec, rows, runs)
+    assert "| protegi | 2 | 0.7000 ± 0.1414 |" in md and "| mc | 1 | 0.5000 | 1 | 24 | completed |" in md
+    csv_text = _csv(runs)
+    assert csv_text.splitlines()[0].startswith("method,seed,metric,test") and "20;30" in csv_text
+
+
+def test_reflection_similarity_columns(tmp_path):
+    import json
+
+    from apo_local.compare import add_reflection_similarity
+
+    spec = spec_from_dict({"methods": {"protegi": {}, "pseudo": {}}, "seeds": [0]})
+    texts = {"protegi": {1: ["the prompt is vague"], 2: ["the prompt is vague"]}, "pseudo": {1: ["labels are noisy"], 2: []}}
+    for m, rounds in texts.items():
+        (tmp_path / m / "seed-0" / "rounds").mkdir(parents=True)
+        for r, grads in rounds.items():
+            cands = [{"round": r, "operator": "edit", "gradient": g} for g in grads]
+            (tmp_path / m / "seed-0" / "rounds" / f"round-{r:02d}.json").write_text(json.dumps({"round": r, "candidates": cands}))
+    runs = [_run("protegi", 0, 0.6, 1, [1, 2]), _run("pseudo", 0, 0.6, 1, [1, 2])]
+    add_reflection_similarity(spec, runs, tmp_path)
+    assert runs[0]["reflection_self_jaccard"] == 1.0 and runs[0]["reflection_vs_protegi_jaccard"] is None
+    assert runs[1]["reflection_self_jaccard"] is None and runs[1]["reflection_vs_protegi_jaccard"] == 0.0
+    rows = summarize(spec, runs)
+    assert rows[1]["reflection_vs_protegi_jaccard_mean"] == 0.0
+    assert "| pseudo | - | 0 |" in markdown(spec, rows, runs)

@@ -1,0 +1,233 @@
+"""Reports from run and sweep directories, checked in a real headless browser (Debian's Chromium).
+
+No engine here: the run directory is written by hand with the exact layout a run leaves
+(results.json, rounds/round-NN.json, trace.jsonl, config.yaml), so this file runs in seconds.
+The end-to-end tests (test_sweep_e2e.py) render reports of real runs with the same checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("matplotlib")
+
+from apo_local.report import data as D  # noqa: E402
+from apo_local.report import write_report  # noqa: E402
+
+CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
+                 if p and os.access(p, os.X_OK)), None)
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-default-apps", "--disable-extensions", "--hide-scrollbars", "--mute-audio"]
+needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (scripts/setup.sh installs it: "
+                                                           "apt-get install -y chromium)")
+
+
+# -- browser helpers (used by test_sweep_e2e.py too) ----------------------------------------------
+
+
+def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
+    profile = tmp / f"chromium-profile-{len(list(tmp.glob('chromium-profile-*')))}"
+    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
+                          timeout=180, env={**os.environ, "HOME": str(tmp)})
+
+
+def plots_loaded(html: Path, tmp: Path) -> tuple[int, int]:
+    """(expected, loaded) plot images after the page's load event, read from the live DOM."""
+    proc = _chromium(["--virtual-time-budget=5000", "--dump-dom", html.resolve().as_uri()], tmp)
+    dom = proc.stdout
+    exp = re.search(r'data-plots-expected="(\d+)"', dom)
+    got = re.search(r'data-plots-loaded="(\d+)"', dom)
+    assert exp and got, f"no DOM from Chromium (rc={proc.returncode}): {proc.stderr[-1500:]}"
+    return int(exp.group(1)), int(got.group(1))
+
+
+def screenshot(html: Path, tmp: Path, height: int = 2400) -> Path:
+    png = tmp / f"{html.parent.name}-{html.stem}.png"
+    proc = _chromium([f"--screenshot={png}", f"--window-size=1280,{height}", "--virtual-time-budget=5000",
+                      html.resolve().as_uri()], tmp)
+    assert png.is_file(), f"no screenshot (rc={proc.returncode}): {proc.stderr[-1500:]}"
+    return png
+
+
+def colourful_pixels(png: Path) -> int:
+    """Pixels with a clearly saturated colour: plots have many (bars, markers, lines, heatmaps);
+    text, tables and the page background are grey, so a page whose images did not render has few."""
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    return int((rgb.max(axis=-1) - rgb.min(axis=-1) > 60).sum())
+
+
+def assert_renders(html: Path, tmp: Path, min_plots: int) -> Path:
+    expected, loaded = plots_loaded(html, tmp)
+    assert expected >= min_plots, f"{html}: {expected} plots on the page, wanted >= {min_plots}"
+    assert loaded == expected, f"{html}: only {loaded} of {expected} plot images decoded in Chromium"
+    shot = screenshot(html, tmp)
+    n = colourful_pixels(shot)
+    assert n > 20_000, f"{shot}: only {n} coloured pixels; the plots did not render"
+    return shot
+
+
+# -- a run directory written by hand --------------------------------------------------------------
+
+INITIAL = "Determine whether the Statement is a lie (Yes) or not (No) based on the Context."
+EDIT = "Decide if the Statement is a lie (Yes) or not (No); weigh the speaker's record and the Context."
+PARA = "Say Yes if the Statement is a lie, otherwise No, judging by the Context."
+
+
+def _cand(text, rnd, op, parent, cid, est, status, gradient=None):
+    return {"text": text, "round": rnd, "operator": op, "parent": parent, "gradient": gradient, "id": cid,
+            "estimate": est, "pulls": 16 if est is not None else 0, "status": status}
+
+
+def _evaluation(f1, pred, confusion):
+    true = {t: sum(r.values()) for t, r in confusion.items()}
+    return {"metrics": {"f1": f1, "accuracy": 0.5, "n": 20, "unparsed": 0}, "predicted_distribution": pred,
+            "true_distribution": true, "confusion": confusion, "errors": 0}
+
+
+def make_run(path: Path, *, finished: bool = True, best_pred: dict | None = None) -> Path:
+    path.mkdir(parents=True)
+    (path / "rounds").mkdir()
+    (path / "config.yaml").write_text(yaml.safe_dump({"task": "liar", "seed": 0, "search": {"rounds": 2, "proposer": "protegi"},
+                                                      "selection": {"selector": "ucb"}, "target": {"model": None},
+                                                      "optimizer": {"model": None}}))
+    grad = "The prompt ignores the speaker's history of false claims."
+    r1 = [_cand(INITIAL, 0, "initial", None, "init000001", 0.55, "beam"),
+          _cand(EDIT, 1, "edit", "init000001", "edit000001", 0.62, "beam", grad),
+          _cand(PARA, 1, "paraphrase", "edit000001", "para000001", 0.40, "not selected", grad)]
+    r2 = [_cand(INITIAL, 0, "initial", None, "init000001", 0.50, "not selected"),
+          _cand(EDIT, 1, "edit", "init000001", "edit000001", 0.70, "beam", grad),
+          _cand(EDIT + " Be strict.", 2, "edit", "edit000001", "edit000002", 0.75, "beam", "Too lenient."),
+          _cand(PARA + " Always.", 2, "paraphrase", "edit000002", "para000002", None, "dropped: over max_expansion",
+                "Too lenient.")]
+    for r, cands in ((1, r1), (2, r2)):
+        (path / "rounds" / f"round-{r:02d}.json").write_text(json.dumps({"round": r, "phase": "selected", "candidates": cands}))
+    trace = [
+        {"role": "target", "op": "score_choices", "phase": "minibatch", "round": 1, "prompts": 8, "input_tokens": 900,
+         "output_tokens": 0, "cache_hits": 0, "seconds": 1.5, "errors": 0},
+        {"role": "optimizer", "op": "generate", "phase": "gradient", "round": 1, "prompts": 2, "input_tokens": 600,
+         "output_tokens": 180, "cache_hits": 0, "seconds": 4.0, "errors": 0},
+        {"event": "parse_failure", "phase": "gradient", "round": 1, "reason": "no tags"},
+        {"role": "optimizer", "op": "generate", "phase": "edit", "round": 1, "prompts": 2, "input_tokens": 500,
+         "output_tokens": 90, "cache_hits": 1, "seconds": 2.0, "errors": 0},
+        {"role": "target", "op": "score_choices", "phase": "select", "round": 1, "prompts": 48, "input_tokens": 5000,
+         "output_tokens": 0, "cache_hits": 3, "seconds": 6.0, "errors": 0},
+        {"role": "target", "op": "score_choices", "phase": "final", "round": 2, "prompts": 60, "input_tokens": 6000,
+         "output_tokens": 0, "cache_hits": 0, "seconds": 7.0, "errors": 0},
+    ]
+    (path / "trace.jsonl").write_text("".join(json.dumps(t) + "\n" for t in trace))
+    if finished:
+        best_pred = best_pred or {"Yes": 19, "No": 1}
+        best_conf = {"Yes": {"Yes": 10}, "No": {"Yes": best_pred["Yes"] - 10, "No": best_pred["No"]}}
+        res = {"metric": "f1", "initial_prompt": INITIAL, "best_prompt": EDIT + " Be strict.",
+               "selected_prompt": EDIT + " Be strict.",
+               "initial_test": _evaluation(0.45, {"Yes": 9, "No": 11}, {"Yes": {"Yes": 5, "No": 5}, "No": {"Yes": 4, "No": 6}}),
+               "best_test": _evaluation(0.67, best_pred, best_conf), "selected_test": _evaluation(0.67, best_pred, best_conf),
+               "beam": [{"id": "edit000002", "text": EDIT + " Be strict.", "estimate": 0.75, "test": 0.67},
+                        {"id": "edit000001", "text": EDIT, "estimate": 0.70, "test": 0.6}],
+               "rounds_completed": 2, "stop_reason": "completed",
+               "usage": {"target": {"calls": 3, "prompts": 116, "input_tokens": 11900, "output_tokens": 0},
+                         "optimizer": {"calls": 2, "prompts": 4, "input_tokens": 1100, "output_tokens": 270}},
+               "faults": {"parse_failure": 1},
+               "history": [{"round": 1, "beam": [["edit000001", 0.62], ["init000001", 0.55]], "test": [0.6, 0.45]},
+                           {"round": 2, "beam": [["edit000002", 0.75], ["edit000001", 0.7]], "test": [0.67, 0.6]}],
+               "time": {"seconds": 20.5, "by_role": {"target": 14.5, "optimizer": 6.0}, "cache_hits": {"target": 3, "optimizer": 1}}}
+        (path / "results.json").write_text(json.dumps(res))
+    return path
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+
+def test_lineage_usage_lengths_and_diff(tmp_path):
+    run = D.load_run(make_run(tmp_path / "run"))
+    nodes = {n["id"]: n for n in D.lineage(run)}
+    assert set(nodes) == {"init000001", "edit000001", "para000001", "edit000002", "para000002"}
+    assert nodes["edit000002"]["fate"] == "best" and nodes["edit000001"]["fate"] == "beam"
+    assert nodes["edit000001"]["kept_rounds"] == [2] and nodes["init000001"]["kept_rounds"] == [1, 2]
+    assert nodes["para000001"]["parent"] == "edit000001" and nodes["para000001"]["gradient"]
+    assert nodes["para000002"]["fate"].startswith("dropped")
+
+    usage = {(u["role"], u["phase"]): u for u in D.usage_by_role_phase(run)}
+    assert usage[("target", "select")]["prompts"] == 48 and usage[("optimizer", "gradient")]["output_tokens"] == 180
+    assert sum(u["input_tokens"] for u in usage.values()) == 11900 + 1100  # trace totals == results usage
+    assert D.faults(run) == [{"event": "parse_failure", "phase": "gradient", "count": 1}]
+
+    lengths = D.prompt_lengths(run)
+    assert [r["round"] for r in lengths] == [1, 2] and lengths[1]["words_max"] == len((EDIT + " Be strict.").split())
+
+    s = D.score_per_round(run)
+    assert s["initial_test"] == 0.45 and s["best_test"] == 0.67 and s["test"] == [(1, 0.6), (2, 0.67)]
+    assert s["best_estimate"] == [(1, 0.62), (2, 0.75)] and s["initial_estimate"] == 0.55
+
+    ops = D.prompt_diff("a b c", "a x c")
+    assert ops == [("equal", "a "), ("delete", "b"), ("insert", "x"), ("equal", " c")]
+
+
+def test_prevalence_hacking_warning(tmp_path):
+    hacked = D.classification(D.load_run(make_run(tmp_path / "hacked", best_pred={"Yes": 19, "No": 1})))
+    assert [(w["prompt"], w["label"]) for w in hacked["warnings"]] == [("best", "No")]
+    fine = D.classification(D.load_run(make_run(tmp_path / "fine", best_pred={"Yes": 11, "No": 9})))
+    assert fine["warnings"] == []
+    assert fine["true"] == {"Yes": 10, "No": 10}
+
+
+# -- the page -------------------------------------------------------------------------------------
+
+
+def test_run_report_is_self_contained(tmp_path):
+    run = make_run(tmp_path / "run")
+    html_file = write_report(run)
+    page = html_file.read_text()
+    assert html_file == run / "report.html"
+    for name in ("score-per-round", "label-distribution", "confusion-best", "lineage", "usage", "prompt-length"):
+        assert (run / "plots" / f"{name}.png").stat().st_size > 5000, name
+    assert page.count('<img class="plot"') == int(re.search(r'data-plots-expected="(\d+)"', page).group(1)) >= 6
+    # offline: no external resource of any kind
+    assert not re.search(r'(src|href)="(https?:)?//', page) and "@import" not in page and "url(http" not in page
+    assert "prevalence hacking" in page and "<del>" in page and "<ins>" in page
+    assert "The prompt ignores the speaker" in page  # gradient text in the lineage table
+
+
+def test_unfinished_run_still_reports(tmp_path):
+    run = make_run(tmp_path / "run", finished=False)
+    page = write_report(run).read_text()
+    assert "has not finished" in page and "lineage" in page.lower()
+
+
+def test_not_a_run_dir(tmp_path):
+    from apo_local.errors import ApoError
+
+    with pytest.raises(ApoError, match="neither a run directory"):
+        write_report(tmp_path)
+
+
+@needs_browser
+def test_run_report_renders_in_chromium(tmp_path):
+    html_file = write_report(make_run(tmp_path / "run"))
+    assert_renders(html_file, tmp_path, min_plots=6)
+
+
+@needs_browser
+def test_screenshot_check_fails_without_plots(tmp_path):
+    """The screenshot test must catch a page whose plots do not render."""
+    html_file = write_report(make_run(tmp_path / "run"))
+    broken = html_file.with_name("broken.html")
+    broken.write_text(re.sub(r'src="data:image/png;base64,[^"]+"', 'src="data:image/png;base64,AAAA"',
+                             html_file.read_text()))
+    expected, loaded = plots_loaded(broken, tmp_path)
+    assert expected >= 6 and loaded == 0
+    with pytest.raises(AssertionError):
+        assert_renders(broken, tmp_path, min_plots=6)
+    assert colourful_pixels(screenshot(broken, tmp_path)) < 20_000

@@ -1,0 +1,110 @@
+"""Every shipped study config, shrunk to a tiny budget, runs end-to-end on the real engine
+(embedded SmolLM2-135M) and leaves a complete run directory."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from apo_local.config import build_config
+from apo_local.optimize import optimize
+
+pytestmark = pytest.mark.engine
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+NOT_RUN_CONFIGS = {"demo.yaml", "liar-protegi.yaml"}  # run by the demo and tests/test_optimize_e2e.py
+NOT_RUN_PREFIXES = ("compare-", "sweep-")  # not run configs: a comparison, sweeps (apo_local/sweep.py)
+STUDY_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml")
+                       if p.name not in NOT_RUN_CONFIGS and not p.name.startswith(NOT_RUN_PREFIXES))
+SHIPPED = {"baseline-no-iteration", "baseline-greedy", "baseline-mc", "baseline-uniform", "ablation-one-step",
+           "ablation-three-stage", "ablation-rewrite", "ablation-improve", "ablation-wrong-labels",
+           "ablation-no-evaluation", "ablation-naive-acceptance", "ablation-validated-acceptance", "pseudo-errors",
+           "abo", "abo-no-demo"}
+
+ABO_READY = ("Follow these steps:\n1. Read the statement and its context.\n2. Look for exaggerations or claims that "
+             "contradict known facts.\n3. Answer Yes if it is a lie, otherwise No.\n\nDemonstration:\nStep 1: The statement "
+             "is about taxes.\nStep 2: It exaggerates.\nStep 3: Yes")
+
+
+def shrink(data: dict) -> dict:
+    """The config at a tiny budget (like tests/conftest.py TINY), everything that defines the method kept."""
+    d = copy.deepcopy(data)
+    s, sel = d.setdefault("search", {}), d.setdefault("selection", {})
+    s.update(rounds=1, beam_size=min(s.get("beam_size", 4), 2), minibatch_size=6,
+             n_gradients=min(s.get("n_gradients", 4), 1), errors_per_gradient=2, mc_samples=min(s.get("mc_samples", 2), 1),
+             max_expansion=2, abo_work_tokens=40)
+    sel.update(budget=24, batch_size=6, arms_per_round=2, validation_k=2, validation_size=6)
+    d.setdefault("optimizer", {})["max_tokens"] = 64
+    d.setdefault("evaluation", {}).update(test_limit=8, per_round_test=False)
+    d["train_limit"] = 100
+    return d
+
+
+def test_every_study_config_is_listed():
+    assert {f"{n}.yaml" for n in SHIPPED} <= set(STUDY_CONFIGS), STUDY_CONFIGS
+    assert (CONFIGS / "compare-liar.yaml").is_file()
+    for name in STUDY_CONFIGS:
+        assert (CONFIGS / name).read_text().startswith("#"), f"{name}: no header comment citing the study"
+
+
+@pytest.fixture(scope="module")
+def cache_file(tmp_path_factory):
+    return tmp_path_factory.mktemp("study-cache") / "cache.sqlite"
+
+
+@pytest.mark.parametrize("name", STUDY_CONFIGS)
+def test_config_runs_end_to_end(name, engine, cache_file, tmp_path):
+    data = shrink(yaml.safe_load((CONFIGS / name).read_text()))
+    if name == "abo.yaml":
+        data["search"]["initial_prompt"] = ABO_READY  # exercise the revise path (abo-no-demo exercises the init path)
+    cfg = build_config(data, {"cache": str(cache_file)})
+    run = tmp_path / "run"
+    optimize(cfg, run)
+
+    assert (run / "config.yaml").is_file()
+    assert json.loads((run / "checkpoint.json").read_text())["phase"] == "done"
+    results = json.loads((run / "results.json").read_text())
+    assert results["rounds_completed"] == 1 and results["stop_reason"] == "completed"
+    assert results["best_prompt"] in [b["text"] for b in results["beam"]]
+    calls = [json.loads(line) for line in (run / "trace.jsonl").read_text().splitlines()]
+    engine_calls = [c for c in calls if "role" in c]
+    assert {c["role"] for c in engine_calls} == {"target", "optimizer"}
+    phases = {c["phase"] for c in engine_calls}
+    rnd = json.loads((run / "rounds" / "round-01.json").read_text())
+    assert rnd["phase"] == "selected" and any(c["status"] == "beam" for c in rnd["candidates"])
+    entry = results["history"][0]
+    assert isinstance(entry["accepted"], bool) and len(entry["prompt_tokens"]) == len(results["beam"])
+    assert all(n > 0 for n in entry["prompt_tokens"])
+
+    proposer, acceptance = cfg.search.proposer, cfg.selection.acceptance
+    new = [c for c in rnd["candidates"] if c["round"] == 1]
+    expected_phases = {
+        "protegi": {"gradient", "edit"} if cfg.search.n_gradients else {"paraphrase"},
+        "one-step": {"one_step"}, "three-stage": {"critique", "feedback", "edit"},
+        "rewrite": {"rewrite"}, "improve": {"improve"},
+        "abo": {"abo_work", "abo_revise"} | ({"abo_demo"} if cfg.search.demonstration else set())
+        if cfg.search.initial_prompt else {"abo_init"},
+    }[proposer]
+    assert expected_phases <= phases, (expected_phases, phases, [c for c in calls if "role" not in c][:5])
+    if proposer in ("rewrite", "improve"):
+        assert "minibatch" not in phases  # data-free: no target call before the proposals
+    if proposer == "three-stage":
+        assert any(c["critique"] and c["gradient"] for c in new if c["operator"] == "three-stage")
+    if proposer == "abo":
+        texts = [c["text"] for c in new if c["status"] != "rejected"]
+        assert texts and all(t.startswith("Follow these steps:\n1. ") for t in texts)
+        if not cfg.search.demonstration:
+            assert all(t.endswith("Follow the steps strictly.") for t in texts)
+    if acceptance == "naive":
+        assert "select" not in phases and entry["selection"]["acceptance"] == "naive"
+    elif acceptance == "validated":
+        assert "select" in phases and entry["selection"]["acceptance"] == "validated"
+        assert len(results["beam"]) == 1
+    else:
+        assert "select" in phases and entry["selection"]["selector"] == cfg.selection.selector
+    if cfg.feedback.errors == "pseudo" or not cfg.feedback.show_evaluation or cfg.feedback.labels == "wrong":
+        assert {"gradient", "edit"} <= phases

@@ -1,0 +1,291 @@
+"""Pure parts of the study methods: feedback corruption, ABO step-failure detection, acceptance rules,
+reflection similarity, config keys. No engine."""
+
+from __future__ import annotations
+
+import json
+import random
+from types import SimpleNamespace
+
+import pytest
+
+from apo_local.config import build_config, flag_names
+from apo_local.diagnostics import TfIdf, diagnose, jaccard, within_run
+from apo_local.errors import ApoError
+from apo_local.search import acceptance
+from apo_local.search.abo import STRICT, blamed_step, fallback_steps, first_failed_step, format_abo, parse_abo
+from apo_local.search.feedback import corrupt_examples, corrupt_label, pseudo_errors, real_errors
+from apo_local.search.meta_prompts import MetaPrompts
+from apo_local.search.proposers import PROPOSERS, make_proposer
+from apo_local.tasks import Example
+
+
+def _task(kind="classification", labels=("Yes", "No"), metric="f1"):
+    return SimpleNamespace(name="t", kind=kind, labels=labels, metric=SimpleNamespace(name=metric))
+
+
+BINARY = _task()
+MULTI = _task(labels=("billing", "bug", "other", "praise"), metric="macro_f1")
+NUMERIC = _task(kind="generation", labels=(), metric="numeric_match")
+
+
+# -- feedback corruption ------------------------------------------------------------------------
+
+
+def test_binary_labels_are_flipped():
+    assert corrupt_label(Example("a", "x", "Yes"), BINARY, 0) == "No"
+    assert corrupt_label(Example("a", "x", "No"), BINARY, 123) == "Yes"
+
+
+def test_multiclass_wrong_label_is_a_fixed_other_class():
+    exs = [Example(f"train-{i}", "x", "bug") for i in range(40)]
+    wrong = [corrupt_label(ex, MULTI, 0) for ex in exs]
+    assert all(w in MULTI.labels and w != "bug" for w in wrong)
+    assert wrong == [corrupt_label(ex, MULTI, 0) for ex in exs]  # fixed per example (and seed)
+    assert len(set(wrong)) == 3  # spread over the other classes by the hash of the id
+    assert [corrupt_label(ex, MULTI, 1) for ex in exs] != wrong  # the seed changes the draw
+    # a fixed input: same answer in every process (sha256, not Python's salted hash)
+    assert corrupt_label(Example("train-0", "x", "bug"), MULTI, 0) == corrupt_label(Example("train-0", "y", "bug"), MULTI, 0)
+
+
+def test_numeric_wrong_label_is_true_value_plus_bounded_nonzero_offset():
+    for i in range(50):
+        ex = Example(f"e{i}", "q", "12")
+        w = corrupt_label(ex, NUMERIC, 3, numeric_offset=4)
+        assert w == corrupt_label(ex, NUMERIC, 3, numeric_offset=4)
+        assert w.lstrip("-").isdigit() and 0 < abs(int(w) - 12) <= 4
+        f = float(corrupt_label(Example(f"e{i}", "q", "2.5"), NUMERIC, 3, numeric_offset=0.5))
+        assert 0 < abs(f - 2.5) <= 0.5
+
+
+def test_corruption_refuses_free_text_tasks():
+    with pytest.raises(ApoError, match="numeric_match"):
+        corrupt_label(Example("a", "x", "Paris"), _task(kind="generation", labels=(), metric="exact_match"), 0)
+
+
+def test_corrupt_examples_keeps_ids_and_inputs():
+    exs = [Example("a", "x", "Yes"), Example("b", "y", "No")]
+    out = corrupt_examples(exs, BINARY, 0)
+    assert [(e.id, e.input, e.label) for e in out] == [("a", "x", "No"), ("b", "y", "Yes")]
+
+
+def test_pseudo_errors_are_correct_rows_with_flipped_predictions():
+    rows = [(Example("a", "x", "Yes"), "Yes", 1.0), (Example("b", "y", "No"), "Yes", 0.0), (Example("c", "z", "No"), "No", 1.0)]
+    assert [(ex.id, pred) for ex, pred in pseudo_errors(rows, BINARY, 0)] == [("a", "No"), ("c", "Yes")]
+    assert [(ex.id, pred) for ex, pred in real_errors(rows)] == [("b", "Yes")]
+
+
+def test_error_block_without_evaluation_hides_labels():
+    meta = MetaPrompts()
+    rows = [(Example("a", "the text", "Yes"), "No")]
+    assert "Label: Yes" in meta.errors(rows) and "Prediction: No" in meta.errors(rows)
+    hidden = meta.errors(rows, evaluated=False)
+    assert "Yes" not in hidden and "Output: No" in hidden and "the text" in hidden
+
+
+def test_default_gradient_and_edit_meta_prompts_are_unchanged():
+    meta = MetaPrompts()
+    g = meta.render("gradient", prompt="P", errors="E", num_reasons=1, evaluated=True)
+    assert "But this prompt gets the following examples wrong:\nE\n\ngive 1 reasons why the prompt could have gotten these examples wrong." in g
+    assert meta.render("gradient", prompt="P", errors="E", num_reasons=1) == g  # user templates need no `evaluated`
+    assert "not checked for correctness" in meta.render("gradient", prompt="P", errors="E", num_reasons=1, evaluated=False)
+
+
+# -- ABO -----------------------------------------------------------------------------------------
+
+STEPS = ["Read the statement.", "Check the context.", "Decide Yes or No."]
+
+
+def test_first_failed_step_on_fixed_outputs():
+    assert first_failed_step(STEPS, "Step 1: it says X.\nStep 2: a mailer.\nStep 3: Yes") is None
+    assert first_failed_step(STEPS, "Yes") == 1
+    assert first_failed_step(STEPS, "Step 1: it says X. Step 3: Yes") == 2
+    assert first_failed_step(STEPS, "Step 1: it says X.\nStep 2:\nStep 3: Yes") == 2  # empty content
+    assert first_failed_step(STEPS, "Step 1: I cannot read it.\nStep 2: ok\nStep 3: No") == 1  # refusal
+    assert first_failed_step(STEPS, "1. it says X\n2. a mailer\n3) No") is None  # numbered lines count
+    assert first_failed_step(STEPS, "step 1 - fine. STEP 2: fine. Step 3: skip") == 3
+    assert first_failed_step([], "anything") is None
+
+
+def test_blamed_step_is_the_most_frequent_first_failure():
+    outs = ["Yes", "Step 1: a. Step 3: b", "Step 1: a. Step 3: b", "Step 1: a\nStep 2: b\nStep 3: c"]
+    step, blame = blamed_step(STEPS, outs)
+    assert blame == [1, 2, 2, 3]  # a wrong answer that followed every step blames the last step
+    assert step == 2
+    assert blamed_step(STEPS, ["Yes", "Step 1: a Step 2: b Step 3:"])[0] == 1  # tie -> earliest
+
+
+def test_abo_prompt_round_trip():
+    text = format_abo(STEPS, "Step 1: read.\nStep 2: ok.\nStep 3: Yes")
+    parsed = parse_abo(text)
+    assert parsed.steps == STEPS and parsed.demonstration.startswith("Step 1: read.")
+    strict = format_abo(STEPS, "ignored", with_demo=False)
+    assert strict.endswith(STRICT) and "Demonstration" not in strict
+    assert parse_abo(strict).steps == STEPS and parse_abo(strict).demonstration is None
+    assert parse_abo("Determine whether the Statement is a lie.").steps == []
+    assert fallback_steps("Read it. Then decide!\nDemonstration: x") == ["Read it.", "Then decide!"]
+
+
+def test_every_proposer_is_registered():
+    assert set(PROPOSERS) == {"protegi", "one-step", "three-stage", "rewrite", "improve", "abo"}
+    assert all(make_proposer(n).name == n for n in PROPOSERS)
+
+
+# -- acceptance ----------------------------------------------------------------------------------
+
+
+def _c(id, status="new", parent=None):
+    return {"id": id, "status": status, "parent": parent, "text": id}
+
+
+def test_roots_follow_edit_then_paraphrase_chains():
+    cands = [_c("p", "kept"), _c("q", "kept"), _c("e", parent="p"), _c("pe", parent="e"), _c("pq", parent="q")]
+    assert acceptance.roots(cands) == {"p": "p", "q": "q", "e": "p", "pe": "p", "pq": "q"}
+
+
+def test_naive_beam_takes_newest_proposals_and_tops_up_with_parents():
+    new, kept = [_c("a"), _c("b"), _c("c")], [_c("p", "kept")]
+    beam = acceptance.naive_beam(new, kept, 2, random.Random(0))
+    assert len(beam) == 2 and all(c["status"] == "new" for c in beam)
+    assert beam == acceptance.naive_beam(new, kept, 2, random.Random(0))
+    assert [c["id"] for c in acceptance.naive_beam(new[:1], kept, 2, random.Random(0))] == ["a", "p"]
+    assert [c["id"] for c in acceptance.naive_beam([], kept, 1, random.Random(0))] == ["p"]
+
+
+def test_validated_choice_needs_a_strict_improvement():
+    assert acceptance.validated_choice(0.5, [0.4, 0.6, 0.6]) == 1
+    assert acceptance.validated_choice(0.5, [0.5, 0.5]) is None
+    assert acceptance.validated_choice(0.5, []) is None
+
+
+def test_validation_sample_is_fixed_per_seed():
+    xs = list(range(100))
+    assert acceptance.validation_sample(xs, 10, 0) == acceptance.validation_sample(xs, 10, 0)
+    assert acceptance.validation_sample(xs, 10, 0) != acceptance.validation_sample(xs, 10, 1)
+    assert len(acceptance.validation_sample(xs[:5], 10, 0)) == 5
+
+
+# -- reflection diagnostics ------------------------------------------------------------------------
+
+
+def test_similarities_on_fixed_texts():
+    assert jaccard("the prompt is vague", "The prompt is VAGUE!") == 1.0
+    assert jaccard("a b", "c d") == 0.0
+    assert jaccard("a b c", "a b d") == pytest.approx(2 / 4)
+    t = TfIdf(["the prompt is vague", "the labels are noisy", "the prompt ignores context"])
+    assert t.cosine("the prompt is vague", "the prompt is vague") == pytest.approx(1.0)
+    assert 0 < t.cosine("the prompt is vague", "the prompt ignores context") < 1
+    assert t.cosine("vague", "noisy") == 0.0
+
+
+def test_within_run_separates_across_and_within_rounds():
+    rep = within_run({1: ["x y", "x z"], 2: ["x y"]})
+    assert rep["reflections"] == 3 and rep["per_round"] == {"1": 2, "2": 1}
+    assert rep["across_rounds"]["pairs"] == 2 and rep["within_round"]["pairs"] == 1
+    assert rep["across_rounds"]["jaccard"] == pytest.approx((1 + 1 / 3) / 2, abs=1e-4)
+
+
+def _fake_run(path, rounds):
+    (path / "rounds").mkdir(parents=True)
+    for r, grads in rounds.items():
+        cands = [{"round": r, "operator": "edit", "gradient": g} for g in grads]
+        cands.append({"round": r, "operator": "paraphrase", "gradient": grads[0] if grads else None})
+        cands.append({"round": r - 1, "operator": "kept", "gradient": "old"})
+        (path / "rounds" / f"round-{r:02d}.json").write_text(json.dumps({"round": r, "candidates": cands}))
+    return path
+
+
+def test_diagnose_reads_run_directories(tmp_path):
+    a = _fake_run(tmp_path / "a", {1: ["the prompt is vague"], 2: ["the prompt is vague", "context matters"]})
+    b = _fake_run(tmp_path / "b", {1: ["the prompt is vague"]})
+    rep = diagnose(a, b)
+    assert rep["within"]["reflections"] == 3  # paraphrase copies and earlier rounds' candidates are skipped
+    assert rep["between"]["same_round"]["pairs"] == 1 and rep["between"]["same_round"]["jaccard"] == 1.0
+    with pytest.raises(ApoError):
+        diagnose(tmp_path / "nope")
+
+
+# -- config --------------------------------------------------------------------------------------
+
+
+def test_new_config_keys_and_flags():
+    flags = flag_names()
+    for key, flag in {"selection.acceptance": "acceptance", "selection.validation_k": "validation-k",
+                      "feedback.labels": "feedback-labels", "feedback.selection_labels": "feedback-selection-labels",
+                      "feedback.show_evaluation": "feedback-show-evaluation", "feedback.errors": "feedback-errors",
+                      "search.demonstration": "demonstration", "meta_prompts.one_step": "meta-prompts-one-step"}.items():
+        assert flags[key] == flag
+    cfg = build_config({}, {"feedback.labels": True, "selection.acceptance": "validated"})
+    assert cfg.feedback.labels == "true" and cfg.selection.acceptance == "validated"
+    with pytest.raises(ApoError, match="feedback.errors"):
+        build_config({"feedback": {"errors": "fake"}})
+
+
+def test_diagnose_command_prints_json(tmp_path):
+    from click.testing import CliRunner
+
+    from apo_local.cli import cli
+
+    a = _fake_run(tmp_path / "a", {1: ["the prompt is vague"], 2: ["the labels are noisy"]})
+    b = _fake_run(tmp_path / "b", {1: ["the prompt is vague"]})
+    res = CliRunner().invoke(cli, ["diagnose", str(a), str(b)])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.output)
+    assert rep["within"]["across_rounds"]["pairs"] == 1 and rep["between"]["all_pairs"]["pairs"] == 2
+
+
+# -- what the optimizer is shown (SearchContext.feedback_pool) with a fake scorer ------------------
+
+
+class _Trace:
+    def __init__(self):
+        self.events = []
+
+    def at(self, phase, round):
+        pass
+
+    def event(self, kind, **detail):
+        self.events.append(kind)
+
+
+def _ctx(feedback: dict):
+    from apo_local.scoring import Prediction
+    from apo_local.search.candidates import Candidate
+    from apo_local.search.context import SearchContext
+    from apo_local.tasks import load_task
+
+    task = load_task("liar")
+    train = [Example(f"t{i}", f"input {i}", "Yes" if i % 2 else "No") for i in range(8)]
+
+    class Scorer:  # predicts "Yes" for everything: right on odd ids, wrong on even ones
+        def predict(self, pairs):
+            return [Prediction("Yes") for _ in pairs]
+
+    cfg = build_config({"search": {"minibatch_size": 8, "n_gradients": 1, "errors_per_gradient": 8}, "feedback": feedback})
+    ctx = SearchContext(task, train, Scorer(), SimpleNamespace(trace=_Trace()), cfg, MetaPrompts(), round=1)
+    parent = Candidate("Is it a lie?", 0, "initial")
+    _, pools = ctx.feedback_pool([parent])
+    return ctx, parent, sorted((ex.id, ex.label, pred) for ex, pred in pools[parent.id])
+
+
+def test_feedback_pool_real_errors():
+    _, _, rows = _ctx({})
+    assert rows == [(f"t{i}", "No", "Yes") for i in (0, 2, 4, 6)]
+
+
+def test_feedback_pool_wrong_labels_shows_flipped_labels():
+    _, _, rows = _ctx({"labels": "wrong"})
+    # against the flipped labels the "errors" are the rows the prompt actually got right
+    assert rows == [(f"t{i}", "No", "Yes") for i in (1, 3, 5, 7)]
+
+
+def test_feedback_pool_pseudo_errors():
+    _, _, rows = _ctx({"errors": "pseudo"})
+    assert rows == [(f"t{i}", "Yes", "No") for i in (1, 3, 5, 7)]  # correct rows, prediction flipped
+
+
+def test_feedback_pool_without_evaluation_shows_every_row_without_labels():
+    ctx, parent, rows = _ctx({"show_evaluation": False})
+    assert len(rows) == 8
+    groups = ctx.feedback_groups([parent])
+    assert len(groups) == 1 and "Label:" not in groups[0][1] and "Output: Yes" in groups[0][1]
