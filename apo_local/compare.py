@@ -38,7 +38,7 @@ from typing import Sequence
 
 import yaml
 
-from apo_local.config import build_config, dump_config, RunConfig
+from apo_local.config import RunConfig, build_config, dump_config, read_yaml_mapping
 from apo_local.errors import ApoError
 
 log = logging.getLogger("apo_local")
@@ -90,13 +90,7 @@ def spec_from_dict(data: dict, origin: str = "compare config") -> CompareSpec:
 
 def load_spec(path: str | Path) -> CompareSpec:
     p = Path(path)
-    if not p.is_file():
-        raise ApoError(f"compare config {p} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ApoError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return spec_from_dict(data, origin=str(p))
+    return spec_from_dict(read_yaml_mapping(p, "compare config"), origin=str(p))
 
 
 # -- statistics ------------------------------------------------------------------------------

@@ -178,18 +178,22 @@ def build_config(data: dict | None = None, overrides: dict[str, Any] | None = No
         raise ApoError(_one_line(err, origin)) from None
 
 
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
+    """A YAML file holding a mapping (run, sweep or compare config); bad files end as one ApoError line."""
+    p = Path(path)
+    if not p.is_file():
+        raise ApoError(f"{what} {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ApoError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ApoError(f"{p}: expected a mapping of config keys at the top level")
+    return data
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ApoError(f"config file {p} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ApoError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise ApoError(f"{p}: expected a mapping of config keys at the top level")
+    data = read_yaml_mapping(path) if path is not None else {}
     return build_config(data, overrides, origin=str(path or "config"))
 
 

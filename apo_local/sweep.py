@@ -56,7 +56,7 @@ from typing import Any, Callable, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from apo_local.config import RunConfig, build_config, dump_config
+from apo_local.config import RunConfig, build_config, dump_config, read_yaml_mapping
 from apo_local.errors import ApoError
 from apo_local.run_dir import atomic_write, write_json
 
@@ -115,12 +115,7 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 def load_sweep(path: str | Path) -> tuple[SweepConfig, dict]:
     """The validated sweep config and its base run config (a dict; a ``base:`` path is read)."""
     p = Path(path)
-    if not p.is_file():
-        raise ApoError(f"sweep config {p} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ApoError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml_mapping(p, "sweep config")
     return parse_sweep(data, origin=str(p), root=p.parent)
 
 
@@ -141,9 +136,7 @@ def parse_sweep(data: dict, origin: str = "sweep", root: Path | None = None) -> 
             bp = root / bp
         if not bp.is_file():
             raise ApoError(f"{origin}: base: run config {base} does not exist")
-        base = yaml.safe_load(bp.read_text(encoding="utf-8")) or {}
-        if not isinstance(base, dict):
-            raise ApoError(f"{bp}: expected a mapping of config keys at the top level")
+        base = read_yaml_mapping(bp, "run config")
     for key, values in spec.grid.items():
         if not values:
             raise ApoError(f"{origin}: grid.{key}: empty list (give at least one value)")

@@ -186,11 +186,9 @@ class TransformersEngine:
         seqs: list[tuple[int, int, list[int]]] = []  # (prompt index, continuation index, token ids)
         n_prompt: dict[int, int] = {}
         for i, prompt in enumerate(prompts):
-            ids = self.chat.prompt_ids(prompt)
-            if len(ids) + longest > self.max_model_len:
-                results[i] = ChoiceScores.failed(
-                    len(choices), len(ids), f"prompt too long ({len(ids)} tokens > {self.max_model_len - longest})"
-                )
+            ids, error = self.chat.fit(prompt, self.max_model_len - longest)
+            if error:
+                results[i] = ChoiceScores.failed(len(choices), len(ids), error)
                 continue
             n_prompt[i] = len(ids)
             for j, k in enumerate(kept):

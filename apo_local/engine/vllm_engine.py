@@ -61,6 +61,11 @@ class ChatFormatter:
         )
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def fit(self, prompt: str, limit: int) -> tuple[list[int], str | None]:
+        """The prompt's ids, and an error when they exceed ``limit`` tokens (the context minus what the reply needs)."""
+        ids = self.prompt_ids(prompt)
+        return ids, (f"prompt too long ({len(ids)} tokens > {limit})" if len(ids) > limit else None)
+
     def continuation_ids(self, label: str) -> tuple[int, ...]:
         """Tokens of ``label`` as the start of the assistant reply (context-aware tokenization)."""
         if label not in self._label_ids:
@@ -273,11 +278,9 @@ class VLLMEngine:
         results: list[ChoiceScores | None] = [None] * len(prompts)
         batch, params, keys = [], [], []
         for i, prompt in enumerate(prompts):
-            ids = self.chat.prompt_ids(prompt)
-            if len(ids) + longest > self.max_model_len:
-                results[i] = ChoiceScores.failed(
-                    len(choices), len(ids), f"prompt too long ({len(ids)} tokens > {self.max_model_len - longest})"
-                )
+            ids, error = self.chat.fit(prompt, self.max_model_len - longest)
+            if error:
+                results[i] = ChoiceScores.failed(len(choices), len(ids), error)
                 continue
             for prefix, nxt in steps.items():
                 batch.append(TokensPrompt(prompt_token_ids=ids + list(prefix)))
