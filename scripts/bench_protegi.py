@@ -6,7 +6,11 @@
       optimizer call is its own request to a local OpenAI-compatible vLLM server (started and stopped
       here on 127.0.0.1): target calls from a pool of --target-workers threads (32, as the reference's
       scorer), optimizer calls from --optimizer-workers (1: the reference loops over them one by one),
-      free-text answers (4 tokens, parsed), no result cache, no dedupe (identical pairs re-sent).
+      free-text answers (4 tokens, parsed), and the reference implementation's caching and test
+      schedule (microsoft/LMOps prompt_optimization): bandit rewards cached by (prompt, example) for
+      the whole run (its ``Cached01Scorer``); minibatch and test evaluations re-sent every time (its
+      ``task.evaluate``); the beam evaluated on the test rows after every round, as its ``main.py``
+      does (``--reference-test-every-round``, on by default); its last round's test line is its report.
 
 Reports wall time, engine calls / requests, prompt, prefilled and generated tokens for both, per role
 and per phase (from each run's trace.jsonl).
@@ -40,6 +44,9 @@ def parse_args(argv=None):
     p.add_argument("--target-workers", type=int, default=32)
     p.add_argument("--optimizer-workers", type=int, default=1)
     p.add_argument("--answer-tokens", type=int, default=4, help="reference side: max_tokens of a target answer")
+    p.add_argument("--reference-test-every-round", action=argparse.BooleanOptionalAction, default=True,
+                   help="reference side: evaluate the beam on the test rows after every round, as the reference's "
+                        "main.py does (default on)")
     p.add_argument("--work-dir", default=str(ROOT / "runs" / "bench" / "protegi"))
     p.add_argument("--out", default=None, help="JSON result (default: WORK_DIR/protegi.json)")
     return p.parse_args(argv)
@@ -92,6 +99,37 @@ def prepare_task(cfg, task, target, trace) -> None:
                                                                 tokens_before=before, tokens_after=after))
 
 
+def reference_scorer(task, engine, max_tokens: int):
+    """A ``Scorer`` with the reference implementation's caching (see the module docstring)."""
+    from apo_local.scoring import Scorer
+
+    class ReferenceScorer(Scorer):
+        def __init__(self):
+            super().__init__(task, engine, mode="generate", max_tokens=max_tokens, dedupe=False)
+            self.bandit_cache: dict = {}  # Cached01Scorer: (prompt, example) -> prediction, whole run
+            self.evaluated: dict = {}  # every evaluation made, read only by the final report
+            self.final = False
+
+        def rewards(self, pairs):
+            keys = [(ins, ex.id) for ins, ex in pairs]
+            todo = {k: pair for k, pair in zip(keys, pairs) if k not in self.bandit_cache}
+            if todo:
+                self.bandit_cache.update(zip(todo, Scorer.predict(self, list(todo.values()))))
+            return [self.task.metric.example_score(self.bandit_cache[k].label, ex.label) for k, (_, ex) in zip(keys, pairs)]
+
+        def predict(self, pairs):
+            keys = [(ins, ex.id) for ins, ex in pairs]
+            if self.final:  # the report: the last per-round test line (only unseen prompts are sent)
+                todo = {k: pair for k, pair in zip(keys, pairs) if k not in self.evaluated}
+            else:  # task.evaluate: everything re-sent
+                todo = dict(zip(keys, pairs))
+            if todo:
+                self.evaluated.update(zip(todo, super().predict(list(todo.values()))))
+            return [self.evaluated[k] for k in keys]
+
+    return ReferenceScorer()
+
+
 def run_reference(cfg, out: Path, args) -> dict:
     from apo_local.config import dump_config
     from apo_local.engine import RoleEngine, Trace
@@ -104,7 +142,8 @@ def run_reference(cfg, out: Path, args) -> dict:
     if cfg.optimizer.model not in (None, cfg.target.model):
         raise SystemExit("the reference side serves one model; use the same model for both roles")
     cfg = cfg.model_copy(update={"scoring": cfg.scoring.model_copy(update={"mode": "generate",
-                                                                           "max_tokens": args.answer_tokens})})
+                                                                           "max_tokens": args.answer_tokens}),
+                                 "evaluation": cfg.evaluation.model_copy(update={"per_round_test": args.reference_test_every_round})})
     model_path = resolve_model(cfg.target.model)
     task = load_task(cfg.task)
     max_len = cfg.target.max_model_len or 2048
@@ -122,7 +161,14 @@ def run_reference(cfg, out: Path, args) -> dict:
             target = RoleEngine(target_http, "target", trace)
             prepare_task(cfg, task, target, trace)
             search = BeamSearch(task, target, RoleEngine(optimizer_http, "optimizer", trace), cfg, run_dir)
-            search.scorer.dedupe = False  # re-send identical pairs, as the reference does
+            search.scorer = search.ctx.scorer = reference_scorer(task, target, args.answer_tokens)
+            final = search._final
+
+            def final_report(*a, **k):
+                search.scorer.final = True
+                return final(*a, **k)
+
+            search._final = final_report
             before = server.metrics()
             c0, t0 = tree_cpu_seconds(os.getpid()), time.perf_counter()
             result = search.run()
@@ -178,6 +224,8 @@ def markdown(res: dict) -> str:
         row(f"{role}: prompt tokens", lambda s, r=role: s["usage"][r]["input_tokens"])
         row(f"{role}: generated tokens", lambda s, r=role: s["usage"][r]["output_tokens"])
         row(f"{role}: engine seconds", lambda s, r=role: s["by_phase"]["total"][r]["seconds"])
+    for phase in ("minibatch", "select", "test", "final"):
+        row(f"target prompts in phase {phase}", lambda s, ph=phase: s["by_phase"].get(ph, {}).get("target", {}).get("prompts", 0))
     row("all: prompt tokens seen by vLLM", lambda s: s["engine_counters"]["prompt_tokens"])
     row("all: prefilled tokens (prompt - prefix-cache hits)", lambda s: s["engine_counters"]["prefilled_tokens"])
     row("all: prefix-cache hit rate", lambda s: s["engine_counters"]["prefix_cache_hit_rate"])

@@ -3,8 +3,14 @@
   1. http    -- the reference pattern: one OpenAI-compatible request per (prompt, example) against a
                local vLLM server of the same model (started and stopped here, 127.0.0.1), from a pool
                of --workers threads, free-text answer (max_tokens 4, greedy) parsed for Yes/No;
-  2. chat    -- one plain ``LLM.chat`` call over the same rendered prompts, max_tokens 4, parsed;
+  2. chat    -- one plain ``LLM.chat`` call over the same rendered prompts, max_tokens 4, parsed, on a
+               plain ``vllm.LLM`` with vLLM's defaults and the same flags the server of method 1 gets
+               (memory fraction, KV bytes, eager, prefix caching): what a user of vLLM writes;
   3. apo     -- apo-local's scorer (``Scorer.evaluate_many``: label log-probabilities, one batch).
+
+Decomposition row (``--methods ...,chat-apo-engine``, on by default for the main cell): ``LLM.chat`` as
+in 2, but on apo-local's engine (its engine settings, e.g. the CPU KV block size), so the table shows
+how much of 3's gain comes from the engine settings and how much from label log-prob scoring.
 
 All three see the same rendered prompts (candidate instruction first, then the Liar row). Each
 engine is warmed up once on other prompts before timing, and the prefix cache is emptied before
@@ -29,8 +35,10 @@ import apo_local  # noqa: F401  (offline switches before vLLM is imported)
 from _bench_common import (ROOT, counter_delta, enable_inprocess_stats, inprocess_counters, load_avg,
                            load_instructions, machine, tree_cpu_seconds, write_json)
 
-METHODS = ("http", "chat", "apo")
-NAMES = {"http": "1. HTTP, 1 request/prompt, 32 workers", "chat": "2. LLM.chat batch, 4 tokens", "apo": "3. apo-local Scorer"}
+METHODS = ("http", "chat", "chat-apo-engine", "apo")
+NAMES = {"http": "1. HTTP, 1 request/prompt, 32 workers", "chat": "2. LLM.chat batch, 4 tokens (plain vllm.LLM)",
+         "chat-apo-engine": "2b. LLM.chat batch, 4 tokens, on apo-local's engine", "apo": "3. apo-local Scorer"}
+SCALING = ("http", "chat", "apo")
 FULL_GRID = [(c, e) for c in (4, 16, 64) for e in (16, 64, 256)]
 
 
@@ -46,7 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--scaling", default="4x16,4x64,16x16,64x16",
                    help="extra cells CxE (comma list), 'full' for the 4/16/64 x 16/64/256 grid, or 'none'")
-    p.add_argument("--scaling-methods", default=None, help="methods for the scaling cells (default: --methods)")
+    p.add_argument("--scaling-methods", default="http,chat,apo", help="methods for the scaling cells")
     p.add_argument("--scaling-repeats", type=int, default=1)
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--out", default=str(ROOT / "runs" / "bench" / "scoring.json"))
@@ -83,7 +91,7 @@ def main(argv=None) -> dict:
         return data
 
     methods = [m for m in args.methods.split(",") if m]
-    scaling_methods = [m for m in (args.scaling_methods or args.methods).split(",") if m]
+    scaling_methods = [m for m in args.scaling_methods.split(",") if m]
     task = load_task("liar")
     rows = task.split(args.split)
     cells = cells_of(args)
@@ -145,40 +153,74 @@ def main(argv=None) -> dict:
                            {"errors": sum(g.error is not None for g in gens)})
             eng.close()
 
-    # -- 2 and 3: one in-process engine (apo-local's), plain LLM.chat and the scorer ------------
-    if any(m in plan[c][0] for c in cells for m in ("chat", "apo")):
-        from vllm import SamplingParams
+    def time_inprocess(llm, method, cell, rep, run) -> None:
+        """One timed measurement on an in-process engine: prefix cache emptied, counters and CPU read around it."""
+        llm.reset_prefix_cache()
+        before = inprocess_counters(llm)
+        c0, t0 = tree_cpu_seconds(os.getpid()), time.perf_counter()
+        labels, ptoks = run()
+        dt = time.perf_counter() - t0
+        cpu = tree_cpu_seconds(os.getpid()) - c0  # this process + the engine core process
+        record(method, cell, rep, dt, cpu, labels, ptoks, counter_delta(before, inprocess_counters(llm)))
 
+    def chat_run(llm, prompts):
+        outs = llm.chat([[{"role": "user", "content": p}] for p in prompts], sp, use_tqdm=False)
+        return [parse_label(o.outputs[0].text, task.labels) for o in outs], sum(len(o.prompt_token_ids) for o in outs)
+
+    if any(m in plan[c][0] for c in cells for m in ("chat", "chat-apo-engine", "apo")):
+        enable_inprocess_stats()  # before LLM is looked up: it replaces vllm.LLM
+        from vllm import LLM, SamplingParams
+
+        sp = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
+
+    # -- 2. a plain vllm.LLM: vLLM's defaults + the flags the server of method 1 gets ---------------
+    if any("chat" in plan[c][0] for c in cells):
+        from apo_local.engine.settings import cpu_engine_environment, has_cuda_gpu
+
+        plain = dict(model=str(model_path), max_model_len=args.max_model_len, seed=0, enable_prefix_caching=True,
+                     gpu_memory_utilization=0.85 if has_cuda_gpu() else 0.3)
+        if not has_cuda_gpu():
+            plain.update(kv_cache_memory_bytes=2 << 30, enforce_eager=True)  # as LocalServer passes on CPU
+            cpu_engine_environment()  # the same engine-process environment as methods 1 and 3
+        llm = LLM(**plain)
+        try:
+            chat_run(llm, warm)
+            for cell in cells:
+                if "chat" in plan[cell][0]:
+                    for rep in range(plan[cell][1]):
+                        time_inprocess(llm, "chat", cell, rep, lambda: chat_run(llm, work[cell][2]))
+        finally:
+            llm.llm_engine.engine_core.shutdown()
+            del llm
+            import gc
+
+            gc.collect()
+
+    # -- 2b and 3: apo-local's engine: plain LLM.chat on it, and the scorer ------------------------
+    if any(m in plan[c][0] for c in cells for m in ("chat-apo-engine", "apo")):
         from apo_local.engine import EngineSettings, load_engine, shutdown_engines
         from apo_local.scoring import Scorer
 
-        enable_inprocess_stats()
         engine = load_engine(EngineSettings(model=args.model, max_model_len=args.max_model_len), cache_path=False)
         llm = engine.inner.llm
-        sp = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
+
+        def apo_run(instructions, examples):
+            evals = Scorer(task, engine).evaluate_many(instructions, examples)
+            return [p.label for ev in evals for p in ev.predictions], sum(engine.count_tokens(
+                [task.render(i, ex) for i in instructions for ex in examples]))
+
         try:
-            llm.chat([[{"role": "user", "content": p}] for p in warm], sp, use_tqdm=False)  # warm-up, both paths
+            chat_run(llm, warm)  # warm-up, both paths
             Scorer(task, engine).evaluate_many([task.initial_instruction], task.split("train")[:16])
             for cell in cells:
                 instructions, examples, prompts = work[cell]
-                order = [m for m in ("chat", "apo") if m in plan[cell][0]]
+                order = [m for m in ("chat-apo-engine", "apo") if m in plan[cell][0]]
                 for rep in range(plan[cell][1]):
                     for method in (order if rep % 2 == 0 else order[::-1]):  # alternate to spread load drift
-                        llm.reset_prefix_cache()
-                        before = inprocess_counters(llm)
-                        c0, t0 = tree_cpu_seconds(os.getpid()), time.perf_counter()
-                        if method == "chat":
-                            outs = llm.chat([[{"role": "user", "content": p}] for p in prompts], sp, use_tqdm=False)
-                            dt = time.perf_counter() - t0
-                            labels = [parse_label(o.outputs[0].text, task.labels) for o in outs]
-                            ptoks = sum(len(o.prompt_token_ids) for o in outs)
+                        if method == "apo":
+                            time_inprocess(llm, method, cell, rep, lambda: apo_run(instructions, examples))
                         else:
-                            evals = Scorer(task, engine).evaluate_many(instructions, examples)
-                            dt = time.perf_counter() - t0
-                            labels = [p.label for ev in evals for p in ev.predictions]
-                            ptoks = sum(engine.count_tokens(prompts))
-                        cpu = tree_cpu_seconds(os.getpid()) - c0
-                        record(method, cell, rep, dt, cpu, labels, ptoks, counter_delta(before, inprocess_counters(llm)))
+                            time_inprocess(llm, method, cell, rep, lambda: chat_run(llm, prompts))
         finally:
             shutdown_engines()
 
@@ -202,7 +244,7 @@ def _best(runs, method, cell):
 def summarize(runs, cell) -> dict:
     out: dict = {"cell": list(cell)}
     best = {m: _best(runs, m, cell) for m in METHODS}
-    for a, b in (("apo", "http"), ("apo", "chat")):
+    for a, b in (("apo", "http"), ("apo", "chat"), ("apo", "chat-apo-engine"), ("chat-apo-engine", "chat")):
         if best[a] and best[b]:
             out[f"speedup_{a}_over_{b}"] = round(best[b]["seconds"] / best[a]["seconds"], 2)
             if best[a].get("cpu_s") and best[b].get("cpu_s"):
@@ -238,15 +280,17 @@ def markdown(result, cells) -> str:
                          f"{r.get('generated_tokens', '-')} | {r['f1']:.3f} | {r['unparsed']} | {r['load_avg']} |")
     lines += ["", f"Speed-ups: 3 over 1 = **{s.get('speedup_apo_over_http', '-')}x**, 3 over 2 = "
                   f"**{s.get('speedup_apo_over_chat', '-')}x** (wall); CPU seconds 1/3 = {s.get('cpu_ratio_http_over_apo', '-')}, "
-                  f"2/3 = {s.get('cpu_ratio_chat_over_apo', '-')}. Agreement of predictions (unparsed answers count as their own label): "
+                  f"2/3 = {s.get('cpu_ratio_chat_over_apo', '-')}. Decomposition: 2b/3 = {s.get('speedup_apo_over_chat-apo-engine', '-')}x "
+                  f"(label log-probs vs 4-token answers, same engine), 2/2b = {s.get('speedup_chat-apo-engine_over_chat', '-')}x "
+                  f"(apo-local's engine settings vs vLLM's defaults, same LLM.chat). Agreement of predictions (unparsed answers count as their own label): "
                   f"{s['agreement']}; where both parsed [fraction, prompts]: {s['agreement_where_both_parsed']}.", ""]
     if len(cells) > 1:
         lines += ["Scaling (wall seconds; prompts/s in brackets; best of repeats):", "",
-                  "| candidates x rows | prompts | " + " | ".join(NAMES[x] for x in METHODS) + " | 3/1 | 3/2 |",
-                  "|---|---:|" + "---:|" * (len(METHODS) + 2)]
+                  "| candidates x rows | prompts | " + " | ".join(NAMES[x] for x in SCALING) + " | 3/1 | 3/2 |",
+                  "|---|---:|" + "---:|" * (len(SCALING) + 2)]
         for cell in cells:
             rs = {x: _best(runs, x, cell) for x in METHODS}
-            cellv = [f"{rs[x]['seconds']:.1f} ({rs[x]['prompts_per_s']:.1f})" if rs[x] else "-" for x in METHODS]
+            cellv = [f"{rs[x]['seconds']:.1f} ({rs[x]['prompts_per_s']:.1f})" if rs[x] else "-" for x in SCALING]
             r31 = f"{rs['http']['seconds'] / rs['apo']['seconds']:.2f}" if rs["http"] and rs["apo"] else "-"
             r32 = f"{rs['chat']['seconds'] / rs['apo']['seconds']:.2f}" if rs["chat"] and rs["apo"] else "-"
             lines.append(f"| {cell[0]} x {cell[1]} | {cell[0] * cell[1]} | " + " | ".join(cellv) + f" | {r31} | {r32} |")

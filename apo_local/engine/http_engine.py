@@ -188,8 +188,11 @@ class LocalServer:
         import httpx
 
         from apo_local._offline import OFFLINE_ENV
+        from apo_local.engine.settings import cpu_engine_environment, has_cuda_gpu
 
         env = dict(os.environ, **OFFLINE_ENV, **self.extra_env)
+        if not has_cuda_gpu():
+            cpu_engine_environment(env)  # what in-process engines get
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         t0 = time.perf_counter()
         self.proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", *self.args],

@@ -43,3 +43,55 @@ def has_cuda_gpu() -> bool:
         return bool(torch.cuda.is_available())
     except Exception:  # torch missing or broken CUDA runtime: treat as CPU
         return False
+
+
+# Where distributions put TCMalloc (Debian/Ubuntu package libtcmalloc-minimal4, RHEL gperftools-libs).
+_TCMALLOC_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
+
+
+def cpu_allocator_preload(environ: dict | None = None, search_dirs=_TCMALLOC_DIRS) -> str | None:
+    """Put TCMalloc in ``LD_PRELOAD`` for the vLLM engine processes started after this call (CPU only).
+
+    vLLM's CPU backend asks for TCMalloc in its engine processes (it preloads a copy bundled in some
+    builds and warns when it is missing; the PyPI CPU wheel bundles none). With glibc's allocator the
+    engine process grew twice as fast in ``scripts/soak.py`` (figures in docs/benchmarks.md). Uses the system's library when
+    installed (``scripts/setup.sh`` installs it); ``APO_LOCAL_CPU_ALLOCATOR=system`` keeps glibc's.
+    Returns the library preloaded, or None.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("APO_LOCAL_CPU_ALLOCATOR", "tcmalloc") != "tcmalloc":
+        return None
+    current = env.get("LD_PRELOAD", "")
+    present = [p for p in current.split(":") if "libtcmalloc" in p]
+    if present:
+        return present[0]
+    import glob
+
+    for d in search_dirs:
+        found = sorted(glob.glob(os.path.join(d, "libtcmalloc_minimal.so.*")) + glob.glob(os.path.join(d, "libtcmalloc.so.*")))
+        if found:
+            env["LD_PRELOAD"] = found[0] + (":" + current if current else "")
+            return found[0]
+    return None
+
+
+def cpu_engine_environment(environ: dict | None = None, search_dirs=_TCMALLOC_DIRS) -> dict:
+    """The environment vLLM's engine processes get on CPU (set before the engine starts; they inherit it).
+
+    - TCMalloc preloaded (``cpu_allocator_preload``).
+    - oneDNN's process-wide primitive cache off (``ONEDNN_PRIMITIVE_CACHE_CAPACITY=0``) unless the user
+      set it: vLLM's CPU linear layers keep their own per-layer cache of oneDNN primitives (32 shapes
+      each), and the global cache (1,024 entries by default) only duplicates them, one entry per new
+      batch shape. Measured with ``scripts/soak.py``: it made the engine grow about 10 MiB per small
+      optimization; off, about 2 MiB, at the same speed.
+
+    Returns the variables it set.
+    """
+    env = os.environ if environ is None else environ
+    applied = {}
+    if "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in env:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = applied["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "0"
+    before = env.get("LD_PRELOAD")
+    if cpu_allocator_preload(env, search_dirs) and env.get("LD_PRELOAD") != before:
+        applied["LD_PRELOAD"] = env["LD_PRELOAD"]
+    return applied
