@@ -120,23 +120,30 @@ def test_aliases_and_seeds_share_one_engine(engine, engine_settings):
     assert same.inner is engine.inner
 
 
-def test_cpu_engine_processes_get_tcmalloc_and_a_bounded_onednn_cache(engine):
-    """vLLM's CPU backend asks for TCMalloc in its engine processes; apo-local preloads the system's and
-    turns oneDNN's duplicate primitive cache off (the engine's memory stays flat, scripts/soak.py)."""
+def test_cpu_engine_environment_reaches_the_engine(engine):
+    """On CPU the engine runs in this process by default (all cores for the model); with
+    APO_LOCAL_CPU_ENGINE=subprocess its processes get TCMalloc and oneDNN's duplicate primitive cache
+    off, which keeps their memory flat (scripts/soak.py)."""
     import os
 
     import psutil
 
     from apo_local.engine.settings import _TCMALLOC_DIRS, cpu_allocator_preload, has_cuda_gpu
+    from apo_local.engine.vllm_engine import cpu_engine_in_process
 
     if has_cuda_gpu():
         pytest.skip("CPU only")
     engine_procs = [p for p in psutil.Process().children(recursive=True) if p.name().startswith("VLLM::")]
+    want_cache = os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+    if cpu_engine_in_process():
+        assert not engine_procs, f"engine processes started although the engine runs in process: {engine_procs}"
+        assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == want_cache
+        return
     assert engine_procs, "no vLLM engine process found"
     want_tcmalloc = (cpu_allocator_preload({}, _TCMALLOC_DIRS) is not None
                      and os.environ.get("APO_LOCAL_CPU_ALLOCATOR", "tcmalloc") == "tcmalloc")
     for p in engine_procs:
         env = dict(kv.split("=", 1) for kv in open(f"/proc/{p.pid}/environ").read().split("\0") if "=" in kv)
-        assert env.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY") == os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+        assert env.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY") == want_cache
         if want_tcmalloc:
             assert "libtcmalloc" in open(f"/proc/{p.pid}/maps").read(), f"{p.name()} (pid {p.pid}) runs without TCMalloc"

@@ -174,6 +174,42 @@ def _start_failure(model_path: Path, s: EngineSettings, exc: Exception, held: li
     return f"engine failed to start for {model_path}: {cause} -- {fix}"
 
 
+def cpu_engine_in_process() -> bool:
+    """On CPU, run vLLM's engine core and model worker inside this process (``APO_LOCAL_CPU_ENGINE``:
+    ``in-process``, the default, or ``subprocess``, vLLM's default).
+
+    vLLM's default puts the scheduler and the model worker in two more processes and reserves one core
+    for the scheduler, which polls: on a 2-core machine the model then computes on one core. In
+    process, the model gets every core and the engine starts without spawning (measured in
+    docs/benchmarks.md: about 1.8x faster scoring and 4 s instead of 30-40 s to start)."""
+    mode = os.environ.get("APO_LOCAL_CPU_ENGINE", "in-process")
+    if mode not in ("in-process", "subprocess"):
+        raise ApoError(f"APO_LOCAL_CPU_ENGINE={mode!r}: use in-process or subprocess")
+    return mode == "in-process"
+
+
+_IN_PROCESS: set = set()  # live engines whose engine core runs in this process
+
+
+class _env:
+    """Set environment variables for the duration of a block (vLLM reads some at engine start)."""
+
+    def __init__(self, values: dict):
+        self.values, self.saved = values, {}
+
+    def __enter__(self):
+        for k, v in self.values.items():
+            self.saved[k] = os.environ.get(k)
+            os.environ[k] = v
+
+    def __exit__(self, *exc):
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 class VLLMEngine:
     def __init__(self, model_path: Path, settings: EngineSettings):
         tap = _StderrTap() if _quiet() else None  # before the import: vLLM prints at import time too
@@ -204,8 +240,15 @@ class VLLMEngine:
             # most of it. Measured: 2.1x less prefill and 2.0x less CPU on 16 candidates x 64 Liar rows.
             kwargs["block_size"] = 32
             cpu_engine_environment()  # TCMalloc, bounded oneDNN cache: inherited by the engine processes
+            in_process = cpu_engine_in_process()
+            if in_process:
+                kwargs["distributed_executor_backend"] = "uni"
+        else:
+            in_process = False
+        self.in_process = in_process
         try:
-            self.llm = LLM(**kwargs)
+            with _env({"VLLM_ENABLE_V1_MULTIPROCESSING": "0"} if in_process else {}):
+                self.llm = LLM(**kwargs)
         except Exception as exc:  # vLLM raises many types; the user needs one actionable line
             held = tap.release(replay=False) if tap else []
             tap = None
@@ -213,6 +256,8 @@ class VLLMEngine:
         finally:
             if tap:
                 tap.release(replay=True)
+        if in_process:
+            _IN_PROCESS.add(self)
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.model_id = f"{model_fingerprint(model_path)}|{settings.dtype}|{self.max_model_len}"
         from apo_local.models import chat_template_for
@@ -221,9 +266,35 @@ class VLLMEngine:
         self.model_id += self.chat.template_id
 
     def close(self) -> None:
-        core = getattr(self.llm.llm_engine, "engine_core", None)
+        if self.in_process:
+            # Engines in this process share vLLM's process-wide parallel state, which a shutdown tears
+            # down: only the last one shuts down; the others are released (weights and KV freed by GC).
+            _IN_PROCESS.discard(self)
+            if _IN_PROCESS:
+                self._release_beside_others()
+                return
+        core = getattr(self.llm.llm_engine, "engine_core", None) if self.llm is not None else None
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
+
+    def _release_beside_others(self) -> None:
+        """Stop this in-process engine's executor and scheduler but not vLLM's process-wide parallel
+        state (another in-process engine still uses it): vLLM's own shutdown, minus that teardown."""
+        import gc
+
+        client = getattr(self.llm.llm_engine, "engine_core", None) if self.llm is not None else None
+        finalizer = getattr(client, "_finalizer", None)
+        try:
+            if finalizer is not None and finalizer.detach() is not None:  # else it ran already
+                core = client.engine_core
+                for part in (getattr(core, "model_executor", None), getattr(core, "scheduler", None)):
+                    if part is not None:
+                        part.shutdown()
+        except Exception as exc:  # internals of one vLLM version; releasing the memory still works
+            log.warning("partial shutdown of an in-process engine failed (%s); releasing it", exc)
+        self.llm = None
+        gc.unfreeze()
+        gc.collect()
 
     # -- protocol -------------------------------------------------------------------------
 
