@@ -190,6 +190,9 @@ def models_prepare(alias, force):
 
 
 def main() -> None:
+    from apo_local.engine.roles import install_interrupt_guard
+
+    install_interrupt_guard()
     try:
         cli.main(standalone_mode=False)
     except ApoError as exc:

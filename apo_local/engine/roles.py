@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -96,6 +97,7 @@ class RoleEngine:
             return []
         hits, start = self.engine.hits, time.perf_counter()
         out = self.engine.generate(requests)
+        _stop_if_interrupted()
         self.trace.record(self.role, "generate", len(requests), sum(g.input_tokens for g in out),
                           sum(g.output_tokens for g in out), self.engine.hits - hits, time.perf_counter() - start,
                           errors=sum(g.error is not None for g in out))
@@ -106,7 +108,32 @@ class RoleEngine:
             return []
         hits, start = self.engine.hits, time.perf_counter()
         out = self.engine.score_choices(prompts, choices)
+        _stop_if_interrupted()
         self.trace.record(self.role, "score_choices", len(prompts), sum(s.input_tokens for s in out), 0,
                           self.engine.hits - hits, time.perf_counter() - start,
                           errors=sum(s.error is not None for s in out))
         return out
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------------
+
+_INTERRUPTED = threading.Event()
+
+
+def install_interrupt_guard() -> None:
+    """Make Ctrl-C stop a run even when it lands inside engine code that swallows KeyboardInterrupt
+    (an in-process vLLM engine step can): the first SIGINT raises KeyboardInterrupt as usual and is
+    remembered, and every engine call that returns afterwards raises it again. The CLI installs it;
+    a library caller keeps its own SIGINT handling."""
+    import signal
+
+    def on_sigint(signum, frame):
+        _INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+
+def _stop_if_interrupted() -> None:
+    if _INTERRUPTED.is_set():
+        raise KeyboardInterrupt
