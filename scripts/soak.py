@@ -8,8 +8,9 @@ file descriptors must stay flat.
 Each run is a complete ``apo_local.optimize`` (its own run directory, trace, checkpoints, results)
 on the real engine and the embedded model, with its own seed and training subset (``train_limit``),
 so prompts and replies differ from run to run (seeds share one engine). After every run: resident
-memory of this process and of its children (vLLM's engine-core and worker processes when the engine runs in subprocesses; on CPU it runs in this process by default) and their open
-file descriptors.
+memory of this process and of its children (vLLM's engine-core and worker processes when the
+engine runs in subprocesses; on CPU it runs in this process by default) and their open file
+descriptors, in total and per process.
 
 Pass/fail (exit 1 on fail): after ``--warmup`` runs (allocator and prefix caches fill up), the median
 of the last three runs may exceed the median of the three runs after warm-up by at most
