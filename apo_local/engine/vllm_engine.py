@@ -86,6 +86,24 @@ def _quiet() -> bool:
     return os.environ.get("VLLM_LOGGING_LEVEL", "WARNING").upper() not in ("INFO", "DEBUG")
 
 
+# vLLM warnings that say nothing actionable to an apo-local user once the engine runs in process:
+# it repeats the set_num_threads one whenever a library asks torch for threads, and Intel OpenMP is
+# not something apo-local ships.
+_NOISE = ("torch.set_num_threads` after the thread binding", "libiomp is not found in LD_PRELOAD")
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(n in msg for n in _NOISE)
+
+
+def _drop_vllm_noise() -> None:
+    logger = logging.getLogger("vllm.v1.worker.cpu_worker")  # where both come from
+    if not any(isinstance(f, _DropNoise) for f in logger.filters):
+        logger.addFilter(_DropNoise())
+
+
 class _StderrTap:
     """While vLLM starts, file descriptor 2 (inherited by its engine-core and worker processes) is a
     pipe read by a thread of this process. Start-up output is held back: replayed if the engine
@@ -246,6 +264,8 @@ class VLLMEngine:
         else:
             in_process = False
         self.in_process = in_process
+        if in_process and _quiet():
+            _drop_vllm_noise()
         try:
             with _env({"VLLM_ENABLE_V1_MULTIPROCESSING": "0"} if in_process else {}):
                 self.llm = LLM(**kwargs)
