@@ -17,6 +17,7 @@ import sys
 import logging
 from pathlib import Path
 from typing import Sequence
+from unittest import mock
 
 from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
 from apo_local.engine.settings import EngineSettings, cpu_engine_environment, has_cuda_gpu
@@ -209,25 +210,6 @@ def cpu_engine_in_process() -> bool:
 _IN_PROCESS: set = set()  # live engines whose engine core runs in this process
 
 
-class _env:
-    """Set environment variables for the duration of a block (vLLM reads some at engine start)."""
-
-    def __init__(self, values: dict):
-        self.values, self.saved = values, {}
-
-    def __enter__(self):
-        for k, v in self.values.items():
-            self.saved[k] = os.environ.get(k)
-            os.environ[k] = v
-
-    def __exit__(self, *exc):
-        for k, v in self.saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 class VLLMEngine:
     def __init__(self, model_path: Path, settings: EngineSettings):
         tap = _StderrTap() if _quiet() else None  # before the import: vLLM prints at import time too
@@ -267,7 +249,8 @@ class VLLMEngine:
         if in_process and _quiet():
             _drop_vllm_noise()
         try:
-            with _env({"VLLM_ENABLE_V1_MULTIPROCESSING": "0"} if in_process else {}):
+            # vLLM reads this at engine start only; the rest of the process keeps its own setting.
+            with mock.patch.dict(os.environ, {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"} if in_process else {}):
                 self.llm = LLM(**kwargs)
         except Exception as exc:  # vLLM raises many types; the user needs one actionable line
             held = tap.release(replay=False) if tap else []

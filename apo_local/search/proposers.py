@@ -52,6 +52,22 @@ class UpdateThenParaphrase:
     def _updates(self, parents: list[Candidate], ctx: SearchContext) -> list[Candidate]:
         raise NotImplementedError
 
+    def _edits(self, feedback: list[tuple[Candidate, str, str, dict]], operator: str,
+               ctx: SearchContext) -> list[Candidate]:
+        """One batched "edit" call: each (parent, errors, gradient or feedback, extra Candidate fields)
+        -> up to ``edits_per_gradient`` rewritten prompts made by ``operator``."""
+        s = ctx.cfg.search
+        replies = ctx.ask("edit", [
+            ctx.meta.render("edit", prompt=p.text, errors=err, gradient=fb, num_prompts=s.edits_per_gradient,
+                            evaluated=ctx.evaluated)
+            for p, err, fb, _ in feedback
+        ])
+        return [
+            Candidate(text, ctx.round, operator, parent=parent.id, gradient=fb, **extra)
+            for (parent, _, fb, extra), reply in zip(feedback, replies)
+            for text in ctx.parse(reply.text, "edit")[: s.edits_per_gradient]
+        ]
+
     def _paraphrases(self, sources: list[Candidate], ctx: SearchContext) -> list[Candidate]:
         n = ctx.cfg.search.mc_samples
         if n == 0 or not sources:
@@ -78,20 +94,11 @@ class ProTeGiProposer(UpdateThenParaphrase):
                             evaluated=ctx.evaluated) for p, err in groups
         ])
         grads = [
-            (parent, err, reason)
+            (parent, err, reason, {})
             for (parent, err), reply in zip(groups, replies)
             for reason in ctx.parse(reply.text, "gradient")[: s.reasons_per_gradient]
         ]
-        replies = ctx.ask("edit", [
-            ctx.meta.render("edit", prompt=p.text, errors=err, gradient=reason, num_prompts=s.edits_per_gradient,
-                            evaluated=ctx.evaluated)
-            for p, err, reason in grads
-        ])
-        return [
-            Candidate(text, ctx.round, "edit", parent=parent.id, gradient=reason)
-            for (parent, _, reason), reply in zip(grads, replies)
-            for text in ctx.parse(reply.text, "edit")[: s.edits_per_gradient]
-        ]
+        return self._edits(grads, "edit", ctx)
 
 
 class OneStepProposer(UpdateThenParaphrase):
@@ -130,20 +137,11 @@ class ThreeStageProposer(UpdateThenParaphrase):
             for (p, _), c in zip(groups, critiques)
         ])
         notes = [
-            (parent, err, crit.text.strip(), note)
+            (parent, err, note, {"critique": crit.text.strip()})
             for (parent, err), crit, reply in zip(groups, critiques, replies)
             for note in ctx.parse(reply.text, "feedback")[: s.reasons_per_gradient]
         ]
-        replies = ctx.ask("edit", [
-            ctx.meta.render("edit", prompt=p.text, errors=err, gradient=note, num_prompts=s.edits_per_gradient,
-                            evaluated=ctx.evaluated)
-            for p, err, _, note in notes
-        ])
-        return [
-            Candidate(text, ctx.round, "three-stage", parent=parent.id, gradient=note, critique=crit)
-            for (parent, _, crit, note), reply in zip(notes, replies)
-            for text in ctx.parse(reply.text, "edit")[: s.edits_per_gradient]
-        ]
+        return self._edits(notes, "three-stage", ctx)
 
 
 class _DataFree(UpdateThenParaphrase):
