@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -190,33 +191,59 @@ def models_prepare(alias, force):
 
 
 def main() -> None:
+    """The console entry point: one-line errors, and an exit code that always comes back promptly."""
     from apo_local.engine.roles import install_interrupt_guard
 
     install_interrupt_guard()
+    code = 1
+    try:
+        code = _run_cli()
+    finally:
+        _exit(code)
+
+
+def _run_cli() -> int:
     try:
         cli.main(standalone_mode=False)
+        return 0
     except ApoError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted; continue with: apo-local optimize --resume RUN_DIR", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("interrupted; continue with: apo-local optimize --resume RUN_DIR", err=True)
-        sys.exit(130)
+        return 130
     except click.exceptions.UsageError as exc:  # unknown flag, bad flag value: one line too
         hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
         click.echo(f"error: {exc.format_message()}{hint}", err=True)
-        sys.exit(2)
+        return 2
     except click.exceptions.ClickException as exc:
         exc.show()
-        sys.exit(2)
+        return 2
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except OSError as exc:  # e.g. --out on a read-only or full file system: the path and the reason, one line
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         click.echo(f"error: {where}{exc.strerror or exc}", err=True)
-        sys.exit(2)
+        return 2
+
+
+def _exit(code: int) -> None:
+    """Exit with ``code``. A process that started (or tried to start) an engine stops its engines,
+    flushes its output and leaves with ``os._exit``: vLLM's background threads, engine processes
+    and exit hooks must not keep a finished command alive (a CUDA run hung after printing its
+    results, and after an engine start failure). Other processes exit the normal way."""
+    from apo_local.engine import engines_started, shutdown_engines_within
+
+    if engines_started():
+        shutdown_engines_within(seconds=30)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -28,11 +28,16 @@ class EngineConfig(_Section):
     model: Optional[str] = None  # alias from models/registry.yaml or a local folder; None = default
     backend: Literal["vllm", "transformers"] = "vllm"
     dtype: str = "auto"
-    max_model_len: Optional[PositiveInt] = 2048
-    gpu_memory_utilization: Optional[float] = Field(None, gt=0, le=1)
+    max_model_len: Optional[PositiveInt] = None  # None: the model's own, capped by what the KV memory holds
+    gpu_memory_utilization: Optional[float] = Field(None, gt=0, le=1)  # None: automatic (see engine/placement.py)
     kv_cache_gb: Optional[PositiveFloat] = None
     tensor_parallel_size: PositiveInt = 1
     enforce_eager: Optional[bool] = None
+    # Any other vllm.LLM(**kwargs) argument, passed through: quantization, trust_remote_code,
+    # tokenizer, tokenizer_mode, pipeline_parallel_size, ... (they win over apo-local's defaults)
+    engine_args: dict[str, Any] = {}
+    chat_template_kwargs: dict[str, Any] = {}  # e.g. {enable_thinking: true}; thinking is off by default
+    device: Optional[str] = None  # CUDA device(s) for this role's engine ("1", "2,3"); None: automatic
 
     def settings(self, seed: int) -> EngineSettings:
         return EngineSettings(seed=seed, **self.model_dump())

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from apo_local.config import RunConfig, dump_config, load_config
-from apo_local.engine import RoleEngine, Trace, load_engine
+from apo_local.engine import RoleEngine, Trace, load_role_engines
 from apo_local.errors import ApoError
 from apo_local.run_dir import RunDir
 from apo_local.search import BeamSearch, RunResult
@@ -24,8 +24,9 @@ log = logging.getLogger("apo_local")
 def engines_for(cfg: RunConfig, trace: Trace) -> tuple[RoleEngine, RoleEngine]:
     """Target and optimizer engines; one shared engine when both roles name the same model."""
     cache = False if cfg.cache == "off" else cfg.cache
-    target = load_engine(cfg.target.settings(cfg.seed), cache)
-    optimizer = load_engine(cfg.optimizer_engine_config().settings(cfg.seed), cache)
+    record = trace.path.parent / "engines.json" if trace.path else None  # the run directory's engine plan
+    target, optimizer = load_role_engines(cfg.target.settings(cfg.seed), cfg.optimizer_engine_config().settings(cfg.seed),
+                                          cache, record)
     return RoleEngine(target, "target", trace), RoleEngine(optimizer, "optimizer", trace)
 
 

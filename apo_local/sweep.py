@@ -258,7 +258,10 @@ def order_for_engines(cells: list[Cell]) -> list[Cell]:
 
 
 def gpus_for(cfg: RunConfig) -> int:
-    return max(cfg.target.tensor_parallel_size, cfg.optimizer_engine_config().tensor_parallel_size)
+    from apo_local.engine.placement import ray_gpus  # both engines' GPUs when the roles load different models
+
+    return ray_gpus(cfg.target.tensor_parallel_size, cfg.optimizer_engine_config().tensor_parallel_size,
+                    len(engine_keys(cfg)) == 1)
 
 
 # -- running one cell ---------------------------------------------------------------------------

@@ -133,7 +133,7 @@ def reference_scorer(task, engine, max_tokens: int):
 def run_reference(cfg, out: Path, args) -> dict:
     from apo_local.config import dump_config
     from apo_local.engine import RoleEngine, Trace
-    from apo_local.engine.http_engine import HttpEngine, LocalServer
+    from http_engine import HttpEngine, LocalServer
     from apo_local.models import resolve_model
     from apo_local.run_dir import RunDir
     from apo_local.search import BeamSearch

@@ -127,7 +127,7 @@ def main(argv=None) -> dict:
     # -- 1. the reference pattern: a local server, one request per prompt -------------------
     if any("http" in plan[c][0] for c in cells):
         from apo_local.engine import GenerationRequest
-        from apo_local.engine.http_engine import HttpEngine, LocalServer
+        from http_engine import HttpEngine, LocalServer
 
         server = LocalServer(model_path, max_model_len=args.max_model_len, env={"VLLM_SERVER_DEV_MODE": "1"},
                              log_path=args.server_log)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from apo_local.engine.settings import cpu_allocator_preload
 
 
@@ -58,3 +60,100 @@ def test_cpu_engine_environment_bounds_onednn_cache_and_preloads(tmp_path):
     user = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "512", "APO_LOCAL_CPU_ALLOCATOR": "system"}
     assert cpu_engine_environment(user, search_dirs=(str(d),)) == {}
     assert user["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "512" and "LD_PRELOAD" not in user
+
+
+# -- CUDA start policy (pure logic: no GPU, no CUDA call) -------------------------------------------
+
+
+def _fake_driver(tmp_path, n):
+    d = tmp_path / "gpus"
+    d.mkdir()
+    for i in range(n):
+        (d / f"0000:0{i}:00.0").mkdir()
+    return str(d)
+
+
+def test_gpus_counted_from_the_driver_without_cuda(tmp_path, monkeypatch):
+    """The count comes from the NVIDIA driver's /proc listing, restricted by CUDA_VISIBLE_DEVICES;
+    torch.cuda is never asked (it may initialise CUDA, which breaks vLLM's forked engine process)."""
+    import sys
+
+    from apo_local.engine.settings import cuda_devices
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # any torch import would fail
+    proc = _fake_driver(tmp_path, 2)
+    assert cuda_devices({}, proc) == 2
+    assert cuda_devices({"CUDA_VISIBLE_DEVICES": "1"}, proc) == 1
+    assert cuda_devices({"CUDA_VISIBLE_DEVICES": ""}, proc) == 0
+    assert cuda_devices({"CUDA_VISIBLE_DEVICES": "-1"}, proc) == 0
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # no NVML either: no driver means CPU
+    assert cuda_devices({}, str(tmp_path / "missing")) == 0
+
+
+def test_has_cuda_gpu_does_not_initialise_cuda(monkeypatch):
+    """has_cuda_gpu must not call torch.cuda (is_available initialises the CUDA driver unless
+    PYTORCH_NVML_BASED_CUDA_CHECK=1; device_count does too): a forked vLLM engine then fails."""
+    import torch
+
+    from apo_local.engine import settings
+
+    calls = []
+
+    def touched(*a, **k):
+        calls.append(1)
+        return False
+
+    monkeypatch.setattr(torch.cuda, "is_available", touched)
+    monkeypatch.setattr(torch.cuda, "device_count", touched)
+    monkeypatch.setattr(torch.cuda, "init", touched)
+    monkeypatch.delenv("APO_LOCAL_FORCE_CPU", raising=False)
+    settings.has_cuda_gpu()
+    assert not calls, "has_cuda_gpu asked torch.cuda"
+
+
+def test_spawn_is_the_default_start_on_cuda_unless_the_user_chose():
+    from apo_local.engine.settings import cuda_start_environment
+
+    env: dict = {}
+    assert cuda_start_environment(env, gpus=1) == {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
+    assert env["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
+    user = {"VLLM_WORKER_MULTIPROC_METHOD": "fork"}
+    assert cuda_start_environment(user, gpus=1) == {} and user["VLLM_WORKER_MULTIPROC_METHOD"] == "fork"
+    cpu: dict = {}
+    assert cuda_start_environment(cpu, gpus=0) == {} and cpu == {}
+    forced = {"APO_LOCAL_FORCE_CPU": "1"}
+    assert cuda_start_environment(forced, gpus=2) == {} and "VLLM_WORKER_MULTIPROC_METHOD" not in forced
+
+
+def test_engine_args_pass_through_and_win_over_defaults():
+    from pathlib import Path
+
+    from apo_local.config import build_config
+    from apo_local.engine.vllm_engine import engine_kwargs
+
+    cfg = build_config({"target": {"engine_args": {"quantization": "awq", "trust_remote_code": True,
+                                                   "tokenizer_mode": "mistral", "pipeline_parallel_size": 2,
+                                                   "block_size": 16}, "max_model_len": 4096}})
+    s = cfg.target.settings(0).resolved()
+    hash(s)  # settings stay hashable (engines are keyed on them)
+    kw = engine_kwargs(Path("/m"), s, cuda=False)
+    assert kw["quantization"] == "awq" and kw["trust_remote_code"] is True and kw["tokenizer_mode"] == "mistral"
+    assert kw["pipeline_parallel_size"] == 2 and kw["block_size"] == 16  # the user's block size wins
+    assert kw["max_model_len"] == 4096
+    default = engine_kwargs(Path("/m"), build_config({}).target.settings(0).resolved(), cuda=False)
+    assert default["max_model_len"] == -1  # the model's own length, fitted to the KV memory by vLLM
+    assert "quantization" not in default
+
+
+def test_start_failure_hint_names_the_failing_role():
+    from apo_local.engine.settings import EngineSettings
+    from apo_local.engine.vllm_engine import _start_failure
+
+    s = EngineSettings(gpu_memory_utilization=0.85)
+    exc = ValueError("Free memory on device (19.22/139.8 GiB) on startup is less than desired GPU memory "
+                     "utilization (0.85, 118.83 GiB).")
+    msg = _start_failure(Path("/models/big"), s, exc, [], role="optimizer")
+    assert "--optimizer-gpu-memory-utilization" in msg and "--target-" not in msg and "\n" not in msg
+    bad = _start_failure(Path("/m"), EngineSettings(engine_args={"foo": 1}),
+                         TypeError("EngineArgs.__init__() got an unexpected keyword argument 'foo'"), [], role="target")
+    assert "target.engine_args" in bad and "foo" in bad

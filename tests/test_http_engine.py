@@ -6,6 +6,8 @@ Slow (the server takes about a minute to become healthy on a 2-core CPU): marked
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,10 +18,12 @@ from apo_local.tasks import load_task, parse_label
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the benchmarks' reference client
+
 
 @pytest.fixture(scope="module")
 def server():
-    from apo_local.engine.http_engine import LocalServer
+    from http_engine import LocalServer
 
     with LocalServer(resolve_model(None), max_model_len=2048) as srv:
         yield srv
@@ -27,7 +31,7 @@ def server():
 
 @pytest.fixture(scope="module")
 def engine(server):
-    from apo_local.engine.http_engine import HttpEngine
+    from http_engine import HttpEngine
 
     eng = HttpEngine(server.base_url, server.model_path, workers=4, max_model_len=2048, tokenizer=server.model_path)
     yield eng

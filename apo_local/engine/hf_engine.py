@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Sequence
 
 from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
+from apo_local.engine.chat import ChatFormatter
+from apo_local.engine.modelinfo import model_fingerprint
 from apo_local.engine.settings import EngineSettings, has_cuda_gpu
-from apo_local.engine.vllm_engine import ChatFormatter, model_fingerprint
 from apo_local.errors import ApoError
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,8 @@ class TransformersEngine:
         self.dtype = dtype
         from apo_local.models import chat_template_for
 
-        self.chat = ChatFormatter(tokenizer, chat_template_for(model_path))
+        self.chat = ChatFormatter(tokenizer, chat_template_for(model_path), settings.template_kwargs(),
+                                  name=str(model_path))
 
         config = model.config
         limit = None
@@ -169,9 +171,9 @@ class TransformersEngine:
     def score_choices(self, prompts: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:
         import torch
 
-        label_ids = [self.chat.continuation_ids(c) for c in choices]
-        if not label_ids:
+        if not choices:
             return [ChoiceScores((), len(self.chat.prompt_ids(p))) for p in prompts]
+        label_ids = self.chat.label_ids(choices)
         longest = max(len(ids) for ids in label_ids)
         # Continuations to run after the prompt: each label's ids[:-1], dropping any that is a
         # prefix of another (its distributions come out of the longer one's forward pass).
@@ -186,7 +188,7 @@ class TransformersEngine:
         seqs: list[tuple[int, int, list[int]]] = []  # (prompt index, continuation index, token ids)
         n_prompt: dict[int, int] = {}
         for i, prompt in enumerate(prompts):
-            ids, error = self.chat.fit(prompt, self.max_model_len - longest)
+            ids, error = self.chat.fit(prompt, self.max_model_len, longest)
             if error:
                 results[i] = ChoiceScores.failed(len(choices), len(ids), error)
                 continue
@@ -221,11 +223,11 @@ class TransformersEngine:
         greedy_copies: dict[int, int] = {}
         prompt_lens: dict[int, int] = {}
         for i, req in enumerate(requests):
-            ids = self.chat.prompt_ids(req.prompt)
-            room = self.max_model_len - len(ids)
-            if room < 1:
-                results[i] = Generation((), len(ids), 0, f"prompt too long ({len(ids)} tokens > {self.max_model_len})")
+            ids, error = self.chat.fit(req.prompt, self.max_model_len)
+            if error:
+                results[i] = Generation((), len(ids), 0, error)
                 continue
+            room = self.max_model_len - len(ids)
             prompt_lens[i] = len(ids)
             max_new = max(0, min(req.max_tokens, room))
             greedy = req.temperature <= 0
@@ -382,4 +384,4 @@ class TransformersEngine:
         ids = r.out_ids[:-1] if r.out_ids and r.out_ids[-1] in self.eos_ids else r.out_ids
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         cuts = [text.find(s) for s in r.stop if s and s in text]
-        return text[: min(cuts)] if cuts else text
+        return self.chat.clean_reply(text[: min(cuts)] if cuts else text)

@@ -3,7 +3,26 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+
+def freeze(value: Any) -> Any:
+    """A hashable copy of a JSON-like value (mappings become sorted item tuples, lists tuples)."""
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return ("__list__",) + tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """The inverse of ``freeze``."""
+    if isinstance(value, tuple):
+        if value[:1] == ("__list__",):
+            return [thaw(v) for v in value[1:]]
+        return {k: thaw(v) for k, v in value}
+    return value
 
 
 @dataclass(frozen=True)
@@ -11,12 +30,29 @@ class EngineSettings:
     model: str | None = None  # registry alias or local folder; None = the registry default
     backend: str = "vllm"  # "vllm" (default) or "transformers" (fallback where vLLM can't be installed)
     dtype: str = "auto"
-    max_model_len: int | None = 2048
+    max_model_len: int | None = None  # None: the model's own context length, capped by the KV memory
     gpu_memory_utilization: float | None = None  # None: 0.85 on GPU, 0.3 on CPU (fraction of host RAM there)
     kv_cache_gb: float | None = None  # None: vLLM's choice on GPU, 2 GiB on CPU
     tensor_parallel_size: int = 1
     enforce_eager: bool | None = None  # None: True on CPU (no graph capture there)
     seed: int = 0
+    # Any other vllm.LLM keyword argument (quantization, trust_remote_code, tokenizer, tokenizer_mode,
+    # pipeline_parallel_size, ...), frozen (``freeze``) so settings stay hashable; ``engine_kwargs()`` thaws.
+    engine_args: tuple = field(default=())
+    chat_template_kwargs: tuple = field(default=())  # e.g. enable_thinking; frozen like engine_args
+    device: str | None = None  # CUDA device(s) of this engine, as CUDA_VISIBLE_DEVICES lists them
+
+    def __post_init__(self):
+        for name in ("engine_args", "chat_template_kwargs"):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                object.__setattr__(self, name, freeze(value))
+
+    def engine_kwargs(self) -> dict:
+        return thaw(self.engine_args) if self.engine_args else {}
+
+    def template_kwargs(self) -> dict:
+        return thaw(self.chat_template_kwargs) if self.chat_template_kwargs else {}
 
     def resolved(self) -> "EngineSettings":
         """Fill the None defaults for this machine."""
@@ -31,18 +67,70 @@ class EngineSettings:
         )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["engine_args"], d["chat_template_kwargs"] = self.engine_kwargs(), self.template_kwargs()
+        return d
 
 
 def has_cuda_gpu() -> bool:
+    """Whether this machine has an NVIDIA GPU, found **without initialising CUDA** in this process.
+
+    vLLM starts its engine core in a forked child by default; a parent that has initialised CUDA
+    (``torch.cuda.is_available()`` may, ``torch.cuda.device_count()`` on some builds does) makes
+    that child fail with "Cannot re-initialize CUDA in forked subprocess". See ``cuda_devices``.
+    """
     if os.environ.get("APO_LOCAL_FORCE_CPU") == "1":
         return False
-    try:
-        import torch
+    return cuda_devices() > 0
 
-        return bool(torch.cuda.is_available())
-    except Exception:  # torch missing or broken CUDA runtime: treat as CPU
-        return False
+
+def cuda_devices(environ: dict | None = None, proc: str = "/proc/driver/nvidia/gpus") -> int:
+    """How many CUDA devices this process may use, without touching CUDA: the NVIDIA driver's
+    ``/proc`` listing (or NVML through ``nvidia-smi``-free ``pynvml`` where /proc is hidden, as in
+    some containers), restricted by ``CUDA_VISIBLE_DEVICES``. 0 without a driver."""
+    env = os.environ if environ is None else environ
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1", "none", "NoDevFiles"):
+        return 0
+    n = _driver_gpus(proc)
+    if visible is not None:
+        listed = [v for v in visible.split(",") if v.strip()]
+        n = min(n, len(listed)) if n else 0
+    return n
+
+
+def _driver_gpus(proc: str) -> int:
+    try:
+        return len([d for d in os.listdir(proc) if not d.startswith(".")])
+    except OSError:
+        pass
+    try:  # NVML counts devices without creating a CUDA context (safe before a fork)
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return 0
+
+
+def cuda_start_environment(environ: dict | None = None, gpus: int | None = None) -> dict:
+    """The process-start policy on CUDA: vLLM's worker processes are *spawned*, not forked
+    (``VLLM_WORKER_MULTIPROC_METHOD=spawn``) unless the user chose a method. A forked child cannot
+    use CUDA once anything in the parent touched it (torch, a library, a previous engine), and
+    apo-local cannot promise nothing did. Spawned children re-import the ``__main__`` module, so a
+    script that starts an engine must keep its top-level work under ``if __name__ == "__main__":``.
+    Returns the variables it set (none on CPU)."""
+    env = os.environ if environ is None else environ
+    gpus = cuda_devices(env) if gpus is None else gpus
+    if gpus <= 0 or env.get("APO_LOCAL_FORCE_CPU") == "1":
+        return {}
+    if "VLLM_WORKER_MULTIPROC_METHOD" in env:
+        return {}
+    env["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
+    return {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
 
 
 # Where distributions put TCMalloc (Debian/Ubuntu package libtcmalloc-minimal4, RHEL gperftools-libs).

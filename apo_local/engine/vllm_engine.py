@@ -9,7 +9,6 @@ summing the per-token log-probabilities.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import threading
@@ -19,68 +18,20 @@ from pathlib import Path
 from typing import Sequence
 from unittest import mock
 
+from apo_local.engine.chat import ChatFormatter
+from apo_local.engine.modelinfo import model_fingerprint
 from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
-from apo_local.engine.settings import EngineSettings, cpu_engine_environment, has_cuda_gpu
+from apo_local.engine.settings import EngineSettings, cpu_engine_environment, cuda_start_environment, has_cuda_gpu
 from apo_local.errors import ApoError
 
+__all__ = ["ChatFormatter", "VLLMEngine", "model_fingerprint"]  # the first two re-exported for old imports
+
 log = logging.getLogger(__name__)
-
-
-def model_fingerprint(path: Path) -> str:
-    """Identity of a model folder: its name plus a hash of its config and weight sizes."""
-    h = hashlib.sha256()
-    for f in sorted(path.iterdir()):
-        if f.name == "config.json":
-            h.update(f.read_bytes())
-        elif f.suffix in {".safetensors", ".bin", ".json", ".model"}:
-            h.update(f"{f.name}:{f.stat().st_size}".encode())
-    return f"{path.name}@{h.hexdigest()[:12]}"
 
 
 def _progress(n: int) -> bool:
     """A progress bar for long batches when a person is watching."""
     return n >= 256 and sys.stderr.isatty()
-
-
-class ChatFormatter:
-    """Applies the model's chat template and tokenizes; shared by the vLLM and transformers backends."""
-
-    def __init__(self, tokenizer, chat_template: str | None = None):
-        self.tokenizer = tokenizer
-        self.chat_template = chat_template  # None: the tokenizer's own (registry: chat_template: builtin)
-        self._label_ids: dict[str, tuple[int, ...]] = {}
-
-    @property
-    def template_id(self) -> str:
-        """Part of the model identity: the same prompt text under another template is another input."""
-        return "" if self.chat_template is None else "|tpl:" + hashlib.sha256(self.chat_template.encode()).hexdigest()[:8]
-
-    def prompt_ids(self, prompt: str) -> list[int]:
-        text = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False,
-            chat_template=self.chat_template,
-        )
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def fit(self, prompt: str, limit: int) -> tuple[list[int], str | None]:
-        """The prompt's ids, and an error when they exceed ``limit`` tokens (the context minus what the reply needs)."""
-        ids = self.prompt_ids(prompt)
-        return ids, (f"prompt too long ({len(ids)} tokens > {limit})" if len(ids) > limit else None)
-
-    def continuation_ids(self, label: str) -> tuple[int, ...]:
-        """Tokens of ``label`` as the start of the assistant reply (context-aware tokenization)."""
-        if label not in self._label_ids:
-            prefix = self.prompt_ids("x")
-            text = self.tokenizer.decode(prefix) + label
-            full = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            if full[: len(prefix)] == prefix and len(full) > len(prefix):
-                ids = tuple(full[len(prefix) :])
-            else:
-                ids = tuple(self.tokenizer(label, add_special_tokens=False)["input_ids"])
-            if not ids:
-                raise ApoError(f"label {label!r} tokenizes to nothing")
-            self._label_ids[label] = ids
-        return self._label_ids[label]
 
 
 def _quiet() -> bool:
@@ -173,19 +124,30 @@ def _root_cause(exc: Exception, held: list[str]) -> str:
     return own[:300]
 
 
-def _start_failure(model_path: Path, s: EngineSettings, exc: Exception, held: list[str]) -> str:
+def _digest(obj) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def _start_failure(model_path: Path, s: EngineSettings, exc: Exception, held: list[str], role: str | None = None) -> str:
     """One line: what failed and which setting to change (config key under target/optimizer, or flag)."""
     cause = _root_cause(exc, held)
     low = cause.lower()
+    roles = [role] if role else ["target", "optimizer"]
+    flag = lambda name: " / ".join(f"--{r}-{name}" for r in roles)  # noqa: E731
     if "kv" in low and ("memory" in low or "cache" in low):
-        fix = (f"lower kv_cache_gb (now {s.kv_cache_gb}; --target-kv-cache-gb / --optimizer-kv-cache-gb) "
-               f"or max_model_len (now {s.max_model_len})")
+        fix = (f"lower kv_cache_gb (now {s.kv_cache_gb}; {flag('kv-cache-gb')}) "
+               f"or max_model_len (now {s.max_model_len}; {flag('max-model-len')})")
     elif "memory" in low or "oom" in low.split() or "out of memory" in low:
-        fix = (f"lower gpu_memory_utilization (now {s.gpu_memory_utilization}; --target-gpu-memory-utilization), "
+        fix = (f"lower gpu_memory_utilization (now {s.gpu_memory_utilization}; {flag('gpu-memory-utilization')}), "
                f"kv_cache_gb (now {s.kv_cache_gb}) or max_model_len (now {s.max_model_len}), "
                f"or free memory used by other processes")
     elif "max_model_len" in low or "max_position_embeddings" in low or "context length" in low:
-        fix = f"lower max_model_len (now {s.max_model_len}; --target-max-model-len)"
+        fix = f"lower max_model_len (now {s.max_model_len}; {flag('max-model-len')})"
+    elif "unexpected keyword" in low or "engine_args" in low or "engineargs" in low or "unrecognized" in low:
+        fix = f"check {' / '.join(f'{r}.engine_args' for r in roles)} (now {s.engine_kwargs()})"
     else:
         fix = (f"check the model folder (target.model / optimizer.model), or lower gpu_memory_utilization "
                f"(now {s.gpu_memory_utilization}), kv_cache_gb (now {s.kv_cache_gb}) or max_model_len "
@@ -210,8 +172,60 @@ def cpu_engine_in_process() -> bool:
 _IN_PROCESS: set = set()  # live engines whose engine core runs in this process
 
 
+def _label_params(SamplingParams, token_ids: list[int]):
+    """One greedy step returning the log-probabilities of exactly ``token_ids`` (vLLM >= 0.26's
+    ``logprob_token_ids``; every version apo-local supports has it, but a clear line if not)."""
+    try:
+        return SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=token_ids, detokenize=False)
+    except TypeError as exc:
+        if "logprob_token_ids" in str(exc):
+            import vllm
+
+            raise ApoError(f"vLLM {vllm.__version__} has no SamplingParams.logprob_token_ids; "
+                           f"apo-local needs vLLM 0.26 or newer") from None
+        raise
+
+
+def engine_kwargs(model_path: Path, s: EngineSettings, cuda: bool) -> dict:
+    """The ``vllm.LLM`` keyword arguments for resolved settings ``s``: apo-local's defaults, then
+    ``s.engine_args`` (any vLLM argument, passed through and winning over the defaults)."""
+    kwargs = dict(
+        model=str(model_path),
+        dtype=s.dtype,
+        # None: the model's own context length, lowered by vLLM to what the KV memory holds (-1)
+        max_model_len=s.max_model_len if s.max_model_len is not None else -1,
+        gpu_memory_utilization=s.gpu_memory_utilization,
+        tensor_parallel_size=s.tensor_parallel_size,
+        enforce_eager=s.enforce_eager,
+        seed=s.seed,
+        enable_prefix_caching=True,
+    )
+    if s.kv_cache_gb is not None:
+        kwargs["kv_cache_memory_bytes"] = int(s.kv_cache_gb * (1 << 30))
+    if not cuda:
+        # vLLM-CPU's default KV block is 128 tokens and prefix-cache hits come in whole blocks: with
+        # 32 (the smallest its attention kernel takes) candidates sharing a ~250-token instruction reuse
+        # most of it. Measured: 2.1x less prefill and 2.0x less CPU on 16 candidates x 64 Liar rows.
+        kwargs["block_size"] = 32
+    kwargs.update(s.engine_kwargs())
+    return kwargs
+
+
+def _start_environment(s: EngineSettings, in_process: bool) -> dict:
+    """Variables vLLM reads at engine start only (the rest of the process keeps its own)."""
+    env = {}
+    if in_process:
+        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    if s.device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = s.device  # placement: the engine's worker processes see these GPUs
+    return env
+
+
 class VLLMEngine:
-    def __init__(self, model_path: Path, settings: EngineSettings):
+    def __init__(self, model_path: Path, settings: EngineSettings, role: str | None = None):
+        cuda = has_cuda_gpu()
+        if cuda:
+            cuda_start_environment()  # spawn, not fork, the engine processes (before vLLM is imported)
         tap = _StderrTap() if _quiet() else None  # before the import: vLLM prints at import time too
         try:
             from vllm import LLM  # imported here: importing vLLM is slow and only this backend needs it
@@ -222,40 +236,24 @@ class VLLMEngine:
 
         settings = settings.resolved()
         self.settings = settings
-        kwargs = dict(
-            model=str(model_path),
-            dtype=settings.dtype,
-            max_model_len=settings.max_model_len,
-            gpu_memory_utilization=settings.gpu_memory_utilization,
-            tensor_parallel_size=settings.tensor_parallel_size,
-            enforce_eager=settings.enforce_eager,
-            seed=settings.seed,
-            enable_prefix_caching=True,
-        )
-        if settings.kv_cache_gb is not None:
-            kwargs["kv_cache_memory_bytes"] = int(settings.kv_cache_gb * (1 << 30))
-        if not has_cuda_gpu():
-            # vLLM-CPU's default KV block is 128 tokens and prefix-cache hits come in whole blocks: with
-            # 32 (the smallest its attention kernel takes) candidates sharing a ~250-token instruction reuse
-            # most of it. Measured: 2.1x less prefill and 2.0x less CPU on 16 candidates x 64 Liar rows.
-            kwargs["block_size"] = 32
+        self.llm = None
+        kwargs = engine_kwargs(model_path, settings, cuda)
+        in_process = False
+        if not cuda:
             cpu_engine_environment()  # TCMalloc, bounded oneDNN cache: inherited by the engine processes
-            in_process = cpu_engine_in_process()
+            in_process = cpu_engine_in_process() and "distributed_executor_backend" not in settings.engine_kwargs()
             if in_process:
                 kwargs["distributed_executor_backend"] = "uni"
-        else:
-            in_process = False
         self.in_process = in_process
         if in_process and _quiet():
             _drop_vllm_noise()
         try:
-            # vLLM reads this at engine start only; the rest of the process keeps its own setting.
-            with mock.patch.dict(os.environ, {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"} if in_process else {}):
+            with mock.patch.dict(os.environ, _start_environment(settings, in_process)):
                 self.llm = LLM(**kwargs)
         except Exception as exc:  # vLLM raises many types; the user needs one actionable line
             held = tap.release(replay=False) if tap else []
             tap = None
-            raise ApoError(_start_failure(model_path, settings, exc, held)) from None
+            raise ApoError(_start_failure(model_path, settings, exc, held, role)) from None
         finally:
             if tap:
                 tap.release(replay=True)
@@ -265,8 +263,11 @@ class VLLMEngine:
         self.model_id = f"{model_fingerprint(model_path)}|{settings.dtype}|{self.max_model_len}"
         from apo_local.models import chat_template_for
 
-        self.chat = ChatFormatter(self.llm.get_tokenizer(), chat_template_for(model_path))
+        self.chat = ChatFormatter(self.llm.get_tokenizer(), chat_template_for(model_path), settings.template_kwargs(),
+                                  name=str(model_path))
         self.model_id += self.chat.template_id
+        if settings.engine_args:  # arguments that may change outputs (quantization, tokenizer, ...)
+            self.model_id += "|args:" + _digest(settings.engine_kwargs())
 
     def close(self) -> None:
         if self.in_process:
@@ -310,11 +311,11 @@ class VLLMEngine:
         results: list[Generation | None] = [None] * len(requests)
         batch, params, index = [], [], []
         for i, req in enumerate(requests):
-            ids = self.chat.prompt_ids(req.prompt)
-            room = self.max_model_len - len(ids)
-            if room < 1:
-                results[i] = Generation((), len(ids), 0, f"prompt too long ({len(ids)} tokens > {self.max_model_len})")
+            ids, error = self.chat.fit(req.prompt, self.max_model_len)
+            if error:
+                results[i] = Generation((), len(ids), 0, error)
                 continue
+            room = self.max_model_len - len(ids)
             # A seeded request for n samples goes in as n requests seeded seed, seed+1, ...: vLLM-CPU fails on
             # seeded n > 1 ("CPU Generator does not use offset"), and this way sample k is the same on any device.
             copies = [(req.n, req.seed)] if req.seed is None else [(1, req.seed + k) for k in range(req.n)]
@@ -330,7 +331,7 @@ class VLLMEngine:
             out_tokens: dict[int, int] = {}
             in_tokens: dict[int, int] = {}
             for i, out in zip(index, outputs):
-                texts.setdefault(i, []).extend(o.text for o in out.outputs)
+                texts.setdefault(i, []).extend(self.chat.clean_reply(o.text) for o in out.outputs)
                 out_tokens[i] = out_tokens.get(i, 0) + sum(len(o.token_ids) for o in out.outputs)
                 in_tokens[i] = len(out.prompt_token_ids)  # one prompt, however many samples
             for i in texts:
@@ -340,7 +341,7 @@ class VLLMEngine:
     def score_choices(self, prompts: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:
         from vllm import SamplingParams, TokensPrompt
 
-        label_ids = [self.chat.continuation_ids(c) for c in choices]
+        label_ids = self.chat.label_ids(choices)
         longest = max(len(ids) for ids in label_ids)
         # Every (label prefix -> next tokens) step that any label needs: one decode step each.
         steps: dict[tuple[int, ...], list[int]] = {}
@@ -353,13 +354,13 @@ class VLLMEngine:
         results: list[ChoiceScores | None] = [None] * len(prompts)
         batch, params, keys = [], [], []
         for i, prompt in enumerate(prompts):
-            ids, error = self.chat.fit(prompt, self.max_model_len - longest)
+            ids, error = self.chat.fit(prompt, self.max_model_len, longest)
             if error:
                 results[i] = ChoiceScores.failed(len(choices), len(ids), error)
                 continue
             for prefix, nxt in steps.items():
                 batch.append(TokensPrompt(prompt_token_ids=ids + list(prefix)))
-                params.append(SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=nxt, detokenize=False))
+                params.append(_label_params(SamplingParams, nxt))
                 keys.append((i, prefix, len(ids)))
         step_logprobs: dict[tuple[int, tuple[int, ...]], dict[int, float]] = {}
         input_tokens: dict[int, int] = {}

@@ -1,4 +1,8 @@
-"""OpenAI-compatible HTTP backend: one request per prompt, from a thread pool.
+"""The benchmarks' reference client: an OpenAI-compatible HTTP engine, one request per prompt.
+
+Not part of the apo_local package: it serves ``bench_protegi.py`` and ``bench_scoring.py`` (and
+``tests/test_http_engine.py``), which import it from this folder. A first-class backend for
+OpenAI-compatible servers would be designed as its own backend behind the ``Engine`` protocol.
 
 This is the way the ProTeGi reference code, DSPy and GEPA use a local model: every (prompt,
 example) pair is its own ``/v1/chat/completions`` request, answers are free text, and a pool of
@@ -54,7 +58,7 @@ class HttpEngine:
         if tokenizer is not None:  # local token counts (budget checks, max_tokens capping) without a round trip
             from transformers import AutoTokenizer
 
-            from apo_local.engine.vllm_engine import ChatFormatter
+            from apo_local.engine.chat import ChatFormatter
 
             self._chat = ChatFormatter(AutoTokenizer.from_pretrained(str(tokenizer)))
 
