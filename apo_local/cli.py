@@ -211,12 +211,14 @@ def main() -> None:
     """The console entry point: one-line errors, and an exit code that always comes back promptly."""
     from apo_local.engine.roles import install_interrupt_guard
 
+    from apo_local.engine import engines_started
+
     install_interrupt_guard()
-    code = 1
+    started, code = engines_started(), 1
     try:
         code = _run_cli()
     finally:
-        _exit(code)
+        _exit(code, engines_started() > started)
 
 
 def _run_cli() -> int:
@@ -244,14 +246,14 @@ def _run_cli() -> int:
         return 2
 
 
-def _exit(code: int) -> None:
-    """Exit with ``code``. A process that started (or tried to start) an engine stops its engines,
-    flushes its output and leaves with ``os._exit``: vLLM's background threads, engine processes
-    and exit hooks must not keep a finished command alive (a CUDA run hung after printing its
-    results, and after an engine start failure). Other processes exit the normal way."""
-    from apo_local.engine import engines_started, shutdown_engines_within
+def _exit(code: int, hard: bool) -> None:
+    """Exit with ``code``. A command that started (or tried to start) an engine (``hard``) stops its
+    engines, flushes its output and leaves with ``os._exit``: vLLM's background threads, engine
+    processes and exit hooks must not keep a finished command alive (a CUDA run hung after printing
+    its results, and after an engine start failure). Other commands exit the normal way."""
+    from apo_local.engine import shutdown_engines_within
 
-    if engines_started():
+    if hard:
         shutdown_engines_within(seconds=30)
         for stream in (sys.stdout, sys.stderr):
             try:

@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 _LOADED: dict[tuple, object] = {}  # one backend per model + settings in this process
-_STARTED = False  # whether this process started (or tried to start) a backend
+_STARTS = 0  # backends this process started or tried to start
 _CACHED: dict[tuple, CachedEngine] = {}
 
 
@@ -39,11 +39,11 @@ def load_engine(settings: EngineSettings, cache_path: Path | str | None | bool =
                 role: str | None = None) -> CachedEngine:
     """Start (or reuse) the backend for ``settings``. ``cache_path``: None = default, False = no disk cache.
     ``role`` (target / optimizer) only names the settings to change in a start failure's message."""
-    global _STARTED
+    global _STARTS
     key = engine_key(settings)
     path = Path(key[1].model)
     if key not in _LOADED:
-        _STARTED = True
+        _STARTS += 1
         if settings.backend == "vllm":
             from apo_local.engine.vllm_engine import VLLMEngine
 
@@ -83,9 +83,9 @@ def load_role_engines(target: EngineSettings, optimizer: EngineSettings,
     return first, load_engine(plan.optimizer, cache_path, role="optimizer")
 
 
-def engines_started() -> bool:
-    """Whether this process started, or tried to start, an engine (its threads may outlive it)."""
-    return _STARTED
+def engines_started() -> int:
+    """How many engines this process started or tried to start (their threads may outlive them)."""
+    return _STARTS
 
 
 def shutdown_engines_within(seconds: float) -> bool:
