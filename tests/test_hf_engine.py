@@ -50,10 +50,11 @@ def liar_prompts() -> list[str]:
     return [f"Is the following statement true? Answer Yes or No.\n\n{text}" for text in rows]
 
 
-def direct_logprob(engine: TransformersEngine, prompt: str, label: str) -> float:
-    """log P(label | prompt) from one unpadded forward pass and a full-vocabulary log-softmax."""
+def direct_logprob(engine: TransformersEngine, prompt: str, label: str | tuple[int, ...]) -> float:
+    """log P(label | prompt) from one unpadded forward pass and a full-vocabulary log-softmax
+    (``label``: a text, or the token ids to score)."""
     ids = engine.chat.prompt_ids(prompt)
-    lab = list(engine.chat.continuation_ids(label))
+    lab = list(engine.chat.continuation_ids(label) if isinstance(label, str) else label)
     with torch.inference_mode():
         logits = engine.model(input_ids=torch.tensor([ids + lab])).logits[0].float()
     logprobs = torch.log_softmax(logits, dim=-1)
@@ -101,12 +102,14 @@ def test_score_multi_token_labels_match_direct_computation(engine, liar_prompts)
     assert max(len(engine.chat.continuation_ids(lab)) for lab in labels) > 1
     prompts = [*liar_prompts[:2], "Classify the sentiment of: I loved this film."]
     scores = engine.score_choices(prompts, labels)
+    # "neutral" is a prefix of "neutral statement": every label is scored up to the end of the turn,
+    # so either can win
+    scored = engine.chat.label_ids(labels)
+    assert all(ids[-1] == engine.chat.end_of_turn_id() for ids in scored)
     for prompt, s in zip(prompts, scores):
         assert s.error is None
-        for lab, lp in zip(labels, s.logprobs):
-            assert lp == pytest.approx(direct_logprob(engine, prompt, lab), abs=1e-3)
-        # a longer continuation of the same start can only be less likely
-        assert s.logprobs[3] < s.logprobs[2]
+        for ids, lp in zip(scored, s.logprobs):
+            assert lp == pytest.approx(direct_logprob(engine, prompt, ids), abs=1e-3)
 
 
 def test_score_too_long_prompt_fails_alone(engine):
@@ -172,7 +175,7 @@ def test_too_long_and_clamped_generation(engine):
     gens = engine.generate([GenerationRequest(TOO_LONG, max_tokens=5), GenerationRequest("Hi!", max_tokens=0)])
     n = engine.count_tokens([TOO_LONG])[0]
     assert gens[0].texts == () and gens[0].output_tokens == 0 and gens[0].input_tokens == n
-    assert gens[0].error == f"prompt too long ({n} tokens > {engine.max_model_len})"
+    assert gens[0].error == f"prompt too long ({n} tokens > {engine.max_model_len - 1})"  # one token of room
     assert gens[1].error is None and gens[1].texts == ("",) and gens[1].output_tokens == 0
     # max_tokens is clamped to the room left in the context.
     prompt = "Tell me a long story about a dragon."
@@ -182,4 +185,4 @@ def test_too_long_and_clamped_generation(engine):
     gen = small.generate([GenerationRequest(prompt, max_tokens=50)])[0]
     assert gen.error is None and 0 < gen.output_tokens <= 3
     small.max_model_len = n_in
-    assert small.generate([GenerationRequest(prompt)])[0].error == f"prompt too long ({n_in} tokens > {n_in})"
+    assert small.generate([GenerationRequest(prompt)])[0].error == f"prompt too long ({n_in} tokens > {n_in - 1})"
