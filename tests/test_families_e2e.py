@@ -154,3 +154,18 @@ def test_two_different_models_for_the_roles_and_the_plan_in_the_run_directory(fa
     finally:
         shutdown_engines(only=target)
         shutdown_engines(only=optimizer)
+
+
+def test_engine_args_reach_vllm(family_dirs):
+    """A vLLM argument apo-local does not know of passes through to vllm.LLM and into the engine's
+    identity (cache keys); one it does set (block_size) is overridden."""
+    model = str(family_dirs["llama3"])
+    engine = load_engine(EngineSettings(model=model, kv_cache_gb=0.25,
+                                        engine_args={"max_num_seqs": 7, "block_size": 128}), False)
+    try:
+        config = engine.inner.llm.llm_engine.vllm_config
+        assert config.scheduler_config.max_num_seqs == 7 and config.cache_config.block_size == 128
+        assert "|args:" in engine.model_id
+        assert engine.score_choices([PROMPT], ["Yes", "No"])[0].error is None
+    finally:
+        shutdown_engines(only=engine)

@@ -87,7 +87,7 @@ class TransformersEngine:
 
         model_path = Path(model_path)
         self.settings = settings
-        self.device = torch.device("cuda" if has_cuda_gpu() else "cpu")
+        self.device = torch.device("cuda" if has_cuda_gpu() and torch.cuda.is_available() else "cpu")  # no vLLM fork here
         torch.manual_seed(settings.seed)
         problem = model_folder_problem(model_path)
         if problem:
