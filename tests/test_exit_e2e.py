@@ -16,10 +16,6 @@ import pytest
 
 pytestmark = pytest.mark.engine
 
-SMALL = ["--rounds", "1", "--beam-size", "1", "--minibatch-size", "4", "--n-gradients", "1", "--train-limit", "8",
-         "--mc-samples", "0", "--test-limit", "4", "--budget", "8", "--batch-size", "4", "--arms-per-round", "1"]
-
-
 def run(args: list[str], deadline: float, **env) -> tuple[subprocess.CompletedProcess, float]:
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "apo_local.cli", *args], capture_output=True, text=True,
@@ -40,7 +36,7 @@ def test_success_exits_with_0(tmp_path):
 
 
 def test_engine_start_failure_exits_with_2_and_one_line(tmp_path):
-    proc, _ = run(["optimize", "--task", "liar", "--out", str(tmp_path / "run"), *SMALL, "--cache", "off",
+    proc, _ = run(["optimize", "--task", "liar", "--out", str(tmp_path / "run"), "--cache", "off",
                    "--target-engine-args", "{no_such_engine_arg: 1}"], deadline=180)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
@@ -54,7 +50,7 @@ def test_second_engine_failure_beside_a_running_engine_exits(tmp_path):
     """The target's engine (its engine core in its own process, as on a GPU) is up when the
     optimizer's fails: the command still ends at once, and leaves no engine process behind."""
     before = engine_processes()
-    proc, seconds = run(["optimize", "--task", "liar", "--out", str(tmp_path / "run"), *SMALL, "--cache", "off",
+    proc, seconds = run(["optimize", "--task", "liar", "--out", str(tmp_path / "run"), "--cache", "off",
                          "--optimizer-model", "smollm2-135m", "--optimizer-max-model-len", "1024",
                          "--optimizer-engine-args", "{no_such_engine_arg: 1}"], deadline=300,
                         APO_LOCAL_CPU_ENGINE="subprocess")
