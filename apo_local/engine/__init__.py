@@ -67,7 +67,7 @@ def load_role_engines(target: EngineSettings, optimizer: EngineSettings,
                       record: Path | None = None) -> tuple[CachedEngine, CachedEngine]:
     """The target's and the optimizer's engines: one shared engine when they are the same model and
     settings; otherwise two, placed on their own GPUs or splitting the GPU memory (engine/placement.py).
-    ``record``: a file to write the plan to (the run directory's ``engines.json``)."""
+    ``record``: a file to write the plan to once both engines run (the run directory's ``engines.json``)."""
     from apo_local.engine.placement import gpu_memory_gib, plan_engines
     from apo_local.engine.settings import cuda_devices
 
@@ -77,10 +77,11 @@ def load_role_engines(target: EngineSettings, optimizer: EngineSettings,
     vllm_pair = target.backend == optimizer.backend == "vllm"
     plan = plan_engines(target, optimizer, shared or not vllm_pair, gpus, (Path(kt[1].model), Path(ko[1].model)),
                         gpu_memory_gib() if gpus and not shared else None)
-    if record is not None:
-        Path(record).write_text(plan.to_json() + "\n", encoding="utf-8")
     first = load_engine(plan.target, cache_path, role="target")
-    return first, load_engine(plan.optimizer, cache_path, role="optimizer")
+    second = load_engine(plan.optimizer, cache_path, role="optimizer")
+    if record is not None:  # once both run: a run that failed to start leaves nothing behind
+        Path(record).write_text(plan.to_json() + "\n", encoding="utf-8")
+    return first, second
 
 
 def engines_started() -> int:
