@@ -132,7 +132,7 @@ from apo_local.diagnostics import diagnose_command  # noqa: E402
 cli.add_command(compare_command)
 cli.add_command(diagnose_command)
 from apo_local.report.cli import report_command  # noqa: E402
-from apo_local.sweep import sweep_command  # noqa: E402
+from apo_local.sweep.cli import sweep_command  # noqa: E402
 
 cli.add_command(sweep_command)
 cli.add_command(report_command)

@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 from apo_local import sweep as S
+from apo_local.sweep import local as local_runner
+from apo_local.sweep.manifest import write_manifest
 from apo_local.errors import ApoError
 from tests.conftest import TINY
 
@@ -92,7 +94,7 @@ def _fake_sweep(tmp_path: Path, spec_data: dict, f1: dict) -> Path:
         res["best_test"]["metrics"]["f1"] = f1[(c.labels["optimizer"], c.config.seed)]
         res["usage"]["optimizer"]["input_tokens"] += 1000 * c.config.seed
         (d / "results.json").write_text(json.dumps(res))
-    S._write_manifest(out, cells, {c.id: "ran" for c in cells})
+    write_manifest(out, cells, {c.id: "ran" for c in cells})
     return out
 
 
@@ -140,7 +142,7 @@ def test_finished_cells_are_skipped_and_missing_ones_listed(tmp_path, monkeypatc
     victim = sorted(p for p in out.iterdir() if p.is_dir())[0]
     shutil.rmtree(victim)
     calls = []
-    monkeypatch.setattr(S, "run_cell", lambda d, text, **kw: calls.append(Path(d).name) or "ran")
+    monkeypatch.setattr(local_runner, "run_cell", lambda d, text, **kw: calls.append(Path(d).name) or "ran")
     spec, base = spec_of(OPT_SIZE)
     result = S.run_sweep(spec, base, out)
     assert calls == [victim.name]  # only the missing cell ran
@@ -207,7 +209,7 @@ def test_a_failing_cell_does_not_stop_the_sweep(tmp_path, monkeypatch):
             raise RuntimeError("engine died\nmore")
         return "ran"
 
-    monkeypatch.setattr(S, "run_cell", run_cell)
+    monkeypatch.setattr(local_runner, "run_cell", run_cell)
     result = S.run_sweep(spec, base, tmp_path / "sweep")
     assert sorted(result.status.values()) == ["failed: RuntimeError: engine died", "ran"]
     assert len(result.failed) == 1
