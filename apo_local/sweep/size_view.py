@@ -83,17 +83,21 @@ def write_size_view(out: Path, rows: list[dict], group_keys: list[str]) -> list[
 
 
 def optimizer_size_plot(rows: list[dict]) -> bytes:
+    from apo_local.figures import png
+
+    return png(optimizer_size_figure(rows))
+
+
+def optimizer_size_figure(rows: list[dict]):
     """Test metric and optimizer tokens per optimizer model (one line per series), mean +- std over seeds."""
     from matplotlib.figure import Figure
-
-    from apo_local.figures import png
 
     series: dict[str, list[dict]] = {}
     for r in rows:
         series.setdefault(r["series"], []).append(r)
     models = list(dict.fromkeys(r["optimizer"] for r in sorted(rows, key=lambda r: (r["parameters"] or 0, r["optimizer"]))))
     params = {r["optimizer"]: r["parameters"] for r in rows}
-    fig = Figure(figsize=(10, 4))
+    fig = Figure(figsize=(10, 4.3), layout="constrained")  # constrained: the figure title clears the panel titles
     ax1, ax2 = fig.subplots(1, 2)
     n = max(1, len(series))
     for k, (name, rs) in enumerate(series.items()):
@@ -115,5 +119,5 @@ def optimizer_size_plot(rows: list[dict]) -> bytes:
         ax.set_xlabel("optimizer model")
     ax1.legend(fontsize=7)
     fig.suptitle("Optimizer size: same task and target, different optimizer models (mean ± std over seeds)")
-    return png(fig)
+    return fig
 
