@@ -215,3 +215,26 @@ def test_a_failing_cell_does_not_stop_the_sweep(tmp_path, monkeypatch):
     assert len(result.failed) == 1
     manifest = {c["labels"]["seed"]: c["status"] for c in S.load_manifest(tmp_path / "sweep")}
     assert manifest[0].startswith("failed") and manifest[1] == "ran"
+
+
+def test_cli_sweep_with_report(tmp_path, monkeypatch):
+    """``sweep --report`` runs the ``report`` command of the CLI at the end (sweep/ never imports report/)."""
+    pytest.importorskip("matplotlib")
+    from click.testing import CliRunner
+
+    from apo_local.cli import cli
+    from tests.test_report import make_run
+
+    def finished_run(d, text, **kw):
+        (make_run(Path(d)) / "config.yaml").write_text(text)
+        return "ran"
+
+    monkeypatch.setattr(local_runner, "run_cell", finished_run)
+    spec_file = tmp_path / "sweep.yaml"
+    spec_file.write_text(yaml.safe_dump({"base": TINY, "grid": {"seed": [0, 1]}}))
+    out = tmp_path / "sweep"
+    res = CliRunner().invoke(cli, ["sweep", "--config", str(spec_file), "--out", str(out), "--report"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0] == "2 cells: ran=2" and lines[-1] == f"report: {out / 'report.html'}"
+    assert (out / "report.html").is_file() and len(list(out.glob("*/report.html"))) == 2
