@@ -234,6 +234,7 @@ def main() -> None:
     from apo_local.engine.roles import install_interrupt_guard
 
     install_interrupt_guard()
+    _INTERRUPT_HINT.clear()
     try:
         cli.main(standalone_mode=False)
     except ApoError as exc:

@@ -145,13 +145,17 @@ def write_predictions(path, records: list[dict]) -> None:
 def limit_length(task: Task, engine, reserve: int, trace=None) -> None:
     """Fit every prompt of ``task`` into ``engine``'s context, ``reserve`` tokens left for the answer (over-long
     example inputs are cut in the middle, see ``tasks.task.LengthLimit``). Each cut is one log line naming
-    the example, the token counts and the limit, and an ``example_truncated`` event in ``trace``."""
+    the example (once per row), the token counts and the limit; every cut prompt is an ``example_truncated``
+    event in ``trace``."""
     limit = engine.max_model_len - reserve
+    logged: set[str] = set()
 
     def report(ex: Example, before: int, after: int) -> None:
-        log.warning("example %s: input cut in the middle, prompt %d -> %d tokens (%d removed): the target "
-                    "model's context is %d tokens (max_model_len), %d kept for the answer",
-                    ex.id, before, after, before - after, engine.max_model_len, reserve)
+        if ex.id not in logged:  # once per row (each prompt holding it is counted in the trace)
+            logged.add(ex.id)
+            log.warning("example %s: input cut in the middle, prompt %d -> %d tokens (%d removed): the target "
+                        "model's context is %d tokens (max_model_len), %d kept for the answer",
+                        ex.id, before, after, before - after, engine.max_model_len, reserve)
         if trace is not None:
             trace.event("example_truncated", example=ex.id, tokens_before=before, tokens_after=after,
                         max_model_len=engine.max_model_len)
