@@ -84,8 +84,8 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, task: Task | None) -> RunResult
     # Over-long examples are cut in the middle to fit the target's context (tasks.task.LengthLimit),
     # leaving room for the answer; each cut is logged and counted as an "example_truncated" fault.
     limit_length(task, target, max(16, cfg.scoring.max_tokens), trace)
-    search = BeamSearch(task, target, optimizer, cfg, run_dir)
-    result = search.run()
+    beam_search = BeamSearch(task, target, optimizer, cfg, run_dir)
+    result = beam_search.run()
     # Where the wall time went (this process; "search" includes earlier processes of a resumed run).
     total = time.perf_counter() - started + before
     search = float(result.time.get("seconds", 0.0))
@@ -95,7 +95,7 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, task: Task | None) -> RunResult
                        other=round(max(0.0, total - model_load - search - final_test), 1))
     if run_dir:
         write_json(run_dir.results, result.to_dict())
-        _write_final_predictions(run_dir, task, cfg, search, result)
+        _write_final_predictions(run_dir, task, cfg, beam_search, result)
     return result
 
 
@@ -119,13 +119,13 @@ def _log_label_mapping(task: Task, split: str) -> None:
                  ", ".join(f"{k}: {v}" for k, v in mapped.items()))
 
 
-def _write_final_predictions(run_dir: RunDir, task: Task, cfg: RunConfig, search: BeamSearch,
+def _write_final_predictions(run_dir: RunDir, task: Task, cfg: RunConfig, beam_search: BeamSearch,
                              result: RunResult) -> None:
     """predictions/test-initial.jsonl, test-best.jsonl (and test-selected.jsonl when it differs): every
     example of the final test evaluation (from the search's scorer, which remembers them: no engine call)."""
     from apo_local.scoring import prediction_records, write_predictions
 
-    scorer = search.scorer
+    scorer = beam_search.scorer
     test = task.split(cfg.evaluation.test_split)[: cfg.evaluation.test_limit]
     prompts = {"initial": result.initial_prompt, "best": result.best_prompt, "selected": result.selected_prompt}
     if prompts["selected"] == prompts["best"]:
