@@ -173,10 +173,9 @@ def test_sweep_report_page(tmp_path):
 
 
 def test_sweep_report_renders_in_chromium(tmp_path):
-    from tests.test_report import CHROMIUM, assert_renders
+    from tests.test_report import assert_renders, require_chromium
 
-    if CHROMIUM is None:
-        pytest.skip("Chromium not installed (scripts/setup.sh installs it)")
+    require_chromium()
     from apo_local.report import write_report
 
     out = _fake_sweep(tmp_path, OPT_SIZE, F1)
