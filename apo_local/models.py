@@ -277,7 +277,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         kwargs["quantization_config"] = GgufConfig(dequantize=True)
     except ImportError:  # older transformers always dequantize GGUF
         pass
-    from apo_local.engine.quiet import quiet_transformers
+    from apo_local.quiet import quiet_transformers
 
     with quiet_transformers(capture_stderr=True):
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
-from apo_local.engine.quiet import quiet_transformers
+from apo_local.quiet import quiet_transformers
 from apo_local.engine.settings import EngineSettings, has_cuda_gpu
 from apo_local.engine.vllm_engine import ChatFormatter, model_fingerprint
 from apo_local.errors import ApoError

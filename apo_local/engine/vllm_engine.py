@@ -19,7 +19,7 @@ from typing import Sequence
 from unittest import mock
 
 from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
-from apo_local.engine.quiet import StartupTap, drop_vllm_noise, quiet
+from apo_local.quiet import StartupTap, drop_vllm_noise, quiet
 from apo_local.engine.settings import EngineSettings, cpu_engine_environment, has_cuda_gpu
 from apo_local.errors import ApoError
 
