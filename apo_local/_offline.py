@@ -19,7 +19,8 @@ OFFLINE_ENV = {
 }
 
 
-QUIET_ENV = {"VLLM_LOGGING_LEVEL": "WARNING"}  # a default only: users may ask vLLM for more
+# Defaults only: users may ask vLLM for more. vLLM logs to stdout unless told otherwise; stdout is for results.
+QUIET_ENV = {"VLLM_LOGGING_LEVEL": "WARNING", "VLLM_LOGGING_STREAM": "ext://sys.stderr"}
 
 # Loopback only, as defaults: without these vLLM finds "its" IP by a UDP connect() to 8.8.8.8
 # (no packet is sent, but it is an outbound attempt) and may bind its message queues to that

@@ -20,17 +20,22 @@ from apo_local.errors import ApoError
 
 
 def _setup_logging(verbose: bool) -> None:
-    if verbose:
-        import os
+    """stdout carries results only; logs, progress and (with --verbose) engine logs go to stderr."""
+    from apo_local.quiet import set_verbosity
 
-        os.environ["VLLM_LOGGING_LEVEL"] = "INFO"  # read when vLLM is first imported (later than this)
+    set_verbosity(verbose)  # before vLLM / transformers are imported: they read the environment then
     logging.basicConfig(level=logging.INFO if not verbose else logging.DEBUG, format="%(message)s", stream=sys.stderr)
-    for noisy in ("vllm", "transformers", "datasets", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+    if verbose:
+        for noisy in ("vllm", "transformers", "datasets", "httpx"):
+            logging.getLogger(noisy).setLevel(logging.INFO)
+
+
+# What to tell the user on Ctrl-C: set by a command once it knows (e.g. the run directory to resume).
+_INTERRUPT_HINT: list[str] = []
 
 
 @click.group()
-@click.option("-v", "--verbose", is_flag=True, help="Show engine logs.")
+@click.option("-v", "--verbose", is_flag=True, help="Show engine logs and third-party warnings (on stderr).")
 def cli(verbose: bool) -> None:
     """Local-first automatic prompt optimization (ProTeGi) on in-process vLLM."""
     _setup_logging(verbose)
@@ -43,19 +48,26 @@ def cli(verbose: bool) -> None:
 @click.option("--task", default="liar", show_default=True, help="Built-in task name or a task .yaml file.")
 @click.option("--prompt", "prompt_file", type=click.Path(dir_okay=False), help="File with the instruction (default: the task's).")
 @click.option("--split", default="test", show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), help="Evaluate the first N examples only.")
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate the first N examples only (capped at the split's size).")
 @click.option("--model", help="Model alias or local folder (default: the registry default).")
-@click.option("--mode", type=click.Choice(["logprobs", "generate"]), default="logprobs", show_default=True)
+@click.option("--mode", type=click.Choice(["logprobs", "generate"]), default="logprobs", show_default=True,
+              help="logprobs: label log-probabilities (classification); generate: parse a generated answer "
+                   "(always used for generation tasks).")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Answer length in tokens when generating (generation tasks, --mode generate).")
 @click.option("--backend", type=click.Choice(["vllm", "transformers"]), default="vllm", show_default=True)
 @click.option("--cache", help="Result cache file, or 'off'.")
-@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate(task, prompt_file, split, limit, model, mode, backend, cache, as_json):
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON (the only thing on stdout).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False),
+              help="Write every prediction to this JSONL file: id, output, parsed answer, gold, correct.")
+def evaluate(task, prompt_file, split, limit, model, mode, backend, cache, as_json, max_tokens, out_file):
     """Score a prompt on a task split."""
     from apo_local.engine import RoleEngine, Trace, load_engine
     from apo_local.engine.settings import EngineSettings
-    from apo_local.scoring import Scorer
+    from apo_local.scoring import Scorer, limit_length, prediction_records, write_predictions
     from apo_local.tasks import load_task
 
+    log = logging.getLogger("apo_local")
     t = load_task(task)
     instruction = t.initial_instruction
     if prompt_file:
@@ -67,24 +79,42 @@ def evaluate(task, prompt_file, split, limit, model, mode, backend, cache, as_js
         instruction = read_text(p).strip()  # not UTF-8 / unreadable: one ApoError line
         if not instruction:
             raise ApoError(f"prompt file {p} is empty")
-    examples = t.split(split)[:limit]
+    examples = t.split(split)
+    if limit and limit > len(examples):
+        log.info("--limit %d is larger than the %s split (%d examples): using all %d", limit, split,
+                 len(examples), len(examples))
+    examples = examples[:limit]
+    mapped = t.label_mapping(split)
+    if mapped:
+        log.info("%s split: %d labels mapped to the task's spelling (%s)", split, sum(mapped.values()),
+                 ", ".join(f"{k}: {v}" for k, v in mapped.items()))
     trace = Trace()
-    engine = load_engine(EngineSettings(model=model, backend=backend), False if cache == "off" else cache)
-    t.limit_length(engine.count_tokens, engine.max_model_len - 16,
-                   lambda ex, before, after: trace.event("example_truncated", example=ex.id))
-    result = Scorer(t, RoleEngine(engine, "target", trace), mode).evaluate(instruction, examples)
+    # Lazy: when every row is in the result cache, no model is loaded.
+    engine = load_engine(EngineSettings(model=model, backend=backend), False if cache == "off" else cache, lazy=True)
+    limit_length(t, engine, max(16, max_tokens), trace)
+    scorer = Scorer(t, RoleEngine(engine, "target", trace), mode, max_tokens)
+    result = scorer.evaluate(instruction, examples)
+    if out_file:
+        write_predictions(out_file, prediction_records(t, examples, result))
     report = {
-        "task": t.name, "split": split, "n": len(examples), "mode": mode, "metric": t.metric.name,
+        "task": t.name, "split": split, "n": len(examples), "mode": scorer.mode, "metric": t.metric.name,
+        **({"max_tokens": max_tokens} if scorer.mode == "generate" else {}),
         **result.to_dict(),
         "true_distribution": dict(sorted(_count(ex.label for ex in examples).items())),
+        "labels_mapped": mapped,
         "usage": trace.totals_dict()["target"],
         "faults": trace.faults,
     }
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        click.echo(f"{t.name}/{split} (n={len(examples)}): " + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
+        click.echo(f"{t.name}/{split} (n={len(examples)}, mode={scorer.mode}): "
+                   + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
         click.echo(f"predicted: {result.predicted_distribution}  true: {report['true_distribution']}")
+        if mapped:
+            click.echo(f"labels mapped: {sum(mapped.values())} ({', '.join(f'{k}: {v}' for k, v in mapped.items())})")
+    if out_file:
+        log.info("predictions: %s", out_file)
 
 
 def _count(items) -> dict:
@@ -115,6 +145,7 @@ def optimize(config_file, out, resume_dir, overwrite, **flags):
     from apo_local.optimize import optimize as run_optimize, resume
 
     if resume_dir:
+        _INTERRUPT_HINT[:] = [f"continue with: apo-local optimize --resume {resume_dir}"]
         result = resume(resume_dir)
         out = resume_dir
     else:
@@ -122,6 +153,7 @@ def optimize(config_file, out, resume_dir, overwrite, **flags):
         cfg = load_config(config_file, overrides)
         if not out:
             raise ApoError("give --out DIR (the run directory to write)")
+        _INTERRUPT_HINT[:] = [f"continue with: apo-local optimize --resume {out}"]
         result = run_optimize(cfg, out, overwrite=overwrite)
     _print_summary(result, out)
 
@@ -133,7 +165,7 @@ from apo_local.diagnostics import diagnose_command  # noqa: E402
 cli.add_command(compare_command)
 cli.add_command(diagnose_command)
 from apo_local.report.cli import report_command  # noqa: E402
-from apo_local.sweep import sweep_command  # noqa: E402
+from apo_local.sweep.cli import sweep_command  # noqa: E402
 
 cli.add_command(sweep_command)
 cli.add_command(report_command)
@@ -156,10 +188,19 @@ def _print_summary(result, out) -> None:
     for role, u in result.usage.items():
         click.echo(f"{role:9} calls={u['calls']:<5} prompts={u['prompts']:<6} in_tokens={u['input_tokens']:<8} "
                    f"out_tokens={u['output_tokens']:<7} cache_hits={result.time['cache_hits'][role]}")
-    click.echo(f"rounds={result.rounds_completed} stop={result.stop_reason} wall={result.time['seconds']}s "
-               f"faults={result.faults or 'none'}")
+    click.echo(f"rounds={result.rounds_completed} stop={result.stop_reason} faults={result.faults or 'none'}")
+    click.echo(_time_line(result.time))
     if out:
         click.echo(f"run directory: {out}")
+
+
+def _time_line(t: dict) -> str:
+    """Total wall time and its parts (model load, search, final test evaluation, the rest)."""
+    if "total" not in t:  # a run directory written before the parts were recorded
+        return f"time: search {t.get('seconds', 0)} s"
+    parts = [("model load", t["model_load"]), ("search", t["search"]), ("final test", t["final_test"]),
+             ("other", t.get("other", 0))]
+    return f"time: total {t['total']} s = " + " + ".join(f"{name} {sec} s" for name, sec in parts)
 
 
 # -- models ---------------------------------------------------------------------------------
@@ -222,6 +263,7 @@ def main() -> None:
 
 
 def _run_cli() -> int:
+    _INTERRUPT_HINT.clear()
     try:
         cli.main(standalone_mode=False)
         return 0
@@ -229,7 +271,7 @@ def _run_cli() -> int:
         click.echo(f"error: {exc}", err=True)
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("interrupted; continue with: apo-local optimize --resume RUN_DIR", err=True)
+        click.echo("; ".join(["interrupted", *_INTERRUPT_HINT]), err=True)
         return 130
     except click.exceptions.UsageError as exc:  # unknown flag, bad flag value: one line too
         hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""

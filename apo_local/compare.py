@@ -10,10 +10,10 @@ The config names a base run config, the methods as overrides of it, the seeds an
     budget: {max_target_calls: 4000, max_optimizer_tokens: 200000}
     baseline: protegi            # the method every p-value is computed against (default: protegi)
 
-Every (method, seed) cell is a normal run directory ``OUT/<method>/seed-<s>/`` made by
-``apo_local.optimize``; the budget is applied last, so no method can change it. Engines load once per
-process, so all cells share one engine session. A cell with ``results.json`` is skipped, an
-interrupted one is resumed: re-running the same command continues a comparison.
+Every (method, seed) cell is a normal run directory ``OUT/<method>/seed-<s>/`` run by the sweep's
+cell runner (``apo_local.sweep.cell``); the budget is applied last, so no method can change it.
+Engines load once per process, so all cells share one engine session. A cell with ``results.json``
+is skipped, an interrupted one is resumed: re-running the same command continues a comparison.
 
 Written: ``OUT/results.csv`` and ``OUT/results.md`` (per method: test metric mean ± std over seeds
 of the prompt the search selected, no test peeking; the max-pooled best-of-beam test too; mean usage
@@ -40,6 +40,8 @@ import yaml
 
 from apo_local.config import RunConfig, build_config, dump_config, read_yaml_mapping
 from apo_local.errors import ApoError
+from apo_local.sweep.cell import initial_status
+from apo_local.sweep.cell import run_cell as run_or_resume
 
 log = logging.getLogger("apo_local")
 _KEYS = {"base", "methods", "seeds", "budget", "baseline"}
@@ -162,20 +164,13 @@ def run_record(method: str, seed: int, results: dict) -> dict:
 
 
 def run_cell(spec: CompareSpec, method: str, seed: int, out: Path) -> dict:
-    from apo_local.optimize import optimize, resume
-
-    cfg = spec.config(method, seed)
+    """Run, resume or skip the (method, seed) cell (the sweep's cell runner), then read its record."""
     cell = out / method / f"seed-{seed}"
-    if (cell / "results.json").is_file():
-        log.info("compare: %s seed %d: done already", method, seed)
-    elif (cell / "config.yaml").is_file():
-        if (cell / "config.yaml").read_text() != dump_config(cfg):
-            raise ApoError(f"{cell} holds a run with another config; use a new --out")
-        log.info("compare: %s seed %d: resuming", method, seed)
-        resume(cell)
-    else:
-        log.info("compare: %s seed %d: running", method, seed)
-        optimize(cfg, cell)
+    state = initial_status(cell)
+    log.info("compare: %s seed %d: %s", method, seed,
+             {"done": "done already", "interrupted": "resuming"}.get(state, "running"))
+    # release=False: a comparison keeps the engines it loaded until it ends (one engine session)
+    run_or_resume(cell, dump_config(spec.config(method, seed)), release=False)
     return run_record(method, seed, json.loads((cell / "results.json").read_text()))
 
 

@@ -8,14 +8,12 @@ registry model that has a ``source`` on first use. Nothing here touches the netw
 from __future__ import annotations
 
 import importlib.metadata
-import io
 import json
 import os
 import re
 import shutil
 import sys
 import tempfile
-from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -267,23 +265,6 @@ def _find_gguf(alias: str, source: dict[str, str]) -> Path:
     return path
 
 
-@contextmanager
-def _quiet_transformers():
-    """Errors only; no progress bars (the GGUF loader's tqdm bar ignores transformers' switch)."""
-    from transformers.utils import logging as hf_logging
-
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        with redirect_stderr(io.StringIO()):
-            yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
 def _convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantize a GGUF into a bf16 safetensors HF folder with tokenizer and chat template."""
     import torch
@@ -296,7 +277,9 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         kwargs["quantization_config"] = GgufConfig(dequantize=True)
     except ImportError:  # older transformers always dequantize GGUF
         pass
-    with _quiet_transformers():
+    from apo_local.quiet import quiet_transformers
+
+    with quiet_transformers(capture_stderr=True):
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16, **kwargs)
         # vLLM must not see a GGUF quantization config: the weights are plain bf16 now.

@@ -8,13 +8,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from pathlib import Path
 
 from apo_local.config import RunConfig, dump_config, load_config
 from apo_local.engine import RoleEngine, Trace, load_role_engines
 from apo_local.errors import ApoError
-from apo_local.run_dir import RunDir
+from apo_local.run_dir import RunDir, write_json
+from apo_local.scoring import limit_length
 from apo_local.search import BeamSearch, RunResult
 from apo_local.tasks import Task, load_task
 
@@ -34,6 +37,7 @@ def optimize(cfg: RunConfig, out: str | Path | None = None, *, task: Task | None
              overwrite: bool = False) -> RunResult:
     """Run a search; with ``out``, write a run directory there (refused if it holds another run)."""
     task = task or load_task(cfg.task)
+    cfg = cap_test_limit(cfg, task)
     preflight(cfg, task)  # bad input fails here: no run directory written, no engine started
     run_dir = RunDir(out) if out else None
     if run_dir:
@@ -54,6 +58,11 @@ def resume(out: str | Path) -> RunResult:
     run_dir = RunDir(out)
     run_dir.open("", resume=True)
     try:
+        saved = run_dir.load_checkpoint()
+        if saved and saved.get("phase") == "done" and run_dir.results.is_file():
+            # Nothing left to compute: the answer is in the run directory, no model needs loading.
+            log.info("%s is a finished run; results from its results.json", run_dir.path)
+            return RunResult(**json.loads(run_dir.results.read_text(encoding="utf-8")))
         cfg = load_config(run_dir.config)
         return _run(cfg, run_dir, None)
     finally:
@@ -61,16 +70,70 @@ def resume(out: str | Path) -> RunResult:
 
 
 def _run(cfg: RunConfig, run_dir: RunDir | None, task: Task | None) -> RunResult:
+    started = time.perf_counter()
     task = task or load_task(cfg.task)
+    cfg = cap_test_limit(cfg, task)
     preflight(cfg, task)
+    for split in dict.fromkeys(("train", cfg.evaluation.test_split)):
+        _log_label_mapping(task, split)
+    saved = run_dir.load_checkpoint() if run_dir else None
+    before = saved["state"].get("elapsed", 0.0) if saved else 0.0  # time spent by earlier processes
     trace = Trace(run_dir.trace if run_dir else None)
+    loading = time.perf_counter()
     target, optimizer = engines_for(cfg, trace)
+    model_load = time.perf_counter() - loading
     # Over-long examples are cut in the middle to fit the target's context (tasks.task.LengthLimit),
-    # leaving room for the answer; each cut is counted as an "example_truncated" fault.
-    task.limit_length(target.count_tokens, target.max_model_len - max(16, cfg.scoring.max_tokens),
-                      lambda ex, before, after: trace.event("example_truncated", example=ex.id,
-                                                            tokens_before=before, tokens_after=after))
-    return BeamSearch(task, target, optimizer, cfg, run_dir).run()
+    # leaving room for the answer; each cut is logged and counted as an "example_truncated" fault.
+    limit_length(task, target, max(16, cfg.scoring.max_tokens), trace)
+    beam_search = BeamSearch(task, target, optimizer, cfg, run_dir)
+    result = beam_search.run()
+    # Where the wall time went (this process; "search" includes earlier processes of a resumed run).
+    total = time.perf_counter() - started + before
+    search = float(result.time.get("seconds", 0.0))
+    final_test = trace.phase_seconds.get("final", 0.0)
+    result.time.update(total=round(total, 1), model_load=round(model_load, 1), search=round(search, 1),
+                       final_test=round(final_test, 1),
+                       other=round(max(0.0, total - model_load - search - final_test), 1))
+    if run_dir:
+        write_json(run_dir.results, result.to_dict())
+        _write_final_predictions(run_dir, task, cfg, beam_search, result)
+    return result
+
+
+def cap_test_limit(cfg: RunConfig, task: Task) -> RunConfig:
+    """``evaluation.test_limit`` larger than the test split: use the whole split, saying so (as evaluate
+    --limit does)."""
+    limit, split = cfg.evaluation.test_limit, cfg.evaluation.test_split
+    if not limit or split not in task.split_names:
+        return cfg
+    n = len(task.split(split))
+    if limit <= n:
+        return cfg
+    log.info("evaluation.test_limit=%d is larger than the %s split (%d examples): using all %d", limit, split, n, n)
+    return cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"test_limit": n})})
+
+
+def _log_label_mapping(task: Task, split: str) -> None:
+    mapped = task.label_mapping(split) if split in task.split_names else {}
+    if mapped:
+        log.info("%s split: %d labels mapped to the task's spelling (%s)", split, sum(mapped.values()),
+                 ", ".join(f"{k}: {v}" for k, v in mapped.items()))
+
+
+def _write_final_predictions(run_dir: RunDir, task: Task, cfg: RunConfig, beam_search: BeamSearch,
+                             result: RunResult) -> None:
+    """predictions/test-initial.jsonl, test-best.jsonl (and test-selected.jsonl when it differs): every
+    example of the final test evaluation (from the search's scorer, which remembers them: no engine call)."""
+    from apo_local.scoring import prediction_records, write_predictions
+
+    scorer = beam_search.scorer
+    test = task.split(cfg.evaluation.test_split)[: cfg.evaluation.test_limit]
+    prompts = {"initial": result.initial_prompt, "best": result.best_prompt, "selected": result.selected_prompt}
+    if prompts["selected"] == prompts["best"]:
+        del prompts["selected"]
+    for name, evaluation in zip(prompts, scorer.evaluate_many(list(prompts.values()), test)):
+        write_predictions(run_dir.path / "predictions" / f"test-{name}.jsonl",
+                          prediction_records(task, test, evaluation))
 
 
 def preflight(cfg: RunConfig, task: Task) -> None:
@@ -106,6 +169,5 @@ def preflight(cfg: RunConfig, task: Task) -> None:
             raise ApoError(f"the first train_limit={cfg.train_limit} training examples hold only one class; "
                            f"raise train_limit")
     task.check_split("train", min_size=cfg.search.minibatch_size, size_name="search.minibatch_size")
-    test_split, test_limit = cfg.evaluation.test_split, cfg.evaluation.test_limit
-    task.check_split(test_split, min_size=test_limit or 1,
-                     size_name="evaluation.test_limit" if test_limit else "the minimum")
+    test_split = cfg.evaluation.test_split
+    task.check_split(test_split)  # a test_limit beyond its size is capped (cap_test_limit), not refused

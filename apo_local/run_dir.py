@@ -6,6 +6,7 @@
     rounds/round-NN.json  every candidate of round NN: text, parent, operator, gradient, estimate, pulls
     checkpoint.json     search state at the last phase boundary (atomic replace)
     results.json        final report
+    predictions/test-{initial,best,selected}.jsonl  the final test evaluation, one line per example
 
 Created user-readable only (0700/0600): it holds private data. A lock file keeps a second process out.
 """

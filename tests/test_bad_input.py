@@ -137,10 +137,28 @@ def test_missing_and_unreadable_data_file(tmp_path, monkeypatch, capsys):
         assert "cannot read (Permission denied)" in msg
 
 
-def test_test_split_too_small_for_the_evaluation(tmp_path, monkeypatch, capsys):
+def test_test_limit_beyond_the_test_split_is_capped_with_one_line(tmp_path, monkeypatch, capsys, caplog):
+    """Like evaluate --limit: a test_limit larger than the test split uses the whole split and says so."""
+    import logging
+
+    from apo_local.config import build_config
+    from apo_local.optimize import cap_test_limit, preflight
+    from apo_local.tasks import load_task
+
+    task = load_task(make_task(tmp_path / "task", test=jsonl(ROWS[:3])))
+    cfg = build_config({"task": str(tmp_path / "task" / "task.yaml"), "evaluation": {"test_limit": 4},
+                        "search": {"minibatch_size": 4}})
+    with caplog.at_level(logging.INFO, logger="apo_local"):
+        capped = cap_test_limit(cfg, task)
+    assert capped.evaluation.test_limit == 3 and cfg.evaluation.test_limit == 4
+    assert [r.getMessage() for r in caplog.records] == [
+        "evaluation.test_limit=4 is larger than the test split (3 examples): using all 3"]
+    preflight(capped, task)  # no error
+    assert cap_test_limit(capped, task) is capped
+
+
+def test_unknown_test_split(tmp_path, monkeypatch, capsys):
     task = make_task(tmp_path / "task", test=jsonl(ROWS[:3]))
-    msg = cli(monkeypatch, capsys, *optimize_args(task, tmp_path / "run"))[1]
-    assert msg == "split 'test' of task demo has 3 examples, fewer than evaluation.test_limit of 4"
     msg = cli(monkeypatch, capsys, *optimize_args(task, tmp_path / "run", "--test-split", "dev"))[1]
     assert msg == "unknown split 'dev' of task demo (splits: train, test)"
 

@@ -156,7 +156,7 @@ def test_kill9_at_several_points_then_resume_is_exact(reference, engine, tmp_pat
         os.killpg(p.pid, signal.SIGKILL)
         p.wait(timeout=60)
         raise AssertionError("Ctrl-C did not stop the run within 180 s") from None
-    assert p.returncode == 130 and "interrupted; continue with: apo-local optimize --resume" in stderr, stderr[-2000:]
+    assert p.returncode == 130 and f"interrupted; continue with: apo-local optimize --resume {run}" in stderr, stderr[-2000:]
     log.append(("ctrl-c", _checkpoint(run)))
     # interrupted in round 2's selection, or just after its checkpoint (the final evaluation): never done
     assert _checkpoint(run) in ((2, "expanded"), (2, "selected")) and not (run / "results.json").exists()
@@ -220,7 +220,7 @@ def _long_task(root: Path) -> Path:
     return root / "task.yaml"
 
 
-def test_useless_optimizer_and_overlong_examples(engine, tmp_path):
+def test_useless_optimizer_and_overlong_examples(engine, tmp_path, caplog):
     """Replies cut to one token: every parse fails and is counted, no new candidates, the beam is kept,
     the run completes. Over-long examples are cut to fit the context and counted, never a crash."""
     task_file = _long_task(tmp_path / "task")
@@ -228,7 +228,10 @@ def test_useless_optimizer_and_overlong_examples(engine, tmp_path):
                         "search": {**TINY["search"], "parse_fallback": "none"},
                         "optimizer": {"max_tokens": 1}, "evaluation": {"test_limit": 13},
                         "cache": str(tmp_path / "cache.sqlite")})
-    result = optimize(cfg, tmp_path / "run")
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="apo_local"):
+        result = optimize(cfg, tmp_path / "run")
     run = tmp_path / "run"
     assert result.rounds_completed == 2 and result.stop_reason == "completed"
     assert result.faults.get("parse_failure", 0) > 0
@@ -243,6 +246,14 @@ def test_useless_optimizer_and_overlong_examples(engine, tmp_path):
     truncated = [e for e in events if e["event"] == "example_truncated"]
     assert truncated and all(e["tokens_after"] <= engine.max_model_len - 16 < e["tokens_before"] for e in truncated)
     assert result.faults["example_truncated"] == len(truncated)
+    # one line per cut row: which row, by how much, and the real limit (the context, not the tokenizer's)
+    cut_lines = [r.getMessage() for r in caplog.records if "input cut in the middle" in r.getMessage()]
+    firsts = {e["example"]: e for e in reversed(truncated)}  # the first cut of each row
+    assert len(cut_lines) == len(firsts) and "test-12" in firsts  # the over-long test row, at least
+    for e in firsts.values():
+        assert (f"example {e['example']}: input cut in the middle, prompt {e['tokens_before']} -> {e['tokens_after']} "
+                f"tokens ({e['tokens_before'] - e['tokens_after']} removed): the target model's context is "
+                f"{engine.max_model_len} tokens (max_model_len), 16 kept for the answer") in cut_lines
     assert result.initial_test["errors"] == 0 and result.initial_test["metrics"]["unparsed"] == 0
     assert result.initial_test["metrics"]["n"] == 13
 

@@ -90,6 +90,18 @@ def test_kill_and_resume_reaches_the_same_results(uninterrupted, engine, tmp_pat
     assert result.best_prompt == json.loads((ref_run / "results.json").read_text())["best_prompt"]
 
 
+def test_resume_of_a_finished_run_loads_no_model(uninterrupted, monkeypatch):
+    import importlib
+
+    run, _ = uninterrupted
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("a finished run needs no engine")
+
+    monkeypatch.setattr(importlib.import_module("apo_local.optimize"), "engines_for", no_engine)
+    assert resume(run).to_dict() == json.loads((run / "results.json").read_text())
+
+
 def test_refuses_to_mix_runs(uninterrupted):
     from apo_local.errors import ApoError
 

@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 from apo_local import sweep as S
+from apo_local.sweep import local as local_runner
+from apo_local.sweep.manifest import write_manifest
 from apo_local.errors import ApoError
 from tests.conftest import TINY
 
@@ -92,7 +94,7 @@ def _fake_sweep(tmp_path: Path, spec_data: dict, f1: dict) -> Path:
         res["best_test"]["metrics"]["f1"] = f1[(c.labels["optimizer"], c.config.seed)]
         res["usage"]["optimizer"]["input_tokens"] += 1000 * c.config.seed
         (d / "results.json").write_text(json.dumps(res))
-    S._write_manifest(out, cells, {c.id: "ran" for c in cells})
+    write_manifest(out, cells, {c.id: "ran" for c in cells})
     return out
 
 
@@ -140,7 +142,7 @@ def test_finished_cells_are_skipped_and_missing_ones_listed(tmp_path, monkeypatc
     victim = sorted(p for p in out.iterdir() if p.is_dir())[0]
     shutil.rmtree(victim)
     calls = []
-    monkeypatch.setattr(S, "run_cell", lambda d, text, **kw: calls.append(Path(d).name) or "ran")
+    monkeypatch.setattr(local_runner, "run_cell", lambda d, text, **kw: calls.append(Path(d).name) or "ran")
     spec, base = spec_of(OPT_SIZE)
     result = S.run_sweep(spec, base, out)
     assert calls == [victim.name]  # only the missing cell ran
@@ -171,10 +173,9 @@ def test_sweep_report_page(tmp_path):
 
 
 def test_sweep_report_renders_in_chromium(tmp_path):
-    from tests.test_report import CHROMIUM, assert_renders
+    from tests.test_report import assert_renders, require_chromium
 
-    if CHROMIUM is None:
-        pytest.skip("Chromium not installed (scripts/setup.sh installs it)")
+    require_chromium()
     from apo_local.report import write_report
 
     out = _fake_sweep(tmp_path, OPT_SIZE, F1)
@@ -207,9 +208,32 @@ def test_a_failing_cell_does_not_stop_the_sweep(tmp_path, monkeypatch):
             raise RuntimeError("engine died\nmore")
         return "ran"
 
-    monkeypatch.setattr(S, "run_cell", run_cell)
+    monkeypatch.setattr(local_runner, "run_cell", run_cell)
     result = S.run_sweep(spec, base, tmp_path / "sweep")
     assert sorted(result.status.values()) == ["failed: RuntimeError: engine died", "ran"]
     assert len(result.failed) == 1
     manifest = {c["labels"]["seed"]: c["status"] for c in S.load_manifest(tmp_path / "sweep")}
     assert manifest[0].startswith("failed") and manifest[1] == "ran"
+
+
+def test_cli_sweep_with_report(tmp_path, monkeypatch):
+    """``sweep --report`` runs the ``report`` command of the CLI at the end (sweep/ never imports report/)."""
+    pytest.importorskip("matplotlib")
+    from click.testing import CliRunner
+
+    from apo_local.cli import cli
+    from tests.test_report import make_run
+
+    def finished_run(d, text, **kw):
+        (make_run(Path(d)) / "config.yaml").write_text(text)
+        return "ran"
+
+    monkeypatch.setattr(local_runner, "run_cell", finished_run)
+    spec_file = tmp_path / "sweep.yaml"
+    spec_file.write_text(yaml.safe_dump({"base": TINY, "grid": {"seed": [0, 1]}}))
+    out = tmp_path / "sweep"
+    res = CliRunner().invoke(cli, ["sweep", "--config", str(spec_file), "--out", str(out), "--report"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0] == "2 cells: ran=2" and lines[-1] == f"report: {out / 'report.html'}"
+    assert (out / "report.html").is_file() and len(list(out.glob("*/report.html"))) == 2

@@ -82,7 +82,7 @@ def test_results_tables(interrupted_then_resumed):
 
 def test_reports_render_in_chromium(interrupted_then_resumed, tmp_path):
     from apo_local.report import write_report
-    from tests.test_report import CHROMIUM, assert_renders
+    from tests.test_report import assert_renders, require_chromium
 
     pytest.importorskip("matplotlib")
     out, first, victim, _, _ = interrupted_then_resumed
@@ -90,7 +90,6 @@ def test_reports_render_in_chromium(interrupted_then_resumed, tmp_path):
     cell_page = out / victim / "report.html"
     assert cell_page.is_file() and f'href="{victim}/report.html"' in sweep_page.read_text()
     assert "Candidate lineage" in cell_page.read_text() and "Predicted vs true labels" in cell_page.read_text()
-    if CHROMIUM is None:
-        pytest.skip("Chromium not installed (scripts/setup.sh installs it)")
+    require_chromium()
     assert_renders(sweep_page, tmp_path, min_plots=1)
     assert_renders(cell_page, tmp_path, min_plots=6)

@@ -325,3 +325,62 @@ def test_builtin_liar():
     assert prompt.startswith("# Task\nDetermine whether the Statement is a lie (Yes) or not (No)")
     assert prompt.endswith("\nLabel:") and task.split("test")[0].input in prompt
     assert task.split("train")[0].id == "train-0"
+
+
+# --- answers and label spelling ------------------------------------------------------------------
+
+
+def test_label_mapping_is_counted(tmp_path):
+    rows = [{"text": f"t{i}", "label": "yes" if i % 2 else "No"} for i in range(6)]
+    task = load_task(str(make_task(tmp_path, rows=rows)))
+    assert [ex.label for ex in task.split("train")] == ["No", "Yes"] * 3
+    assert task.label_mapping("train") == {"yes -> Yes": 3}
+    assert task.label_mapping("test") == {}  # not loaded yet
+    task.split("test")
+    assert task.label_mapping("test") == {"yes -> Yes": 1}
+
+
+GENERATION = """\
+name: count
+kind: generation
+metric: {metric}
+template: prompt.jinja
+instruction_text: Count the objects.
+{extra}data:
+  input_column: text
+  label_column: label
+  splits: {{train: train.jsonl, test: test.jsonl}}
+"""
+
+
+def _generation_task(tmp_path, metric="numeric_match", extra=""):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    rows = [{"text": f"q{i}", "label": str(i)} for i in range(4)]
+    return load_task(str(make_task(tmp_path, GENERATION.format(metric=metric, extra=extra), rows)))
+
+
+def test_numeric_answers_take_the_last_number_and_count_unparsed(tmp_path):
+    task = _generation_task(tmp_path)
+    assert task.parse_answer("I have 4 stoves and 8 instruments, so 8.") == "8"
+    assert task.parse_answer("about -2.5 cups") == "-2.5"
+    assert task.parse_answer("no idea") is None
+    assert task.metric.compute([task.parse_answer("so 8."), None], ["8", "3"]) == {
+        "numeric_match": 0.5, "accuracy": 0.5, "n": 2, "unparsed": 1}
+
+
+def test_answer_pattern_picks_the_answer(tmp_path):
+    task = _generation_task(tmp_path, extra="answer_pattern: 'answer is (\\S+)'\n")
+    assert task.parse_answer("3 apples... The answer is 5. Or 7") == "5"
+    assert task.parse_answer("The answer is 2; no wait, the answer is 6") == "6"  # the last match
+    assert task.parse_answer("I think 9") is None  # no match: unparsed
+    task = _generation_task(tmp_path / "x", metric="exact_match", extra="answer_pattern: 'A: (?P<answer>.*)$'\n")
+    assert task.parse_answer("thinking...\nA: Paris") == "Paris"
+    assert error(_generation_task, tmp_path / "y", extra="answer_pattern: '(unclosed'\n").endswith(
+        "answer_pattern: invalid regular expression (missing ), unterminated subpattern at position 0)")
+
+
+def test_answer_pattern_on_a_classification_task(tmp_path):
+    yaml_text = make_task(tmp_path).read_text()
+    task = load_task(str(make_task(tmp_path, yaml_text + "answer_pattern: 'final: (\\w+)'\n")))
+    assert task.parse_answer("No doubt... final: yes") == "Yes"
+    assert task.parse_answer("Yes, but no final word") is None

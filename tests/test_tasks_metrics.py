@@ -51,7 +51,8 @@ def test_normalized_match():
 
 @pytest.mark.parametrize(
     "text, number",
-    [("42", 42.0), ("The answer is -3.5 apples", -3.5), ("$1,234.50", 1234.5), ("1,2", 1.0), ("x = .5e2", 50.0), ("none", None)],
+    [("42", 42.0), ("The answer is -3.5 apples", -3.5), ("$1,234.50", 1234.5), ("1,2", 2.0), ("x = .5e2", 50.0), ("none", None),
+     ("I have 4 stoves and 8 instruments, so 8.", 8.0), ("3 apples + 2 pears = 5", 5.0)],
 )
 def test_parse_number(text, number):
     assert parse_number(text) == number
@@ -63,6 +64,8 @@ def test_numeric_match():
     golds = ["1000", "0.3333333", "0.3333333", "#### 7", "5"]
     assert [metric.example_score(p, g) for p, g in zip(predictions, golds)] == [1.0, 1.0, 0.0, 1.0, 0.0]
     assert metric.compute(predictions, golds)["numeric_match"] == pytest.approx(0.6)
+    assert metric.compute(predictions, golds)["unparsed"] == 1  # "no idea" holds no number
+    assert metric.example_score("I have 4 stoves and 8 instruments, so 8.", "8") == 1.0  # the last number counts
 
 
 def test_custom_metric(tmp_path, monkeypatch):

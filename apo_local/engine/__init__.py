@@ -7,6 +7,8 @@ Target and optimizer roles share an engine when they name the same model.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,9 +20,11 @@ from apo_local.errors import ApoError
 
 __all__ = [
     "CachedEngine", "ChoiceScores", "Engine", "EngineSettings", "Generation", "GenerationRequest",
-    "ROLES", "RoleEngine", "Trace", "load_engine", "load_role_engines", "engine_key", "has_cuda_gpu",
+    "LazyBackend", "ROLES", "RoleEngine", "Trace", "load_engine", "load_role_engines", "engine_key", "has_cuda_gpu",
     "shutdown_engines",
 ]
+
+log = logging.getLogger("apo_local")
 
 _LOADED: dict[tuple, object] = {}  # one backend per model + settings in this process
 _STARTS = 0  # backends this process started or tried to start
@@ -36,30 +40,108 @@ def engine_key(settings: EngineSettings) -> tuple:
 
 
 def load_engine(settings: EngineSettings, cache_path: Path | str | None | bool = None,
-                role: str | None = None) -> CachedEngine:
+                role: str | None = None, *, lazy: bool = False) -> CachedEngine:
     """Start (or reuse) the backend for ``settings``. ``cache_path``: None = default, False = no disk cache.
-    ``role`` (target / optimizer) only names the settings to change in a start failure's message."""
-    global _STARTS
+    ``role`` (target / optimizer) only names the settings to change in a start failure's message.
+
+    ``lazy``: when the disk cache already knows this model (its identity was stored when it last ran
+    here), start the backend only on the first request the cache cannot answer, so a fully cached job
+    never loads the model."""
     key = engine_key(settings)
     path = Path(key[1].model)
-    if key not in _LOADED:
-        _STARTS += 1
-        if settings.backend == "vllm":
-            from apo_local.engine.vllm_engine import VLLMEngine
-
-            _LOADED[key] = VLLMEngine(path, settings, role)
-        elif settings.backend == "transformers":
-            from apo_local.engine.hf_engine import TransformersEngine
-
-            if settings.engine_args:
-                raise ApoError(f"{role or 'target'}.engine_args: vLLM engine arguments; the transformers backend takes none")
-            _LOADED[key] = TransformersEngine(path, settings)
-        else:
-            raise ApoError(f"unknown engine backend {settings.backend!r} (use vllm or transformers)")
     cache_file = None if cache_path is False else Path(cache_path or default_cache_path()).resolve()
+    if key not in _LOADED:
+        start = lambda: _start_backend(settings, path, role)  # noqa: E731
+        identity = None
+        if lazy and cache_file is not None:
+            cache = _cache_for(key, cache_file)
+            identity = cache.get_identity(_identity_key(key, path)) if cache else None
+        if identity is None:
+            _LOADED[key] = start()
+        else:
+            _LOADED[key] = LazyBackend(start, identity, settings.resolved())
     if (key, cache_file) not in _CACHED:
-        _CACHED[(key, cache_file)] = CachedEngine(_LOADED[key], ResultCache(cache_file) if cache_file else None)
-    return _CACHED[(key, cache_file)]
+        _CACHED[(key, cache_file)] = CachedEngine(_LOADED[key], _cache_for(key, cache_file))
+    cached = _CACHED[(key, cache_file)]
+    if cached.cache is not None and not isinstance(cached.inner, LazyBackend):
+        cached.cache.put_identity(_identity_key(key, path), {"model_id": cached.model_id,
+                                                              "max_model_len": cached.max_model_len})
+    return cached
+
+
+_OPEN_CACHES: dict[tuple, ResultCache] = {}
+
+
+def _cache_for(key: tuple, cache_file: Path | None) -> ResultCache | None:
+    """The result cache a (backend, file) pair uses; opened once, closed by ``shutdown_engines``."""
+    if cache_file is None:
+        return None
+    if (key, cache_file) in _CACHED:
+        return _CACHED[(key, cache_file)].cache
+    if (key, cache_file) not in _OPEN_CACHES:
+        _OPEN_CACHES[(key, cache_file)] = ResultCache(cache_file)
+    return _OPEN_CACHES[(key, cache_file)]
+
+
+def _identity_key(key: tuple, path: Path) -> list:
+    """What decides a backend's model_id and context length: backend, settings, the model folder's content."""
+    from apo_local.engine.modelinfo import model_fingerprint
+
+    return [key[0], repr(key[1]), model_fingerprint(path)]
+
+
+def _start_backend(settings: EngineSettings, path: Path, role: str | None = None):
+    global _STARTS
+    log.info("loading model %s (%s) ...", path.name, settings.backend)
+    started = time.perf_counter()
+    _STARTS += 1
+    if settings.backend == "vllm":
+        from apo_local.engine.vllm_engine import VLLMEngine
+
+        backend = VLLMEngine(path, settings, role)
+    elif settings.backend == "transformers":
+        from apo_local.engine.hf_engine import TransformersEngine
+
+        if settings.engine_args:
+            raise ApoError(f"{role or 'target'}.engine_args: vLLM engine arguments; the transformers backend takes none")
+        backend = TransformersEngine(path, settings)
+    else:
+        raise ApoError(f"unknown engine backend {settings.backend!r} (use vllm or transformers)")
+    backend.load_seconds = time.perf_counter() - started
+    log.info("model %s loaded in %.1f s", path.name, backend.load_seconds)
+    return backend
+
+
+class LazyBackend:
+    """A backend not started yet: its identity (model id, context length) comes from the disk cache; the
+    first request that reaches it starts the real one."""
+
+    def __init__(self, start, identity: dict, settings: EngineSettings):
+        self._start, self.real = start, None
+        self.model_id, self.max_model_len = identity["model_id"], identity["max_model_len"]
+        self.settings = settings
+        self.load_seconds = 0.0
+
+    def _backend(self):
+        if self.real is None:
+            self.real = self._start()
+            self.load_seconds = self.real.load_seconds
+            if (self.real.model_id, self.real.max_model_len) != (self.model_id, self.max_model_len):
+                raise ApoError(f"model {self.model_id} changed identity since it was cached; run again")
+        return self.real
+
+    def count_tokens(self, prompts):
+        return self._backend().count_tokens(prompts)
+
+    def generate(self, requests):
+        return self._backend().generate(requests)
+
+    def score_choices(self, prompts, choices):
+        return self._backend().score_choices(prompts, choices)
+
+    def close(self) -> None:
+        if self.real is not None and hasattr(self.real, "close"):
+            self.real.close()
 
 
 def load_role_engines(target: EngineSettings, optimizer: EngineSettings,
@@ -115,6 +197,7 @@ def shutdown_engines(only: CachedEngine | None = None) -> None:
         if cached.inner in backends:
             if cached.cache:
                 cached.cache.close()
+            _OPEN_CACHES.pop(k, None)
             del _CACHED[k]
     for k, backend in list(_LOADED.items()):
         if backend in backends:

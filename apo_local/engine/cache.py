@@ -50,6 +50,17 @@ class ResultCache:
             self.db.execute("BEGIN")
             self.db.executemany("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", items.items())
 
+    def get_identity(self, parts: list) -> dict | None:
+        """A model's identity (model id, context length) stored when it last ran with this cache."""
+        found = self.get_many([_key("engine-identity", *parts)])
+        return json.loads(next(iter(found.values()))) if found else None
+
+    def put_identity(self, parts: list, identity: dict) -> None:
+        key = _key("engine-identity", *parts)
+        value = json.dumps(identity, sort_keys=True)
+        if self.get_many([key]).get(key) != value:
+            self.put_many({key: value})
+
     def close(self) -> None:
         self.db.close()
 
@@ -72,11 +83,20 @@ class CachedEngine:
         self._token_counts: dict[str, int] = {}
 
     def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+        """Prompt token counts; remembered in memory and on disk (a fully cached job needs no tokenizer)."""
         if len(self._token_counts) > 20_000:  # bounded: a long-lived engine serves many runs
             self._token_counts.clear()
         todo = [p for p in dict.fromkeys(prompts) if p not in self._token_counts]
+        if todo and self.cache:
+            keys = {p: _key(self.model_id, "count", p) for p in todo}
+            stored = self.cache.get_many(list(keys.values()))
+            self._token_counts.update({p: int(stored[k]) for p, k in keys.items() if k in stored})
+            todo = [p for p in todo if p not in self._token_counts]
         if todo:
-            self._token_counts.update(zip(todo, self.inner.count_tokens(todo)))
+            counts = self.inner.count_tokens(todo)
+            self._token_counts.update(zip(todo, counts))
+            if self.cache:
+                self.cache.put_many({_key(self.model_id, "count", p): str(n) for p, n in zip(todo, counts)})
         return [self._token_counts[p] for p in prompts]
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -30,6 +29,7 @@ from typing import Sequence
 from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
 from apo_local.engine.chat import ChatFormatter
 from apo_local.engine.modelinfo import model_fingerprint
+from apo_local.quiet import quiet_transformers
 from apo_local.engine.settings import EngineSettings, has_cuda_gpu
 from apo_local.errors import ApoError
 
@@ -59,22 +59,6 @@ class _Row:
     done: bool = False
 
 
-@contextmanager
-def _quiet_loading():
-    """No progress bars or info chatter while loading; errors still surface as exceptions."""
-    from transformers.utils import logging as hf_logging
-
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
 class TransformersEngine:
     batch_size = 16  # sequences per forward pass
     batch_tokens = 16384  # and at most this many (padded) tokens per forward pass
@@ -94,7 +78,7 @@ class TransformersEngine:
             raise ApoError(f"transformers engine cannot load {model_path}: {problem}")
         try:
             dtype = self._resolve_dtype(model_path, settings.dtype)
-            with _quiet_loading():
+            with quiet_transformers():
                 tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
                 model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=dtype, local_files_only=True)
             model.to(self.device).eval()

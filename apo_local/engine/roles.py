@@ -9,9 +9,11 @@ was resumed or not.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -49,6 +51,7 @@ class Trace:
         self.round: int | None = None
         self.totals = {role: RoleTotals() for role in ROLES}
         self.faults: dict[str, int] = {}
+        self.phase_seconds: dict[str, float] = {}  # engine seconds by phase, this process only
 
     def at(self, phase: str, round: int | None) -> None:
         self.phase, self.round = phase, round
@@ -61,6 +64,7 @@ class Trace:
         t.output_tokens += output_tokens
         t.cache_hits += cache_hits
         t.seconds += seconds
+        self.phase_seconds[self.phase] = self.phase_seconds.get(self.phase, 0.0) + seconds
         if self.path:
             line = dict(role=role, op=op, phase=self.phase, round=self.round, prompts=prompts,
                         input_tokens=input_tokens, output_tokens=output_tokens, cache_hits=cache_hits,
@@ -96,7 +100,8 @@ class RoleEngine:
         if not requests:
             return []
         hits, start = self.engine.hits, time.perf_counter()
-        out = self.engine.generate(requests)
+        with _progress(self.role, "generation", len(requests), self.trace):
+            out = self.engine.generate(requests)
         _stop_if_interrupted()
         self.trace.record(self.role, "generate", len(requests), sum(g.input_tokens for g in out),
                           sum(g.output_tokens for g in out), self.engine.hits - hits, time.perf_counter() - start,
@@ -107,12 +112,37 @@ class RoleEngine:
         if not prompts:
             return []
         hits, start = self.engine.hits, time.perf_counter()
-        out = self.engine.score_choices(prompts, choices)
+        with _progress(self.role, "scoring", len(prompts), self.trace):
+            out = self.engine.score_choices(prompts, choices)
         _stop_if_interrupted()
         self.trace.record(self.role, "score_choices", len(prompts), sum(s.input_tokens for s in out), 0,
                           self.engine.hits - hits, time.perf_counter() - start,
                           errors=sum(s.error is not None for s in out))
         return out
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+log = logging.getLogger("apo_local")
+PROGRESS_AFTER_S = 2.0  # an engine call running longer than this gets a line when it starts and when it ends
+
+
+@contextmanager
+def _progress(role: str, what: str, n: int, trace: Trace):
+    """One log line (stderr) when an engine call is still running after ``PROGRESS_AFTER_S`` seconds, and
+    one when it ends: long work never looks like a hang."""
+    where = f"{trace.phase}, round {trace.round}" if trace.phase and trace.round else (trace.phase or "")
+    label = f"{role}: {n} {what} request{'s' if n != 1 else ''}" + (f" ({where})" if where else "")
+    timer = threading.Timer(PROGRESS_AFTER_S, log.info, args=("%s ...", label))
+    timer.daemon = True
+    start = time.perf_counter()
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        if time.perf_counter() - start > PROGRESS_AFTER_S:
+            log.info("%s done in %.1f s", label, time.perf_counter() - start)
 
 
 # -- Ctrl-C ------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import sys
 import logging
 from pathlib import Path
@@ -22,6 +21,7 @@ from apo_local.engine.chat import ChatFormatter
 from apo_local.engine.modelinfo import model_fingerprint
 from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
 from apo_local.engine.settings import EngineSettings, cpu_engine_environment, cuda_start_environment, has_cuda_gpu
+from apo_local.quiet import StartupTap, drop_vllm_noise, quiet
 from apo_local.errors import ApoError
 
 __all__ = ["ChatFormatter", "VLLMEngine", "model_fingerprint"]  # the first two re-exported for old imports
@@ -32,74 +32,6 @@ log = logging.getLogger(__name__)
 def _progress(n: int) -> bool:
     """A progress bar for long batches when a person is watching."""
     return n >= 256 and sys.stderr.isatty()
-
-
-def _quiet() -> bool:
-    return os.environ.get("VLLM_LOGGING_LEVEL", "WARNING").upper() not in ("INFO", "DEBUG")
-
-
-# vLLM warnings that say nothing actionable to an apo-local user once the engine runs in process:
-# it repeats the set_num_threads one whenever a library asks torch for threads, and Intel OpenMP is
-# not something apo-local ships.
-_NOISE = ("torch.set_num_threads` after the thread binding", "libiomp is not found in LD_PRELOAD")
-
-
-class _DropNoise(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        return not any(n in msg for n in _NOISE)
-
-
-def _drop_vllm_noise() -> None:
-    logger = logging.getLogger("vllm.v1.worker.cpu_worker")  # where both come from
-    if not any(isinstance(f, _DropNoise) for f in logger.filters):
-        logger.addFilter(_DropNoise())
-
-
-class _StderrTap:
-    """While vLLM starts, file descriptor 2 (inherited by its engine-core and worker processes) is a
-    pipe read by a thread of this process. Start-up output is held back: replayed if the engine
-    starts, mined for the root cause if it does not (the child's traceback would otherwise bury the
-    one line that matters). Afterwards the pipe is forwarded live to the real stderr."""
-
-    def __init__(self) -> None:
-        self.lines: list[bytes] = []
-        self.live = False
-        self._lock = threading.Lock()
-        sys.stderr.flush()
-        self._stderr = os.dup(2)
-        read, write = os.pipe()
-        os.dup2(write, 2)
-        os.close(write)
-        threading.Thread(target=self._pump, args=(read,), daemon=True, name="apo-stderr-tap").start()
-
-    def _pump(self, read: int) -> None:
-        with os.fdopen(read, "rb") as pipe:
-            for line in pipe:
-                with self._lock:
-                    if self.live:
-                        _write_all(self._stderr, line)
-                    elif len(self.lines) < 5000:
-                        self.lines.append(line)
-
-    def release(self, replay: bool) -> list[str]:
-        """Give this process its stderr back; from now on the children's output is forwarded live."""
-        sys.stderr.flush()
-        os.dup2(self._stderr, 2)
-        with self._lock:
-            held, self.lines, self.live = self.lines, [], True
-            if replay:
-                for line in held:
-                    _write_all(self._stderr, line)
-        return [line.decode("utf-8", "replace").rstrip("\n") for line in held]
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    try:
-        while data:
-            data = data[os.write(fd, data):]
-    except OSError:
-        pass
 
 
 _CAUSE = re.compile(r"\b(?:[A-Za-z_.]*(?:Error|Exception)|ValueError|RuntimeError): (.+)")
@@ -226,7 +158,7 @@ class VLLMEngine:
         cuda = has_cuda_gpu()
         if cuda:
             cuda_start_environment()  # spawn, not fork, the engine processes (before vLLM is imported)
-        tap = _StderrTap() if _quiet() else None  # before the import: vLLM prints at import time too
+        tap = StartupTap() if quiet() else None  # before the import: vLLM prints at import time too
         try:
             from vllm import LLM  # imported here: importing vLLM is slow and only this backend needs it
         except Exception:
@@ -245,8 +177,8 @@ class VLLMEngine:
             if in_process:
                 kwargs["distributed_executor_backend"] = "uni"
         self.in_process = in_process
-        if in_process and _quiet():
-            _drop_vllm_noise()
+        if in_process:
+            drop_vllm_noise()
         try:
             with mock.patch.dict(os.environ, _start_environment(settings, in_process)):
                 self.llm = LLM(**kwargs)
@@ -256,7 +188,7 @@ class VLLMEngine:
             raise ApoError(_start_failure(model_path, settings, exc, held, role)) from None
         finally:
             if tap:
-                tap.release(replay=True)
+                tap.release(replay=False)  # quiet: start-up chatter is not the user's business
         if in_process:
             _IN_PROCESS.add(self)
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+from pathlib import Path
 from typing import Iterable
 
 CSS = """
@@ -23,6 +24,7 @@ del{background:#ffd7d5;text-decoration:line-through} ins{background:#d4f8d4;text
 .prompt{white-space:pre-wrap;font-family:monospace;font-size:.85em} details summary{cursor:pointer;color:#1f5fa0}
 td.text{max-width:520px} .op-edit{color:#1f77b4} .op-paraphrase{color:#ff7f0e} .op-initial{color:#444}
 .fate-best{font-weight:bold;color:#d62728} .fate-beam{font-weight:bold;color:#2ca02c}
+.fate-dropped,.fate-rejected{color:#888;text-decoration:line-through}
 """
 
 SCRIPT = """
@@ -42,10 +44,13 @@ def esc(s) -> str:
 
 
 class Page:
-    def __init__(self, title: str):
+    """The page being built; ``plots_dir``: where ``plot`` also saves each PNG (created on first use)."""
+
+    def __init__(self, title: str, plots_dir: Path | None = None):
         self.title = title
         self.parts: list[str] = []
         self.plots = 0
+        self.plots_dir = plots_dir
 
     def h(self, text: str, level: int = 2, anchor: str | None = None) -> None:
         a = f' id="{esc(anchor)}"' if anchor else ""
@@ -61,6 +66,13 @@ class Page:
         self.plots += 1
         data = base64.b64encode(png).decode("ascii")
         self.parts.append(f'<img class="plot" alt="{esc(alt)}" src="data:image/png;base64,{data}">')
+
+    def plot(self, name: str, png: bytes, alt: str) -> None:
+        """Embed ``png`` and save it as ``plots_dir/name``."""
+        if self.plots_dir is not None:
+            self.plots_dir.mkdir(exist_ok=True, mode=0o700)
+            (self.plots_dir / name).write_bytes(png)
+        self.img(png, alt)
 
     def table(self, header: list[str], rows: Iterable[list], classes: Iterable[str] | None = None,
               raw_cols: set[int] = frozenset()) -> None:

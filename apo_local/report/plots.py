@@ -1,60 +1,87 @@
-"""PNG plots (matplotlib, no display needed: Figure objects rendered by the Agg canvas, no pyplot).
+"""Report plots (matplotlib Figure objects, no pyplot, no display), rendered to PNG by ``apo_local.figures``.
 
-Each function takes the plain data of ``apo_local.report.data`` and returns PNG bytes.
+Each ``*_plot`` function takes the plain data of ``apo_local.report.data`` and returns PNG bytes;
+``score_figure``, ``lineage_figure`` and ``usage_figure`` return the Figure itself (tests read its parts).
 """
 
 from __future__ import annotations
 
-import io
 import math
 
 from matplotlib.figure import Figure
 
+from apo_local.figures import png as _png
+
 OPERATOR_COLORS = {"initial": "#444444", "edit": "#1f77b4", "paraphrase": "#ff7f0e", "kept": "#2ca02c"}
 FATE_EDGE = {"best": "#d62728", "beam": "#2ca02c"}
 ROLE_COLORS = {"target": "#1f77b4", "optimizer": "#ff7f0e"}
-DPI = 100
+UNSCORED = "dropped / rejected (not scored)"
+TRAIN_LABEL = "train estimate\n(mean example reward:\nshare of sampled train examples right)"
 
 
-def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
-    return buf.getvalue()
+def is_unscored(fate: str | None) -> bool:
+    """A candidate cut before selection scored it ("dropped: ...", "rejected: ...")."""
+    return bool(fate) and fate.split(":")[0] in ("dropped", "rejected")
+
+
+def score_figure(s: dict) -> Figure:
+    """Two panels on one round axis: the bandit's train estimates (top) and the test metric (bottom);
+    the two are different quantities on different data, so they never share a y axis."""
+    fig = Figure(figsize=(8, 6.4), layout="constrained")
+    train, test = fig.subplots(2, 1, sharex=True)
+    _train_panel(train, s)
+    _test_panel(test, s)
+    test.set_xlabel("round")
+    test.set_xticks(range(1, max(1, s["rounds"]) + 1))
+    fig.suptitle("Score per round")
+    return fig
+
+
+def _train_panel(ax, s: dict) -> None:
+    if s["candidates"]:
+        xs, ys = zip(*s["candidates"])
+        ax.scatter(xs, ys, s=18, color="#bbbbbb", label="candidates", zorder=2)
+    if s["beam"]:
+        xs, ys = zip(*s["beam"])
+        ax.scatter(xs, ys, s=34, color="#2ca02c", label="beam", zorder=3)
+    if s["best_estimate"]:
+        xs, ys = zip(*s["best_estimate"])
+        ax.plot(xs, ys, "-", color="#2ca02c", lw=1.5, label="best beam estimate", zorder=3)
+    if s["initial_estimate"] is not None:
+        ax.axhline(s["initial_estimate"], color="#d62728", ls=":", lw=1.0, label="initial prompt, round-1 estimate")
+    ax.set_ylabel(TRAIN_LABEL, fontsize=9)
+    ax.set_title("Bandit estimates on train (what the search selects by)", fontsize=10)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best")
+
+
+def _test_panel(ax, s: dict) -> None:
+    metric = s["metric"] or "metric"
+    if s["test"]:
+        xs, ys = zip(*s["test"])
+        ax.plot(xs, ys, "o-", color="#9467bd", label=f"best beam prompt, test {metric}", zorder=4)
+    if s["initial_test"] is not None:
+        ax.axhline(s["initial_test"], color="#d62728", ls="--", lw=1.2, label=f"initial prompt, test {metric}")
+    if s["best_test"] is not None and s["rounds"]:
+        ax.scatter([s["rounds"]], [s["best_test"]], marker="*", s=180, color="#d62728", zorder=5,
+                   label=f"final best prompt, test {metric}")
+    ax.set_ylabel(f"test {metric}")
+    ax.set_title(f"Test {metric} (held-out split; not seen by the search)", fontsize=10)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no test scores yet (run not finished)", ha="center", va="center",
+                transform=ax.transAxes, color="#666666")
 
 
 def score_plot(s: dict) -> bytes:
-    fig = Figure(figsize=(8, 4.2))
-    ax = fig.add_subplot()
-    if s["candidates"]:
-        xs, ys = zip(*s["candidates"])
-        ax.scatter(xs, ys, s=18, color="#bbbbbb", label="candidates (bandit estimate)", zorder=2)
-    if s["beam"]:
-        xs, ys = zip(*s["beam"])
-        ax.scatter(xs, ys, s=34, color="#2ca02c", label="beam (bandit estimate)", zorder=3)
-    if s["best_estimate"]:
-        xs, ys = zip(*s["best_estimate"])
-        ax.plot(xs, ys, "-", color="#2ca02c", lw=1.5, zorder=3)
-    if s["test"]:
-        xs, ys = zip(*s["test"])
-        ax.plot(xs, ys, "o-", color="#9467bd", label=f"best beam prompt, test {s['metric']}", zorder=4)
-    if s["initial_test"] is not None:
-        ax.axhline(s["initial_test"], color="#d62728", ls="--", lw=1.2, label=f"initial prompt, test {s['metric']}")
-    if s["initial_estimate"] is not None:
-        ax.axhline(s["initial_estimate"], color="#d62728", ls=":", lw=1.0, label="initial prompt, round-1 estimate")
-    if s["best_test"] is not None and s["rounds"]:
-        ax.scatter([s["rounds"]], [s["best_test"]], marker="*", s=180, color="#d62728", zorder=5,
-                   label=f"final best prompt, test {s['metric']}")
-    ax.set_xlabel("round")
-    ax.set_ylabel("score (estimate: mean example reward on train)")
-    ax.set_xticks(range(1, max(1, s["rounds"]) + 1))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    ax.set_title("Score per round")
-    return _png(fig)
+    return _png(score_figure(s))
 
 
-def lineage_plot(nodes: list[dict]) -> bytes:
-    """Rounds left to right; an edge per parent -> child coloured by operator; beam/best ringed."""
+def _lineage_positions(nodes: list[dict]) -> tuple[dict, dict, int]:
+    """Rounds left to right; a child of a same-round candidate (a paraphrase of an edit) half a step right."""
     by_round: dict[int, list[dict]] = {}
     for n in nodes:
         by_round.setdefault(n["round"], []).append(n)
@@ -64,39 +91,61 @@ def lineage_plot(nodes: list[dict]) -> bytes:
     for r, members in by_round.items():
         members.sort(key=lambda n: (n["parent"] or "", -(n["estimate"] or -1)))
         for i, n in enumerate(members):
-            # a child of a same-round candidate (a paraphrase of an edit) sits half a step right of it
             x = r + (0.45 if n["parent"] is not None and made_in.get(n["parent"]) == r else 0.0)
             pos[n["id"]] = (x, (i + 0.5) * height / len(members))
-    fig = Figure(figsize=(max(6.0, 2.2 * len(by_round) + 2), max(3.0, min(14.0, 0.32 * height + 1.5))))
-    ax = fig.add_subplot()
+    return pos, by_round, height
+
+
+def _lineage_edges(ax, nodes: list[dict], pos: dict) -> None:
     for n in nodes:
         if n["parent"] in pos:
             (x0, y0), (x1, y1) = pos[n["parent"]], pos[n["id"]]
-            ax.plot([x0, x1], [y0, y1], "-", color=OPERATOR_COLORS.get(n["operator"], "#999999"), lw=1.1, alpha=0.8,
-                    zorder=1)
+            ax.plot([x0, x1], [y0, y1], ":" if is_unscored(n["fate"]) else "-",
+                    color=OPERATOR_COLORS.get(n["operator"], "#999999"), lw=1.1, alpha=0.8, zorder=1)
         for r in n["kept_rounds"][-1:]:  # carried over up to round r: a "kept" edge to itself
             x0, y0 = pos[n["id"]]
             ax.annotate("", xy=(r, y0), xytext=(x0, y0), arrowprops=dict(arrowstyle="-", color=OPERATOR_COLORS["kept"],
                                                                         ls=":", lw=1.0), zorder=1)
-    for n in nodes:
-        x, y = pos[n["id"]]
-        est = n["estimate"]
-        ax.scatter([x], [y], s=60, color=OPERATOR_COLORS.get(n["operator"], "#999999"), zorder=3,
+
+
+def _lineage_node(ax, n: dict, x: float, y: float) -> None:
+    color = OPERATOR_COLORS.get(n["operator"], "#999999")
+    if is_unscored(n["fate"]):  # a cross in the operator's colour, no estimate: never scored
+        ax.scatter([x], [y], s=55, marker="x", color=color, linewidths=1.6, zorder=3, gid=f"node:{n['id']}")
+        label = n["id"][:6] + " " + n["fate"].split(":")[0]
+    else:
+        ax.scatter([x], [y], s=60, color=color, zorder=3, gid=f"node:{n['id']}",
                    edgecolors=FATE_EDGE.get(n["fate"], "white"), linewidths=2.2 if n["fate"] in FATE_EDGE else 0.5)
-        label = n["id"][:6] + ("" if est is None else f" {est:.2f}")
-        ax.annotate(label, (x, y), xytext=(5, 3), textcoords="offset points", fontsize=7, color="#333333")
+        label = n["id"][:6] + ("" if n["estimate"] is None else f" {n['estimate']:.2f}")
+    ax.annotate(label, (x, y), xytext=(5, 3), textcoords="offset points", fontsize=7,
+                color="#999999" if is_unscored(n["fate"]) else "#333333")
+
+
+def lineage_figure(nodes: list[dict]) -> Figure:
+    """An edge per parent -> child coloured by operator; beam/best ringed; dropped/rejected crossed."""
+    pos, by_round, height = _lineage_positions(nodes)
+    fig = Figure(figsize=(max(6.0, 2.2 * len(by_round) + 2), max(3.0, min(14.0, 0.32 * height + 1.5))))
+    ax = fig.add_subplot()
+    _lineage_edges(ax, nodes, pos)
+    for n in nodes:
+        _lineage_node(ax, n, *pos[n["id"]])
     handles = [ax.scatter([], [], color=c, label=op) for op, c in OPERATOR_COLORS.items()]
     handles += [ax.scatter([], [], color="white", edgecolors=c, linewidths=2, label=f) for f, c in FATE_EDGE.items()]
+    handles.append(ax.scatter([], [], marker="x", color="#777777", linewidths=1.6, label=UNSCORED))
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     rounds = sorted(by_round)
     ax.set_xticks(rounds)
     ax.set_xticklabels(["initial" if r == 0 else f"round {r}" for r in rounds])
     ax.set_yticks([])
     ax.set_xlim(min(rounds, default=0) - 0.3, max(rounds, default=0) + 0.9)
-    ax.set_title("Candidate lineage (node: id and bandit estimate; ring: final beam / best)")
+    ax.set_title("Candidate lineage (node: id and bandit estimate; ring: final beam / best; cross: not scored)")
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
-    return _png(fig)
+    return fig
+
+
+def lineage_plot(nodes: list[dict]) -> bytes:
+    return _png(lineage_figure(nodes))
 
 
 def distribution_plot(cls: dict) -> bytes:
@@ -141,10 +190,10 @@ def confusion_plot(confusion: dict, labels: list[str], title: str = "Confusion m
     return _png(fig)
 
 
-def usage_plot(rows: list[dict]) -> bytes:
+def usage_figure(rows: list[dict]) -> Figure:
     """Tokens (input + output) and seconds by phase, one bar colour per role."""
     phases = list(dict.fromkeys(r["phase"] for r in rows))
-    fig = Figure(figsize=(9, 3.6))
+    fig = Figure(figsize=(9, 3.9), layout="constrained")  # constrained: the figure title clears the panel titles
     axes = fig.subplots(1, 2)
     for ax, (title, value) in zip(axes, (("tokens (input + output)", lambda r: r["input_tokens"] + r["output_tokens"]),
                                         ("seconds", lambda r: r["seconds"]))):
@@ -159,7 +208,11 @@ def usage_plot(rows: list[dict]) -> bytes:
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("Engine work by role and phase")
-    return _png(fig)
+    return fig
+
+
+def usage_plot(rows: list[dict]) -> bytes:
+    return _png(usage_figure(rows))
 
 
 def prompt_length_plot(rows: list[dict]) -> bytes:
@@ -176,40 +229,6 @@ def prompt_length_plot(rows: list[dict]) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("Prompt length per round (beam)")
-    return _png(fig)
-
-
-def optimizer_size_plot(rows: list[dict]) -> bytes:
-    """Test metric and optimizer tokens per optimizer model (one line per series), mean +- std over seeds."""
-    from apo_local.sweep import human_params
-
-    series: dict[str, list[dict]] = {}
-    for r in rows:
-        series.setdefault(r["series"], []).append(r)
-    models = list(dict.fromkeys(r["optimizer"] for r in sorted(rows, key=lambda r: (r["parameters"] or 0, r["optimizer"]))))
-    params = {r["optimizer"]: r["parameters"] for r in rows}
-    fig = Figure(figsize=(10, 4))
-    ax1, ax2 = fig.subplots(1, 2)
-    n = max(1, len(series))
-    for k, (name, rs) in enumerate(series.items()):
-        rs = sorted(rs, key=lambda r: models.index(r["optimizer"]))
-        xs = [models.index(r["optimizer"]) + (k - (n - 1) / 2) * 0.08 for r in rs]
-        line = ax1.errorbar(xs, [r["test_best"] for r in rs], yerr=[r["test_best_std"] for r in rs], fmt="o-",
-                            capsize=4, label=f"{name}: best prompt")
-        ax1.plot(xs, [r["test_initial"] for r in rs], "x:", color=line[0].get_color(), label=f"{name}: initial prompt")
-        w = 0.8 / n
-        ax2.bar([models.index(r["optimizer"]) + (k - (n - 1) / 2) * w for r in rs], [r["optimizer_tokens"] for r in rs],
-                w, yerr=[r["optimizer_tokens_std"] for r in rs], capsize=4, label=name, color=line[0].get_color())
-    ticks = [f"{m}\n({human_params(params[m])})" for m in models]
-    metric = rows[0]["metric"] if rows else "metric"
-    for ax, title in ((ax1, f"test {metric}"), (ax2, "optimizer tokens (input + output)")):
-        ax.set_xticks(range(len(models)))
-        ax.set_xticklabels(ticks, fontsize=8)
-        ax.set_title(title)
-        ax.grid(axis="y", alpha=0.3)
-        ax.set_xlabel("optimizer model")
-    ax1.legend(fontsize=7)
-    fig.suptitle("Optimizer size: same task and target, different optimizer models (mean ± std over seeds)")
     return _png(fig)
 
 

@@ -58,8 +58,11 @@ def load_examples(
     id_column: str | None = None,
     label_map: Mapping[Any, str] | None = None,
     labels: Sequence[str] | None = None,
+    mapped: dict[str, int] | None = None,
 ) -> list[Example]:
-    """Load one split. `labels` given (classification): each label is normalized to its canonical spelling.
+    """Load one split. `labels` given (classification): each label is normalized to its canonical spelling
+    (case-insensitively, after `label_map`); `mapped` (if given) counts the rows whose label was respelled,
+    as {"raw -> canonical": rows}.
 
     Errors name the file and the 1-based line (JSONL; CSV counts its header as line 1) or row (Parquet).
     """
@@ -91,12 +94,14 @@ def load_examples(
     for i, (raw_id, raw_input, raw_label) in enumerate(zip(ids, data[input_column], data[label_column])):
         where = f"{path} line {numbers[i]}" if numbers else f"{path} row {i + 1}"
         input_text = _required(raw_input, input_column, where)
-        label = _required(raw_label, label_column, where).strip()
+        raw = label = _required(raw_label, label_column, where).strip()
         label = label_map.get(label.casefold(), label)
         if canonical is not None:
             if label.casefold() not in canonical:
                 raise ApoError(f"{where}: label {label!r} is not one of {', '.join(labels)}")
             label = canonical[label.casefold()]
+        if mapped is not None and label != raw:
+            mapped[f"{raw} -> {label}"] = mapped.get(f"{raw} -> {label}", 0) + 1
         example_id = _required(raw_id, id_column, where) if id_column else f"{split}-{i}"
         if example_id in seen:
             raise ApoError(f"{where}: duplicate id {example_id!r} in column '{id_column}'")

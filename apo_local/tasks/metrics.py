@@ -35,8 +35,11 @@ _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)
 
 
 def parse_number(text: str) -> float | None:
-    """The first number in the text ('$1,234.5' -> 1234.5), or None."""
-    match = _NUMBER.search(text)
+    """The last number in the text ('$1,234.5' -> 1234.5; 'I have 4 stoves and 8 instruments, so 8.' -> 8),
+    or None. The last one, because an answer usually ends with it after any working."""
+    match = None
+    for match in _NUMBER.finditer(text):
+        pass
     return float(match.group().replace(",", "")) if match else None
 
 
@@ -53,19 +56,22 @@ class Metric:
     name: str
     matches: Callable[[str, str], bool] = field(repr=False)  # one prediction vs its gold
     aggregate: Callable[[Predictions, Sequence[str]], float] | None = field(default=None, repr=False)  # None: mean
+    parses: Callable[[str], bool] | None = field(default=None, repr=False)  # None: any text is an answer
 
     def example_score(self, prediction: str | None, gold: str) -> float:
         """Correctness in [0, 1]; an unparsed (None) prediction scores 0."""
         return 0.0 if prediction is None else float(self.matches(prediction, gold))
 
     def compute(self, predictions: Predictions, golds: Sequence[str]) -> dict[str, float]:
-        """{name: value, "accuracy": mean example score, "n": count, "unparsed": count of None predictions}."""
+        """{name: value, "accuracy": mean example score, "n": count, "unparsed": predictions without an answer
+        (None, or for numeric_match text without a number)}."""
         if len(predictions) != len(golds):
             raise ValueError(f"{len(predictions)} predictions for {len(golds)} golds")
         n = len(golds)
         accuracy = sum(map(self.example_score, predictions, golds)) / n if n else 0.0
         value = accuracy if self.aggregate is None or not n else self._aggregate(predictions, golds)
-        return {self.name: value, "accuracy": accuracy, "n": n, "unparsed": sum(p is None for p in predictions)}
+        unparsed = sum(p is None or (self.parses is not None and not self.parses(p)) for p in predictions)
+        return {self.name: value, "accuracy": accuracy, "n": n, "unparsed": unparsed}
 
     def _aggregate(self, predictions: Predictions, golds: Sequence[str]) -> float:
         try:
@@ -86,7 +92,7 @@ def get_metric(name: str, *, positive_label: str | None = None, labels: Sequence
     if name == "normalized_match":
         return Metric(name, lambda p, g: normalize_answer(p) == normalize_answer(g))
     if name == "numeric_match":
-        return Metric(name, _numeric)
+        return Metric(name, _numeric, parses=lambda p: parse_number(p) is not None)
     if name == "f1":
         if positive_label is None:
             raise ApoError("metric 'f1' needs positive_label (the label whose F1 is reported)")

@@ -13,12 +13,13 @@ import yaml
 
 from apo_local.errors import ApoError
 from apo_local.tasks.examples import FORMATS, Example, first_line, load_examples, read_text
-from apo_local.tasks.metrics import Metric, get_metric
+from apo_local.tasks.metrics import Metric, get_metric, parse_label, parse_number
 from apo_local.tasks.template import PromptTemplate
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 KINDS = ("classification", "generation")
-_KEYS = ("name", "kind", "labels", "positive_label", "metric", "template", "instruction", "instruction_text", "data")
+_KEYS = ("name", "kind", "labels", "positive_label", "metric", "template", "instruction", "instruction_text", "data",
+         "answer_pattern")
 _DATA_KEYS = ("format", "input_column", "label_column", "id_column", "splits", "label_map")
 
 
@@ -45,6 +46,8 @@ class Task:
     positive_label: str | None
     source: str  # path of the task YAML, or "<builtin:NAME>"
     data: DataSpec = field(repr=False)
+    answer_pattern: "re.Pattern | None" = None  # where the answer is in a generated reply (default: all of it)
+    _mapped: dict[str, dict[str, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
     _splits: dict[str, list[Example]] = field(default_factory=dict, init=False, repr=False, compare=False)
     _length: "LengthLimit | None" = field(default=None, init=False, repr=False, compare=False)
 
@@ -67,11 +70,40 @@ class Task:
                 id_column=self.data.id_column,
                 label_map=self.data.label_map,
                 labels=self.labels or None,
+                mapped=self._mapped.setdefault(name, {}),
             )
             if not examples:
                 raise ApoError(f"split {name!r} of task {self.name} is empty ({path})")
             self._splits[name] = examples
         return self._splits[name]
+
+    def label_mapping(self, name: str) -> dict[str, int]:
+        """Rows of a loaded split whose label was respelled to the task's label ({"yes -> Yes": rows}):
+        labels match case-insensitively, after data.label_map."""
+        return dict(self._mapped.get(name, {}))
+
+    def parse_answer(self, text: str) -> str | None:
+        """A generated reply -> the answer the metric scores, or None (unparsed).
+
+        With ``answer_pattern`` the last match is the answer (its group ``answer``, else its first group,
+        else the whole match); no match is unparsed. Then: classification -> the label named
+        (``parse_label``); ``numeric_match`` -> the last number; other metrics -> the stripped text.
+        """
+        if self.answer_pattern is not None:
+            match = None
+            for match in self.answer_pattern.finditer(text):
+                pass
+            if match is None:
+                return None
+            groups = match.groupdict()
+            text = groups["answer"] if "answer" in groups else (match.group(1) if match.groups() else match.group(0))
+            text = text or ""
+        if self.kind == "classification":
+            return parse_label(text, self.labels)
+        if self.metric.name == "numeric_match":
+            number = parse_number(text)
+            return None if number is None else (str(int(number)) if number.is_integer() else repr(number))
+        return text.strip() or None
 
     def check_split(
         self, name: str, *, min_size: int = 1, size_name: str = "the minimum", need_two_classes: bool = True
@@ -285,7 +317,13 @@ def _build(doc: dict, path: Path, source: str) -> Task:
         raise ApoError(f"{path}: the initial instruction is empty")
 
     data = _data(_Section(top.get("data", (dict,), required=True), path, "data."), labels)
-    return Task(name, kind, labels, template, instruction, metric, positive_label, source, data)
+    pattern = top.get("answer_pattern")
+    if pattern is not None:
+        try:
+            pattern = re.compile(pattern, re.IGNORECASE | re.DOTALL)
+        except re.error as e:
+            raise top.error("answer_pattern", f"invalid regular expression ({e})") from None
+    return Task(name, kind, labels, template, instruction, metric, positive_label, source, data, pattern)
 
 
 def _labels(top: _Section, kind: str) -> tuple[str, ...]:

@@ -1,0 +1,129 @@
+"""The report page of one run directory: one function per section, in page order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from apo_local.report import data as D
+from apo_local.report import plots as P
+from apo_local.report.html import Page, diff_markup, esc
+
+
+def write_run_report(path: str | Path) -> Path:
+    run = D.load_run(path)
+    out = Path(path)
+    page = Page(f"apo-local run: {out.resolve().name}", plots_dir=out / "plots")
+    _summary(page, run)
+    page.h("Score per round", anchor="scores")
+    page.plot("score-per-round.png", P.score_plot(D.score_per_round(run)), "score per round")
+    _labels(page, run)
+    if run.results:
+        page.h("Initial → best prompt", anchor="diff")
+        page.raw(diff_markup(D.prompt_diff(run.results["initial_prompt"], run.results["best_prompt"])))
+    _lineage(page, run)
+    _usage(page, run)
+    lengths = D.prompt_lengths(run)
+    if lengths:
+        page.h("Prompt length per round", anchor="length")
+        page.plot("prompt-length.png", P.prompt_length_plot(lengths), "prompt length per round")
+    target = out / "report.html"
+    target.write_text(page.render(_subtitle(run)), encoding="utf-8")
+    return target
+
+
+def _subtitle(run: D.RunData) -> str:
+    cfg = run.config
+    search = cfg.get("search") or {}
+    return (f"task {cfg.get('task')} · proposer {search.get('proposer', 'protegi')} · selector "
+            f"{(cfg.get('selection') or {}).get('selector')} · target {(cfg.get('target') or {}).get('model') or 'default'}"
+            f" · optimizer {(cfg.get('optimizer') or {}).get('model') or '= target'} · seed {cfg.get('seed')} · rounds "
+            f"{len(run.rounds)}/{search.get('rounds')}")
+
+
+def _summary(page: Page, run: D.RunData) -> None:
+    res, m = run.results, run.metric
+    if not res:
+        page.p("This run has not finished (no results.json): rounds and trace so far.", "warn")
+        return
+
+    def row(name: str, ev: dict, prompt: str) -> list:
+        return [name, ev["metrics"][m], ev["metrics"].get("accuracy"), ev["metrics"].get("n"), prompt]
+
+    page.h("Summary")
+    page.table(["", f"test {m}", "accuracy", "n", "prompt"], [
+        row("initial", res["initial_test"], res["initial_prompt"]),
+        row("best", res["best_test"], res["best_prompt"]),
+        row("selected (by train estimate)", res["selected_test"], res["selected_prompt"])])
+    page.p(f"stop: {res['stop_reason']} · rounds completed: {res['rounds_completed']} · wall: "
+           f"{res.get('time', {}).get('seconds')} s · faults: "
+           + (", ".join(f"{k}={v}" for k, v in res.get("faults", {}).items()) or "none"), "meta")
+
+
+def _labels(page: Page, run: D.RunData) -> None:
+    cls = D.classification(run)
+    if not cls:
+        return
+    page.h("Predicted vs true labels (test)", anchor="labels")
+    for w in cls["warnings"]:
+        page.raw(f'<div class="warn">⚠ Class <b>{esc(w["label"])}</b> is suppressed by the {esc(w["prompt"])} '
+                 f'prompt: predicted for {w["predicted_share"]:.0%} of test examples, true share '
+                 f'{w["true_share"]:.0%} (below {D.SUPPRESSION_RATIO:.0%} of its true share). A metric such as F1 can '
+                 f'rise this way ("prevalence hacking") while the classifier gets worse.</div>')
+    if not cls["warnings"]:
+        page.p("No class is predicted far below its true share.", "ok")
+    page.plot("label-distribution.png", P.distribution_plot(cls), "label distribution")
+    page.table(["label", "true", "initial prompt", "best prompt"],
+               [[lab, cls["true"].get(lab, 0), cls["initial"].get(lab, 0), cls["best"].get(lab, 0)]
+                for lab in cls["labels"]])
+    if cls["confusion"]:
+        page.plot("confusion-best.png", P.confusion_plot(cls["confusion"], cls["labels"]),
+                  "confusion matrix, best prompt")
+    else:
+        page.p("No confusion matrix in results.json (run made before it was recorded).", "meta")
+    if cls["initial_confusion"]:
+        page.plot("confusion-initial.png", P.confusion_plot(
+            cls["initial_confusion"], cls["labels"], "Confusion matrix (initial prompt, test)"),
+            "confusion matrix, initial prompt")
+
+
+def _lineage_row(n: dict) -> list[str]:
+    grad = n["gradient"] or ""
+    grad_cell = (f'<details title="{esc(grad)}"><summary>{esc(grad[:80])}{"…" if len(grad) > 80 else ""}'
+                 f'</summary><div class="prompt">{esc(grad)}</div></details>') if grad else ""
+    op = n["operator"] + (f" (kept in round {', '.join(map(str, n['kept_rounds']))})" if n["kept_rounds"] else "")
+    fate_class = str(n["fate"]).split(":")[0].replace(" ", "-")
+    return [f'<span title="{esc(n["text"])}">{esc(n["id"])}</span>', n["round"], esc(n["parent"] or ""),
+            f'<span class="op-{esc(n["operator"])}">{esc(op)}</span>',
+            f'<span class="fate-{esc(fate_class)}">{esc(n["fate"])}</span>',
+            "" if n["estimate"] is None else f"{n['estimate']:.3f}", str(n["pulls"] or ""),
+            f'<div class="prompt">{esc(n["text"])}</div>', grad_cell]
+
+
+def _lineage(page: Page, run: D.RunData) -> None:
+    nodes = D.lineage(run)
+    if not nodes:
+        return
+    page.h("Candidate lineage", anchor="lineage")
+    page.plot("lineage.png", P.lineage_plot(nodes), "candidate lineage tree")
+    page.p("Hover an id for its prompt; open a gradient for the optimizer's full critique that led to the edit.",
+           "meta")
+    page.table(["id", "round", "parent", "operator", "fate", "estimate", "pulls", "prompt", "gradient"],
+               [_lineage_row(n) for n in nodes], [""] * len(nodes), raw_cols=set(range(9)))
+
+
+def _usage(page: Page, run: D.RunData) -> None:
+    usage = D.usage_by_role_phase(run)
+    if not usage:
+        return
+    res = run.results
+    page.h("Calls, tokens and time by role and phase", anchor="usage")
+    page.plot("usage.png", P.usage_plot(usage), "usage by role and phase")
+    page.table(["role", "phase", "calls", "prompts", "input tokens", "output tokens", "cache hits", "seconds"],
+               [[u["role"], u["phase"], u["calls"], u["prompts"], u["input_tokens"], u["output_tokens"],
+                 u["cache_hits"], round(u["seconds"], 1)] for u in usage])
+    if res and res.get("usage"):
+        page.p("Totals (results.json): " + "; ".join(
+            f"{role}: " + ", ".join(f"{k}={v:,}" for k, v in u.items()) for role, u in res["usage"].items()), "meta")
+    flt = D.faults(run)
+    if flt:
+        page.table(["fault", "phase", "count"], [[f["event"], f["phase"], f["count"]] for f in flt])

@@ -1,0 +1,134 @@
+"""Results tables of a sweep, read from the cells on disk: one row per cell, mean and std per group.
+
+``write_tables`` writes ``results.csv`` (kind = cell / mean / std) and ``results.md`` (cells, mean ±
+std over seeds, and the optimizer-size view when the grid varies the optimizer model).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+
+from apo_local.run_dir import atomic_write
+from apo_local.sweep.manifest import load_manifest
+from apo_local.sweep.markdown import SHORT, fmt, md_table, plus_minus
+from apo_local.sweep.size_view import write_size_view
+
+ID_COLUMNS = ["task", "method", "proposer", "selector", "target", "optimizer", "seed"]
+VALUE_COLUMNS = ["test_initial", "test_best", "test_selected", "test_gain", "rounds",
+                 "target_calls", "target_prompts", "target_input_tokens", "target_output_tokens",
+                 "optimizer_calls", "optimizer_prompts", "optimizer_input_tokens", "optimizer_output_tokens",
+                 "optimizer_tokens", "wall_seconds"]
+_BOOKKEEPING = ("kind", "cell", "status", "n")
+
+
+def cell_rows(out: str | Path) -> list[dict]:
+    """One row per cell of the manifest; value columns are empty for cells without results."""
+    out = Path(out)
+    manifest = load_manifest(out)
+    extra = sorted({k for c in manifest for k in c["labels"] if k not in ID_COLUMNS})
+    rows = []
+    for c in manifest:
+        row = {"kind": "cell", "cell": c["id"], "status": c["status"], "n": 1}
+        row.update({k: c["labels"].get(k) for k in ID_COLUMNS + extra})
+        res_file = out / c["id"] / "results.json"
+        if res_file.is_file():
+            row.update(_result_values(json.loads(res_file.read_text(encoding="utf-8"))))
+        rows.append(row)
+    return rows
+
+
+def _result_values(r: dict) -> dict:
+    """The value columns of one finished run (its results.json)."""
+    m = r["metric"]
+    u = r.get("usage", {})
+    t, o = u.get("target", {}), u.get("optimizer", {})
+    row = dict(
+        status="done", metric=m, test_initial=r["initial_test"]["metrics"][m],
+        test_best=r["best_test"]["metrics"][m], test_selected=r["selected_test"]["metrics"][m],
+        rounds=r["rounds_completed"], stop_reason=r["stop_reason"],
+        target_calls=t.get("calls"), target_prompts=t.get("prompts"),
+        target_input_tokens=t.get("input_tokens"), target_output_tokens=t.get("output_tokens"),
+        optimizer_calls=o.get("calls"), optimizer_prompts=o.get("prompts"),
+        optimizer_input_tokens=o.get("input_tokens"), optimizer_output_tokens=o.get("output_tokens"),
+        optimizer_tokens=(o.get("input_tokens") or 0) + (o.get("output_tokens") or 0),
+        wall_seconds=r.get("time", {}).get("seconds"))
+    row["test_gain"] = row["test_best"] - row["test_initial"]
+    return row
+
+
+def group_columns(rows: list[dict]) -> list[str]:
+    skip = {*_BOOKKEEPING, "seed", "metric", "stop_reason", *VALUE_COLUMNS}
+    return [k for k in rows[0] if k not in skip] if rows else []
+
+
+def shown_columns(rows: list[dict]) -> list[str]:
+    """The group columns worth showing: those that vary, and always task, target and optimizer."""
+    return [k for k in group_columns(rows)
+            if len({str(r.get(k)) for r in rows}) > 1 or k in ("task", "target", "optimizer")]
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """mean and std (sample; 0 for one cell) of every value column per group (all axes but the seed)."""
+    keys = group_columns(rows)
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["status"] == "done":
+            groups.setdefault(tuple(str(r.get(k)) for k in keys), []).append(r)
+    out = []
+    for members in groups.values():
+        mean = {"kind": "mean", "cell": "", "status": "", "n": len(members), **{k: members[0].get(k) for k in keys},
+                "seed": ",".join(str(m["seed"]) for m in members), "metric": members[0].get("metric")}
+        std = dict(mean, kind="std")
+        for col in VALUE_COLUMNS:
+            vals = [float(m[col]) for m in members if m.get(col) is not None]
+            if vals:
+                mean[col] = statistics.fmean(vals)
+                std[col] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        out += [mean, std]
+    return out
+
+
+def _csv_text(rows: list[dict], aggs: list[dict]) -> str:
+    extra = [k for k in (rows[0] if rows else {}) if k not in (*_BOOKKEEPING, *ID_COLUMNS)
+             and k not in VALUE_COLUMNS and k not in ("metric", "stop_reason")]
+    cols = [*_BOOKKEEPING, *ID_COLUMNS, *extra, "metric", *VALUE_COLUMNS, "stop_reason"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows + aggs:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+    return buf.getvalue()
+
+
+def _markdown(name: str, rows: list[dict], aggs: list[dict]) -> list[str]:
+    shown_ids = shown_columns(rows)
+    vcols = [c for c in VALUE_COLUMNS if c not in ("test_selected",)]
+    metrics = ", ".join(sorted({str(r.get("metric")) for r in rows if r.get("metric")})) or "-"
+    md = [f"# Sweep results: {name}", "",
+          f"{sum(r['status'] == 'done' for r in rows)} of {len(rows)} cells done. Metric: {metrics} (test split). "
+          "T = target, O = optimizer; tokens are input + output.", "", "## Cells", ""]
+    md.append(md_table(["cell", "status", *shown_ids, "seed", *(SHORT.get(c, c) for c in vcols)],
+                       [[r["cell"], r["status"], *(fmt(r.get(k)) for k in shown_ids), fmt(r.get("seed")),
+                         *(fmt(r.get(c), c) for c in vcols)] for r in rows]))
+    means, stds = aggs[0::2], aggs[1::2]
+    if means:
+        md += ["", "## Mean ± std over seeds (per group: every axis but the seed)", ""]
+        md.append(md_table([*shown_ids, "n", *(SHORT.get(c, c) for c in vcols)],
+                           [[*(fmt(m.get(k)) for k in shown_ids), str(m["n"]),
+                             *(plus_minus(m.get(c), s.get(c), c) for c in vcols)] for m, s in zip(means, stds)]))
+    return md
+
+
+def write_tables(out: str | Path) -> list[dict]:
+    """results.csv and results.md (+ optimizer-size.csv/.png when optimizers vary) from the cells on disk."""
+    out = Path(out)
+    rows = cell_rows(out)
+    aggs = aggregate(rows)
+    atomic_write(out / "results.csv", _csv_text(rows, aggs))
+    md = _markdown(out.name, rows, aggs) + write_size_view(out, rows, group_columns(rows))
+    atomic_write(out / "results.md", "\n".join(md) + "\n")
+    return rows + aggs
