@@ -237,3 +237,17 @@ def test_cli_sweep_with_report(tmp_path, monkeypatch):
     lines = res.output.splitlines()
     assert lines[0] == "2 cells: ran=2" and lines[-1] == f"report: {out / 'report.html'}"
     assert (out / "report.html").is_file() and len(list(out.glob("*/report.html"))) == 2
+
+
+def test_cell_archive_round_trip(tmp_path):
+    """A finished cell shipped back from a Ray worker as an archive arrives whole, without its lock."""
+    from apo_local.sweep.packing import pack, unpack
+    from tests.test_report import make_run
+
+    src = make_run(tmp_path / "worker" / "cell")
+    (src / ".lock").write_text("")
+    unpack(pack(src), tmp_path / "driver" / "cell")
+    files = lambda d: {str(p.relative_to(d)): p.read_bytes() for p in d.rglob("*") if p.is_file()}  # noqa: E731
+    got, want = files(tmp_path / "driver" / "cell"), files(src)
+    assert ".lock" not in got and got == {k: v for k, v in want.items() if k != ".lock"}
+    assert "rounds/round-02.json" in got
