@@ -37,7 +37,7 @@ def test_multi_token_labels_match_prompt_logprobs(engine, liar):
     ids = backend.chat.prompt_ids(prompt)
     # "False" is a prefix of "False claim": every label is scored up to the end-of-turn token
     scored = backend.chat.label_ids(labels)
-    assert all(ids[-1] == backend.chat.end_of_turn_id() for ids in scored)
+    assert all(s[-1] == backend.chat.end_of_turn_id() for s in scored)
     for label, lp, ids_ in zip(labels, got, scored):
         cont = list(ids_)
         out = backend.llm.generate([TokensPrompt(prompt_token_ids=ids + cont)],
