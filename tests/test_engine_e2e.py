@@ -35,8 +35,11 @@ def test_multi_token_labels_match_prompt_logprobs(engine, liar):
     got = engine.score_choices([prompt], labels)[0].logprobs
     backend = engine.inner
     ids = backend.chat.prompt_ids(prompt)
-    for label, lp in zip(labels, got):
-        cont = list(backend.chat.continuation_ids(label))
+    # "False" is a prefix of "False claim": every label is scored up to the end-of-turn token
+    scored = backend.chat.label_ids(labels)
+    assert all(s[-1] == backend.chat.end_of_turn_id() for s in scored)
+    for label, lp, ids_ in zip(labels, got, scored):
+        cont = list(ids_)
         out = backend.llm.generate([TokensPrompt(prompt_token_ids=ids + cont)],
                                    SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)[0]
         want = sum(out.prompt_logprobs[len(ids) + j][tok].logprob for j, tok in enumerate(cont))
