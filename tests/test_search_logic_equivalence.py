@@ -80,3 +80,18 @@ def test_three_rounds_of_every_method_match_the_golden(tmp_path, monkeypatch):
     assert sorted(got) == sorted(want)
     for name in want:
         assert got[name] == want[name], name
+
+
+def test_max_target_calls_fires_between_bandit_rounds(tmp_path, monkeypatch):
+    engine = StandIn()
+    monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
+                                                              RoleEngine(engine, "optimizer", trace)))
+    data = tiny("demo")
+    data["selection"].update(budget=48, batch_size=4, arms_per_round=2)
+    data["budget"] = {"max_target_calls": 17}  # 4 minibatch rows + a first bandit round of 12: under; the second: over
+    result = O.optimize(build_config(data, {"cache": "off"}), tmp_path / "run")
+    phases = [c["phase"] for c in map(json.loads, (tmp_path / "run" / "trace.jsonl").read_text().splitlines())
+              if "role" in c and c["role"] == "target"]
+    assert result.stop_reason == "budget: max_target_calls (17) reached"
+    assert phases == ["minibatch", "select", "select", "final"] and result.rounds_completed == 0
+    assert json.loads((tmp_path / "run" / "rounds" / "round-01.json").read_text())["phase"] == "expanded"
