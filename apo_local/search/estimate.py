@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from apo_local.config import RunConfig
+from apo_local.search.proposers.abo_format import parse_abo
 from apo_local.tasks import Example, Task
 
 CHARS_PER_TOKEN = 4
@@ -81,7 +82,7 @@ def _propose(cfg: RunConfig, est: Estimate, parents: int, rnd: int, target_in: i
     meta = META_OVERHEAD + prompt
     if name == "abo":
         a = cfg.abo
-        if rnd == 1:
+        if rnd == 1 and not parse_abo(cfg.search.initial_prompt or "").steps:  # steps written first
             opt.add(parents, meta + row, parents * a.init_samples * out_max)
             return parents * a.init_samples
         est.target.add(parents * cfg.search.minibatch_size, target_in)
