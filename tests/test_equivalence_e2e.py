@@ -73,7 +73,7 @@ def comparable(run: Path) -> dict:
 def test_every_run_config_has_a_golden():
     if WRITE:
         pytest.skip("writing goldens")
-    assert RUN_CONFIGS and {p.stem for p in GOLDEN.glob("*.json")} == set(RUN_CONFIGS)
+    assert RUN_CONFIGS and {p.stem for p in GOLDEN.glob("*.json")} - {"fake-engine"} == set(RUN_CONFIGS)
 
 
 @pytest.mark.parametrize("name", RUN_CONFIGS)
