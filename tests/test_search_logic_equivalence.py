@@ -95,3 +95,21 @@ def test_max_target_calls_fires_between_bandit_rounds(tmp_path, monkeypatch):
     assert result.stop_reason == "budget: max_target_calls (17) reached"
     assert phases == ["minibatch", "select", "select", "final"] and result.rounds_completed == 0
     assert json.loads((tmp_path / "run" / "rounds" / "round-01.json").read_text())["phase"] == "expanded"
+
+
+def test_the_estimate_is_printed_before_the_search_and_kept_in_the_run_directory(tmp_path, monkeypatch, capsys):
+    from click.testing import CliRunner
+
+    from apo_local.cli import cli
+
+    engine = StandIn()
+    monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
+                                                              RoleEngine(engine, "optimizer", trace)))
+    res = CliRunner().invoke(cli, ["optimize", "--preset", "smoke", "--cache", "off", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    stderr, stdout = res.stderr, res.stdout
+    assert stderr.splitlines()[0].startswith("pre-run estimate (1 rounds") and "optimizer calls<=" in stderr
+    assert "pre-run estimate" not in stdout and "rounds=1 stop=completed" in stdout
+    saved = json.loads((tmp_path / "run" / "estimate.json").read_text())
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["usage"]["target"]["prompts"] <= saved["target"]["prompts"]
