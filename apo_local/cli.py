@@ -15,7 +15,7 @@ import click
 import yaml
 
 from apo_local import _offline  # noqa: F401  (offline env before anything heavy)
-from apo_local.config import RunConfig, flag_names, load_config
+from apo_local.config import PRESETS, RunConfig, flag_help, flag_names, load_config
 from apo_local.errors import ApoError
 
 
@@ -128,9 +128,10 @@ def _count(items) -> dict:
 
 def _config_flags(fn):
     """Every config key as a flag (``--rounds``, ``--target-model``, ...); values parse as YAML scalars."""
+    helps = flag_help()
     for dotted, flag in reversed(list(flag_names().items())):
         fn = click.option(f"--{flag}", f"cfg__{dotted.replace('.', '__')}", default=None, metavar="V",
-                          help=f"config key {dotted}")(fn)
+                          help=f"{helps[dotted]} ({dotted})")(fn)
     return fn
 
 
@@ -139,9 +140,15 @@ def _config_flags(fn):
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory to write.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the interrupted run in this directory.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
+@click.option("--preset", type=click.Choice(list(PRESETS)),
+              help="Size preset under the config file and the flags: smoke (1 round, beam 2, minibatch 8, 16 test "
+                   "rows), demo (configs/demo.yaml's sizes), paper (the ProTeGi reference: the defaults).")
 @_config_flags
-def optimize(config_file, out, resume_dir, overwrite, **flags):
-    """Optimize a prompt with ProTeGi; writes a run directory."""
+def optimize(config_file, out, resume_dir, overwrite, preset, **flags):
+    """Optimize a prompt with ProTeGi; writes a run directory.
+
+    Values come from the defaults, then --preset, then --config, then the flags. Before the search starts
+    its size (engine calls, prompts and tokens per role) is printed to stderr."""
     from apo_local.optimize import optimize as run_optimize, resume
 
     if resume_dir:
@@ -150,11 +157,12 @@ def optimize(config_file, out, resume_dir, overwrite, **flags):
         out = resume_dir
     else:
         overrides = {k[5:].replace("__", "."): yaml.safe_load(v) for k, v in flags.items() if v is not None}
-        cfg = load_config(config_file, overrides)
+        cfg = load_config(config_file, overrides, preset=preset)
         if not out:
             raise ApoError("give --out DIR (the run directory to write)")
         _INTERRUPT_HINT[:] = [f"continue with: apo-local optimize --resume {out}"]
-        result = run_optimize(cfg, out, overwrite=overwrite)
+        result = run_optimize(cfg, out, overwrite=overwrite,
+                              on_estimate=lambda e: click.echo("\n".join(e.lines()), err=True))
     _print_summary(result, out)
 
 

@@ -5,7 +5,7 @@
 The config names a base run config, the methods as overrides of it, the seeds and the budget::
 
     base: {task: liar, search: {...}, selection: {...}}
-    methods: {protegi: {}, mc: {search: {n_gradients: 0}}, ...}
+    methods: {protegi: {}, mc: {protegi: {n_gradients: 0}}, ...}
     seeds: [0, 1, 2]
     budget: {max_target_calls: 4000, max_optimizer_tokens: 200000}
     baseline: protegi            # the method every p-value is computed against (default: protegi)

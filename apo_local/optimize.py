@@ -19,6 +19,9 @@ from apo_local.errors import ApoError
 from apo_local.run_dir import RunDir, write_json
 from apo_local.scoring import limit_length
 from apo_local.search import BeamSearch, RunResult
+from apo_local.search.state import Phase, RunState
+from apo_local.search.estimate import estimate
+from apo_local.search.splits import eval_rows, train_rows
 from apo_local.tasks import Task, load_task
 
 log = logging.getLogger("apo_local")
@@ -34,14 +37,20 @@ def engines_for(cfg: RunConfig, trace: Trace) -> tuple[RoleEngine, RoleEngine]:
 
 
 def optimize(cfg: RunConfig, out: str | Path | None = None, *, task: Task | None = None,
-             overwrite: bool = False) -> RunResult:
-    """Run a search; with ``out``, write a run directory there (refused if it holds another run)."""
+             overwrite: bool = False, on_estimate=None) -> RunResult:
+    """Run a search; with ``out``, write a run directory there (refused if it holds another run).
+
+    Before any engine starts, the search's size (``search/estimate.py``) is logged, or handed to
+    ``on_estimate(estimate)``, and written to the run directory as ``estimate.json``."""
     task = task or load_task(cfg.task)
     cfg = cap_test_limit(cfg, task)
     preflight(cfg, task)  # bad input fails here: no run directory written, no engine started
+    size = estimate(cfg, task, train_rows(task, cfg), eval_rows(task, cfg))
     run_dir = RunDir(out) if out else None
     if run_dir:
         run_dir.open(dump_config(cfg), overwrite=overwrite)
+        write_json(run_dir.path / "estimate.json", size.to_dict())
+    (on_estimate or (lambda e: [log.info(line) for line in e.lines()]))(size)
     try:
         return _run(cfg, run_dir, task)
     except ApoError:
@@ -58,12 +67,12 @@ def resume(out: str | Path) -> RunResult:
     run_dir = RunDir(out)
     run_dir.open("", resume=True)
     try:
-        saved = run_dir.load_checkpoint()
-        if saved and saved.get("phase") == "done" and run_dir.results.is_file():
+        saved = RunState.load(run_dir.checkpoint)
+        if saved and saved.phase is Phase.DONE and run_dir.results.is_file():
             # Nothing left to compute: the answer is in the run directory, no model needs loading.
             log.info("%s is a finished run; results from its results.json", run_dir.path)
             return RunResult(**json.loads(run_dir.results.read_text(encoding="utf-8")))
-        cfg = load_config(run_dir.config)
+        cfg = load_config(run_dir.config, resume=True)  # a run of an earlier version: its keys migrated
         return _run(cfg, run_dir, None)
     finally:
         run_dir.close()
@@ -76,8 +85,8 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, task: Task | None) -> RunResult
     preflight(cfg, task)
     for split in dict.fromkeys(("train", cfg.evaluation.test_split)):
         _log_label_mapping(task, split)
-    saved = run_dir.load_checkpoint() if run_dir else None
-    before = saved["state"].get("elapsed", 0.0) if saved else 0.0  # time spent by earlier processes
+    saved = RunState.load(run_dir.checkpoint) if run_dir else None
+    before = saved.elapsed if saved else 0.0  # time spent by earlier processes
     trace = Trace(run_dir.trace if run_dir else None)
     loading = time.perf_counter()
     target, optimizer = engines_for(cfg, trace)
@@ -144,30 +153,18 @@ def preflight(cfg: RunConfig, task: Task) -> None:
     ``ApoError`` line naming the split and the config key.
     """
     from apo_local.models import resolve_model
-    from apo_local.search.beam import _selector_params, hash_key
+    from apo_local.search.beam import make_acceptance
     from apo_local.search.proposers import make_proposer
-    from apo_local.search.selectors import make_selector
 
     for role, engine_cfg in (("target", cfg.target), ("optimizer", cfg.optimizer_engine_config())):
         try:
             resolve_model(engine_cfg.model)
         except ApoError as exc:
             raise ApoError(f"{role}.model: {exc}") from None
-    make_proposer(cfg.search.proposer)
-    make_selector(cfg.selection.selector, **_selector_params(cfg))
+    make_proposer(cfg.search.proposer, cfg)
+    make_acceptance(cfg)
     for name, file in cfg.meta_prompts.model_dump().items():
         if file and not Path(file).is_file():
             raise ApoError(f"meta_prompts.{name}: file {file} does not exist")
-
-    train = task.check_split("train")
-    if cfg.train_limit:
-        if cfg.train_limit < cfg.search.minibatch_size:
-            raise ApoError(f"train_limit ({cfg.train_limit}) is smaller than search.minibatch_size "
-                           f"({cfg.search.minibatch_size}); raise train_limit or lower minibatch_size")
-        subset = sorted(train, key=lambda ex: hash_key(cfg.seed, ex.id))[: cfg.train_limit]
-        if task.kind == "classification" and len({ex.label for ex in subset}) < 2:
-            raise ApoError(f"the first train_limit={cfg.train_limit} training examples hold only one class; "
-                           f"raise train_limit")
-    task.check_split("train", min_size=cfg.search.minibatch_size, size_name="search.minibatch_size")
-    test_split = cfg.evaluation.test_split
-    task.check_split(test_split)  # a test_limit beyond its size is capped (cap_test_limit), not refused
+    train_rows(task, cfg)
+    eval_rows(task, cfg)  # a test_limit beyond the split's size was capped before (cap_test_limit)

@@ -1,10 +1,11 @@
 """The run directory: everything a run leaves behind, written so that a kill at any moment is safe.
 
     config.yaml         resolved configuration
+    estimate.json       the pre-run size: engine calls, prompts, tokens per role (upper bounds)
     trace.jsonl         one line per engine call (role, phase, round, tokens, cache hits, seconds)
                         and one per counted fault (unparseable reply, rejected candidate, ...)
     rounds/round-NN.json  every candidate of round NN: text, parent, operator, gradient, estimate, pulls
-    checkpoint.json     search state at the last phase boundary (atomic replace)
+    checkpoint.json     search state (``RunState``, version 2) at the last phase boundary (atomic replace)
     results.json        final report
     predictions/test-{initial,best,selected}.jsonl  the final test evaluation, one line per example
 
@@ -89,7 +90,7 @@ class RunDir:
         here (not a resumed one); a run with a checkpoint is never touched."""
         if not self.fresh or self.checkpoint.exists():
             return
-        for child in (self.config, self.trace, self.results):
+        for child in (self.config, self.trace, self.results, self.path / "estimate.json"):
             child.unlink(missing_ok=True)
         shutil.rmtree(self.rounds, ignore_errors=True)
 

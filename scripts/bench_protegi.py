@@ -256,8 +256,9 @@ def main(argv=None) -> dict:
         sides.append(run_apo(cfg, out) if side == "apo" else run_reference(cfg, out, args))
         print({k: v for k, v in sides[-1].items() if k not in ("by_phase",)}, flush=True)
     s, sel = cfg.search, cfg.selection
-    hyper = (f"rounds {s.rounds}, beam {s.beam_size}, minibatch {s.minibatch_size}, gradients {s.n_gradients} x "
-             f"{s.errors_per_gradient} errors, mc_samples {s.mc_samples}, max_expansion {s.max_expansion}, selector "
+    p = cfg.protegi
+    hyper = (f"rounds {s.rounds}, beam {s.beam_size}, minibatch {s.minibatch_size}, gradients {p.n_gradients} x "
+             f"{p.errors_per_gradient} errors, mc_samples {p.mc_samples}, max_expansion {s.max_expansion}, selector "
              f"{sel.selector} budget {sel.budget} batch {sel.batch_size}, optimizer max_tokens {cfg.optimizer.max_tokens} "
              f"T={cfg.optimizer.temperature}, test_limit {cfg.evaluation.test_limit}, seed {cfg.seed}")
     res = {"machine": facts, "load_avg_end": load_avg(), "config_file": args.config, "overrides": args.set,

@@ -53,7 +53,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     overrides = {"search.rounds": 1, "cache": "off"}
     flag_keys = {"beam_size": "search.beam_size", "minibatch_size": "search.minibatch_size",
-                 "n_gradients": "search.n_gradients", "mc_samples": "search.mc_samples",
+                 "n_gradients": "protegi.n_gradients", "mc_samples": "protegi.mc_samples",
                  "max_expansion": "search.max_expansion", "budget": "selection.budget",
                  "batch_size": "selection.batch_size", "test_limit": "evaluation.test_limit",
                  "optimizer_max_tokens": "optimizer.max_tokens"}

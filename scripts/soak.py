@@ -59,8 +59,8 @@ def _config(i: int, cache: str, kv_cache_gb: float | None) -> dict:
     return {
         "task": "liar", "seed": i, "train_limit": 60 + 7 * i, "cache": cache,
         "target": {"kv_cache_gb": kv_cache_gb},
-        "search": {"rounds": 1, "beam_size": 2, "minibatch_size": 8, "n_gradients": 1, "errors_per_gradient": 2,
-                   "mc_samples": 1, "max_expansion": 2},
+        "search": {"rounds": 1, "beam_size": 2, "minibatch_size": 8, "max_expansion": 2},
+        "protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 1},
         "selection": {"selector": "ucb", "budget": 16, "batch_size": 8, "arms_per_round": 2},
         "optimizer": {"max_tokens": 48},
         "evaluation": {"test_limit": 8},

@@ -36,8 +36,9 @@ def _run(args: list, tmp_path: Path) -> subprocess.CompletedProcess:
 
 def test_optimize_prints_only_the_table_and_resumes_a_finished_run_without_a_model(tmp_path):
     cfg, run = tmp_path / "tiny.yaml", tmp_path / "run"
-    small = {"rounds": 1, "beam_size": 1, "n_gradients": 1, "max_expansion": 1}  # the least work with a table
+    small = {"rounds": 1, "beam_size": 1, "max_expansion": 1}  # the least work with a table
     cfg.write_text(yaml.safe_dump({**TINY, "search": {**TINY["search"], **small}, "optimizer": {"max_tokens": 48},
+                                   "protegi": {**TINY["protegi"], "n_gradients": 1},
                                    "selection": {**TINY["selection"], "budget": 16}, "evaluation": {"test_limit": 8}}))
     proc = _run(["optimize", "--config", cfg, "--out", run], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -33,10 +33,10 @@ def test_spec_validation():
         spec_from_dict({"methods": {"mc": {}}})
     with pytest.raises(ApoError, match="compare method 'mc'"):
         spec_from_dict({"methods": {"protegi": {}, "mc": {"search": {"n_grads": 0}}}})
-    spec = spec_from_dict({"base": {"search": {"rounds": 2}}, "methods": {"protegi": {}, "mc": {"search": {"n_gradients": 0}}},
+    spec = spec_from_dict({"base": {"search": {"rounds": 2}}, "methods": {"protegi": {}, "mc": {"protegi": {"n_gradients": 0}}},
                            "seeds": [3], "budget": {"max_target_calls": 99}})
     cfg = spec.config("mc", 3)
-    assert (cfg.seed, cfg.search.rounds, cfg.search.n_gradients, cfg.budget.max_target_calls) == (3, 2, 0, 99)
+    assert (cfg.seed, cfg.search.rounds, cfg.protegi.n_gradients, cfg.budget.max_target_calls) == (3, 2, 0, 99)
     # a method can't change the shared budget
     spec = spec_from_dict({"methods": {"protegi": {"budget": {"max_target_calls": 5}}}, "budget": {"max_target_calls": 99}})
     assert spec.config("protegi", 0).budget.max_target_calls == 99

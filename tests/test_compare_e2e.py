@@ -16,8 +16,8 @@ pytestmark = pytest.mark.engine
 BASE = {
     "task": "liar",
     "train_limit": 100,
-    "search": {"rounds": 1, "beam_size": 2, "minibatch_size": 6, "n_gradients": 1, "errors_per_gradient": 2,
-               "mc_samples": 1, "max_expansion": 2},
+    "search": {"rounds": 1, "beam_size": 2, "minibatch_size": 6, "max_expansion": 2},
+    "protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 1},
     "selection": {"selector": "ucb", "budget": 24, "batch_size": 6, "arms_per_round": 2},
     "optimizer": {"max_tokens": 64},
     "evaluation": {"test_limit": 8},
@@ -26,7 +26,7 @@ BASE = {
 
 def test_compare_two_methods_two_seeds(engine, tmp_path):
     data = {"base": dict(BASE, cache=str(tmp_path / "cache.sqlite")),
-            "methods": {"protegi": {}, "mc": {"search": {"n_gradients": 0}}},
+            "methods": {"protegi": {}, "mc": {"protegi": {"n_gradients": 0}}},
             "seeds": [0, 1], "budget": {"max_target_calls": 400, "max_optimizer_tokens": 50000}}
     out = tmp_path / "cmp"
     rows = compare(spec_from_dict(data), out)

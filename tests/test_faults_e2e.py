@@ -260,22 +260,18 @@ def test_useless_optimizer_and_overlong_examples(engine, tmp_path, caplog):
 
 def test_overlong_candidate_is_rejected_with_a_reason(engine, liar):
     from apo_local.engine import RoleEngine, Trace
-    from apo_local.scoring import Scorer
-    from apo_local.search.context import SearchContext
-    from apo_local.search.meta_prompts import MetaPrompts
+    from apo_local.search.admission import Admission
 
     trace = Trace()
-    target = RoleEngine(engine, "target", trace)
-    ctx = SearchContext(liar, liar.split("train")[:10], Scorer(liar, target), RoleEngine(engine, "optimizer", trace),
-                        build_config(TINY), MetaPrompts())
+    admission = Admission(liar, RoleEngine(engine, "target", trace), trace, max_expansion=2)
     parent = liar.initial_instruction
     # thousands of tokens but under the character limit of the cheap check: the token count rejects it
     long = " ".join(["Decide whether the statement is a lie."] * 400)
-    reason = ctx.admit(long, "x" * len(long))
+    reason = admission.reason(long, "x" * len(long))
     assert reason and reason.startswith("too long for the target's context")
-    assert ctx.admit(parent, parent) == "identical to parent"
-    assert ctx.admit("", parent) == "empty prompt"
-    assert ctx.admit("Is the statement false? Answer Yes or No.", parent) is None
+    assert admission.reason(parent, parent) == "identical to parent"
+    assert admission.reason("", parent) == "empty prompt"
+    assert admission.reason("Is the statement false? Answer Yes or No.", parent) is None
     assert trace.faults == {"candidate_rejected": 3}
 
 

@@ -34,10 +34,16 @@ def shrink(data: dict) -> dict:
     """The config at a tiny budget (like tests/conftest.py TINY), everything that defines the method kept."""
     d = copy.deepcopy(data)
     s, sel = d.setdefault("search", {}), d.setdefault("selection", {})
-    s.update(rounds=1, beam_size=min(s.get("beam_size", 4), 2), minibatch_size=6,
-             n_gradients=min(s.get("n_gradients", 4), 1), errors_per_gradient=2, mc_samples=min(s.get("mc_samples", 2), 1),
-             max_expansion=2, abo_work_tokens=40)
-    sel.update(budget=24, batch_size=6, arms_per_round=2, validation_k=2, validation_size=6)
+    s.update(rounds=1, beam_size=min(s.get("beam_size", 4), 2), minibatch_size=6, max_expansion=2)
+    section = {"rewrite": "rewrite", "improve": "improve", "abo": "abo"}.get(s.get("proposer", "protegi"), "protegi")
+    caps = {"protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 1},
+            "abo": {"init_samples": 1, "revise_samples": 1, "errors_per_revision": 2, "work_tokens": 40}}.get(
+        section, {"samples_per_parent": 1, "mc_samples": 1})
+    node = d.setdefault(section, {})
+    node.update({k: min(node.get(k, cap), cap) for k, cap in caps.items()})
+    sel.update(budget=24, batch_size=6, arms_per_round=2)
+    if sel.get("acceptance") == "validated":
+        sel.update(validation_k=2, validation_size=6)
     d.setdefault("optimizer", {})["max_tokens"] = 64
     d.setdefault("evaluation", {}).update(test_limit=8, per_round_test=False)
     d["train_limit"] = 100
@@ -83,10 +89,10 @@ def test_config_runs_end_to_end(name, engine, cache_file, tmp_path):
     proposer, acceptance = cfg.search.proposer, cfg.selection.acceptance
     new = [c for c in rnd["candidates"] if c["round"] == 1]
     expected_phases = {
-        "protegi": {"gradient", "edit"} if cfg.search.n_gradients else {"paraphrase"},
+        "protegi": {"gradient", "edit"} if cfg.protegi.n_gradients else {"paraphrase"},
         "one-step": {"one_step"}, "three-stage": {"critique", "feedback", "edit"},
         "rewrite": {"rewrite"}, "improve": {"improve"},
-        "abo": {"abo_work", "abo_revise"} | ({"abo_demo"} if cfg.search.demonstration else set())
+        "abo": {"abo_work", "abo_revise"} | ({"abo_demo"} if cfg.abo.demonstration else set())
         if cfg.search.initial_prompt else {"abo_init"},
     }[proposer]
     assert expected_phases <= phases, (expected_phases, phases, [c for c in calls if "role" not in c][:5])
@@ -97,7 +103,7 @@ def test_config_runs_end_to_end(name, engine, cache_file, tmp_path):
     if proposer == "abo":
         texts = [c["text"] for c in new if c["status"] != "rejected"]
         assert texts and all(t.startswith("Follow these steps:\n1. ") for t in texts)
-        if not cfg.search.demonstration:
+        if not cfg.abo.demonstration:
             assert all(t.endswith("Follow the steps strictly.") for t in texts)
     if acceptance == "naive":
         assert "select" not in phases and entry["selection"]["acceptance"] == "naive"

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.engine
 CFG = {
     "task": "liar", "seed": 3, "train_limit": 100,
     "search": {"proposer": "abo", "initial_prompt": ABO_READY, "rounds": 2, "beam_size": 1, "minibatch_size": 6,
-               "n_gradients": 2, "errors_per_gradient": 2, "max_expansion": 2, "abo_work_tokens": 32},
+               "max_expansion": 2},
+    "abo": {"init_samples": 2, "revise_samples": 2, "errors_per_revision": 2, "work_tokens": 32},
     "selection": {"acceptance": "validated", "validation_k": 2, "validation_size": 6},
     "feedback": {"labels": "wrong"},
     "optimizer": {"max_tokens": 48},
@@ -32,7 +33,7 @@ def test_interrupted_abo_validated_run_resumes_to_the_same_results(engine, tmp_p
     original = BeamSearch._select
 
     def interrupted(self, state):
-        if state["round"] == 2:
+        if state.round == 2:
             raise KeyboardInterrupt
         return original(self, state)
 

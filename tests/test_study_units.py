@@ -13,7 +13,7 @@ from apo_local.config import build_config, flag_names
 from apo_local.diagnostics import TfIdf, diagnose, jaccard, within_run
 from apo_local.errors import ApoError
 from apo_local.search import acceptance
-from apo_local.search.abo import STRICT, blamed_step, fallback_steps, first_failed_step, format_abo, parse_abo
+from apo_local.search.proposers.abo_format import STRICT, blamed_step, fallback_steps, first_failed_step, format_abo, parse_abo
 from apo_local.search.feedback import corrupt_examples, corrupt_label, pseudo_errors, real_errors
 from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.proposers import PROPOSERS, make_proposer
@@ -135,7 +135,9 @@ def test_every_proposer_is_registered():
 
 
 def _c(id, status="new", parent=None):
-    return {"id": id, "status": status, "parent": parent, "text": id}
+    from apo_local.search.state import Candidate
+
+    return Candidate(id, 1, "edit", parent=parent, id=id, status=status)
 
 
 def test_roots_follow_edit_then_paraphrase_chains():
@@ -146,10 +148,10 @@ def test_roots_follow_edit_then_paraphrase_chains():
 def test_naive_beam_takes_newest_proposals_and_tops_up_with_parents():
     new, kept = [_c("a"), _c("b"), _c("c")], [_c("p", "kept")]
     beam = acceptance.naive_beam(new, kept, 2, random.Random(0))
-    assert len(beam) == 2 and all(c["status"] == "new" for c in beam)
+    assert len(beam) == 2 and all(c.status == "new" for c in beam)
     assert beam == acceptance.naive_beam(new, kept, 2, random.Random(0))
-    assert [c["id"] for c in acceptance.naive_beam(new[:1], kept, 2, random.Random(0))] == ["a", "p"]
-    assert [c["id"] for c in acceptance.naive_beam([], kept, 1, random.Random(0))] == ["p"]
+    assert [c.id for c in acceptance.naive_beam(new[:1], kept, 2, random.Random(0))] == ["a", "p"]
+    assert [c.id for c in acceptance.naive_beam([], kept, 1, random.Random(0))] == ["p"]
 
 
 def test_validated_choice_needs_a_strict_improvement():
@@ -213,7 +215,7 @@ def test_new_config_keys_and_flags():
     for key, flag in {"selection.acceptance": "acceptance", "selection.validation_k": "validation-k",
                       "feedback.labels": "feedback-labels", "feedback.selection_labels": "feedback-selection-labels",
                       "feedback.show_evaluation": "feedback-show-evaluation", "feedback.errors": "feedback-errors",
-                      "search.demonstration": "demonstration", "meta_prompts.one_step": "meta-prompts-one-step"}.items():
+                      "abo.demonstration": "abo-demonstration", "meta_prompts.one_step": "meta-prompts-one-step"}.items():
         assert flags[key] == flag
     cfg = build_config({}, {"feedback.labels": True, "selection.acceptance": "validated"})
     assert cfg.feedback.labels == "true" and cfg.selection.acceptance == "validated"
@@ -234,7 +236,7 @@ def test_diagnose_command_prints_json(tmp_path):
     assert rep["within"]["across_rounds"]["pairs"] == 1 and rep["between"]["all_pairs"]["pairs"] == 2
 
 
-# -- what the optimizer is shown (SearchContext.feedback_pool) with a fake scorer ------------------
+# -- what the optimizer is shown (search/feedback) with a fake scorer ------------------
 
 
 class _Trace:
@@ -250,8 +252,9 @@ class _Trace:
 
 def _ctx(feedback: dict):
     from apo_local.scoring import Prediction
-    from apo_local.search.candidates import Candidate
-    from apo_local.search.context import SearchContext
+    from apo_local.search.feedback import make_feedback
+    from apo_local.search.state import Candidate
+    from apo_local.search.streams import Streams
     from apo_local.tasks import load_task
 
     task = load_task("liar")
@@ -261,11 +264,11 @@ def _ctx(feedback: dict):
         def predict(self, pairs):
             return [Prediction("Yes") for _ in pairs]
 
-    cfg = build_config({"search": {"minibatch_size": 8, "n_gradients": 1, "errors_per_gradient": 8}, "feedback": feedback})
-    ctx = SearchContext(task, train, Scorer(), SimpleNamespace(trace=_Trace()), cfg, MetaPrompts(), round=1)
+    cfg = build_config({"feedback": feedback})
+    fb = make_feedback(cfg.feedback, task, cfg.seed, train, Scorer(), _Trace(), MetaPrompts(), minibatch_size=8)
     parent = Candidate("Is it a lie?", 0, "initial")
-    _, pools = ctx.feedback_pool([parent])
-    return ctx, parent, sorted((ex.id, ex.label, pred) for ex, pred in pools[parent.id])
+    pools = fb.pools([parent], Streams(cfg.seed, 1))
+    return fb, parent, sorted((ex.id, ex.label, pred) for ex, pred in pools[parent.id])
 
 
 def test_feedback_pool_real_errors():
@@ -285,7 +288,9 @@ def test_feedback_pool_pseudo_errors():
 
 
 def test_feedback_pool_without_evaluation_shows_every_row_without_labels():
-    ctx, parent, rows = _ctx({"show_evaluation": False})
+    from apo_local.search.streams import Streams
+
+    fb, parent, rows = _ctx({"show_evaluation": False})
     assert len(rows) == 8
-    groups = ctx.feedback_groups([parent])
+    groups = fb.groups([parent], Streams(0, 1), n_groups=1, rows_per_group=8)
     assert len(groups) == 1 and "Label:" not in groups[0][1] and "Output: Yes" in groups[0][1]

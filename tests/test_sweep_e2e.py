@@ -33,7 +33,7 @@ def interrupted_then_resumed(engine, tmp_path_factory):
 
     def ctrl_c_after_expansion(self, state):
         original(self, state)
-        if self.run_dir and self.run_dir.path.name == victim and state["phase"] == "expanded" and state["round"] == 1:
+        if self.run_dir and self.run_dir.path.name == victim and state.phase == "expanded" and state.round == 1:
             raise KeyboardInterrupt
 
     with pytest.MonkeyPatch.context() as mp:

@@ -21,7 +21,8 @@ from apo_local import sweep as S  # noqa: E402
 from tests.conftest import TINY  # noqa: E402
 
 BACKEND = os.environ.get("APO_TEST_RAY_BACKEND", "transformers")
-SMALL = {**TINY, "search": {**TINY["search"], "rounds": 1, "n_gradients": 1, "max_expansion": 1},
+SMALL = {**TINY, "search": {**TINY["search"], "rounds": 1, "max_expansion": 1},
+         "protegi": {**TINY["protegi"], "n_gradients": 1},
          "selection": {**TINY["selection"], "budget": 16},
          "optimizer": {"max_tokens": 32, **({"backend": "transformers", "dtype": "float32"} if BACKEND != "vllm" else {})},
          "target": {"backend": "transformers", "dtype": "float32"} if BACKEND != "vllm" else {},

@@ -1,9 +1,14 @@
-"""ProTeGi search as a composition: proposer x selector x beam, run by one loop (``BeamSearch``)."""
+"""Prompt search as a composition: proposer x acceptance (selector) x beam x feedback, run by one loop.
 
-from apo_local.search.beam import BeamSearch, RunResult
-from apo_local.search.candidates import Candidate
+Read in this order: ``state.py`` (Candidate, RunState), ``beam.py`` (the loop), ``context.py`` (what a
+round's ingredients work with), ``proposers/``, ``acceptance/`` (with ``selectors/``), ``feedback/``.
+"""
+
+from apo_local.search.beam import BeamSearch
 from apo_local.search.proposers import PROPOSERS, Proposer, make_proposer
+from apo_local.search.result import RunResult
 from apo_local.search.selectors import SELECTORS, Selector, SelectionResult, make_selector
+from apo_local.search.state import Candidate, Phase, RunState, Status
 
-__all__ = ["BeamSearch", "Candidate", "PROPOSERS", "Proposer", "RunResult", "SELECTORS", "SelectionResult", "Selector",
-           "make_proposer", "make_selector"]
+__all__ = ["BeamSearch", "Candidate", "PROPOSERS", "Phase", "Proposer", "RunResult", "RunState", "SELECTORS",
+           "SelectionResult", "Selector", "Status", "make_proposer", "make_selector"]

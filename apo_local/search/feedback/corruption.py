@@ -1,4 +1,4 @@
-"""Feedback corruption for the "textual gradients" ablations: pure, seeded, reproducible.
+"""Label corruption for the "textual gradients" ablations: pure, seeded, reproducible.
 
 Melcer et al. (2025), *Textual gradients are a flawed metaphor*, show the optimizer wrong labels
 (or no evaluation at all) to test whether it reads the feedback; Ma et al. (2024), *Are LLMs good

@@ -1,0 +1,27 @@
+"""Naive acceptance (Melcer et al., 2025): accept every update. The beam becomes ``beam_size`` of the
+newest proposals (a seeded pick), unevaluated; parents fill the beam only when there are too few."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from typing import Sequence
+
+from apo_local.search.state import Status
+
+
+def naive_beam(new: Sequence, kept: Sequence, k: int, rng: random.Random) -> list:
+    """``k`` newest proposals (seeded pick, in proposal order), topped up with parents if too few."""
+    idx = sorted(rng.sample(range(len(new)), min(k, len(new))))
+    chosen = [new[i] for i in idx]
+    return chosen + list(kept[: k - len(chosen)])
+
+
+class NaiveAcceptance:
+    name = "naive"
+
+    def accept(self, candidates, ctx):
+        new = [c for c in candidates if c.status == Status.NEW]
+        kept = [c for c in candidates if c.status == Status.KEPT]
+        beam = naive_beam(new, kept, ctx.beam_size, ctx.streams.rng("accept"))
+        return [replace(c, status=Status.BEAM) for c in beam], {"acceptance": "naive", "budget_used": 0}

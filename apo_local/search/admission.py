@@ -1,0 +1,54 @@
+"""Which proposals become candidates: no duplicates, nothing degenerate or too long for the target,
+at most ``max_expansion`` new candidates per beam parent (a seeded pick)."""
+
+from __future__ import annotations
+
+from apo_local.engine import Trace
+from apo_local.search.parsing import is_degenerate
+from apo_local.search.state import Candidate, Status
+from apo_local.search.streams import Streams
+from apo_local.tasks import Example, Task
+
+ANSWER_ROOM = 16  # tokens left for the answer after the rendered prompt
+
+
+class Admission:
+    def __init__(self, task: Task, target, trace: Trace, max_expansion: int):
+        self.task, self.target, self.trace, self.max_expansion = task, target, trace, max_expansion
+
+    def reason(self, text: str, parent: str) -> str | None:
+        """Why a proposed instruction can't become a candidate (degenerate, too long), or None."""
+        reason = is_degenerate(text, parent)
+        if reason is None:
+            probe = self.task.render(text, Example(id="probe", input="", label=""))
+            n = self.target.count_tokens([probe])[0]
+            limit = self.target.max_model_len - ANSWER_ROOM
+            if n > limit:
+                reason = f"too long for the target's context ({n} tokens > {limit})"
+        if reason:
+            self.trace.event("candidate_rejected", reason=reason, text=text[:300])
+        return reason
+
+    def admit_and_cap(self, proposals: list[Candidate], parents: list[Candidate], streams: Streams) -> list[Candidate]:
+        """Dedupe, reject degenerate or over-long ones, keep at most ``max_expansion`` per parent (seeded)."""
+        by_id = {p.id: p for p in parents}
+        root = {p.id: p.id for p in parents}
+        seen = set(by_id)
+        out: list[Candidate] = []
+        for c in proposals:
+            root.setdefault(c.id, root.get(c.parent, c.parent))
+            if c.id in seen:
+                continue
+            seen.add(c.id)
+            reason = self.reason(c.text, by_id[root[c.id]].text if root[c.id] in by_id else "")
+            if reason:
+                c.mark(Status.REJECTED, reason)
+            out.append(c)
+        for parent in parents:
+            mine = [c for c in out if root[c.id] == parent.id and c.status == Status.NEW]
+            if len(mine) > self.max_expansion:
+                keep = {c.id for c in streams.rng("cap", parent.id).sample(mine, self.max_expansion)}
+                for c in mine:
+                    if c.id not in keep:
+                        c.mark(Status.DROPPED, "over max_expansion")
+        return out

@@ -1,0 +1,146 @@
+"""The pre-run size of a search, from the config and the task data alone (no engine): engine calls,
+prompts and tokens per role, as upper bounds (every round assumed to run with a full beam, every
+proposal admitted, every reply at ``max_tokens``). Tokens are counted at about 4 characters per token.
+
+Printed before a search starts and written to the run directory as ``estimate.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from apo_local.config import RunConfig
+from apo_local.search.proposers.abo_format import parse_abo
+from apo_local.tasks import Example, Task
+
+CHARS_PER_TOKEN = 4
+META_OVERHEAD = 150  # tokens of a meta-prompt's fixed text (measured on the built-ins: 90-220)
+
+
+@dataclass
+class RoleSize:
+    calls: int = 0  # batched engine calls
+    prompts: int = 0  # requests (a request with n samples is one prompt)
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def add(self, prompts: int, in_tokens: int, out_tokens: int = 0) -> None:
+        if prompts:
+            self.calls += 1
+            self.prompts += prompts
+            self.input_tokens += prompts * in_tokens
+            self.output_tokens += out_tokens
+
+
+@dataclass
+class Estimate:
+    target: RoleSize = field(default_factory=RoleSize)
+    optimizer: RoleSize = field(default_factory=RoleSize)
+    rounds: int = 0
+    note: str = ("upper bounds from the config: a full beam every round, every proposal admitted, every reply at "
+                 "max_tokens; tokens at about 4 characters per token")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        out = [f"pre-run estimate ({self.rounds} rounds; {self.note}):"]
+        for role in ("target", "optimizer"):
+            r = getattr(self, role)
+            out.append(f"  {role:9} calls<={r.calls:<5} prompts<={r.prompts:<7,} in_tokens~{r.input_tokens:<11,} "
+                       f"out_tokens<={r.output_tokens:,}")
+        return out
+
+
+def _tokens(text: str) -> int:
+    return max(1, len(text) // CHARS_PER_TOKEN)
+
+
+def estimate(cfg: RunConfig, task: Task, train: list[Example], test: list[Example]) -> Estimate:
+    """The size of the search ``cfg`` describes on ``task`` (``train`` / ``test``: the rows it uses)."""
+    instruction = cfg.search.initial_prompt or task.initial_instruction
+    sample = train[:50]
+    row = sum(_tokens(ex.input) for ex in sample) // max(1, len(sample)) + 8  # one example shown to the optimizer
+    prompt = _tokens(instruction)
+    target_in = sum(_tokens(task.render(instruction, ex)) for ex in sample) // max(1, len(sample))
+    est = Estimate(rounds=cfg.search.rounds)
+    for rnd in range(1, cfg.search.rounds + 1):
+        parents = 1 if rnd == 1 else cfg.search.beam_size
+        new = _propose(cfg, est, parents, rnd, target_in, prompt, row)
+        _select(cfg, est, parents, min(new, parents * cfg.search.max_expansion), target_in)
+        if cfg.evaluation.per_round_test:
+            est.target.add(cfg.search.beam_size * len(test), target_in)
+    est.target.add((cfg.search.beam_size + 1) * len(test), target_in)
+    if cfg.scoring.mode == "generate":
+        est.target.output_tokens += est.target.prompts * cfg.scoring.max_tokens
+    return est
+
+
+def _propose(cfg: RunConfig, est: Estimate, parents: int, rnd: int, target_in: int, prompt: int, row: int) -> int:
+    """Add one expansion's calls; return the most proposals it can make."""
+    name, out_max, opt = cfg.search.proposer, cfg.optimizer.max_tokens, est.optimizer
+    meta = META_OVERHEAD + prompt
+    if name == "abo":
+        a = cfg.abo
+        if rnd == 1 and not parse_abo(cfg.search.initial_prompt or "").steps:  # steps written first
+            opt.add(parents, meta + row, parents * a.init_samples * out_max)
+            return parents * a.init_samples
+        est.target.add(parents * cfg.search.minibatch_size, target_in)
+        work = parents * a.errors_per_revision * a.revise_samples
+        est.target.add(work, target_in + 40, work * a.work_tokens)
+        asks = parents * a.revise_samples
+        opt.add(asks, meta + a.errors_per_revision * (row + a.work_tokens), asks * out_max)
+        if a.demonstration:
+            opt.add(asks, meta + row, asks * out_max)
+        return asks
+    if name in ("rewrite", "improve"):
+        s = getattr(cfg, name)
+        opt.add(parents, meta, parents * s.samples_per_parent * out_max)
+        updates, mc = parents * s.samples_per_parent, s.mc_samples
+    else:
+        updates, mc = _feedback_updates(cfg, est, parents, target_in, meta, row)
+    sources = updates + parents if mc else 0
+    opt.add(sources, meta, sources * mc * out_max)
+    return updates + sources * mc
+
+
+def _feedback_updates(cfg: RunConfig, est: Estimate, parents: int, target_in: int, meta: int, row: int
+                      ) -> tuple[int, int]:
+    """protegi, one-step, three-stage: minibatch scoring, then the update calls; (updates, mc_samples)."""
+    p, name, out_max, opt = cfg.protegi, cfg.search.proposer, cfg.optimizer.max_tokens, est.optimizer
+    if p.n_gradients == 0:
+        return 0, p.mc_samples
+    est.target.add(parents * cfg.search.minibatch_size, target_in)
+    groups = parents * p.n_gradients
+    shown = meta + p.errors_per_gradient * row
+    if name == "one-step":
+        opt.add(groups, shown, groups * out_max)
+        return groups * p.edits_per_gradient, p.mc_samples
+    if name == "three-stage":
+        opt.add(groups, shown, groups * out_max)  # critiques
+        opt.add(groups, meta + out_max, groups * out_max)  # feedback on the prompt
+    else:
+        opt.add(groups, shown, groups * out_max)  # gradients
+    reasons = groups * p.reasons_per_gradient
+    opt.add(reasons, shown + out_max // 4, reasons * out_max)  # edits
+    return reasons * p.edits_per_gradient, p.mc_samples
+
+
+def _select(cfg: RunConfig, est: Estimate, parents: int, new: int, target_in: int) -> None:
+    sel = cfg.selection
+    if sel.acceptance == "naive":
+        return
+    if sel.acceptance == "validated":
+        est.target.add(parents * (1 + min(sel.validation_k, new)) * sel.validation_size, target_in)
+        return
+    arms = parents + new
+    if arms <= cfg.search.beam_size or sel.selector == "uniform":
+        rounds = 1  # every arm kept: the budget is spread in one round
+    elif sel.selector in ("ucb", "ucb-e"):
+        rest = sel.budget - min(sel.budget, arms * sel.batch_size)
+        rounds = 1 + -(-rest // (sel.batch_size * min(sel.arms_per_round, arms)))
+    else:
+        rounds = arms - cfg.search.beam_size  # successive rejects: one phase per rejected arm (halving: fewer)
+    est.target.prompts += sel.budget
+    est.target.calls += rounds
+    est.target.input_tokens += sel.budget * target_in

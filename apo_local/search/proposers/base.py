@@ -1,0 +1,54 @@
+"""The shared shape of the update-then-paraphrase proposers (every shipped one but ABO)."""
+
+from __future__ import annotations
+
+from apo_local.search.context import RoundContext
+from apo_local.search.state import Candidate
+
+# (parent, example block, reason or feedback text, extra Candidate fields)
+Reason = tuple[Candidate, str, str, dict]
+
+
+class UpdateThenParaphrase:
+    """updates (subclass) -> Monte-Carlo paraphrases of updates and parents -> admit and cap."""
+
+    name = "?"
+
+    def __init__(self, mc_samples: int = 2, updates: bool = True):
+        self.mc_samples, self.with_updates = mc_samples, updates
+
+    def propose(self, parents: list[Candidate], ctx: RoundContext) -> list[Candidate]:
+        updates = self._updates(parents, ctx) if self.with_updates else []
+        return ctx.admit(updates + self._paraphrases(updates + parents, ctx), parents)
+
+    def _updates(self, parents: list[Candidate], ctx: RoundContext) -> list[Candidate]:
+        raise NotImplementedError
+
+    def _paraphrases(self, sources: list[Candidate], ctx: RoundContext) -> list[Candidate]:
+        if self.mc_samples == 0 or not sources:
+            return []
+        replies = ctx.optimizer.ask("paraphrase", [ctx.meta.render("paraphrase", prompt=c.text) for c in sources],
+                                    n=self.mc_samples)
+        return [Candidate(item, ctx.round, "paraphrase", parent=src.id, gradient=src.gradient)
+                for src, reply in zip(sources, replies)
+                for item in ctx.optimizer.sample_items(reply, "paraphrase", 1, tagged=False)]
+
+
+def reasons(groups: list[tuple[Candidate, str]], replies, purpose: str, limit: int, ctx: RoundContext,
+            extra=lambda i: {}) -> list[Reason]:
+    """Up to ``limit`` parsed items per (parent, example block) group, as ``Reason`` tuples."""
+    return [(parent, block, item, extra(i))
+            for i, ((parent, block), reply) in enumerate(zip(groups, replies))
+            for item in ctx.optimizer.parse(reply.text, purpose)[:limit]]
+
+
+def edit(reasons_: list[Reason], operator: str, per_reason: int, ctx: RoundContext) -> list[Candidate]:
+    """One batched "edit" call: each (parent, examples, reason or feedback, extra fields) -> up to
+    ``per_reason`` rewritten prompts made by ``operator``."""
+    replies = ctx.optimizer.ask("edit", [
+        ctx.meta.render("edit", prompt=p.text, errors=block, gradient=why, num_prompts=per_reason,
+                        evaluated=ctx.feedback.evaluated)
+        for p, block, why, _ in reasons_])
+    return [Candidate(text, ctx.round, operator, parent=parent.id, gradient=why, **extra)
+            for (parent, _, why, extra), reply in zip(reasons_, replies)
+            for text in ctx.optimizer.parse(reply.text, "edit")[:per_reason]]

@@ -1,0 +1,23 @@
+"""Data-free proposals (Melcer et al., 2025): sampled rewrites of each parent from one meta-prompt, no data."""
+
+from __future__ import annotations
+
+from apo_local.search.proposers.base import UpdateThenParaphrase
+from apo_local.search.state import Candidate
+
+
+class DataFreeProposer(UpdateThenParaphrase):
+    """``samples_per_parent`` rewrites per parent from the ``template`` meta-prompt."""
+
+    name = template = "?"
+
+    def __init__(self, samples_per_parent=4, mc_samples=2):
+        super().__init__(mc_samples, updates=samples_per_parent > 0)
+        self.samples_per_parent = samples_per_parent
+
+    def _updates(self, parents, ctx):
+        replies = ctx.optimizer.ask(self.template, [ctx.meta.render(self.template, prompt=p.text) for p in parents],
+                                    n=self.samples_per_parent)
+        return [Candidate(item, ctx.round, self.name, parent=parent.id)
+                for parent, reply in zip(parents, replies)
+                for item in ctx.optimizer.sample_items(reply, self.template)]

@@ -1,0 +1,26 @@
+"""What a run returns and writes as ``results.json``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class RunResult:
+    metric: str
+    initial_prompt: str
+    best_prompt: str  # best beam prompt on the test split ("max-pooled", as ProTeGi reports)
+    selected_prompt: str  # best beam prompt by the selection's training estimate (no test peeking)
+    initial_test: dict
+    best_test: dict
+    selected_test: dict
+    beam: list[dict]
+    rounds_completed: int
+    stop_reason: str  # "completed" or "budget: <cap> (<value>) reached"
+    usage: dict  # by role: calls, prompts, input_tokens, output_tokens (identical on resume)
+    faults: dict  # counted fallbacks: parse failures, rejected candidates, ...
+    history: list[dict] = field(default_factory=list)  # per round: beam estimates (and test, if asked)
+    time: dict = field(default_factory=dict)  # wall seconds, by role, cache hits (vary across runs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,30 @@
+"""The rows a run works on: the training rows (seeded ``train_limit`` subset) and the test rows, with the
+checks that refuse a split too small (or single-class) for what the config asks of it."""
+
+from __future__ import annotations
+
+from apo_local.config import RunConfig
+from apo_local.errors import ApoError
+from apo_local.search.streams import seeded_order_key
+from apo_local.tasks import Example, Task
+
+
+def train_rows(task: Task, cfg: RunConfig) -> list[Example]:
+    train = task.check_split("train")
+    minibatch = cfg.search.minibatch_size
+    if cfg.train_limit:
+        if cfg.train_limit < minibatch:
+            raise ApoError(f"train_limit ({cfg.train_limit}) is smaller than search.minibatch_size "
+                           f"({minibatch}); raise train_limit or lower minibatch_size")
+        subset = sorted(train, key=lambda ex: seeded_order_key(cfg.seed, ex.id))[: cfg.train_limit]
+        if task.kind == "classification" and len({ex.label for ex in subset}) < 2:
+            raise ApoError(f"the first train_limit={cfg.train_limit} training examples hold only one class; "
+                           f"raise train_limit")
+    task.check_split("train", min_size=minibatch, size_name="search.minibatch_size")
+    return subset if cfg.train_limit else train
+
+
+def eval_rows(task: Task, cfg: RunConfig) -> list[Example]:
+    split, limit = cfg.evaluation.test_split, cfg.evaluation.test_limit
+    rows = task.check_split(split, min_size=limit or 1, size_name="evaluation.test_limit" if limit else "the minimum")
+    return rows[:limit]

@@ -1,0 +1,130 @@
+"""Behaviour lock: every shipped run config, at a tiny size and a fixed seed, on the real engine, gives
+exactly the stored results (``tests/golden/<config>.json``): texts, metrics, usage, faults, history and
+every round file. Wall-time fields (``time``) are left out; they vary from run to run.
+
+A change that alters results ON PURPOSE regenerates the goldens (then review the diff before committing):
+
+    APO_LOCAL_WRITE_GOLDEN=1 python -m pytest tests/test_equivalence_e2e.py
+
+Each config gets a fresh result cache, so a run is independent of the others and of test order.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from apo_local.config import build_config
+from apo_local.optimize import optimize
+
+pytestmark = pytest.mark.engine
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).resolve().parent / "golden"
+RUN_CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith(("compare-", "sweep-")))
+WRITE = os.environ.get("APO_LOCAL_WRITE_GOLDEN") == "1"
+
+ABO_READY = ("Follow these steps:\n1. Read the statement and its context.\n2. Look for exaggerations or claims that "
+             "contradict known facts.\n3. Answer Yes if it is a lie, otherwise No.\n\nDemonstration:\nStep 1: The statement "
+             "is about taxes.\nStep 2: It exaggerates.\nStep 3: Yes")
+
+
+def tiny(name: str) -> dict:
+    """The shipped config at a tiny size, everything that defines the method kept: one round (the demo two)."""
+    d = copy.deepcopy(yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text()))
+    s, sel = d.setdefault("search", {}), d.setdefault("selection", {})
+    s.update(rounds=2 if name == "demo" else 1, beam_size=min(s.get("beam_size", 4), 2), minibatch_size=4,
+             max_expansion=2)
+    section = METHOD_SECTION.get(s.get("proposer", "protegi"), "protegi")
+    node = d.setdefault(section, {})
+    for key, cap in TINY_KNOBS[section].items():
+        node[key] = min(node.get(key, cap), cap)
+    sel.update(budget=12, batch_size=4, arms_per_round=2)
+    if sel.get("acceptance") == "validated":
+        sel.update(validation_k=2, validation_size=4)
+    d.setdefault("optimizer", {})["max_tokens"] = 32
+    d.setdefault("evaluation", {}).update(test_limit=6, per_round_test=name == "demo")
+    d["train_limit"] = 40
+    if name == "abo":
+        s["initial_prompt"] = ABO_READY  # the revise path (abo-no-demo takes the init path)
+    return d
+
+
+# the method section of each proposer, and the tiny caps of its knobs
+METHOD_SECTION = {"rewrite": "rewrite", "improve": "improve", "abo": "abo"}
+TINY_KNOBS = {"protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 1},
+              "rewrite": {"samples_per_parent": 1, "mc_samples": 1}, "improve": {"samples_per_parent": 1, "mc_samples": 1},
+              "abo": {"init_samples": 1, "revise_samples": 1, "errors_per_revision": 2, "work_tokens": 16}}
+
+
+def comparable(run: Path) -> dict:
+    results = json.loads((run / "results.json").read_text())
+    results.pop("time")
+    rounds = {p.stem: json.loads(p.read_text()) for p in sorted((run / "rounds").glob("round-*.json"))}
+    return {"results": results, "rounds": rounds}
+
+
+def test_every_run_config_has_a_golden():
+    if WRITE:
+        pytest.skip("writing goldens")
+    assert RUN_CONFIGS and {p.stem for p in GOLDEN.glob("*.json")} - {"fake-engine"} == set(RUN_CONFIGS)
+
+
+@pytest.mark.parametrize("name", RUN_CONFIGS)
+def test_same_results_as_golden(name, engine, tmp_path):
+    cfg = build_config(tiny(name), {"cache": str(tmp_path / "cache.sqlite")})
+    optimize(cfg, tmp_path / "run")
+    got = comparable(tmp_path / "run")
+    path = GOLDEN / f"{name}.json"
+    if WRITE:
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+        return
+    want = json.loads(path.read_text())
+    assert got["results"] == want["results"]
+    assert got["rounds"] == want["rounds"]
+
+
+def test_a_version_1_run_resumes_to_the_same_results(engine, tmp_path):
+    """``golden/v1-run``: a run directory written by the earlier layout (flat config keys, a version-1
+    checkpoint), interrupted in round 2's selection; ``expected-results.json`` is its uninterrupted twin."""
+    from apo_local.optimize import resume
+
+    if WRITE:
+        pytest.skip("the version-1 fixture is not regenerated (it records the earlier layout)")
+    run = tmp_path / "run"
+    shutil.copytree(GOLDEN / "v1-run", run, ignore=shutil.ignore_patterns("expected-results.json"))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["search"]["n_gradients"] and json.loads((run / "checkpoint.json").read_text())["version"] == 1
+    (run / "config.yaml").write_text(yaml.safe_dump(dict(config, cache=str(tmp_path / "cache.sqlite"))))
+    resume(run)
+    got = json.loads((run / "results.json").read_text())
+    got.pop("time")
+    assert got == json.loads((GOLDEN / "v1-run" / "expected-results.json").read_text())
+    assert json.loads((run / "checkpoint.json").read_text())["version"] == 2
+
+
+@pytest.mark.parametrize("name", RUN_CONFIGS)
+def test_the_pre_run_estimate_bounds_the_golden_usage(name):
+    """No engine: the estimate from the tiny config is an upper bound of what the golden run used."""
+    from apo_local.search.estimate import estimate
+    from apo_local.search.splits import eval_rows, train_rows
+    from apo_local.tasks import load_task
+
+    path = GOLDEN / f"{name}.json"
+    if WRITE or not path.is_file():
+        pytest.skip("no golden yet")
+    cfg = build_config(tiny(name))
+    task = load_task(cfg.task)
+    est = estimate(cfg, task, train_rows(task, cfg), eval_rows(task, cfg))
+    for role, used in json.loads(path.read_text())["results"]["usage"].items():
+        bound = getattr(est, role)
+        assert used["calls"] <= bound.calls and used["prompts"] <= bound.prompts, (role, used, bound)
+        assert used["output_tokens"] <= bound.output_tokens, (role, used, bound)
+        assert used["input_tokens"] <= 3 * bound.input_tokens, (role, used, bound)  # a rough figure, not a bound

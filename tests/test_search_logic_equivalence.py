@@ -1,0 +1,115 @@
+"""Behaviour lock of the search logic without an engine: every shipped run config at the tiny size of
+``test_equivalence_e2e.py``, three rounds, against a deterministic stand-in engine (hash-based replies in
+the shapes the meta-prompts ask for, hash-based label scores). The results and round files must equal
+``golden/fake-engine.json``, which was written by the search code before its redesign into protocols.
+
+It complements the real-engine goldens (which run one round) with three rounds of every method on every
+CI run, no engine lock needed. Regenerate on purpose with ``APO_LOCAL_WRITE_GOLDEN=1``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import apo_local.optimize as O
+from apo_local.config import build_config
+from apo_local.engine import RoleEngine
+from apo_local.engine.protocol import ChoiceScores, Generation
+from tests.test_equivalence_e2e import RUN_CONFIGS, tiny
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "fake-engine.json"
+WORDS = ["Decide", "carefully", "whether", "the", "statement", "is", "a", "lie", "using", "context", "facts"]
+
+
+def _h(*parts) -> int:
+    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "little")
+
+
+class StandIn:
+    """Deterministic replies: tagged, untagged (fallback), doubly tagged; ABO steps; narrated work."""
+
+    model_id, max_model_len, hits = "stand-in", 2048, 0
+
+    def count_tokens(self, prompts):
+        return [len(p) // 4 + 1 for p in prompts]
+
+    def _reply(self, prompt: str, seed, k: int) -> str:
+        x = _h(prompt, seed, k)
+        body = " ".join(WORDS[(x >> i) % len(WORDS)] for i in range(3 + x % 7))
+        if "Follow the steps above" in prompt:
+            return "Step 1: read it\nStep 2: " + ("skip" if x % 3 == 0 else "compare") + "\nYes"
+        if "steps" in prompt.lower() and x % 4:
+            body = f"Follow these steps:\n1. {body}\n2. check {x % 13}\n\nDemonstration:\nStep 1: {body}"
+        if x % 5 == 0:
+            return body
+        if x % 7 == 0:
+            return f"<START>{body}<END>\n<START>{body} more<END>"
+        return f"<START>{body}<END>"
+
+    def generate(self, requests):
+        return [Generation(texts, len(r.prompt) // 4, sum(len(t) // 4 for t in texts))
+                for r in requests for texts in [tuple(self._reply(r.prompt, r.seed, k) for k in range(r.n))]]
+
+    def score_choices(self, prompts, choices):
+        return [ChoiceScores(tuple(-((_h(p, c) % 1000) / 100) for c in choices), len(p) // 4) for p in prompts]
+
+
+def test_three_rounds_of_every_method_match_the_golden(tmp_path, monkeypatch):
+    engine = StandIn()
+    monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
+                                                              RoleEngine(engine, "optimizer", trace)))
+    got = {}
+    for name in RUN_CONFIGS:
+        data = tiny(name)
+        data["search"]["rounds"] = 1 if name == "baseline-no-iteration" else 3
+        run = tmp_path / name
+        O.optimize(build_config(data, {"cache": "off"}), run)
+        results = json.loads((run / "results.json").read_text())
+        results.pop("time")
+        got[name] = {"results": results,
+                     "rounds": {p.stem: json.loads(p.read_text()) for p in sorted((run / "rounds").glob("*.json"))}}
+    if os.environ.get("APO_LOCAL_WRITE_GOLDEN") == "1":
+        GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True))
+        return
+    want = json.loads(GOLDEN.read_text())
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert got[name] == want[name], name
+
+
+def test_max_target_calls_fires_between_bandit_rounds(tmp_path, monkeypatch):
+    engine = StandIn()
+    monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
+                                                              RoleEngine(engine, "optimizer", trace)))
+    data = tiny("demo")
+    data["selection"].update(budget=48, batch_size=4, arms_per_round=2)
+    data["budget"] = {"max_target_calls": 17}  # 4 minibatch rows + a first bandit round of 12: under; the second: over
+    result = O.optimize(build_config(data, {"cache": "off"}), tmp_path / "run")
+    phases = [c["phase"] for c in map(json.loads, (tmp_path / "run" / "trace.jsonl").read_text().splitlines())
+              if "role" in c and c["role"] == "target"]
+    assert result.stop_reason == "budget: max_target_calls (17) reached"
+    assert phases == ["minibatch", "select", "select", "final"] and result.rounds_completed == 0
+    assert json.loads((tmp_path / "run" / "rounds" / "round-01.json").read_text())["phase"] == "expanded"
+
+
+def test_the_estimate_is_printed_before_the_search_and_kept_in_the_run_directory(tmp_path, monkeypatch, capsys):
+    from click.testing import CliRunner
+
+    from apo_local.cli import cli
+
+    engine = StandIn()
+    monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
+                                                              RoleEngine(engine, "optimizer", trace)))
+    res = CliRunner().invoke(cli, ["optimize", "--preset", "smoke", "--cache", "off", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    stderr, stdout = res.stderr, res.stdout
+    assert stderr.splitlines()[0].startswith("pre-run estimate (1 rounds") and "optimizer calls<=" in stderr
+    assert "pre-run estimate" not in stdout and "rounds=1 stop=completed" in stdout
+    saved = json.loads((tmp_path / "run" / "estimate.json").read_text())
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["usage"]["target"]["prompts"] <= saved["target"]["prompts"]
