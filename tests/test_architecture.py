@@ -20,7 +20,10 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 # Files and folders (relative to the repository root) held to the size rule. The rest of the
 # package is not checked yet; add each part here once it is within the rule.
-SIZED = ["apo_local/sweep/", "apo_local/report/", "apo_local/compare.py", "apo_local/figures.py"]
+SIZED = ["apo_local/"]
+# Modules allowed past MAX_MODULE_LINES, each with its own ceiling and the reason.
+LONGER = {"apo_local/config.py": (430, "every section of the run configuration, its presets and the earlier "
+                                        "layout's migration, kept in one file so one read shows every knob")}
 
 
 # -- the import graph -----------------------------------------------------------------------------
@@ -226,7 +229,8 @@ def _sized_files() -> list[Path]:
 @pytest.mark.parametrize("path", _sized_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_module_and_function_sizes(path):
     lines = path.read_text(encoding="utf-8").count("\n")
-    assert lines <= MAX_MODULE_LINES, f"{path.relative_to(ROOT)}: {lines} lines (limit {MAX_MODULE_LINES})"
+    limit = LONGER.get(str(path.relative_to(ROOT)), (MAX_MODULE_LINES, ""))[0]
+    assert lines <= limit, f"{path.relative_to(ROOT)}: {lines} lines (limit {limit})"
     long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))

@@ -99,27 +99,11 @@ class TransformersEngine:
                                   name=str(model_path))
 
         config = model.config
-        limit = None
-        for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-            value = getattr(config, name, None) or getattr(config.get_text_config(), name, None)
-            if isinstance(value, int) and value > 0:
-                limit = value
-                break
-        wanted = settings.max_model_len or math.inf
-        max_len = min(wanted, limit if limit is not None else math.inf)
-        if max_len == math.inf:
-            max_len = 2048  # neither the settings nor the config bound it
-        self.max_model_len = int(max_len)
+        self.max_model_len = _context_length(config, settings.max_model_len)
         dtype_name = str(dtype).removeprefix("torch.")
         self.model_id = f"{model_fingerprint(model_path)}|{dtype_name}|{self.max_model_len}|hf{self.chat.template_id}"
 
-        eos: set[int] = set()
-        for src in (getattr(model, "generation_config", None), config, tokenizer):
-            value = getattr(src, "eos_token_id", None) if src is not None else None
-            if isinstance(value, int):
-                eos.add(value)
-            elif isinstance(value, (list, tuple)):
-                eos.update(v for v in value if isinstance(v, int))
+        eos = _eos_ids(model, config, tokenizer)
         self.eos_ids = frozenset(eos)
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (min(eos) if eos else 0)
@@ -369,3 +353,27 @@ class TransformersEngine:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         cuts = [text.find(s) for s in r.stop if s and s in text]
         return self.chat.clean_reply(text[: min(cuts)] if cuts else text)
+
+
+def _context_length(config, wanted: int | None) -> int:
+    """The settings' ``max_model_len`` within the model's own limit (2048 when neither bounds it)."""
+    limit = None
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None) or getattr(config.get_text_config(), name, None)
+        if isinstance(value, int) and value > 0:
+            limit = value
+            break
+    max_len = min(wanted or math.inf, limit if limit is not None else math.inf)
+    return 2048 if max_len == math.inf else int(max_len)
+
+
+def _eos_ids(model, config, tokenizer) -> set[int]:
+    """Every end-of-sequence id the generation config, model config or tokenizer names."""
+    eos: set[int] = set()
+    for src in (getattr(model, "generation_config", None), config, tokenizer):
+        value = getattr(src, "eos_token_id", None) if src is not None else None
+        if isinstance(value, int):
+            eos.add(value)
+        elif isinstance(value, (list, tuple)):
+            eos.update(v for v in value if isinstance(v, int))
+    return eos
