@@ -34,6 +34,20 @@ class UpdateThenParaphrase:
                 for item in ctx.optimizer.sample_items(reply, "paraphrase", 1, tagged=False)]
 
 
+
+class ErrorGroupProposer(UpdateThenParaphrase):
+    """An update operator fed by error groups: ``n_gradients`` groups of ``errors_per_gradient`` rows per
+    parent, ``reasons_per_gradient`` reasons per group, ``edits_per_gradient`` edits per reason."""
+
+    def __init__(self, n_gradients=4, errors_per_gradient=4, reasons_per_gradient=1, edits_per_gradient=1,
+                 mc_samples=2):
+        super().__init__(mc_samples, updates=n_gradients > 0)
+        self.n_gradients, self.errors_per_gradient = n_gradients, errors_per_gradient
+        self.reasons_per_gradient, self.edits_per_gradient = reasons_per_gradient, edits_per_gradient
+
+    def _groups(self, parents: list[Candidate], ctx: RoundContext) -> list[tuple[Candidate, str]]:
+        return ctx.feedback.groups(parents, ctx.streams, self.n_gradients, self.errors_per_gradient)
+
 def reasons(groups: list[tuple[Candidate, str]], replies, purpose: str, limit: int, ctx: RoundContext,
             extra=lambda i: {}) -> list[Reason]:
     """Up to ``limit`` parsed items per (parent, example block) group, as ``Reason`` tuples."""
