@@ -157,3 +157,19 @@ def test_start_failure_hint_names_the_failing_role():
     bad = _start_failure(Path("/m"), EngineSettings(engine_args={"foo": 1}),
                          TypeError("EngineArgs.__init__() got an unexpected keyword argument 'foo'"), [], role="target")
     assert "target.engine_args" in bad and "foo" in bad
+
+
+def test_cpu_auto_dtype_is_float32_without_native_bf16(monkeypatch):
+    """bf16 without AVX-512 BF16 / AMX is emulated by oneDNN (9x slower scoring measured): float32 there."""
+    from apo_local.engine import settings as st
+
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
+    bf16 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
+    assert st.cpu_auto_dtype(avx2) == "float32"
+    assert st.cpu_auto_dtype(bf16) == "auto"
+    monkeypatch.setattr(st, "has_cuda_gpu", lambda: False)
+    monkeypatch.setattr(st, "cpu_auto_dtype", lambda: "float32")
+    assert st.EngineSettings().resolved().dtype == "float32"
+    assert st.EngineSettings(dtype="bfloat16").resolved().dtype == "bfloat16"  # an explicit choice is kept
+    monkeypatch.setattr(st, "has_cuda_gpu", lambda: True)
+    assert st.EngineSettings().resolved().dtype == "auto"  # GPUs compute bf16 natively

@@ -64,12 +64,34 @@ class EngineSettings:
             else (0.85 if gpu else 0.3),
             kv_cache_gb=self.kv_cache_gb if self.kv_cache_gb is not None or gpu else 2.0,
             enforce_eager=self.enforce_eager if self.enforce_eager is not None else not gpu,
+            dtype=self.dtype if self.dtype != "auto" or gpu else cpu_auto_dtype(),
         )
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["engine_args"], d["chat_template_kwargs"] = self.engine_kwargs(), self.template_kwargs()
         return d
+
+
+_NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_auto_dtype(cpuinfo: str | None = None) -> str:
+    """``dtype: auto`` on a CPU: the model's own dtype (bf16 for the embedded model) where the CPU computes
+    bf16 natively (AVX-512 BF16 or AMX), else float32. Without native bf16, oneDNN emulates it: measured
+    9x slower scoring on an AVX2-only CPU (docs/benchmarks.md), so float32 is the faster choice there."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return "auto"  # not Linux: leave the choice to the backend
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+            break
+    return "auto" if any(f in flags for f in _NATIVE_BF16_FLAGS) else "float32"
 
 
 def has_cuda_gpu() -> bool:
