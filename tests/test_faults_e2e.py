@@ -265,8 +265,9 @@ def test_overlong_candidate_is_rejected_with_a_reason(engine, liar):
     trace = Trace()
     admission = Admission(liar, RoleEngine(engine, "target", trace), trace, max_expansion=2)
     parent = liar.initial_instruction
-    # thousands of tokens but under the character limit of the cheap check: the token count rejects it
-    long = " ".join(["Decide whether the statement is a lie."] * 400)
+    # about twice the target's context (the model's own length) but under the character limit of the cheap
+    # check: the token count rejects it
+    long = " ".join(["Decide whether the statement is a lie."] * (engine.max_model_len // 4))
     reason = admission.reason(long, "x" * len(long))
     assert reason and reason.startswith("too long for the target's context")
     assert admission.reason(parent, parent) == "identical to parent"
@@ -333,9 +334,12 @@ def test_engine_start_failure_messages():
     except Exception as e:  # noqa: BLE001
         pydantic_error = e
     s = EngineSettings(max_model_len=10**6, kv_cache_gb=2.0, gpu_memory_utilization=0.3)
-    msg = _start_failure(Path("/m"), s, pydantic_error, [])
+    msg = _start_failure(Path("/m"), s, pydantic_error, [], role="target")
     assert msg == ("engine failed to start for /m: User-specified max_model_len (1000000) is greater than the derived "
                    "max_model_len -- lower max_model_len (now 1000000; --target-max-model-len)")
+    # no role known (an engine started outside a run): both roles' flags are named
+    assert _start_failure(Path("/m"), s, pydantic_error, []).endswith(
+        "(now 1000000; --target-max-model-len / --optimizer-max-model-len)")
     held = ["Traceback (most recent call last):", "  File ...",
             "RuntimeError: Worker failed with error 'Available memory on node 0 (10.4/17.21 GiB) on kv cache allocation "
             "is less than requested memory for kv (10000.0 GiB).', please check the stack trace above for the root cause"]
@@ -358,4 +362,4 @@ def test_engine_start_failure_context_too_long():
         VLLMEngine(resolve_model(None), EngineSettings(max_model_len=1_000_000))
     msg = str(info.value)
     assert "\n" not in msg and msg.startswith("engine failed to start for ")
-    assert "-- lower max_model_len (now 1000000; --target-max-model-len)" in msg, msg
+    assert "-- lower max_model_len (now 1000000; --target-max-model-len / --optimizer-max-model-len)" in msg, msg

@@ -162,7 +162,9 @@ def load_role_engines(target: EngineSettings, optimizer: EngineSettings,
     first = load_engine(plan.target, cache_path, role="target")
     second = load_engine(plan.optimizer, cache_path, role="optimizer")
     if record is not None:  # once both run: a run that failed to start leaves nothing behind
-        Path(record).write_text(plan.to_json() + "\n", encoding="utf-8")
+        from apo_local.run_dir import atomic_write
+
+        atomic_write(Path(record), plan.to_json() + "\n")  # readable by the user only, as the whole run directory
     return first, second
 
 
