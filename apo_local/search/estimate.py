@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from apo_local.config import RunConfig
+from apo_local.run_dir import atomic_write
 from apo_local.search.proposers.abo_format import parse_abo
 from apo_local.tasks import Example, Task
 
@@ -89,10 +90,8 @@ def record_throughput(cfg: RunConfig, totals: dict) -> None:
     try:
         known = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         known[_models_key(cfg)] = rates
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(known, indent=1), encoding="utf-8")
-        tmp.replace(path)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(known, indent=1))  # readable by the user only, like the cache
     except (OSError, ValueError):
         pass  # a record that can't be written only leaves the next estimate without a time
 
