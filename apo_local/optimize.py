@@ -20,7 +20,7 @@ from apo_local.run_dir import RunDir, write_json
 from apo_local.scoring import limit_length
 from apo_local.search import BeamSearch, RunResult
 from apo_local.search.state import Phase, RunState
-from apo_local.search.estimate import estimate
+from apo_local.search.estimate import estimate, record_throughput
 from apo_local.search.splits import eval_rows, train_rows
 from apo_local.tasks import Task, load_task
 
@@ -106,6 +106,7 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, task: Task | None) -> RunResult
     if run_dir:
         write_json(run_dir.results, result.to_dict())
         _write_final_predictions(run_dir, task, cfg, beam_search, result)
+    record_throughput(cfg, trace.totals_dict())  # the next estimate's time figure on this machine
     return result
 
 

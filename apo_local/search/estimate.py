@@ -2,14 +2,21 @@
 prompts and tokens per role, as upper bounds (every round assumed to run with a full beam, every
 proposal admitted, every reply at ``max_tokens``). Tokens are counted at about 4 characters per token.
 
-Printed before a search starts and written to the run directory as ``estimate.json``.
+Printed before a search starts and written to the run directory as ``estimate.json``. The time figure
+comes from this machine's own record (``throughput.json`` beside the result cache): each finished run
+stores its seconds per target prompt and per optimizer output token, by model; until a run of the same
+models has finished here, the time is given as unknown rather than guessed.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from apo_local.config import RunConfig
+from apo_local.run_dir import atomic_write
 from apo_local.search.proposers.abo_format import parse_abo
 from apo_local.tasks import Example, Task
 
@@ -39,6 +46,7 @@ class Estimate:
     rounds: int = 0
     note: str = ("upper bounds from the config: a full beam every round, every proposal admitted, every reply at "
                  "max_tokens; tokens at about 4 characters per token")
+    seconds: float | None = None  # at most this long on this machine (from its recorded throughput), or unknown
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,7 +57,53 @@ class Estimate:
             r = getattr(self, role)
             out.append(f"  {role:9} calls<={r.calls:<5} prompts<={r.prompts:<7,} in_tokens~{r.input_tokens:<11,} "
                        f"out_tokens<={r.output_tokens:,}")
+        out.append(f"  time<={self.seconds / 60:.1f} min on this machine (engine start not included; from its last "
+                   "finished run of these models)" if self.seconds is not None else
+                   "  time: unknown until a run of these models has finished on this machine")
         return out
+
+
+# -- this machine's throughput, recorded by finished runs -------------------------------------------
+
+
+def throughput_path() -> Path:
+    root = os.environ.get("APO_LOCAL_CACHE_DIR") or Path.home() / ".cache" / "apo-local"
+    return Path(root) / "throughput.json"
+
+
+def _models_key(cfg: RunConfig) -> str:
+    t, o = cfg.target, cfg.optimizer_engine_config()
+    return json.dumps([[t.model, t.backend, t.dtype], [o.model, o.backend, o.dtype]])
+
+
+def record_throughput(cfg: RunConfig, totals: dict) -> None:
+    """Store a finished run's seconds per computed target prompt and per computed optimizer output token."""
+    rates = {}
+    for role, unit in (("target", "prompts"), ("optimizer", "output_tokens")):
+        t = totals.get(role) or {}
+        computed = t.get(unit, 0) * (1 - t.get("cache_hits", 0) / max(1, t.get("prompts", 0)))
+        if computed >= 1 and t.get("seconds", 0) > 0:
+            rates[role] = t["seconds"] / computed
+    if not rates:
+        return  # all answered from the cache: nothing measured
+    path = throughput_path()
+    try:
+        known = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        known[_models_key(cfg)] = rates
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(known, indent=1))  # readable by the user only, like the cache
+    except (OSError, ValueError):
+        pass  # a record that can't be written only leaves the next estimate without a time
+
+
+def _seconds(cfg: RunConfig, est: "Estimate") -> float | None:
+    try:
+        rates = json.loads(throughput_path().read_text(encoding="utf-8")).get(_models_key(cfg))
+    except (OSError, ValueError):
+        return None
+    if not rates or set(rates) != {"target", "optimizer"}:
+        return None
+    return round(est.target.prompts * rates["target"] + est.optimizer.output_tokens * rates["optimizer"], 1)
 
 
 def _tokens(text: str) -> int:
@@ -73,6 +127,7 @@ def estimate(cfg: RunConfig, task: Task, train: list[Example], test: list[Exampl
     est.target.add((cfg.search.beam_size + 1) * len(test), target_in)
     if cfg.scoring.mode == "generate":
         est.target.output_tokens += est.target.prompts * cfg.scoring.max_tokens
+    est.seconds = _seconds(cfg, est)
     return est
 
 
