@@ -306,7 +306,9 @@ def migrate_flat_keys(data: dict) -> dict:
                                  "mc_samples", "demonstration", "abo_work_tokens") if k in s}
     proposer = s.get("proposer", "protegi")
     n, errors = old.get("n_gradients", 4), old.get("errors_per_gradient", 4)
-    if proposer in ("rewrite", "improve"):
+    if not old:
+        pass  # today's layout already: its method section is kept as written
+    elif proposer in ("rewrite", "improve"):
         data[proposer] = {"samples_per_parent": n * old.get("edits_per_gradient", 1), "mc_samples": old.get("mc_samples", 2)}
     elif proposer == "abo":
         data["abo"] = {"init_samples": max(1, n), "revise_samples": max(1, n), "errors_per_revision": errors,

@@ -193,3 +193,13 @@ def test_a_version_1_checkpoint_written_by_the_earlier_layout_migrates():
     assert [c.to_dict() for c in state.candidates] == raw["state"]["candidates"]
     assert state.totals == raw["totals"] and state.predictions == raw["predictions"]
     assert RunState.from_dict(state.to_dict()) == state
+
+
+def test_resume_keeps_the_method_section_of_a_config_in_todays_layout():
+    """A run directory's own config.yaml (today's layout) read back for --resume keeps its protegi knobs."""
+    from apo_local.config import build_config, dump_config
+
+    cfg = build_config({"protegi": {"n_gradients": 2, "mc_samples": 1}, "selection": {"ucb_c": 1.5}})
+    again = build_config(yaml.safe_load(dump_config(cfg)), resume=True)
+    assert (again.protegi.n_gradients, again.protegi.mc_samples, again.selection.ucb_c) == (2, 1, 1.5)
+    assert again == cfg
