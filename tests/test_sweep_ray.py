@@ -63,4 +63,7 @@ def test_two_cells_as_ray_tasks(local_ray, tmp_path):
 def test_cells_ask_for_their_tensor_parallel_gpus():
     spec, base = S.parse_sweep({"base": {**SMALL, "target": {"tensor_parallel_size": 2},
                                          "optimizer": {"model": "smollm2-135m", "tensor_parallel_size": 4}}})
-    assert S.gpus_for(S.expand(spec, base)[0].config) == 4
+    # Different tensor-parallel sizes: two engines, each on its own GPUs: 2 + 4
+    assert S.gpus_for(S.expand(spec, base)[0].config) == 6
+    spec, base = S.parse_sweep({"base": {**SMALL, "target": {"tensor_parallel_size": 4}}})
+    assert S.gpus_for(S.expand(spec, base)[0].config) == 4  # one engine shared by both roles
