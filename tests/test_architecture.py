@@ -22,8 +22,7 @@ MAX_FUNCTION_LINES = 60
 # package is not checked yet; add each part here once it is within the rule.
 SIZED = ["apo_local/"]
 # Modules allowed past MAX_MODULE_LINES, each with its own ceiling and the reason.
-LONGER = {"apo_local/config.py": (430, "every section of the run configuration, its presets and the earlier "
-                                        "layout's migration, kept in one file so one read shows every knob")}
+LONGER: dict[str, tuple[int, str]] = {}
 
 
 # -- the import graph -----------------------------------------------------------------------------

@@ -1,0 +1,214 @@
+"""The run configuration's schema: every section, its keys, their defaults and one-line meanings.
+
+Loading, flags, presets and migration of older layouts live in ``apo_local.config``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
+
+from apo_local.engine import EngineSettings
+
+NonNegInt = Field(ge=0)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def D(default, description: str, **kw):
+    """A config field with its one-line meaning (shown by ``apo-local optimize --help``)."""
+    return Field(default, description=description, **kw)
+
+
+class EngineConfig(_Section):
+    model: Optional[str] = D(None, "model alias (models/registry.yaml) or local folder; unset: the registry default")
+    backend: Literal["vllm", "transformers"] = D("vllm", "engine backend")
+    dtype: str = D("auto", "weight dtype passed to the backend")
+    max_model_len: Optional[PositiveInt] = D(None, "context length in tokens (prompt + answer); unset: the model's "
+                                                   "own, capped by what the KV cache memory holds")
+    gpu_memory_utilization: Optional[float] = D(None, "memory fraction for the engine (host RAM on CPU); unset: "
+                                                      "automatic (split between two models on one GPU), 0.3 on CPU",
+                                                gt=0, le=1)
+    kv_cache_gb: Optional[PositiveFloat] = D(None, "KV cache size in GiB; unset: vLLM's choice on GPU, 2 on CPU")
+    tensor_parallel_size: PositiveInt = D(1, "GPUs per engine (tensor parallelism)")
+    enforce_eager: Optional[bool] = D(None, "no CUDA graph capture; unset: true on CPU")
+    engine_args: dict[str, Any] = D({}, "any other vllm.LLM argument, passed through (quantization, "
+                                        "trust_remote_code, tokenizer, tokenizer_mode, pipeline_parallel_size, ...)")
+    chat_template_kwargs: dict[str, Any] = D({}, "chat-template arguments, e.g. {enable_thinking: true}; "
+                                                 "thinking is off by default")
+    device: Optional[str] = D(None, "CUDA device(s) for this role's engine (\"1\", \"2,3\"); unset: automatic")
+
+    def settings(self, seed: int) -> EngineSettings:
+        return EngineSettings(seed=seed, **self.model_dump())
+
+
+class OptimizerConfig(EngineConfig):
+    """The optimizer model; ``model: null`` means the same model (and engine) as the target."""
+
+    model: Optional[str] = D(None, "optimizer model alias or local folder; unset: the target's model (one engine)")
+    temperature: float = D(0.7, "optimizer sampling temperature", ge=0)
+    top_p: float = D(1.0, "optimizer nucleus sampling mass", gt=0, le=1)
+    max_tokens: PositiveInt = D(400, "most tokens per optimizer reply")
+
+
+class ScoringConfig(_Section):
+    mode: Literal["logprobs", "generate"] = D("logprobs", "how the target answers: label log-probs or generated text")
+    max_tokens: PositiveInt = D(8, "most answer tokens in generate mode")
+
+
+PROPOSER_NAMES = ("protegi", "one-step", "three-stage", "rewrite", "improve", "abo")
+SELECTOR_NAMES = ("ucb", "ucb-e", "successive-rejects", "successive-halving", "uniform")
+
+
+class SearchConfig(_Section):
+    proposer: str = D("protegi", "how candidates are made: " + " | ".join(PROPOSER_NAMES) + "; its knobs live in the "
+                                 "section of that name (protegi's also serve one-step and three-stage)")
+    rounds: int = D(6, "search rounds (expand, then select)", ge=1)
+    beam_size: PositiveInt = D(4, "prompts kept after every round")
+    minibatch_size: PositiveInt = D(64, "training rows each beam prompt is scored on to find its errors")
+    max_expansion: PositiveInt = D(8, "new candidates kept per beam prompt (a seeded pick)")
+    parse_fallback: Literal["whole", "none"] = D("whole", "optimizer reply without <START>/<END> tags: use it "
+                                                          "whole, or drop it")
+    initial_prompt: Optional[str] = D(None, "starting instruction; unset: the task's")
+
+
+class ProTeGiConfig(_Section):
+    """Knobs of the protegi proposer and of its operator ablations one-step and three-stage."""
+
+    n_gradients: int = D(4, "error groups (gradient calls) per beam prompt; 0: paraphrases only", ge=0)
+    errors_per_gradient: PositiveInt = D(4, "errors shown per gradient call")
+    reasons_per_gradient: PositiveInt = D(1, "reasons asked per gradient call (three-stage: notes per critique)")
+    edits_per_gradient: PositiveInt = D(1, "rewritten prompts per reason (one-step: per error group)")
+    mc_samples: int = D(2, "Monte-Carlo paraphrases per edit and per parent", ge=0)
+
+
+class SamplingConfig(_Section):
+    """Knobs of the data-free proposers rewrite and improve."""
+
+    samples_per_parent: int = D(4, "rewrites sampled per beam prompt", ge=0)
+    mc_samples: int = D(2, "Monte-Carlo paraphrases per rewrite and per parent", ge=0)
+
+
+class ABOConfig(_Section):
+    """Knobs of Automatic Behavior Optimization (Ma et al., 2024)."""
+
+    init_samples: PositiveInt = D(4, "step lists sampled from a plain instruction")
+    revise_samples: PositiveInt = D(4, "revisions sampled of the first failed step")
+    errors_per_revision: PositiveInt = D(4, "failed examples shown per revision")
+    demonstration: bool = D(True, "a worked demonstration (true) or a 'Follow the steps strictly.' line")
+    work_tokens: PositiveInt = D(128, "tokens the target may write while showing its steps")
+
+
+class SelectionConfig(_Section):
+    selector: str = D("ucb", "best-arm bandit that picks the beam (acceptance bandit): " + " | ".join(SELECTOR_NAMES))
+    budget: PositiveInt = D(2048, "example evaluations per round's selection")
+    batch_size: PositiveInt = D(32, "examples per arm pull (ucb, ucb-e)")
+    arms_per_round: PositiveInt = D(8, "arms pulled per bandit round (ucb, ucb-e)")
+    ucb_c: PositiveFloat = D(2.0, "ucb exploration weight c: mean + c*sqrt(ln t / n)")
+    ucb_e_a: PositiveFloat = D(2.0, "ucb-e exploration parameter a: mean + sqrt(a / n)")
+    acceptance: Literal["bandit", "naive", "validated"] = D(
+        "bandit", "bandit: the selector picks among parents + proposals; naive: the newest proposals, unevaluated; "
+                  "validated: a proposal replaces its parent only if it scores higher")
+    validation_k: PositiveInt = D(4, "validated: proposals scored per parent")
+    validation_size: PositiveInt = D(32, "validated: rows of the fixed validation sample")
+
+
+# "true" | "wrong"; an unquoted YAML true (or --feedback-labels true) means "true"
+LabelSource = Annotated[Literal["true", "wrong"], BeforeValidator(lambda v: "true" if v is True else v)]
+
+
+class FeedbackConfig(_Section):
+    """What the optimizer is shown (Melcer et al., 2025; Ma et al., 2024). Corruption is seeded by ``seed``."""
+
+    labels: LabelSource = D("true", "labels shown to the optimizer: true or wrong (corrupted)")
+    selection_labels: LabelSource = D("true", "labels the selection rewards are computed against")
+    show_evaluation: bool = D(True, "false: inputs and outputs only, not which are right")
+    numeric_offset: PositiveFloat = D(5.0, "numeric tasks: a wrong label is the true value + U(-k, k)")
+    errors: Literal["real", "pseudo"] = D("real", "pseudo: correct rows shown with flipped predictions")
+
+
+class EvaluationConfig(_Section):
+    test_split: str = D("test", "split the final prompts are scored on")
+    test_limit: Optional[PositiveInt] = D(None, "score the first N test rows only; unset: all")
+    per_round_test: bool = D(False, "also score the beam on the test split after every round")
+
+
+class BudgetConfig(_Section):
+    max_target_calls: Optional[PositiveInt] = D(None, "stop after this many target prompts (example evaluations)")
+    max_optimizer_tokens: Optional[PositiveInt] = D(None, "stop after this many optimizer tokens (in + out)")
+    max_minutes: Optional[PositiveFloat] = D(None, "stop after this many minutes of search")
+
+
+class MetaPromptConfig(_Section):
+    gradient: Optional[str] = D(None, "jinja2 file replacing the built-in gradient meta-prompt")
+    edit: Optional[str] = D(None, "jinja2 file replacing the built-in edit meta-prompt")
+    paraphrase: Optional[str] = D(None, "jinja2 file replacing the built-in paraphrase meta-prompt")
+    error: Optional[str] = D(None, "jinja2 file replacing the built-in error block")
+    error_noeval: Optional[str] = D(None, "jinja2 file replacing the error block without evaluation")
+    one_step: Optional[str] = D(None, "jinja2 file replacing the built-in one-step meta-prompt")
+    critique: Optional[str] = D(None, "jinja2 file replacing the built-in critique meta-prompt")
+    feedback: Optional[str] = D(None, "jinja2 file replacing the built-in feedback meta-prompt")
+    rewrite: Optional[str] = D(None, "jinja2 file replacing the built-in rewrite meta-prompt")
+    improve: Optional[str] = D(None, "jinja2 file replacing the built-in improve meta-prompt")
+    abo_init: Optional[str] = D(None, "jinja2 file replacing the built-in ABO step-writing meta-prompt")
+    abo_revise: Optional[str] = D(None, "jinja2 file replacing the built-in ABO step-revision meta-prompt")
+    abo_demo: Optional[str] = D(None, "jinja2 file replacing the built-in ABO demonstration meta-prompt")
+
+
+class RunConfig(_Section):
+    task: str = D("liar", "built-in task name or a task .yaml file")
+    seed: int = D(0, "seed of every random draw and engine request")
+    train_limit: Optional[PositiveInt] = D(None, "use N training rows (a seeded subset); unset: all")
+    cache: Optional[str] = D(None, "result cache file, or off; unset: ~/.cache/apo-local")
+    target: EngineConfig = EngineConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    search: SearchConfig = SearchConfig()
+    protegi: ProTeGiConfig = ProTeGiConfig()
+    rewrite: SamplingConfig = SamplingConfig()
+    improve: SamplingConfig = SamplingConfig()
+    abo: ABOConfig = ABOConfig()
+    selection: SelectionConfig = SelectionConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    budget: BudgetConfig = BudgetConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
+    meta_prompts: MetaPromptConfig = MetaPromptConfig()
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_off(cls, v):
+        return "off" if v is False else v  # YAML reads a bare `off` as false
+
+    def optimizer_engine_config(self) -> EngineConfig:
+        """Engine settings of the optimizer; inherits the target's model when none is named."""
+        engine_fields = set(EngineConfig.model_fields)
+        if self.optimizer.model is None:
+            return self.target
+        return EngineConfig(**self.optimizer.model_dump(include=engine_fields))
+
+    def unused_knobs(self) -> dict[str, set[str]]:
+        """Per section, the keys this run's proposer, selector or acceptance rule ignores."""
+        used = method_knobs(self.search.proposer, self.selection.selector, self.selection.acceptance)
+        return {section: set(type(getattr(self, section)).model_fields) - keys for section, keys in used.items()}
+
+
+_PROTEGI = set(ProTeGiConfig.model_fields)
+_PROPOSER_KNOBS = {"protegi": {"protegi": _PROTEGI}, "three-stage": {"protegi": _PROTEGI},
+                   "one-step": {"protegi": _PROTEGI - {"reasons_per_gradient"}},
+                   "rewrite": {"rewrite": set(SamplingConfig.model_fields)},
+                   "improve": {"improve": set(SamplingConfig.model_fields)}, "abo": {"abo": set(ABOConfig.model_fields)}}
+METHOD_SECTIONS = ("protegi", "rewrite", "improve", "abo")
+
+
+def method_knobs(proposer: str, selector: str, acceptance: str) -> dict[str, set[str]]:
+    """Per method-specific section, the keys a run with this proposer / selector / acceptance uses."""
+    used = {section: set() for section in METHOD_SECTIONS}
+    used.update(_PROPOSER_KNOBS.get(proposer, {}))  # an unknown proposer is refused by name later
+    generic = set(SelectionConfig.model_fields) - {"ucb_c", "ucb_e_a", "validation_k", "validation_size"}
+    used["selection"] = generic | ({"ucb_c"} if selector == "ucb" else set()) | (
+        {"ucb_e_a"} if selector == "ucb-e" else set()) | (
+        {"validation_k", "validation_size"} if acceptance == "validated" else set())
+    return used
