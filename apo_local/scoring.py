@@ -4,6 +4,12 @@ Classification uses label log-probabilities (``score_choices``: one forward pass
 prediction = argmax). ``mode="generate"`` instead samples a short greedy answer and parses the
 label from it (the pattern most other tools use; kept for comparison and generative tasks).
 Identical (instruction, example) pairs are scored once per scorer and remembered across rounds.
+
+Host cost per prompt is kept small: the task template is rendered once per instruction (around a
+marker, when it copies the input verbatim) and each prompt is the instruction's head + the example's
+input + the template's tail, handed to the engine as a ``SplitPrompt`` so the engine tokenizes each
+head once; new pairs go to the engine in chunks of ``chunk`` prompts (bounded memory at 10^6
+prompts); identical predictions share one object.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from apo_local.engine import GenerationRequest
+from apo_local.engine.batch_tokens import SplitPrompt
 from apo_local.errors import ApoError
 from apo_local.tasks import Example, Task
 
@@ -45,25 +52,54 @@ class Evaluation:
 
 
 class Scorer:
-    def __init__(self, task: Task, engine, mode: str = "logprobs", max_tokens: int = 8, dedupe: bool = True):
+    def __init__(self, task: Task, engine, mode: str = "logprobs", max_tokens: int = 8, dedupe: bool = True,
+                 chunk: int = 32_768):
         if mode not in SCORING_MODES:
             raise ApoError(f"unknown scoring mode {mode!r} (use {' or '.join(SCORING_MODES)})")
         if mode == "logprobs" and task.kind != "classification":
             mode = "generate"  # free-text tasks have no label set to score
         self.task, self.engine, self.mode, self.max_tokens = task, engine, mode, max_tokens
         self.dedupe = dedupe  # False only to measure the one-request-per-pair pattern of other tools
+        self.chunk = max(1, chunk)
         self._memo: dict[tuple[str, str], Prediction] = {}
+        self._shared: dict[str | None, Prediction] = {}  # logprobs mode: one object per label
+        self._heads: dict[str, tuple[str, str] | None] = {}  # instruction -> template text around the input
 
     def predict(self, pairs: Sequence[tuple[str, Example]]) -> list[Prediction]:
-        """Predictions for (instruction, example) pairs; all new pairs go to the engine in one call."""
+        """Predictions for (instruction, example) pairs; new pairs go to the engine in as few calls as
+        the chunk size allows (one for up to ``chunk`` prompts)."""
         if not self.dedupe:
-            return self._run([self.task.render(ins, ex) for ins, ex in pairs])
-        todo = list(dict.fromkeys((ins, ex.id) for ins, ex in pairs if (ins, ex.id) not in self._memo))
+            out: list[Prediction] = []
+            for start in range(0, len(pairs), self.chunk):
+                out += self._run([self.prompt(ins, ex) for ins, ex in pairs[start : start + self.chunk]])
+            return out
+        memo = self._memo
+        todo = list(dict.fromkeys((ins, ex.id) for ins, ex in pairs if (ins, ex.id) not in memo))
         if todo:
             by_id = {ex.id: ex for _, ex in pairs}
-            prompts = [self.task.render(ins, by_id[eid]) for ins, eid in todo]
-            self._memo.update(zip(todo, self._run(prompts)))
-        return [self._memo[(ins, ex.id)] for ins, ex in pairs]
+            for start in range(0, len(todo), self.chunk):
+                part = todo[start : start + self.chunk]
+                memo.update(zip(part, self._run([self.prompt(ins, by_id[eid]) for ins, eid in part])))
+        return [memo[(ins, ex.id)] for ins, ex in pairs]
+
+    def prompt(self, instruction: str, example: Example) -> str:
+        """``task.render(instruction, example)``, as a ``SplitPrompt`` (instruction head + example tail)
+        when the template copies the input verbatim and the length limit leaves the prompt as it is."""
+        if instruction not in self._heads:
+            if len(self._heads) > 4096:
+                self._heads.clear()
+            self._heads[instruction] = _around_input(self.task, instruction)
+        around = self._heads[instruction]
+        if around is None:
+            return self.task.render(instruction, example)
+        head, after = around
+        text = head + example.input + after
+        length = getattr(self.task, "_length", None)
+        if length is not None:
+            fitted = length.fit(self.task, instruction, example, text)  # what task.render would return
+            if fitted != text:
+                return fitted
+        return SplitPrompt(head, example.input + after)
 
     def export_memo(self) -> dict:
         """Every prediction made so far (checkpointed, so a resumed run asks the engine exactly what an
@@ -110,13 +146,38 @@ class Scorer:
 
     def _run(self, prompts: list[str]) -> list[Prediction]:
         if self.mode == "logprobs":
-            labels = self.task.labels
-            return [
-                Prediction(None if s.best is None else labels[s.best], error=s.error)
-                for s in self.engine.score_choices(prompts, labels)
-            ]
+            labels, shared = self.task.labels, self._shared
+            out = []
+            for s in self.engine.score_choices(prompts, labels):
+                label = None if s.best is None else labels[s.best]
+                if s.error is not None:
+                    out.append(Prediction(label, error=s.error))
+                else:
+                    if label not in shared:
+                        shared[label] = Prediction(label)
+                    out.append(shared[label])
+            return out
         gens = self.engine.generate([GenerationRequest(p, temperature=0.0, max_tokens=self.max_tokens) for p in prompts])
         return [Prediction(self.task.parse_answer(g.text) if g.error is None else None, g.text, g.error) for g in gens]
+
+
+_INPUT_MARK = "\u2063\u2064apo-input\u2064\u2063"
+_INPUT_PROBES = ("x", " two  spaces\n\n", "{{ x }} {% raw %}", "\nA\tB ")
+
+
+def _around_input(task: Task, instruction: str) -> tuple[str, str] | None:
+    """(text before, text after) the example input in ``instruction``'s prompts, when the template puts the
+    input in verbatim, once (proven on probes); None otherwise (each prompt is rendered)."""
+    try:
+        text = task.template.render(instruction, _INPUT_MARK, task.labels)
+        if text.count(_INPUT_MARK) != 1:
+            return None
+        head, after = text.split(_INPUT_MARK)
+        if all(task.template.render(instruction, p, task.labels) == head + p + after for p in _INPUT_PROBES):
+            return head, after
+    except ApoError:
+        pass
+    return None
 
 
 def prediction_records(task: Task, examples: Sequence[Example], evaluation: Evaluation) -> list[dict]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 from unittest import mock
 
+from apo_local.engine.batch_tokens import BatchTokenizer
 from apo_local.engine.chat import ChatFormatter
 from apo_local.engine.modelinfo import model_fingerprint
 from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
@@ -198,6 +199,7 @@ class VLLMEngine:
         self.chat = ChatFormatter(self.llm.get_tokenizer(), chat_template_for(model_path), settings.template_kwargs(),
                                   name=str(model_path))
         self.model_id += self.chat.template_id
+        self.tokens = BatchTokenizer(self.chat)
         if settings.engine_args:  # arguments that may change outputs (quantization, tokenizer, ...)
             self.model_id += "|args:" + _digest(settings.engine_kwargs())
 
@@ -235,15 +237,28 @@ class VLLMEngine:
     # -- protocol -------------------------------------------------------------------------
 
     def count_tokens(self, prompts: Sequence[str]) -> list[int]:
-        return [len(self.chat.prompt_ids(p)) for p in prompts]
+        return [len(ids) for ids in self._prompt_ids(prompts)]
+
+    def _prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Every prompt's ids in one batched, joined tokenization (``batch_tokens``); = ``chat.prompt_ids``."""
+        tokens = getattr(self, "tokens", None)
+        if tokens is None:
+            tokens = self.tokens = BatchTokenizer(self.chat)
+        return tokens.ids(prompts)
+
+    def _too_long(self, ids: list[int], reserve: int) -> str | None:
+        """``ChatFormatter.fit``'s check and message, on ids already made."""
+        limit = self.max_model_len - reserve
+        return f"prompt too long ({len(ids)} tokens > {limit})" if len(ids) > limit else None
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        from vllm import SamplingParams, TokensPrompt
+        from vllm import SamplingParams
 
         results: list[Generation | None] = [None] * len(requests)
         batch, params, index = [], [], []
-        for i, req in enumerate(requests):
-            ids, error = self.chat.fit(req.prompt, self.max_model_len)
+        shared: dict[tuple, object] = {}  # one SamplingParams per distinct setting
+        for i, (req, ids) in enumerate(zip(requests, self._prompt_ids([r.prompt for r in requests]))):
+            error = self._too_long(ids, 1)
             if error:
                 results[i] = Generation((), len(ids), 0, error)
                 continue
@@ -252,10 +267,12 @@ class VLLMEngine:
             # seeded n > 1 ("CPU Generator does not use offset"), and this way sample k is the same on any device.
             copies = [(req.n, req.seed)] if req.seed is None else [(1, req.seed + k) for k in range(req.n)]
             for n, seed in copies:
-                batch.append(TokensPrompt(prompt_token_ids=ids))
-                params.append(SamplingParams(n=n, temperature=req.temperature, top_p=req.top_p,
-                                             max_tokens=min(req.max_tokens, room), seed=seed,
-                                             stop=list(req.stop) or None))
+                key = (n, req.temperature, req.top_p, min(req.max_tokens, room), seed, req.stop)
+                if key not in shared:
+                    shared[key] = SamplingParams(n=n, temperature=req.temperature, top_p=req.top_p,
+                                                 max_tokens=key[3], seed=seed, stop=list(req.stop) or None)
+                batch.append({"prompt_token_ids": ids})
+                params.append(shared[key])
                 index.append(i)
         if batch:
             outputs = self.llm.generate(batch, params, use_tqdm=_progress(len(batch)))
@@ -271,8 +288,6 @@ class VLLMEngine:
         return results  # type: ignore[return-value]
 
     def score_choices(self, prompts: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:
-        from vllm import SamplingParams, TokensPrompt
-
         label_ids = self.chat.label_ids(choices)
         longest = max(len(ids) for ids in label_ids)
         # Every (label prefix -> next tokens) step that any label needs: one decode step each.
@@ -282,29 +297,49 @@ class VLLMEngine:
                 nxt = steps.setdefault(ids[:d], [])
                 if ids[d] not in nxt:
                     nxt.append(ids[d])
-
         results: list[ChoiceScores | None] = [None] * len(prompts)
-        batch, params, keys = [], [], []
-        for i, prompt in enumerate(prompts):
-            ids, error = self.chat.fit(prompt, self.max_model_len, longest)
-            if error:
-                results[i] = ChoiceScores.failed(len(choices), len(ids), error)
-                continue
-            for prefix, nxt in steps.items():
-                batch.append(TokensPrompt(prompt_token_ids=ids + list(prefix)))
-                params.append(_label_params(SamplingParams, nxt))
-                keys.append((i, prefix, len(ids)))
-        step_logprobs: dict[tuple[int, tuple[int, ...]], dict[int, float]] = {}
-        input_tokens: dict[int, int] = {}
+        batch, params, keys = self._build(prompts, steps, longest, len(choices), results)
         if batch:
             outputs = self.llm.generate(batch, params, use_tqdm=_progress(len(batch)))
-            for (i, prefix, n_ids), out in zip(keys, outputs):
+            self._parse(outputs, keys, steps, label_ids, results)
+        return results  # type: ignore[return-value]
+
+    def _build(self, prompts, steps, longest: int, n_choices: int, results: list) -> tuple[list, list, list]:
+        """The engine's inputs: one request per (prompt, label step), one shared SamplingParams per step."""
+        from vllm import SamplingParams
+
+        step_params = [(prefix, _label_params(SamplingParams, nxt)) for prefix, nxt in steps.items()]
+        batch, params, keys = [], [], []
+        for i, ids in enumerate(self._prompt_ids(prompts)):
+            error = self._too_long(ids, longest)
+            if error:
+                results[i] = ChoiceScores.failed(n_choices, len(ids), error)
+                continue
+            for prefix, sp in step_params:
+                batch.append({"prompt_token_ids": ids + list(prefix) if prefix else ids})
+                params.append(sp)
+                keys.append((i, prefix, len(ids)))
+        return batch, params, keys
+
+    def _parse(self, outputs, keys, steps, label_ids, results: list) -> None:
+        """Label log-probabilities from the outputs; a label's is the sum over its steps."""
+        n_steps = len(steps)
+        if n_steps == 1:  # one step (single-token labels): the common case, no dictionaries
+            (nxt,) = steps.values()
+            order = [nxt.index(ids[0]) for ids in label_ids]
+            for (i, _, n_ids), out in zip(keys, outputs):
                 lp = out.outputs[0].logprobs[0]
-                step_logprobs[(i, prefix)] = {tok: lp[tok].logprob for tok in steps[prefix]}
-                input_tokens[i] = n_ids
+                got = [lp[tok].logprob for tok in nxt]
+                results[i] = ChoiceScores(tuple(got[k] for k in order), n_ids)
+            return
+        step_logprobs: dict[tuple[int, tuple[int, ...]], dict[int, float]] = {}
+        input_tokens: dict[int, int] = {}
+        for (i, prefix, n_ids), out in zip(keys, outputs):
+            lp = out.outputs[0].logprobs[0]
+            step_logprobs[(i, prefix)] = {tok: lp[tok].logprob for tok in steps[prefix]}
+            input_tokens[i] = n_ids
         for i in input_tokens:
             results[i] = ChoiceScores(
                 tuple(sum(step_logprobs[(i, ids[:d])][ids[d]] for d in range(len(ids))) for ids in label_ids),
                 input_tokens[i],
             )
-        return results  # type: ignore[return-value]
