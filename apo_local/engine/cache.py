@@ -1,8 +1,13 @@
 """Persistent result cache: re-runs and resumes cost nothing.
 
 Keys hash the model identity (weights, dtype, context), the engine seed, the operation, its
-settings and the exact input. Results of one engine call are written in one transaction after
-the call returns, so a killed process leaves either all of a batch or none of it.
+settings and the exact input. A large call goes to the engine in chunks (``CHUNK`` inputs) and
+each chunk's results are written in one transaction when it returns: a killed process leaves whole
+chunks or nothing, and memory stays bounded.
+
+Several processes may share one cache file (the workers of a sweep): the database is in WAL mode, a
+writer waits up to ``BUSY_MS`` for another's transaction instead of failing with "database is
+locked", and each chunk is one short ``BEGIN IMMEDIATE`` transaction (no lost writes).
 """
 
 from __future__ import annotations
@@ -11,11 +16,15 @@ import hashlib
 import json
 import os
 import sqlite3
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable, Sequence
 
 from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
+
+
+CHUNK = 32_768  # inputs per engine call and per cache transaction
+BUSY_MS = 60_000  # how long a writer waits for another process's transaction
 
 
 def default_cache_path() -> Path:
@@ -30,8 +39,10 @@ class ResultCache:
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)  # private data: user-only from the start
         os.close(fd)
         self.path = path
-        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_MS / 1000)
+        self.db.execute(f"PRAGMA busy_timeout={BUSY_MS}")
         self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a killed process
         self.db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
     def get_many(self, keys: Sequence[str]) -> dict[str, str]:
@@ -46,8 +57,10 @@ class ResultCache:
         return found
 
     def put_many(self, items: dict[str, str]) -> None:
+        """One transaction; IMMEDIATE takes the write lock at once, so a busy writer waits (busy timeout)
+        rather than failing on a read-to-write upgrade."""
         with self.db:
-            self.db.execute("BEGIN")
+            self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", items.items())
 
     def get_identity(self, parts: list) -> dict | None:
@@ -67,6 +80,25 @@ class ResultCache:
 
 def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _keys_around(head: list, tail: list):
+    """``lambda x: _key(*head, x, *tail)`` for string inputs, without re-encoding the fixed parts (same keys)."""
+    pre = json.dumps(head, sort_keys=True, ensure_ascii=False)[:-1] + (", " if head else "")
+    post = (", " + json.dumps(tail, sort_keys=True, ensure_ascii=False)[1:]) if tail else "]"
+    dumps, sha = json.dumps, hashlib.sha256
+    return lambda x: sha((pre + dumps(x, ensure_ascii=False) + post).encode()).hexdigest()
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _dump(result) -> str:
+    """``json.dumps(dataclasses.asdict(result))`` for the flat result types, without asdict's deep copy."""
+    names = _FIELDS.get(type(result))
+    if names is None:
+        names = _FIELDS[type(result)] = tuple(f.name for f in fields(result))
+    return json.dumps({n: getattr(result, n) for n in names})
 
 
 class CachedEngine:
@@ -106,7 +138,8 @@ class CachedEngine:
         return self._cached(keys, requests, self.inner.generate, _load_generation)
 
     def score_choices(self, prompts: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:
-        keys = [_key(self.model_id, "score", p, list(choices)) for p in prompts]
+        key = _keys_around([self.model_id, "score"], [list(choices)])
+        keys = [key(p) for p in prompts]
         return self._cached(keys, prompts, lambda todo: self.inner.score_choices(todo, choices), _load_scores)
 
     def _cached(self, keys: list[str], inputs: Sequence, compute: Callable, load: Callable) -> list:
@@ -114,12 +147,16 @@ class CachedEngine:
         missing = {k: x for k, x in zip(keys, inputs) if k not in stored}  # dedupes within the call
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
-        if missing:
-            fresh = {k: json.dumps(asdict(r)) for k, r in zip(missing, compute(list(missing.values())))}
+        results = {k: load(json.loads(v)) for k, v in stored.items()}
+        del stored
+        todo = list(missing.items())
+        for start in range(0, len(todo), CHUNK):  # each chunk computed, then written: streamed into the cache
+            part = todo[start : start + CHUNK]
+            fresh = dict(zip((k for k, _ in part), compute([x for _, x in part])))
             if self.cache:
-                self.cache.put_many(fresh)
-            stored = {**stored, **fresh}
-        return [load(json.loads(stored[k])) for k in keys]
+                self.cache.put_many({k: _dump(r) for k, r in fresh.items()})
+            results.update(fresh)
+        return [results[k] for k in keys]
 
 
 def _load_generation(d: dict) -> Generation:
