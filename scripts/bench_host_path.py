@@ -7,8 +7,9 @@ stands between the GPU and the next batch. Two parts:
 
   steps  -- ``Scorer.evaluate_many`` over C candidates x E Liar rows (default 64 x 256), per step
             (render/tokenize, build, parse) and per scored prompt; the result cache on (a temporary file);
-  scale  -- C x R prompts (default 64 x 16,384 = 1,048,576) through the same path, rows repeated from the
-            Liar splits with a distinct id each, in chunks; peak RSS and time per chunk (linearity).
+  scale  -- C x R prompts (default 64 x 16,384 = 1,048,576) in one ``evaluate_many`` call through the
+            same path (memo and cache on), rows repeated from the Liar splits with a distinct id each; the
+            scorer chunks it; peak RSS and time per chunk (linearity).
 
     .venv/bin/python scripts/bench_host_path.py                       # steps at 64 x 256, then the 1M-prompt scale run
     .venv/bin/python scripts/bench_host_path.py --part steps --profile # + a cProfile of the steps run
@@ -92,11 +93,11 @@ def timed_steps(eng):
             return
 
         def timed(*a, **k):
-            t0 = time.perf_counter()
+            t0 = time.process_time()  # CPU seconds: a loaded machine stretches wall time, not these
             try:
                 return fn(*a, **k)
             finally:
-                totals[step] = totals.get(step, 0.0) + time.perf_counter() - t0
+                totals[step] = totals.get(step, 0.0) + time.process_time() - t0
         setattr(obj, name, timed)
 
     for name, step in (("_prompt_ids", "render+tokenize"), ("_build", "build"), ("_parse", "parse")):
@@ -106,14 +107,16 @@ def timed_steps(eng):
 
 def timed_scorer_render(scorer, totals: dict):
     """Time the scorer's own rendering (the task template) as a step of its own."""
-    fn = scorer.prompt
+    fn = getattr(scorer, "prompt", None)
+    if fn is None:  # an earlier scorer: rendering is not a step of its own
+        return
 
     def timed(*a):
         t0 = time.perf_counter()
         try:
             return fn(*a)
         finally:
-            totals["task template"] = totals.get("task template", 0.0) + time.perf_counter() - t0
+            totals["task template"] = totals.get("task template", 0.0) + time.process_time() - t0
     scorer.prompt = timed
     return totals
 
@@ -132,13 +135,13 @@ def run_steps(args, task, out: dict) -> None:
         scorer = Scorer(task, cached)
         timed_scorer_render(scorer, totals)
         prof = cProfile.Profile() if args.profile else None
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if prof:
             prof.enable()
         scorer.evaluate_many(instructions, rows)
         if prof:
             prof.disable()
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         cached.cache.close()
     n = len(instructions) * len(rows)
     host = wall - eng.llm.seconds
@@ -146,9 +149,10 @@ def run_steps(args, task, out: dict) -> None:
         totals["build"] -= totals["render+tokenize"]
     out["steps"] = {"candidates": len(instructions), "examples": len(rows), "prompts": n,
                     "wall_s": round(wall, 3), "stub_s": round(eng.llm.seconds, 4),
-                    "host_ms_per_prompt": round(1000 * host / n, 4),
-                    "per_step_ms_per_prompt": {k: round(1000 * v / n, 4) for k, v in totals.items()},
-                    "rest_ms_per_prompt (scorer, cache, keys)": round(1000 * (host - sum(totals.values())) / n, 4)}
+                    "host_ms_per_prompt": round(1000 * host / n, 4), "cpu_s": round(cpu, 3),
+                    "host_cpu_ms_per_prompt": round(1000 * cpu / n, 4), "load_avg": list(os.getloadavg()),
+                    "per_step_cpu_ms_per_prompt": {k: round(1000 * v / n, 4) for k, v in totals.items()},
+                    "rest_cpu_ms_per_prompt (scorer, cache keys, cache)": round(1000 * (cpu - sum(totals.values())) / n, 4)}
     print(json.dumps(out["steps"], indent=1), flush=True)
     if prof:
         stats = pstats.Stats(prof)
@@ -157,8 +161,10 @@ def run_steps(args, task, out: dict) -> None:
 
 
 def run_scale(args, task, out: dict) -> None:
-    """C x R prompts through ``Scorer.evaluate_many`` in slices of rows (as a sweep over a large split
-    would call it), the memo off (dedupe=False keeps nothing between calls), the cache off."""
+    """C x R prompts in ONE ``Scorer.evaluate_many`` call, memo and result cache on (a temporary file),
+    rows repeated from the Liar splits with a distinct id each: the scorer chunks the call; time and peak
+    RSS are read after every chunk (linear time: equal chunks take equal time)."""
+    from apo_local.engine.cache import CachedEngine, ResultCache
     from apo_local.scoring import Scorer
     from apo_local.tasks import Example
 
@@ -167,23 +173,35 @@ def run_scale(args, task, out: dict) -> None:
     base = task.split("train") + task.split("test")
     rows = [Example(id=f"r{i}", input=base[i % len(base)].input, label=base[i % len(base)].label)
             for i in range(args.rows)]
-    scorer = Scorer(task, eng, dedupe=False)
-    per = max(1, args.rows // args.slices)
-    marks, t0 = [], time.perf_counter()
-    rss0 = peak_rss_mib()
-    done = 0
-    for start in range(0, args.rows, per):
-        evals = scorer.evaluate_many(instructions, rows[start : start + per])
-        done += sum(len(e.predictions) for e in evals)
-        del evals
-        marks.append({"prompts": done, "seconds": round(time.perf_counter() - t0, 2), "peak_rss_mib": round(peak_rss_mib())})
-        print(marks[-1], flush=True)
-    wall = time.perf_counter() - t0
-    half = next(m for m in marks if m["prompts"] >= done / 2)
-    out["scale"] = {"candidates": len(instructions), "rows": args.rows, "prompts": done, "wall_s": round(wall, 1),
-                    "host_ms_per_prompt": round(1000 * wall / done, 4), "peak_rss_mib_before": round(rss0),
+    with tempfile.TemporaryDirectory() as tmp:
+        cached = CachedEngine(eng, ResultCache(Path(tmp) / "c.sqlite") if args.cache else None)
+        inner, marks = cached.score_choices, []
+        t0, c0 = time.perf_counter(), time.process_time()
+
+        def marked(prompts, choices):
+            got = inner(prompts, choices)
+            done = (marks[-1]["prompts"] if marks else 0) + len(prompts)
+            marks.append({"prompts": done, "seconds": round(time.perf_counter() - t0, 2),
+                          "cpu_s": round(time.process_time() - c0, 2), "peak_rss_mib": round(peak_rss_mib())})
+            print(marks[-1], flush=True)
+            return got
+        cached.score_choices = marked
+        scorer = Scorer(task, cached, chunk=args.chunk)
+        rss0 = peak_rss_mib()
+        evals = scorer.evaluate_many(instructions, rows)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        db_mib = sum(f.stat().st_size for f in Path(tmp).glob("c.sqlite*")) / 2**20  # + its WAL
+        if cached.cache:
+            cached.cache.close()
+    done = sum(len(e.predictions) for e in evals)
+    steps = [b["cpu_s"] - a["cpu_s"] for a, b in zip([{"cpu_s": 0.0}] + marks, marks)]
+    half = len(steps) // 2
+    out["scale"] = {"candidates": len(instructions), "rows": args.rows, "prompts": done, "chunk": args.chunk,
+                    "cache": bool(args.cache), "cache_file_mib": round(db_mib), "wall_s": round(wall, 1),
+                    "cpu_s": round(cpu, 1), "host_cpu_ms_per_prompt": round(1000 * cpu / done, 4), "peak_rss_mib_before": round(rss0),
                     "peak_rss_mib": round(peak_rss_mib()),
-                    "second_half_over_first_half": round((wall - half["seconds"]) / half["seconds"], 3),
+                    "chunk_cpu_s_first_half_vs_second_half": [round(sum(steps[:half]) / max(half, 1), 2),
+                                                                round(sum(steps[half:]) / max(len(steps) - half, 1), 2)],
                     "marks": marks}
     print(json.dumps({k: v for k, v in out["scale"].items() if k != "marks"}, indent=1), flush=True)
 
@@ -195,7 +213,8 @@ def main(argv=None) -> dict:
     p.add_argument("--candidates", type=int, default=64)
     p.add_argument("--examples", type=int, default=256, help="rows of the steps run")
     p.add_argument("--rows", type=int, default=16384, help="rows of the scale run")
-    p.add_argument("--slices", type=int, default=8, help="evaluate_many calls the scale run's rows come in")
+    p.add_argument("--chunk", type=int, default=32_768, help="the scorer's chunk (prompts per engine call)")
+    p.add_argument("--no-cache", dest="cache", action="store_false", help="scale run without the result cache")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench" / "host_path.json"))
     args = p.parse_args(argv)

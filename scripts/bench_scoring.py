@@ -4,13 +4,20 @@
                local vLLM server of the same model (started and stopped here, 127.0.0.1), from a pool
                of --workers threads, free-text answer (max_tokens 4, greedy) parsed for Yes/No;
   2. chat    -- one plain ``LLM.chat`` call over the same rendered prompts, max_tokens 4, parsed, on a
-               plain ``vllm.LLM`` with vLLM's defaults and the same flags the server of method 1 gets
-               (memory fraction, KV bytes, eager, prefix caching): what a user of vLLM writes;
+               plain ``vllm.LLM``: what a user of vLLM writes;
   3. apo     -- apo-local's scorer (``Scorer.evaluate_many``: label log-probabilities, one batch).
 
+Like with like: every method's engine gets the SAME engine arguments -- apo-local's resolved ones for
+this machine (``--max-model-len``, dtype, memory fraction, KV bytes, eager, prefix caching, block size,
+seed; ``--gpu-memory-utilization``, ``--kv-cache-gb`` and ``--eager`` override them for all three) --
+printed with the table. Only the work each method must do is timed: the prompts are rendered before
+the clock starts for all, and apo-local's prompt-token count (a second tokenization) is taken after.
+On CPU, methods 2 and 3 run vLLM's engine core in this process (apo-local's CPU default); the
+server of method 1 cannot, and runs it in its own process.
+
 Decomposition row (``--methods ...,chat-apo-engine``, on by default for the main cell): ``LLM.chat`` as
-in 2, but on apo-local's engine (its engine settings, e.g. the CPU KV block size), so the table shows
-how much of 3's gain comes from the engine settings and how much from label log-prob scoring.
+in 2, but on apo-local's engine object itself, so the table shows how much of 3's gain comes from label
+log-prob scoring (one decode step, no sampling) rather than from the engine.
 
 All three see the same rendered prompts (candidate instruction first, then the Liar row). Each
 engine is warmed up once on other prompts before timing, and the prefix cache is emptied before
@@ -57,6 +64,9 @@ def parse_args(argv=None):
     p.add_argument("--scaling-methods", default="http,chat,apo", help="methods for the scaling cells")
     p.add_argument("--scaling-repeats", type=int, default=1)
     p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--gpu-memory-utilization", type=float, default=None, help="all methods (default: apo-local's)")
+    p.add_argument("--kv-cache-gb", type=float, default=None, help="all methods (default: apo-local's; none on GPU)")
+    p.add_argument("--eager", default=None, choices=("on", "off"), help="enforce_eager for all methods")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench" / "scoring.json"))
     p.add_argument("--server-log", default=None)
     p.add_argument("--collect", nargs="*", metavar="RUN_DIR",
@@ -107,6 +117,8 @@ def main(argv=None) -> dict:
                    args.repeats if cell == cells[0] else args.scaling_repeats) for cell in cells}
     facts = machine()
     print(f"machine: {facts}", flush=True)
+    settings, common = common_engine_args(args, model_path)
+    print(f"engine arguments (all methods): {common}", flush=True)
     runs: list[dict] = []
 
     def record(method, cell, rep, seconds, cpu_s, labels, prompt_tokens, counters, extra=None):
@@ -130,7 +142,9 @@ def main(argv=None) -> dict:
         from http_engine import HttpEngine, LocalServer
 
         server = LocalServer(model_path, max_model_len=args.max_model_len, env={"VLLM_SERVER_DEV_MODE": "1"},
-                             log_path=args.server_log)
+                             log_path=args.server_log, kv_cache_bytes=common.get("kv_cache_memory_bytes"),
+                             gpu_memory_utilization=common["gpu_memory_utilization"],
+                             enforce_eager=common["enforce_eager"], extra_args=server_args(common))
         with server:
             print(f"server healthy after {server.startup_seconds:.0f} s", flush=True)
             eng = HttpEngine(server.base_url, str(model_path), workers=args.workers, max_model_len=args.max_model_len,
@@ -161,6 +175,8 @@ def main(argv=None) -> dict:
         labels, ptoks = run()
         dt = time.perf_counter() - t0
         cpu = tree_cpu_seconds(os.getpid()) - c0  # this process + the engine core process
+        if callable(ptoks):  # counted after the clock stopped: not part of the method's work
+            ptoks = ptoks()
         record(method, cell, rep, dt, cpu, labels, ptoks, counter_delta(before, inprocess_counters(llm)))
 
     def chat_run(llm, prompts):
@@ -177,12 +193,18 @@ def main(argv=None) -> dict:
     if any("chat" in plan[c][0] for c in cells):
         from apo_local.engine.settings import cpu_engine_environment, has_cuda_gpu
 
-        plain = dict(model=str(model_path), max_model_len=args.max_model_len, seed=0, enable_prefix_caching=True,
-                     gpu_memory_utilization=0.85 if has_cuda_gpu() else 0.3)
+        from unittest import mock
+
+        from apo_local.engine.vllm_engine import _start_environment, cpu_engine_in_process
+
+        env, kwargs = {}, dict(common)
         if not has_cuda_gpu():
-            plain.update(kv_cache_memory_bytes=2 << 30, enforce_eager=True)  # as LocalServer passes on CPU
             cpu_engine_environment()  # the same engine-process environment as methods 1 and 3
-        llm = LLM(**plain)
+            env = _start_environment(settings, cpu_engine_in_process())
+            if cpu_engine_in_process():
+                kwargs["distributed_executor_backend"] = "uni"  # as apo-local's engine passes
+        with mock.patch.dict(os.environ, env):  # in process on CPU, as apo-local's engine
+            llm = LLM(**kwargs)
         try:
             chat_run(llm, warm)
             for cell in cells:
@@ -201,12 +223,13 @@ def main(argv=None) -> dict:
         from apo_local.engine import EngineSettings, load_engine, shutdown_engines
         from apo_local.scoring import Scorer
 
-        engine = load_engine(EngineSettings(model=args.model, max_model_len=args.max_model_len), cache_path=False)
+        engine = load_engine(settings, cache_path=False)
         llm = engine.inner.llm
 
         def apo_run(instructions, examples):
             evals = Scorer(task, engine).evaluate_many(instructions, examples)
-            return [p.label for ev in evals for p in ev.predictions], sum(engine.count_tokens(
+            # prompt tokens: counted after the clock stops (time_inprocess), not a second tokenization inside it
+            return [p.label for ev in evals for p in ev.predictions], lambda: sum(engine.inner.count_tokens(
                 [task.render(i, ex) for i in instructions for ex in examples]))
 
         try:
@@ -224,7 +247,7 @@ def main(argv=None) -> dict:
         finally:
             shutdown_engines()
 
-    result = {"machine": facts, "load_avg_end": load_avg(), "args": vars(args),
+    result = {"machine": facts, "load_avg_end": load_avg(), "args": vars(args), "engine_args": common,
               "warm_up": "each engine answered 16 other prompts (initial instruction x 16 train rows) before timing; "
                          "prefix cache emptied before every timed measurement",
               "runs": runs}
@@ -234,6 +257,28 @@ def main(argv=None) -> dict:
     Path(args.out).with_suffix(".md").write_text(md)
     print(md)
     return result
+
+
+def common_engine_args(args, model_path):
+    """apo-local's resolved settings for this machine (with the flags' overrides) and the ``vllm.LLM``
+    arguments they make: what every method's engine gets."""
+    from apo_local.engine import EngineSettings
+    from apo_local.engine.settings import has_cuda_gpu
+    from apo_local.engine.vllm_engine import engine_kwargs
+
+    eager = None if args.eager is None else args.eager == "on"
+    settings = EngineSettings(model=args.model, max_model_len=args.max_model_len,
+                              gpu_memory_utilization=args.gpu_memory_utilization, kv_cache_gb=args.kv_cache_gb,
+                              enforce_eager=eager)
+    return settings, engine_kwargs(model_path, settings.resolved(), has_cuda_gpu())
+
+
+def server_args(common: dict) -> list[str]:
+    """The server flags for what LocalServer does not set itself (dtype, block size)."""
+    out = ["--dtype", str(common["dtype"])]
+    if "block_size" in common:
+        out += ["--block-size", str(common["block_size"])]
+    return out
 
 
 def _best(runs, method, cell):
@@ -266,8 +311,10 @@ def summarize(runs, cell) -> dict:
 def markdown(result, cells) -> str:
     runs, s = result["runs"], result["summary"]
     m = result["machine"]
+    shown = {k: v for k, v in result.get("engine_args", {}).items() if k != "model"}
     lines = [f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('mem_gib')} GiB, GPU {m.get('gpu')}, "
-             f"vLLM {m.get('vllm')}; load at start {m['load_avg']}, at end {result['load_avg_end']}.", ""]
+             f"vLLM {m.get('vllm')}; load at start {m['load_avg']}, at end {result['load_avg_end']}.", "",
+             f"Engine arguments, the same for every method: `{shown}`.", ""]
     c, e = cells[0]
     lines += [f"**{c} candidates x {e} Liar rows = {c * e} prompts** (best of repeats)", "",
               "| method | wall s | CPU s | prompts/s | prompt tokens | prefilled tokens | prefix-cache hit rate | generated tokens | F1 | unparsed | load (1/5/15 min) |",
