@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from apo_local.config_schema import (  # noqa: F401  (the schema is re-exported: one import for callers)
     METHOD_SECTIONS, PROPOSER_NAMES, SELECTOR_NAMES, _PROPOSER_KNOBS, _PROTEGI, ABOConfig, BudgetConfig,
-    EngineConfig, EvaluationConfig, FeedbackConfig, MetaPromptConfig, OptimizerConfig, ProTeGiConfig, RunConfig,
+    DEMO_PROPOSERS, EngineConfig, EvaluationConfig, FeedbackConfig, FewShotConfig, MetaPromptConfig, OptimizerConfig, ProTeGiConfig, RunConfig,
     SamplingConfig, ScoringConfig, SearchConfig, SelectionConfig, method_knobs)
 from apo_local.errors import ApoError
 
@@ -202,7 +202,7 @@ def flag_help() -> dict[str, str]:
 def flag_names() -> dict[str, str]:
     """Every leaf key as a CLI flag: ``search.rounds`` -> ``rounds``, ``target.model`` -> ``target-model``."""
     flags: dict[str, str] = {}
-    prefixed = {"target", "optimizer", "meta_prompts", "scoring", "feedback", "rewrite", "improve", "abo"}
+    prefixed = {"target", "optimizer", "meta_prompts", "scoring", "feedback", "rewrite", "improve", "abo", "fewshot"}
     for section, field in RunConfig.model_fields.items():
         sub = field.annotation
         if isinstance(sub, type) and issubclass(sub, BaseModel):

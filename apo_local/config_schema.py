@@ -59,8 +59,8 @@ class ScoringConfig(_Section):
     max_tokens: PositiveInt = D(8, "most answer tokens in generate mode")
 
 
-PROPOSER_NAMES = ("protegi", "one-step", "three-stage", "rewrite", "improve", "abo")
-SELECTOR_NAMES = ("ucb", "ucb-e", "successive-rejects", "successive-halving", "uniform")
+PROPOSER_NAMES = ("protegi", "one-step", "three-stage", "rewrite", "improve", "abo", "fewshot", "instruction+fewshot")
+SELECTOR_NAMES = ("ucb", "ucb-e", "successive-rejects", "successive-halving", "uniform", "pareto")
 
 
 class SearchConfig(_Section):
@@ -102,6 +102,15 @@ class ABOConfig(_Section):
     work_tokens: PositiveInt = D(128, "tokens the target may write while showing its steps")
 
 
+class FewShotConfig(_Section):
+    """Knobs of the demonstration proposers fewshot and instruction+fewshot (the latter also reads protegi's)."""
+
+    samples_per_parent: PositiveInt = D(4, "demonstration moves (add, remove or swap one) per beam prompt")
+    max_demos: PositiveInt = D(4, "most demonstrations in a prompt")
+    pool_size: PositiveInt = D(64, "training rows set aside (seeded, label-balanced) as the demonstration pool; "
+                                   "never in minibatches or selection samples")
+
+
 class SelectionConfig(_Section):
     selector: str = D("ucb", "best-arm bandit that picks the beam (acceptance bandit): " + " | ".join(SELECTOR_NAMES))
     budget: PositiveInt = D(2048, "example evaluations per round's selection")
@@ -114,6 +123,13 @@ class SelectionConfig(_Section):
                   "validated: a proposal replaces its parent only if it scores higher")
     validation_k: PositiveInt = D(4, "validated: proposals scored per parent")
     validation_size: PositiveInt = D(32, "validated: rows of the fixed validation sample")
+    length_objective: Literal["off", "pareto", "penalty"] = D(
+        "off", "prompt tokens as a second objective: off; pareto: the beam from the Pareto front of (estimate, "
+               "prompt tokens); penalty: the beam by estimate - length_penalty x tokens / 100")
+    length_penalty: float = D(0.01, "penalty: estimate lost per 100 prompt tokens", ge=0)
+    pick: Literal["estimate", "shortest-within-ci"] = D(
+        "estimate", "the selected prompt: the beam's best training estimate, or the beam's shortest prompt whose "
+                    "estimate is within the 95% CI (Wilson) of the best")
 
 
 # "true" | "wrong"; an unquoted YAML true (or --feedback-labels true) means "true"
@@ -171,6 +187,7 @@ class RunConfig(_Section):
     rewrite: SamplingConfig = SamplingConfig()
     improve: SamplingConfig = SamplingConfig()
     abo: ABOConfig = ABOConfig()
+    fewshot: FewShotConfig = FewShotConfig()
     selection: SelectionConfig = SelectionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     budget: BudgetConfig = BudgetConfig()
@@ -199,8 +216,11 @@ _PROTEGI = set(ProTeGiConfig.model_fields)
 _PROPOSER_KNOBS = {"protegi": {"protegi": _PROTEGI}, "three-stage": {"protegi": _PROTEGI},
                    "one-step": {"protegi": _PROTEGI - {"reasons_per_gradient"}},
                    "rewrite": {"rewrite": set(SamplingConfig.model_fields)},
-                   "improve": {"improve": set(SamplingConfig.model_fields)}, "abo": {"abo": set(ABOConfig.model_fields)}}
-METHOD_SECTIONS = ("protegi", "rewrite", "improve", "abo")
+                   "improve": {"improve": set(SamplingConfig.model_fields)}, "abo": {"abo": set(ABOConfig.model_fields)},
+                   "fewshot": {"fewshot": set(FewShotConfig.model_fields)},
+                   "instruction+fewshot": {"fewshot": set(FewShotConfig.model_fields), "protegi": _PROTEGI}}
+METHOD_SECTIONS = ("protegi", "rewrite", "improve", "abo", "fewshot")
+DEMO_PROPOSERS = ("fewshot", "instruction+fewshot")  # their training rows exclude the demonstration pool
 
 
 def method_knobs(proposer: str, selector: str, acceptance: str) -> dict[str, set[str]]:

@@ -41,10 +41,10 @@ def tiny(name: str) -> dict:
     s, sel = d.setdefault("search", {}), d.setdefault("selection", {})
     s.update(rounds=2 if name == "demo" else 1, beam_size=min(s.get("beam_size", 4), 2), minibatch_size=4,
              max_expansion=2)
-    section = METHOD_SECTION.get(s.get("proposer", "protegi"), "protegi")
-    node = d.setdefault(section, {})
-    for key, cap in TINY_KNOBS[section].items():
-        node[key] = min(node.get(key, cap), cap)
+    for section in METHOD_SECTION.get(s.get("proposer", "protegi"), ("protegi",)):
+        node = d.setdefault(section, {})
+        for key, cap in TINY_KNOBS[section].items():
+            node[key] = min(node.get(key, cap), cap)
     sel.update(budget=12, batch_size=4, arms_per_round=2)
     if sel.get("acceptance") == "validated":
         sel.update(validation_k=2, validation_size=4)
@@ -56,11 +56,13 @@ def tiny(name: str) -> dict:
     return d
 
 
-# the method section of each proposer, and the tiny caps of its knobs
-METHOD_SECTION = {"rewrite": "rewrite", "improve": "improve", "abo": "abo"}
+# the method sections of each proposer, and the tiny caps of their knobs
+METHOD_SECTION = {"rewrite": ("rewrite",), "improve": ("improve",), "abo": ("abo",), "fewshot": ("fewshot",),
+                  "instruction+fewshot": ("protegi", "fewshot")}
 TINY_KNOBS = {"protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 1},
               "rewrite": {"samples_per_parent": 1, "mc_samples": 1}, "improve": {"samples_per_parent": 1, "mc_samples": 1},
-              "abo": {"init_samples": 1, "revise_samples": 1, "errors_per_revision": 2, "work_tokens": 16}}
+              "abo": {"init_samples": 1, "revise_samples": 1, "errors_per_revision": 2, "work_tokens": 16},
+              "fewshot": {"samples_per_parent": 2, "max_demos": 2, "pool_size": 8}}
 
 
 def comparable(run: Path) -> dict:

@@ -127,7 +127,8 @@ def test_abo_prompt_round_trip():
 
 
 def test_every_proposer_is_registered():
-    assert set(PROPOSERS) == {"protegi", "one-step", "three-stage", "rewrite", "improve", "abo"}
+    assert set(PROPOSERS) == {"protegi", "one-step", "three-stage", "rewrite", "improve", "abo", "fewshot",
+                              "instruction+fewshot"}
     assert all(make_proposer(n).name == n for n in PROPOSERS)
 
 

@@ -44,7 +44,7 @@ def test_missing_placeholders():
 
 def test_unknown_variable():
     assert error("{{ instruction }} {{ input }} {{ context }}") == (
-        "t.jinja: unknown template variable 'context' (variables: instruction, input, labels)"
+        "t.jinja: unknown template variable 'context' (variables: instruction, input, labels, demonstrations)"
     )
 
 

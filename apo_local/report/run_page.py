@@ -6,6 +6,7 @@ from pathlib import Path
 
 from apo_local.report import data as D
 from apo_local.report import plots as P
+from apo_local.report.front import front_plot, length_front
 from apo_local.report.html import Page, diff_markup, esc
 
 
@@ -26,6 +27,10 @@ def write_run_report(path: str | Path) -> Path:
     if lengths:
         page.h("Prompt length per round", anchor="length")
         page.plot("prompt-length.png", P.prompt_length_plot(lengths), "prompt length per round")
+    front = length_front(run.results)
+    if front:
+        page.h("Score vs prompt length (Pareto front)", anchor="front")
+        page.plot("length-front.png", front_plot(front), "score vs prompt length, Pareto front")
     target = out / "report.html"
     target.write_text(page.render(_subtitle(run)), encoding="utf-8")
     return target

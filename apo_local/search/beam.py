@@ -20,6 +20,7 @@ from apo_local.engine import RoleEngine, Trace
 from apo_local.run_dir import RunDir, write_json
 from apo_local.scoring import Scorer
 from apo_local.search.acceptance import ACCEPTANCE, Acceptance, BanditAcceptance, ValidatedAcceptance
+from apo_local.search.acceptance.length import LengthAware, prompt_tokens, shortest_within_ci
 from apo_local.search.admission import Admission
 from apo_local.search.budget import Budget, BudgetStop
 from apo_local.search.context import RoundContext
@@ -53,10 +54,12 @@ def make_acceptance(cfg: RunConfig) -> Acceptance:
     sel = cfg.selection
     selector = make_selector(sel.selector, **selector_params(cfg))  # refused when unknown, whatever the rule
     if sel.acceptance == "bandit":
-        return BanditAcceptance(selector)
-    if sel.acceptance == "validated":
-        return ValidatedAcceptance(sel.validation_k, sel.validation_size)
-    return ACCEPTANCE[sel.acceptance]()
+        rule: Acceptance = BanditAcceptance(selector)
+    elif sel.acceptance == "validated":
+        rule = ValidatedAcceptance(sel.validation_k, sel.validation_size)
+    else:
+        rule = ACCEPTANCE[sel.acceptance]()
+    return rule if sel.length_objective == "off" else LengthAware(rule, sel.length_objective, sel.length_penalty)
 
 
 class BeamSearch:
@@ -163,11 +166,12 @@ class BeamSearch:
         by_text = {e.instruction: e for e in evals}
         name = self.task.metric.name
         best = max(beam_texts, key=lambda t: (by_text[t].metrics[name], -beam_texts.index(t)))
+        selected, pick = self._pick(beam)
         totals = self.trace.totals_dict()
         result = RunResult(
-            metric=name, initial_prompt=initial, best_prompt=best, selected_prompt=beam_texts[0],
+            metric=name, initial_prompt=initial, best_prompt=best, selected_prompt=selected,
             initial_test=by_text[initial].to_dict(), best_test=by_text[best].to_dict(),
-            selected_test=by_text[beam_texts[0]].to_dict(),
+            selected_test=by_text[selected].to_dict(), pick=pick,
             beam=[dict(id=c.id, text=c.text, estimate=c.estimate, test=by_text[c.text].metrics[name]) for c in beam],
             rounds_completed=len(state.history), stop_reason=stop_reason,
             usage={r: {k: v for k, v in t.items() if k not in ("seconds", "cache_hits")} for r, t in totals.items()},
@@ -178,6 +182,15 @@ class BeamSearch:
         if self.run_dir:
             write_json(self.run_dir.results, result.to_dict())
         return result
+
+    def _pick(self, beam: list[Candidate]) -> tuple[str, dict | None]:
+        """The selected prompt (``selection.pick``): the beam's best estimate, or its shortest within the CI."""
+        if self.cfg.selection.pick == "estimate":
+            return beam[0].text, None
+        tokens = prompt_tokens(self.task, self.scorer.engine, [c.text for c in beam])
+        i = shortest_within_ci([c.estimate for c in beam], [c.pulls for c in beam], tokens)
+        return beam[i].text, {"rule": "shortest-within-ci", "selected_id": beam[i].id,
+                              "beam": [[c.id, c.estimate, c.pulls, t] for c, t in zip(beam, tokens)]}
 
     # -- state ---------------------------------------------------------------------------
 

@@ -117,6 +117,8 @@ def estimate(cfg: RunConfig, task: Task, train: list[Example], test: list[Exampl
     row = sum(_tokens(ex.input) for ex in sample) // max(1, len(sample)) + 8  # one example shown to the optimizer
     prompt = _tokens(instruction)
     target_in = sum(_tokens(task.render(instruction, ex)) for ex in sample) // max(1, len(sample))
+    if cfg.search.proposer in ("fewshot", "instruction+fewshot"):
+        target_in += cfg.fewshot.max_demos * row  # the demonstrations a prompt may carry
     est = Estimate(rounds=cfg.search.rounds)
     for rnd in range(1, cfg.search.rounds + 1):
         parents = 1 if rnd == 1 else cfg.search.beam_size
@@ -135,6 +137,14 @@ def _propose(cfg: RunConfig, est: Estimate, parents: int, rnd: int, target_in: i
     """Add one expansion's calls; return the most proposals it can make."""
     name, out_max, opt = cfg.search.proposer, cfg.optimizer.max_tokens, est.optimizer
     meta = META_OVERHEAD + prompt
+    if name in ("fewshot", "instruction+fewshot"):  # demonstration moves: no engine call
+        moves = parents * cfg.fewshot.samples_per_parent
+        if name == "fewshot":
+            return moves
+        updates, mc = _feedback_updates(cfg, est, parents, target_in, meta, row)
+        sources = updates + parents if mc else 0
+        opt.add(sources, meta, sources * mc * out_max)
+        return moves + updates + sources * mc
     if name == "abo":
         a = cfg.abo
         if rnd == 1 and not parse_abo(cfg.search.initial_prompt or "").steps:  # steps written first

@@ -21,6 +21,10 @@ class RunResult:
     faults: dict  # counted fallbacks: parse failures, rejected candidates, ...
     history: list[dict] = field(default_factory=list)  # per round: beam estimates (and test, if asked)
     time: dict = field(default_factory=dict)  # wall seconds, by role, cache hits (vary across runs)
+    pick: dict | None = None  # selection.pick other than "estimate": the rule and the beam it chose from
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["pick"] is None:
+            del d["pick"]
+        return d

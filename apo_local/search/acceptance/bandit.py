@@ -20,11 +20,17 @@ class BanditAcceptance:
         rng = ctx.streams.rng("select")
         train = ctx.selection_train
 
+        def draw(n: int) -> list:
+            return rng.sample(train, n) if n <= len(train) else rng.choices(train, k=n)
+
+        shared = getattr(self.selector, "shared_sample", False)  # one sample for every arm of a round
+
         def pull(requests: list[tuple[int, int]]) -> list[list[float]]:
             ctx.budget.check()  # between bandit rounds: every cap holds inside the selection too
             pairs, sizes = [], []
+            common = draw(max(n for _, n in requests)) if shared else []
             for arm, n in requests:
-                sample = rng.sample(train, n) if n <= len(train) else rng.choices(train, k=n)
+                sample = common[:n] if shared else draw(n)
                 pairs += [(arms[arm].text, ex) for ex in sample]
                 sizes.append(n)
             ctx.trace.at("select", ctx.round)

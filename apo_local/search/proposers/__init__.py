@@ -9,7 +9,9 @@ the beam. Each optimizer step is one batched call for the whole beam.
 * update-operator ablations of Melcer et al. (2025), each replacing the gradient -> edit pair and keeping
   paraphrases, admission and the cap: ``one-step`` (``one_step.py``), ``three-stage`` (``three_stage.py``),
   and the data-free ``rewrite`` / ``improve`` (``rewrite.py``, ``improve.py``);
-* ``abo``: Automatic Behavior Optimization (Ma et al., 2024; ``abo.py``, ``abo_format.py``).
+* ``abo``: Automatic Behavior Optimization (Ma et al., 2024; ``abo.py``, ``abo_format.py``);
+* ``fewshot`` / ``instruction+fewshot``: few-shot demonstrations as an optimized section, alone or
+  interleaved with ProTeGi instruction edits (``fewshot.py``).
 
 What the data-driven proposers are shown (true or wrong labels, real or pseudo errors, outputs with or
 without evaluation) is the ``feedback`` config section, applied by ``search/feedback``.
@@ -22,6 +24,7 @@ from typing import Protocol
 from apo_local.errors import ApoError
 from apo_local.search.context import RoundContext
 from apo_local.search.proposers.abo import ABOProposer
+from apo_local.search.proposers.fewshot import FewShotProposer, InstructionFewShotProposer
 from apo_local.search.proposers.improve import ImproveProposer
 from apo_local.search.proposers.one_step import OneStepProposer
 from apo_local.search.proposers.protegi import ProTeGiProposer
@@ -40,13 +43,16 @@ class Proposer(Protocol):
 
 
 PROPOSERS = {cls.name: cls for cls in (ProTeGiProposer, OneStepProposer, ThreeStageProposer, RewriteProposer,
-                                       ImproveProposer, ABOProposer)}
+                                       ImproveProposer, ABOProposer, FewShotProposer, InstructionFewShotProposer)}
 
 
 def proposer_options(name: str, cfg) -> dict:
     """The proposer's constructor options: its config section, less the knobs it does not take."""
-    section = {"protegi": "protegi", "one-step": "protegi", "three-stage": "protegi"}.get(name, name)
+    section = {"protegi": "protegi", "one-step": "protegi", "three-stage": "protegi",
+               "instruction+fewshot": "fewshot"}.get(name, name)
     options = getattr(cfg, section.replace("-", "_")).model_dump()
+    if name == "instruction+fewshot":
+        options["protegi"] = cfg.protegi.model_dump()
     if name == "one-step":
         options.pop("reasons_per_gradient")
     return options

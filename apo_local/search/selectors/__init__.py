@@ -31,6 +31,7 @@ from typing import Protocol
 
 from apo_local.errors import ApoError
 from apo_local.search.selectors.base import PullFn, SelectionResult, _Base
+from apo_local.search.selectors.pareto import ParetoSelector
 from apo_local.search.selectors.successive import SuccessiveHalvingSelector, SuccessiveRejectsSelector
 from apo_local.search.selectors.ucb import UCBESelector, UCBSelector
 from apo_local.search.selectors.uniform import UniformSelector
@@ -48,6 +49,7 @@ SELECTORS: dict[str, type[_Base]] = {
     cls.name: cls
     for cls in (UniformSelector, UCBSelector, UCBESelector, SuccessiveRejectsSelector, SuccessiveHalvingSelector)
 }
+SELECTORS[ParetoSelector.name] = ParetoSelector  # GEPA-style per-example front (pareto.py)
 
 
 def make_selector(name: str, **params) -> Selector:
