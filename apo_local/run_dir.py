@@ -6,6 +6,7 @@
                         and one per counted fault (unparseable reply, rejected candidate, ...)
     rounds/round-NN.json  every candidate of round NN: text, parent, operator, gradient, estimate, pulls
     checkpoint.json     search state (``RunState``, version 2) at the last phase boundary (atomic replace)
+    checkpoint-predictions.jsonl  the scorer's predictions, append-only; checkpoint.json says how much is its own
     results.json        final report
     predictions/test-{initial,best,selected}.jsonl  the final test evaluation, one line per example
 

@@ -112,7 +112,7 @@ def timed_scorer_render(scorer, totals: dict):
         return
 
     def timed(*a):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         try:
             return fn(*a)
         finally:

@@ -89,33 +89,45 @@ def test_large_call_is_computed_and_stored_chunk_by_chunk(tmp_path, monkeypatch)
     cache.close()
 
 
+RAY_SWEEP = """
+import json, os, sys
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
+import ray
+
+def cell(path, who):  # a stand-in cell: writes its results into the shared cache, reading between writes
+    from apo_local.engine.cache import ResultCache
+
+    cache = ResultCache(path)
+    for b in range(3):
+        items = {f"w{who}-b{b}-k{k}": f"v{who}.{b}.{k}" for k in range(20)}
+        cache.get_many(list(items))
+        cache.put_many(items)
+    cache.close()
+    return who
+
+ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, object_store_memory=80 * 1024**2,
+         log_to_driver=False, configure_logging=False)
+try:
+    remote = ray.remote(num_cpus=1)(cell)
+    print(json.dumps(sorted(ray.get([remote.remote(sys.argv[1], c) for c in range(200)]))))
+finally:
+    ray.shutdown()
+"""
+
+
 def test_sweep_of_200_cells_on_4_ray_workers_shares_one_cache(tmp_path):
-    ray = pytest.importorskip("ray", reason="Ray is an optional extra")
-    if ray.is_initialized():
-        pytest.skip("a Ray instance of another test is running")
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
+    """In its own process: a Ray instance of its own, never beside another test's."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray", reason="Ray is an optional extra")
     path = str(tmp_path / "sweep.sqlite")
     ResultCache(path).close()
-    ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, object_store_memory=80 * 1024**2,
-             log_to_driver=False, configure_logging=False)
-    try:
-        def cell(path: str, who: int) -> int:  # a stand-in cell: writes its results into the shared cache
-            from apo_local.engine.cache import ResultCache
-
-            cache = ResultCache(path)
-            for b in range(3):
-                items = {f"w{who}-b{b}-k{k}": f"v{who}.{b}.{k}" for k in range(20)}
-                cache.get_many(list(items))
-                cache.put_many(items)
-            cache.close()
-            return who
-
-        remote = ray.remote(num_cpus=1)(cell)  # defined here: shipped by value to the workers
-        done = ray.get([remote.remote(path, c) for c in range(200)])
-    finally:
-        ray.shutdown()
-    assert sorted(done) == list(range(200))
+    run = subprocess.run([sys.executable, "-c", RAY_SWEEP, path], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == list(range(200))  # every cell finished, none raised
     rows = _count(path)
     assert len(rows) == 200 * 3 * 20
     assert all(rows[f"w{c}-b{b}-k{k}"] == f"v{c}.{b}.{k}" for c in range(200) for b in range(3) for k in range(20))
