@@ -33,11 +33,11 @@ if __name__ == "__main__":
     from apo_local.engine import EngineSettings, RoleEngine, Trace, load_engine
     from apo_local.scoring import Scorer
     from apo_local.search.splits import demo_pool
-    from apo_local.tasks import load_task
+    from apo_local.tasks import Example, load_task
     from apo_local.tasks.demos import demo, join_prompt
 
     engine = load_engine(EngineSettings(), False)
-    llm = engine.llm
+    llm = engine.inner.llm  # the vllm.LLM under the (disabled) result cache
     task = load_task("liar")
     rows = task.split("test")[: args.rows]
     pool = [demo(ex) for ex in demo_pool(task, 0, max(args.demos))]
@@ -55,7 +55,7 @@ if __name__ == "__main__":
         c = counter_delta(before, inprocess_counters(llm))
         entry = {"demos": k, "rows": len(rows), "seconds": round(dt, 2),
                  "prompt_tokens_mean": round(sum(per_prompt) / len(per_prompt), 1),
-                 "prefix_tokens": engine.count_tokens([task.render(text, task.split("test")[0].__class__("p", "", ""))])[0],
+                 "prefix_tokens": engine.count_tokens([task.render(text, Example("p", "", ""))])[0],
                  **c, "f1": round(result.metrics[task.metric.name], 4), "load_avg": load_avg()}
         out.append(entry)
         print(json.dumps(entry), flush=True)
