@@ -53,6 +53,7 @@ class Scorer:
         self.task, self.engine, self.mode, self.max_tokens = task, engine, mode, max_tokens
         self.dedupe = dedupe  # False only to measure the one-request-per-pair pattern of other tools
         self._memo: dict[tuple[str, str], Prediction] = {}
+        self.reward_weights: dict[str, float] | None = None  # per gold label; None: plain correctness
 
     def predict(self, pairs: Sequence[tuple[str, Example]]) -> list[Prediction]:
         """Predictions for (instruction, example) pairs; all new pairs go to the engine in one call."""
@@ -77,8 +78,12 @@ class Scorer:
         self._memo = {(ins, eid): Prediction(*p) for ins, rows in memo.items() for eid, p in rows.items()}
 
     def rewards(self, pairs: Sequence[tuple[str, Example]]) -> list[float]:
+        """Per-example selection rewards: correctness, times the label's weight when ``reward_weights`` is
+        set (class-balanced for F1-type metrics, see ``tasks.metrics.selection_weights``)."""
         preds = self.predict(pairs)
-        return [self.task.metric.example_score(p.label, ex.label) for p, (_, ex) in zip(preds, pairs)]
+        w = self.reward_weights or {}
+        return [self.task.metric.example_score(p.label, ex.label) * w.get(ex.label, 1.0)
+                for p, (_, ex) in zip(preds, pairs)]
 
     def evaluate_many(self, instructions: Sequence[str], examples: Sequence[Example]) -> list[Evaluation]:
         preds = self.predict([(ins, ex) for ins in instructions for ex in examples])

@@ -192,8 +192,9 @@ def _select(cfg: RunConfig, est: Estimate, parents: int, new: int, target_in: in
     if arms <= cfg.search.beam_size or sel.selector == "uniform":
         rounds = 1  # every arm kept: the budget is spread in one round
     elif sel.selector in ("ucb", "ucb-e"):
-        rest = sel.budget - min(sel.budget, arms * sel.batch_size)
-        rounds = 1 + -(-rest // (sel.batch_size * min(sel.arms_per_round, arms)))
+        warm = sel.batch_size if sel.warmup is None else sel.warmup
+        rest = sel.budget - min(sel.budget, arms * warm)
+        rounds = (1 if warm else 0) + -(-rest // (sel.batch_size * min(sel.arms_per_round, arms)))
     else:
         rounds = arms - cfg.search.beam_size  # successive rejects: one phase per rejected arm (halving: fewer)
     est.target.prompts += sel.budget
