@@ -17,7 +17,6 @@ resample, so its interval is the interval of that metric, not of accuracy.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,9 +47,18 @@ def _percentiles(samples: list[float], confidence: float) -> tuple[float, float]
 
 
 def _indices(n: int, resamples: int, seed: int):
-    rng = random.Random(seed)
-    for _ in range(resamples):
-        yield [rng.randrange(n) for _ in range(n)]
+    """``resamples`` lists of ``n`` row indices drawn with replacement (seeded)."""
+    import numpy as np  # a dependency of datasets and transformers
+
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def _resampled(rows: list, statistic: Statistic, idx) -> list[float]:
+    if statistic is mean:  # the common case, vectorized
+        import numpy as np
+
+        return np.asarray(rows, dtype=float)[idx].mean(axis=1).tolist()
+    return [statistic([rows[i] for i in one]) for one in idx.tolist()]
 
 
 def bootstrap_ci(rows: Sequence[Any], statistic: Statistic = mean, *, resamples: int = RESAMPLES,
@@ -59,8 +67,7 @@ def bootstrap_ci(rows: Sequence[Any], statistic: Statistic = mean, *, resamples:
     rows = list(rows)
     if not rows:
         return math.nan, math.nan
-    return _percentiles([statistic([rows[i] for i in idx]) for idx in _indices(len(rows), resamples, seed)],
-                        confidence)
+    return _percentiles(_resampled(rows, statistic, _indices(len(rows), resamples, seed)), confidence)
 
 
 def paired_bootstrap(a: Sequence[Any], b: Sequence[Any], statistic: Statistic = mean, *,
@@ -72,8 +79,8 @@ def paired_bootstrap(a: Sequence[Any], b: Sequence[Any], statistic: Statistic = 
     a, b = list(a), list(b)
     if not a:
         return {"diff": math.nan, "ci": [math.nan, math.nan], "p": math.nan, "n": 0}
-    diffs = [statistic([a[i] for i in idx]) - statistic([b[i] for i in idx])
-             for idx in _indices(len(a), resamples, seed)]
+    idx = _indices(len(a), resamples, seed)
+    diffs = [x - y for x, y in zip(_resampled(a, statistic, idx), _resampled(b, statistic, idx))]
     lo, hi = _percentiles(diffs, confidence)
     below = sum(d <= 0 for d in diffs) / len(diffs)
     above = sum(d >= 0 for d in diffs) / len(diffs)

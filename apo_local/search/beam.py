@@ -27,7 +27,7 @@ from apo_local.search.feedback import corrupt_examples, make_feedback
 from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.optimizer_calls import OptimizerCalls
 from apo_local.search.proposers import make_proposer
-from apo_local.search.headline import TestStats
+from apo_local.search.headline import SplitStats
 from apo_local.search.result import RunResult
 from apo_local.search.selectors import make_selector
 from apo_local.search.splits import eval_rows, train_rows, validation_rows
@@ -171,7 +171,7 @@ class BeamSearch:
         evals = self.scorer.evaluate_many(list(dict.fromkeys(beam_texts + [initial])), self.test)
         by_text = {e.instruction: e for e in evals}
         best = max(beam_texts, key=lambda t: (by_text[t].metrics[name], -beam_texts.index(t)))
-        stats = TestStats(self.task.metric, self.test)
+        stats = SplitStats(self.task.metric, self.test)
         totals = self.trace.totals_dict()
         result = RunResult(
             metric=name, initial_prompt=initial, best_prompt=best, selected_prompt=selected,

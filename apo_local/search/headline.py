@@ -19,7 +19,7 @@ MIN_SHARE = 0.05
 POWER_DELTA = 0.02  # the accuracy difference the power line asks about
 
 
-class TestStats:
+class SplitStats:
     """Statistics of evaluations on one set of test rows (the same rows for every prompt: paired)."""
 
     def __init__(self, metric: Metric, rows: Sequence[Example]):
