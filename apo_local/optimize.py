@@ -45,7 +45,7 @@ def optimize(cfg: RunConfig, out: str | Path | None = None, *, task: Task | None
     task = task or load_task(cfg.task)
     cfg = cap_test_limit(cfg, task)
     preflight(cfg, task)  # bad input fails here: no run directory written, no engine started
-    size = estimate(cfg, task, train_rows(task, cfg), eval_rows(task, cfg))
+    size = estimate(cfg, task, train_rows(task, cfg), eval_rows(task, cfg), validation_rows(task, cfg))
     run_dir = RunDir(out) if out else None
     if run_dir:
         run_dir.open(dump_config(cfg), overwrite=overwrite)

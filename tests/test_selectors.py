@@ -280,3 +280,22 @@ def test_make_selector_errors():
     for name in NAMES:
         assert make_selector(name).name == name
     assert "\n" not in str(pytest.raises(ApoError, make_selector, "x").value)
+
+
+def test_liar_protegi_config_has_the_reference_hyperparameters():
+    """configs/liar-protegi.yaml against microsoft/LMOps prompt_optimization (main.py defaults, --evaluator ucb)."""
+    from pathlib import Path
+
+    from apo_local.config import load_config
+    from apo_local.search.beam import selector_params
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "liar-protegi.yaml", {})
+    s, p, sel = cfg.search, cfg.protegi, cfg.selection
+    assert (s.rounds, s.beam_size, s.minibatch_size, s.max_expansion) == (6, 4, 64, 8)
+    assert (p.n_gradients, p.errors_per_gradient, p.reasons_per_gradient, p.edits_per_gradient, p.mc_samples) == (
+        4, 4, 1, 1, 2)
+    assert (sel.selector, sel.budget, sel.batch_size, sel.arms_per_round) == ("ucb", 32 * 8 * 8, 32, 8)
+    assert (sel.ucb_c, sel.ucb_t, sel.sample) == (1.0, "round", "shared")
+    assert cfg.evaluation.test_limit == 400
+    ucb = make_selector("ucb", **selector_params(cfg))
+    assert (ucb.c, ucb.t_unit, ucb.warmup) == (1.0, "round", 32)

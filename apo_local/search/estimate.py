@@ -110,8 +110,10 @@ def _tokens(text: str) -> int:
     return max(1, len(text) // CHARS_PER_TOKEN)
 
 
-def estimate(cfg: RunConfig, task: Task, train: list[Example], test: list[Example]) -> Estimate:
-    """The size of the search ``cfg`` describes on ``task`` (``train`` / ``test``: the rows it uses)."""
+def estimate(cfg: RunConfig, task: Task, train: list[Example], test: list[Example],
+             validation: list[Example] = ()) -> Estimate:
+    """The size of the search ``cfg`` describes on ``task`` (``train`` / ``test`` / ``validation``: the rows it
+    uses; the final beam is scored on the validation rows)."""
     instruction = cfg.search.initial_prompt or task.initial_instruction
     sample = train[:50]
     row = sum(_tokens(ex.input) for ex in sample) // max(1, len(sample)) + 8  # one example shown to the optimizer
@@ -124,7 +126,7 @@ def estimate(cfg: RunConfig, task: Task, train: list[Example], test: list[Exampl
         _select(cfg, est, parents, min(new, parents * cfg.search.max_expansion), target_in)
         if cfg.evaluation.per_round_test:
             est.target.add(cfg.search.beam_size * len(test), target_in)
-    est.target.add((cfg.search.beam_size + 1) * len(test), target_in)
+    est.target.add((cfg.search.beam_size + 1) * len(test) + cfg.search.beam_size * len(validation), target_in)
     if cfg.scoring.mode == "generate":
         est.target.output_tokens += est.target.prompts * cfg.scoring.max_tokens
     est.seconds = _seconds(cfg, est)
