@@ -208,3 +208,39 @@ def test_compare_per_example_statistics_over_seeds():
     assert vs["examples"] == 450 and vs["only_baseline"] == 0
     lo, hi = score_ci(metric, [list(b.values()) for b in base])
     assert lo < 0.6 < hi and not math.isnan(lo)
+
+
+def test_cli_table_headlines_the_selected_prompt_with_its_interval_and_warns_on_prevalence():
+    from apo_local.cli import summary_lines
+    from apo_local.search.result import RunResult
+
+    metric = get_metric("f1", positive_label="Yes", labels=["Yes", "No"])
+    golds = ["Yes"] * 16 + ["No"] * 84
+    rows = [Example(str(i), "x", g) for i, g in enumerate(golds)]
+    stats = SplitStats(metric, rows)
+    flat = _evaluation(["No"] * 100, golds)  # the search selected a prompt that always answers No
+    good = _evaluation(["Yes"] * 12 + ["No"] * 4 + ["No"] * 70 + ["Yes"] * 14, golds)
+    result = RunResult(metric="f1", initial_prompt="Is it a lie?", best_prompt="Careful.", selected_prompt="No",
+                       initial_test=stats.summary(good), best_test=stats.summary(good),
+                       selected_test=stats.summary(flat),
+                       beam=[{"text": "No", "estimate": 0.84}, {"text": "Careful.", "estimate": 0.7}],
+                       rounds_completed=1, stop_reason="completed", usage={}, faults={},
+                       selected_by="validation (200 rows)", selected_vs_initial=stats.paired(flat, good))
+    lines = summary_lines(result)
+    assert lines[1].startswith("selected (validation (200 rows))") and "0.000 [0.000, 0.000]" in lines[1]
+    assert "0.840 [" in lines[1]  # accuracy (= micro-F1) beside the binary F1
+    assert lines[2].startswith("initial") and lines[3].startswith("best of beam (picked on test")
+    assert any(line.startswith("selected - initial: f1 -") and "McNemar p=" in line for line in lines)
+    assert any(line.startswith("power: with 100 test rows") for line in lines)
+    assert any(line.startswith("warning: the selected prompt predicts 'Yes' for 0% of test rows (true share 16%)")
+               for line in lines)
+
+
+def test_sweep_tables_headline_the_selected_prompt():
+    from apo_local.sweep.tables import _result_values
+
+    res = {"metric": "f1", "rounds_completed": 1, "stop_reason": "completed",
+           "initial_test": {"metrics": {"f1": 0.5}}, "best_test": {"metrics": {"f1": 0.8}},
+           "selected_test": {"metrics": {"f1": 0.6}, "ci": {"f1": [0.52, 0.68]}}}
+    row = _result_values(res)
+    assert row["test_gain"] == pytest.approx(0.1) and row["test_selected_ci"] == "[0.520, 0.680]"
