@@ -46,7 +46,7 @@ def build_config(data: dict | None = None, overrides: dict[str, Any] | None = No
     layout, is refused with one line; ``resume=True`` (a run directory's own config) migrates old keys."""
     data = _merged(data or {}, overrides or {})
     if resume:
-        data = migrate_flat_keys(data)
+        data = keep_earlier_selection(migrate_flat_keys(data))
     else:
         _refuse_moved(data, origin)
     if preset is not None:
@@ -121,6 +121,21 @@ def migrate_flat_keys(data: dict) -> dict:
             sel["ucb_c" if sel.get("selector", "ucb") == "ucb" else "ucb_e_a"] = c
     if sel.get("acceptance", "bandit") != "validated":
         sel.pop("validation_k", None), sel.pop("validation_size", None)
+    return data
+
+
+def keep_earlier_selection(data: dict) -> dict:
+    """A run directory's config written before the shared bandit sample, the metric-following reward, the
+    reference's UCB constants and the validation rows existed resumes with the behaviour it started with
+    (today's writes every one of these keys, so their absence dates the config)."""
+    data = copy.deepcopy(data)
+    sel, ev = data.setdefault("selection", {}), data.setdefault("evaluation", {})
+    if "sample" not in sel:
+        sel.update(sample="independent", reward=sel.get("reward", "accuracy"))
+        if sel.get("selector", "ucb") == "ucb":
+            sel.setdefault("ucb_c", 2.0)
+            sel.setdefault("ucb_t", "examples")
+    ev.setdefault("validation_split", "none")
     return data
 
 

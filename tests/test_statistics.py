@@ -244,3 +244,20 @@ def test_sweep_tables_headline_the_selected_prompt():
            "selected_test": {"metrics": {"f1": 0.6}, "ci": {"f1": [0.52, 0.68]}}}
     row = _result_values(res)
     assert row["test_gain"] == pytest.approx(0.1) and row["test_selected_ci"] == "[0.520, 0.680]"
+
+
+def test_a_run_from_before_resumes_with_the_selection_it_started_with():
+    from pathlib import Path
+
+    from apo_local.config import dump_config, load_config
+
+    old = load_config(Path(__file__).resolve().parent / "golden" / "v1-run" / "config.yaml", resume=True)
+    s = old.selection
+    assert (s.sample, s.reward, s.ucb_c, s.ucb_t, old.evaluation.validation_split) == (
+        "independent", "accuracy", 2.0, "examples", "none")
+    today = build_config({"task": "liar"})
+    import yaml
+
+    again = build_config(yaml.safe_load(dump_config(today)), resume=True)  # today's config resumes as written
+    assert (again.selection.sample, again.selection.ucb_t, again.evaluation.validation_split) == (
+        "shared", "round", "auto")
