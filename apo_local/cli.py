@@ -180,18 +180,9 @@ cli.add_command(report_command)
 
 
 def _print_summary(result, out) -> None:
-    m = result.metric
-    rows = [
-        ("initial", result.initial_prompt, None, result.initial_test["metrics"][m]),
-        ("best", result.best_prompt, next((b["estimate"] for b in result.beam if b["text"] == result.best_prompt), None),
-         result.best_test["metrics"][m]),
-    ]
     click.echo("")
-    click.echo(f"{'':8} {'train est.':>10} {'test ' + m:>10}  prompt")
-    for name, text, est, test in rows:
-        short = " ".join(text.split())
-        short = short if len(short) <= 100 else short[:99] + "…"
-        click.echo(f"{name:8} {'-' if est is None else f'{est:.3f}':>10} {test:>10.3f}  {short}")
+    for line in summary_lines(result):
+        click.echo(line)
     click.echo("")
     for role, u in result.usage.items():
         click.echo(f"{role:9} calls={u['calls']:<5} prompts={u['prompts']:<6} in_tokens={u['input_tokens']:<8} "
@@ -200,6 +191,42 @@ def _print_summary(result, out) -> None:
     click.echo(_time_line(result.time))
     if out:
         click.echo(f"run directory: {out}")
+
+
+def summary_lines(result) -> list[str]:
+    """The results table: the prompt the search selected (without the test split) first, its test score with
+    its 95% interval; the initial prompt; best-of-beam last, labelled as picked with the test split. Then the
+    paired difference selected - initial, the power line and any prevalence warning."""
+    from apo_local.search.headline import power_line, suppressed_labels
+    from apo_local.stats import fmt_ci
+
+    m = result.metric
+    estimate = {b["text"]: b["estimate"] for b in result.beam}
+    rows = [(f"selected ({result.selected_by})", result.selected_prompt, result.selected_test),
+            ("initial", result.initial_prompt, result.initial_test),
+            ("best of beam (picked on test: optimistic)", result.best_prompt, result.best_test)]
+    acc = "test acc (= micro-F1)" if m in ("f1", "macro_f1") else "test accuracy"
+    lines = [f"{'':44} {'train est.':>10} {'test ' + m + ' [95% CI]':>24} {acc:>24}  prompt"]
+    for name, text, test in rows:
+        short = " ".join(text.split())
+        short = short if len(short) <= 80 else short[:79] + "…"
+        est = estimate.get(text) if name != "initial" else None
+        ci = test.get("ci") or {}
+        acc_cell = fmt_ci(test["metrics"]["accuracy"], ci.get("accuracy") or ci.get(m)) if m != "accuracy" else ""
+        lines.append(f"{name:44} {'-' if est is None else f'{est:.3f}':>10} "
+                     f"{fmt_ci(test['metrics'][m], ci.get(m)):>24} {acc_cell:>24}  {short}")
+    paired = result.selected_vs_initial
+    if paired:
+        d = paired[m]
+        line = f"selected - initial: {m} {d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] (paired bootstrap p={d['p']:.3f}"
+        mc = paired["mcnemar"]
+        lines.append(line + f"; McNemar p={mc['p']:.3f}, {mc['only_a']} rows only selected right, "
+                            f"{mc['only_b']} only initial right; n={paired['n']})")
+        lines.append(power_line(paired["power"], paired["n"]))
+    for label, share_p, share_t in suppressed_labels(result.selected_test):
+        lines.append(f"warning: the selected prompt predicts {label!r} for {share_p:.0%} of test rows (true share "
+                     f"{share_t:.0%}): a metric can rise this way while the classifier gets worse")
+    return lines
 
 
 def _time_line(t: dict) -> str:

@@ -188,7 +188,10 @@ def add_reflection_similarity(spec: CompareSpec, runs: list[dict], out: Path) ->
             None if base is None or r["method"] == spec.baseline else between_runs(mine, base)["all_pairs"]["jaccard"])
 
 
-def summarize(spec: CompareSpec, runs: list[dict]) -> list[dict]:
+def summarize(spec: CompareSpec, runs: list[dict], per_row: dict | None = None, metric=None) -> list[dict]:
+    """One row per method. With ``per_row`` ((method, seed) -> test row id -> (parsed, gold)) and the task's
+    ``metric``: the per-example statistics too (``compare_stats``: the test score's interval, and against the
+    baseline the paired difference with its interval, McNemar and the power line)."""
     by = {m: [r for r in runs if r["method"] == m] for m in spec.methods}
     base = {r["seed"]: r["test"] for r in by.get(spec.baseline, [])}
     rows = []
@@ -219,8 +222,26 @@ def summarize(spec: CompareSpec, runs: list[dict]) -> list[dict]:
                 row[f"{role}_{k}_mean"] = _mean([r[f"{role}_{k}"] for r in rs])
         for k in ("reflection_self_jaccard", f"reflection_vs_{spec.baseline}_jaccard"):
             row[k + "_mean"] = _mean([r.get(k) for r in rs])
+        if per_row is not None and metric is not None:
+            row.update(_per_example(spec, m, [r["seed"] for r in rs], per_row, metric))
         rows.append(row)
     return rows
+
+
+def _per_example(spec: CompareSpec, method: str, seeds: list[int], per_row: dict, metric) -> dict:
+    from apo_local.compare_stats import paired, score_ci
+
+    mine = [per_row.get((method, s)) or {} for s in seeds]
+    out = {"test_ci": score_ci(metric, [list(rows.values()) for rows in mine])}
+    if method != spec.baseline:
+        base = [per_row.get((spec.baseline, s)) or {} for s in seeds]
+        vs = paired(metric, mine, base)
+        if vs:
+            out.update({"diff_vs_baseline": vs["diff"], "diff_ci": vs["ci"], "diff_p_bootstrap": vs["p_bootstrap"],
+                        "mcnemar_p": vs["mcnemar_p"], "paired_examples": vs["examples"],
+                        "detectable_accuracy_difference": vs["power"]["detectable_accuracy_difference"],
+                        "examples_for_0.02": vs["power"]["examples_needed"]})
+    return out
 
 
 def _fmt(v) -> str:
@@ -241,23 +262,37 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def _ci(ci) -> str:
+    return "-" if not ci or any(c != c for c in ci) else f"[{ci[0]:.4f}, {ci[1]:.4f}]"
+
+
+def _diff(r: dict) -> str:
+    return "-" if r.get("diff_vs_baseline") is None else f"{r['diff_vs_baseline']:+.4f} {_ci(r['diff_ci'])}"
+
+
 def markdown(spec: CompareSpec, rows: list[dict], runs: list[dict]) -> str:
     pk = "p_vs_" + spec.baseline
     metric = rows[0]["metric"] if rows else "metric"
-    head = ["method", "seeds", f"test {metric} (mean ± std)", "best-of-beam test", f"p vs {spec.baseline}",
+    head = ["method", "seeds", f"test {metric} (mean ± std)", "95% CI (seeds × examples)",
+            f"vs {spec.baseline}: diff [95% CI]", "McNemar p", "best-of-beam test (optimistic)", "p over seeds",
             "accepted steps", "target calls / prompts", "optimizer calls / in / out tokens", "prompt tokens per step"]
     lines = [f"# Comparison: {len(spec.methods)} methods × {len(spec.seeds)} seeds",
              "", f"Budget per run: {spec.budget or 'none'}; test metric of the prompt each search selected "
-             f"(no test peeking); p-value: permutation test against {spec.baseline}.", "",
+             f"(no test peeking). Against {spec.baseline}: the difference on the same test rows with its paired "
+             "two-level bootstrap interval (seeds, then examples) and the exact McNemar test over the pooled rows; "
+             "'p over seeds': permutation test of the per-seed scores (with 3 seeds its smallest value is 0.25).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join([
-            r["method"], str(r["seeds"]), f"{r['test_mean']:.4f} ± {r['test_std']:.4f}", _fmt(r["best_test_mean"]),
-            _fmt(r[pk]), _fmt(r["accepted_steps_mean"]),
+            r["method"], str(r["seeds"]), f"{r['test_mean']:.4f} ± {r['test_std']:.4f}", _ci(r.get("test_ci")),
+            _diff(r), _fmt(r.get("mcnemar_p")), _fmt(r["best_test_mean"]), _fmt(r[pk]), _fmt(r["accepted_steps_mean"]),
             f"{_fmt(r['target_calls_mean'])} / {_fmt(r['target_prompts_mean'])}",
             f"{_fmt(r['optimizer_calls_mean'])} / {_fmt(r['optimizer_input_tokens_mean'])} / "
             f"{_fmt(r['optimizer_output_tokens_mean'])}",
             r["prompt_tokens_per_step"] or "-"]) + " |")
+    lines += [f"Power: {r['method']} vs {spec.baseline} on {r['paired_examples']} paired test rows detects an "
+              f"accuracy difference of {_fmt(r['detectable_accuracy_difference'])} (80% power, 5% level); a 0.02 "
+              f"difference needs about {r['examples_for_0.02']} rows." for r in rows if r.get("paired_examples")]
     rk = f"reflection_vs_{spec.baseline}_jaccard_mean"
     lines += ["", "## Reflections", "", "Mean token-set Jaccard similarity of the optimizer's reflections (gradients, "
               f"feedback, critiques) across the rounds of a run, and to the {spec.baseline} run with the same seed "
@@ -280,7 +315,12 @@ def compare(spec: CompareSpec, out: str | Path) -> list[dict]:
          "baseline": spec.baseline}, sort_keys=False))
     runs = [run_cell(spec, m, s, out) for m in spec.methods for s in spec.seeds]
     add_reflection_similarity(spec, runs, out)
-    rows = summarize(spec, runs)
+    from apo_local.compare_stats import selected_rows
+    from apo_local.tasks import load_task
+
+    per_row = {(r["method"], r["seed"]): selected_rows(out / r["method"] / f"seed-{r['seed']}") for r in runs}
+    metric = load_task(spec.config(spec.baseline, spec.seeds[0]).task).metric
+    rows = summarize(spec, runs, per_row, metric)
     (out / "runs.csv").write_text(_csv(runs))
     (out / "results.csv").write_text(_csv(rows))
     (out / "results.md").write_text(markdown(spec, rows, runs))

@@ -46,7 +46,7 @@ def build_config(data: dict | None = None, overrides: dict[str, Any] | None = No
     layout, is refused with one line; ``resume=True`` (a run directory's own config) migrates old keys."""
     data = _merged(data or {}, overrides or {})
     if resume:
-        data = migrate_flat_keys(data)
+        data = keep_earlier_selection(migrate_flat_keys(data))
     else:
         _refuse_moved(data, origin)
     if preset is not None:
@@ -124,6 +124,21 @@ def migrate_flat_keys(data: dict) -> dict:
     return data
 
 
+def keep_earlier_selection(data: dict) -> dict:
+    """A run directory's config written before the shared bandit sample, the metric-following reward, the
+    reference's UCB constants and the validation rows existed resumes with the behaviour it started with
+    (today's writes every one of these keys, so their absence dates the config)."""
+    data = copy.deepcopy(data)
+    sel, ev = data.setdefault("selection", {}), data.setdefault("evaluation", {})
+    if "sample" not in sel:
+        sel.update(sample="independent", reward=sel.get("reward", "accuracy"))
+        if sel.get("selector", "ucb") == "ucb":
+            sel.setdefault("ucb_c", 2.0)
+            sel.setdefault("ucb_t", "examples")
+    ev.setdefault("validation_split", "none")
+    return data
+
+
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
     """A YAML file holding a mapping (run, sweep or compare config); bad files end as one ApoError line."""
     p = Path(path)
@@ -160,13 +175,13 @@ def dump_config(cfg: RunConfig) -> str:
 PRESETS: dict[str, dict] = {
     "smoke": {"search": {"rounds": 1, "beam_size": 2, "minibatch_size": 8, "max_expansion": 2},
               "selection": {"budget": 32, "batch_size": 8, "arms_per_round": 2},
-              "optimizer": {"max_tokens": 96}, "evaluation": {"test_limit": 16},
+              "optimizer": {"max_tokens": 96}, "evaluation": {"test_limit": 16, "validation_rows": 16},
               "protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 1},
               "rewrite": {"samples_per_parent": 1, "mc_samples": 1}, "improve": {"samples_per_parent": 1, "mc_samples": 1},
               "abo": {"init_samples": 1, "revise_samples": 1, "errors_per_revision": 2, "work_tokens": 48}},
     "demo": {"search": {"rounds": 2, "beam_size": 2, "minibatch_size": 16, "max_expansion": 3},
              "selection": {"budget": 128, "batch_size": 16, "arms_per_round": 4},
-             "optimizer": {"max_tokens": 200}, "evaluation": {"test_limit": 100},
+             "optimizer": {"max_tokens": 200}, "evaluation": {"test_limit": 100, "validation_rows": 50},
              "protegi": {"n_gradients": 2, "errors_per_gradient": 3, "mc_samples": 1},
              "rewrite": {"samples_per_parent": 2, "mc_samples": 1}, "improve": {"samples_per_parent": 2, "mc_samples": 1},
              "abo": {"init_samples": 2, "revise_samples": 2, "errors_per_revision": 3, "work_tokens": 96}},

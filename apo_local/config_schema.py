@@ -116,7 +116,15 @@ class SelectionConfig(_Section):
     budget: PositiveInt = D(2048, "example evaluations per round's selection")
     batch_size: PositiveInt = D(32, "examples per arm pull (ucb, ucb-e)")
     arms_per_round: PositiveInt = D(8, "arms pulled per bandit round (ucb, ucb-e)")
-    ucb_c: PositiveFloat = D(2.0, "ucb exploration weight c: mean + c*sqrt(ln t / n)")
+    ucb_c: PositiveFloat = D(1.0, "ucb exploration weight c: mean + c*sqrt(ln t / n) (1: the reference's)")
+    ucb_t: Literal["round", "examples"] = D("round", "ucb's t: bandit rounds played (the reference's) or examples "
+                                                     "pulled (a far larger bonus: nearly uniform)")
+    warmup: Optional[int] = D(None, "examples per arm in the first bandit round (ucb, ucb-e); unset: batch_size; "
+                                    "0: none", ge=0)
+    sample: Literal["shared", "independent"] = D("shared", "bandit rows per round: one shared sample for every arm "
+                                                           "(paired, the reference's) or one sample per arm")
+    reward: Literal["metric", "accuracy"] = D("metric", "selection reward: follow the task's metric (f1, macro_f1: "
+                                                        "class-balanced correctness) or plain correctness")
     ucb_e_a: PositiveFloat = D(2.0, "ucb-e exploration parameter a: mean + sqrt(a / n)")
     acceptance: Literal["bandit", "naive", "validated"] = D(
         "bandit", "bandit: the selector picks among parents + proposals; naive: the newest proposals, unevaluated; "
@@ -148,6 +156,11 @@ class FeedbackConfig(_Section):
 
 class EvaluationConfig(_Section):
     test_split: str = D("test", "split the final prompts are scored on")
+    validation_split: str = D("auto", "rows kept apart from training and test, on which the final beam is scored "
+                                      "to pick the selected prompt: auto (the task's 'validation' split, else "
+                                      "validation_rows held out of train), none, or a split name")
+    validation_rows: PositiveInt = D(200, "auto: training rows held out as validation (at most a fifth of "
+                                          "train; with train_limit, at most a quarter of it)")
     test_limit: Optional[PositiveInt] = D(None, "score the first N test rows only; unset: all")
     per_round_test: bool = D(False, "also score the beam on the test split after every round")
 
@@ -227,8 +240,10 @@ def method_knobs(proposer: str, selector: str, acceptance: str) -> dict[str, set
     """Per method-specific section, the keys a run with this proposer / selector / acceptance uses."""
     used = {section: set() for section in METHOD_SECTIONS}
     used.update(_PROPOSER_KNOBS.get(proposer, {}))  # an unknown proposer is refused by name later
-    generic = set(SelectionConfig.model_fields) - {"ucb_c", "ucb_e_a", "validation_k", "validation_size"}
-    used["selection"] = generic | ({"ucb_c"} if selector == "ucb" else set()) | (
+    generic = set(SelectionConfig.model_fields) - {"ucb_c", "ucb_t", "warmup", "ucb_e_a", "validation_k",
+                                                   "validation_size"}
+    used["selection"] = generic | ({"ucb_c", "ucb_t"} if selector == "ucb" else set()) | (
+        {"warmup"} if selector in ("ucb", "ucb-e") else set()) | (
         {"ucb_e_a"} if selector == "ucb-e" else set()) | (
         {"validation_k", "validation_size"} if acceptance == "validated" else set())
     return used

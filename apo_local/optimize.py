@@ -21,7 +21,7 @@ from apo_local.scoring import limit_length
 from apo_local.search import BeamSearch, RunResult
 from apo_local.search.state import Phase, RunState
 from apo_local.search.estimate import estimate, record_throughput
-from apo_local.search.splits import eval_rows, train_rows
+from apo_local.search.splits import eval_rows, train_rows, validation_rows
 from apo_local.tasks import Task, load_task
 
 log = logging.getLogger("apo_local")
@@ -45,7 +45,7 @@ def optimize(cfg: RunConfig, out: str | Path | None = None, *, task: Task | None
     task = task or load_task(cfg.task)
     cfg = cap_test_limit(cfg, task)
     preflight(cfg, task)  # bad input fails here: no run directory written, no engine started
-    size = estimate(cfg, task, train_rows(task, cfg), eval_rows(task, cfg))
+    size = estimate(cfg, task, train_rows(task, cfg), eval_rows(task, cfg), validation_rows(task, cfg))
     run_dir = RunDir(out) if out else None
     if run_dir:
         run_dir.open(dump_config(cfg), overwrite=overwrite)
@@ -168,4 +168,5 @@ def preflight(cfg: RunConfig, task: Task) -> None:
         if file and not Path(file).is_file():
             raise ApoError(f"meta_prompts.{name}: file {file} does not exist")
     train_rows(task, cfg)
+    validation_rows(task, cfg)
     eval_rows(task, cfg)  # a test_limit beyond the split's size was capped before (cap_test_limit)

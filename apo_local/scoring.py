@@ -64,6 +64,7 @@ class Scorer:
         self._memo: dict[tuple[str, str], Prediction] = {}
         self._shared: dict[str | None, Prediction] = {}  # logprobs mode: one object per label
         self._heads: dict[str, tuple[str, str] | None] = {}  # instruction -> template text around the input
+        self.reward_weights: dict[str, float] | None = None  # per gold label; None: plain correctness
 
     def predict(self, pairs: Sequence[tuple[str, Example]]) -> list[Prediction]:
         """Predictions for (instruction, example) pairs; new pairs go to the engine in as few calls as
@@ -113,8 +114,12 @@ class Scorer:
         self._memo = {(ins, eid): Prediction(*p) for ins, rows in memo.items() for eid, p in rows.items()}
 
     def rewards(self, pairs: Sequence[tuple[str, Example]]) -> list[float]:
+        """Per-example selection rewards: correctness, times the label's weight when ``reward_weights`` is
+        set (class-balanced for F1-type metrics, see ``tasks.metrics.selection_weights``)."""
         preds = self.predict(pairs)
-        return [self.task.metric.example_score(p.label, ex.label) for p, (_, ex) in zip(preds, pairs)]
+        w = self.reward_weights or {}
+        return [self.task.metric.example_score(p.label, ex.label) * w.get(ex.label, 1.0)
+                for p, (_, ex) in zip(preds, pairs)]
 
     def evaluate_many(self, instructions: Sequence[str], examples: Sequence[Example]) -> list[Evaluation]:
         preds = self.predict([(ins, ex) for ins in instructions for ex in examples])

@@ -14,7 +14,7 @@ TINY = {
     "protegi": {"n_gradients": 2, "errors_per_gradient": 2, "mc_samples": 1},
     "selection": {"selector": "ucb", "budget": 48, "batch_size": 8, "arms_per_round": 2},
     "optimizer": {"max_tokens": 96},
-    "evaluation": {"test_limit": 24},
+    "evaluation": {"test_limit": 24, "validation_rows": 16},
 }
 
 

@@ -24,7 +24,9 @@ from tests.conftest import TINY
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "apo_local.cli"]
-TABLE = re.compile(r"^(|\s+train est\.\s+test f1\s+prompt|(initial|best)\s+\S+\s+[\d.]+\s+.*"
+TABLE = re.compile(r"^(|\s+train est\.\s+test f1 \[95% CI\]\s+test acc \(= micro-F1\)\s+prompt"
+                   r"|(selected \(.+?\)|initial|best of beam \(picked on test: optimistic\))\s+\S+\s+[\d.]+ \[[\d.]+, [\d.]+\]\s+.*"
+                   r"|selected - initial: f1 .*|power: with .*|warning: the selected prompt predicts .*"
                    r"|(target|optimizer)\s+calls=.*|rounds=\d+ stop=.*|time: total .*|run directory: .*)$")
 
 

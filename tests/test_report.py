@@ -194,7 +194,7 @@ def test_lineage_usage_lengths_and_diff(tmp_path):
 
 def test_prevalence_hacking_warning(tmp_path):
     hacked = D.classification(D.load_run(make_run(tmp_path / "hacked", best_pred={"Yes": 19, "No": 1})))
-    assert [(w["prompt"], w["label"]) for w in hacked["warnings"]] == [("best", "No")]
+    assert [(w["prompt"], w["label"]) for w in hacked["warnings"]] == [("selected", "No"), ("best", "No")]  # selected = best here
     fine = D.classification(D.load_run(make_run(tmp_path / "fine", best_pred={"Yes": 11, "No": 9})))
     assert fine["warnings"] == []
     assert fine["true"] == {"Yes": 10, "No": 10}

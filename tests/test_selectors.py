@@ -156,16 +156,40 @@ def test_index_policy_last_round_is_shrunk_to_fit():
     assert sorted(n for _, n in rec.calls[1]) == [12] * 4 + [13] * 4
 
 
-def test_ucb_bonus_explores():
-    """Arm 0 always pays 1, the rest 0. Greedy (c=0) keeps pulling arms 0..7 (ties: low index);
-    the default c=2 bonus sends later rounds to the less-pulled arms 8..15 too."""
-    pull, calls = scripted([[1.0] + [0.0] * 15])
-    greedy = make_selector("ucb", c=0).select(16, 1, pull, random.Random(0))
-    assert greedy.pulls[8:] == [32] * 8 and greedy.chosen == [0]
-    pull, calls = scripted([[1.0] + [0.0] * 15])
-    res = make_selector("ucb").select(16, 1, pull, random.Random(0))
-    assert all(p > 32 for p in res.pulls) and res.chosen == [0]
-    assert res.pulls[0] == max(res.pulls)
+def test_ucb_stops_pulling_arms_that_always_fail():
+    """Arms 0 and 1 always pay 1 and 0.7, the other 14 always 0; two arms per round. With the reference's
+    constants (c = 1, t = bandit rounds) the bonus after the warm-up (at most sqrt(ln 30 / 32) = 0.33) stays
+    below the gap, so every later round goes to arms 0 and 1 and the always-0 arms are never pulled again.
+    t counted in examples with c = 2 (the earlier default) kept spending the budget on them."""
+    pull, _ = scripted([[1.0, 0.7] + [0.0] * 14])
+    res = make_selector("ucb", arms_per_round=2).select(16, 1, pull, random.Random(0))
+    assert res.chosen == [0] and res.pulls == [800, 800] + [32] * 14
+    pull, _ = scripted([[1.0, 0.7] + [0.0] * 14])
+    old = make_selector("ucb", c=2.0, t_unit="examples", arms_per_round=2).select(16, 1, pull, random.Random(0))
+    assert sum(old.pulls[2:]) > 14 * 32  # the near-uniform spending the reference's constants avoid
+
+
+def test_ucb_t_counts_bandit_rounds():
+    """The index's t is the number of bandit rounds played, not examples: after the warm-up round (t = 1,
+    ln 1 = 0) the next round is greedy on the means."""
+    pull, calls = scripted([[0.5, 0.6, 0.4, 0.55], [0.0] * 4])
+    make_selector("ucb", budget=4 * 8 + 2 * 8, batch_size=8, arms_per_round=2).select(4, 1, pull, random.Random(0))
+    assert sorted(i for i, _ in calls[1]) == [1, 3]  # the two best means, no exploration bonus at t = 1
+    sel = make_selector("ucb")
+    assert (sel.c, sel.t_unit) == (1.0, "round")
+
+
+@pytest.mark.parametrize("warmup,first", [(None, 32), (4, 4), (0, None)])
+def test_ucb_warmup_is_a_knob(warmup, first):
+    rec = Recorder(BEST_ONE, 0)
+    res = make_selector("ucb", warmup=warmup, arms_per_round=8).select(16, 1, rec, random.Random(0))
+    if first is None:  # no warm-up round: never-pulled arms (infinite index) go first, 8 at a time
+        assert len(rec.calls[0]) == 8 and {n for _, n in rec.calls[0]} == {32}
+    else:
+        assert len(rec.calls[0]) == 16 and {n for _, n in rec.calls[0]} == {first}
+    assert res.budget_used == 2048
+    with pytest.raises(ApoError, match="warmup"):
+        make_selector("ucb", warmup=-1)
 
 
 def scripted(values_by_round):
@@ -251,8 +275,27 @@ def test_make_selector_errors():
     with pytest.raises(ApoError):
         make_selector("ucb-e", arms_per_round=0)
     s = make_selector("ucb", budget=None, c=None)  # None means "use the default"
-    assert (s.budget, s.batch_size, s.c, s.arms_per_round, s.name) == (2048, 32, 2.0, 8, "ucb")
+    assert (s.budget, s.batch_size, s.c, s.arms_per_round, s.name) == (2048, 32, 1.0, 8, "ucb")
     assert make_selector("ucb-e").a == 2.0
     for name in NAMES:
         assert make_selector(name).name == name
     assert "\n" not in str(pytest.raises(ApoError, make_selector, "x").value)
+
+
+def test_liar_protegi_config_has_the_reference_hyperparameters():
+    """configs/liar-protegi.yaml against microsoft/LMOps prompt_optimization (main.py defaults, --evaluator ucb)."""
+    from pathlib import Path
+
+    from apo_local.config import load_config
+    from apo_local.search.beam import selector_params
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "liar-protegi.yaml", {})
+    s, p, sel = cfg.search, cfg.protegi, cfg.selection
+    assert (s.rounds, s.beam_size, s.minibatch_size, s.max_expansion) == (6, 4, 64, 8)
+    assert (p.n_gradients, p.errors_per_gradient, p.reasons_per_gradient, p.edits_per_gradient, p.mc_samples) == (
+        4, 4, 1, 1, 2)
+    assert (sel.selector, sel.budget, sel.batch_size, sel.arms_per_round) == ("ucb", 32 * 8 * 8, 32, 8)
+    assert (sel.ucb_c, sel.ucb_t, sel.sample) == (1.0, "round", "shared")
+    assert cfg.evaluation.test_limit == 400
+    ucb = make_selector("ucb", **selector_params(cfg))
+    assert (ucb.c, ucb.t_unit, ucb.warmup) == (1.0, "round", 32)

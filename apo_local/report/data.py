@@ -198,7 +198,8 @@ def prompt_lengths(data: RunData) -> list[dict]:
 
 
 def classification(data: RunData) -> dict | None:
-    """Predicted vs true label distribution (initial and best prompt), confusion, suppression warnings."""
+    """Predicted vs true label distribution (initial and best prompt), confusion, suppression warnings (for
+    the selected prompt too)."""
     res = data.results
     if not res or not res["best_test"].get("predicted_distribution") or not data.true_distribution:
         return None
@@ -208,8 +209,9 @@ def classification(data: RunData) -> dict | None:
                                  *sorted(res["initial_test"].get("predicted_distribution", {}))]))
     out = {"labels": labels, "true": true, "initial": res["initial_test"].get("predicted_distribution", {}),
            "best": res["best_test"]["predicted_distribution"], "confusion": res["best_test"].get("confusion") or {},
-           "initial_confusion": res["initial_test"].get("confusion") or {}, "warnings": []}
-    for which in ("best", "initial"):
+           "initial_confusion": res["initial_test"].get("confusion") or {}, "warnings": [],
+           "selected": (res.get("selected_test") or {}).get("predicted_distribution", {})}
+    for which in ("selected", "best", "initial") if out["selected"] else ("best", "initial"):
         pred = out[which]
         n_pred = sum(pred.values()) or 1
         for lab, cnt in true.items():

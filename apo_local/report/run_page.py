@@ -46,19 +46,30 @@ def _subtitle(run: D.RunData) -> str:
 
 
 def _summary(page: Page, run: D.RunData) -> None:
+    from apo_local.search.headline import power_line
+    from apo_local.stats import fmt_ci
+
     res, m = run.results, run.metric
     if not res:
         page.p("This run has not finished (no results.json): rounds and trace so far.", "warn")
         return
 
     def row(name: str, ev: dict, prompt: str) -> list:
-        return [name, ev["metrics"][m], ev["metrics"].get("accuracy"), ev["metrics"].get("n"), prompt]
+        ci = ev.get("ci") or {}
+        return [name, fmt_ci(ev["metrics"][m], ci.get(m)), fmt_ci(ev["metrics"].get("accuracy"), ci.get("accuracy")),
+                ev["metrics"].get("n"), prompt]
 
     page.h("Summary")
-    page.table(["", f"test {m}", "accuracy", "n", "prompt"], [
+    page.table(["", f"test {m} [95% CI]", "accuracy (= micro-F1) [95% CI]", "n", "prompt"], [
+        row(f"selected ({res.get('selected_by', 'selection estimate')})", res["selected_test"], res["selected_prompt"]),
         row("initial", res["initial_test"], res["initial_prompt"]),
-        row("best", res["best_test"], res["best_prompt"]),
-        row("selected (by train estimate)", res["selected_test"], res["selected_prompt"])])
+        row("best of beam (picked on test: optimistic)", res["best_test"], res["best_prompt"])])
+    paired = res.get("selected_vs_initial") or {}
+    if paired.get(m):
+        d, mc = paired[m], paired["mcnemar"]
+        page.p(f"selected − initial on the same {paired['n']} test rows: {m} {d['diff']:+.3f} "
+               f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] (paired bootstrap), McNemar p = {mc['p']:.3g}. "
+               + power_line(paired["power"], paired["n"]), "meta")
     page.p(f"stop: {res['stop_reason']} · rounds completed: {res['rounds_completed']} · wall: "
            f"{res.get('time', {}).get('seconds')} s · faults: "
            + (", ".join(f"{k}={v}" for k, v in res.get("faults", {}).items()) or "none"), "meta")

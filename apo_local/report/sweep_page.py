@@ -16,7 +16,7 @@ from apo_local.sweep.tables import group_columns, shown_columns, write_tables
 
 log = logging.getLogger("apo_local")
 
-VALUE_COLUMNS = ["test_initial", "test_best", "test_gain", "rounds", "target_calls", "target_prompts",
+VALUE_COLUMNS = ["test_selected_ci", "test_selected", "test_initial", "test_best", "test_gain", "rounds", "target_calls", "target_prompts",
                  "target_input_tokens", "optimizer_calls", "optimizer_input_tokens", "optimizer_output_tokens",
                  "wall_seconds"]
 
@@ -82,5 +82,6 @@ def _results(page: Page, out: Path, cell_rows: list[dict], rows: list[dict]) -> 
         page.h("Mean ± std over seeds", 3)
         page.table([*shown, "n", *(SHORT.get(c, c) for c in VALUE_COLUMNS)],
                    [[*("" if m.get(k) is None else str(m.get(k)) for k in shown), m["n"],
-                     *(plus_minus(m.get(c), s.get(c), c) for c in VALUE_COLUMNS)] for m, s in zip(means, stds)],
+                     *((m.get(c) or "") if c.endswith("_ci") else plus_minus(m.get(c), s.get(c), c)
+                       for c in VALUE_COLUMNS)] for m, s in zip(means, stds)],
                    ["agg"] * len(means))

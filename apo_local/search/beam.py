@@ -28,12 +28,14 @@ from apo_local.search.feedback import corrupt_examples, make_feedback
 from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.optimizer_calls import OptimizerCalls
 from apo_local.search.proposers import make_proposer
+from apo_local.search.headline import SplitStats
 from apo_local.search.result import RunResult
 from apo_local.search.selectors import make_selector
-from apo_local.search.splits import eval_rows, train_rows
+from apo_local.search.splits import eval_rows, train_rows, validation_rows
 from apo_local.search.state import Candidate, Phase, RunState, Status
 from apo_local.search.streams import Streams
 from apo_local.tasks import Task
+from apo_local.tasks.metrics import selection_weights
 
 log = logging.getLogger("apo_local")
 
@@ -44,9 +46,9 @@ def selector_params(cfg: RunConfig) -> dict:
     sel = cfg.selection
     params = dict(budget=sel.budget, batch_size=sel.batch_size)
     if sel.selector == "ucb":
-        params.update(c=sel.ucb_c, arms_per_round=sel.arms_per_round)
+        params.update(c=sel.ucb_c, t_unit=sel.ucb_t, arms_per_round=sel.arms_per_round, warmup=sel.warmup)
     elif sel.selector == "ucb-e":
-        params.update(a=sel.ucb_e_a, arms_per_round=sel.arms_per_round)
+        params.update(a=sel.ucb_e_a, arms_per_round=sel.arms_per_round, warmup=sel.warmup)
     return params
 
 
@@ -54,7 +56,7 @@ def make_acceptance(cfg: RunConfig) -> Acceptance:
     sel = cfg.selection
     selector = make_selector(sel.selector, **selector_params(cfg))  # refused when unknown, whatever the rule
     if sel.acceptance == "bandit":
-        rule: Acceptance = BanditAcceptance(selector)
+        rule: Acceptance = BanditAcceptance(selector, shared=sel.sample == "shared")
     elif sel.acceptance == "validated":
         rule = ValidatedAcceptance(sel.validation_k, sel.validation_size)
     else:
@@ -69,6 +71,7 @@ class BeamSearch:
         self.proposer = make_proposer(cfg.search.proposer, cfg)
         self.acceptance = make_acceptance(cfg)
         self.train = train_rows(task, cfg)
+        self.validation = validation_rows(task, cfg)
         self.test = eval_rows(task, cfg)
         self.scorer = Scorer(task, target, cfg.scoring.mode, cfg.scoring.max_tokens)
         self.meta = MetaPrompts(cfg.meta_prompts.model_dump())
@@ -77,6 +80,8 @@ class BeamSearch:
             corrupt_examples(self.train[:1], task, cfg.seed, f.numeric_offset)  # refuse a task that can't be corrupted, now
         self.selection_train = (self.train if f.selection_labels == "true"
                                 else corrupt_examples(self.train, task, cfg.seed, f.numeric_offset))
+        if cfg.selection.reward == "metric":  # the selection follows the task's metric (F1: class-balanced)
+            self.scorer.reward_weights = selection_weights(task.metric.name, [ex.label for ex in self.selection_train])
         self.budget = Budget(cfg.budget, self.trace)
         self.feedback = make_feedback(f, task, cfg.seed, self.train, self.scorer, self.trace, self.meta,
                                       cfg.search.minibatch_size, before_call=self._check_budget)
@@ -92,7 +97,8 @@ class BeamSearch:
         return RoundContext(round=rnd, seed=self.cfg.seed, task=self.task, train=self.train,
                             selection_train=self.selection_train, scorer=self.scorer, trace=self.trace,
                             streams=streams, optimizer=calls, feedback=self.feedback, admission=self.admission,
-                            meta=self.meta, budget=self.budget, beam_size=self.cfg.search.beam_size)
+                            meta=self.meta, budget=self.budget, beam_size=self.cfg.search.beam_size,
+                            validation=self.validation)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -162,35 +168,54 @@ class BeamSearch:
         initial, beam = state.initial, state.beam
         beam_texts = [c.text for c in beam]
         elapsed = self.budget.elapsed
+        name = self.task.metric.name
+        on_validation = self._validation_scores(beam_texts)
         evals = self.scorer.evaluate_many(list(dict.fromkeys(beam_texts + [initial])), self.test)
         by_text = {e.instruction: e for e in evals}
-        name = self.task.metric.name
         best = max(beam_texts, key=lambda t: (by_text[t].metrics[name], -beam_texts.index(t)))
-        selected, pick = self._pick(beam)
+        selected, pick, selected_by = self._pick(beam, on_validation)
+        stats = SplitStats(self.task.metric, self.test)
         totals = self.trace.totals_dict()
         result = RunResult(
             metric=name, initial_prompt=initial, best_prompt=best, selected_prompt=selected,
-            initial_test=by_text[initial].to_dict(), best_test=by_text[best].to_dict(),
-            selected_test=by_text[selected].to_dict(), pick=pick,
-            beam=[dict(id=c.id, text=c.text, estimate=c.estimate, test=by_text[c.text].metrics[name]) for c in beam],
+            initial_test=stats.summary(by_text[initial]), best_test=stats.summary(by_text[best]),
+            selected_test=stats.summary(by_text[selected]), pick=pick,
+            beam=[dict(id=c.id, text=c.text, estimate=c.estimate, validation=on_validation.get(c.text),
+                       test=by_text[c.text].metrics[name]) for c in beam],
             rounds_completed=len(state.history), stop_reason=stop_reason,
             usage={r: {k: v for k, v in t.items() if k not in ("seconds", "cache_hits")} for r, t in totals.items()},
             faults=dict(sorted(self.trace.faults.items())), history=state.history,
             time={"seconds": round(elapsed, 1), "by_role": {r: round(t["seconds"], 1) for r, t in totals.items()},
                   "cache_hits": {r: t["cache_hits"] for r, t in totals.items()}},
+            selected_by=selected_by,
+            selected_vs_initial=stats.paired(by_text[selected], by_text[initial]),
         )
         if self.run_dir:
             write_json(self.run_dir.results, result.to_dict())
         return result
 
-    def _pick(self, beam: list[Candidate]) -> tuple[str, dict | None]:
-        """The selected prompt (``selection.pick``): the beam's best estimate, or its shortest within the CI."""
+    def _pick(self, beam: list[Candidate], on_validation: dict[str, float]) -> tuple[str, dict | None, str]:
+        """The selected prompt (``selection.pick``), the pick's record and how it was chosen: by default the
+        best final beam prompt on the validation rows (without them: the top selection estimate); or the
+        beam's shortest prompt within the CI of the best estimate."""
         if self.cfg.selection.pick == "estimate":
-            return beam[0].text, None
+            if not on_validation:
+                return beam[0].text, None, "selection estimate"
+            texts = [c.text for c in beam]
+            best = max(texts, key=lambda t: (on_validation.get(t, 0.0), -texts.index(t)))
+            return best, None, f"validation ({len(self.validation)} rows)"
         tokens = prompt_tokens(self.task, self.scorer.engine, [c.text for c in beam])
         i = shortest_within_ci([c.estimate for c in beam], [c.pulls for c in beam], tokens)
         return beam[i].text, {"rule": "shortest-within-ci", "selected_id": beam[i].id,
-                              "beam": [[c.id, c.estimate, c.pulls, t] for c, t in zip(beam, tokens)]}
+                              "beam": [[c.id, c.estimate, c.pulls, t] for c, t in zip(beam, tokens)]}, \
+            "shortest within the CI of the best estimate"
+
+    def _validation_scores(self, beam_texts: list[str]) -> dict[str, float]:
+        """The task's metric of each final beam prompt on the validation rows ({} without validation rows)."""
+        if not self.validation or not beam_texts:
+            return {}
+        evals = self.scorer.evaluate_many(beam_texts, self.validation)
+        return {e.instruction: e.metrics[self.task.metric.name] for e in evals}
 
     # -- state ---------------------------------------------------------------------------
 

@@ -110,8 +110,10 @@ def _tokens(text: str) -> int:
     return max(1, len(text) // CHARS_PER_TOKEN)
 
 
-def estimate(cfg: RunConfig, task: Task, train: list[Example], test: list[Example]) -> Estimate:
-    """The size of the search ``cfg`` describes on ``task`` (``train`` / ``test``: the rows it uses)."""
+def estimate(cfg: RunConfig, task: Task, train: list[Example], test: list[Example],
+             validation: list[Example] = ()) -> Estimate:
+    """The size of the search ``cfg`` describes on ``task`` (``train`` / ``test`` / ``validation``: the rows it
+    uses; the final beam is scored on the validation rows)."""
     instruction = cfg.search.initial_prompt or task.initial_instruction
     sample = train[:50]
     row = sum(_tokens(ex.input) for ex in sample) // max(1, len(sample)) + 8  # one example shown to the optimizer
@@ -126,7 +128,7 @@ def estimate(cfg: RunConfig, task: Task, train: list[Example], test: list[Exampl
         _select(cfg, est, parents, min(new, parents * cfg.search.max_expansion), target_in)
         if cfg.evaluation.per_round_test:
             est.target.add(cfg.search.beam_size * len(test), target_in)
-    est.target.add((cfg.search.beam_size + 1) * len(test), target_in)
+    est.target.add((cfg.search.beam_size + 1) * len(test) + cfg.search.beam_size * len(validation), target_in)
     if cfg.scoring.mode == "generate":
         est.target.output_tokens += est.target.prompts * cfg.scoring.max_tokens
     est.seconds = _seconds(cfg, est)
@@ -202,8 +204,9 @@ def _select(cfg: RunConfig, est: Estimate, parents: int, new: int, target_in: in
     if arms <= cfg.search.beam_size or sel.selector == "uniform":
         rounds = 1  # every arm kept: the budget is spread in one round
     elif sel.selector in ("ucb", "ucb-e"):
-        rest = sel.budget - min(sel.budget, arms * sel.batch_size)
-        rounds = 1 + -(-rest // (sel.batch_size * min(sel.arms_per_round, arms)))
+        warm = sel.batch_size if sel.warmup is None else sel.warmup
+        rest = sel.budget - min(sel.budget, arms * warm)
+        rounds = (1 if warm else 0) + -(-rest // (sel.batch_size * min(sel.arms_per_round, arms)))
     else:
         rounds = arms - cfg.search.beam_size  # successive rejects: one phase per rejected arm (halving: fewer)
     est.target.prompts += sel.budget

@@ -1,6 +1,13 @@
 """The rows a run works on: the training rows (seeded ``train_limit`` subset), the demonstration pool of
-the few-shot proposers (training rows set aside) and the test rows, with the checks that refuse a split
-too small (or single-class) for what the config asks of it."""
+the few-shot proposers (training rows set aside), the validation rows (kept apart from training, the
+demonstration pool and test) and the test rows, with the checks that refuse a split too small (or
+single-class) for what the config asks of it.
+
+Validation (``evaluation.validation_split``): ``auto`` takes the task's ``validation`` split when it has one,
+else holds ``validation_rows`` training rows out (a seeded pick, at most a fifth of train; with
+``train_limit``, at most a quarter of the limit), so the prompt the search selects is chosen without the
+test split and the training rows the errors come from; ``none`` keeps the earlier layout (no validation).
+"""
 
 from __future__ import annotations
 
@@ -25,11 +32,38 @@ def demo_pool(task: Task, seed: int, size: int) -> list[Example]:
     return pool
 
 
+def _pool_ids(task: Task, cfg: RunConfig) -> set[str]:
+    if cfg.search.proposer not in DEMO_PROPOSERS:
+        return set()
+    return {ex.id for ex in demo_pool(task, cfg.seed, cfg.fewshot.pool_size)}
+
+
+def _holdout_size(cfg: RunConfig, n_train: int) -> int:
+    cap = n_train // 5 if not cfg.train_limit else min(n_train // 5, cfg.train_limit // 4)
+    return min(cfg.evaluation.validation_rows, cap)
+
+
+def validation_rows(task: Task, cfg: RunConfig) -> list[Example]:
+    """The validation rows ([] when there are none)."""
+    split = cfg.evaluation.validation_split
+    if split == "none":
+        return []
+    if split == "auto" and "validation" not in task.split_names:
+        pool = _pool_ids(task, cfg)
+        train = [ex for ex in task.check_split("train") if ex.id not in pool]
+        order = sorted(train, key=lambda ex: seeded_order_key(cfg.seed, "validation:" + ex.id))
+        return order[: _holdout_size(cfg, len(train))]
+    name = "validation" if split == "auto" else split
+    if name in (cfg.evaluation.test_split, "train"):
+        raise ApoError(f"evaluation.validation_split {name!r} is the {'test' if name != 'train' else 'training'} "
+                       f"split; name another split, auto or none")
+    return task.check_split(name)
+
+
 def train_rows(task: Task, cfg: RunConfig) -> list[Example]:
-    train = task.check_split("train")
-    if cfg.search.proposer in DEMO_PROPOSERS:  # the demonstration pool is never scored by the search
-        pool = {ex.id for ex in demo_pool(task, cfg.seed, cfg.fewshot.pool_size)}
-        train = [ex for ex in train if ex.id not in pool]
+    held_out = {ex.id for ex in validation_rows(task, cfg)} if cfg.evaluation.validation_split == "auto" else set()
+    held_out |= _pool_ids(task, cfg)  # the demonstration pool is never scored by the search
+    train = [ex for ex in task.check_split("train") if ex.id not in held_out]
     minibatch = cfg.search.minibatch_size
     if cfg.train_limit:
         if cfg.train_limit < minibatch:
@@ -39,11 +73,12 @@ def train_rows(task: Task, cfg: RunConfig) -> list[Example]:
         if task.kind == "classification" and len({ex.label for ex in subset}) < 2:
             raise ApoError(f"the first train_limit={cfg.train_limit} training examples hold only one class; "
                            f"raise train_limit")
-    task.check_split("train", min_size=minibatch, size_name="search.minibatch_size")
+        return subset
     if len(train) < minibatch:
-        raise ApoError(f"split 'train' of task {task.name} has {len(train)} examples outside the demonstration "
-                       f"pool, fewer than search.minibatch_size of {minibatch}")
-    return subset if cfg.train_limit else train
+        raise ApoError(f"split 'train' of task {task.name} has {len(train)} examples"
+                       f"{f' ({len(held_out)} held out as validation or demonstrations)' if held_out else ''}, "
+                       f"fewer than search.minibatch_size of {minibatch}")
+    return train
 
 
 def eval_rows(task: Task, cfg: RunConfig) -> list[Example]:

@@ -18,7 +18,7 @@ from apo_local.sweep.markdown import SHORT, fmt, md_table, plus_minus
 from apo_local.sweep.size_view import write_size_view
 
 ID_COLUMNS = ["task", "method", "proposer", "selector", "target", "optimizer", "seed"]
-VALUE_COLUMNS = ["test_initial", "test_best", "test_selected", "test_gain", "rounds",
+VALUE_COLUMNS = ["test_selected", "test_initial", "test_best", "test_gain", "rounds",
                  "target_calls", "target_prompts", "target_input_tokens", "target_output_tokens",
                  "optimizer_calls", "optimizer_prompts", "optimizer_input_tokens", "optimizer_output_tokens",
                  "optimizer_tokens", "wall_seconds"]
@@ -56,12 +56,15 @@ def _result_values(r: dict) -> dict:
         optimizer_input_tokens=o.get("input_tokens"), optimizer_output_tokens=o.get("output_tokens"),
         optimizer_tokens=(o.get("input_tokens") or 0) + (o.get("output_tokens") or 0),
         wall_seconds=r.get("time", {}).get("seconds"))
-    row["test_gain"] = row["test_best"] - row["test_initial"]
+    row["test_gain"] = row["test_selected"] - row["test_initial"]  # the prompt a user deploys, not best-of-beam
+    ci = (r["selected_test"].get("ci") or {}).get(m)
+    if ci:
+        row["test_selected_ci"] = f"[{ci[0]:.3f}, {ci[1]:.3f}]"
     return row
 
 
 def group_columns(rows: list[dict]) -> list[str]:
-    skip = {*_BOOKKEEPING, "seed", "metric", "stop_reason", *VALUE_COLUMNS}
+    skip = {*_BOOKKEEPING, "seed", "metric", "stop_reason", "test_selected_ci", *VALUE_COLUMNS}
     return [k for k in rows[0] if k not in skip] if rows else []
 
 
@@ -88,14 +91,29 @@ def aggregate(rows: list[dict]) -> list[dict]:
             if vals:
                 mean[col] = statistics.fmean(vals)
                 std[col] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        mean["test_selected_ci"] = _seed_ci(mean, std) if len(members) > 1 else members[0].get("test_selected_ci")
         out += [mean, std]
     return out
+
+
+# two-sided 95% Student t quantiles by degrees of freedom (1..10; more: 1.96 as the normal's)
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def _seed_ci(mean: dict, std: dict) -> str | None:
+    """95% t-interval of the selected prompt's mean test score over the group's seeds."""
+    if mean.get("test_selected") is None:
+        return None
+    n = mean["n"]
+    half = _T95.get(n - 1, 1.96) * std["test_selected"] / n ** 0.5
+    return f"[{mean['test_selected'] - half:.3f}, {mean['test_selected'] + half:.3f}]"
 
 
 def _csv_text(rows: list[dict], aggs: list[dict]) -> str:
     extra = [k for k in (rows[0] if rows else {}) if k not in (*_BOOKKEEPING, *ID_COLUMNS)
              and k not in VALUE_COLUMNS and k not in ("metric", "stop_reason")]
-    cols = [*_BOOKKEEPING, *ID_COLUMNS, *extra, "metric", *VALUE_COLUMNS, "stop_reason"]
+    extra = [k for k in extra if k != "test_selected_ci"]
+    cols = [*_BOOKKEEPING, *ID_COLUMNS, *extra, "metric", "test_selected_ci", *VALUE_COLUMNS, "stop_reason"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
@@ -106,19 +124,22 @@ def _csv_text(rows: list[dict], aggs: list[dict]) -> str:
 
 def _markdown(name: str, rows: list[dict], aggs: list[dict]) -> list[str]:
     shown_ids = shown_columns(rows)
-    vcols = [c for c in VALUE_COLUMNS if c not in ("test_selected",)]
+    vcols = VALUE_COLUMNS
     metrics = ", ".join(sorted({str(r.get("metric")) for r in rows if r.get("metric")})) or "-"
     md = [f"# Sweep results: {name}", "",
           f"{sum(r['status'] == 'done' for r in rows)} of {len(rows)} cells done. Metric: {metrics} (test split). "
+          "'test selected' is the prompt the search selected without the test split (the one to deploy), with its "
+          "95% bootstrap interval over test rows (per cell) or its 95% t-interval over seeds (per group); 'test best' "
+          "is the best beam prompt picked on the test split (optimistic); gain = selected - initial. "
           "T = target, O = optimizer; tokens are input + output.", "", "## Cells", ""]
-    md.append(md_table(["cell", "status", *shown_ids, "seed", *(SHORT.get(c, c) for c in vcols)],
+    md.append(md_table(["cell", "status", *shown_ids, "seed", "95% CI", *(SHORT.get(c, c) for c in vcols)],
                        [[r["cell"], r["status"], *(fmt(r.get(k)) for k in shown_ids), fmt(r.get("seed")),
-                         *(fmt(r.get(c), c) for c in vcols)] for r in rows]))
+                         r.get("test_selected_ci") or "", *(fmt(r.get(c), c) for c in vcols)] for r in rows]))
     means, stds = aggs[0::2], aggs[1::2]
     if means:
         md += ["", "## Mean ± std over seeds (per group: every axis but the seed)", ""]
-        md.append(md_table([*shown_ids, "n", *(SHORT.get(c, c) for c in vcols)],
-                           [[*(fmt(m.get(k)) for k in shown_ids), str(m["n"]),
+        md.append(md_table([*shown_ids, "n", "95% CI", *(SHORT.get(c, c) for c in vcols)],
+                           [[*(fmt(m.get(k)) for k in shown_ids), str(m["n"]), m.get("test_selected_ci") or "",
                              *(plus_minus(m.get(c), s.get(c), c) for c in vcols)] for m, s in zip(means, stds)]))
     return md
 

@@ -128,6 +128,35 @@ def _macro_f1(labels: Sequence[str] | None, predictions: Predictions, golds: Seq
     return sum(_f1(label, predictions, golds) for label in present) / len(present) if present else 0.0
 
 
+BALANCED_METRICS = ("f1", "macro_f1")
+
+
+def selection_weights(metric_name: str, golds: Sequence[str]) -> dict[str, float] | None:
+    """Per-label reward weights that make the selection's per-example reward follow an F1-type metric.
+
+    For f1 and macro_f1 a correct answer on an example of label y is worth ``n / (K * n_y)`` (K labels
+    present, n_y examples of label y), so an arm's mean reward estimates balanced accuracy (the mean
+    recall over labels): a prompt that always answers one label scores exactly 1/K, whatever the
+    prevalence, instead of the majority share. None (plain correctness) for every other metric and for
+    fewer than two labels.
+    """
+    if metric_name not in BALANCED_METRICS:
+        return None
+    counts: dict[str, int] = {}
+    for g in golds:
+        counts[g] = counts.get(g, 0) + 1
+    if len(counts) < 2:
+        return None
+    return {label: len(golds) / (len(counts) * c) for label, c in counts.items()}
+
+
+def metric_value(metric: Metric, rows: Sequence[tuple[str | None, str]]) -> float:
+    """The metric over (prediction, gold) rows (the statistic the bootstrap recomputes per resample)."""
+    if not rows:
+        return math.nan
+    return metric.compute([p for p, _ in rows], [g for _, g in rows])[metric.name]
+
+
 def _import(spec: str) -> Callable:
     module_name, _, function_name = spec.rpartition(":")
     try:

@@ -1,4 +1,10 @@
-"""Bandit acceptance (ProTeGi): a best-arm selector picks the beam among parents and proposals."""
+"""Bandit acceptance (ProTeGi): a best-arm selector picks the beam among parents and proposals.
+
+Rows per bandit round: ``shared`` (the default, as the reference implementation does) draws one sample per
+round and scores every arm of that round on it (an arm asked for ``n`` rows gets the sample's first ``n``),
+so the arms of a round are compared on the same rows (a paired comparison: the rows' difficulty cancels);
+``independent`` draws a sample per arm.
+"""
 
 from __future__ import annotations
 
@@ -9,28 +15,28 @@ from apo_local.search.selectors import Selector
 from apo_local.search.state import Status
 
 
+def draw(rng, rows: list, n: int) -> list:
+    return rng.sample(rows, n) if n <= len(rows) else rng.choices(rows, k=n)
+
+
 class BanditAcceptance:
     name = "bandit"
 
-    def __init__(self, selector: Selector):
-        self.selector = selector
+    def __init__(self, selector: Selector, shared: bool = True):
+        self.selector, self.shared = selector, shared
 
     def accept(self, candidates, ctx):
         arms = [c for c in candidates if c.competing]
         rng = ctx.streams.rng("select")
         train = ctx.selection_train
-
-        def draw(n: int) -> list:
-            return rng.sample(train, n) if n <= len(train) else rng.choices(train, k=n)
-
-        shared = getattr(self.selector, "shared_sample", False)  # one sample for every arm of a round
+        shared = self.shared or getattr(self.selector, "shared_sample", False)  # pareto: needs one sample per round
 
         def pull(requests: list[tuple[int, int]]) -> list[list[float]]:
             ctx.budget.check()  # between bandit rounds: every cap holds inside the selection too
             pairs, sizes = [], []
-            common = draw(max(n for _, n in requests)) if shared else []
+            common = draw(rng, train, max(n for _, n in requests)) if shared else None
             for arm, n in requests:
-                sample = common[:n] if shared else draw(n)
+                sample = common[:n] if shared else draw(rng, train, n)
                 pairs += [(arms[arm].text, ex) for ex in sample]
                 sizes.append(n)
             ctx.trace.at("select", ctx.round)
@@ -45,4 +51,6 @@ class BanditAcceptance:
         for arm, est, pulls in zip(arms, res.estimates, res.pulls):
             arm.estimate, arm.pulls = (None if math.isnan(est) else est), pulls
         beam = [replace(arms[i], status=Status.BEAM) for i in res.chosen]
-        return beam, {"selector": self.selector.name, "budget_used": res.budget_used, "bandit_rounds": res.rounds}
+        sample = "shared" if shared else "independent"
+        return beam, {"selector": self.selector.name, "budget_used": res.budget_used, "bandit_rounds": res.rounds,
+                      "sample": sample}

@@ -13,26 +13,33 @@ from apo_local.search.selectors.base import _Base, _Tracker
 class _IndexSelector(_Base):
     """Shared batching for index policies (UCB1, UCB-E).
 
-    Round 1 pulls every arm ``min(batch_size, budget // n_arms)`` examples, so no arm is
-    scored with zero pulls. Each later round pulls the ``arms_per_round`` arms with the
-    highest index (ties: lower arm index), ``batch_size`` examples each. The last round is
+    Round 1 (the warm-up) pulls every arm ``min(warmup, budget // n_arms)`` examples
+    (``warmup`` unset: ``batch_size``; ``warmup = 0``: no warm-up round, never-pulled arms have an
+    infinite index so they are pulled first, ``arms_per_round`` at a time). Each later round pulls
+    the ``arms_per_round`` arms with the highest index (ties: lower arm index), ``batch_size``
+    examples each. The last round is
     shrunk to spend the budget exactly: the remainder is split over those arms, the
     first ``remainder % m`` of them (by index rank) getting one extra example.
     The final top-k is by empirical mean.
     """
 
     arms_per_round: int = 8
+    warmup: int | None = None  # examples per arm in round 1; None: batch_size; 0: no warm-up round
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._check_positive_int("arms_per_round")
+        if self.warmup is not None and (isinstance(self.warmup, bool) or not isinstance(self.warmup, int)
+                                        or self.warmup < 0):
+            raise ApoError(f"selector {self.name}: warmup must be an integer >= 0, got {self.warmup!r}")
 
     def _index(self, t: _Tracker, i: int) -> float:
         raise NotImplementedError
 
     def _run(self, t, n_arms, k, rng):
         arms = list(range(n_arms))
-        t.spread(arms, min(self.batch_size * n_arms, self.budget), rng)
+        per_arm = self.batch_size if self.warmup is None else self.warmup
+        t.spread(arms, min(per_arm * n_arms, self.budget), rng)
         while t.remaining > 0:
             m = min(self.arms_per_round, n_arms)
             top = sorted(arms, key=lambda i: (-self._index(t, i), i))[:m]
@@ -49,23 +56,29 @@ class _IndexSelector(_Base):
 class UCBSelector(_IndexSelector):
     """UCB1 (Auer et al. 2002), batched as in ProTeGi's UCB bandit selection.
 
-    Index: ``mean_i + c * sqrt(ln(t) / n_i)`` with ``t`` = examples pulled so far over all
-    arms and ``n_i`` = examples pulled for arm ``i`` (both in examples, so the bonus
-    shrinks like the standard error of a mean of [0, 1] rewards).
+    Index: ``mean_i + c * sqrt(ln(t) / n_i)`` with ``n_i`` = examples pulled for arm ``i``.
+    ``t_unit = "round"`` (the reference implementation's, and the default): ``t`` = bandit rounds
+    played so far; ``t_unit = "examples"``: ``t`` = examples pulled so far over all arms, a far
+    larger bonus (ln 2048 = 7.6 vs ln 8 = 2.1) that makes the policy nearly uniform.
+    ``c = 1`` is the reference's default.
     """
 
-    c: float = 2.0
+    c: float = 1.0
+    t_unit: str = "round"
     name = "ucb"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not (isinstance(self.c, (int, float)) and self.c >= 0):
             raise ApoError(f"selector ucb: c must be >= 0, got {self.c!r}")
+        if self.t_unit not in ("round", "examples"):
+            raise ApoError(f"selector ucb: t_unit must be round or examples, got {self.t_unit!r}")
 
     def _index(self, t, i):
         if t.counts[i] == 0:
             return math.inf
-        return t.mean(i) + self.c * math.sqrt(math.log(max(t.used, 1)) / t.counts[i])
+        played = t.rounds if self.t_unit == "round" else t.used
+        return t.mean(i) + self.c * math.sqrt(math.log(max(played, 1)) / t.counts[i])
 
 
 @dataclass

@@ -1,0 +1,91 @@
+"""The headline numbers of a run, each with its uncertainty: a test score with its bootstrap interval, the
+paired comparison of the selected prompt against the initial one on the same test rows, the smallest
+difference the test split can detect, and the labels a prompt predicts far below their true share."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from apo_local.stats import bootstrap_ci, examples_needed, mcnemar, mean, paired_bootstrap
+from apo_local.tasks import Example
+from apo_local.tasks.metrics import Metric, metric_value
+
+# A label counts as suppressed when its predicted share is below this fraction of its true share (and its
+# true share is at least MIN_SHARE): the "prevalence hacking" failure, a metric such as F1 raised by
+# predicting mostly one label.
+SUPPRESSION_RATIO = 0.5
+MIN_SHARE = 0.05
+POWER_DELTA = 0.02  # the accuracy difference the power line asks about
+
+
+class SplitStats:
+    """Statistics of evaluations on one set of test rows (the same rows for every prompt: paired)."""
+
+    def __init__(self, metric: Metric, rows: Sequence[Example]):
+        self.metric, self.golds = metric, [ex.label for ex in rows]
+
+    def _rows(self, evaluation) -> list[tuple]:
+        return list(zip([p.label for p in evaluation.predictions], self.golds))
+
+    def _correct(self, evaluation) -> list[float]:
+        return [self.metric.example_score(p, g) for p, g in self._rows(evaluation)]
+
+    def _statistic(self, rows):
+        return metric_value(self.metric, rows)
+
+    def summary(self, evaluation) -> dict:
+        """``Evaluation.to_dict()`` plus ``ci``: the 95% bootstrap interval of the metric and of accuracy."""
+        d = evaluation.to_dict()
+        d["ci"] = {self.metric.name: list(bootstrap_ci(self._rows(evaluation), self._statistic))}
+        if self.metric.name != "accuracy":
+            d["ci"]["accuracy"] = list(bootstrap_ci(self._correct(evaluation), mean))
+        return d
+
+    def paired(self, a, b) -> dict:
+        """``a`` minus ``b`` on the same rows: the metric's and accuracy's difference with paired bootstrap
+        intervals, the exact McNemar test, and the power line's figures."""
+        ca, cb = self._correct(a), self._correct(b)
+        out = {"n": len(self.golds), self.metric.name: paired_bootstrap(self._rows(a), self._rows(b), self._statistic)}
+        if self.metric.name != "accuracy":
+            out["accuracy"] = paired_bootstrap(ca, cb, mean)
+        out["mcnemar"] = mcnemar(ca, cb)
+        n = len(self.golds)
+        discordant = (out["mcnemar"]["only_a"] + out["mcnemar"]["only_b"]) / n if n else 0.0
+        out["power"] = power(n, discordant)
+        return out
+
+
+def power(n: int, discordant: float) -> dict:
+    """The smallest accuracy difference ``n`` paired rows detect (two-sided 5%, 80% power) at this share of
+    discordant rows, and the rows a ``POWER_DELTA`` difference needs."""
+    d = max(discordant, 0.1)  # too few disagreements observed: assume the two prompts differ on 10% of rows
+    lo, hi = 1e-4, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if examples_needed(mid, d) <= n else (mid, hi)
+    return {"discordant": round(discordant, 4), "assumed_discordant": round(d, 4),
+            "detectable_accuracy_difference": round(hi, 4) if n else None,
+            "delta": POWER_DELTA, "examples_needed": examples_needed(POWER_DELTA, d)}
+
+
+def power_line(p: dict, n: int) -> str:
+    return (f"power: with {n} test rows (prompts disagree on {p['discordant']:.0%} of them) the smallest accuracy "
+            f"difference detectable (80% power, 5% level) is {p['detectable_accuracy_difference']:.3f}; "
+            f"a {p['delta']} difference needs about {p['examples_needed']} rows")
+
+
+def suppressed_labels(test: dict) -> list[tuple[str, float, float]]:
+    """(label, predicted share, true share) for labels predicted far below their true share."""
+    true, pred = test.get("true_distribution") or {}, test.get("predicted_distribution") or {}
+    n = sum(true.values())
+    out = []
+    for label, count in true.items():
+        share_t, share_p = count / n, pred.get(label, 0) / n
+        if share_t >= MIN_SHARE and share_p < SUPPRESSION_RATIO * share_t:
+            out.append((label, share_p, share_t))
+    return out
+
+
+def is_nan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
