@@ -69,8 +69,14 @@ def test_the_pool_is_label_balanced_training_rows_kept_out_of_the_search():
     cfg = build_config({"search": {"proposer": "fewshot"}, "fewshot": {"pool_size": 10}, "train_limit": 100})
     rows = train_rows(liar, cfg)
     assert len(rows) == 100 and not {ex.id for ex in rows} & {ex.id for ex in pool}
-    plain = train_rows(liar, build_config({}))
+    plain = train_rows(liar, build_config({"evaluation": {"validation_split": "none"}}))
     assert len(plain) == len(liar.split("train"))  # other proposers: every training row, as before
+    from apo_local.search.splits import validation_rows
+
+    both = build_config({"search": {"proposer": "fewshot"}, "fewshot": {"pool_size": 10}})
+    val = {ex.id for ex in validation_rows(liar, both)}
+    assert val and not val & {ex.id for ex in pool}  # validation rows never double as demonstrations
+    assert not (val | {ex.id for ex in pool}) & {ex.id for ex in train_rows(liar, both)}
 
 
 def test_fewshot_knobs_belong_to_the_fewshot_proposers():
