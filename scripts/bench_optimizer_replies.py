@@ -64,7 +64,7 @@ def kinds(task, meta, rows, n):
         "abo_init": ([meta.render("abo_init", prompt=inst, input=ex(i).input.strip(), label=ex(i).label,
                                   demonstration=True) for i in range(n)], abo_steps(True), _abo_init, inst),
         "abo_revise": ([meta.render("abo_revise", steps=numbered(steps), step=2, step_text=steps[1], errors=block(i))
-                        for i in range(n)], tagged(1, one_line=True),
+                        for i in range(n)], tagged(1),
                        lambda t: format_abo(steps[:1] + [strip_marker(t, 2)] + steps[2:], demo), abo_parent),
         "abo_demo": ([meta.render("abo_demo", steps=numbered(steps), input=ex(i).input.strip(), label=ex(i).label)
                       for i in range(n)], tagged(1), lambda t: format_abo(steps, t), abo_parent),

@@ -59,7 +59,7 @@ class ABOProposer:
             ctx.meta.render("abo_revise", steps=numbered(a.steps), step=step, step_text=a.steps[step - 1],
                             errors=ctx.feedback.block([(ex, f"{pred or '(no answer)'}\nWork: {' '.join(w.split())[:400]}")
                                                        for ex, pred, w in rows]))
-            for _, a, step, rows, _ in asks], shape=tagged(1, one_line=True))
+            for _, a, step, rows, _ in asks], shape=tagged(1))
         revised = []
         for (parent, a, step, rows, why), reply in zip(asks, replies):
             for item in ctx.optimizer.parse(reply.text, "abo_revise")[:1]:
