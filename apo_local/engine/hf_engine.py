@@ -15,7 +15,7 @@ through the LM head (``logits_to_keep``).
 Generation (``generate``) is a small decode loop with a KV cache over a left-padded batch of
 rows (one row per requested sample), each with its own temperature / top-p / token budget /
 stop strings and its own ``torch.Generator``: a seeded request draws the same samples whatever
-else shares its batch. Greedy when temperature == 0.
+else shares its batch. Greedy when temperature == 0. A reply shape masks every step (``guide.py``).
 """
 
 from __future__ import annotations
