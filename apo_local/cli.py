@@ -188,6 +188,10 @@ def _print_summary(result, out) -> None:
         click.echo(f"{role:9} calls={u['calls']:<5} prompts={u['prompts']:<6} in_tokens={u['input_tokens']:<8} "
                    f"out_tokens={u['output_tokens']:<7} cache_hits={result.time['cache_hits'][role]}")
     click.echo(f"rounds={result.rounds_completed} stop={result.stop_reason} faults={result.faults or 'none'}")
+    if result.replies:
+        from apo_local.search.result import replies_line
+
+        click.echo(replies_line(result.replies))
     click.echo(_time_line(result.time))
     if out:
         click.echo(f"run directory: {out}")

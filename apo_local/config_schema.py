@@ -51,7 +51,10 @@ class OptimizerConfig(EngineConfig):
     model: Optional[str] = D(None, "optimizer model alias or local folder; unset: the target's model (one engine)")
     temperature: float = D(0.7, "optimizer sampling temperature", ge=0)
     top_p: float = D(1.0, "optimizer nucleus sampling mass", gt=0, le=1)
-    max_tokens: PositiveInt = D(400, "most tokens per optimizer reply")
+    max_tokens: PositiveInt = D(1024, "most tokens per optimizer reply; a reply that reaches it is truncated and "
+                                      "rejected")
+    guided: bool = D(True, "guided decoding: replies with a known shape (tags, steps) are decoded inside it; "
+                           "false: free text, parsed leniently (ablation)")
 
 
 class ScoringConfig(_Section):
@@ -73,6 +76,10 @@ class SearchConfig(_Section):
     parse_fallback: Literal["whole", "none"] = D("whole", "optimizer reply without <START>/<END> tags: use it "
                                                           "whole, or drop it")
     initial_prompt: Optional[str] = D(None, "starting instruction; unset: the task's")
+    hygiene: bool = D(True, "reject candidates that are chat filler or meta-commentary, drop the parent's label "
+                            "words, repeat a sentence or copy training rows")
+    copy_overlap: float = D(0.5, "hygiene: share of a candidate's word 6-grams found in training inputs above "
+                                 "which it is a copy of the data", gt=0, le=1)
 
 
 class ProTeGiConfig(_Section):

@@ -27,7 +27,7 @@ CLI = [sys.executable, "-m", "apo_local.cli"]
 TABLE = re.compile(r"^(|\s+train est\.\s+test f1 \[95% CI\]\s+test acc \(= micro-F1\)\s+prompt"
                    r"|(selected \(.+?\)|initial|best of beam \(picked on test: optimistic\))\s+\S+\s+[\d.]+ \[[\d.]+, [\d.]+\]\s+.*"
                    r"|selected - initial: f1 .*|power: with .*|warning: the selected prompt predicts .*"
-                   r"|(target|optimizer)\s+calls=.*|rounds=\d+ stop=.*|time: total .*|run directory: .*)$")
+                   r"|(target|optimizer)\s+calls=.*|rounds=\d+ stop=.*|optimizer replies=\d+ .*|time: total .*|run directory: .*)$")
 
 
 def _run(args: list, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -46,6 +46,7 @@ def test_optimize_prints_only_the_table_and_resumes_a_finished_run_without_a_mod
     assert proc.returncode == 0, proc.stderr[-3000:]
     bad = [line for line in proc.stdout.splitlines() if not TABLE.match(line)]
     assert not bad, proc.stdout  # no WARNING lines, no progress bars, no log lines: the table only
+    assert any(line.startswith("optimizer replies=") for line in proc.stdout.splitlines())  # what became of them
     assert "loading model" in proc.stderr  # logs go to stderr
 
     results = json.loads((run / "results.json").read_text())

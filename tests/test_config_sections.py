@@ -151,7 +151,7 @@ def test_estimate_grows_with_the_config_and_follows_the_method():
     small = size({"search": {"rounds": 1}, "evaluation": {"test_limit": 10}})
     assert small.target.prompts == 1 * 64 + 2048 + 5 * 10  # minibatch, selection budget, final test of beam + initial
     assert small.optimizer.calls == 3 and small.optimizer.prompts == 4 + 4 + (4 + 1)  # gradients, edits, paraphrases
-    assert small.optimizer.output_tokens == (4 + 4 + 5 * 2) * 400
+    assert small.optimizer.output_tokens == (4 + 4 + 5 * 2) * 1024  # optimizer.max_tokens default: the reference value
     bigger = size({"search": {"rounds": 2}, "evaluation": {"test_limit": 10}})
     assert bigger.target.prompts > small.target.prompts and bigger.optimizer.prompts > small.optimizer.prompts
     naive = size({"search": {"rounds": 1}, "evaluation": {"test_limit": 10}, "selection": {"acceptance": "naive"}})

@@ -221,8 +221,8 @@ def _long_task(root: Path) -> Path:
 
 
 def test_useless_optimizer_and_overlong_examples(engine, tmp_path, caplog):
-    """Replies cut to one token: every parse fails and is counted, no new candidates, the beam is kept,
-    the run completes. Over-long examples are cut to fit the context and counted, never a crash."""
+    """Replies cut to one token: every reply is truncated, rejected and counted, no new candidates, the beam
+    is kept, the run completes. Over-long examples are cut to fit the context and counted, never a crash."""
     task_file = _long_task(tmp_path / "task")
     cfg = build_config({**TINY, "task": str(task_file), "train_limit": None,
                         "search": {**TINY["search"], "parse_fallback": "none"},
@@ -234,14 +234,14 @@ def test_useless_optimizer_and_overlong_examples(engine, tmp_path, caplog):
         result = optimize(cfg, tmp_path / "run")
     run = tmp_path / "run"
     assert result.rounds_completed == 2 and result.stop_reason == "completed"
-    assert result.faults.get("parse_failure", 0) > 0
+    assert result.faults.get("reply_truncated", 0) > 0 and result.replies["truncated"] == result.replies["replies"]
     assert result.beam and [b["text"] for b in result.beam] == [result.initial_prompt]
     for r in (1, 2):
         cands = json.loads((run / "rounds" / f"round-{r:02d}.json").read_text())["candidates"]
         assert [c["operator"] for c in cands] == ["initial"] and cands[0]["status"] == "beam"
     events = [t for t in _trace(run) if "event" in t]
-    assert {e["event"] for e in events} >= {"parse_failure", "example_truncated"}
-    assert sum(e["event"] == "parse_failure" for e in events) == result.faults["parse_failure"]
+    assert {e["event"] for e in events} >= {"reply_truncated", "example_truncated"}
+    assert sum(e["event"] == "reply_truncated" for e in events) == result.faults["reply_truncated"]
     # over-long examples: truncated to fit (counted), scored like any other example, no engine errors
     truncated = [e for e in events if e["event"] == "example_truncated"]
     assert truncated and all(e["tokens_after"] <= engine.max_model_len - 16 < e["tokens_before"] for e in truncated)

@@ -186,3 +186,23 @@ def test_too_long_and_clamped_generation(engine):
     assert gen.error is None and 0 < gen.output_tokens <= 3
     small.max_model_len = n_in
     assert small.generate([GenerationRequest(prompt)])[0].error == f"prompt too long ({n_in} tokens > {n_in - 1})"
+
+
+def test_guided_replies_keep_their_shape_and_truncation_is_reported(engine):
+    """A reply shape masks the logits (xgrammar): the reply has its tags from the first token, a choice is
+    one of the options; a reply cut by max_tokens says so (finish reason "length")."""
+    pytest.importorskip("xgrammar")
+    import re
+
+    from apo_local.search.reply_shapes import choice, tagged
+
+    ask = "Write one short instruction for classifying statements. Wrap it with <START> and <END>."
+    free, guided, yes_no, cut = engine.generate([
+        GenerationRequest(ask, max_tokens=12), GenerationRequest(ask, max_tokens=64, shape=tagged(1)),
+        GenerationRequest("Is the sky green? Answer Yes or No.", max_tokens=8, shape=choice(["Yes", "No"])),
+        GenerationRequest(ask, max_tokens=3, shape=tagged(1))])
+    assert not free.text.startswith("<START>")  # the model's own first words, unguided
+    assert guided.text.startswith("<START>")
+    assert guided.finish_reasons == ("length",) or re.fullmatch(tagged(1).spec, guided.text)
+    assert yes_no.text in ("Yes", "No") and yes_no.finish_reasons == ("stop",)
+    assert cut.finish_reasons == ("length",) and cut.output_tokens == 3

@@ -315,3 +315,23 @@ def test_screenshot_check_fails_without_plots(tmp_path):
     with pytest.raises(AssertionError):
         assert_renders(broken, tmp_path, min_plots=6)
     assert colourful_pixels(screenshot(broken, tmp_path)) < 20_000
+
+
+def test_report_has_the_optimizer_replies_section_with_reasons(tmp_path):
+    run_dir = make_run(tmp_path / "run")
+    events = [{"event": "reply_truncated", "phase": "edit", "round": 1, "purpose": "edit", "reason": "max_tokens reached",
+               "reply": "<START>Answer Yes if Answer Yes if"},
+              {"event": "candidate_rejected", "phase": "edit", "round": 1, "reason": "chat filler", "rule": "chat filler",
+               "text": "Please continue with your next prompt."}]
+    with (run_dir / "trace.jsonl").open("a") as f:
+        f.write("".join(json.dumps(e) + "\n" for e in events))
+    res = json.loads((run_dir / "results.json").read_text())
+    res["replies"] = {"guided": True, "replies": 4, "guided_replies": 4, "truncated": 1, "used_whole": 0,
+                      "proposals": 2, "accepted": 1, "accepted_share": 0.5, "rejected": {"chat filler": 1}}
+    (run_dir / "results.json").write_text(json.dumps(res))
+    rows = {(r["event"], r["where"]): r for r in D.reply_outcomes(D.load_run(run_dir))}
+    assert rows[("reply_truncated", "edit")]["reason"] == "max_tokens reached"
+    assert rows[("candidate_rejected", "chat filler")]["example"] == "Please continue with your next prompt."
+    html = write_report(run_dir).read_text()
+    assert "Optimizer replies and rejected candidates" in html and "accepted=1 (50%)" in html
+    assert "max_tokens reached" in html and "Please continue with your next prompt." in html

@@ -67,10 +67,15 @@ def test_three_rounds_of_every_method_match_the_golden(tmp_path, monkeypatch):
     for name in RUN_CONFIGS:
         data = tiny(name)
         data["search"]["rounds"] = 1 if name == "baseline-no-iteration" else 3
+        # Candidate hygiene off: the stand-in's hash-made replies never name the labels (Yes / No), so it would
+        # reject nearly every proposal and three rounds would lock no search logic. Hygiene has its own tests
+        # (test_reply_checks.py, and below); the stand-in ignores reply shapes and reports no truncation.
+        data["search"]["hygiene"] = False
         run = tmp_path / name
         O.optimize(build_config(data, {"cache": "off"}), run)
         results = json.loads((run / "results.json").read_text())
         results.pop("time")
+        results.pop("replies")  # the reply counts came later than the golden
         got[name] = {"results": results,
                      "rounds": {p.stem: json.loads(p.read_text()) for p in sorted((run / "rounds").glob("*.json"))}}
     if os.environ.get("APO_LOCAL_WRITE_GOLDEN") == "1":
@@ -82,6 +87,27 @@ def test_three_rounds_of_every_method_match_the_golden(tmp_path, monkeypatch):
         assert got[name] == want[name], name
 
 
+def test_with_hygiene_every_admitted_candidate_passes_it(tmp_path, monkeypatch):
+    from apo_local.search.hygiene import Hygiene
+    from apo_local.tasks import load_task
+
+    engine = StandIn()
+    monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
+                                                              RoleEngine(engine, "optimizer", trace)))
+    data = tiny("liar-protegi")
+    data["search"]["initial_prompt"] = "Decide whether the statement is a lie using context facts"  # no label words
+    result = O.optimize(build_config(data, {"cache": "off"}), tmp_path / "run")
+    task = load_task("liar")
+    hygiene = Hygiene([ex.input for ex in task.split("train")], task.labels)
+    rounds = [json.loads(p.read_text()) for p in sorted((tmp_path / "run" / "rounds").glob("*.json"))]
+    admitted = [c for r in rounds for c in r["candidates"] if c["operator"] != "initial"
+                and not c["status"].startswith(("rejected", "kept"))]
+    parents = {c["id"]: c["text"] for r in rounds for c in r["candidates"]}
+    assert admitted and all(hygiene.reason(c["text"], parents[c["parent"]]) is None for c in admitted)
+    r = result.replies
+    assert r["proposals"] == r["accepted"] + sum(r["rejected"].values()) and r["replies"] > 0
+
+
 def test_max_target_calls_fires_between_bandit_rounds(tmp_path, monkeypatch):
     engine = StandIn()
     monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
@@ -89,6 +115,7 @@ def test_max_target_calls_fires_between_bandit_rounds(tmp_path, monkeypatch):
     data = tiny("demo")
     data["selection"].update(budget=48, batch_size=4, arms_per_round=2)
     data["budget"] = {"max_target_calls": 17}  # 4 minibatch rows + a first bandit round of 12: under; the second: over
+    data["search"]["hygiene"] = False  # the stand-in's replies name no labels: keep its candidates (see above)
     result = O.optimize(build_config(data, {"cache": "off"}), tmp_path / "run")
     phases = [c["phase"] for c in map(json.loads, (tmp_path / "run" / "trace.jsonl").read_text().splitlines())
               if "role" in c and c["role"] == "target"]

@@ -133,7 +133,8 @@ class CachedEngine:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         # A seeded request is reproducible on its own; an unseeded one depends on the engine's seed too.
-        keys = [_key(self.model_id, None if r.seed is not None else self.seed, "generate", r.prompt, r.settings())
+        # "generate/2": entries carry each sample's finish reason (older ones did not: recomputed once).
+        keys = [_key(self.model_id, None if r.seed is not None else self.seed, "generate/2", r.prompt, r.settings())
                 for r in requests]
         return self._cached(keys, requests, self.inner.generate, _load_generation)
 
@@ -160,7 +161,8 @@ class CachedEngine:
 
 
 def _load_generation(d: dict) -> Generation:
-    return Generation(tuple(d["texts"]), d["input_tokens"], d["output_tokens"], d.get("error"))
+    return Generation(tuple(d["texts"]), d["input_tokens"], d["output_tokens"], d.get("error"),
+                      tuple(d.get("finish_reasons") or ()))  # entries written before finish reasons: unknown
 
 
 def _load_scores(d: dict) -> ChoiceScores:

@@ -15,7 +15,7 @@ through the LM head (``logits_to_keep``).
 Generation (``generate``) is a small decode loop with a KV cache over a left-padded batch of
 rows (one row per requested sample), each with its own temperature / top-p / token budget /
 stop strings and its own ``torch.Generator``: a seeded request draws the same samples whatever
-else shares its batch. Greedy when temperature == 0.
+else shares its batch. Greedy when temperature == 0. A reply shape masks every step (``guide.py``).
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ class _Row:
     top_p: float
     stop: tuple[str, ...]
     generator: object  # torch.Generator, or None for greedy
+    guide: object = None  # a RowMatcher when the request has a reply shape (engine/guide.py)
+    finish: str = "stop"  # "length" when the token budget ended it
     out_ids: list[int] = field(default_factory=list)
     text: str | None = None  # final text once finished
     done: bool = False
@@ -107,6 +109,9 @@ class TransformersEngine:
         self.eos_ids = frozenset(eos)
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (min(eos) if eos else 0)
+        from apo_local.engine.guide import TokenGuide
+
+        self.guide = TokenGuide(tokenizer, config.get_text_config().vocab_size, self.eos_ids)
         # Unseeded requests draw their sample seeds from here: reproducible per process and settings.
         self._seed_rng = torch.Generator().manual_seed(settings.seed)
 
@@ -210,23 +215,24 @@ class TransformersEngine:
                         seed = int(torch.randint(0, 2**62, (1,), generator=self._seed_rng))
                     gen = torch.Generator(device=self.device).manual_seed(seed)
                 stop = tuple(s for s in req.stop if s)
-                rows.append(_Row(i, k, ids, max_new, req.temperature, req.top_p, stop, gen))
+                rows.append(_Row(i, k, ids, max_new, req.temperature, req.top_p, stop, gen, self.guide.matcher(req.shape)))
 
         order = sorted(range(len(rows)), key=lambda r: len(rows[r].prompt_ids))
         lengths = [len(r.prompt_ids) + r.max_new for r in rows]
         for chunk in self._chunks(order, lengths):
             self._decode([rows[r] for r in chunk])
 
-        texts: dict[int, list[tuple[int, str, int]]] = {}
+        texts: dict[int, list[tuple[int, str, int, str]]] = {}
         for r in rows:
-            texts.setdefault(r.req_index, []).append((r.sample_index, r.text or "", len(r.out_ids)))
+            texts.setdefault(r.req_index, []).append((r.sample_index, r.text or "", len(r.out_ids), r.finish))
         for i, samples in texts.items():
             samples.sort()
             copies = greedy_copies.get(i, 1)
             results[i] = Generation(
-                texts=tuple(t for _, t, _ in samples) * copies,
+                texts=tuple(t for _, t, _, _ in samples) * copies,
                 input_tokens=prompt_lens[i],
-                output_tokens=sum(n for _, _, n in samples) * copies,
+                output_tokens=sum(n for _, _, n, _ in samples) * copies,
+                finish_reasons=tuple(f for _, _, _, f in samples) * copies,
             )
         return results  # type: ignore[return-value]
 
@@ -286,7 +292,7 @@ class TransformersEngine:
 
         for r in rows:
             if r.max_new <= 0:
-                r.text, r.done = "", True
+                r.text, r.done, r.finish = "", True, "length"
         if all(r.done for r in rows):
             return
         steps = max(r.max_new for r in rows)
@@ -322,6 +328,16 @@ class TransformersEngine:
     def _pick(self, logits, r: _Row) -> int:
         import torch
 
+        if r.guide is not None:
+            r.guide.mask(logits)
+        tok = self._draw(logits, r)
+        if r.guide is not None:
+            r.guide.accept(tok)
+        return tok
+
+    def _draw(self, logits, r: _Row) -> int:
+        import torch
+
         if r.generator is None:
             return int(torch.argmax(logits))
         probs = torch.softmax(logits / r.temperature, dim=-1)
@@ -335,7 +351,7 @@ class TransformersEngine:
         return int(torch.multinomial(probs, 1, generator=r.generator))
 
     def _check_finished(self, r: _Row) -> None:
-        if r.out_ids[-1] in self.eos_ids:
+        if r.out_ids[-1] in self.eos_ids or (r.guide is not None and r.guide.finished):
             r.done = True
         elif r.stop:
             # A stop string completed by the newest token lies in the last few tokens' text.
@@ -344,7 +360,7 @@ class TransformersEngine:
             if any(s in tail for s in r.stop):
                 r.done = True
         if not r.done and len(r.out_ids) >= r.max_new:
-            r.done = True
+            r.done, r.finish = True, "length"
         if r.done:
             r.text = self._final_text(r)
 

@@ -5,6 +5,11 @@
   forward pass with no sampling (classification: the prediction is the argmax).
 
 Prompts are user-message texts; the engine applies the model's chat template.
+
+A request may carry a ``ReplyShape``: the reply must match it whole (guided decoding; the vLLM backend
+passes it as structured outputs, the transformers backend masks the logits with the same grammar).
+Every sample reports why it ended (``Generation.finish_reasons``): ``stop`` or ``length`` (the token
+budget ran out: the reply is truncated).
 """
 
 from __future__ import annotations
@@ -12,6 +17,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ReplyShape:
+    """What a reply must look like, whole: ``kind`` is ``regex`` (``spec`` a regular expression), ``json``
+    (``spec`` a JSON schema, as text) or ``choice`` (``spec`` the allowed replies, one per line)."""
+
+    kind: str
+    spec: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("regex", "json", "choice"):
+            raise ValueError(f"unknown reply shape kind {self.kind!r}")
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "spec": self.spec}
 
 
 @dataclass(frozen=True)
@@ -23,9 +44,10 @@ class GenerationRequest:
     n: int = 1
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    shape: ReplyShape | None = None  # guided decoding: the reply must match this whole
 
     def settings(self) -> dict:
-        return {
+        d = {
             "temperature": self.temperature,
             "top_p": self.top_p,
             "max_tokens": self.max_tokens,
@@ -33,6 +55,9 @@ class GenerationRequest:
             "seed": self.seed,
             "stop": list(self.stop),
         }
+        if self.shape is not None:  # only then: unguided requests keep their cache keys
+            d["shape"] = self.shape.to_dict()
+        return d
 
 
 @dataclass(frozen=True)
@@ -41,10 +66,15 @@ class Generation:
     input_tokens: int
     output_tokens: int
     error: str | None = None  # e.g. "prompt too long (2100 tokens > 2048)"; texts is then empty
+    finish_reasons: tuple[str, ...] = ()  # per sample: "stop" or "length" (truncated); empty: not known
 
     @property
     def text(self) -> str:
         return self.texts[0] if self.texts else ""
+
+    def truncated(self, i: int) -> bool:
+        """Sample ``i`` ended because the token budget ran out."""
+        return i < len(self.finish_reasons) and self.finish_reasons[i] == "length"
 
 
 @dataclass(frozen=True)

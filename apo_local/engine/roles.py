@@ -51,6 +51,7 @@ class Trace:
         self.round: int | None = None
         self.totals = {role: RoleTotals() for role in ROLES}
         self.faults: dict[str, int] = {}
+        self.counts: dict[str, int] = {}  # tallies that are not faults (optimizer replies, candidates)
         self.phase_seconds: dict[str, float] = {}  # engine seconds by phase, this process only
 
     def at(self, phase: str, round: int | None) -> None:
@@ -77,12 +78,17 @@ class Trace:
         if self.path:
             _append(self.path, json.dumps(dict(event=kind, phase=self.phase, round=self.round, **detail)) + "\n")
 
+    def count(self, kind: str, n: int = 1) -> None:
+        """A tally (not a fault): kept with the faults in the checkpoint, reported in results.json."""
+        self.counts[kind] = self.counts.get(kind, 0) + n
+
     def totals_dict(self) -> dict:
         return {role: asdict(t) for role, t in self.totals.items()}
 
-    def restore(self, totals: dict, faults: dict) -> None:
+    def restore(self, totals: dict, faults: dict, counts: dict | None = None) -> None:
         self.totals = {role: RoleTotals(**totals.get(role, {})) for role in ROLES}
         self.faults = dict(faults)
+        self.counts = dict(counts or {})
 
 
 class RoleEngine:

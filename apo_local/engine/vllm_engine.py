@@ -119,6 +119,17 @@ def _label_params(SamplingParams, token_ids: list[int]):
         raise
 
 
+def _guide(shape):
+    """vLLM structured outputs for a ``ReplyShape`` (None: free text)."""
+    if shape is None:
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if shape.kind == "choice":
+        return StructuredOutputsParams(choice=shape.spec.split("\n"))
+    return StructuredOutputsParams(**{shape.kind: shape.spec})
+
+
 def engine_kwargs(model_path: Path, s: EngineSettings, cuda: bool) -> dict:
     """The ``vllm.LLM`` keyword arguments for resolved settings ``s``: apo-local's defaults, then
     ``s.engine_args`` (any vLLM argument, passed through and winning over the defaults)."""
@@ -267,24 +278,27 @@ class VLLMEngine:
             # seeded n > 1 ("CPU Generator does not use offset"), and this way sample k is the same on any device.
             copies = [(req.n, req.seed)] if req.seed is None else [(1, req.seed + k) for k in range(req.n)]
             for n, seed in copies:
-                key = (n, req.temperature, req.top_p, min(req.max_tokens, room), seed, req.stop)
+                key = (n, req.temperature, req.top_p, min(req.max_tokens, room), seed, req.stop, req.shape)
                 if key not in shared:
                     shared[key] = SamplingParams(n=n, temperature=req.temperature, top_p=req.top_p,
-                                                 max_tokens=key[3], seed=seed, stop=list(req.stop) or None)
+                                                 max_tokens=key[3], seed=seed, stop=list(req.stop) or None,
+                                                 structured_outputs=_guide(req.shape))
                 batch.append({"prompt_token_ids": ids})
                 params.append(shared[key])
                 index.append(i)
         if batch:
             outputs = self.llm.generate(batch, params, use_tqdm=_progress(len(batch)))
             texts: dict[int, list[str]] = {}
+            reasons: dict[int, list[str]] = {}
             out_tokens: dict[int, int] = {}
             in_tokens: dict[int, int] = {}
             for i, out in zip(index, outputs):
                 texts.setdefault(i, []).extend(self.chat.clean_reply(o.text) for o in out.outputs)
+                reasons.setdefault(i, []).extend(str(o.finish_reason or "stop") for o in out.outputs)
                 out_tokens[i] = out_tokens.get(i, 0) + sum(len(o.token_ids) for o in out.outputs)
                 in_tokens[i] = len(out.prompt_token_ids)  # one prompt, however many samples
             for i in texts:
-                results[i] = Generation(tuple(texts[i]), in_tokens[i], out_tokens[i])
+                results[i] = Generation(tuple(texts[i]), in_tokens[i], out_tokens[i], None, tuple(reasons[i]))
         return results  # type: ignore[return-value]
 
     def score_choices(self, prompts: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:

@@ -183,6 +183,21 @@ def faults(data: RunData) -> list[dict]:
     return [{"event": k[0], "phase": k[1], "count": v} for k, v in sorted(agg.items())]
 
 
+def reply_outcomes(data: RunData) -> list[dict]:
+    """Truncated replies, parse failures and rejected candidates from the trace: per (event, step or rule,
+    reason) a count and the first example's opening."""
+    agg: dict[tuple, dict] = {}
+    for e in data.events:
+        if e["event"] not in ("reply_truncated", "parse_failure", "candidate_rejected"):
+            continue
+        where = e.get("rule") or e.get("purpose") or e.get("phase") or "-"
+        key = (e["event"], where, str(e.get("reason") if e["event"] != "candidate_rejected" else where))
+        row = agg.setdefault(key, {"event": key[0], "where": where, "reason": key[2], "count": 0,
+                                   "example": " ".join(str(e.get("text") or e.get("reply") or "").split())[:120]})
+        row["count"] += 1
+    return sorted(agg.values(), key=lambda r: (r["event"], -r["count"]))
+
+
 def prompt_lengths(data: RunData) -> list[dict]:
     """Per round: words and characters of the beam prompts (status == "beam")."""
     out = []

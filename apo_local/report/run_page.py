@@ -23,6 +23,7 @@ def write_run_report(path: str | Path) -> Path:
         page.raw(diff_markup(D.prompt_diff(run.results["initial_prompt"], run.results["best_prompt"])))
     _lineage(page, run)
     _usage(page, run)
+    _replies(page, run)
     lengths = D.prompt_lengths(run)
     if lengths:
         page.h("Prompt length per round", anchor="length")
@@ -34,6 +35,21 @@ def write_run_report(path: str | Path) -> Path:
     target = out / "report.html"
     target.write_text(page.render(_subtitle(run)), encoding="utf-8")
     return target
+
+
+def _replies(page: Page, run: D.RunData) -> None:
+    """What became of the optimizer's replies: counts (results.json) and every reason (trace.jsonl)."""
+    summary, rows = (run.results or {}).get("replies"), D.reply_outcomes(run)
+    if not summary and not rows:
+        return
+    page.h("Optimizer replies and rejected candidates", anchor="replies")
+    if summary:
+        from apo_local.search.result import replies_line
+
+        page.p(replies_line(summary), "meta")
+    if rows:
+        page.table(["outcome", "step / rule", "reason", "count", "example"],
+                   [[r["event"], r["where"], r["reason"], r["count"], r["example"]] for r in rows])
 
 
 def _subtitle(run: D.RunData) -> str:

@@ -1,9 +1,11 @@
-"""Which proposals become candidates: no duplicates, nothing degenerate or too long for the target,
-at most ``max_expansion`` new candidates per beam parent (a seeded pick)."""
+"""Which proposals become candidates: no duplicates, nothing degenerate or too long for the target, nothing
+that fails candidate hygiene (``hygiene.py``), at most ``max_expansion`` new candidates per beam parent (a
+seeded pick). Every proposal is counted (``proposals``, ``proposals_accepted``, ``rejected:<rule>``)."""
 
 from __future__ import annotations
 
 from apo_local.engine import Trace
+from apo_local.search.hygiene import Hygiene, rule
 from apo_local.search.parsing import is_degenerate
 from apo_local.search.state import Candidate, Status
 from apo_local.search.streams import Streams
@@ -13,20 +15,27 @@ ANSWER_ROOM = 16  # tokens left for the answer after the rendered prompt
 
 
 class Admission:
-    def __init__(self, task: Task, target, trace: Trace, max_expansion: int):
+    def __init__(self, task: Task, target, trace: Trace, max_expansion: int, hygiene: Hygiene | None = None):
         self.task, self.target, self.trace, self.max_expansion = task, target, trace, max_expansion
+        self.hygiene = hygiene
 
     def reason(self, text: str, parent: str) -> str | None:
-        """Why a proposed instruction can't become a candidate (degenerate, too long), or None."""
+        """Why a proposed instruction can't become a candidate (degenerate, hygiene, too long), or None."""
         reason = is_degenerate(text, parent)
+        if reason is None and self.hygiene is not None:
+            reason = self.hygiene.reason(text, parent)
         if reason is None:
             probe = self.task.render(text, Example(id="probe", input="", label=""))
             n = self.target.count_tokens([probe])[0]
             limit = self.target.max_model_len - ANSWER_ROOM
             if n > limit:
                 reason = f"too long for the target's context ({n} tokens > {limit})"
+        self.trace.count("proposals")
         if reason:
-            self.trace.event("candidate_rejected", reason=reason, text=text[:300])
+            self.trace.count(f"rejected:{rule(reason)}")
+            self.trace.event("candidate_rejected", reason=reason, rule=rule(reason), text=text[:300])
+        else:
+            self.trace.count("proposals_accepted")
         return reason
 
     def admit_and_cap(self, proposals: list[Candidate], parents: list[Candidate], streams: Streams) -> list[Candidate]:

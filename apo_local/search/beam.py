@@ -22,6 +22,7 @@ from apo_local.scoring import Scorer
 from apo_local.search.acceptance import ACCEPTANCE, Acceptance, BanditAcceptance, ValidatedAcceptance
 from apo_local.search.acceptance.length import LengthAware, prompt_tokens, shortest_within_ci
 from apo_local.search.admission import Admission
+from apo_local.search.hygiene import Hygiene
 from apo_local.search.budget import Budget, BudgetStop
 from apo_local.search.context import RoundContext
 from apo_local.search.feedback import corrupt_examples, make_feedback
@@ -29,7 +30,7 @@ from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.optimizer_calls import OptimizerCalls
 from apo_local.search.proposers import make_proposer
 from apo_local.search.headline import SplitStats
-from apo_local.search.result import RunResult
+from apo_local.search.result import RunResult, reply_summary
 from apo_local.search.selectors import make_selector
 from apo_local.search.splits import eval_rows, train_rows, validation_rows
 from apo_local.search.state import Candidate, Phase, RunState, Status
@@ -85,7 +86,8 @@ class BeamSearch:
         self.budget = Budget(cfg.budget, self.trace)
         self.feedback = make_feedback(f, task, cfg.seed, self.train, self.scorer, self.trace, self.meta,
                                       cfg.search.minibatch_size, before_call=self._check_budget)
-        self.admission = Admission(task, target, self.trace, cfg.search.max_expansion)
+        self.admission = Admission(task, target, self.trace, cfg.search.max_expansion, hygiene=(
+            Hygiene([ex.input for ex in self.train], task.labels, cfg.search.copy_overlap) if cfg.search.hygiene else None))
 
     def _check_budget(self) -> None:
         self.budget.check()
@@ -185,6 +187,7 @@ class BeamSearch:
             rounds_completed=len(state.history), stop_reason=stop_reason,
             usage={r: {k: v for k, v in t.items() if k not in ("seconds", "cache_hits")} for r, t in totals.items()},
             faults=dict(sorted(self.trace.faults.items())), history=state.history,
+            replies=reply_summary(self.trace.counts, self.cfg.optimizer.guided),
             time={"seconds": round(elapsed, 1), "by_role": {r: round(t["seconds"], 1) for r, t in totals.items()},
                   "cache_hits": {r: t["cache_hits"] for r, t in totals.items()}},
             selected_by=selected_by,
@@ -222,7 +225,7 @@ class BeamSearch:
     def _load_state(self) -> RunState:
         saved = RunState.load(self.run_dir.checkpoint) if self.run_dir else None
         if saved:
-            self.trace.restore(saved.totals, saved.faults)
+            self.trace.restore(saved.totals, saved.faults, saved.counts)
             self.scorer.import_memo(saved.predictions)
             log.info("resuming at round %d (%s)", saved.round, saved.phase.value)
             return saved
@@ -231,7 +234,7 @@ class BeamSearch:
     def _checkpoint(self, state: RunState) -> None:
         if self.run_dir:
             state.elapsed = self.budget.elapsed
-            state.totals, state.faults = self.trace.totals_dict(), self.trace.faults
+            state.totals, state.faults, state.counts = self.trace.totals_dict(), self.trace.faults, self.trace.counts
             state.predictions = self.scorer.export_memo()
             state.save(self.run_dir.checkpoint)
 

@@ -1,11 +1,20 @@
-"""Calls to the optimizer model: one seeded batch per step, and lenient parsing of its replies."""
+"""Calls to the optimizer model: one seeded batch per step, guided replies, and lenient parsing.
+
+A step whose reply has a known shape declares it (``search/reply_shapes.py``); with ``optimizer.guided``
+(the default) the engine decodes the reply inside that shape, so it cannot miss its tags. A reply that
+ended because it ran out of tokens is truncated: it is rejected here (counted, logged with its reason)
+and never parsed into a gradient or a candidate. Every reply is counted (``replies``, ``replies_guided``,
+``replies_truncated``, ``replies_used_whole``) in the trace's counts, which ``results.json`` reports.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 from apo_local.config import OptimizerConfig
 from apo_local.engine import Generation, GenerationRequest, RoleEngine
+from apo_local.engine.protocol import ReplyShape
 from apo_local.search.parsing import extract_tagged
 from apo_local.search.streams import Streams
 
@@ -20,29 +29,61 @@ class OptimizerCalls:
     def trace(self):
         return self.engine.trace
 
-    def ask(self, purpose: str, prompts: Sequence[str], n: int = 1) -> list[Generation]:
-        """One batched optimizer call; request i is seeded from (seed, round, purpose, i)."""
+    def ask(self, purpose: str, prompts: Sequence[str], n: int = 1, shape: ReplyShape | None = None,
+            keep_truncated: bool = False) -> list[Generation]:
+        """One batched optimizer call; request i is seeded from (seed, round, purpose, i).
+
+        ``shape``: the reply's shape, enforced when ``optimizer.guided`` is on. Truncated samples are
+        removed from the replies (counted and logged), unless ``keep_truncated`` (a reply read as free
+        context, never a candidate: the three-stage critique)."""
         o = self.settings
+        guide = shape if getattr(o, "guided", True) else None
         reqs = [GenerationRequest(p, temperature=o.temperature, top_p=o.top_p, max_tokens=o.max_tokens, n=n,
-                                  seed=self.streams.request_seed(purpose, i))
+                                  seed=self.streams.request_seed(purpose, i), shape=guide)
                 for i, p in enumerate(prompts)]
         self.before_call()
         self.trace.at(purpose, self.streams.round)
         out = self.engine.generate(reqs)
-        for g in out:
-            if g.error:
-                self.trace.event("optimizer_error", purpose=purpose, error=g.error)
-        return out
+        return [self._screen(g, purpose, guide is not None, keep_truncated) for g in out]
+
+    def _screen(self, g: Generation, purpose: str, guided: bool, keep_truncated: bool) -> Generation:
+        """Count ``g``'s samples; drop the truncated ones (unless kept) and log each with its reason."""
+        count = self.trace.count
+        if g.error:
+            self.trace.event("optimizer_error", purpose=purpose, error=g.error)
+            return g
+        count("replies", len(g.texts))
+        if guided:
+            count("replies_guided", len(g.texts))
+        kept = []
+        for i, text in enumerate(g.texts):
+            if g.truncated(i):
+                count("replies_truncated")
+                self.trace.event("reply_truncated", purpose=purpose, reason="max_tokens reached",
+                                 max_tokens=self.settings.max_tokens, kept=keep_truncated, reply=text[:300])
+                if not keep_truncated:
+                    continue
+            elif not text.strip():
+                self.trace.event("parse_failure", purpose=purpose, reason="empty reply", reply="")
+            kept.append(text)
+        if len(kept) == len(g.texts):
+            return g
+        return replace(g, texts=tuple(kept), finish_reasons=())
 
     def parse(self, text: str, purpose: str, tagged: bool = True) -> list[str]:
         """Items in <START>/<END> tags; every failure is counted and logged, never fatal.
 
         ``tagged=False``: the meta-prompt asked for plain text (the paraphrase, as in the reference), so with
         ``parse_fallback: whole`` a reply without tags is the expected answer, not a counted fallback; tags
-        are still honoured if present. ``parse_fallback: none`` accepts tagged items only, everywhere."""
+        are still honoured if present. ``parse_fallback: none`` accepts tagged items only, everywhere.
+        An empty text (a truncated reply removed by ``ask``, or no sample) gives no items and no failure."""
+        if not text:
+            return []
         result = extract_tagged(text, fallback=self.parse_fallback)
         for reason in (f for f in result.failures if tagged or not f.startswith("no tags")):
             self.trace.event("parse_failure", purpose=purpose, reason=reason, reply=text[:300])
+        if result.fallback_used and tagged:
+            self.trace.count("replies_used_whole")
         return result.items
 
     def sample_items(self, reply: Generation, purpose: str, limit: int = 1, tagged: bool = True) -> list[str]:

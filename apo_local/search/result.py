@@ -21,6 +21,7 @@ class RunResult:
     usage: dict  # by role: calls, prompts, input_tokens, output_tokens (identical on resume)
     faults: dict  # counted fallbacks: parse failures, rejected candidates, ...
     history: list[dict] = field(default_factory=list)  # per round: beam estimates (and test, if asked)
+    replies: dict = field(default_factory=dict)  # optimizer replies and candidates: parsed, truncated, rejected
     time: dict = field(default_factory=dict)  # wall seconds, by role, cache hits (vary across runs)
     selected_by: str = "selection estimate"  # how selected_prompt was chosen
     selected_vs_initial: dict = field(default_factory=dict)  # paired test statistics (search.headline)
@@ -31,3 +32,24 @@ class RunResult:
         if d["pick"] is None:
             del d["pick"]
         return d
+
+
+def reply_summary(counts: dict, guided: bool) -> dict:
+    """The optimizer's replies and the candidates made from them, from the trace's counts: replies (guided,
+    truncated and rejected, used whole without tags), proposals, candidates accepted and their share, and
+    the proposals rejected by each rule (``search/hygiene.py``, ``parsing.is_degenerate``)."""
+    proposals, accepted = counts.get("proposals", 0), counts.get("proposals_accepted", 0)
+    rejected = {k.split(":", 1)[1]: v for k, v in sorted(counts.items()) if k.startswith("rejected:")}
+    return {"guided": guided, "replies": counts.get("replies", 0), "guided_replies": counts.get("replies_guided", 0),
+            "truncated": counts.get("replies_truncated", 0), "used_whole": counts.get("replies_used_whole", 0),
+            "proposals": proposals, "accepted": accepted,
+            "accepted_share": round(accepted / proposals, 3) if proposals else None, "rejected": rejected}
+
+
+def replies_line(r: dict) -> str:
+    """One line for the CLI table and the report: the optimizer's replies and what became of them."""
+    share = "-" if r.get("accepted_share") is None else f"{r['accepted_share']:.0%}"
+    rejected = ", ".join(f"{k} {v}" for k, v in r.get("rejected", {}).items()) or "none"
+    return (f"optimizer replies={r['replies']} ({'guided' if r['guided'] else 'free text'}) "
+            f"truncated={r['truncated']} used_whole={r['used_whole']} | candidates proposed={r['proposals']} "
+            f"accepted={r['accepted']} ({share}) rejected: {rejected}")

@@ -99,6 +99,7 @@ class RunState:
     history: list[dict] = field(default_factory=list)  # one entry per selected round (results.json)
     totals: dict = field(default_factory=dict)  # trace totals by role
     faults: dict = field(default_factory=dict)  # counted fallbacks by kind
+    counts: dict = field(default_factory=dict)  # tallies: optimizer replies, candidates (rejected by rule, ...)
     predictions: dict = field(default_factory=dict)  # the scorer's memo (a resume asks nothing twice)
     # what of ``predictions`` the log file already holds: rows per instruction, and the file's length
     _logged: dict = field(default_factory=dict, compare=False, repr=False)
@@ -115,7 +116,7 @@ class RunState:
         return {"version": self.VERSION, "round": self.round, "phase": self.phase.value, "initial": self.initial,
                 "elapsed": self.elapsed, "beam": [c.to_dict() for c in self.beam],
                 "candidates": [c.to_dict() for c in self.candidates], "history": self.history,
-                "totals": self.totals, "faults": self.faults, "predictions": self.predictions}
+                "totals": self.totals, "faults": self.faults, "counts": self.counts, "predictions": self.predictions}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunState":
@@ -127,7 +128,8 @@ class RunState:
         return cls(initial=d["initial"], round=d["round"], phase=Phase(d["phase"]), elapsed=d["elapsed"],
                    beam=[Candidate.from_dict(c) for c in d["beam"]],
                    candidates=[Candidate.from_dict(c) for c in d["candidates"]], history=d["history"],
-                   totals=d["totals"], faults=d["faults"], predictions=d.get("predictions", {}))
+                   totals=d["totals"], faults=d["faults"], counts=d.get("counts", {}),
+                   predictions=d.get("predictions", {}))
 
     def save(self, path: Path) -> None:
         """The new predictions appended to the log, then the checkpoint (atomic replace) pointing at it."""

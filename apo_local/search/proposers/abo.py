@@ -8,6 +8,7 @@ from apo_local.engine import GenerationRequest
 from apo_local.search.context import RoundContext
 from apo_local.search.proposers.abo_format import (SHOW_WORK, AboPrompt, blamed_step, fallback_steps, format_abo,
                                                    numbered, parse_abo, strip_marker)
+from apo_local.search.reply_shapes import abo_steps, tagged
 from apo_local.search.state import Candidate
 
 
@@ -32,7 +33,8 @@ class ABOProposer:
         ex = ctx.feedback.shown(ctx.streams.rng("abo-demo").choice(ctx.train))
         replies = ctx.optimizer.ask("abo_init", [
             ctx.meta.render("abo_init", prompt=p.text, input=ex.input.strip(), label=ex.label,
-                            demonstration=self.demonstration) for p in parents], n=self.init_samples)
+                            demonstration=self.demonstration) for p in parents], n=self.init_samples,
+            shape=abo_steps(self.demonstration))
         out = []
         for parent, reply in zip(parents, replies):
             for item in ctx.optimizer.sample_items(reply, "abo_init"):
@@ -57,7 +59,7 @@ class ABOProposer:
             ctx.meta.render("abo_revise", steps=numbered(a.steps), step=step, step_text=a.steps[step - 1],
                             errors=ctx.feedback.block([(ex, f"{pred or '(no answer)'}\nWork: {' '.join(w.split())[:400]}")
                                                        for ex, pred, w in rows]))
-            for _, a, step, rows, _ in asks])
+            for _, a, step, rows, _ in asks], shape=tagged(1))
         revised = []
         for (parent, a, step, rows, why), reply in zip(asks, replies):
             for item in ctx.optimizer.parse(reply.text, "abo_revise")[:1]:
@@ -113,7 +115,7 @@ class ABOProposer:
         if self.demonstration and revised:
             replies = ctx.optimizer.ask("abo_demo", [
                 ctx.meta.render("abo_demo", steps=numbered(steps), input=rows[0][0].input.strip(), label=rows[0][0].label)
-                for _, _, steps, rows, _ in revised])
+                for _, _, steps, rows, _ in revised], shape=tagged(1))
             for i, reply in enumerate(replies):
                 items = ctx.optimizer.parse(reply.text, "abo_demo")[:1]
                 if items:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from apo_local.search.context import RoundContext
+from apo_local.search.reply_shapes import tagged
 from apo_local.search.state import Candidate
 
 # (parent, example block, reason or feedback text, extra Candidate fields)
@@ -62,7 +63,7 @@ def edit(reasons_: list[Reason], operator: str, per_reason: int, ctx: RoundConte
     replies = ctx.optimizer.ask("edit", [
         ctx.meta.render("edit", prompt=p.text, errors=block, gradient=why, num_prompts=per_reason,
                         evaluated=ctx.feedback.evaluated)
-        for p, block, why, _ in reasons_])
+        for p, block, why, _ in reasons_], shape=tagged(per_reason))
     return [Candidate(text, ctx.round, operator, parent=parent.id, gradient=why, **extra)
             for (parent, _, why, extra), reply in zip(reasons_, replies)
             for text in ctx.optimizer.parse(reply.text, "edit")[:per_reason]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from apo_local.search.proposers.base import UpdateThenParaphrase
+from apo_local.search.reply_shapes import tagged
 from apo_local.search.state import Candidate
 
 
@@ -17,7 +18,7 @@ class DataFreeProposer(UpdateThenParaphrase):
 
     def _updates(self, parents, ctx):
         replies = ctx.optimizer.ask(self.template, [ctx.meta.render(self.template, prompt=p.text) for p in parents],
-                                    n=self.samples_per_parent)
+                                    n=self.samples_per_parent, shape=tagged(1))
         return [Candidate(item, ctx.round, self.name, parent=parent.id)
                 for parent, reply in zip(parents, replies)
                 for item in ctx.optimizer.sample_items(reply, self.template)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from apo_local.search.proposers.base import UpdateThenParaphrase
+from apo_local.search.reply_shapes import tagged
 from apo_local.search.state import Candidate
 
 
@@ -18,7 +19,8 @@ class OneStepProposer(UpdateThenParaphrase):
         groups = ctx.feedback.groups(parents, ctx.streams, self.n_gradients, self.errors_per_gradient)
         replies = ctx.optimizer.ask("one_step", [
             ctx.meta.render("one_step", prompt=p.text, errors=block, num_prompts=self.edits_per_gradient,
-                            evaluated=ctx.feedback.evaluated) for p, block in groups])
+                            evaluated=ctx.feedback.evaluated) for p, block in groups],
+            shape=tagged(self.edits_per_gradient))
         return [Candidate(text, ctx.round, "one-step", parent=parent.id)
                 for (parent, _), reply in zip(groups, replies)
                 for text in ctx.optimizer.parse(reply.text, "one_step")[: self.edits_per_gradient]]

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from apo_local.search.proposers.base import ErrorGroupProposer, edit, reasons
+from apo_local.search.reply_shapes import tagged
 
 
 class ProTeGiProposer(ErrorGroupProposer):
@@ -16,6 +17,7 @@ class ProTeGiProposer(ErrorGroupProposer):
         groups = self._groups(parents, ctx)
         replies = ctx.optimizer.ask("gradient", [
             ctx.meta.render("gradient", prompt=p.text, errors=block, num_reasons=self.reasons_per_gradient,
-                            evaluated=ctx.feedback.evaluated) for p, block in groups])
+                            evaluated=ctx.feedback.evaluated) for p, block in groups],
+            shape=tagged(self.reasons_per_gradient))
         return edit(reasons(groups, replies, "gradient", self.reasons_per_gradient, ctx), "edit",
                     self.edits_per_gradient, ctx)

@@ -1,0 +1,99 @@
+"""Candidate hygiene: proposals a small optimizer model makes that are not instructions at all.
+
+Each rule names why a proposal is rejected (``search.hygiene``, on by default):
+
+* ``too short``: fewer than 3 words (a bare "No");
+* ``chat filler``: chat or meta-commentary about the edit instead of an instruction ("Please continue
+  with your next prompt.", "This edit improves ...", "I hope this helps");
+* ``drops label words``: the parent names the task's labels (e.g. "Yes" / "No") and the proposal lost one;
+* ``repeated sentence``: a sentence of 3+ words occurs twice (a looping reply);
+* ``copies training data``: more than ``search.copy_overlap`` of its word 6-grams occur in training
+  inputs (a copied example row). An ABO demonstration, which shows one example on purpose, is left out.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Sequence
+
+NGRAM = 6
+MIN_WORDS = 3
+
+_FILLER = re.compile("|".join([
+    r"\bplease (?:continue|proceed|provide|let me know|note that (?:this|the) (?:prompt|edit))\b",
+    r"\b(?:your|the) next (?:prompt|question|message)\b",
+    r"\blet me know\b", r"\bhope (?:this|that|it) helps\b", r"\bas an ai\b", r"\bfeel free to\b",
+    r"\bi(?:'m| am) (?:sorry|happy to|glad to|here to)\b", r"\bi (?:can(?:not|'t)|would be happy)\b",
+    r"\bthis (?:edit|change|revision|rewrite|version|update|modification) (?:improves|makes|clarifies|adds|helps|"
+    r"ensures|should|will|is)\b",
+    r"\b(?:the|this|my) (?:above|new|improved|revised|updated|rewritten) (?:prompt|instruction|version)s? "
+    r"(?:is|are|will|should|improves|makes|helps|clarifies)\b",
+    r"\bi (?:have |'ve )?(?:revised|rewritten|improved|updated|modified|changed|edited)\b",
+    r"\bhere(?:'s| is| are) (?:the|a|an|my) (?:new |improved |revised |updated |rewritten )?"
+    r"(?:prompt|version|instruction)",
+    r"^(?:sure|certainly|of course|okay|great|absolutely)\b[,!.]",
+]), re.IGNORECASE | re.MULTILINE)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_WORD = re.compile(r"[a-z0-9']+")
+_DEMO = re.compile(r"^\s*\**\s*demonstration\s*\**\s*:", re.IGNORECASE | re.MULTILINE)
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
+    w = words(text)
+    return {tuple(w[i : i + n]) for i in range(len(w) - n + 1)}
+
+
+def _has_word(text: str, word: str) -> bool:
+    return re.search(rf"(?<![\w]){re.escape(word)}(?![\w])", text, re.IGNORECASE) is not None
+
+
+class Hygiene:
+    """The rules above for one task: its training inputs (for copies) and its label words."""
+
+    def __init__(self, train_inputs: Iterable[str], labels: Sequence[str], copy_overlap: float = 0.5):
+        self.labels, self.copy_overlap = tuple(labels), copy_overlap
+        self.data: set[tuple[str, ...]] = set()
+        for text in train_inputs:
+            self.data |= ngrams(text)
+
+    def reason(self, text: str, parent: str) -> str | None:
+        """The rule ``text`` breaks (a short reason), or None when it is a usable instruction."""
+        if len(words(text)) < MIN_WORDS:
+            return "too short"
+        if _FILLER.search(text):
+            return "chat filler"
+        lost = [w for w in self.labels if _has_word(parent, w) and not _has_word(text, w)]
+        if lost:
+            return f"drops label words ({', '.join(lost)})"
+        if self._repeats(text):
+            return "repeated sentence"
+        share = self.copied_share(text)
+        if share > self.copy_overlap:
+            return f"copies training data ({share:.0%} of its 6-grams)"
+        return None
+
+    @staticmethod
+    def _repeats(text: str) -> bool:
+        seen = set()
+        for sentence in _SENTENCE.split(text):
+            key = " ".join(words(sentence))
+            if len(key.split()) >= MIN_WORDS:
+                if key in seen:
+                    return True
+                seen.add(key)
+        return False
+
+    def copied_share(self, text: str) -> float:
+        """Share of ``text``'s word 6-grams found in the training inputs (an ABO demonstration left out)."""
+        m = _DEMO.search(text)
+        grams = ngrams(text[: m.start()] if m else text)
+        return len(grams & self.data) / len(grams) if grams else 0.0
+
+
+def rule(reason: str) -> str:
+    """The rule a rejection reason names, without its numbers: ``too long (900 chars > 800)`` -> ``too long``."""
+    return reason.split(" (", 1)[0]
