@@ -158,6 +158,11 @@ def preflight(cfg: RunConfig, task: Task) -> None:
     from apo_local.search.proposers import make_proposer
 
     for role, engine_cfg in (("target", cfg.target), ("optimizer", cfg.optimizer_engine_config())):
+        if (engine_cfg.backend == "openai") != bool(engine_cfg.base_url):
+            raise ApoError(f"{role}.base_url: " + ("the openai backend needs the server's URL" if engine_cfg.base_url
+                                                   is None else f"only for backend openai (now {engine_cfg.backend})"))
+        if engine_cfg.backend == "openai":
+            continue  # the model is a name the server serves, checked when the engine starts
         try:
             resolve_model(engine_cfg.model)
         except ApoError as exc:
