@@ -94,6 +94,9 @@ def evaluate(task, prompt_file, split, limit, model, mode, backend, base_url, ca
     engine = load_engine(EngineSettings(model=model, backend=backend, base_url=base_url), False if cache == "off" else cache,
                          lazy=True)
     limit_length(t, engine, max(16, max_tokens), trace)
+    from apo_local.tasks.judge import attach_judge
+
+    attach_judge(t, RoleEngine(engine, "optimizer", trace), trace)  # metric judge: judge.model, else this model
     scorer = Scorer(t, RoleEngine(engine, "target", trace), mode, max_tokens)
     result = scorer.evaluate(instruction, examples)
     if out_file:

@@ -23,6 +23,7 @@ from apo_local.search.state import Phase, RunState
 from apo_local.search.estimate import estimate, record_throughput
 from apo_local.search.splits import eval_rows, train_rows
 from apo_local.tasks import Task, load_task
+from apo_local.tasks.judge import attach_judge
 
 log = logging.getLogger("apo_local")
 
@@ -90,6 +91,7 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, task: Task | None) -> RunResult
     trace = Trace(run_dir.trace if run_dir else None)
     loading = time.perf_counter()
     target, optimizer = engines_for(cfg, trace)
+    attach_judge(task, optimizer, trace)  # metric judge: graded by judge.model, else the optimizer's engine
     model_load = time.perf_counter() - loading
     # Over-long examples are cut in the middle to fit the target's context (tasks.task.LengthLimit),
     # leaving room for the answer; each cut is logged and counted as an "example_truncated" fault.
@@ -134,7 +136,7 @@ def _write_final_predictions(run_dir: RunDir, task: Task, cfg: RunConfig, beam_s
                              result: RunResult) -> None:
     """predictions/test-initial.jsonl, test-best.jsonl (and test-selected.jsonl when it differs): every
     example of the final test evaluation (from the search's scorer, which remembers them: no engine call)."""
-    from apo_local.scoring import prediction_records, write_predictions
+    from apo_local.scoring import prediction_records, search_records, write_predictions
 
     scorer = beam_search.scorer
     test = task.split(cfg.evaluation.test_split)[: cfg.evaluation.test_limit]
@@ -144,6 +146,8 @@ def _write_final_predictions(run_dir: RunDir, task: Task, cfg: RunConfig, beam_s
     for name, evaluation in zip(prompts, scorer.evaluate_many(list(prompts.values()), test)):
         write_predictions(run_dir.path / "predictions" / f"test-{name}.jsonl",
                           prediction_records(task, test, evaluation))
+    if task.kind == "generation":  # every output the search produced, per prompt and example (train and test)
+        write_predictions(run_dir.path / "predictions" / "search.jsonl", search_records(task, scorer))
 
 
 def preflight(cfg: RunConfig, task: Task) -> None:
