@@ -148,6 +148,13 @@ class BudgetConfig(_Section):
     max_minutes: Optional[PositiveFloat] = D(None, "stop after this many minutes of search")
 
 
+class TrackingConfig(_Section):
+    logger: Literal["off", "files", "mlflow"] = D("off", "offline experiment tracking of params, per-round metrics "
+                                                        "and artifacts (mlflow: a file store, where mlflow is installed)")
+    dir: Optional[str] = D(None, "where it logs; unset: files -> <run dir>/tracking, mlflow -> ./mlruns")
+    experiment: str = D("apo-local", "mlflow experiment name")
+
+
 class MetaPromptConfig(_Section):
     gradient: Optional[str] = D(None, "jinja2 file replacing the built-in gradient meta-prompt")
     edit: Optional[str] = D(None, "jinja2 file replacing the built-in edit meta-prompt")
@@ -182,6 +189,7 @@ class RunConfig(_Section):
     budget: BudgetConfig = BudgetConfig()
     feedback: FeedbackConfig = FeedbackConfig()
     meta_prompts: MetaPromptConfig = MetaPromptConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @field_validator("cache", mode="before")
     @classmethod

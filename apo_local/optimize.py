@@ -13,6 +13,7 @@ import logging
 import time
 from pathlib import Path
 
+from apo_local import tracking
 from apo_local.config import RunConfig, dump_config, load_config
 from apo_local.engine import RoleEngine, Trace, load_role_engines
 from apo_local.errors import ApoError
@@ -97,6 +98,7 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, task: Task | None) -> RunResult
     # leaving room for the answer; each cut is logged and counted as an "example_truncated" fault.
     limit_length(task, target, max(16, cfg.scoring.max_tokens), trace)
     beam_search = BeamSearch(task, target, optimizer, cfg, run_dir)
+    tracker = tracking.start(cfg, run_dir.path if run_dir else None, beam_search, trace, task.metric.name)
     result = beam_search.run()
     # Where the wall time went (this process; "search" includes earlier processes of a resumed run).
     total = time.perf_counter() - started + before
@@ -108,6 +110,7 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, task: Task | None) -> RunResult
     if run_dir:
         write_json(run_dir.results, result.to_dict())
         _write_final_predictions(run_dir, task, cfg, beam_search, result)
+    tracking.finish(tracker, result, run_dir.path if run_dir else None)
     record_throughput(cfg, trace.totals_dict())  # the next estimate's time figure on this machine
     return result
 
@@ -173,6 +176,7 @@ def preflight(cfg: RunConfig, task: Task) -> None:
             raise ApoError(f"{role}.model: {exc}") from None
     make_proposer(cfg.search.proposer, cfg)
     make_acceptance(cfg)
+    tracking.check(cfg)
     for name, file in cfg.meta_prompts.model_dump().items():
         if file and not Path(file).is_file():
             raise ApoError(f"meta_prompts.{name}: file {file} does not exist")
