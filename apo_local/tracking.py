@@ -82,6 +82,10 @@ class FileTracker:
 
 class MLflowTracker:
     def __init__(self, folder: Path, experiment: str, run_name: str):
+        import os
+
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # MLflow 3 reports usage unless told not to
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store behind this switch
         try:
             import mlflow
         except ImportError:

@@ -55,3 +55,24 @@ def test_refusals(tmp_path):
             check(build_config({"tracking": {"logger": "mlflow"}}))
     with pytest.raises(ApoError, match="tracking.logger"):
         build_config({"tracking": {"logger": "wandb"}})
+
+
+def test_mlflow_file_store_without_network(tmp_path, monkeypatch):
+    """Where mlflow is installed (it is optional): a file store, and no connection or DNS lookup at all."""
+    pytest.importorskip("mlflow")
+    import socket
+
+    from apo_local.tracking import MLflowTracker
+
+    attempts = []
+    monkeypatch.setattr(socket.socket, "connect", lambda self, addr: attempts.append(addr))
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: attempts.append(a) or [])
+    t = MLflowTracker(tmp_path / "mlruns", "apo-local", "run")
+    t.params({"seed": "0"})
+    t.metrics({"beam_best": 0.5}, 1)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text("{}")
+    t.artifacts(tmp_path / "run")
+    t.close()
+    assert not attempts
+    assert list((tmp_path / "mlruns").rglob("beam_best")) and list((tmp_path / "mlruns").rglob("results.json"))
