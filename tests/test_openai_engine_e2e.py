@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from apo_local.engine import EngineSettings, GenerationRequest, load_engine
 from apo_local.engine.openai_engine import OpenAIEngine, wait_until_ready
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.slow]  # starts a server process
 
 SERVED = "smollm2"
 
