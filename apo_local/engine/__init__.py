@@ -50,7 +50,7 @@ def load_engine(settings: EngineSettings, cache_path: Path | str | None | bool =
     here), start the backend only on the first request the cache cannot answer, so a fully cached job
     never loads the model."""
     key = engine_key(settings)
-    path = Path(key[1].model)
+    path = Path(key[1].model or "served-model")  # openai: a served name (or the server's first), used in log lines
     cache_file = None if cache_path is False else Path(cache_path or default_cache_path()).resolve()
     if key not in _LOADED:
         start = lambda: _start_backend(settings, path, role)  # noqa: E731

@@ -59,9 +59,9 @@ class OpenAIEngine:
             raise ApoError(f"{role or 'target'}.max_model_len: the server at {self.client.base} does not say its "
                            f"context length; set it")
         self.kwargs = settings.template_kwargs()
+        self._label_ids: dict[tuple[str, ...], list[tuple[int, ...]]] = {}
         self.can_tokenize = self._tokenize_works()
         self.scoring = self._scoring_mode(settings.server_scoring)
-        self._label_ids: dict[tuple[str, ...], list[tuple[int, ...]]] = {}
         self.model_id = (f"openai:{self.client.base}|{self.model}|{card.get('root') or ''}|{self.max_model_len}"
                          f"|{self.scoring}" + (f"|kw:{sorted(self.kwargs.items())}" if self.kwargs else ""))
         log.info("server %s: model %s, context %d, label scoring by %s", self.client.base, self.model,
