@@ -55,12 +55,13 @@ def cli(verbose: bool) -> None:
                    "(always used for generation tasks).")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=8, show_default=True,
               help="Answer length in tokens when generating (generation tasks, --mode generate).")
-@click.option("--backend", type=click.Choice(["vllm", "transformers"]), default="vllm", show_default=True)
+@click.option("--backend", type=click.Choice(["vllm", "transformers", "openai"]), default="vllm", show_default=True)
+@click.option("--base-url", help="Backend openai: the server's URL (http://host:8000/v1); --model is its served name.")
 @click.option("--cache", help="Result cache file, or 'off'.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON (the only thing on stdout).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False),
               help="Write every prediction to this JSONL file: id, output, parsed answer, gold, correct.")
-def evaluate(task, prompt_file, split, limit, model, mode, backend, cache, as_json, max_tokens, out_file):
+def evaluate(task, prompt_file, split, limit, model, mode, backend, base_url, cache, as_json, max_tokens, out_file):
     """Score a prompt on a task split."""
     from apo_local.engine import RoleEngine, Trace, load_engine
     from apo_local.engine.settings import EngineSettings
@@ -90,8 +91,12 @@ def evaluate(task, prompt_file, split, limit, model, mode, backend, cache, as_js
                  ", ".join(f"{k}: {v}" for k, v in mapped.items()))
     trace = Trace()
     # Lazy: when every row is in the result cache, no model is loaded.
-    engine = load_engine(EngineSettings(model=model, backend=backend), False if cache == "off" else cache, lazy=True)
+    engine = load_engine(EngineSettings(model=model, backend=backend, base_url=base_url), False if cache == "off" else cache,
+                         lazy=True)
     limit_length(t, engine, max(16, max_tokens), trace)
+    from apo_local.tasks.judge import attach_judge
+
+    attach_judge(t, RoleEngine(engine, "optimizer", trace), trace)  # metric judge: judge.model, else this model
     scorer = Scorer(t, RoleEngine(engine, "target", trace), mode, max_tokens)
     result = scorer.evaluate(instruction, examples)
     if out_file:

@@ -217,7 +217,7 @@ def flag_help() -> dict[str, str]:
 def flag_names() -> dict[str, str]:
     """Every leaf key as a CLI flag: ``search.rounds`` -> ``rounds``, ``target.model`` -> ``target-model``."""
     flags: dict[str, str] = {}
-    prefixed = {"target", "optimizer", "meta_prompts", "scoring", "feedback", "rewrite", "improve", "abo", "fewshot"}
+    prefixed = {"target", "optimizer", "meta_prompts", "scoring", "feedback", "rewrite", "improve", "abo", "fewshot", "tracking"}
     for section, field in RunConfig.model_fields.items():
         sub = field.annotation
         if isinstance(sub, type) and issubclass(sub, BaseModel):

@@ -25,7 +25,8 @@ def D(default, description: str, **kw):
 
 class EngineConfig(_Section):
     model: Optional[str] = D(None, "model alias (models/registry.yaml) or local folder; unset: the registry default")
-    backend: Literal["vllm", "transformers"] = D("vllm", "engine backend")
+    backend: Literal["vllm", "transformers", "openai"] = D("vllm", "engine backend (openai: an OpenAI-compatible "
+                                                                   "server at base_url)")
     dtype: str = D("auto", "weight dtype passed to the backend")
     max_model_len: Optional[PositiveInt] = D(None, "context length in tokens (prompt + answer); unset: the model's "
                                                    "own, capped by what the KV cache memory holds")
@@ -40,6 +41,11 @@ class EngineConfig(_Section):
     chat_template_kwargs: dict[str, Any] = D({}, "chat-template arguments, e.g. {enable_thinking: true}; "
                                                  "thinking is off by default")
     device: Optional[str] = D(None, "CUDA device(s) for this role's engine (\"1\", \"2,3\"); unset: automatic")
+    base_url: Optional[str] = D(None, "backend openai: the server's URL, e.g. http://127.0.0.1:8000/v1 (model: "
+                                      "its served name; unset: the first it serves)")
+    workers: PositiveInt = D(8, "backend openai: requests in flight at once")
+    server_scoring: Literal["auto", "label-ids", "echo", "top-logprobs", "generate"] = D(
+        "auto", "backend openai: how labels are scored (auto: the best the server offers)")
 
     def settings(self, seed: int) -> EngineSettings:
         return EngineSettings(seed=seed, **self.model_dump())
@@ -178,6 +184,13 @@ class BudgetConfig(_Section):
     max_minutes: Optional[PositiveFloat] = D(None, "stop after this many minutes of search")
 
 
+class TrackingConfig(_Section):
+    logger: Literal["off", "files", "mlflow"] = D("off", "offline experiment tracking of params, per-round metrics "
+                                                        "and artifacts (mlflow: a file store, where mlflow is installed)")
+    dir: Optional[str] = D(None, "where it logs; unset: files -> <run dir>/tracking, mlflow -> ./mlruns")
+    experiment: str = D("apo-local", "mlflow experiment name")
+
+
 class MetaPromptConfig(_Section):
     gradient: Optional[str] = D(None, "jinja2 file replacing the built-in gradient meta-prompt")
     edit: Optional[str] = D(None, "jinja2 file replacing the built-in edit meta-prompt")
@@ -213,6 +226,7 @@ class RunConfig(_Section):
     budget: BudgetConfig = BudgetConfig()
     feedback: FeedbackConfig = FeedbackConfig()
     meta_prompts: MetaPromptConfig = MetaPromptConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @field_validator("cache", mode="before")
     @classmethod
@@ -220,9 +234,9 @@ class RunConfig(_Section):
         return "off" if v is False else v  # YAML reads a bare `off` as false
 
     def optimizer_engine_config(self) -> EngineConfig:
-        """Engine settings of the optimizer; inherits the target's model when none is named."""
+        """Engine settings of the optimizer; inherits the target's model when it names neither a model nor a server."""
         engine_fields = set(EngineConfig.model_fields)
-        if self.optimizer.model is None:
+        if self.optimizer.model is None and self.optimizer.base_url is None:
             return self.target
         return EngineConfig(**self.optimizer.model_dump(include=engine_fields))
 

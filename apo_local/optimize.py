@@ -13,6 +13,7 @@ import logging
 import time
 from pathlib import Path
 
+from apo_local import tracking
 from apo_local.config import RunConfig, dump_config, load_config
 from apo_local.engine import RoleEngine, Trace, load_role_engines
 from apo_local.errors import ApoError
@@ -23,6 +24,7 @@ from apo_local.search.state import Phase, RunState
 from apo_local.search.estimate import estimate, record_throughput
 from apo_local.search.splits import eval_rows, train_rows, validation_rows
 from apo_local.tasks import Task, load_task
+from apo_local.tasks.judge import attach_judge
 
 log = logging.getLogger("apo_local")
 
@@ -90,11 +92,13 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, task: Task | None) -> RunResult
     trace = Trace(run_dir.trace if run_dir else None)
     loading = time.perf_counter()
     target, optimizer = engines_for(cfg, trace)
+    attach_judge(task, optimizer, trace)  # metric judge: graded by judge.model, else the optimizer's engine
     model_load = time.perf_counter() - loading
     # Over-long examples are cut in the middle to fit the target's context (tasks.task.LengthLimit),
     # leaving room for the answer; each cut is logged and counted as an "example_truncated" fault.
     limit_length(task, target, max(16, cfg.scoring.max_tokens), trace)
     beam_search = BeamSearch(task, target, optimizer, cfg, run_dir)
+    tracker = tracking.start(cfg, run_dir.path if run_dir else None, beam_search, trace, task.metric.name)
     result = beam_search.run()
     # Where the wall time went (this process; "search" includes earlier processes of a resumed run).
     total = time.perf_counter() - started + before
@@ -106,6 +110,7 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, task: Task | None) -> RunResult
     if run_dir:
         write_json(run_dir.results, result.to_dict())
         _write_final_predictions(run_dir, task, cfg, beam_search, result)
+    tracking.finish(tracker, result, run_dir.path if run_dir else None)
     record_throughput(cfg, trace.totals_dict())  # the next estimate's time figure on this machine
     return result
 
@@ -134,7 +139,7 @@ def _write_final_predictions(run_dir: RunDir, task: Task, cfg: RunConfig, beam_s
                              result: RunResult) -> None:
     """predictions/test-initial.jsonl, test-best.jsonl (and test-selected.jsonl when it differs): every
     example of the final test evaluation (from the search's scorer, which remembers them: no engine call)."""
-    from apo_local.scoring import prediction_records, write_predictions
+    from apo_local.scoring import prediction_records, search_records, write_predictions
 
     scorer = beam_search.scorer
     test = task.split(cfg.evaluation.test_split)[: cfg.evaluation.test_limit]
@@ -144,6 +149,8 @@ def _write_final_predictions(run_dir: RunDir, task: Task, cfg: RunConfig, beam_s
     for name, evaluation in zip(prompts, scorer.evaluate_many(list(prompts.values()), test)):
         write_predictions(run_dir.path / "predictions" / f"test-{name}.jsonl",
                           prediction_records(task, test, evaluation))
+    if task.kind == "generation":  # every output the search produced, per prompt and example (train and test)
+        write_predictions(run_dir.path / "predictions" / "search.jsonl", search_records(task, scorer))
 
 
 def preflight(cfg: RunConfig, task: Task) -> None:
@@ -158,12 +165,18 @@ def preflight(cfg: RunConfig, task: Task) -> None:
     from apo_local.search.proposers import make_proposer
 
     for role, engine_cfg in (("target", cfg.target), ("optimizer", cfg.optimizer_engine_config())):
+        if (engine_cfg.backend == "openai") != bool(engine_cfg.base_url):
+            raise ApoError(f"{role}.base_url: " + ("the openai backend needs the server's URL" if engine_cfg.base_url
+                                                   is None else f"only for backend openai (now {engine_cfg.backend})"))
+        if engine_cfg.backend == "openai":
+            continue  # the model is a name the server serves, checked when the engine starts
         try:
             resolve_model(engine_cfg.model)
         except ApoError as exc:
             raise ApoError(f"{role}.model: {exc}") from None
     make_proposer(cfg.search.proposer, cfg)
     make_acceptance(cfg)
+    tracking.check(cfg)
     for name, file in cfg.meta_prompts.model_dump().items():
         if file and not Path(file).is_file():
             raise ApoError(f"meta_prompts.{name}: file {file} does not exist")

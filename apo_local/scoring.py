@@ -23,6 +23,7 @@ from apo_local.engine import GenerationRequest
 from apo_local.engine.batch_tokens import SplitPrompt
 from apo_local.errors import ApoError
 from apo_local.tasks import Example, Task
+from apo_local.tasks.judge import judge_of
 
 log = logging.getLogger("apo_local")
 
@@ -81,7 +82,10 @@ class Scorer:
             for start in range(0, len(todo), self.chunk):
                 part = todo[start : start + self.chunk]
                 memo.update(zip(part, self._run([self.prompt(ins, by_id[eid]) for ins, eid in part])))
-        return [memo[(ins, ex.id)] for ins, ex in pairs]
+        out = [memo[(ins, ex.id)] for ins, ex in pairs]
+        if judge_of(self.task):  # metric judge: every output graded against its reference, one judge batch
+            judge_of(self.task).grade([(p.label, ex.label) for p, (_, ex) in zip(out, pairs)])
+        return out
 
     def prompt(self, instruction: str, example: Example) -> str:
         """``task.render(instruction, example)``, as a ``SplitPrompt`` (instruction head + example tail)
@@ -190,9 +194,24 @@ def prediction_records(task: Task, examples: Sequence[Example], evaluation: Eval
     scored highest), the parsed answer (None: unparsed), the gold answer, whether it is correct."""
     return [
         {"id": ex.id, "output": p.raw if p.raw or p.label is None else p.label, "parsed": p.label, "gold": ex.label,
-         "correct": bool(task.metric.example_score(p.label, ex.label)), **({"error": p.error} if p.error else {})}
+         "correct": task.metric.example_score(p.label, ex.label) >= 0.5,
+         **({"score": round(task.metric.example_score(p.label, ex.label), 4)} if judge_of(task) else {}),
+         **({"error": p.error} if p.error else {})}
         for ex, p in zip(examples, evaluation.predictions)
     ]
+
+
+def search_records(task: Task, scorer: Scorer) -> list[dict]:
+    """Every output a scorer produced (generation tasks: the text behind each reward): prompt, example id,
+    split, output, parsed answer, gold, score."""
+    by_id = {ex.id: (name, ex) for name in task.split_names for ex in task.split(name)}
+    out = []
+    for (ins, eid), p in scorer._memo.items():
+        split, ex = by_id.get(eid, (None, None))
+        score = task.metric.example_score(p.label, ex.label) if ex is not None else None
+        out.append({"prompt": ins, "id": eid, "split": split, "output": p.raw, "parsed": p.label,
+                    "gold": ex.label if ex is not None else None, "score": score, **({"error": p.error} if p.error else {})})
+    return out
 
 
 def write_predictions(path, records: list[dict]) -> None:

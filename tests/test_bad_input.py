@@ -198,7 +198,7 @@ def test_bad_template(tmp_path, monkeypatch, capsys, template, expected):
         (["--target-model", "no-such-alias"], "target.model: unknown model 'no-such-alias'"),
         (["--optimizer-model", "no-such-alias"], "optimizer.model: unknown model 'no-such-alias'"),
         (["--scoring-mode", "vibes"], "scoring.mode: Input should be 'logprobs' or 'generate'"),
-        (["--target-backend", "onnx"], "target.backend: Input should be 'vllm' or 'transformers'"),
+        (["--target-backend", "onnx"], "target.backend: Input should be 'vllm', 'transformers' or 'openai'"),
         (["--meta-prompts-edit", "/nonexistent/edit.jinja"], "meta_prompts.edit: file /nonexistent/edit.jinja does not exist"),
     ],
 )

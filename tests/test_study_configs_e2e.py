@@ -16,7 +16,8 @@ from apo_local.optimize import optimize
 pytestmark = pytest.mark.engine
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-NOT_RUN_CONFIGS = {"demo.yaml", "liar-protegi.yaml"}  # run by the demo and tests/test_optimize_e2e.py
+NOT_RUN_CONFIGS = {"demo.yaml", "liar-protegi.yaml",  # run by the demo and tests/test_optimize_e2e.py
+                   "judge.yaml", "tracking.yaml", "server.yaml"}  # tests/test_judge_tracking_e2e.py, test_openai_engine_e2e.py
 NOT_RUN_PREFIXES = ("compare-", "sweep-")  # not run configs: a comparison, sweeps (apo_local/sweep/)
 STUDY_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml")
                        if p.name not in NOT_RUN_CONFIGS and not p.name.startswith(NOT_RUN_PREFIXES))

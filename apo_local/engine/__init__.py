@@ -36,6 +36,8 @@ def engine_key(settings: EngineSettings) -> tuple:
     alias spelling, and not the seed (every request carries its own), so seeds and aliases share one engine."""
     from apo_local.models import resolve_model
 
+    if settings.backend == "openai":  # the model is a served name, not a folder here
+        return (settings.backend, replace(settings, seed=0))
     return (settings.backend, replace(settings.resolved(), model=str(resolve_model(settings.model)), seed=0))
 
 
@@ -48,12 +50,12 @@ def load_engine(settings: EngineSettings, cache_path: Path | str | None | bool =
     here), start the backend only on the first request the cache cannot answer, so a fully cached job
     never loads the model."""
     key = engine_key(settings)
-    path = Path(key[1].model)
+    path = Path(key[1].model or "served-model")  # openai: a served name (or the server's first), used in log lines
     cache_file = None if cache_path is False else Path(cache_path or default_cache_path()).resolve()
     if key not in _LOADED:
         start = lambda: _start_backend(settings, path, role)  # noqa: E731
         identity = None
-        if lazy and cache_file is not None:
+        if lazy and cache_file is not None and settings.backend != "openai":
             cache = _cache_for(key, cache_file)
             identity = cache.get_identity(_identity_key(key, path)) if cache else None
         if identity is None:
@@ -63,7 +65,7 @@ def load_engine(settings: EngineSettings, cache_path: Path | str | None | bool =
     if (key, cache_file) not in _CACHED:
         _CACHED[(key, cache_file)] = CachedEngine(_LOADED[key], _cache_for(key, cache_file))
     cached = _CACHED[(key, cache_file)]
-    if cached.cache is not None and not isinstance(cached.inner, LazyBackend):
+    if cached.cache is not None and not isinstance(cached.inner, LazyBackend) and settings.backend != "openai":
         cached.cache.put_identity(_identity_key(key, path), {"model_id": cached.model_id,
                                                               "max_model_len": cached.max_model_len})
     return cached
@@ -95,7 +97,13 @@ def _start_backend(settings: EngineSettings, path: Path, role: str | None = None
     log.info("loading model %s (%s) ...", path.name, settings.backend)
     started = time.perf_counter()
     _STARTS += 1
-    if settings.backend == "vllm":
+    if settings.backend != "openai" and settings.base_url:
+        raise ApoError(f"{role or 'target'}.base_url: only for backend openai (now {settings.backend})")
+    if settings.backend == "openai":
+        from apo_local.engine.openai_engine import OpenAIEngine
+
+        backend = OpenAIEngine(settings, role)
+    elif settings.backend == "vllm":
         from apo_local.engine.vllm_engine import VLLMEngine
 
         backend = VLLMEngine(path, settings, role)
@@ -106,7 +114,7 @@ def _start_backend(settings: EngineSettings, path: Path, role: str | None = None
             raise ApoError(f"{role or 'target'}.engine_args: vLLM engine arguments; the transformers backend takes none")
         backend = TransformersEngine(path, settings)
     else:
-        raise ApoError(f"unknown engine backend {settings.backend!r} (use vllm or transformers)")
+        raise ApoError(f"unknown engine backend {settings.backend!r} (use vllm, transformers or openai)")
     backend.load_seconds = time.perf_counter() - started
     log.info("model %s loaded in %.1f s", path.name, backend.load_seconds)
     return backend
@@ -157,7 +165,8 @@ def load_role_engines(target: EngineSettings, optimizer: EngineSettings,
     shared = kt == ko
     gpus = cuda_devices() if has_cuda_gpu() else 0
     vllm_pair = target.backend == optimizer.backend == "vllm"
-    plan = plan_engines(target, optimizer, shared or not vllm_pair, gpus, (Path(kt[1].model), Path(ko[1].model)),
+    paths = (Path(kt[1].model), Path(ko[1].model)) if vllm_pair else None  # a server's model is no folder here
+    plan = plan_engines(target, optimizer, shared or not vllm_pair, gpus, paths,
                         gpu_memory_gib() if gpus and not shared else None)
     first = load_engine(plan.target, cache_path, role="target")
     second = load_engine(plan.optimizer, cache_path, role="optimizer")

@@ -28,7 +28,7 @@ def thaw(value: Any) -> Any:
 @dataclass(frozen=True)
 class EngineSettings:
     model: str | None = None  # registry alias or local folder; None = the registry default
-    backend: str = "vllm"  # "vllm" (default) or "transformers" (fallback where vLLM can't be installed)
+    backend: str = "vllm"  # "vllm" (default), "transformers" (where vLLM can't be installed), "openai" (a server)
     dtype: str = "auto"
     max_model_len: int | None = None  # None: the model's own context length, capped by the KV memory
     gpu_memory_utilization: float | None = None  # None: 0.85 on GPU, 0.3 on CPU (fraction of host RAM there)
@@ -41,6 +41,9 @@ class EngineSettings:
     engine_args: tuple = field(default=())
     chat_template_kwargs: tuple = field(default=())  # e.g. enable_thinking; frozen like engine_args
     device: str | None = None  # CUDA device(s) of this engine, as CUDA_VISIBLE_DEVICES lists them
+    base_url: str | None = None  # backend "openai": the server's URL (http://host:8000/v1)
+    workers: int = 8  # backend "openai": requests in flight at once
+    server_scoring: str = "auto"  # backend "openai": label-ids | echo | top-logprobs | generate | auto
 
     def __post_init__(self):
         for name in ("engine_args", "chat_template_kwargs"):

@@ -88,6 +88,7 @@ class BeamSearch:
                                       cfg.search.minibatch_size, before_call=self._check_budget)
         self.admission = Admission(task, target, self.trace, cfg.search.max_expansion, hygiene=(
             Hygiene([ex.input for ex in self.train], task.labels, cfg.search.copy_overlap) if cfg.search.hygiene else None))
+        self.on_round = lambda entry: None  # called with each round's history entry
 
     def _check_budget(self) -> None:
         self.budget.check()
@@ -148,6 +149,7 @@ class BeamSearch:
                 c.mark(Status.BEAM if c.id in chosen else Status.NOT_SELECTED)
         state.beam = beam
         state.history.append(self._history_entry(state.round, beam, selection, parent_ids))
+        self.on_round(state.history[-1])  # e.g. experiment tracking (optimize.py)
         state.phase = Phase.SELECTED
         self._write_round(state)
         self._checkpoint(state)

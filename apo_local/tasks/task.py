@@ -13,13 +13,14 @@ import yaml
 
 from apo_local.errors import ApoError
 from apo_local.tasks.examples import FORMATS, Example, first_line, load_examples, read_text
+from apo_local.tasks.judge import judge_metric
 from apo_local.tasks.metrics import Metric, get_metric, parse_label, parse_number
 from apo_local.tasks.template import PromptTemplate
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 KINDS = ("classification", "generation")
 _KEYS = ("name", "kind", "labels", "positive_label", "metric", "template", "instruction", "instruction_text", "data",
-         "answer_pattern")
+         "answer_pattern", "judge")
 _DATA_KEYS = ("format", "input_column", "label_column", "id_column", "splits", "label_map")
 
 
@@ -300,7 +301,8 @@ def _build(doc: dict, path: Path, source: str) -> Task:
     metric_name = top.get("metric") or ("accuracy" if labels else "exact_match")
     sys.path.insert(0, str(folder))  # a custom "module:function" metric may live next to the YAML
     try:
-        metric = get_metric(metric_name, positive_label=positive_label, labels=labels or None)
+        metric = (judge_metric(top.get("judge", (dict,)), folder, str(path)) if metric_name == "judge" else
+                  get_metric(metric_name, positive_label=positive_label, labels=labels or None))
     except ApoError as e:
         raise ApoError(f"{path}: {e}") from None
     finally:

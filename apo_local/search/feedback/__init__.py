@@ -18,6 +18,7 @@ from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.state import Candidate
 from apo_local.search.streams import Streams
 from apo_local.tasks import Example, Task
+from apo_local.tasks.judge import judge_of
 
 __all__ = ["Feedback", "MinibatchFeedback", "make_feedback", "corrupt_examples", "corrupt_label", "corrupt_value",
            "is_numeric_task", "pseudo_errors", "real_errors", "with_label"]
@@ -61,6 +62,8 @@ class MinibatchFeedback:
         self.trace.at("minibatch", streams.round)
         preds = self.scorer.predict([(p.text, ex) for p in parents for ex in minibatch])
         shown = [self.shown(ex) for ex in minibatch]
+        if judge_of(self.task):  # graded against the labels shown, in one judge batch
+            judge_of(self.task).grade([(pr.label, ex.label) for ex, pr in zip(shown * len(parents), preds)])
         pools = {}
         for k, parent in enumerate(parents):
             chunk = preds[k * len(minibatch): (k + 1) * len(minibatch)]
@@ -81,7 +84,9 @@ class MinibatchFeedback:
         return groups
 
     def block(self, rows):
-        return self.meta.errors(rows, evaluated=self.evaluated)
+        judge = judge_of(self.task) if self.evaluated else None
+        notes = judge.reasons([(pred, ex.label) for ex, pred in rows]) if judge else None  # the judge's reasons
+        return self.meta.errors(rows, evaluated=self.evaluated, notes=notes)
 
 
 def make_feedback(cfg: FeedbackConfig, task: Task, seed: int, train: list[Example], scorer, trace, meta: MetaPrompts,

@@ -78,13 +78,13 @@ def corrupt_examples(examples: Sequence[Example], task, seed: int, numeric_offse
 
 def pseudo_errors(rows: Sequence[tuple[Example, str | None, float]], task, seed: int,
                   numeric_offset: float = 5.0) -> list[tuple[Example, str]]:
-    """Ma et al.'s pseudo errors: the CORRECT rows (score 1), each shown with a flipped prediction.
+    """Ma et al.'s pseudo errors: the CORRECT rows (score 1; a graded score: at least one half), each shown with a flipped prediction.
 
     ``rows`` are (example as shown, prediction, score against the shown label)."""
     return [(ex, corrupt_value(ex.label, ex.id, task, seed + 7919, numeric_offset))
-            for ex, _pred, score in rows if score >= 1.0 and not math.isnan(score)]
+            for ex, _pred, score in rows if score >= 0.5 and not math.isnan(score)]
 
 
 def real_errors(rows: Sequence[tuple[Example, str | None, float]]) -> list[tuple[Example, str | None]]:
-    """The rows the prompt got wrong (score < 1 against the shown label)."""
-    return [(ex, pred) for ex, pred, score in rows if score < 1.0]
+    """The rows the prompt got wrong (score 0 against the shown label; a graded score: below one half)."""
+    return [(ex, pred) for ex, pred, score in rows if score < 0.5]
