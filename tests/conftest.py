@@ -6,6 +6,14 @@ import pytest
 
 import apo_local  # noqa: F401  (offline environment first)
 
+try:  # property tests: no per-example deadline (a loaded 2-core machine makes timings meaningless)
+    from hypothesis import settings
+
+    settings.register_profile("apo-local", deadline=None)
+    settings.load_profile("apo-local")
+except ImportError:  # pragma: no cover
+    pass
+
 TINY = {
     "task": "liar",
     "seed": 0,
