@@ -45,13 +45,15 @@ class Evaluation:
 
 
 class Scorer:
-    def __init__(self, task: Task, engine, mode: str = "logprobs", max_tokens: int = 8, dedupe: bool = True):
+    def __init__(self, task: Task, engine, mode: str = "logprobs", max_tokens: int = 8, dedupe: bool = True,
+                 parse=None):
         if mode not in SCORING_MODES:
             raise ApoError(f"unknown scoring mode {mode!r} (use {' or '.join(SCORING_MODES)})")
         if mode == "logprobs" and task.kind != "classification":
             mode = "generate"  # free-text tasks have no label set to score
         self.task, self.engine, self.mode, self.max_tokens = task, engine, mode, max_tokens
         self.dedupe = dedupe  # False only to measure the one-request-per-pair pattern of other tools
+        self.parse = parse or task.parse_answer  # generate mode: reply text -> answer
         self._memo: dict[tuple[str, str], Prediction] = {}
 
     def predict(self, pairs: Sequence[tuple[str, Example]]) -> list[Prediction]:
@@ -116,7 +118,7 @@ class Scorer:
                 for s in self.engine.score_choices(prompts, labels)
             ]
         gens = self.engine.generate([GenerationRequest(p, temperature=0.0, max_tokens=self.max_tokens) for p in prompts])
-        return [Prediction(self.task.parse_answer(g.text) if g.error is None else None, g.text, g.error) for g in gens]
+        return [Prediction(self.parse(g.text) if g.error is None else None, g.text, g.error) for g in gens]
 
 
 def prediction_records(task: Task, examples: Sequence[Example], evaluation: Evaluation) -> list[dict]:

@@ -21,7 +21,7 @@ NOT_RUN_PREFIXES = ("compare-", "sweep-")  # not run configs: a comparison, swee
 STUDY_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml")
                        if p.name not in NOT_RUN_CONFIGS and not p.name.startswith(NOT_RUN_PREFIXES))
 SHIPPED = {"baseline-no-iteration", "baseline-greedy", "baseline-mc", "baseline-uniform", "ablation-one-step",
-           "ablation-three-stage", "ablation-rewrite", "ablation-improve", "ablation-wrong-labels",
+           "ablation-three-stage", "ablation-improve", "ablation-wrong-labels",
            "ablation-no-evaluation", "ablation-naive-acceptance", "ablation-validated-acceptance", "pseudo-errors",
            "abo", "abo-no-demo"}
 

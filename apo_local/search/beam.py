@@ -27,9 +27,10 @@ from apo_local.search.feedback import corrupt_examples, make_feedback
 from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.optimizer_calls import OptimizerCalls
 from apo_local.search.proposers import make_proposer
+from apo_local.search.proposers.abo_format import final_answer
 from apo_local.search.result import RunResult
 from apo_local.search.selectors import make_selector
-from apo_local.search.splits import eval_rows, train_rows
+from apo_local.search.splits import eval_rows, train_rows, validation_rows
 from apo_local.search.state import Candidate, Phase, RunState, Status
 from apo_local.search.streams import Streams
 from apo_local.tasks import Task
@@ -67,13 +68,16 @@ class BeamSearch:
         self.acceptance = make_acceptance(cfg)
         self.train = train_rows(task, cfg)
         self.test = eval_rows(task, cfg)
-        self.scorer = Scorer(task, target, cfg.scoring.mode, cfg.scoring.max_tokens)
+        parse = (lambda text: final_answer(task, text)) if cfg.search.proposer == "abo" else None  # work, then label
+        self.scorer = Scorer(task, target, *cfg.answer_mode(), parse=parse)
         self.meta = MetaPrompts(cfg.meta_prompts.model_dump())
         f = cfg.feedback  # labels the selection rewards are computed against (same example ids)
         if "wrong" in (f.labels, f.selection_labels) or f.errors == "pseudo":
             corrupt_examples(self.train[:1], task, cfg.seed, f.numeric_offset)  # refuse a task that can't be corrupted, now
-        self.selection_train = (self.train if f.selection_labels == "true"
-                                else corrupt_examples(self.train, task, cfg.seed, f.numeric_offset))
+        self.selection_train, self.validation = self.train, validation_rows(task, cfg)
+        if f.selection_labels == "wrong":
+            self.selection_train, self.validation = (corrupt_examples(rows, task, cfg.seed, f.numeric_offset)
+                                                     for rows in (self.train, self.validation))
         self.budget = Budget(cfg.budget, self.trace)
         self.feedback = make_feedback(f, task, cfg.seed, self.train, self.scorer, self.trace, self.meta,
                                       cfg.search.minibatch_size, before_call=self._check_budget)
@@ -89,7 +93,8 @@ class BeamSearch:
         return RoundContext(round=rnd, seed=self.cfg.seed, task=self.task, train=self.train,
                             selection_train=self.selection_train, scorer=self.scorer, trace=self.trace,
                             streams=streams, optimizer=calls, feedback=self.feedback, admission=self.admission,
-                            meta=self.meta, budget=self.budget, beam_size=self.cfg.search.beam_size)
+                            meta=self.meta, budget=self.budget, beam_size=self.cfg.search.beam_size,
+                            validation=self.validation)
 
     # -- the loop ------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from apo_local.engine import Trace
 from apo_local.scoring import Scorer
@@ -36,6 +36,7 @@ class RoundContext:
     meta: MetaPrompts
     budget: Budget
     beam_size: int
+    validation: list[Example] = field(default_factory=list)  # validated acceptance's held-out rows
 
     def admit(self, proposals, parents):
         return self.admission.admit_and_cap(proposals, parents, self.streams)
