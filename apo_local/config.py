@@ -151,6 +151,8 @@ def migrate_flat_keys(data: dict) -> dict:
     else:
         knobs = _PROPOSER_KNOBS.get(proposer, {"protegi": _PROTEGI})["protegi"]
         data["protegi"] = {k: v for k, v in old.items() if k in knobs}
+    if proposer == "abo" and "answer" not in (data.get("abo") or {}):  # started before abo.answer: log-probs
+        data["abo"] = {**(data.get("abo") or {}), "answer": "logprobs"}
     if "c" in sel:
         c = sel.pop("c")
         if sel.get("selector", "ucb") in ("ucb", "ucb-e"):

@@ -225,6 +225,9 @@ def test_consistent_study_settings_are_accepted():
     build_config({"search": {"proposer": "rewrite"}, "feedback": {"selection_labels": "wrong"}})
     assert build_config({"search": {"proposer": "abo"}}).answer_mode() == ("generate", 128)
     assert build_config({"search": {"proposer": "abo"}, "abo": {"answer": "logprobs"}}).answer_mode()[0] == "logprobs"
+    old_run = {"search": {"proposer": "abo"}, "abo": {"work_tokens": 16}, "scoring": {"mode": "logprobs"}}
+    assert build_config(old_run, resume=True).abo.answer == "logprobs"  # a run started before abo.answer resumes as it ran
+    assert build_config({"search": {"proposer": "abo"}, "abo": {"answer": "generate"}}, resume=True).abo.answer == "generate"
 
 
 # -- reflection diagnostics ------------------------------------------------------------------------
