@@ -357,3 +357,14 @@ def test_feedback_pool_without_evaluation_shows_every_row_without_labels():
     assert len(rows) == 8
     groups = fb.groups([parent], Streams(0, 1), n_groups=1, rows_per_group=8)
     assert len(groups) == 1 and "Label:" not in groups[0][1] and "Output: Yes" in groups[0][1]
+
+
+def test_a_contradictory_study_setting_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
+    from apo_local.cli import _run_cli
+
+    monkeypatch.setattr("sys.argv", ["apo-local", "optimize", "--feedback-errors", "pseudo",
+                                     "--feedback-show-evaluation", "false", "--cache", "off", "--out", str(tmp_path / "r")])
+    assert _run_cli() == 2
+    err = capsys.readouterr().err
+    assert "feedback.errors: pseudo shows fabricated errors" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
