@@ -57,6 +57,9 @@ def build_config(data: dict | None = None, overrides: dict[str, Any] | None = No
         raise ApoError(_one_line(err, origin)) from None
     if not resume:
         _refuse_unused(cfg, origin)
+        bad = contradiction(cfg)
+        if bad:
+            raise ApoError(f"{origin}: {bad}")
     return cfg
 
 
@@ -92,9 +95,42 @@ def _refuse_unused(cfg: RunConfig, origin: str) -> None:
     for section, unused in cfg.unused_knobs().items():
         bad = sorted(getattr(cfg, section).model_fields_set & unused)
         if bad:
-            method = (f"proposer {cfg.search.proposer}" if section in METHOD_SECTIONS
+            method = (f"proposer {cfg.search.proposer}" if section in (*METHOD_SECTIONS, "scoring")
                       else f"selector {s.selector} with acceptance {s.acceptance}")
             raise ApoError(f"{origin}: {section}.{bad[0]}: not used by {method}; remove it")
+
+
+def contradiction(cfg: RunConfig) -> str | None:
+    """The first pair of settings that cannot both hold (one line), or None."""
+    f, sel, name = cfg.feedback, cfg.selection, cfg.search.proposer
+    shown = [k for k, on in (("labels: wrong", f.labels == "wrong"), ("errors: pseudo", f.errors == "pseudo"),
+                             ("show_evaluation: false", not f.show_evaluation)) if on]
+    data_free = name in ("rewrite", "improve") or (name in _PROPOSER_KNOBS and "protegi" in _PROPOSER_KNOBS[name]
+                                                   and cfg.protegi.n_gradients == 0)
+    if f.errors == "pseudo" and not f.show_evaluation:
+        return ("feedback.errors: pseudo shows fabricated errors, feedback.show_evaluation: false hides which rows "
+                "are errors; set one of them")
+    if shown and data_free:
+        what = "protegi with n_gradients: 0" if name not in ("rewrite", "improve") else f"proposer {name}"
+        return f"feedback.{shown[0]}: {what} shows the optimizer no data (data-free); remove it"
+    if name == "abo" and not f.show_evaluation:
+        return "feedback.show_evaluation: false: abo revises the steps that failed on wrong examples; remove it"
+    if sel.acceptance == "naive":
+        return _naive_contradiction(cfg, data_free)
+    return None
+
+
+def _naive_contradiction(cfg: RunConfig, data_free: bool) -> str | None:
+    section = {"rewrite": "rewrite", "improve": "improve", "abo": "abo"}.get(cfg.search.proposer, "protegi")
+    if cfg.feedback.selection_labels == "wrong":
+        return "feedback.selection_labels: wrong: naive acceptance scores nothing; remove it"
+    if section == "protegi" and data_free or section in ("rewrite", "improve") and not getattr(
+            cfg, section).samples_per_parent:
+        return "selection.acceptance: naive accepts the update, and this proposer makes none (paraphrases only)"
+    if section != "abo" and getattr(cfg, section).mc_samples:
+        return (f"{section}.mc_samples: naive acceptance accepts the update itself, never a paraphrase; "
+                f"set {section}.mc_samples: 0")
+    return None
 
 
 def migrate_flat_keys(data: dict) -> dict:
@@ -115,6 +151,8 @@ def migrate_flat_keys(data: dict) -> dict:
     else:
         knobs = _PROPOSER_KNOBS.get(proposer, {"protegi": _PROTEGI})["protegi"]
         data["protegi"] = {k: v for k, v in old.items() if k in knobs}
+    if proposer == "abo" and "answer" not in (data.get("abo") or {}):  # started before abo.answer: log-probs
+        data["abo"] = {**(data.get("abo") or {}), "answer": "logprobs"}
     if "c" in sel:
         c = sel.pop("c")
         if sel.get("selector", "ucb") in ("ucb", "ucb-e"):

@@ -113,6 +113,9 @@ class ABOConfig(_Section):
     errors_per_revision: PositiveInt = D(4, "failed examples shown per revision")
     demonstration: bool = D(True, "a worked demonstration (true) or a 'Follow the steps strictly.' line")
     work_tokens: PositiveInt = D(128, "tokens the target may write while showing its steps")
+    answer: Literal["generate", "logprobs"] = D(
+        "generate", "how the target answers: generate (the paper: it writes its steps, then the label, parsed; every "
+                    "score of the run) | logprobs (ablation: the label's log-prob scores the prompt, the steps never run)")
 
 
 class FewShotConfig(_Section):
@@ -205,6 +208,7 @@ class MetaPromptConfig(_Section):
     abo_init: Optional[str] = D(None, "jinja2 file replacing the built-in ABO step-writing meta-prompt")
     abo_revise: Optional[str] = D(None, "jinja2 file replacing the built-in ABO step-revision meta-prompt")
     abo_demo: Optional[str] = D(None, "jinja2 file replacing the built-in ABO demonstration meta-prompt")
+    abo_check: Optional[str] = D(None, "jinja2 file replacing the built-in ABO step-compliance judgement")
 
 
 class RunConfig(_Section):
@@ -240,6 +244,12 @@ class RunConfig(_Section):
             return self.target
         return EngineConfig(**self.optimizer.model_dump(include=engine_fields))
 
+    def answer_mode(self) -> tuple[str, int]:
+        """(scoring mode, most answer tokens) of the target: ``abo.answer`` decides for abo, ``scoring`` otherwise."""
+        if self.search.proposer == "abo":
+            return self.abo.answer, max(self.scoring.max_tokens, self.abo.work_tokens)
+        return self.scoring.mode, self.scoring.max_tokens
+
     def unused_knobs(self) -> dict[str, set[str]]:
         """Per section, the keys this run's proposer, selector or acceptance rule ignores."""
         used = method_knobs(self.search.proposer, self.selection.selector, self.selection.acceptance)
@@ -267,4 +277,5 @@ def method_knobs(proposer: str, selector: str, acceptance: str) -> dict[str, set
         {"warmup"} if selector in ("ucb", "ucb-e") else set()) | (
         {"ucb_e_a"} if selector == "ucb-e" else set()) | (
         {"validation_k", "validation_size"} if acceptance == "validated" else set())
+    used["scoring"] = set(ScoringConfig.model_fields) - ({"mode"} if proposer == "abo" else set())  # abo.answer decides
     return used

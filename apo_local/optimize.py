@@ -96,7 +96,7 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, task: Task | None) -> RunResult
     model_load = time.perf_counter() - loading
     # Over-long examples are cut in the middle to fit the target's context (tasks.task.LengthLimit),
     # leaving room for the answer; each cut is logged and counted as an "example_truncated" fault.
-    limit_length(task, target, max(16, cfg.scoring.max_tokens), trace)
+    limit_length(task, target, max(16, cfg.answer_mode()[1]), trace)
     beam_search = BeamSearch(task, target, optimizer, cfg, run_dir)
     tracker = tracking.start(cfg, run_dir.path if run_dir else None, beam_search, trace, task.metric.name)
     result = beam_search.run()

@@ -54,7 +54,7 @@ class Evaluation:
 
 class Scorer:
     def __init__(self, task: Task, engine, mode: str = "logprobs", max_tokens: int = 8, dedupe: bool = True,
-                 chunk: int = 32_768):
+                 chunk: int = 32_768, parse=None):
         if mode not in SCORING_MODES:
             raise ApoError(f"unknown scoring mode {mode!r} (use {' or '.join(SCORING_MODES)})")
         if mode == "logprobs" and task.kind != "classification":
@@ -62,6 +62,7 @@ class Scorer:
         self.task, self.engine, self.mode, self.max_tokens = task, engine, mode, max_tokens
         self.dedupe = dedupe  # False only to measure the one-request-per-pair pattern of other tools
         self.chunk = max(1, chunk)
+        self.parse = parse or task.parse_answer  # generate mode: reply text -> answer
         self._memo: dict[tuple[str, str], Prediction] = {}
         self._shared: dict[str | None, Prediction] = {}  # logprobs mode: one object per label
         self._heads: dict[str, tuple[str, str] | None] = {}  # instruction -> template text around the input
@@ -167,7 +168,7 @@ class Scorer:
                     out.append(shared[label])
             return out
         gens = self.engine.generate([GenerationRequest(p, temperature=0.0, max_tokens=self.max_tokens) for p in prompts])
-        return [Prediction(self.task.parse_answer(g.text) if g.error is None else None, g.text, g.error) for g in gens]
+        return [Prediction(self.parse(g.text) if g.error is None else None, g.text, g.error) for g in gens]
 
 
 _INPUT_MARK = "\u2063\u2064apo-input\u2064\u2063"

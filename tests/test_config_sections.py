@@ -154,7 +154,8 @@ def test_estimate_grows_with_the_config_and_follows_the_method():
     assert small.optimizer.output_tokens == (4 + 4 + 5 * 2) * 1024  # optimizer.max_tokens default: the reference value
     bigger = size({"search": {"rounds": 2}, "evaluation": {"test_limit": 10}})
     assert bigger.target.prompts > small.target.prompts and bigger.optimizer.prompts > small.optimizer.prompts
-    naive = size({"search": {"rounds": 1}, "evaluation": {"test_limit": 10}, "selection": {"acceptance": "naive"}})
+    naive = size({"search": {"rounds": 1}, "evaluation": {"test_limit": 10}, "selection": {"acceptance": "naive"},
+                  "protegi": {"mc_samples": 0}})
     assert naive.target.prompts == small.target.prompts - 2048
     free = size({"search": {"rounds": 1, "proposer": "rewrite"}, "evaluation": {"test_limit": 10}})
     assert free.target.prompts == small.target.prompts - 64  # data-free: no minibatch scoring

@@ -31,7 +31,7 @@ def _h(*parts) -> int:
 
 
 class StandIn:
-    """Deterministic replies: tagged, untagged (fallback), doubly tagged; ABO steps; narrated work."""
+    """Deterministic replies: tagged, untagged (fallback), doubly tagged; ABO steps, narrated work, judgements."""
 
     model_id, max_model_len, hits = "stand-in", 2048, 0
 
@@ -41,6 +41,8 @@ class StandIn:
     def _reply(self, prompt: str, seed, k: int) -> str:
         x = _h(prompt, seed, k)
         body = " ".join(WORDS[(x >> i) % len(WORDS)] for i in range(3 + x % 7))
+        if "judge whether" in prompt:  # ABO's step-by-step judgement
+            return "Step 1: yes\nStep 2: " + ("no" if x % 2 else "yes")
         if "Follow the steps above" in prompt:
             return "Step 1: read it\nStep 2: " + ("skip" if x % 3 == 0 else "compare") + "\nYes"
         if "steps" in prompt.lower() and x % 4:

@@ -22,9 +22,9 @@ NOT_RUN_PREFIXES = ("compare-", "sweep-")  # not run configs: a comparison, swee
 STUDY_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml")
                        if p.name not in NOT_RUN_CONFIGS and not p.name.startswith(NOT_RUN_PREFIXES))
 SHIPPED = {"baseline-no-iteration", "baseline-greedy", "baseline-mc", "baseline-uniform", "ablation-one-step",
-           "ablation-three-stage", "ablation-rewrite", "ablation-improve", "ablation-wrong-labels",
+           "ablation-three-stage", "ablation-improve", "ablation-wrong-labels",
            "ablation-no-evaluation", "ablation-naive-acceptance", "ablation-validated-acceptance", "pseudo-errors",
-           "abo", "abo-no-demo"}
+           "abo", "abo-no-demo", "abo-logprob-ablation"}
 
 ABO_READY = ("Follow these steps:\n1. Read the statement and its context.\n2. Look for exaggerations or claims that "
              "contradict known facts.\n3. Answer Yes if it is a lie, otherwise No.\n\nDemonstration:\nStep 1: The statement "
@@ -93,8 +93,8 @@ def test_config_runs_end_to_end(name, engine, cache_file, tmp_path):
         "protegi": {"gradient", "edit"} if cfg.protegi.n_gradients else {"paraphrase"},
         "one-step": {"one_step"}, "three-stage": {"critique", "feedback", "edit"},
         "rewrite": {"rewrite"}, "improve": {"improve"},
-        "abo": {"abo_work", "abo_revise"} | ({"abo_demo"} if cfg.abo.demonstration else set())
-        if cfg.search.initial_prompt else {"abo_init"},
+        "abo": {"abo_check", "abo_revise"} | ({"abo_demo"} if cfg.abo.demonstration else set())
+        | ({"abo_work"} if cfg.abo.answer == "logprobs" else set()) if cfg.search.initial_prompt else {"abo_init"},
     }[proposer]
     assert expected_phases <= phases, (expected_phases, phases, [c for c in calls if "role" not in c][:5])
     if proposer in ("rewrite", "improve"):
@@ -109,6 +109,10 @@ def test_config_runs_end_to_end(name, engine, cache_file, tmp_path):
         assert texts or results["replies"]["truncated"] > 0  # none only when the replies ran out of tokens
         if not cfg.abo.demonstration:
             assert all(t.endswith("Follow the steps strictly.") for t in texts)
+        target_ops = {c["op"] for c in engine_calls if c["role"] == "target"}
+        # generate (the paper): the target executes the steps for every score; logprobs: the labelled ablation
+        assert target_ops == ({"generate"} if cfg.abo.answer == "generate" else {"score_choices", "generate"}
+                              if cfg.search.initial_prompt else {"score_choices"})
     if acceptance == "naive":
         assert "select" not in phases and entry["selection"]["acceptance"] == "naive"
     elif acceptance == "validated":

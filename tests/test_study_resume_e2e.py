@@ -18,7 +18,7 @@ CFG = {
     "task": "liar", "seed": 3, "train_limit": 100,
     "search": {"proposer": "abo", "initial_prompt": ABO_READY, "rounds": 2, "beam_size": 1, "minibatch_size": 6,
                "max_expansion": 2},
-    "abo": {"init_samples": 2, "revise_samples": 2, "errors_per_revision": 2, "work_tokens": 32},
+    "abo": {"init_samples": 2, "revise_samples": 2, "errors_per_revision": 2, "work_tokens": 16},
     "selection": {"acceptance": "validated", "validation_k": 2, "validation_size": 6},
     "feedback": {"labels": "wrong"},
     "optimizer": {"max_tokens": 48},

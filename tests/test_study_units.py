@@ -1,5 +1,5 @@
-"""Pure parts of the study methods: feedback corruption, ABO step-failure detection, acceptance rules,
-reflection similarity, config keys. No engine."""
+"""Pure parts of the study methods: feedback corruption, ABO's step judgement and answer reading, acceptance
+rules, held-out validation rows, contradictory settings, reflection similarity, config keys. No engine."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from apo_local.config import build_config, flag_names
 from apo_local.diagnostics import TfIdf, diagnose, jaccard, within_run
 from apo_local.errors import ApoError
 from apo_local.search import acceptance
-from apo_local.search.proposers.abo_format import STRICT, blamed_step, fallback_steps, first_failed_step, format_abo, parse_abo
+from apo_local.search.proposers.abo_format import (STRICT, blamed_step, fallback_steps, final_answer, format_abo,
+                                                   parse_abo, parse_judgement)
 from apo_local.search.feedback import corrupt_examples, corrupt_label, pseudo_errors, real_errors
 from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.proposers import PROPOSERS, make_proposer
@@ -96,23 +97,31 @@ def test_default_gradient_and_edit_meta_prompts_are_unchanged():
 STEPS = ["Read the statement.", "Check the context.", "Decide Yes or No."]
 
 
-def test_first_failed_step_on_fixed_outputs():
-    assert first_failed_step(STEPS, "Step 1: it says X.\nStep 2: a mailer.\nStep 3: Yes") is None
-    assert first_failed_step(STEPS, "Yes") == 1
-    assert first_failed_step(STEPS, "Step 1: it says X. Step 3: Yes") == 2
-    assert first_failed_step(STEPS, "Step 1: it says X.\nStep 2:\nStep 3: Yes") == 2  # empty content
-    assert first_failed_step(STEPS, "Step 1: I cannot read it.\nStep 2: ok\nStep 3: No") == 1  # refusal
-    assert first_failed_step(STEPS, "1. it says X\n2. a mailer\n3) No") is None  # numbered lines count
-    assert first_failed_step(STEPS, "step 1 - fine. STEP 2: fine. Step 3: skip") == 3
-    assert first_failed_step([], "anything") is None
+def test_judgement_reply_gives_the_first_step_judged_not_followed():
+    assert parse_judgement("Step 1: yes\nStep 2: no\nStep 3: no", 3) == 2
+    assert parse_judgement("Step 1: Yes, it read it.\nStep 2: yes\nStep 3: yes", 3) == 0  # all followed
+    assert parse_judgement("step 1 - not followed: it only gave a label", 3) == 1
+    assert parse_judgement("Step 3: no. Step 1: yes", 3) == 3
+    assert parse_judgement("Step 2: no\nStep 2: yes", 3) == 2  # the first verdict of a step counts
+    assert parse_judgement("Step 7: no", 3) is None  # no step of this prompt: unreadable
+    assert parse_judgement("The model did fine.", 3) is None
 
 
 def test_blamed_step_is_the_most_frequent_first_failure():
-    outs = ["Yes", "Step 1: a. Step 3: b", "Step 1: a. Step 3: b", "Step 1: a\nStep 2: b\nStep 3: c"]
-    step, blame = blamed_step(STEPS, outs)
+    step, blame = blamed_step(3, [1, 2, 2, 0])
     assert blame == [1, 2, 2, 3]  # a wrong answer that followed every step blames the last step
     assert step == 2
-    assert blamed_step(STEPS, ["Yes", "Step 1: a Step 2: b Step 3:"])[0] == 1  # tie -> earliest
+    assert blamed_step(3, [1, 2])[0] == 1  # tie -> earliest
+
+
+def test_final_answer_is_the_label_after_the_work():
+    from apo_local.tasks import load_task
+
+    task = load_task("liar")
+    assert final_answer(task, "Step 1: No exaggeration is obvious.\nStep 2: It contradicts facts.\nStep 3: Yes") == "Yes"
+    assert final_answer(task, " No\n\n") == "No"  # a bare label (the steps were not written)
+    assert final_answer(task, "Step 1: yes it is\nStep 2: hmm") == "Yes"  # the last line naming one
+    assert final_answer(task, "I cannot tell.") is None
 
 
 def test_abo_prompt_round_trip():
@@ -155,17 +164,71 @@ def test_naive_beam_takes_newest_proposals_and_tops_up_with_parents():
     assert [c.id for c in acceptance.naive_beam([], kept, 1, random.Random(0))] == ["p"]
 
 
+def test_naive_acceptance_takes_the_edit_never_a_paraphrase_of_the_parent():
+    from dataclasses import replace
+
+    from apo_local.search.streams import Streams
+
+    parent, edit = _c("p", "kept"), _c("e", parent="p")
+    paraphrases = [replace(_c(f"pp{i}", parent="p"), operator="paraphrase") for i in range(6)]
+    ctx = SimpleNamespace(beam_size=1, streams=Streams(0, 1))
+    for order in ([parent, edit, *paraphrases], [parent, *paraphrases, edit]):
+        beam, record = acceptance.NaiveAcceptance().accept(order, ctx)
+        assert [c.id for c in beam] == ["e"] and record["acceptance"] == "naive"
+    beam, _ = acceptance.NaiveAcceptance().accept([parent, *paraphrases], ctx)
+    assert [c.id for c in beam] == ["p"]  # no update this round: the parent stays
+
+
 def test_validated_choice_needs_a_strict_improvement():
     assert acceptance.validated_choice(0.5, [0.4, 0.6, 0.6]) == 1
     assert acceptance.validated_choice(0.5, [0.5, 0.5]) is None
     assert acceptance.validated_choice(0.5, []) is None
 
 
-def test_validation_sample_is_fixed_per_seed():
-    xs = list(range(100))
-    assert acceptance.validation_sample(xs, 10, 0) == acceptance.validation_sample(xs, 10, 0)
-    assert acceptance.validation_sample(xs, 10, 0) != acceptance.validation_sample(xs, 10, 1)
-    assert len(acceptance.validation_sample(xs[:5], 10, 0)) == 5
+def test_validation_rows_are_held_out_of_the_training_rows():
+    from apo_local.search.splits import train_rows, validation_rows
+    from apo_local.tasks import load_task
+
+    task = load_task("liar")
+    cfg = build_config({"train_limit": 100, "search": {"minibatch_size": 8},
+                        "selection": {"acceptance": "validated", "validation_size": 20}})
+    train, val = train_rows(task, cfg), validation_rows(task, cfg)
+    assert len(val) == 20 and len(train) == 80 and not {ex.id for ex in val} & {ex.id for ex in train}
+    assert [ex.id for ex in val] == [ex.id for ex in validation_rows(task, cfg)]  # fixed: every round, on resume
+    bandit = build_config({"train_limit": 100, "search": {"minibatch_size": 8}})
+    assert len(train_rows(task, bandit)) == 100 and validation_rows(task, bandit) == []
+    tight = build_config({"train_limit": 30, "search": {"minibatch_size": 16},
+                          "selection": {"acceptance": "validated", "validation_size": 20}})
+    with pytest.raises(ApoError, match="holding out selection.validation_size=20"):
+        train_rows(task, tight)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"feedback": {"errors": "pseudo", "show_evaluation": False}}, "feedback.errors: pseudo shows fabricated errors"),
+    ({"search": {"proposer": "rewrite"}, "feedback": {"labels": "wrong"}}, "feedback.labels: wrong: proposer rewrite"),
+    ({"search": {"proposer": "improve"}, "feedback": {"errors": "pseudo"}}, "feedback.errors: pseudo: proposer improve"),
+    ({"protegi": {"n_gradients": 0}, "feedback": {"show_evaluation": False}}, "protegi with n_gradients: 0"),
+    ({"search": {"proposer": "abo"}, "feedback": {"show_evaluation": False}}, "abo revises the steps"),
+    ({"search": {"proposer": "abo"}, "scoring": {"mode": "logprobs"}}, "scoring.mode: not used by proposer abo"),
+    ({"selection": {"acceptance": "naive"}}, "protegi.mc_samples: naive acceptance accepts the update itself"),
+    ({"selection": {"acceptance": "naive"}, "protegi": {"n_gradients": 0, "mc_samples": 0}}, "makes none"),
+    ({"selection": {"acceptance": "naive"}, "protegi": {"mc_samples": 0}, "feedback": {"selection_labels": "wrong"}},
+     "naive acceptance scores nothing"),
+])
+def test_contradictory_settings_are_refused_with_one_line(data, message):
+    with pytest.raises(ApoError, match=message) as err:
+        build_config(data)
+    assert "\n" not in str(err.value)
+
+
+def test_consistent_study_settings_are_accepted():
+    build_config({"selection": {"acceptance": "naive"}, "protegi": {"mc_samples": 0}})
+    build_config({"search": {"proposer": "rewrite"}, "feedback": {"selection_labels": "wrong"}})
+    assert build_config({"search": {"proposer": "abo"}}).answer_mode() == ("generate", 128)
+    assert build_config({"search": {"proposer": "abo"}, "abo": {"answer": "logprobs"}}).answer_mode()[0] == "logprobs"
+    old_run = {"search": {"proposer": "abo"}, "abo": {"work_tokens": 16}, "scoring": {"mode": "logprobs"}}
+    assert build_config(old_run, resume=True).abo.answer == "logprobs"  # a run started before abo.answer resumes as it ran
+    assert build_config({"search": {"proposer": "abo"}, "abo": {"answer": "generate"}}, resume=True).abo.answer == "generate"
 
 
 # -- reflection diagnostics ------------------------------------------------------------------------
@@ -295,3 +358,14 @@ def test_feedback_pool_without_evaluation_shows_every_row_without_labels():
     assert len(rows) == 8
     groups = fb.groups([parent], Streams(0, 1), n_groups=1, rows_per_group=8)
     assert len(groups) == 1 and "Label:" not in groups[0][1] and "Output: Yes" in groups[0][1]
+
+
+def test_a_contradictory_study_setting_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
+    from apo_local.cli import _run_cli
+
+    monkeypatch.setattr("sys.argv", ["apo-local", "optimize", "--feedback-errors", "pseudo",
+                                     "--feedback-show-evaluation", "false", "--cache", "off", "--out", str(tmp_path / "r")])
+    assert _run_cli() == 2
+    err = capsys.readouterr().err
+    assert "feedback.errors: pseudo shows fabricated errors" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()

@@ -30,6 +30,7 @@ from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.optimizer_calls import OptimizerCalls
 from apo_local.search.proposers import make_proposer
 from apo_local.search.headline import SplitStats
+from apo_local.search.proposers.abo_format import final_answer
 from apo_local.search.result import RunResult, reply_summary
 from apo_local.search.selectors import make_selector
 from apo_local.search.splits import eval_rows, train_rows, validation_rows
@@ -74,13 +75,16 @@ class BeamSearch:
         self.train = train_rows(task, cfg)
         self.validation = validation_rows(task, cfg)
         self.test = eval_rows(task, cfg)
-        self.scorer = Scorer(task, target, cfg.scoring.mode, cfg.scoring.max_tokens)
+        parse = (lambda text: final_answer(task, text)) if cfg.search.proposer == "abo" else None  # work, then label
+        self.scorer = Scorer(task, target, *cfg.answer_mode(), parse=parse)
         self.meta = MetaPrompts(cfg.meta_prompts.model_dump())
         f = cfg.feedback  # labels the selection rewards are computed against (same example ids)
         if "wrong" in (f.labels, f.selection_labels) or f.errors == "pseudo":
             corrupt_examples(self.train[:1], task, cfg.seed, f.numeric_offset)  # refuse a task that can't be corrupted, now
-        self.selection_train = (self.train if f.selection_labels == "true"
-                                else corrupt_examples(self.train, task, cfg.seed, f.numeric_offset))
+        self.selection_train = self.train
+        if f.selection_labels == "wrong":  # the selection (bandit, validation, final pick) sees the wrong labels
+            self.selection_train, self.validation = (corrupt_examples(rows, task, cfg.seed, f.numeric_offset)
+                                                     for rows in (self.train, self.validation))
         if cfg.selection.reward == "metric":  # the selection follows the task's metric (F1: class-balanced)
             self.scorer.reward_weights = selection_weights(task.metric.name, [ex.label for ex in self.selection_train])
         self.budget = Budget(cfg.budget, self.trace)

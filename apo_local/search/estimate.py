@@ -129,8 +129,9 @@ def estimate(cfg: RunConfig, task: Task, train: list[Example], test: list[Exampl
         if cfg.evaluation.per_round_test:
             est.target.add(cfg.search.beam_size * len(test), target_in)
     est.target.add((cfg.search.beam_size + 1) * len(test) + cfg.search.beam_size * len(validation), target_in)
-    if cfg.scoring.mode == "generate":
-        est.target.output_tokens += est.target.prompts * cfg.scoring.max_tokens
+    mode, answer_tokens = cfg.answer_mode()
+    if mode == "generate":
+        est.target.output_tokens += est.target.prompts * answer_tokens
     est.seconds = _seconds(cfg, est)
     return est
 
@@ -154,7 +155,9 @@ def _propose(cfg: RunConfig, est: Estimate, parents: int, rnd: int, target_in: i
             return parents * a.init_samples
         est.target.add(parents * cfg.search.minibatch_size, target_in)
         work = parents * a.errors_per_revision * a.revise_samples
-        est.target.add(work, target_in + 40, work * a.work_tokens)
+        if a.answer == "logprobs":  # the ablation narrates separately; generate mode reuses the answers' work
+            est.target.add(work, target_in + 40, work * a.work_tokens)
+        opt.add(work, meta + row + a.work_tokens, work * out_max)  # step-by-step judgements
         asks = parents * a.revise_samples
         opt.add(asks, meta + a.errors_per_revision * (row + a.work_tokens), asks * out_max)
         if a.demonstration:

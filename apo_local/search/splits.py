@@ -7,6 +7,9 @@ Validation (``evaluation.validation_split``): ``auto`` takes the task's ``valida
 else holds ``validation_rows`` training rows out (a seeded pick, at most a fifth of train; with
 ``train_limit``, at most a quarter of the limit), so the prompt the search selects is chosen without the
 test split and the training rows the errors come from; ``none`` keeps the earlier layout (no validation).
+
+Validated acceptance (Melcer et al., 2025) validates on these rows too (the first ``selection.validation_size``
+of them): rows the errors were never drawn from. It needs them: with ``validation_split: none`` it is refused.
 """
 
 from __future__ import annotations
@@ -40,13 +43,19 @@ def _pool_ids(task: Task, cfg: RunConfig) -> set[str]:
 
 def _holdout_size(cfg: RunConfig, n_train: int) -> int:
     cap = n_train // 5 if not cfg.train_limit else min(n_train // 5, cfg.train_limit // 4)
-    return min(cfg.evaluation.validation_rows, cap)
+    size = min(cfg.evaluation.validation_rows, cap)
+    if cfg.selection.acceptance == "validated":  # validated acceptance's fixed sample is held out whole
+        size = max(size, min(cfg.selection.validation_size, n_train // 2))
+    return size
 
 
 def validation_rows(task: Task, cfg: RunConfig) -> list[Example]:
     """The validation rows ([] when there are none)."""
     split = cfg.evaluation.validation_split
     if split == "none":
+        if cfg.selection.acceptance == "validated":
+            raise ApoError("selection.acceptance: validated needs validation rows; set evaluation.validation_split "
+                           "to auto or a split name (not none)")
         return []
     if split == "auto" and "validation" not in task.split_names:
         pool = _pool_ids(task, cfg)

@@ -3,9 +3,9 @@
 One protocol, three rules (``selection.acceptance``):
 
 * ``bandit`` (ProTeGi): a best-arm selector (``search/selectors``) picks ``beam_size`` arms on few evaluations;
-* ``naive`` (Melcer et al., 2025): every update is accepted, unevaluated;
-* ``validated`` (Melcer et al., 2025): a parent is replaced only by a proposal that beats it on a fixed
-  seeded validation sample.
+* ``naive`` (Melcer et al., 2025): the update (edit) is accepted, unevaluated; never a paraphrase;
+* ``validated`` (Melcer et al., 2025): a parent is replaced only by a proposal that beats it on fixed
+  held-out validation rows (never the training rows the errors came from).
 
 ``accept`` sets ``estimate``/``pulls`` on the candidates it scored and returns the next beam (copies,
 best first) and the round's ``selection`` record; the loop marks every competing candidate beam or not.
@@ -17,12 +17,12 @@ from typing import Protocol
 
 from apo_local.search.acceptance.bandit import BanditAcceptance
 from apo_local.search.acceptance.naive import NaiveAcceptance, naive_beam
-from apo_local.search.acceptance.validated import ValidatedAcceptance, roots, validated_choice, validation_sample
+from apo_local.search.acceptance.validated import ValidatedAcceptance, roots, validated_choice
 from apo_local.search.context import RoundContext
 from apo_local.search.state import Candidate
 
 __all__ = ["ACCEPTANCE", "Acceptance", "BanditAcceptance", "NaiveAcceptance", "ValidatedAcceptance", "naive_beam",
-           "roots", "validated_choice", "validation_sample"]
+           "roots", "validated_choice"]
 
 
 class Acceptance(Protocol):

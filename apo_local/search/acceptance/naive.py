@@ -1,5 +1,7 @@
-"""Naive acceptance (Melcer et al., 2025): accept every update. The beam becomes ``beam_size`` of the
-newest proposals (a seeded pick), unevaluated; parents fill the beam only when there are too few."""
+"""Naive acceptance (Melcer et al., 2025): accept the update. The beam becomes ``beam_size`` of the round's
+updates (edits, rewrites, revised steps: a seeded pick), unevaluated. Paraphrases are never accepted (they
+are no update: a paraphrase of the unchanged parent would let the search stand still; the config refuses
+``mc_samples`` with naive acceptance); parents fill the beam only when there are too few updates."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ class NaiveAcceptance:
     name = "naive"
 
     def accept(self, candidates, ctx):
-        new = [c for c in candidates if c.status == Status.NEW]
+        new = [c for c in candidates if c.status == Status.NEW and c.operator != "paraphrase"]
         kept = [c for c in candidates if c.status == Status.KEPT]
         beam = naive_beam(new, kept, ctx.beam_size, ctx.streams.rng("accept"))
         return [replace(c, status=Status.BEAM) for c in beam], {"acceptance": "naive", "budget_used": 0}

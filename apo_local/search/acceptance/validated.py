@@ -1,11 +1,11 @@
 """Validated acceptance (Melcer et al., 2025): per parent, ``validation_k`` of its proposals (a seeded
-pick) and the parent are scored on one fixed seeded validation sample (one engine batch for the whole
-beam); the parent is replaced by its best proposal only if that proposal's score is strictly higher.
-The beam keeps one slot per parent."""
+pick) and the parent are scored on the first ``validation_size`` of the run's validation rows
+(``ctx.validation``: the task's ``validation`` split, or training rows held out from everything the
+proposers and the feedback see; ``search/splits.py``), one engine batch for the whole beam; the parent is replaced by its best proposal
+only if that proposal's score is strictly higher. The beam keeps one slot per parent."""
 
 from __future__ import annotations
 
-import random
 from dataclasses import replace
 from typing import Sequence
 
@@ -35,11 +35,6 @@ def validated_choice(parent_score: float, proposal_scores: Sequence[float]) -> i
     return best if proposal_scores[best] > parent_score else None
 
 
-def validation_sample(examples: Sequence, size: int, seed: int) -> list:
-    """The fixed validation sample: same for every round of a run (and on resume)."""
-    return random.Random(f"{seed}|validation").sample(list(examples), min(size, len(examples)))
-
-
 class ValidatedAcceptance:
     name = "validated"
 
@@ -48,7 +43,9 @@ class ValidatedAcceptance:
 
     def accept(self, candidates, ctx):
         root = roots(candidates)
-        val = validation_sample(ctx.selection_train, self.size, ctx.seed)
+        val = ctx.validation[: self.size]  # the run's validation rows: a seeded, fixed sample
+        if not val:
+            raise RuntimeError("validated acceptance needs held-out validation rows (search/splits.py)")
         groups = []  # (parent, [proposals])
         for p in (c for c in candidates if c.status == Status.KEPT):
             mine = [c for c in candidates if c.status == Status.NEW and root.get(c.id) == p.id]

@@ -1,13 +1,14 @@
-"""The ABO proposer (Ma et al., 2024): steps + demonstration; revise the first step the target failed.
+"""The ABO proposer (Ma et al., 2024): steps + demonstration; the optimizer judges, step by step, the
+target's executed work on wrong examples, and the first failed step is revised.
 
-The prompt form and the step-compliance heuristic are in ``abo_format.py`` (with the method's notes)."""
+The prompt form, the judgement's reading and the method's notes are in ``abo_format.py``."""
 
 from __future__ import annotations
 
 from apo_local.engine import GenerationRequest
 from apo_local.search.context import RoundContext
 from apo_local.search.proposers.abo_format import (SHOW_WORK, AboPrompt, blamed_step, fallback_steps, format_abo,
-                                                   numbered, parse_abo, strip_marker)
+                                                   numbered, parse_abo, parse_judgement, strip_marker)
 from apo_local.search.reply_shapes import abo_steps, tagged
 from apo_local.search.state import Candidate
 
@@ -15,9 +16,10 @@ from apo_local.search.state import Candidate
 class ABOProposer:
     name = "abo"
 
-    def __init__(self, init_samples=4, revise_samples=4, errors_per_revision=4, demonstration=True, work_tokens=128):
+    def __init__(self, init_samples=4, revise_samples=4, errors_per_revision=4, demonstration=True, work_tokens=128,
+                 answer="generate"):
         self.init_samples, self.revise_samples, self.errors_per_revision = init_samples, revise_samples, errors_per_revision
-        self.demonstration, self.work_tokens = demonstration, work_tokens
+        self.demonstration, self.work_tokens, self.answer = demonstration, work_tokens, answer
 
     def propose(self, parents: list[Candidate], ctx: RoundContext) -> list[Candidate]:
         parsed = [(p, parse_abo(p.text)) for p in parents]
@@ -55,6 +57,8 @@ class ABOProposer:
             ctx.trace.event("no_errors", detail="abo: no minibatch errors: no revisions this round")
             return []
         asks = self._blame(ready, work, ctx)
+        if not asks:
+            return []
         replies = ctx.optimizer.ask("abo_revise", [
             ctx.meta.render("abo_revise", steps=numbered(a.steps), step=step, step_text=a.steps[step - 1],
                             errors=ctx.feedback.block([(ex, f"{pred or '(no answer)'}\nWork: {' '.join(w.split())[:400]}")
@@ -73,8 +77,9 @@ class ABOProposer:
                 for (parent, _, steps, _, why), demo in zip(revised, demos)]
 
     def _show_work(self, ready, ctx: RoundContext) -> dict[str, list[tuple]]:
-        """Per parent id: (example, prediction, work text) for a seeded sample of its wrong rows, the
-        target narrating its steps (one generate batch)."""
+        """Per parent id: (example, prediction, work text) for a seeded sample of its wrong rows. In generate
+        mode the work is what the target wrote when it answered (the scorer's memo: no new engine call);
+        in the logprobs ablation the target is asked to narrate its steps (one generate batch)."""
         pools = ctx.feedback.pools([p for p, _ in ready], ctx.streams)
         rows = []  # (parent, example, prediction)
         for parent, _ in ready:
@@ -84,28 +89,50 @@ class ABOProposer:
             rows += [(parent, ex, pred) for ex, pred in sample]
         if not rows:
             return {}
-        ctx.budget.check()
-        ctx.trace.at("abo_work", ctx.round)
-        gens = ctx.scorer.engine.generate([
-            GenerationRequest(ctx.task.render(parent.text + "\n\n" + SHOW_WORK, ex), temperature=0.0,
-                              max_tokens=self.work_tokens) for parent, ex, _ in rows])
+        if self.answer == "generate":
+            works = [p.raw for p in ctx.scorer.predict([(parent.text, ex) for parent, ex, _ in rows])]
+        else:
+            ctx.budget.check()
+            ctx.trace.at("abo_work", ctx.round)
+            works = [g.text for g in ctx.scorer.engine.generate([
+                GenerationRequest(ctx.task.render(parent.text + "\n\n" + SHOW_WORK, ex), temperature=0.0,
+                                  max_tokens=self.work_tokens) for parent, ex, _ in rows])]
         out: dict[str, list[tuple]] = {}
-        for (parent, ex, pred), g in zip(rows, gens):
-            out.setdefault(parent.id, []).append((ex, pred, g.text))
+        for (parent, ex, pred), work in zip(rows, works):
+            out.setdefault(parent.id, []).append((ex, pred, work))
+        return out
+
+    def _judge(self, ready, work, ctx: RoundContext) -> dict[str, list[int | None]]:
+        """Per parent id, per wrong row: the first step the optimizer judged not followed (0: all followed,
+        None: no readable judgement). One optimizer batch for the whole beam."""
+        jobs = [(parent, a, row) for parent, a in ready for row in work.get(parent.id, [])]
+        replies = ctx.optimizer.ask("abo_check", [
+            ctx.meta.render("abo_check", steps=numbered(a.steps), n_steps=len(a.steps), input=ex.input.strip(),
+                            label=ex.label, work=" ".join(w.split())[:600] or "(nothing)",
+                            prediction=pred or "(no answer)")
+            for _, a, (ex, pred, w) in jobs])
+        out: dict[str, list[int | None]] = {}
+        for (parent, a, _), reply in zip(jobs, replies):
+            verdict = parse_judgement(reply.text, len(a.steps))
+            if verdict is None:
+                ctx.trace.event("parse_failure", purpose="abo_check", reason="no step verdicts",
+                                reply=reply.text[:300])
+            out.setdefault(parent.id, []).append(verdict)
         return out
 
     def _blame(self, ready, work, ctx: RoundContext) -> list[tuple]:
         """(parent, prompt, blamed step, example rows, why) asks: ``revise_samples`` per parent."""
+        verdicts = self._judge(ready, work, ctx)
         asks = []
         for parent, a in ready:
-            mine = work.get(parent.id)
-            if not mine:
+            judged = [(row, v) for row, v in zip(work.get(parent.id, []), verdicts.get(parent.id, [])) if v is not None]
+            if not judged:
                 continue
-            step, blame = blamed_step(a.steps, [w for _, _, w in mine])
-            failed = [row for row, b in zip(mine, blame) if b == step]
+            step, blame = blamed_step(len(a.steps), [v for _, v in judged])
+            failed = [row for (row, _), b in zip(judged, blame) if b == step]
             rng = ctx.streams.rng("abo-errors", parent.id)
-            why = (f"step {step} was the first step not followed on {len(failed)} of {len(mine)} wrong examples: "
-                   f"{a.steps[step - 1]}")
+            why = (f"step {step} was judged the first step not followed on {len(failed)} of {len(judged)} "
+                   f"wrong examples: {a.steps[step - 1]}")
             for _ in range(self.revise_samples):
                 asks.append((parent, a, step, rng.sample(failed, min(len(failed), self.errors_per_revision)), why))
         return asks

@@ -15,21 +15,25 @@ One round, per beam prompt (each step one batched engine call for the whole beam
 1. a prompt that is not in this form yet (the task's instruction in round 1) is turned into steps +
    demonstration by one optimizer call ("write explicit steps, demonstrate them on this example"),
    ``abo.init_samples`` samples; ``search.initial_prompt`` can give a ready one instead;
-2. otherwise the prompt is scored on the round's minibatch (the usual scorer: label log-probs);
-   on the wrong examples the target is run in generate mode with a request to show its work step by
-   step ("Step 1: ...");
-3. ``first_failed_step`` finds, per wrong example, the first step whose "Step i" marker is missing,
-   or whose content is empty or a refusal ("skip", "cannot", "not sure", ...); a wrong answer that
-   followed every step blames the last step (the one that produces the answer);
+2. otherwise the prompt is scored on the round's minibatch. With ``abo.answer: generate`` (the paper)
+   the target executes the steps: it writes its work and then the label, and the label is parsed from
+   the last line that names one (``final_answer``); every score of the run (minibatch, selection, test)
+   is made this way, so the selected prompt is the one whose executed steps answer best. With
+   ``abo.answer: logprobs`` (an ablation, not the paper) the label's log-prob scores the prompt, the
+   steps are never run for the score, and the target is asked separately to narrate its work on the
+   wrong examples;
+3. per wrong example the optimizer model judges, step by step, whether the target's work followed each
+   step (``abo_check``; the reply is read by ``parse_judgement``: the first step judged "no"); a wrong
+   answer that followed every step blames the last step (the one that produces the answer); an
+   unreadable judgement is counted as a parse failure and left out;
 4. the most often blamed step is revised by the optimizer (``abo.revise_samples`` samples, each shown a
    seeded subset of the examples that failed there), then the demonstration is rewritten for the
    new steps; the prompt is reassembled with every other step unchanged.
 
-Limitations (kept simple and honest): step compliance is a string heuristic on the target's own
-narration, not a check of the reasoning; the task template's fixed sections (e.g. "Label:") may keep
-a small target from narrating steps at all, in which case step 1 is blamed every time; correctness
-comes from the scorer (logprobs), not from the narrated answer. No paraphrase successors (they would
-break the step structure); selection is unchanged (bandit, or ``selection.acceptance``).
+Limitations: the judgement is only as good as the optimizer model (a small one often answers "yes"
+to every step, which blames the last step); the task template's fixed sections (e.g. "Label:") may keep
+a small target from writing its work at all, which the judge then sees. No paraphrase successors (they
+would break the step structure); selection is unchanged (bandit, or ``selection.acceptance``).
 """
 
 from __future__ import annotations
@@ -46,9 +50,7 @@ SHOW_WORK = ('Follow the steps above one by one and show your work, one line per
 
 _STEP_LINE = re.compile(r"^\s*(?:step\s*)?(\d{1,2})\s*[.):]\s*(.+?)\s*$", re.IGNORECASE)
 _DEMO = re.compile(r"^\s*\**\s*demonstration\s*\**\s*:?\s*\**\s*(.*)$", re.IGNORECASE)
-_MARKER = re.compile(r"(?:\bstep\s*(\d{1,2})\b\s*[:.)\-]?|^[ \t]*(\d{1,2})[.)][ \t])", re.IGNORECASE | re.MULTILINE)
-_REFUSAL = re.compile(r"\b(?:skip(?:ped|ping)?|not applicable|n/a|cannot|can't|unable to|don't know|not sure|no idea)\b",
-                      re.IGNORECASE)
+_VERDICT = re.compile(r"\bstep\s*(\d{1,2})\b[^\n]*?\b(yes|no|not followed|followed)\b", re.IGNORECASE)
 
 
 @dataclass
@@ -98,34 +100,37 @@ def numbered(steps: list[str]) -> str:
     return "\n".join(f"{i}. {s}" for i, s in enumerate(steps, 1))
 
 
-def first_failed_step(steps: list[str], output_text: str) -> int | None:
-    """1-based index of the first step the output did not follow, or None if it followed all of them.
-
-    A step fails when its marker ("Step i" or a line starting "i." / "i)") is missing, when the text
-    after the marker (up to the next marker) is empty, or when it is a refusal ("skip", "cannot", ...)."""
-    found: dict[int, tuple[int, int]] = {}
-    marks = []
-    for m in _MARKER.finditer(output_text):
-        n = int(m.group(1) or m.group(2))
-        marks.append((m.start(), m.end()))
-        found.setdefault(n, (m.start(), m.end()))
-    for i in range(1, len(steps) + 1):
-        if i not in found:
-            return i
-        _, end = found[i]
-        nxt = min((s for s, _ in marks if s >= end), default=len(output_text))
-        content = output_text[end:nxt].strip(" \t\r\n:.-*")
-        if not content or _REFUSAL.search(content):
-            return i
-    return None
+def parse_judgement(text: str, n_steps: int) -> int | None:
+    """The optimizer's step-by-step judgement -> the first step judged not followed, 0 when every judged
+    step was followed, None when no step verdict can be read. One verdict line per step:
+    "Step 2: no" (or "... not followed"); the first verdict of a step counts."""
+    verdicts: dict[int, bool] = {}
+    for m in _VERDICT.finditer(text):
+        step = int(m.group(1))
+        if 1 <= step <= n_steps and step not in verdicts:
+            verdicts[step] = m.group(2).lower() in ("yes", "followed")
+    if not verdicts:
+        return None
+    return min((s for s, ok in verdicts.items() if not ok), default=0)
 
 
-def blamed_step(steps: list[str], outputs: list[str]) -> tuple[int, list[int]]:
-    """The step to revise (most often first-failed, ties to the earliest) and the per-output blame."""
-    blame = [first_failed_step(steps, o) or len(steps) for o in outputs]
+def blamed_step(n_steps: int, first_failed: list[int]) -> tuple[int, list[int]]:
+    """The step to revise (most often first-failed, ties to the earliest) and the per-example blame
+    (0, every step followed, blames the last step)."""
+    blame = [f or n_steps for f in first_failed]
     counts = Counter(blame)
     step = min(counts, key=lambda s: (-counts[s], s))
     return step, blame
+
+
+def final_answer(task, text: str) -> str | None:
+    """The answer of a target that wrote its work first: the last line that names one (e.g. "Step 3: ...
+    so the label is No" or a bare "No" after the steps), parsed by the task."""
+    for line in reversed([line for line in text.splitlines() if line.strip()]):
+        answer = task.parse_answer(line)
+        if answer is not None:
+            return answer
+    return None
 
 
 def strip_marker(text: str, step: int) -> str:
