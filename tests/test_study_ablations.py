@@ -106,7 +106,8 @@ def _rows(prompts):
 
 
 def test_wrong_labels_reach_the_optimizer_and_the_bandit_rewards_use_the_true_ones(tmp_path, monkeypatch):
-    _, optimizer, rnd, _ = _run(tmp_path, monkeypatch, {"feedback": {"labels": "wrong"}})
+    # plain correctness as the reward, so "every row right" reads as an estimate of exactly 1.0
+    _, optimizer, rnd, _ = _run(tmp_path, monkeypatch, {"feedback": {"labels": "wrong"}, "selection": {"reward": "accuracy"}})
     rows = _rows(optimizer.prompts)
     assert len(rows) >= 4
     for text, label, pred in rows:  # the target is right on every row: against the corrupted labels, all "errors"
@@ -143,8 +144,9 @@ def test_validated_acceptance_validates_on_rows_the_errors_never_came_from(tmp_p
     data = {"selection": {"acceptance": "validated", "validation_k": 2, "validation_size": 8}}
     target, _, rnd, phases = _run(tmp_path, monkeypatch, data)
     cfg = build_config({"train_limit": 40, "search": {"minibatch_size": 8}, **data})
-    held = {ex.input.strip() for ex in validation_rows(TASK, cfg)}
-    assert len(held) == 8 and not held & {ex.input.strip() for ex in train_rows(TASK, cfg)}
+    val = {ex.input.strip() for ex in validation_rows(TASK, cfg)}
+    held = {ex.input.strip() for ex in validation_rows(TASK, cfg)[:8]}  # the rule scores the first validation_size
+    assert len(held) == 8 and not val & {ex.input.strip() for ex in train_rows(TASK, cfg)}
     target_phases = [phase for role, phase in phases if role == "target"]
     minibatch, select = (target.batches[target_phases.index(p)] for p in ("minibatch", "select"))
     assert select == held and not minibatch & held

@@ -193,14 +193,16 @@ def test_validation_rows_are_held_out_of_the_training_rows():
     cfg = build_config({"train_limit": 100, "search": {"minibatch_size": 8},
                         "selection": {"acceptance": "validated", "validation_size": 20}})
     train, val = train_rows(task, cfg), validation_rows(task, cfg)
-    assert len(val) == 20 and len(train) == 80 and not {ex.id for ex in val} & {ex.id for ex in train}
+    # the run's validation rows: a quarter of train_limit (25), at least validation_size for this rule
+    assert len(val) == 25 and len(train) == 100 and not {ex.id for ex in val} & {ex.id for ex in train}
     assert [ex.id for ex in val] == [ex.id for ex in validation_rows(task, cfg)]  # fixed: every round, on resume
-    bandit = build_config({"train_limit": 100, "search": {"minibatch_size": 8}})
-    assert len(train_rows(task, bandit)) == 100 and validation_rows(task, bandit) == []
-    tight = build_config({"train_limit": 30, "search": {"minibatch_size": 16},
-                          "selection": {"acceptance": "validated", "validation_size": 20}})
-    with pytest.raises(ApoError, match="holding out selection.validation_size=20"):
-        train_rows(task, tight)
+    big = build_config({"train_limit": 40, "search": {"minibatch_size": 8},
+                        "selection": {"acceptance": "validated", "validation_size": 20}})
+    assert len(validation_rows(task, big)) == 20  # raised to validation_size (a quarter of 40 would be 10)
+    none = build_config({"train_limit": 100, "search": {"minibatch_size": 8}, "evaluation": {"validation_split": "none"},
+                         "selection": {"acceptance": "validated"}})
+    with pytest.raises(ApoError, match="validated needs validation rows"):
+        validation_rows(task, none)
 
 
 @pytest.mark.parametrize("data, message", [
