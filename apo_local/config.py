@@ -177,6 +177,17 @@ def keep_earlier_selection(data: dict) -> dict:
     return data
 
 
+def flatten_keys(data: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as dotted keys (``{"search": {"rounds": 2}}`` -> ``{"search.rounds": 2}``)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
     """A YAML file holding a mapping (run, sweep or compare config); bad files end as one ApoError line."""
     p = Path(path)

@@ -17,21 +17,15 @@ import json
 import time
 from pathlib import Path
 
+from apo_local.config import flatten_keys
 from apo_local.errors import ApoError
 
 LOGGERS = ("off", "files", "mlflow")
 
 
-def flat_params(data: dict, prefix: str = "") -> dict[str, str]:
+def flat_params(data: dict) -> dict[str, str]:
     """A nested config as dotted keys -> strings (what trackers take as parameters)."""
-    out: dict[str, str] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flat_params(value, name + "."))
-        else:
-            out[name] = json.dumps(value) if not isinstance(value, str) else value
-    return out
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in flatten_keys(data).items()}
 
 
 def round_metrics(entry: dict, totals: dict, metric: str) -> dict[str, float]:

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from apo_local.config import RunConfig, build_config, dump_config
+from apo_local.config import RunConfig, build_config, dump_config, flatten_keys
 from apo_local.errors import ApoError
 from apo_local.sweep.spec import SweepConfig
 
@@ -38,7 +38,7 @@ def expand(spec: SweepConfig, base: dict, origin: str = "sweep") -> list[Cell]:
     cells: list[Cell] = []
     seen: set[str] = set()
     for method, mo in methods.items():
-        m_over = _flatten(mo or {})
+        m_over = flatten_keys(mo or {})
         clash = sorted(set(m_over) & set(keys))
         if clash:
             raise ApoError(f"{origin}: methods.{method} and grid both set {', '.join(clash)}; set it in one place")
@@ -78,17 +78,6 @@ def config_value(cfg: RunConfig, dotted: str) -> Any:
     for part in dotted.split("."):
         node = getattr(node, part)
     return node
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def model_label(name: str | None) -> str:
