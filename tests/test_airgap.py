@@ -165,7 +165,7 @@ def test_offline_environment_is_set_before_vllm_and_hf_import():
 TRACE_CALL_KEYS = {"role", "op", "phase", "round", "prompts", "input_tokens", "output_tokens", "cache_hits", "seconds",
                    "errors"}
 TRACE_EVENT_KEYS = {"event", "phase", "round", "purpose", "reason", "reply", "text", "error", "detail", "example",
-                    "tokens_before", "tokens_after", "parent", "candidate", "count"}
+                    "tokens_before", "tokens_after", "parent", "candidate", "count", "max_tokens", "kept", "rule"}
 
 
 @pytest.mark.engine
