@@ -124,7 +124,7 @@ def test_a_version_1_run_resumes_to_the_same_results(engine, tmp_path):
 def test_the_pre_run_estimate_bounds_the_golden_usage(name):
     """No engine: the estimate from the tiny config is an upper bound of what the golden run used."""
     from apo_local.search.estimate import estimate
-    from apo_local.search.splits import eval_rows, train_rows
+    from apo_local.search.splits import eval_rows, train_rows, validation_rows
     from apo_local.tasks import load_task
 
     path = GOLDEN / f"{name}.json"
@@ -132,7 +132,7 @@ def test_the_pre_run_estimate_bounds_the_golden_usage(name):
         pytest.skip("no golden yet")
     cfg = build_config(tiny(name))
     task = load_task(cfg.task)
-    est = estimate(cfg, task, train_rows(task, cfg), eval_rows(task, cfg))
+    est = estimate(cfg, task, train_rows(task, cfg), eval_rows(task, cfg), validation_rows(task, cfg))
     for role, used in json.loads(path.read_text())["results"]["usage"].items():
         bound = getattr(est, role)
         assert used["calls"] <= bound.calls and used["prompts"] <= bound.prompts, (role, used, bound)

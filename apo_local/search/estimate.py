@@ -128,7 +128,8 @@ def estimate(cfg: RunConfig, task: Task, train: list[Example], test: list[Exampl
         _select(cfg, est, parents, min(new, parents * cfg.search.max_expansion), target_in)
         if cfg.evaluation.per_round_test:
             est.target.add(cfg.search.beam_size * len(test), target_in)
-    est.target.add((cfg.search.beam_size + 1) * len(test) + cfg.search.beam_size * len(validation), target_in)
+    est.target.add(cfg.search.beam_size * len(validation), target_in)  # the final pick, on the validation rows
+    est.target.add((cfg.search.beam_size + 1) * len(test), target_in)  # the final test
     mode, answer_tokens = cfg.answer_mode()
     if mode == "generate":
         est.target.output_tokens += est.target.prompts * answer_tokens
