@@ -255,7 +255,8 @@ def _fmt(v) -> str:
 def _csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        columns = list(dict.fromkeys(k for r in rows for k in r))  # the baseline row has no "vs baseline" columns
+        w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
         w.writeheader()
         for r in rows:
             w.writerow({k: (";".join(map(str, v)) if isinstance(v, list) else v) for k, v in r.items()})
@@ -290,7 +291,7 @@ def markdown(spec: CompareSpec, rows: list[dict], runs: list[dict]) -> str:
             f"{_fmt(r['optimizer_calls_mean'])} / {_fmt(r['optimizer_input_tokens_mean'])} / "
             f"{_fmt(r['optimizer_output_tokens_mean'])}",
             r["prompt_tokens_per_step"] or "-"]) + " |")
-    lines += [f"Power: {r['method']} vs {spec.baseline} on {r['paired_examples']} paired test rows detects an "
+    lines += [""] + [f"Power: {r['method']} vs {spec.baseline} on {r['paired_examples']} paired test rows detects an "
               f"accuracy difference of {_fmt(r['detectable_accuracy_difference'])} (80% power, 5% level); a 0.02 "
               f"difference needs about {r['examples_for_0.02']} rows." for r in rows if r.get("paired_examples")]
     rk = f"reflection_vs_{spec.baseline}_jaccard_mean"

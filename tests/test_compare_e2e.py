@@ -48,7 +48,7 @@ def test_compare_two_methods_two_seeds(engine, tmp_path):
     runs = list(csv.DictReader((out / "runs.csv").open()))
     assert len(runs) == 4 and all(r["prompt_tokens_per_step"] for r in runs)
     md = (out / "results.md").read_text()
-    assert "| protegi | 2 |" in md and "| mc | 2 |" in md and "p vs protegi" in md
+    assert "| protegi | 2 |" in md and "| mc | 2 |" in md and "vs protegi: diff [95% CI]" in md and "McNemar p" in md
 
     # Re-running continues (here: nothing left to do) and prints the same table, through the CLI.
     from apo_local.cli import cli

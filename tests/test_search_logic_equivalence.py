@@ -143,3 +143,27 @@ def test_the_estimate_is_printed_before_the_search_and_kept_in_the_run_directory
     saved = json.loads((tmp_path / "run" / "estimate.json").read_text())
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["usage"]["target"]["prompts"] <= saved["target"]["prompts"]
+
+
+def test_instruction_edits_and_demonstration_moves_in_one_round(tmp_path, monkeypatch):
+    """instruction+fewshot with every reply finished: one round holds both kinds of candidate, and a
+    demonstration move keeps its parent's instruction (the real-engine test cannot count on a 135M model
+    finishing a reply within a tiny max_tokens)."""
+    from apo_local.tasks.demos import split_prompt
+
+    engine = StandIn()
+    monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
+                                                              RoleEngine(engine, "optimizer", trace)))
+    data = tiny("instruction+fewshot")
+    data["search"].update(rounds=2, max_expansion=8)
+    data["search"]["hygiene"] = False
+    data["protegi"] = {"n_gradients": 2, "errors_per_gradient": 2, "mc_samples": 0}
+    data["fewshot"] = {"samples_per_parent": 2, "max_demos": 2, "pool_size": 8}
+    O.optimize(build_config(data, {"cache": "off"}), tmp_path / "run")
+    rounds = [json.loads((tmp_path / "run" / "rounds" / f"round-0{r}.json").read_text())["candidates"] for r in (1, 2)]
+    ops = {c["operator"] for c in rounds[0]}
+    assert "edit" in ops and ops & {"demo-add", "demo-swap", "demo-remove"}, ops
+    by_id = {c["id"]: c for cands in rounds for c in cands}
+    moves = [c for cands in rounds for c in cands if c["operator"].startswith("demo-")]
+    assert moves and all(split_prompt(c["text"])[0] == split_prompt(by_id[c["parent"]]["text"])[0]
+                         for c in moves if c["parent"] in by_id)  # a demonstration move keeps the instruction
