@@ -15,7 +15,7 @@ _LAZY = {
     "EngineSettings": "apo_local.engine", "load_engine": "apo_local.engine",
     "load_task": "apo_local.tasks", "Task": "apo_local.tasks",
     "Scorer": "apo_local.scoring",
-    "optimize": "apo_local.optimize", "resume": "apo_local.optimize",
+    "optimize": "apo_local.runner", "resume": "apo_local.runner",
     "RunResult": "apo_local.search",
 }
 __all__ = ["ApoError", *_LAZY]

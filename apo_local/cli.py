@@ -154,7 +154,7 @@ def optimize(config_file, out, resume_dir, overwrite, preset, **flags):
 
     Values come from the defaults, then --preset, then --config, then the flags. Before the search starts
     its size (engine calls, prompts and tokens per role) is printed to stderr."""
-    from apo_local.optimize import optimize as run_optimize, resume
+    from apo_local.runner import optimize as run_optimize, resume
 
     if resume_dir:
         _INTERRUPT_HINT[:] = [f"continue with: apo-local optimize --resume {resume_dir}"]

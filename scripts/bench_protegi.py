@@ -67,7 +67,7 @@ def build_cfg(args):
 def run_apo(cfg, out: Path) -> dict:
     """(a) exactly ``apo_local.optimize``; the engine is started first (and timed apart), then reused."""
     from apo_local.engine import Trace, shutdown_engines
-    from apo_local.optimize import engines_for, optimize
+    from apo_local.runner import engines_for, optimize
 
     enable_inprocess_stats()
     try:

@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
 
     from apo_local.config import dump_config, load_config
     from apo_local.engine import shutdown_engines
-    from apo_local.optimize import optimize
+    from apo_local.runner import optimize
 
     args = parse_args(argv)
     overrides = {"search.rounds": 1, "cache": "off"}

@@ -87,7 +87,7 @@ def main() -> int:
 
     from apo_local.config import build_config
     from apo_local.engine import shutdown_engines
-    from apo_local.optimize import optimize
+    from apo_local.runner import optimize
 
     samples, started = [], time.time()
     with tempfile.TemporaryDirectory(prefix="apo-soak-") as tmp:

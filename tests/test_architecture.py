@@ -235,3 +235,18 @@ def test_module_and_function_sizes(path):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
             and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
     assert not long, f"{path.relative_to(ROOT)}: functions over {MAX_FUNCTION_LINES} lines: {', '.join(long)}"
+
+
+def test_public_names_are_never_shadowed_by_a_submodule():
+    """Importing a submodule sets it as an attribute of the package, hiding a lazy name of the same spelling
+    (``apo.optimize`` once became a module after some test imported ``apo_local.optimize``)."""
+    import importlib
+
+    import apo_local
+
+    package = Path(apo_local.__file__).parent
+    submodules = {p.stem for p in package.glob("*.py")} | {p.name for p in package.iterdir() if (p / "__init__.py").exists()}
+    assert not submodules & set(apo_local.__all__)
+    for module in set(apo_local._LAZY.values()):
+        importlib.import_module(module)
+    assert callable(apo_local.optimize) and callable(apo_local.resume) and callable(apo_local.build_config)

@@ -142,7 +142,7 @@ def test_test_limit_beyond_the_test_split_is_capped_with_one_line(tmp_path, monk
     import logging
 
     from apo_local.config import build_config
-    from apo_local.optimize import cap_test_limit, preflight
+    from apo_local.runner import cap_test_limit, preflight
     from apo_local.tasks import load_task
 
     task = load_task(make_task(tmp_path / "task", test=jsonl(ROWS[:3])))

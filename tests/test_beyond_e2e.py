@@ -10,7 +10,7 @@ import json
 import pytest
 
 from apo_local.config import build_config
-from apo_local.optimize import optimize
+from apo_local.runner import optimize
 from apo_local.search.acceptance.length import length_beam, prompt_tokens, shortest_within_ci
 from apo_local.search.splits import demo_pool, train_rows
 from apo_local.tasks.demos import split_prompt

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from apo_local.config import build_config
-from apo_local.optimize import optimize
+from apo_local.runner import optimize
 from apo_local.search.beam import BeamSearch
 from apo_local.search.budget import Budget
 from apo_local.search.optimizer_calls import OptimizerCalls

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from apo_local.config import build_config
-from apo_local.optimize import optimize
+from apo_local.runner import optimize
 
 pytestmark = pytest.mark.engine
 
@@ -99,7 +99,7 @@ def test_same_results_as_golden(name, engine, tmp_path):
 def test_a_version_1_run_resumes_to_the_same_results(engine, tmp_path):
     """``golden/v1-run``: a run directory written by the earlier layout (flat config keys, a version-1
     checkpoint), interrupted in round 2's selection; ``expected-results.json`` is its uninterrupted twin."""
-    from apo_local.optimize import resume
+    from apo_local.runner import resume
 
     if WRITE:
         pytest.skip("the version-1 fixture is not regenerated (it records the earlier layout)")

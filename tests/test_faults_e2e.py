@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from apo_local.config import build_config
-from apo_local.optimize import optimize, resume
+from apo_local.runner import optimize, resume
 from apo_local.run_dir import RunDir, atomic_write
 from tests.conftest import TINY
 

@@ -55,7 +55,7 @@ def test_ctrl_c_hint_names_the_actual_run_directory(tmp_path, monkeypatch, capsy
 
     import importlib
 
-    module = importlib.import_module("apo_local.optimize")  # the module (apo_local.optimize is also a function)
+    module = importlib.import_module("apo_local.runner")  # the module behind apo.optimize
     monkeypatch.setattr(module, "optimize", interrupted)
     monkeypatch.setattr(module, "resume", interrupted)
     run = tmp_path / "my-run"

@@ -61,7 +61,7 @@ def test_unreachable_server_is_one_line():
 
 def test_config_flags_and_checks():
     from apo_local.config import flag_names
-    from apo_local.optimize import preflight
+    from apo_local.runner import preflight
     from apo_local.tasks import load_task
 
     flags = flag_names()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import apo_local.optimize as O
+import apo_local.runner as O
 from apo_local.config import build_config
 from apo_local.engine import RoleEngine
 from apo_local.engine.protocol import ChoiceScores, Generation

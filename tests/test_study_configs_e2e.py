@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from apo_local.config import build_config
-from apo_local.optimize import optimize
+from apo_local.runner import optimize
 
 pytestmark = pytest.mark.engine
 

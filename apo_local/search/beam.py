@@ -153,7 +153,7 @@ class BeamSearch:
                 c.mark(Status.BEAM if c.id in chosen else Status.NOT_SELECTED)
         state.beam = beam
         state.history.append(self._history_entry(state.round, beam, selection, parent_ids))
-        self.on_round(state.history[-1])  # e.g. experiment tracking (optimize.py)
+        self.on_round(state.history[-1])  # e.g. experiment tracking (runner.py)
         state.phase = Phase.SELECTED
         self._write_round(state)
         self._checkpoint(state)
