@@ -84,8 +84,8 @@ class Scorer:
                 part = todo[start : start + self.chunk]
                 memo.update(zip(part, self._run([self.prompt(ins, by_id[eid]) for ins, eid in part])))
         out = [memo[(ins, ex.id)] for ins, ex in pairs]
-        if judge_of(self.task):  # metric judge: every output graded against its reference, one judge batch
-            judge_of(self.task).grade([(p.label, ex.label) for p, (_, ex) in zip(out, pairs)])
+        if judge := judge_of(self.task):  # metric judge: every output graded against its reference, one judge batch
+            judge.grade([(p.label, ex.label) for p, (_, ex) in zip(out, pairs)])
         return out
 
     def prompt(self, instruction: str, example: Example) -> str:

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -79,9 +80,30 @@ def _flocked(path: Path) -> bool:
         return False
 
 
-def _start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+class _Run(subprocess.Popen):
+    """A CLI subprocess whose stderr lines are collected as they come (a thread drains the pipe)."""
+
+    def __init__(self, args: list[str]):
+        super().__init__([*CLI, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        for line in iter(self.stderr.readline, ""):
+            self.lines.append(line)
+
+    def says(self, text: str) -> bool:
+        return any(text in line for line in list(self.lines))
+
+    def tail(self) -> str:
+        self._reader.join(timeout=10)
+        return "".join(self.lines)[-2000:]
+
+
+def _start(args: list[str]) -> _Run:
+    return _Run(args)
 
 
 def _kill_when(proc: subprocess.Popen, ready, delay: float = 0.0, timeout: float = 600) -> bool:
@@ -103,8 +125,6 @@ def _kill_when(proc: subprocess.Popen, ready, delay: float = 0.0, timeout: float
     return False
 
 
-@pytest.mark.xfail(reason="fails on the merged search (guided replies, validation rows, predictions log); "
-                   "under investigation: see the closing note", strict=False)
 def test_kill9_at_several_points_then_resume_is_exact(reference, engine, tmp_path):
     run = tmp_path / "run"
     cfg_file = tmp_path / "tiny.yaml"
@@ -114,14 +134,13 @@ def test_kill9_at_several_points_then_resume_is_exact(reference, engine, tmp_pat
     # 1. fresh run, killed during round 1's expansion (the optimizer is writing gradients/edits)
     p = _start(["optimize", "--config", str(cfg_file), "--out", str(run)])
     killed = _kill_when(p, lambda: any(t.get("role") == "optimizer" for t in _trace(run)))
-    assert killed, p.stderr.read().decode()[-2000:]
+    assert killed, p.tail()
     log.append(("expansion", _checkpoint(run)))
     assert _checkpoint(run) in (None, (1, "expanded")) and not (run / "results.json").exists()
 
     # 2. resumed, killed during round 1's selection (bandit pulls on the target); meanwhile a second
     #    process pointed at the same run directory is refused by the lock, before any engine starts
     p = _start(["optimize", "--resume", str(run)])
-    n0 = len(_trace(run))
     deadline = time.time() + 120
     while not _flocked(run / ".lock") and time.time() < deadline and p.poll() is None:
         time.sleep(0.1)
@@ -131,29 +150,30 @@ def test_kill9_at_several_points_then_resume_is_exact(reference, engine, tmp_pat
         second = subprocess.run([*CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert second.returncode == 2 and second.stderr.strip() == f"error: {run} is in use by another apo-local process", second.stderr
     assert (run / "config.yaml").is_file(), "--overwrite must not wipe a live run"
-    killed = _kill_when(p, lambda: _checkpoint(run) == (1, "expanded")
-                        and any(t.get("phase") == "select" for t in _trace(run)[n0:]))
-    assert killed, p.stderr.read().decode()[-2000:]
+    # a select batch is written to the trace when it ends, and round 1 may have one batch only (all arms on
+    # one shared sample): the progress line of a running batch is the reliable "in the middle of selection"
+    killed = _kill_when(p, lambda: p.says("(select, round 1) ..."))
+    assert killed, p.tail()
+    assert _checkpoint(run) == (1, "expanded"), p.tail()
     log.append(("selection", _checkpoint(run)))
 
     # 3. resumed, killed the moment a checkpoint write lands (end of round 2's expansion)
     p = _start(["optimize", "--resume", str(run)])
-    assert _kill_when(p, lambda: _checkpoint(run) == (2, "expanded")), p.stderr.read().decode()[-2000:]
+    assert _kill_when(p, lambda: _checkpoint(run) == (2, "expanded")), p.tail()
     log.append(("after checkpoint", _checkpoint(run)))
     assert not (run / "results.json").exists()
 
     # 4. resumed, Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during round 2's
     #    selection: exit code 130 and a hint how to resume
     p = _start(["optimize", "--resume", str(run)])
-    n0 = len(_trace(run))
     deadline = time.time() + 600
-    while time.time() < deadline and p.poll() is None and not any(
-            t.get("phase") == "select" and t.get("round") == 2 for t in _trace(run)[n0:]):
+    while time.time() < deadline and p.poll() is None and not p.says("(select, round 2) ..."):
         time.sleep(0.05)
-    assert p.poll() is None, p.stderr.read().decode()[-2000:]
+    assert p.poll() is None, p.tail()
     os.killpg(p.pid, signal.SIGINT)
     try:
-        stderr = p.communicate(timeout=180)[1].decode()
+        p.wait(timeout=180)
+        stderr = p.tail()
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait(timeout=60)

@@ -62,8 +62,8 @@ class MinibatchFeedback:
         self.trace.at("minibatch", streams.round)
         preds = self.scorer.predict([(p.text, ex) for p in parents for ex in minibatch])
         shown = [self.shown(ex) for ex in minibatch]
-        if judge_of(self.task):  # graded against the labels shown, in one judge batch
-            judge_of(self.task).grade([(pr.label, ex.label) for ex, pr in zip(shown * len(parents), preds)])
+        if judge := judge_of(self.task):  # graded against the labels shown, in one judge batch
+            judge.grade([(pr.label, ex.label) for ex, pr in zip(shown * len(parents), preds)])
         pools = {}
         for k, parent in enumerate(parents):
             chunk = preds[k * len(minibatch): (k + 1) * len(minibatch)]
