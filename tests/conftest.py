@@ -45,6 +45,38 @@ def engine(engine_settings, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_run(engine, tmp_path_factory):
+    """One uninterrupted TINY run, in-process on the shared engine with a fresh result cache (every engine
+    call computed): the reference that resumed and checked runs are compared with. (run directory, result)"""
+    from apo_local.config import build_config
+    from apo_local.runner import optimize
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    result = optimize(build_config(TINY, {"cache": str(root / "cache.sqlite")}), root / "run")
+    return root / "run", result
+
+
+@pytest.fixture(scope="session")
+def shipped_run(engine, tmp_path_factory):
+    """``shipped_run(name)``: the run directory of a shipped config at its tiny size (tests/shipped_runs.py), run
+    once per session with a result cache of its own (independent of the other configs and of test order)."""
+    from apo_local.config import build_config
+    from apo_local.runner import optimize
+    from tests.shipped_runs import tiny
+
+    runs: dict = {}
+
+    def run(name: str):
+        if name not in runs:
+            root = tmp_path_factory.mktemp(f"shipped-{name}")
+            optimize(build_config(tiny(name), {"cache": str(root / "cache.sqlite")}), root / "run")
+            runs[name] = root / "run"
+        return runs[name]
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def liar():
     from apo_local.tasks import load_task
 

@@ -6,12 +6,12 @@ A change that alters results ON PURPOSE regenerates the goldens (then review the
 
     APO_LOCAL_WRITE_GOLDEN=1 python -m pytest tests/test_equivalence_e2e.py
 
-Each config gets a fresh result cache, so a run is independent of the others and of test order.
+Each config is run once per session (tests/shipped_runs.py, shared with the study checks), with a fresh result
+cache, so a run is independent of the others and of test order.
 """
 
 from __future__ import annotations
 
-import copy
 import shutil
 import json
 import os
@@ -21,51 +21,12 @@ import pytest
 import yaml
 
 from apo_local.config import build_config
-from apo_local.runner import optimize
+from tests.shipped_runs import RUN_CONFIGS, tiny
 
 pytestmark = pytest.mark.engine
 
-ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
-# judge, server, tracking: a task of their own, a server, a logger; run by their own end-to-end tests
-NO_GOLDEN = {"judge", "server", "tracking"}
-RUN_CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")
-                     if not p.name.startswith(("compare-", "sweep-")) and p.stem not in NO_GOLDEN)
 WRITE = os.environ.get("APO_LOCAL_WRITE_GOLDEN") == "1"
-
-ABO_READY = ("Follow these steps:\n1. Read the statement and its context.\n2. Look for exaggerations or claims that "
-             "contradict known facts.\n3. Answer Yes if it is a lie, otherwise No.\n\nDemonstration:\nStep 1: The statement "
-             "is about taxes.\nStep 2: It exaggerates.\nStep 3: Yes")
-
-
-def tiny(name: str) -> dict:
-    """The shipped config at a tiny size, everything that defines the method kept: one round (the demo two)."""
-    d = copy.deepcopy(yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text()))
-    s, sel = d.setdefault("search", {}), d.setdefault("selection", {})
-    s.update(rounds=2 if name == "demo" else 1, beam_size=min(s.get("beam_size", 4), 2), minibatch_size=4,
-             max_expansion=2)
-    for section in METHOD_SECTION.get(s.get("proposer", "protegi"), ("protegi",)):
-        node = d.setdefault(section, {})
-        for key, cap in TINY_KNOBS[section].items():
-            node[key] = min(node.get(key, cap), cap)
-    sel.update(budget=12, batch_size=4, arms_per_round=2)
-    if sel.get("acceptance") == "validated":
-        sel.update(validation_k=2, validation_size=4)
-    d.setdefault("optimizer", {})["max_tokens"] = 32
-    d.setdefault("evaluation", {}).update(test_limit=6, per_round_test=name == "demo")
-    d["train_limit"] = 40
-    if name == "abo":
-        s["initial_prompt"] = ABO_READY  # the revise path (abo-no-demo takes the init path)
-    return d
-
-
-# the method sections of each proposer, and the tiny caps of their knobs
-METHOD_SECTION = {"rewrite": ("rewrite",), "improve": ("improve",), "abo": ("abo",), "fewshot": ("fewshot",),
-                  "instruction+fewshot": ("protegi", "fewshot")}
-TINY_KNOBS = {"protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 1},
-              "rewrite": {"samples_per_parent": 1, "mc_samples": 1}, "improve": {"samples_per_parent": 1, "mc_samples": 1},
-              "abo": {"init_samples": 1, "revise_samples": 1, "errors_per_revision": 2, "work_tokens": 16},
-              "fewshot": {"samples_per_parent": 2, "max_demos": 2, "pool_size": 8}}
 
 
 def comparable(run: Path) -> dict:
@@ -82,10 +43,8 @@ def test_every_run_config_has_a_golden():
 
 
 @pytest.mark.parametrize("name", RUN_CONFIGS)
-def test_same_results_as_golden(name, engine, tmp_path):
-    cfg = build_config(tiny(name), {"cache": str(tmp_path / "cache.sqlite")})
-    optimize(cfg, tmp_path / "run")
-    got = comparable(tmp_path / "run")
+def test_same_results_as_golden(name, shipped_run):
+    got = comparable(shipped_run(name))
     path = GOLDEN / f"{name}.json"
     if WRITE:
         GOLDEN.mkdir(exist_ok=True)

@@ -38,11 +38,9 @@ def _comparable(results: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(engine, tmp_path_factory):
-    """The uninterrupted run, in-process on the shared engine, with a fresh result cache."""
-    root = tmp_path_factory.mktemp("faults-ref")
-    optimize(build_config(TINY, {"cache": str(root / "cache.sqlite")}), root / "run")
-    return json.loads((root / "run" / "results.json").read_text())
+def reference(tiny_run):
+    """The uninterrupted run's results (the session's TINY run, computed with a fresh result cache)."""
+    return json.loads((tiny_run[0] / "results.json").read_text())
 
 
 # -- kill -9 at several points; resume reaches the same results ---------------------------------
@@ -227,7 +225,7 @@ def _long_task(root: Path) -> Path:
 
     liar = load_task("liar")
     rows = lambda split, n: [{"text": ex.input, "label": ex.label} for ex in liar.split(split)[:n]]  # noqa: E731
-    huge = "Statement: " + " ".join(f"word{i} is here" for i in range(3000))  # ~ 12k tokens > 2048
+    huge = "Statement: " + " ".join(f"word{i} is here" for i in range(300))  # ~ 1.5k tokens > SHORT_CONTEXT
     train = rows("train", 40) + [{"text": huge, "label": "Yes"}, {"text": huge + " again", "label": "No"}]
     test = rows("test", 12) + [{"text": huge + " test", "label": "No"}]
     root.mkdir(parents=True, exist_ok=True)
@@ -242,11 +240,24 @@ def _long_task(root: Path) -> Path:
     return root / "task.yaml"
 
 
-def test_useless_optimizer_and_overlong_examples(engine, tmp_path, caplog):
+SHORT_CONTEXT = 1024  # an engine of its own with a short context: cut rows cost 1k tokens of prefill, not 8k
+
+
+@pytest.fixture
+def short_context_engine():
+    from apo_local.engine import EngineSettings, load_engine, shutdown_engines
+
+    started = load_engine(EngineSettings(max_model_len=SHORT_CONTEXT), cache_path=False)
+    yield started
+    shutdown_engines(only=started)
+
+
+def test_useless_optimizer_and_overlong_examples(short_context_engine, tmp_path, caplog):
     """Replies cut to one token: every reply is truncated, rejected and counted, no new candidates, the beam
     is kept, the run completes. Over-long examples are cut to fit the context and counted, never a crash."""
+    engine = short_context_engine
     task_file = _long_task(tmp_path / "task")
-    cfg = build_config({**TINY, "task": str(task_file), "train_limit": None,
+    cfg = build_config({**TINY, "task": str(task_file), "train_limit": None, "target": {"max_model_len": SHORT_CONTEXT},
                         "search": {**TINY["search"], "parse_fallback": "none"},
                         "optimizer": {"max_tokens": 1}, "evaluation": {"test_limit": 13},
                         "cache": str(tmp_path / "cache.sqlite")})
@@ -254,6 +265,7 @@ def test_useless_optimizer_and_overlong_examples(engine, tmp_path, caplog):
 
     with caplog.at_level(logging.INFO, logger="apo_local"):
         result = optimize(cfg, tmp_path / "run")
+    assert engine.max_model_len == SHORT_CONTEXT
     run = tmp_path / "run"
     assert result.rounds_completed == 2 and result.stop_reason == "completed"
     assert result.faults.get("reply_truncated", 0) > 0 and result.replies["truncated"] == result.replies["replies"]

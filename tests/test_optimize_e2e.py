@@ -1,14 +1,9 @@
-"""A tiny ProTeGi run on the real engine: complete run directory; kill -9 part-way; exact resume."""
+"""A tiny ProTeGi run on the real engine: a complete run directory, resume of a finished run, a budget stop.
+(Kill -9 at several points and exact resume: tests/test_faults_e2e.py.)"""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -20,21 +15,8 @@ from tests.conftest import TINY
 pytestmark = pytest.mark.engine
 
 
-def _comparable(results: dict) -> dict:
-    return {k: v for k, v in results.items() if k != "time"}
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(engine, tmp_path_factory):
-    """The reference run, in-process on the shared engine, with a fresh result cache."""
-    root = tmp_path_factory.mktemp("ref")
-    cfg = build_config(TINY, {"cache": str(root / "cache.sqlite")})
-    result = optimize(cfg, root / "run")
-    return root / "run", result
-
-
-def test_run_directory_is_complete(uninterrupted):
-    run, result = uninterrupted
+def test_run_directory_is_complete(tiny_run):
+    run, result = tiny_run
     assert (run / "config.yaml").is_file() and (run / "checkpoint.json").is_file()
     assert json.loads((run / "checkpoint.json").read_text())["phase"] == "done"
     results = json.loads((run / "results.json").read_text())
@@ -61,39 +43,10 @@ def test_run_directory_is_complete(uninterrupted):
     assert oct(run.stat().st_mode & 0o777) == "0o700"
 
 
-def test_kill_and_resume_reaches_the_same_results(uninterrupted, engine, tmp_path):
-    ref_run, _ = uninterrupted
-    run = tmp_path / "run"
-    cfg_file = tmp_path / "tiny.yaml"
-    cfg_file.write_text(yaml.safe_dump({**TINY, "cache": str(tmp_path / "cache.sqlite")}))
-    proc = subprocess.Popen([sys.executable, "-m", "apo_local.cli", "optimize", "--config", str(cfg_file),
-                             "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    # Kill -9 in the middle of round 1's selection phase (after the expansion checkpoint).
-    deadline = time.time() + 600
-    killed = False
-    while time.time() < deadline and proc.poll() is None:
-        ckpt = run / "checkpoint.json"
-        if ckpt.is_file() and json.loads(ckpt.read_text())["phase"] == "expanded":
-            time.sleep(1.0)
-            os.killpg(proc.pid, signal.SIGKILL)
-            killed = True
-            break
-        time.sleep(0.2)
-    proc.wait(timeout=60)
-    assert killed, f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-    assert not (run / "results.json").exists()
-
-    result = resume(run)  # in this process, on the shared engine
-    assert _comparable(json.loads((run / "results.json").read_text())) == _comparable(
-        json.loads((ref_run / "results.json").read_text()))
-    assert result.best_prompt == json.loads((ref_run / "results.json").read_text())["best_prompt"]
-
-
-def test_resume_of_a_finished_run_loads_no_model(uninterrupted, monkeypatch):
+def test_resume_of_a_finished_run_loads_no_model(tiny_run, monkeypatch):
     import importlib
 
-    run, _ = uninterrupted
+    run, _ = tiny_run
 
     def no_engine(*args, **kwargs):
         raise AssertionError("a finished run needs no engine")
@@ -102,10 +55,10 @@ def test_resume_of_a_finished_run_loads_no_model(uninterrupted, monkeypatch):
     assert resume(run).to_dict() == json.loads((run / "results.json").read_text())
 
 
-def test_refuses_to_mix_runs(uninterrupted):
+def test_refuses_to_mix_runs(tiny_run):
     from apo_local.errors import ApoError
 
-    run, _ = uninterrupted
+    run, _ = tiny_run
     with pytest.raises(ApoError, match="already holds a run"):
         optimize(build_config(TINY), run)
 

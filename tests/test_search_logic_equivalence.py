@@ -1,7 +1,7 @@
 """Behaviour lock of the search logic without an engine: every shipped run config at the tiny size of
-``test_equivalence_e2e.py``, three rounds, against a deterministic stand-in engine (hash-based replies in
+``tests/shipped_runs.py``, three rounds, against a deterministic stand-in engine (hash-based replies in
 the shapes the meta-prompts ask for, hash-based label scores). The results and round files must equal
-``golden/fake-engine.json``, which was written by the search code before its redesign into protocols.
+``golden/fake-engine.json`` (at ``LOCK_SIZE``), which was written by the search code before its redesign into protocols.
 
 It complements the real-engine goldens (which run one round) with three rounds of every method on every
 CI run, no engine lock needed. Regenerate on purpose with ``APO_LOCAL_WRITE_GOLDEN=1``.
@@ -20,7 +20,7 @@ import apo_local.runner as O
 from apo_local.config import build_config
 from apo_local.engine import RoleEngine
 from apo_local.engine.protocol import ChoiceScores, Generation
-from tests.test_equivalence_e2e import RUN_CONFIGS, tiny
+from tests.shipped_runs import LOCK_SIZE, RUN_CONFIGS, tiny
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "fake-engine.json"
 WORDS = ["Decide", "carefully", "whether", "the", "statement", "is", "a", "lie", "using", "context", "facts"]
@@ -67,7 +67,7 @@ def test_three_rounds_of_every_method_match_the_golden(tmp_path, monkeypatch):
                                                               RoleEngine(engine, "optimizer", trace)))
     got = {}
     for name in RUN_CONFIGS:
-        data = tiny(name)
+        data = tiny(name, LOCK_SIZE)
         data["search"]["rounds"] = 1 if name == "baseline-no-iteration" else 3
         # Candidate hygiene off: the stand-in's hash-made replies never name the labels (Yes / No), so it would
         # reject nearly every proposal and three rounds would lock no search logic. Hygiene has its own tests
@@ -96,7 +96,7 @@ def test_with_hygiene_every_admitted_candidate_passes_it(tmp_path, monkeypatch):
     engine = StandIn()
     monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
                                                               RoleEngine(engine, "optimizer", trace)))
-    data = tiny("liar-protegi")
+    data = tiny("liar-protegi", LOCK_SIZE)
     data["search"]["initial_prompt"] = "Decide whether the statement is a lie using context facts"  # no label words
     result = O.optimize(build_config(data, {"cache": "off"}), tmp_path / "run")
     task = load_task("liar")
@@ -114,7 +114,7 @@ def test_max_target_calls_fires_between_bandit_rounds(tmp_path, monkeypatch):
     engine = StandIn()
     monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
                                                               RoleEngine(engine, "optimizer", trace)))
-    data = tiny("demo")
+    data = tiny("demo", LOCK_SIZE)
     data["selection"].update(budget=48, batch_size=4, arms_per_round=2)
     data["budget"] = {"max_target_calls": 17}  # 4 minibatch rows + a first bandit round of 12: under; the second: over
     data["search"]["hygiene"] = False  # the stand-in's replies name no labels: keep its candidates (see above)
@@ -154,7 +154,7 @@ def test_instruction_edits_and_demonstration_moves_in_one_round(tmp_path, monkey
     engine = StandIn()
     monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
                                                               RoleEngine(engine, "optimizer", trace)))
-    data = tiny("instruction+fewshot")
+    data = tiny("instruction+fewshot", LOCK_SIZE)
     data["search"].update(rounds=2, max_expansion=8)
     data["search"]["hygiene"] = False
     data["protegi"] = {"n_gradients": 2, "errors_per_gradient": 2, "mc_samples": 0}

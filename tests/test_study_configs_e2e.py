@@ -1,22 +1,21 @@
-"""Every shipped study config, shrunk to a tiny budget, runs end-to-end on the real engine
-(embedded SmolLM2-135M) and leaves a complete run directory."""
+"""Every shipped study config, at its tiny size (tests/shipped_runs.py), runs end-to-end on the real engine
+(embedded SmolLM2-135M), leaves a complete run directory and does what its study says. The run is the one the
+behaviour lock (tests/test_equivalence_e2e.py) compares with its golden: each config runs once per session."""
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from apo_local.config import build_config
-from apo_local.runner import optimize
+from tests.shipped_runs import tiny
 
 pytestmark = pytest.mark.engine
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-NOT_RUN_CONFIGS = {"demo.yaml", "liar-protegi.yaml",  # run by the demo and tests/test_optimize_e2e.py
+NOT_RUN_CONFIGS = {"demo.yaml",  # two rounds: checked against its golden (tests/test_equivalence_e2e.py)
                    "judge.yaml", "tracking.yaml", "server.yaml",  # tests/test_judge_tracking_e2e.py, test_openai_engine_e2e.py
                    "fewshot.yaml", "instruction+fewshot.yaml"}  # tests/test_beyond_e2e.py
 NOT_RUN_PREFIXES = ("compare-", "sweep-")  # not run configs: a comparison, sweeps (apo_local/sweep/)
@@ -27,30 +26,6 @@ SHIPPED = {"baseline-no-iteration", "baseline-greedy", "baseline-mc", "baseline-
            "ablation-no-evaluation", "ablation-naive-acceptance", "ablation-validated-acceptance", "pseudo-errors",
            "abo", "abo-no-demo", "abo-logprob-ablation"}
 
-ABO_READY = ("Follow these steps:\n1. Read the statement and its context.\n2. Look for exaggerations or claims that "
-             "contradict known facts.\n3. Answer Yes if it is a lie, otherwise No.\n\nDemonstration:\nStep 1: The statement "
-             "is about taxes.\nStep 2: It exaggerates.\nStep 3: Yes")
-
-
-def shrink(data: dict) -> dict:
-    """The config at a tiny budget (like tests/conftest.py TINY), everything that defines the method kept."""
-    d = copy.deepcopy(data)
-    s, sel = d.setdefault("search", {}), d.setdefault("selection", {})
-    s.update(rounds=1, beam_size=min(s.get("beam_size", 4), 2), minibatch_size=6, max_expansion=2)
-    section = {"rewrite": "rewrite", "improve": "improve", "abo": "abo"}.get(s.get("proposer", "protegi"), "protegi")
-    caps = {"protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 1},
-            "abo": {"init_samples": 1, "revise_samples": 1, "errors_per_revision": 2, "work_tokens": 40}}.get(
-        section, {"samples_per_parent": 1, "mc_samples": 1})
-    node = d.setdefault(section, {})
-    node.update({k: min(node.get(k, cap), cap) for k, cap in caps.items()})
-    sel.update(budget=24, batch_size=6, arms_per_round=2)
-    if sel.get("acceptance") == "validated":
-        sel.update(validation_k=2, validation_size=6)
-    d.setdefault("optimizer", {})["max_tokens"] = 64
-    d.setdefault("evaluation", {}).update(test_limit=8, per_round_test=False)
-    d["train_limit"] = 100
-    return d
-
 
 def test_every_study_config_is_listed():
     assert {f"{n}.yaml" for n in SHIPPED} <= set(STUDY_CONFIGS), STUDY_CONFIGS
@@ -59,19 +34,10 @@ def test_every_study_config_is_listed():
         assert (CONFIGS / name).read_text().startswith("#"), f"{name}: no header comment citing the study"
 
 
-@pytest.fixture(scope="module")
-def cache_file(tmp_path_factory):
-    return tmp_path_factory.mktemp("study-cache") / "cache.sqlite"
-
-
 @pytest.mark.parametrize("name", STUDY_CONFIGS)
-def test_config_runs_end_to_end(name, engine, cache_file, tmp_path):
-    data = shrink(yaml.safe_load((CONFIGS / name).read_text()))
-    if name == "abo.yaml":
-        data["search"]["initial_prompt"] = ABO_READY  # exercise the revise path (abo-no-demo exercises the init path)
-    cfg = build_config(data, {"cache": str(cache_file)})
-    run = tmp_path / "run"
-    optimize(cfg, run)
+def test_config_runs_end_to_end(name, shipped_run):
+    cfg = build_config(tiny(name.removesuffix(".yaml")))
+    run = shipped_run(name.removesuffix(".yaml"))
 
     assert (run / "config.yaml").is_file()
     assert json.loads((run / "checkpoint.json").read_text())["phase"] == "done"
