@@ -76,6 +76,60 @@ def shipped_run(engine, tmp_path_factory):
     return run
 
 
+SERVED = "smollm2"  # the server's first model name (the model folder is its second)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory):
+    """One vLLM OpenAI-compatible server for the session (``python -m vllm.entrypoints.openai.api_server`` on a free
+    loopback port, the in-process engine's weights and dtype), shared by the openai backend's and the benchmark
+    client's tests. ``.url`` ends in /v1; ``.base_url`` does not; ``.model_path`` is the folder (a served name too)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from apo_local.engine import EngineSettings
+    from apo_local.engine.openai_engine import wait_until_ready
+    from apo_local.engine.settings import cpu_engine_environment
+    from apo_local.models import chat_template_for, resolve_model
+
+    folder = resolve_model(None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
+            "--served-model-name", SERVED, str(folder), "--host", "127.0.0.1", "--port", str(port),
+            "--dtype", EngineSettings().resolved().dtype, "--max-model-len", "2048", "--enforce-eager",
+            "--kv-cache-memory-bytes", str(1 << 30), "--block-size", "32", "--seed", "0",
+            "--disable-log-stats", "--uvicorn-log-level", "warning"]
+    template = chat_template_for(folder)
+    if template:
+        path = tmp_path_factory.mktemp("server") / "template.jinja"
+        path.write_text(template, encoding="utf-8")
+        args += ["--chat-template", str(path)]
+    env = dict(os.environ)
+    cpu_engine_environment(env)
+    log = tmp_path_factory.mktemp("server-log") / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base + "/v1", 300)
+    except Exception:
+        proc.kill()
+        pytest.fail("server did not start: " + log.read_text(errors="replace")[-2000:])
+    yield SimpleNamespace(url=base + "/v1", base_url=base, model_path=str(folder))
+    os.killpg(proc.pid, signal.SIGTERM)  # the server and its engine process
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+
 @pytest.fixture(scope="session")
 def liar():
     from apo_local.tasks import load_task

@@ -1,6 +1,5 @@
-"""HttpEngine against a real local vLLM OpenAI-compatible server (127.0.0.1, started once here).
-
-Slow (the server takes about a minute to become healthy on a 2-core CPU): marked ``slow``.
+"""HttpEngine against a real local vLLM OpenAI-compatible server (127.0.0.1, the session's one server:
+tests/conftest.py ``vllm_server``). Slow (the server takes about a minute to become healthy on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from apo_local.engine import GenerationRequest, RoleEngine, Trace
-from apo_local.models import resolve_model
 from apo_local.scoring import Scorer
 from apo_local.tasks import load_task, parse_label
 
@@ -22,11 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the 
 
 
 @pytest.fixture(scope="module")
-def server():
-    from http_engine import LocalServer
-
-    with LocalServer(resolve_model(None), max_model_len=2048) as srv:
-        yield srv
+def server(vllm_server):
+    return vllm_server  # the session's one server (tests/conftest.py), shared with test_openai_engine_e2e.py
 
 
 @pytest.fixture(scope="module")

@@ -1,70 +1,29 @@
 """The openai backend against a real local vLLM OpenAI-compatible server (embedded model, real Liar rows).
 
-One server for the module, started with vLLM's own entry point (``python -m vllm.entrypoints.openai.api_server``)
-on a free loopback port, with the same weights and dtype as the in-process engine.
+The session's one server (tests/conftest.py ``vllm_server``: vLLM's own entry point on a free loopback port, the
+same weights and dtype as the in-process engine), shared with tests/test_http_engine.py.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from apo_local.engine import EngineSettings, GenerationRequest, load_engine
-from apo_local.engine.openai_engine import OpenAIEngine, wait_until_ready
+from apo_local.engine.openai_engine import OpenAIEngine
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]  # starts a server process
 
-SERVED = "smollm2"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import SERVED
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from apo_local.engine.settings import cpu_engine_environment
-    from apo_local.models import chat_template_for, resolve_model
-
-    folder = resolve_model(None)
-    port = _free_port()
-    args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
-            "--served-model-name", SERVED, "--host", "127.0.0.1", "--port", str(port),
-            "--dtype", EngineSettings().resolved().dtype, "--max-model-len", "2048", "--enforce-eager",
-            "--kv-cache-memory-bytes", str(1 << 30), "--block-size", "32", "--seed", "0",
-            "--disable-log-stats", "--uvicorn-log-level", "warning"]
-    template = chat_template_for(folder)
-    if template:
-        path = tmp_path_factory.mktemp("server") / "template.jinja"
-        path.write_text(template, encoding="utf-8")
-        args += ["--chat-template", str(path)]
-    env = dict(os.environ)
-    cpu_engine_environment(env)
-    log = tmp_path_factory.mktemp("server-log") / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        wait_until_ready(url, 150)
-    except Exception:
-        proc.kill()
-        pytest.fail("server did not start: " + log.read_text(errors="replace")[-2000:])
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def server(vllm_server):
+    return vllm_server.url
 
 
 def test_label_scores_match_the_in_process_engine(server, engine, liar, tmp_path):
