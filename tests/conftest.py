@@ -76,6 +76,43 @@ def shipped_run(engine, tmp_path_factory):
     return run
 
 
+# The least work that still prints the whole table: one round, one beam prompt, one expansion.
+CLI_RUN = {**TINY, "search": {**TINY["search"], "rounds": 1, "beam_size": 1, "max_expansion": 1},
+           "optimizer": {"max_tokens": 48}, "protegi": {**TINY["protegi"], "n_gradients": 1},
+           "selection": {**TINY["selection"], "budget": 16}, "evaluation": {**TINY["evaluation"], "test_limit": 8}}
+CLI_SECRETS = {"APO_TEST_SECRET": "sk-apotest-3f9c1e0b7a5d4c2e", "HF_TOKEN": "hf_apotestFAKEtoken9081726354",
+               "OPENAI_API_KEY": "sk-proj-apotest-00112233445566"}
+
+
+@pytest.fixture(scope="session")
+def airgapped_cli_run(tmp_path_factory):
+    """One ``apo-local optimize`` subprocess (its own engine) for the session, run as a user would and as the air-gap
+    checks need: a socket guard in every process, a network namespace with loopback only where the machine allows
+    it, fake secrets in the environment, a permissive umask, the default cache location under APO_LOCAL_CACHE_DIR,
+    no PYTHONWARNINGS. tests/test_airgap.py reads what it left; tests/test_cli_output_e2e.py reads what it printed.
+    ``.proc`` (stdout/stderr text), ``.run``, ``.cache``, ``.guard_log``, ``.env``."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import yaml
+
+    from tests.airgap_guard import guarded_env, netns_prefix
+
+    root = tmp_path_factory.mktemp("cli-run")
+    env, log = guarded_env(root, APO_LOCAL_CACHE_DIR=str(root / "cache"), **CLI_SECRETS)
+    for key in ("VLLM_HOST_IP", "VLLM_LOOPBACK_IP", "PYTHONWARNINGS"):  # the tool must set the first two itself
+        env.pop(key, None)
+    (root / "tiny.yaml").write_text(yaml.safe_dump(CLI_RUN))
+    run = root / "run"
+    proc = subprocess.run([*netns_prefix(), sys.executable, "-m", "apo_local.cli", "optimize", "--config",
+                           str(root / "tiny.yaml"), "--out", str(run)], env=env, cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=900, preexec_fn=lambda: os.umask(0o022))
+    return SimpleNamespace(proc=proc, run=run, cache=root / "cache", guard_log=log, env=env)
+
+
 SERVED = "smollm2"  # the server's first model name (the model folder is its second)
 
 

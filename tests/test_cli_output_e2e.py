@@ -1,8 +1,8 @@
 """The CLI on the real engine: stdout carries the result and nothing else; what is already known (a
 finished run, a fully cached evaluation) is answered without loading a model; generation tasks.
 
-Cost control: two subprocesses start an engine (one optimize, one evaluate); their repeats load none.
-The rest runs in-process on the shared ``engine``.
+Cost control: two subprocesses start an engine (the session's one CLI optimize, shared with the air-gap
+checks, and one evaluate); their repeats load none. The rest runs in-process on the shared ``engine``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from tests.conftest import TINY
 
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,13 +35,8 @@ def _run(args: list, tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
 
 
-def test_optimize_prints_only_the_table_and_resumes_a_finished_run_without_a_model(tmp_path):
-    cfg, run = tmp_path / "tiny.yaml", tmp_path / "run"
-    small = {"rounds": 1, "beam_size": 1, "max_expansion": 1}  # the least work with a table
-    cfg.write_text(yaml.safe_dump({**TINY, "search": {**TINY["search"], **small}, "optimizer": {"max_tokens": 48},
-                                   "protegi": {**TINY["protegi"], "n_gradients": 1},
-                                   "selection": {**TINY["selection"], "budget": 16}, "evaluation": {"test_limit": 8}}))
-    proc = _run(["optimize", "--config", cfg, "--out", run], tmp_path)
+def test_optimize_prints_only_the_table_and_resumes_a_finished_run_without_a_model(airgapped_cli_run, tmp_path):
+    proc, run = airgapped_cli_run.proc, airgapped_cli_run.run  # the session's one CLI optimize (a user's shell)
     assert proc.returncode == 0, proc.stderr[-3000:]
     bad = [line for line in proc.stdout.splitlines() if not TABLE.match(line)]
     assert not bad, proc.stdout  # no WARNING lines, no progress bars, no log lines: the table only
