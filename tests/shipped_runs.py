@@ -32,10 +32,10 @@ TINY_KNOBS = {"protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_sample
 # Run sizes. RUN_SIZE: the real-engine runs (optimizer replies long enough to finish their tags most of the
 # time, so edits and paraphrases are exercised). LOCK_SIZE: the stand-in engine's three-round lock
 # (tests/test_search_logic_equivalence.py), whose golden was recorded at these sizes before the redesign.
-RUN_SIZE = {"minibatch_size": 6, "budget": 24, "batch_size": 6, "validation_size": 6, "max_tokens": 64, "test_limit": 8,
-            "train_limit": 100, "work_tokens": 40}
+RUN_SIZE = {"minibatch_size": 6, "budget": 12, "batch_size": 6, "validation_size": 6, "max_tokens": 64, "test_limit": 6,
+            "train_limit": 100, "work_tokens": 40, "validation_rows": 8}
 LOCK_SIZE = {"minibatch_size": 4, "budget": 12, "batch_size": 4, "validation_size": 4, "max_tokens": 32, "test_limit": 6,
-             "train_limit": 40, "work_tokens": 16}
+             "train_limit": 40, "work_tokens": 16, "validation_rows": None}
 
 
 def tiny(name: str, size: dict = RUN_SIZE) -> dict:
@@ -53,7 +53,8 @@ def tiny(name: str, size: dict = RUN_SIZE) -> dict:
     if sel.get("acceptance") == "validated":
         sel.update(validation_k=2, validation_size=size["validation_size"])
     d.setdefault("optimizer", {})["max_tokens"] = size["max_tokens"]
-    d.setdefault("evaluation", {}).update(test_limit=size["test_limit"], per_round_test=name == "demo")
+    d.setdefault("evaluation", {}).update(test_limit=size["test_limit"], per_round_test=name == "demo",
+                                         **({"validation_rows": size["validation_rows"]} if size["validation_rows"] else {}))
     d["train_limit"] = size["train_limit"]
     if name == "abo":
         s["initial_prompt"] = ABO_READY  # the revise path (abo-no-demo takes the init path)

@@ -10,7 +10,7 @@ import pytest
 from apo_local.config import build_config
 from apo_local.runner import optimize, resume
 from apo_local.search.beam import BeamSearch
-from tests.test_study_configs_e2e import ABO_READY
+from tests.shipped_runs import ABO_READY
 
 pytestmark = pytest.mark.engine
 
