@@ -43,3 +43,21 @@ def test_a_run_answered_from_the_cache_records_nothing(tmp_path, monkeypatch):
               "optimizer": {"prompts": 2, "cache_hits": 2, "seconds": 0.0, "output_tokens": 50}}
     est_mod.record_throughput(build_config(SMALL), cached)
     assert not (tmp_path / "throughput.json").exists()
+
+
+
+def test_a_judged_task_counts_the_judge_under_the_optimizer():
+    """metric judge: one grading prompt per target output (+ the prior), and the judge's reasons for every error
+    shown to the gradient step; the same config on the plain task has none of them."""
+    from pathlib import Path
+
+    import yaml
+
+    data = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "judge.yaml").read_text())
+    judged = _estimate(build_config(data))
+    plain = _estimate(build_config({**data, "task": "liar"}))
+    assert judged.target.prompts == plain.target.prompts
+    p, rounds, beam = data["protegi"], data["search"]["rounds"], data["search"]["beam_size"]
+    groups = (1 + (rounds - 1) * beam) * p["n_gradients"]
+    assert judged.optimizer.prompts - plain.optimizer.prompts == judged.target.prompts + 1 + groups * p["errors_per_gradient"]
+    assert judged.optimizer.calls - plain.optimizer.calls == judged.target.calls + 1 + groups

@@ -60,6 +60,12 @@ def test_judge_grades_outputs_and_explains_errors(judged_run):
     assert gradients and all("Judge: " in p for p in gradients)  # the judge's reasons, next to each error
     search = [json.loads(x) for x in (out / "predictions" / "search.jsonl").read_text().splitlines()]
     assert {r["split"] for r in search} == {"train", "test"} and all("output" in r for r in search)
+    # the pre-run estimate counts the judge's grading and reasons (under the optimizer, as the trace does)
+    estimate = json.loads((out / "estimate.json").read_text())
+    used = json.loads((out / "results.json").read_text())["usage"]
+    for role in ("target", "optimizer"):
+        assert used[role]["calls"] <= estimate[role]["calls"] and used[role]["prompts"] <= estimate[role]["prompts"], (
+            role, used[role], estimate[role])
 
 
 def test_judge_calibration_and_agreement_on_real_outputs(engine, judged_run):

@@ -133,8 +133,36 @@ def estimate(cfg: RunConfig, task: Task, train: list[Example], test: list[Exampl
     mode, answer_tokens = cfg.answer_mode()
     if mode == "generate":
         est.target.output_tokens += est.target.prompts * answer_tokens
+    _judge(cfg, task, est, answer_tokens, sample)
     est.seconds = _seconds(cfg, est)
     return est
+
+
+def _judge(cfg: RunConfig, task: Task, est: Estimate, answer_tokens: int, sample: list[Example]) -> None:
+    """A judged task (metric judge): every target scoring call is followed by one grading batch of its outputs
+    (at most one prompt per output, plus the content-free prior once), and every error group shown to the
+    optimizer by one batch of the judge's reasons. The judge runs on the optimizer's engine or judge.model, and
+    the trace counts it under the optimizer: so does the estimate."""
+    from apo_local.tasks.judge import REASON_TOKENS, judge_of
+
+    judge = judge_of(task)
+    if judge is None:
+        return
+    reference = sum(_tokens(ex.label) for ex in sample) // max(1, len(sample))
+    grade_in = _tokens(judge.prompt("", "")) + answer_tokens + reference
+    calls, prompts = est.target.calls, est.target.prompts
+    est.optimizer.add(1, grade_in)  # the prior
+    est.optimizer.calls += calls
+    est.optimizer.prompts += prompts
+    est.optimizer.input_tokens += prompts * grade_in
+    if cfg.search.proposer in ("protegi", "one-step", "three-stage", "instruction+fewshot") and cfg.feedback.show_evaluation:
+        p = cfg.protegi
+        groups = sum((1 if rnd == 1 else cfg.search.beam_size) * p.n_gradients for rnd in range(1, cfg.search.rounds + 1))
+        reasons = groups * p.errors_per_gradient
+        est.optimizer.calls += groups
+        est.optimizer.prompts += reasons
+        est.optimizer.input_tokens += reasons * (grade_in + 20)
+        est.optimizer.output_tokens += reasons * REASON_TOKENS
 
 
 def _propose(cfg: RunConfig, est: Estimate, parents: int, rnd: int, target_in: int, prompt: int, row: int) -> int:
