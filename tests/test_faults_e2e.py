@@ -82,8 +82,9 @@ class _Run(subprocess.Popen):
     """A CLI subprocess whose stderr lines are collected as they come (a thread drains the pipe)."""
 
     def __init__(self, args: list[str]):
+        # progress lines from 0.3 s: the kill points below wait for a running batch's line on any machine speed
         super().__init__([*CLI, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+                         start_new_session=True, env={**os.environ, "APO_LOCAL_PROGRESS_AFTER_S": "0.3"})
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()

@@ -130,7 +130,8 @@ class RoleEngine:
 # -- progress ------------------------------------------------------------------------------------
 
 log = logging.getLogger("apo_local")
-PROGRESS_AFTER_S = 2.0  # an engine call running longer than this gets a line when it starts and when it ends
+# an engine call running longer than this gets a line when it starts and when it ends (APO_LOCAL_PROGRESS_AFTER_S)
+PROGRESS_AFTER_S = float(os.environ.get("APO_LOCAL_PROGRESS_AFTER_S") or 2.0)
 
 
 @contextmanager
