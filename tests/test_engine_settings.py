@@ -173,3 +173,24 @@ def test_cpu_auto_dtype_is_float32_without_native_bf16(monkeypatch):
     assert st.EngineSettings(dtype="bfloat16").resolved().dtype == "bfloat16"  # an explicit choice is kept
     monkeypatch.setattr(st, "has_cuda_gpu", lambda: True)
     assert st.EngineSettings().resolved().dtype == "auto"  # GPUs compute bf16 natively
+
+
+def test_cpu_kv_cache_default_from_the_environment(monkeypatch):
+    """No kv_cache_gb in the settings: on CPU APO_LOCAL_CPU_KV_CACHE_GB (GiB) where set, else 2 GiB; settings that
+    name one keep it; a value that is not a positive number is one clear error."""
+    import pytest
+
+    from apo_local.engine import settings as S
+    from apo_local.errors import ApoError
+
+    monkeypatch.setattr(S, "has_cuda_gpu", lambda: False)
+    monkeypatch.delenv("APO_LOCAL_CPU_KV_CACHE_GB", raising=False)
+    assert S.EngineSettings().resolved().kv_cache_gb == 2.0
+    for raw, gb in (("0.5", 0.5), ("3", 3.0), (" ", 2.0)):
+        monkeypatch.setenv("APO_LOCAL_CPU_KV_CACHE_GB", raw)
+        assert S.EngineSettings().resolved().kv_cache_gb == gb
+    assert S.EngineSettings(kv_cache_gb=4.0).resolved().kv_cache_gb == 4.0
+    for raw in ("lots", "-1", "0"):
+        monkeypatch.setenv("APO_LOCAL_CPU_KV_CACHE_GB", raw)
+        with pytest.raises(ApoError, match="APO_LOCAL_CPU_KV_CACHE_GB"):
+            S.EngineSettings().resolved()

@@ -11,23 +11,37 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
 pytestmark = pytest.mark.engine
 
 
-def run(args: list[str], deadline: float, **env) -> tuple[subprocess.CompletedProcess, float]:
+RUN_TAG = "APO_TEST_EXIT_RUN"  # marks the processes of one command (other tests may run engines beside it)
+
+
+def run(args: list[str], deadline: float, tag: str = "", **env) -> tuple[subprocess.CompletedProcess, float]:
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "apo_local.cli", *args], capture_output=True, text=True,
-                          timeout=deadline, env={**os.environ, **env})
+                          timeout=deadline, env={**os.environ, **env, RUN_TAG: tag})
     return proc, time.monotonic() - start
 
 
-def engine_processes() -> set[int]:
+def engine_processes(tag: str) -> set[int]:
+    """The engine processes started by the command run with ``tag`` (they inherit its environment)."""
     import psutil
 
-    return {p.pid for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("VLLM::")}
+    found = set()
+    for p in psutil.process_iter(["name"]):
+        if not (p.info["name"] or "").startswith("VLLM::"):
+            continue
+        try:
+            if p.environ().get(RUN_TAG) == tag:
+                found.add(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return found
 
 
 def test_engine_start_failure_exits_with_2_and_one_line(tmp_path):
@@ -44,16 +58,16 @@ def test_engine_start_failure_exits_with_2_and_one_line(tmp_path):
 def test_second_engine_failure_beside_a_running_engine_exits(tmp_path):
     """The target's engine (its engine core in its own process, as on a GPU) is up when the
     optimizer's fails: the command still ends at once, and leaves no engine process behind."""
-    before = engine_processes()
+    tag = uuid.uuid4().hex
     proc, seconds = run(["optimize", "--task", "liar", "--out", str(tmp_path / "run"), "--cache", "off",
                          "--optimizer-model", "smollm2-135m", "--optimizer-max-model-len", "1024",
                          "--optimizer-engine-args", "{no_such_engine_arg: 1}"], deadline=300,
-                        APO_LOCAL_CPU_ENGINE="subprocess")
+                        tag=tag, APO_LOCAL_CPU_ENGINE="subprocess")
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert "optimizer.engine_args" in last and "target.engine_args" not in last
     for _ in range(20):
-        if not engine_processes() - before:
+        if not engine_processes(tag):
             break
         time.sleep(0.5)
-    assert not engine_processes() - before, "engine processes outlived the command"
+    assert not engine_processes(tag), "engine processes outlived the command"

@@ -21,9 +21,20 @@ from tests.conftest import TINY
 pytestmark = pytest.mark.engine
 
 
+def copy_cache(source, dest) -> None:
+    """A result cache copied as SQLite copies a live database (its WAL included)."""
+    import sqlite3
+
+    with sqlite3.connect(source) as src, sqlite3.connect(dest) as dst:
+        src.backup(dst)
+
+
 @pytest.fixture(scope="module")
-def interrupted_then_resumed(engine, tmp_path_factory):
+def interrupted_then_resumed(engine, tiny_run, tmp_path_factory):
+    """The ucb cell is the session's TINY run, so the sweep starts from that run's result cache: the first cell is
+    answered from it, the second computes what differs (its selection, round 2)."""
     root = tmp_path_factory.mktemp("sweep")
+    copy_cache(tiny_run[0].parent / "cache.sqlite", root / "cache.sqlite")
     spec, base = S.parse_sweep({"base": {**TINY, "cache": str(root / "cache.sqlite")},
                                 "grid": {"selection.selector": ["ucb", "successive-halving"]}})
     out = root / "sweep"

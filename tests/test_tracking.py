@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 
 import pytest
 
@@ -58,8 +59,13 @@ def test_refusals(tmp_path):
 
 
 def test_mlflow_file_store_without_network(tmp_path, monkeypatch):
-    """Where mlflow is installed (it is optional): a file store, and no connection or DNS lookup at all."""
-    pytest.importorskip("mlflow")
+    """Where mlflow is installed (optional for users; scripts/setup.sh installs mlflow-skinny): a file store, and no
+    connection or DNS lookup at all. Skipped without mlflow, except in CI (``CI`` set), where it fails."""
+    if importlib.util.find_spec("mlflow") is None:
+        why = "mlflow not installed (scripts/setup.sh installs mlflow-skinny)"
+        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+            pytest.fail(f"{why}; CI must run the MLflow logger check")
+        pytest.skip(why)
     import socket
 
     from apo_local.tracking import MLflowTracker

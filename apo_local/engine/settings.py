@@ -6,6 +6,8 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from apo_local.errors import ApoError
+
 
 def freeze(value: Any) -> Any:
     """A hashable copy of a JSON-like value (mappings become sorted item tuples, lists tuples)."""
@@ -32,7 +34,7 @@ class EngineSettings:
     dtype: str = "auto"
     max_model_len: int | None = None  # None: the model's own context length, capped by the KV memory
     gpu_memory_utilization: float | None = None  # None: 0.85 on GPU, 0.3 on CPU (fraction of host RAM there)
-    kv_cache_gb: float | None = None  # None: vLLM's choice on GPU, 2 GiB on CPU
+    kv_cache_gb: float | None = None  # None: vLLM's choice on GPU; on CPU $APO_LOCAL_CPU_KV_CACHE_GB, else 2 GiB
     tensor_parallel_size: int = 1
     enforce_eager: bool | None = None  # None: True on CPU (no graph capture there)
     seed: int = 0
@@ -65,7 +67,7 @@ class EngineSettings:
             gpu_memory_utilization=self.gpu_memory_utilization
             if self.gpu_memory_utilization is not None
             else (0.85 if gpu else 0.3),
-            kv_cache_gb=self.kv_cache_gb if self.kv_cache_gb is not None or gpu else 2.0,
+            kv_cache_gb=self.kv_cache_gb if self.kv_cache_gb is not None or gpu else cpu_default_kv_cache_gb(),
             enforce_eager=self.enforce_eager if self.enforce_eager is not None else not gpu,
             dtype=self.dtype if self.dtype != "auto" or gpu else cpu_auto_dtype(),
         )
@@ -74,6 +76,24 @@ class EngineSettings:
         d = asdict(self)
         d["engine_args"], d["chat_template_kwargs"] = self.engine_kwargs(), self.template_kwargs()
         return d
+
+
+KV_CACHE_ENV = "APO_LOCAL_CPU_KV_CACHE_GB"
+
+
+def cpu_default_kv_cache_gb() -> float:
+    """The KV cache of a CPU engine whose settings name none: ``APO_LOCAL_CPU_KV_CACHE_GB`` (GiB) where it is set,
+    so a machine's operator sets it once for every run (and for the processes a run starts); else 2 GiB."""
+    raw = os.environ.get(KV_CACHE_ENV, "").strip()
+    if not raw:
+        return 2.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ApoError(f"{KV_CACHE_ENV}={raw!r}: expected a positive number of GiB (e.g. 1 or 0.5)")
+    return value
 
 
 _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")

@@ -121,51 +121,63 @@ def estimate(cfg: RunConfig, task: Task, train: list[Example], test: list[Exampl
     target_in = sum(_tokens(task.render(instruction, ex)) for ex in sample) // max(1, len(sample))
     if cfg.search.proposer in ("fewshot", "instruction+fewshot"):
         target_in += cfg.fewshot.max_demos * row  # the demonstrations a prompt may carry
+    mode, answer_tokens = cfg.answer_mode()
+    judge = _JudgeSize.of(task, answer_tokens, sample, cfg.feedback.show_evaluation)
     est = Estimate(rounds=cfg.search.rounds)
     for rnd in range(1, cfg.search.rounds + 1):
         parents = 1 if rnd == 1 else cfg.search.beam_size
-        new = _propose(cfg, est, parents, rnd, target_in, prompt, row)
+        new = _propose(cfg, est, parents, rnd, target_in, prompt, row, judge)
         _select(cfg, est, parents, min(new, parents * cfg.search.max_expansion), target_in)
         if cfg.evaluation.per_round_test:
             est.target.add(cfg.search.beam_size * len(test), target_in)
     est.target.add(cfg.search.beam_size * len(validation), target_in)  # the final pick, on the validation rows
     est.target.add((cfg.search.beam_size + 1) * len(test), target_in)  # the final test
-    mode, answer_tokens = cfg.answer_mode()
     if mode == "generate":
         est.target.output_tokens += est.target.prompts * answer_tokens
-    _judge(cfg, task, est, answer_tokens, sample)
+    if judge:
+        judge.grading(est)
     est.seconds = _seconds(cfg, est)
     return est
 
 
-def _judge(cfg: RunConfig, task: Task, est: Estimate, answer_tokens: int, sample: list[Example]) -> None:
-    """A judged task (metric judge): every target scoring call is followed by one grading batch of its outputs
-    (at most one prompt per output, plus the content-free prior once), and every error group shown to the
-    optimizer by one batch of the judge's reasons. The judge runs on the optimizer's engine or judge.model, and
-    the trace counts it under the optimizer: so does the estimate."""
-    from apo_local.tasks.judge import REASON_TOKENS, judge_of
+@dataclass
+class _JudgeSize:
+    """A judged task (metric judge). The judge runs on the optimizer's engine or judge.model, and the trace counts
+    it under the optimizer: so does the estimate. ``reason_in`` is 0 when the optimizer is shown no evaluation."""
 
-    judge = judge_of(task)
-    if judge is None:
-        return
-    reference = sum(_tokens(ex.label) for ex in sample) // max(1, len(sample))
-    grade_in = _tokens(judge.prompt("", "")) + answer_tokens + reference
-    calls, prompts = est.target.calls, est.target.prompts
-    est.optimizer.add(1, grade_in)  # the prior
-    est.optimizer.calls += calls
-    est.optimizer.prompts += prompts
-    est.optimizer.input_tokens += prompts * grade_in
-    if cfg.search.proposer in ("protegi", "one-step", "three-stage", "instruction+fewshot") and cfg.feedback.show_evaluation:
-        p = cfg.protegi
-        groups = sum((1 if rnd == 1 else cfg.search.beam_size) * p.n_gradients for rnd in range(1, cfg.search.rounds + 1))
-        reasons = groups * p.errors_per_gradient
-        est.optimizer.calls += groups
-        est.optimizer.prompts += reasons
-        est.optimizer.input_tokens += reasons * (grade_in + 20)
-        est.optimizer.output_tokens += reasons * REASON_TOKENS
+    grade_in: int  # tokens of one grading prompt
+    reason_in: int  # tokens of one reason prompt
+
+    @classmethod
+    def of(cls, task: Task, answer_tokens: int, sample: list[Example], show_evaluation: bool) -> "_JudgeSize | None":
+        from apo_local.tasks.judge import judge_of
+
+        judge = judge_of(task)
+        if judge is None:
+            return None
+        pair = answer_tokens + sum(_tokens(ex.label) for ex in sample) // max(1, len(sample))  # output + reference
+        return cls(_tokens(judge.prompt("", "")) + pair,
+                   _tokens(judge.reason_prompt("", "")) + pair if show_evaluation else 0)
+
+    def grading(self, est: Estimate) -> None:
+        """Every target scoring call is followed by one grading batch of its outputs (at most one prompt per
+        output), plus the content-free prior once."""
+        calls, prompts = est.target.calls, est.target.prompts
+        est.optimizer.add(1, self.grade_in)  # the prior
+        est.optimizer.calls += calls
+        est.optimizer.prompts += prompts
+        est.optimizer.input_tokens += prompts * self.grade_in
+
+    def reasons(self, est: Estimate, groups: int, per_group: int) -> None:
+        """Every error group shown to the optimizer is preceded by one batch of the judge's reasons."""
+        from apo_local.tasks.judge import REASON_TOKENS
+
+        for _ in range(groups if self.reason_in else 0):
+            est.optimizer.add(per_group, self.reason_in, per_group * REASON_TOKENS)
 
 
-def _propose(cfg: RunConfig, est: Estimate, parents: int, rnd: int, target_in: int, prompt: int, row: int) -> int:
+def _propose(cfg: RunConfig, est: Estimate, parents: int, rnd: int, target_in: int, prompt: int, row: int,
+             judge: _JudgeSize | None = None) -> int:
     """Add one expansion's calls; return the most proposals it can make."""
     name, out_max, opt = cfg.search.proposer, cfg.optimizer.max_tokens, est.optimizer
     meta = META_OVERHEAD + prompt
@@ -173,7 +185,7 @@ def _propose(cfg: RunConfig, est: Estimate, parents: int, rnd: int, target_in: i
         moves = parents * cfg.fewshot.samples_per_parent
         if name == "fewshot":
             return moves
-        updates, mc = _feedback_updates(cfg, est, parents, target_in, meta, row)
+        updates, mc = _feedback_updates(cfg, est, parents, target_in, meta, row, judge)
         sources = updates + parents if mc else 0
         opt.add(sources, meta, sources * mc * out_max)
         return moves + updates + sources * mc
@@ -197,20 +209,23 @@ def _propose(cfg: RunConfig, est: Estimate, parents: int, rnd: int, target_in: i
         opt.add(parents, meta, parents * s.samples_per_parent * out_max)
         updates, mc = parents * s.samples_per_parent, s.mc_samples
     else:
-        updates, mc = _feedback_updates(cfg, est, parents, target_in, meta, row)
+        updates, mc = _feedback_updates(cfg, est, parents, target_in, meta, row, judge)
     sources = updates + parents if mc else 0
     opt.add(sources, meta, sources * mc * out_max)
     return updates + sources * mc
 
 
-def _feedback_updates(cfg: RunConfig, est: Estimate, parents: int, target_in: int, meta: int, row: int
-                      ) -> tuple[int, int]:
-    """protegi, one-step, three-stage: minibatch scoring, then the update calls; (updates, mc_samples)."""
+def _feedback_updates(cfg: RunConfig, est: Estimate, parents: int, target_in: int, meta: int, row: int,
+                      judge: _JudgeSize | None = None) -> tuple[int, int]:
+    """protegi, one-step, three-stage (and instruction+fewshot's instruction edits): minibatch scoring, the
+    judge's reasons for the shown errors (a judged task), then the update calls; (updates, mc_samples)."""
     p, name, out_max, opt = cfg.protegi, cfg.search.proposer, cfg.optimizer.max_tokens, est.optimizer
     if p.n_gradients == 0:
         return 0, p.mc_samples
     est.target.add(parents * cfg.search.minibatch_size, target_in)
     groups = parents * p.n_gradients
+    if judge:
+        judge.reasons(est, groups, p.errors_per_gradient)
     shown = meta + p.errors_per_gradient * row
     if name == "one-step":
         opt.add(groups, shown, groups * out_max)

@@ -57,7 +57,12 @@ class Judge:
         return self.engine
 
     def prompt(self, output: str, reference: str) -> str:
+        """The grading prompt of one (output, reference) pair."""
         return _GRADE.format(rubric=self.rubric, reference=reference.strip(), output=output.strip())
+
+    def reason_prompt(self, output: str, reference: str) -> str:
+        """The prompt asking for the reason an output falls short of its reference."""
+        return _REASON.format(rubric=self.rubric, reference=reference.strip(), output=output.strip())
 
     def _normalised(self, logprobs: Sequence[float]) -> tuple[float, float]:
         top = max(logprobs)
@@ -95,9 +100,8 @@ class Judge:
         """The judge's one-sentence reason per (output, reference) pair (greedy, seeded: cached and resumable)."""
         from apo_local.engine.protocol import GenerationRequest
 
-        requests = [GenerationRequest(_REASON.format(rubric=self.rubric, reference=r.strip(),
-                                                     output=(o or "(no answer)").strip()),
-                                      temperature=0.0, max_tokens=REASON_TOKENS, seed=0) for o, r in pairs]
+        requests = [GenerationRequest(self.reason_prompt(o or "(no answer)", r), temperature=0.0,
+                                      max_tokens=REASON_TOKENS, seed=0) for o, r in pairs]
         out = self._need_engine().generate(requests)
         return [" ".join(g.text.split()) or "(no reason given)" for g in out]
 
