@@ -33,7 +33,8 @@ class EngineConfig(_Section):
     gpu_memory_utilization: Optional[float] = D(None, "memory fraction for the engine (host RAM on CPU); unset: "
                                                       "automatic (split between two models on one GPU), 0.3 on CPU",
                                                 gt=0, le=1)
-    kv_cache_gb: Optional[PositiveFloat] = D(None, "KV cache size in GiB; unset: vLLM's choice on GPU, 2 on CPU")
+    kv_cache_gb: Optional[PositiveFloat] = D(None, "KV cache size in GiB; unset: vLLM's choice on GPU, on CPU "
+                                                   "$APO_LOCAL_CPU_KV_CACHE_GB or 2")
     tensor_parallel_size: PositiveInt = D(1, "GPUs per engine (tensor parallelism)")
     enforce_eager: Optional[bool] = D(None, "no CUDA graph capture; unset: true on CPU")
     engine_args: dict[str, Any] = D({}, "any other vllm.LLM argument, passed through (quantization, "
