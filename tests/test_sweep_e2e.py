@@ -31,8 +31,9 @@ def copy_cache(source, dest) -> None:
 
 @pytest.fixture(scope="module")
 def interrupted_then_resumed(engine, tiny_run, tmp_path_factory):
-    """The ucb cell is the session's TINY run, so the sweep starts from that run's result cache: the first cell is
-    answered from it, the second computes what differs (its selection, round 2)."""
+    """The ucb cell is the session's TINY run, so the sweep starts from that run's result cache: every engine call
+    that repeats one of that run's is answered from it (what this test checks is the sweep's bookkeeping of an
+    interrupted and a finished cell; the search itself is checked on that run)."""
     root = tmp_path_factory.mktemp("sweep")
     copy_cache(tiny_run[0].parent / "cache.sqlite", root / "cache.sqlite")
     spec, base = S.parse_sweep({"base": {**TINY, "cache": str(root / "cache.sqlite")},
