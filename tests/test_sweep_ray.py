@@ -41,6 +41,8 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.engine
+@pytest.mark.slow  # each cell's Ray worker starts its own engine
 def test_two_cells_as_ray_tasks(local_ray, tmp_path):
     spec, base = S.parse_sweep({"base": {**SMALL, "cache": str(tmp_path / "cache.sqlite")},
                                 "grid": {"selection.selector": ["ucb", "uniform"]},
