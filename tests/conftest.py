@@ -244,12 +244,12 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_xdist_auto_num_workers(config):
-    """``-n auto``: one worker per core, at most as many as memory allows (about 6 GiB for a worker's engines and the
-    processes its tests start), at most 4."""
+    """``-n auto``: one worker per core, at most as many as memory allows (9 GiB each: two workers peaked at 17.8 GB,
+    their engines and the processes their tests start), at most 4."""
     import psutil
 
     cores = len(os.sched_getaffinity(0))
-    return max(1, min(cores, int(psutil.virtual_memory().total / (6 << 30)), 4))
+    return max(1, min(cores, int(psutil.virtual_memory().total / (9 << 30)), 4))
 
 
 def pytest_collection_modifyitems(config, items):

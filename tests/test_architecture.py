@@ -250,3 +250,18 @@ def test_public_names_are_never_shadowed_by_a_submodule():
     for module in set(apo_local._LAZY.values()):
         importlib.import_module(module)
     assert callable(apo_local.optimize) and callable(apo_local.resume) and callable(apo_local.build_config)
+
+
+def test_modules_that_share_a_session_fixture_run_on_one_worker():
+    """The suite's parallel workers (tests/conftest.py) build a session fixture once per worker: every module that
+    names a shared one is in that fixture's group; a module that names none is a group of its own."""
+    from tests.conftest import module_groups
+
+    groups = module_groups()
+    assert groups["test_optimize_e2e.py"] == groups["test_faults_e2e.py"] == groups["test_sweep_e2e.py"]
+    assert groups["test_equivalence_e2e.py"] == groups["test_study_configs_e2e.py"]
+    assert groups["test_airgap.py"] == groups["test_cli_output_e2e.py"]
+    assert groups["test_http_engine.py"] == groups["test_openai_engine_e2e.py"]
+    assert len({groups[m] for m in ("test_optimize_e2e.py", "test_equivalence_e2e.py", "test_airgap.py",
+                                    "test_http_engine.py")}) == 4
+    assert groups["test_chat.py"] == "test_chat.py"
