@@ -71,17 +71,13 @@ def engine(engine_settings, tmp_path_factory):
 def _stop_the_engines_a_test_started():
     """An engine a test starts in its body or its own fixtures (not the session's default one, not a wider
     fixture's) stops when the test ends: a worker keeps only the engines later tests share."""
-    from types import SimpleNamespace
+    from apo_local.engine import EngineSettings, engine_key, running_engines, shutdown_engines
 
-    from apo_local import engine as E
-
-    before = set(E._LOADED)
+    before = running_engines()
     yield
-    started = set(E._LOADED) - before
+    started = running_engines() - before
     if started:
-        started.discard(E.engine_key(E.EngineSettings()))
-        for key in started:
-            E.shutdown_engines(only=SimpleNamespace(inner=E._LOADED[key]))
+        shutdown_engines(keys=started - {engine_key(EngineSettings())})
 
 
 @pytest.fixture(scope="session")

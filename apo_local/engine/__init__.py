@@ -21,7 +21,7 @@ from apo_local.errors import ApoError
 __all__ = [
     "CachedEngine", "ChoiceScores", "Engine", "EngineSettings", "Generation", "GenerationRequest",
     "LazyBackend", "ROLES", "RoleEngine", "Trace", "load_engine", "load_role_engines", "engine_key", "has_cuda_gpu",
-    "shutdown_engines",
+    "running_engines", "shutdown_engines",
 ]
 
 log = logging.getLogger("apo_local")
@@ -201,9 +201,20 @@ def shutdown_engines_within(seconds: float) -> bool:
     return done.wait(seconds)
 
 
-def shutdown_engines(only: CachedEngine | None = None) -> None:
-    """Stop the backends this process started (all, or just ``only``'s), engine worker processes included."""
-    backends = [only.inner] if only is not None else list(_LOADED.values())
+def running_engines() -> frozenset[tuple]:
+    """The ``engine_key`` of every backend this process has running."""
+    return frozenset(_LOADED)
+
+
+def shutdown_engines(only: CachedEngine | None = None, *, keys=None) -> None:
+    """Stop the backends this process started (all, just ``only``'s, or those of the ``engine_key``s in ``keys``),
+    engine worker processes included."""
+    if only is not None:
+        backends = [only.inner]
+    elif keys is not None:
+        backends = [_LOADED[k] for k in keys if k in _LOADED]
+    else:
+        backends = list(_LOADED.values())
     for k, cached in list(_CACHED.items()):
         if cached.inner in backends:
             if cached.cache:
