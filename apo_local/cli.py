@@ -203,39 +203,60 @@ def _print_summary(result, out) -> None:
 
 
 def summary_lines(result) -> list[str]:
-    """The results table: the prompt the search selected (without the test split) first, its test score with
-    its 95% interval; the initial prompt; best-of-beam last, labelled as picked with the test split. Then the
-    paired difference selected - initial, the power line and any prevalence warning."""
-    from apo_local.search.headline import power_line, suppressed_labels
+    """The results table: the headline sentence first; the prompt the search selected (without the test split),
+    its test score with its 95% interval; the initial prompt; the best constant answer (classification);
+    best-of-beam last, labelled as picked with the test split. Then the paired differences selected - initial
+    and selected - best constant, the power line and any prevalence warning."""
+    from apo_local.search.baselines import constant_instruction
+    from apo_local.search.headline import headline, power_line, suppressed_labels
     from apo_local.stats import fmt_ci
 
     m = result.metric
+    d = result.to_dict()
     estimate = {b["text"]: b["estimate"] for b in result.beam}
+    constant = result.constant_baselines or {}
     rows = [(f"selected ({result.selected_by})", result.selected_prompt, result.selected_test),
-            ("initial", result.initial_prompt, result.initial_test),
-            ("best of beam (picked on test: optimistic)", result.best_prompt, result.best_test)]
+            ("initial", result.initial_prompt, result.initial_test)]
+    if constant.get("best") is not None:
+        label = constant["best"]
+        majority = " = train majority" if label == constant.get("majority_label") else ""
+        rows.append((f"best constant answer{majority}", constant_instruction(label), constant["by_label"][label]))
+    rows.append(("best of beam (picked on test: optimistic)", result.best_prompt, result.best_test))
     acc = "test acc (= micro-F1)" if m in ("f1", "macro_f1") else "test accuracy"
-    lines = [f"{'':44} {'train est.':>10} {'test ' + m + ' [95% CI]':>24} {acc:>24}  prompt"]
+    lines = [result.headline or headline(d), "",
+             f"{'':44} {'train est.':>10} {'test ' + m + ' [95% CI]':>24} {acc:>24}  prompt"]
     for name, text, test in rows:
         short = " ".join(text.split())
         short = short if len(short) <= 80 else short[:79] + "…"
-        est = estimate.get(text) if name != "initial" else None
+        est = estimate.get(text) if name.startswith(("selected", "best of beam")) else None
         ci = test.get("ci") or {}
         acc_cell = fmt_ci(test["metrics"]["accuracy"], ci.get("accuracy") or ci.get(m)) if m != "accuracy" else ""
         lines.append(f"{name:44} {'-' if est is None else f'{est:.3f}':>10} "
                      f"{fmt_ci(test['metrics'][m], ci.get(m)):>24} {acc_cell:>24}  {short}")
     paired = result.selected_vs_initial
     if paired:
-        d = paired[m]
-        line = f"selected - initial: {m} {d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] (paired bootstrap p={d['p']:.3f}"
+        line = f"selected - initial: {m} {_diff(paired[m])} (paired bootstrap p={paired[m]['p']:.3f}"
+        if "balanced_accuracy" in paired:
+            line += f"; balanced accuracy {_diff(paired['balanced_accuracy'])}"
         mc = paired["mcnemar"]
         lines.append(line + f"; McNemar p={mc['p']:.3f}, {mc['only_a']} rows only selected right, "
                             f"{mc['only_b']} only initial right; n={paired['n']})")
+    vs_constant = result.selected_vs_constant
+    if vs_constant and constant.get("best") is not None:
+        line = f"selected - always {constant['best']!r}: {m} {_diff(vs_constant[m])}"
+        if "balanced_accuracy" in vs_constant:
+            line += f"; balanced accuracy {_diff(vs_constant['balanced_accuracy'])}"
+        lines.append(line)
+    if paired:
         lines.append(power_line(paired["power"], paired["n"]))
     for label, share_p, share_t in suppressed_labels(result.selected_test):
         lines.append(f"warning: the selected prompt predicts {label!r} for {share_p:.0%} of test rows (true share "
                      f"{share_t:.0%}): a metric can rise this way while the classifier gets worse")
     return lines
+
+
+def _diff(d: dict) -> str:
+    return f"{d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
 
 
 def _time_line(t: dict) -> str:

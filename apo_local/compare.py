@@ -155,12 +155,21 @@ def run_record(method: str, seed: int, results: dict) -> dict:
         "test": results["selected_test"]["metrics"][m],
         "best_test": results["best_test"]["metrics"][m],
         "initial_test": results["initial_test"]["metrics"][m],
+        **_constant(results, m),
         "rounds": results["rounds_completed"], "stop_reason": results["stop_reason"],
         "accepted_steps": sum(bool(h.get("accepted")) for h in history),
         "prompt_tokens_per_step": [(h.get("prompt_tokens") or [None])[0] for h in history],
         **{f"{role}_{k}": usage.get(role, {}).get(k, 0) for role in ("target", "optimizer")
            for k in ("calls", "prompts", "input_tokens", "output_tokens")},
     }
+
+
+def _constant(results: dict, m: str) -> dict:
+    """The best constant answer on the run's test rows (classification; {} for a run without one)."""
+    constant = results.get("constant_baselines") or {}
+    if constant.get("best") is None:
+        return {}
+    return {"constant_label": constant["best"], "constant_test": constant["by_label"][constant["best"]]["metrics"][m]}
 
 
 def run_cell(spec: CompareSpec, method: str, seed: int, out: Path) -> dict:
@@ -213,6 +222,8 @@ def summarize(spec: CompareSpec, runs: list[dict], per_row: dict | None = None, 
                "test_mean": _mean(tests), "test_std": _std(tests),
                "best_test_mean": _mean([r["best_test"] for r in rs]),
                "initial_test_mean": _mean([r["initial_test"] for r in rs]),
+               "constant_test_mean": _mean([r.get("constant_test") for r in rs]),
+               "constant_label": "/".join(sorted({r["constant_label"] for r in rs if r.get("constant_label")})) or None,
                "p_vs_" + spec.baseline: p,
                "accepted_steps_mean": _mean([r["accepted_steps"] for r in rs]),
                "rounds_mean": _mean([r["rounds"] for r in rs]),
@@ -267,15 +278,25 @@ def _ci(ci) -> str:
     return "-" if not ci or any(c != c for c in ci) else f"[{ci[0]:.4f}, {ci[1]:.4f}]"
 
 
+def _beats(ci, value: float) -> bool:
+    return bool(ci) and not any(c != c for c in ci) and ci[0] > value
+
+
 def _diff(r: dict) -> str:
     return "-" if r.get("diff_vs_baseline") is None else f"{r['diff_vs_baseline']:+.4f} {_ci(r['diff_ci'])}"
+
+
+def _constant_cell(r: dict) -> str:
+    if r.get("constant_test_mean") is None:
+        return "-"
+    return f"{_fmt(r['constant_test_mean'])} (always {r['constant_label']})"
 
 
 def markdown(spec: CompareSpec, rows: list[dict], runs: list[dict]) -> str:
     pk = "p_vs_" + spec.baseline
     metric = rows[0]["metric"] if rows else "metric"
-    head = ["method", "seeds", f"test {metric} (mean ± std)", "95% CI (seeds × examples)",
-            f"vs {spec.baseline}: diff [95% CI]", "McNemar p", "best-of-beam test (optimistic)", "p over seeds",
+    head = ["method", "seeds", f"test {metric} (mean ± std)", "95% CI (seeds × examples)", "initial prompt",
+            "best constant answer", f"vs {spec.baseline}: diff [95% CI]", "McNemar p", "best-of-beam test (optimistic)", "p over seeds",
             "accepted steps", "target calls / prompts", "optimizer calls / in / out tokens", "prompt tokens per step"]
     lines = [f"# Comparison: {len(spec.methods)} methods × {len(spec.seeds)} seeds",
              "", f"Budget per run: {spec.budget or 'none'}; test metric of the prompt each search selected "
@@ -286,11 +307,16 @@ def markdown(spec: CompareSpec, rows: list[dict], runs: list[dict]) -> str:
     for r in rows:
         lines.append("| " + " | ".join([
             r["method"], str(r["seeds"]), f"{r['test_mean']:.4f} ± {r['test_std']:.4f}", _ci(r.get("test_ci")),
-            _diff(r), _fmt(r.get("mcnemar_p")), _fmt(r["best_test_mean"]), _fmt(r[pk]), _fmt(r["accepted_steps_mean"]),
+            _fmt(r.get("initial_test_mean")), _constant_cell(r), _diff(r), _fmt(r.get("mcnemar_p")), _fmt(r["best_test_mean"]), _fmt(r[pk]), _fmt(r["accepted_steps_mean"]),
             f"{_fmt(r['target_calls_mean'])} / {_fmt(r['target_prompts_mean'])}",
             f"{_fmt(r['optimizer_calls_mean'])} / {_fmt(r['optimizer_input_tokens_mean'])} / "
             f"{_fmt(r['optimizer_output_tokens_mean'])}",
             r["prompt_tokens_per_step"] or "-"]) + " |")
+    below = [r["method"] for r in rows if r.get("constant_test_mean") is not None
+             and not _beats(r.get("test_ci"), r["constant_test_mean"])]
+    if below:
+        lines += ["", f"Not above a constant answer: {', '.join(below)} (the 95% interval of the test {metric} "
+                  "reaches the best constant answer's score on the same rows): no gain a constant does not match."]
     lines += [""] + [f"Power: {r['method']} vs {spec.baseline} on {r['paired_examples']} paired test rows detects an "
               f"accuracy difference of {_fmt(r['detectable_accuracy_difference'])} (80% power, 5% level); a 0.02 "
               f"difference needs about {r['examples_for_0.02']} rows." for r in rows if r.get("paired_examples")]

@@ -155,6 +155,10 @@ class SelectionConfig(_Section):
     pick: Literal["estimate", "shortest-within-ci"] = D(
         "estimate", "the selected prompt: the beam's best training estimate, or the beam's shortest prompt whose "
                     "estimate is within the 95% CI (Wilson) of the best")
+    final_pick: Literal["guarded", "reference"] = D(
+        "guarded", "pick on the validation rows: guarded (by the selection's reward, balanced accuracy for F1-type "
+                   "metrics, and the initial prompt competes with the final beam) or reference (the final beam "
+                   "only, by the task's metric)")
 
 
 # "true" | "wrong"; an unquoted YAML true (or --feedback-labels true) means "true"

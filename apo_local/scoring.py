@@ -52,6 +52,22 @@ class Evaluation:
                 "true_distribution": self.true_distribution, "confusion": self.confusion, "errors": self.errors}
 
 
+def make_evaluation(task: Task, instruction: str, predictions: Sequence[Prediction],
+                    examples: Sequence[Example]) -> Evaluation:
+    """The metrics, distributions and confusion of ``predictions`` (one per example, in order)."""
+    golds = [ex.label for ex in examples]
+    labels = [p.label if p.label is not None else "<none>" for p in predictions]
+    confusion: dict[str, dict[str, int]] = {}
+    if task.kind == "classification":
+        for gold, pred in zip(golds, labels):
+            row = confusion.setdefault(gold, {})
+            row[pred] = row.get(pred, 0) + 1
+    return Evaluation(instruction=instruction, metrics=task.metric.compute([p.label for p in predictions], golds),
+                      predictions=list(predictions), predicted_distribution=dict(Counter(labels)),
+                      true_distribution=dict(Counter(golds)), confusion=confusion,
+                      errors=sum(p.error is not None for p in predictions))
+
+
 class Scorer:
     def __init__(self, task: Task, engine, mode: str = "logprobs", max_tokens: int = 8, dedupe: bool = True,
                  chunk: int = 32_768, parse=None):
@@ -128,28 +144,8 @@ class Scorer:
 
     def evaluate_many(self, instructions: Sequence[str], examples: Sequence[Example]) -> list[Evaluation]:
         preds = self.predict([(ins, ex) for ins in instructions for ex in examples])
-        golds = [ex.label for ex in examples]
-        out = []
-        for k, ins in enumerate(instructions):
-            chunk = preds[k * len(examples) : (k + 1) * len(examples)]
-            labels = [p.label if p.label is not None else "<none>" for p in chunk]
-            confusion: dict[str, dict[str, int]] = {}
-            if self.task.kind == "classification":
-                for gold, pred in zip(golds, labels):
-                    row = confusion.setdefault(gold, {})
-                    row[pred] = row.get(pred, 0) + 1
-            out.append(
-                Evaluation(
-                    instruction=ins,
-                    metrics=self.task.metric.compute([p.label for p in chunk], golds),
-                    predictions=chunk,
-                    predicted_distribution=dict(Counter(labels)),
-                    true_distribution=dict(Counter(golds)),
-                    confusion=confusion,
-                    errors=sum(p.error is not None for p in chunk),
-                )
-            )
-        return out
+        n = len(examples)
+        return [make_evaluation(self.task, ins, preds[k * n : (k + 1) * n], examples) for k, ins in enumerate(instructions)]
 
     def evaluate(self, instruction: str, examples: Sequence[Example]) -> Evaluation:
         return self.evaluate_many([instruction], examples)[0]

@@ -227,9 +227,11 @@ def test_cli_table_headlines_the_selected_prompt_with_its_interval_and_warns_on_
                        rounds_completed=1, stop_reason="completed", usage={}, faults={},
                        selected_by="validation (200 rows)", selected_vs_initial=stats.paired(flat, good))
     lines = summary_lines(result)
-    assert lines[1].startswith("selected (validation (200 rows))") and "0.000 [0.000, 0.000]" in lines[1]
-    assert "0.840 [" in lines[1]  # accuracy (= micro-F1) beside the binary F1
-    assert lines[2].startswith("initial") and lines[3].startswith("best of beam (picked on test")
+    assert lines[0].startswith("headline: worse than the initial prompt (f1 -") and lines[1] == ""
+    table = lines[3:]
+    assert table[0].startswith("selected (validation (200 rows))") and "0.000 [0.000, 0.000]" in table[0]
+    assert "0.840 [" in table[0]  # accuracy (= micro-F1) beside the binary F1
+    assert table[1].startswith("initial") and table[2].startswith("best of beam (picked on test")
     assert any(line.startswith("selected - initial: f1 -") and "McNemar p=" in line for line in lines)
     assert any(line.startswith("power: with 100 test rows") for line in lines)
     assert any(line.startswith("warning: the selected prompt predicts 'Yes' for 0% of test rows (true share 16%)")

@@ -76,19 +76,40 @@ def _summary(page: Page, run: D.RunData) -> None:
                 ev["metrics"].get("n"), prompt]
 
     page.h("Summary")
-    page.table(["", f"test {m} [95% CI]", "accuracy (= micro-F1) [95% CI]", "n", "prompt"], [
-        row(f"selected ({res.get('selected_by', 'selection estimate')})", res["selected_test"], res["selected_prompt"]),
-        row("initial", res["initial_test"], res["initial_prompt"]),
-        row("best of beam (picked on test: optimistic)", res["best_test"], res["best_prompt"])])
+    page.p(_headline(res), "warn" if "no gain over a constant" in _headline(res) else "meta")
+    rows = [row(f"selected ({res.get('selected_by', 'selection estimate')})", res["selected_test"], res["selected_prompt"]),
+            row("initial", res["initial_test"], res["initial_prompt"])]
+    constant = res.get("constant_baselines") or {}
+    if constant.get("best") is not None:
+        from apo_local.search.baselines import constant_instruction
+
+        majority = " = train majority" if constant["best"] == constant.get("majority_label") else ""
+        rows.append(row(f"best constant answer{majority}", constant["by_label"][constant["best"]],
+                        constant_instruction(constant["best"])))
+    rows.append(row("best of beam (picked on test: optimistic)", res["best_test"], res["best_prompt"]))
+    page.table(["", f"test {m} [95% CI]", "accuracy (= micro-F1) [95% CI]", "n", "prompt"], rows)
     paired = res.get("selected_vs_initial") or {}
     if paired.get(m):
         d, mc = paired[m], paired["mcnemar"]
+        balanced = paired.get("balanced_accuracy")
         page.p(f"selected − initial on the same {paired['n']} test rows: {m} {d['diff']:+.3f} "
-               f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] (paired bootstrap), McNemar p = {mc['p']:.3g}. "
-               + power_line(paired["power"], paired["n"]), "meta")
+               f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] (paired bootstrap)"
+               + (f", balanced accuracy {balanced['diff']:+.3f} [{balanced['ci'][0]:+.3f}, {balanced['ci'][1]:+.3f}]"
+                  if balanced else "")
+               + f", McNemar p = {mc['p']:.3g}. " + power_line(paired["power"], paired["n"]), "meta")
+    vs_constant = (res.get("selected_vs_constant") or {}).get(m)
+    if vs_constant and constant.get("best") is not None:
+        page.p(f"selected − always {constant['best']!r} on the same rows: {m} {vs_constant['diff']:+.3f} "
+               f"[{vs_constant['ci'][0]:+.3f}, {vs_constant['ci'][1]:+.3f}] (paired bootstrap).", "meta")
     page.p(f"stop: {res['stop_reason']} · rounds completed: {res['rounds_completed']} · wall: "
            f"{res.get('time', {}).get('seconds')} s · faults: "
            + (", ".join(f"{k}={v}" for k, v in res.get("faults", {}).items()) or "none"), "meta")
+
+
+def _headline(res: dict) -> str:
+    from apo_local.search.headline import headline
+
+    return res.get("headline") or headline(res)
 
 
 def _labels(page: Page, run: D.RunData) -> None:

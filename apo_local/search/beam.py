@@ -26,10 +26,12 @@ from apo_local.search.hygiene import Hygiene
 from apo_local.search.budget import Budget, BudgetStop
 from apo_local.search.context import RoundContext
 from apo_local.search.feedback import corrupt_examples, make_feedback
+from apo_local.search.final_pick import REWARD, pick_on_validation, validation_scores
 from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.optimizer_calls import OptimizerCalls
 from apo_local.search.proposers import make_proposer
-from apo_local.search.headline import SplitStats
+from apo_local.search.baselines import best_constant, constant_evaluations, majority_label
+from apo_local.search.headline import SplitStats, headline
 from apo_local.search.proposers.abo_format import final_answer
 from apo_local.search.result import RunResult, reply_summary
 from apo_local.search.selectors import make_selector
@@ -177,12 +179,17 @@ class BeamSearch:
         beam_texts = [c.text for c in beam]
         elapsed = self.budget.elapsed
         name = self.task.metric.name
-        on_validation = self._validation_scores(beam_texts)
+        guarded = self.cfg.selection.final_pick == "guarded"
+        on_validation = validation_scores(self.scorer, self.validation,
+                                          list(dict.fromkeys(beam_texts + ([initial] if guarded else []))), name)
         evals = self.scorer.evaluate_many(list(dict.fromkeys(beam_texts + [initial])), self.test)
         by_text = {e.instruction: e for e in evals}
         best = max(beam_texts, key=lambda t: (by_text[t].metrics[name], -beam_texts.index(t)))
-        selected, pick, selected_by = self._pick(beam, on_validation)
+        selected, pick, selected_by = self._pick(beam, on_validation, initial)
         stats = SplitStats(self.task.metric, self.test)
+        constants = constant_evaluations(self.task, self.test)
+        majority = majority_label(self.task, self.train)
+        top = best_constant(constants, name, majority)
         totals = self.trace.totals_dict()
         result = RunResult(
             metric=name, initial_prompt=initial, best_prompt=best, selected_prompt=selected,
@@ -198,33 +205,35 @@ class BeamSearch:
                   "cache_hits": {r: t["cache_hits"] for r, t in totals.items()}},
             selected_by=selected_by,
             selected_vs_initial=stats.paired(by_text[selected], by_text[initial]),
+            initial_validation=on_validation.get(initial),
+            constant_baselines=None if top is None else {
+                "best": top, "majority_label": majority,
+                "by_label": {label: stats.summary(e) for label, e in constants.items()}},
+            selected_vs_constant=None if top is None else stats.paired(by_text[selected], constants[top]),
         )
+        result.headline = headline(result.to_dict())
         if self.run_dir:
             write_json(self.run_dir.results, result.to_dict())
         return result
 
-    def _pick(self, beam: list[Candidate], on_validation: dict[str, float]) -> tuple[str, dict | None, str]:
+    def _pick(self, beam: list[Candidate], on_validation: dict[str, dict], initial: str) -> tuple[str, dict | None, str]:
         """The selected prompt (``selection.pick``), the pick's record and how it was chosen: by default the
-        best final beam prompt on the validation rows (without them: the top selection estimate); or the
-        beam's shortest prompt within the CI of the best estimate."""
+        best prompt on the validation rows by the selection's reward (F1-type metrics: balanced accuracy), the
+        initial prompt competing with the final beam (``selection.final_pick: guarded``; ties go to the beam, in
+        its order, the initial prompt last), or with ``final_pick: reference`` the best final beam prompt by the
+        task's metric; without validation rows the top selection estimate; or the beam's shortest prompt within
+        the CI of the best estimate."""
         if self.cfg.selection.pick == "estimate":
             if not on_validation:
                 return beam[0].text, None, "selection estimate"
-            texts = [c.text for c in beam]
-            best = max(texts, key=lambda t: (on_validation.get(t, 0.0), -texts.index(t)))
-            return best, None, f"validation ({len(self.validation)} rows)"
+            key = REWARD if self.cfg.selection.final_pick == "guarded" else self.task.metric.name
+            best, how = pick_on_validation(on_validation, key, [c.text for c in beam], initial, len(self.validation))
+            return best, None, how
         tokens = prompt_tokens(self.task, self.scorer.engine, [c.text for c in beam])
         i = shortest_within_ci([c.estimate for c in beam], [c.pulls for c in beam], tokens)
         return beam[i].text, {"rule": "shortest-within-ci", "selected_id": beam[i].id,
                               "beam": [[c.id, c.estimate, c.pulls, t] for c, t in zip(beam, tokens)]}, \
             "shortest within the CI of the best estimate"
-
-    def _validation_scores(self, beam_texts: list[str]) -> dict[str, float]:
-        """The task's metric of each final beam prompt on the validation rows ({} without validation rows)."""
-        if not self.validation or not beam_texts:
-            return {}
-        evals = self.scorer.evaluate_many(beam_texts, self.validation)
-        return {e.instruction: e.metrics[self.task.metric.name] for e in evals}
 
     # -- state ---------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The headline numbers of a run, each with its uncertainty: a test score with its bootstrap interval, the
-paired comparison of the selected prompt against the initial one on the same test rows, the smallest
-difference the test split can detect, and the labels a prompt predicts far below their true share."""
+paired comparison of the selected prompt against the initial one (and against the best constant answer) on
+the same test rows, the smallest difference the test split can detect, the labels a prompt predicts far
+below their true share, and the one plain-word headline sentence that says what all of it means."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Sequence
 
 from apo_local.stats import bootstrap_ci, examples_needed, mcnemar, mean, paired_bootstrap
 from apo_local.tasks import Example
-from apo_local.tasks.metrics import Metric, metric_value
+from apo_local.tasks.metrics import BALANCED_METRICS, Metric, balanced_accuracy, metric_value
 
 # A label counts as suppressed when its predicted share is below this fraction of its true share (and its
 # true share is at least MIN_SHARE): the "prevalence hacking" failure, a metric such as F1 raised by
@@ -34,21 +35,34 @@ class SplitStats:
     def _statistic(self, rows):
         return metric_value(self.metric, rows)
 
+    @property
+    def balanced(self) -> bool:
+        """F1-type metrics: the selection's reward is balanced accuracy, reported beside the metric."""
+        return self.metric.name in BALANCED_METRICS
+
     def summary(self, evaluation) -> dict:
-        """``Evaluation.to_dict()`` plus ``ci``: the 95% bootstrap interval of the metric and of accuracy."""
+        """``Evaluation.to_dict()`` plus ``ci``: the 95% bootstrap interval of the metric and of accuracy (and for
+        F1-type metrics balanced accuracy, the selection's reward, with its interval)."""
         d = evaluation.to_dict()
         d["ci"] = {self.metric.name: list(bootstrap_ci(self._rows(evaluation), self._statistic))}
         if self.metric.name != "accuracy":
             d["ci"]["accuracy"] = list(bootstrap_ci(self._correct(evaluation), mean))
+        if self.balanced:
+            rows = self._rows(evaluation)
+            d["metrics"] = {**d["metrics"], "balanced_accuracy": balanced_accuracy(rows)}
+            d["ci"]["balanced_accuracy"] = list(bootstrap_ci(rows, balanced_accuracy))
         return d
 
     def paired(self, a, b) -> dict:
         """``a`` minus ``b`` on the same rows: the metric's and accuracy's difference with paired bootstrap
-        intervals, the exact McNemar test, and the power line's figures."""
+        intervals (for F1-type metrics balanced accuracy's too: the selection's reward, which a shift toward
+        one label does not raise), the exact McNemar test, and the power line's figures."""
         ca, cb = self._correct(a), self._correct(b)
         out = {"n": len(self.golds), self.metric.name: paired_bootstrap(self._rows(a), self._rows(b), self._statistic)}
         if self.metric.name != "accuracy":
             out["accuracy"] = paired_bootstrap(ca, cb, mean)
+        if self.balanced:
+            out["balanced_accuracy"] = paired_bootstrap(self._rows(a), self._rows(b), balanced_accuracy)
         out["mcnemar"] = mcnemar(ca, cb)
         n = len(self.golds)
         discordant = (out["mcnemar"]["only_a"] + out["mcnemar"]["only_b"]) / n if n else 0.0
@@ -89,3 +103,54 @@ def suppressed_labels(test: dict) -> list[tuple[str, float, float]]:
 
 def is_nan(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _interval(d: dict) -> str:
+    return f"{d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+
+
+def _above_zero(d: dict | None) -> bool:
+    return bool(d) and not is_nan(d["ci"][0]) and d["ci"][0] > 0
+
+
+def _below_zero(d: dict | None) -> bool:
+    return bool(d) and not is_nan(d["ci"][1]) and d["ci"][1] < 0
+
+
+def headline(result: dict) -> str:
+    """One plain-word sentence for what the run's test numbers mean (``results.json``: ``headline``).
+
+    A change counts only when its paired 95% interval excludes zero. The selected prompt must also beat the
+    best constant answer on the same rows (its paired interval above zero), else the sentence says it does
+    not, whatever the difference to the initial prompt: a metric raised by answering one label more often
+    is not a gain. For F1-type metrics a rise of the metric without a rise of balanced accuracy (the
+    selection's reward) is named as such."""
+    m = result["metric"]
+    vs_initial = (result.get("selected_vs_initial") or {}).get(m)
+    constant = result.get("constant_baselines") or {}
+    label = constant.get("best")
+    vs_constant = (result.get("selected_vs_constant") or {}).get(m)
+    kept = result.get("selected_prompt") == result.get("initial_prompt")
+    if label is not None and vs_constant and not _above_zero(vs_constant):
+        value = result["selected_test"]["metrics"][m]
+        bar = constant["by_label"][label]["metrics"][m]
+        what = "scores below" if _below_zero(vs_constant) else "does not beat"
+        subject = "the initial prompt (kept by the search)" if kept else "the selected prompt"
+        return (f"headline: no gain over a constant answer: {subject} {what} always answering {label!r} on these "
+                f"test rows ({m} {value:.3f} vs {bar:.3f}; difference {_interval(vs_constant)})")
+    beats = f"; it beats always answering {label!r} ({m} {_interval(vs_constant)})" if label is not None else ""
+    if kept:
+        return f"headline: the search kept the initial prompt: no final beam prompt beat it on the validation rows{beats}"
+    if not vs_initial:
+        return "headline: no paired comparison with the initial prompt"
+    balanced = (result.get("selected_vs_initial") or {}).get("balanced_accuracy")
+    if _above_zero(vs_initial):
+        if balanced and not _above_zero(balanced):
+            return (f"headline: {m} rose ({_interval(vs_initial)}) but balanced accuracy did not "
+                    f"({_interval(balanced)}): the rise may come from answering one label more often, not from a "
+                    f"better classifier{beats}")
+        return f"headline: better than the initial prompt ({m} {_interval(vs_initial)}){beats}"
+    if _below_zero(vs_initial):
+        return f"headline: worse than the initial prompt ({m} {_interval(vs_initial)}){beats}"
+    return (f"headline: no detectable change from the initial prompt ({m} {_interval(vs_initial)}: the interval "
+            f"includes zero){beats}")

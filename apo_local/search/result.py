@@ -26,11 +26,16 @@ class RunResult:
     selected_by: str = "selection estimate"  # how selected_prompt was chosen
     selected_vs_initial: dict = field(default_factory=dict)  # paired test statistics (search.headline)
     pick: dict | None = None  # selection.pick other than "estimate": the rule and the beam it chose from
+    initial_validation: dict | None = None  # the initial prompt's validation scores (final_pick: guarded)
+    constant_baselines: dict | None = None  # classification: {best, majority_label, by_label: label -> test summary}
+    selected_vs_constant: dict | None = None  # paired test statistics against the best constant answer
+    headline: str = ""  # one plain-word sentence: what the test numbers mean (search.headline.headline)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if d["pick"] is None:
-            del d["pick"]
+        for key in ("pick", "initial_validation", "constant_baselines", "selected_vs_constant"):
+            if d[key] is None:
+                del d[key]
         return d
 
 

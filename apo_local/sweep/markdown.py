@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 # Column headers in results.md and on the report page.
-SHORT = {"test_initial": "test initial", "test_best": "test best (picked on test)", "test_selected": "test selected",
+SHORT = {"test_initial": "test initial", "test_constant": "test constant", "test_best": "test best (picked on test)", "test_selected": "test selected",
          "test_selected_ci": "95% CI (selected)",
          "test_gain": "gain (selected - initial)", "target_calls": "T calls", "target_prompts": "T prompts",
          "target_input_tokens": "T in tok", "target_output_tokens": "T out tok", "optimizer_calls": "O calls",

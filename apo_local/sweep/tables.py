@@ -18,7 +18,7 @@ from apo_local.sweep.markdown import SHORT, fmt, md_table, plus_minus
 from apo_local.sweep.size_view import write_size_view
 
 ID_COLUMNS = ["task", "method", "proposer", "selector", "target", "optimizer", "seed"]
-VALUE_COLUMNS = ["test_selected", "test_initial", "test_best", "test_gain", "rounds",
+VALUE_COLUMNS = ["test_selected", "test_initial", "test_constant", "test_best", "test_gain", "rounds",
                  "target_calls", "target_prompts", "target_input_tokens", "target_output_tokens",
                  "optimizer_calls", "optimizer_prompts", "optimizer_input_tokens", "optimizer_output_tokens",
                  "optimizer_tokens", "wall_seconds"]
@@ -56,6 +56,9 @@ def _result_values(r: dict) -> dict:
         optimizer_input_tokens=o.get("input_tokens"), optimizer_output_tokens=o.get("output_tokens"),
         optimizer_tokens=(o.get("input_tokens") or 0) + (o.get("output_tokens") or 0),
         wall_seconds=r.get("time", {}).get("seconds"))
+    constant = r.get("constant_baselines") or {}
+    if constant.get("best") is not None:  # the best constant answer on the same test rows (classification)
+        row["test_constant"] = constant["by_label"][constant["best"]]["metrics"][m]
     row["test_gain"] = row["test_selected"] - row["test_initial"]  # the prompt a user deploys, not best-of-beam
     ci = (r["selected_test"].get("ci") or {}).get(m)
     if ci:
@@ -130,7 +133,8 @@ def _markdown(name: str, rows: list[dict], aggs: list[dict]) -> list[str]:
           f"{sum(r['status'] == 'done' for r in rows)} of {len(rows)} cells done. Metric: {metrics} (test split). "
           "'test selected' is the prompt the search selected without the test split (the one to deploy), with its "
           "95% bootstrap interval over test rows (per cell) or its 95% t-interval over seeds (per group); 'test best' "
-          "is the best beam prompt picked on the test split (optimistic); gain = selected - initial. "
+          "is the best beam prompt picked on the test split (optimistic); 'test constant' is the best constant answer on "
+          "the same rows (classification: a selected prompt not above it has no gain); gain = selected - initial. "
           "T = target, O = optimizer; tokens are input + output.", "", "## Cells", ""]
     md.append(md_table(["cell", "status", *shown_ids, "seed", "95% CI", *(SHORT.get(c, c) for c in vcols)],
                        [[r["cell"], r["status"], *(fmt(r.get(k)) for k in shown_ids), fmt(r.get("seed")),

@@ -150,6 +150,23 @@ def selection_weights(metric_name: str, golds: Sequence[str]) -> dict[str, float
     return {label: len(golds) / (len(counts) * c) for label, c in counts.items()}
 
 
+def balanced_accuracy(rows: Sequence[tuple[str | None, str]]) -> float:
+    """Mean recall over the gold labels present in ``rows`` ((prediction, gold) pairs): what the selection's
+    class-balanced reward (``selection_weights``) estimates. A constant answer scores 1/K, whatever the
+    prevalence, so a metric that rises by shifting toward one label does not move it."""
+    if not rows:
+        return math.nan
+    hits: dict[str, list[int]] = {}
+    for p, g in rows:
+        hits.setdefault(g, []).append(p == g)
+    return sum(sum(h) / len(h) for h in hits.values()) / len(hits)
+
+
+def reward_name(metric_name: str) -> str:
+    """The name of the statistic the selection's reward follows for this metric (``selection.reward: metric``)."""
+    return "balanced_accuracy" if metric_name in BALANCED_METRICS else "accuracy"
+
+
 def metric_value(metric: Metric, rows: Sequence[tuple[str | None, str]]) -> float:
     """The metric over (prediction, gold) rows (the statistic the bootstrap recomputes per resample)."""
     if not rows:
