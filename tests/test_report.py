@@ -227,8 +227,9 @@ def test_usage_plot_figure_title_clears_the_panel_titles(tmp_path):
 def test_optimizer_size_plot_figure_title_clears_the_panel_titles():
     from apo_local.sweep.size_view import optimizer_size_figure
 
-    rows = [{"series": "all", "optimizer": name, "parameters": n, "metric": "f1", "test_best": 0.6,
-             "test_best_std": 0.1, "test_initial": 0.45, "optimizer_tokens": 1800.0, "optimizer_tokens_std": 200.0}
+    rows = [{"series": "all", "optimizer": name, "parameters": n, "metric": "f1", "test_selected": 0.6,
+             "test_selected_std": 0.1, "test_initial": 0.45, "test_constant": 0.68, "optimizer_tokens": 1800.0,
+             "optimizer_tokens_std": 200.0}
             for name, n in (("small", 135_000_000), ("big", 7_600_000_000))]
     assert _titles_clear(optimizer_size_figure(rows)) == []
 

@@ -16,7 +16,7 @@ from apo_local.sweep.tables import group_columns, shown_columns, write_tables
 
 log = logging.getLogger("apo_local")
 
-VALUE_COLUMNS = ["test_selected_ci", "test_selected", "test_initial", "test_best", "test_gain", "rounds", "target_calls", "target_prompts",
+VALUE_COLUMNS = ["test_selected_ci", "test_selected", "test_initial", "test_constant", "test_best", "test_gain", "rounds", "target_calls", "target_prompts",
                  "target_input_tokens", "optimizer_calls", "optimizer_input_tokens", "optimizer_output_tokens",
                  "wall_seconds"]
 
@@ -29,7 +29,7 @@ def write_sweep_report(path: str | Path, *, cells: bool = False) -> Path:
         _cell_reports(out, cell_rows)
     page = Page(f"apo-local sweep: {out.resolve().name}", plots_dir=out / "plots")
     done = sum(r["status"] == "done" for r in cell_rows)
-    _optimizer_size(page, cell_rows)
+    _optimizer_size(page, out, cell_rows)
     page.h("Results", anchor="results")
     if done:
         page.plot("cells.png", P.sweep_cells_plot(cell_rows), "test metric per cell")
@@ -50,19 +50,27 @@ def _cell_reports(out: Path, cell_rows: list[dict]) -> None:
                 log.warning("report for %s failed: %s", d, exc)
 
 
-def _optimizer_size(page: Page, cell_rows: list[dict]) -> None:
-    size_rows = optimizer_size_rows(cell_rows, group_columns(cell_rows))
+def _optimizer_size(page: Page, out: Path, cell_rows: list[dict]) -> None:
+    size_rows = optimizer_size_rows(cell_rows, group_columns(cell_rows), out)
     if not size_rows:
         return
     page.h("Optimizer size", anchor="optimizer-size")
-    page.p("Same task and target, different optimizer models: test metric of the best prompt (initial prompt "
-           "dotted) and optimizer tokens, mean ± std over seeds.", "meta")
+    page.p("Same task and target, different optimizer models: test metric of the prompt each search selected "
+           "(initial prompt dotted, best constant answer dashed) and optimizer tokens, mean ± std over seeds; each "
+           "larger optimizer against the series' smallest on the same seeds and test rows.", "meta")
     page.plot("optimizer-size.png", optimizer_size_plot(size_rows), "optimizer size comparison")
-    page.table(["series", "optimizer", "params", "n", "test best", "± std", "test initial", "gain",
-                "optimizer tokens", "± std", "wall s"],
-               [[r["series"], r["optimizer"], human_params(r["parameters"]), r["n"], r["test_best"],
-                 r["test_best_std"], r["test_initial"], r["test_gain"], r["optimizer_tokens"],
-                 r["optimizer_tokens_std"], r["wall_seconds"]] for r in size_rows])
+    page.table(["series", "optimizer", "params", "n", "test selected", "± std", "95% CI", "test initial",
+                "test constant", "vs smallest: diff", "diff 95% CI", "optimizer tokens", "T s", "O s", "truncated",
+                "accepted share", "wall s"],
+               [[r["series"], r["optimizer"], human_params(r["parameters"]), r["n"], r["test_selected"],
+                 r["test_selected_std"], _interval(r.get("test_ci")), r["test_initial"], r["test_constant"],
+                 r.get("diff"), _interval(r.get("diff_ci")), r["optimizer_tokens"], r["target_seconds"],
+                 r["optimizer_seconds"], r["replies_truncated"], r["accepted_share"], r["wall_seconds"]]
+                for r in size_rows])
+
+
+def _interval(ci) -> str:
+    return "" if not ci or any(c != c for c in ci) else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def _results(page: Page, out: Path, cell_rows: list[dict], rows: list[dict]) -> None:

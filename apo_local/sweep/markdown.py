@@ -11,7 +11,9 @@ SHORT = {"test_initial": "test initial", "test_constant": "test constant", "test
          "test_gain": "gain (selected - initial)", "target_calls": "T calls", "target_prompts": "T prompts",
          "target_input_tokens": "T in tok", "target_output_tokens": "T out tok", "optimizer_calls": "O calls",
          "optimizer_prompts": "O prompts", "optimizer_input_tokens": "O in tok",
-         "optimizer_output_tokens": "O out tok", "optimizer_tokens": "O tokens", "wall_seconds": "wall s"}
+         "optimizer_output_tokens": "O out tok", "optimizer_tokens": "O tokens", "target_seconds": "T s", "optimizer_seconds": "O s",
+         "replies": "O replies", "replies_truncated": "truncated", "accepted_share": "accepted share",
+         "wall_seconds": "wall s"}
 
 
 def fmt(v: Any, col: str = "") -> str:
@@ -19,7 +21,7 @@ def fmt(v: Any, col: str = "") -> str:
     if v is None:
         return ""
     if isinstance(v, float):
-        if col.startswith("test_"):
+        if col.startswith("test_") or col in ("accepted_share", "diff"):
             return f"{v:.3f}"
         return f"{v:.1f}" if abs(v) < 1000 else f"{v:,.0f}"
     if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 1000:

@@ -1,7 +1,11 @@
 """The optimizer-size view: same task and target, different optimizer models, sorted by parameter count.
 
 Written by a sweep whose grid varies ``optimizer.model``: ``optimizer-size.csv``, ``optimizer-size.png``
-and a section of ``results.md``; the report's sweep page shows the same rows and plot.
+and a section of ``results.md``; the report's sweep page shows the same rows and plot. Per series: the test
+metric of the prompt each search selected (mean ± std over seeds, and a two-level bootstrap interval over
+seeds and rows), the initial prompt and the best constant answer on the same rows, and each larger optimizer
+against the series' smallest: the paired difference on the same test rows and seeds (``compare_stats``),
+tokens and seconds per role, and what became of the optimizer's replies.
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ from apo_local.sweep.params import human_params, model_parameters
 
 log = logging.getLogger("apo_local")
 
-_VALUES = ("test_best", "test_initial", "test_gain", "optimizer_tokens", "wall_seconds")
+_VALUES = ("test_selected", "test_initial", "test_constant", "test_best", "test_gain", "target_prompts",
+           "target_input_tokens", "optimizer_tokens", "target_seconds", "optimizer_seconds", "replies",
+           "replies_truncated", "accepted_share", "wall_seconds")
 
 
-def optimizer_size_rows(rows: list[dict], group_keys: list[str]) -> list[dict]:
+def optimizer_size_rows(rows: list[dict], group_keys: list[str], out: Path | None = None) -> list[dict]:
     """Per (task, target, method, other axes) series and optimizer model: test metric and optimizer
     tokens (mean +- std over seeds). Empty unless optimizers vary. ``group_keys``: the grouping axes."""
+    sweep_dir = out
     done = [r for r in rows if r["status"] == "done"]
     if len({r["optimizer"] for r in done}) < 2:
         return []
@@ -45,27 +52,77 @@ def optimizer_size_rows(rows: list[dict], group_keys: list[str]) -> list[dict]:
             vals = [float(m[col]) for m in members if m.get(col) is not None]
             row[col] = statistics.fmean(vals) if vals else math.nan
             row[col + "_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        row["_cells"] = {m["seed"]: m["cell"] for m in members}
         out.append(row)
     out.sort(key=lambda r: (r["series"], r["parameters"] or 0, r["optimizer"]))
+    if sweep_dir is not None:
+        _add_paired(out, sweep_dir)
+    for row in out:
+        del row["_cells"]
     return out
 
 
+def _add_paired(size_rows: list[dict], sweep_dir: Path) -> None:
+    """Each row's two-level interval of the selected prompt's test metric, and against the smallest optimizer of
+    its series (same seeds, same test rows) the paired difference with its interval and McNemar's p."""
+    from apo_local.compare_stats import paired, score_ci, selected_rows
+    from apo_local.tasks import load_task
+
+    metrics: dict[str, object] = {}
+    smallest: dict[tuple, dict] = {}
+    for row in size_rows:  # sorted by series, then parameters: the first of a series is its smallest
+        key = (row["series"], row["task"], row["target"])
+        if row["task"] not in metrics:
+            metrics[row["task"]] = load_task(row["task"]).metric
+        metric = metrics[row["task"]]
+        per_seed = {seed: selected_rows(sweep_dir / cell) for seed, cell in row["_cells"].items()}
+        row["_rows"] = per_seed
+        row["test_ci"] = score_ci(metric, [list(r.values()) for r in per_seed.values()])
+        ref = smallest.setdefault(key, row)
+        if ref is row:
+            continue
+        seeds = sorted(set(per_seed) & set(ref["_rows"]))
+        vs = paired(metric, [per_seed[s] for s in seeds], [ref["_rows"][s] for s in seeds])
+        if vs:
+            row.update(vs_optimizer=ref["optimizer"], diff=vs["diff"], diff_ci=vs["ci"], diff_p=vs["p_bootstrap"],
+                       mcnemar_p=vs["mcnemar_p"], paired_seeds=vs["seeds"], paired_rows=vs["examples"])
+    for row in size_rows:
+        row.pop("_rows", None)
+
+
+def _ci(ci) -> str:
+    return "" if not ci or any(c != c for c in ci) else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _diff(r: dict) -> str:
+    if r.get("diff") is None:
+        return "(reference)" if r.get("paired_rows") is None else ""
+    return f"{r['diff']:+.3f} {_ci(r['diff_ci'])} (p={r['diff_p']:.2f}; {r['paired_seeds']} seeds × rows)"
+
+
 def _markdown(size_rows: list[dict]) -> list[str]:
-    md = ["", "## Optimizer size", "", "Same task and target, different optimizer models "
-          "(mean ± std over seeds; sorted by parameter count).", ""]
-    md.append(md_table(["series", "optimizer", "params", "n", "test best", "test initial", "gain",
-                        "optimizer tokens", "wall s"],
+    md = ["", "## Optimizer size", "", "Same task and target, different optimizer models, sorted by parameter count: "
+          "the test metric of the prompt each search selected (mean ± std over seeds; 95% CI: two-level bootstrap "
+          "over seeds and test rows), the initial prompt and the best constant answer on the same rows, and each "
+          "larger optimizer minus the series' smallest on the same seeds and test rows (paired two-level bootstrap). "
+          "T = target, O = optimizer; seconds are engine seconds per role.", ""]
+    md.append(md_table(["series", "optimizer", "params", "n", "test selected", "95% CI", "test initial",
+                        "test constant", "vs smallest optimizer", "O tokens", "T prompts", "T s", "O s",
+                        "O replies", "truncated", "accepted share", "wall s"],
                        [[r["series"], r["optimizer"], human_params(r["parameters"]), str(r["n"]),
-                         plus_minus(r["test_best"], r["test_best_std"], "test_"),
-                         fmt(r["test_initial"], "test_"), plus_minus(r["test_gain"], r["test_gain_std"], "test_"),
+                         plus_minus(r["test_selected"], r["test_selected_std"], "test_"), _ci(r.get("test_ci")),
+                         fmt(r["test_initial"], "test_"), fmt(r["test_constant"], "test_"), _diff(r),
                          plus_minus(r["optimizer_tokens"], r["optimizer_tokens_std"]),
+                         fmt(r["target_prompts"]), plus_minus(r["target_seconds"], r["target_seconds_std"]),
+                         plus_minus(r["optimizer_seconds"], r["optimizer_seconds_std"]), fmt(r["replies"]),
+                         fmt(r["replies_truncated"]), fmt(r["accepted_share"], "accepted_share"),
                          plus_minus(r["wall_seconds"], r["wall_seconds_std"])] for r in size_rows]))
     return md
 
 
 def write_size_view(out: Path, rows: list[dict], group_keys: list[str]) -> list[str]:
     """optimizer-size.csv and .png in ``out`` when optimizers vary; returns the results.md lines."""
-    size_rows = optimizer_size_rows(rows, group_keys)
+    size_rows = optimizer_size_rows(rows, group_keys, out)
     if not size_rows:
         return []
     md = _markdown(size_rows)
@@ -103,9 +160,12 @@ def optimizer_size_figure(rows: list[dict]):
     for k, (name, rs) in enumerate(series.items()):
         rs = sorted(rs, key=lambda r: models.index(r["optimizer"]))
         xs = [models.index(r["optimizer"]) + (k - (n - 1) / 2) * 0.08 for r in rs]
-        line = ax1.errorbar(xs, [r["test_best"] for r in rs], yerr=[r["test_best_std"] for r in rs], fmt="o-",
-                            capsize=4, label=f"{name}: best prompt")
+        line = ax1.errorbar(xs, [r["test_selected"] for r in rs], yerr=[r["test_selected_std"] for r in rs], fmt="o-",
+                            capsize=4, label=f"{name}: selected prompt")
         ax1.plot(xs, [r["test_initial"] for r in rs], "x:", color=line[0].get_color(), label=f"{name}: initial prompt")
+        if any(r["test_constant"] == r["test_constant"] for r in rs):  # not all nan: a classification task
+            ax1.plot(xs, [r["test_constant"] for r in rs], "_--", color=line[0].get_color(), markersize=14,
+                     label=f"{name}: best constant answer")
         w = 0.8 / n
         ax2.bar([models.index(r["optimizer"]) + (k - (n - 1) / 2) * w for r in rs], [r["optimizer_tokens"] for r in rs],
                 w, yerr=[r["optimizer_tokens_std"] for r in rs], capsize=4, label=name, color=line[0].get_color())

@@ -21,7 +21,8 @@ ID_COLUMNS = ["task", "method", "proposer", "selector", "target", "optimizer", "
 VALUE_COLUMNS = ["test_selected", "test_initial", "test_constant", "test_best", "test_gain", "rounds",
                  "target_calls", "target_prompts", "target_input_tokens", "target_output_tokens",
                  "optimizer_calls", "optimizer_prompts", "optimizer_input_tokens", "optimizer_output_tokens",
-                 "optimizer_tokens", "wall_seconds"]
+                 "optimizer_tokens", "target_seconds", "optimizer_seconds", "replies", "replies_truncated",
+                 "accepted_share", "wall_seconds"]
 _BOOKKEEPING = ("kind", "cell", "status", "n")
 
 
@@ -56,6 +57,10 @@ def _result_values(r: dict) -> dict:
         optimizer_input_tokens=o.get("input_tokens"), optimizer_output_tokens=o.get("output_tokens"),
         optimizer_tokens=(o.get("input_tokens") or 0) + (o.get("output_tokens") or 0),
         wall_seconds=r.get("time", {}).get("seconds"))
+    by_role, replies = r.get("time", {}).get("by_role") or {}, r.get("replies") or {}
+    row.update(target_seconds=by_role.get("target"), optimizer_seconds=by_role.get("optimizer"),
+               replies=replies.get("replies"), replies_truncated=replies.get("truncated"),
+               accepted_share=replies.get("accepted_share"))
     constant = r.get("constant_baselines") or {}
     if constant.get("best") is not None:  # the best constant answer on the same test rows (classification)
         row["test_constant"] = constant["by_label"][constant["best"]]["metrics"][m]
