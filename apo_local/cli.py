@@ -145,11 +145,14 @@ def _config_flags(fn):
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory to write.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the interrupted run in this directory.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
+@click.option("--seeds", "n_seeds", type=click.IntRange(min=1), default=None,
+              help="Run N seeds of the config (seed, seed+1, ...; OUT/seed-<s>/, finished ones skipped) and end with "
+                   "a verdict on selected vs initial over seeds and test rows.")
 @click.option("--preset", type=click.Choice(list(PRESETS)),
               help="Size preset under the config file and the flags: smoke (1 round, beam 2, minibatch 8, 16 test "
                    "rows), demo (configs/demo.yaml's sizes), paper (the ProTeGi reference: the defaults).")
 @_config_flags
-def optimize(config_file, out, resume_dir, overwrite, preset, **flags):
+def optimize(config_file, out, resume_dir, overwrite, n_seeds, preset, **flags):
     """Optimize a prompt with ProTeGi; writes a run directory.
 
     Values come from the defaults, then --preset, then --config, then the flags. Before the search starts
@@ -165,6 +168,12 @@ def optimize(config_file, out, resume_dir, overwrite, preset, **flags):
         cfg = load_config(config_file, overrides, preset=preset)
         if not out:
             raise ApoError("give --out DIR (the run directory to write)")
+        if n_seeds is not None:
+            from apo_local.seeds import optimize_seeds, seeds_lines
+
+            _INTERRUPT_HINT[:] = ["continue with the same command (finished seeds are skipped)"]
+            click.echo("\n".join(["", *seeds_lines(optimize_seeds(cfg, out, n_seeds))]))
+            return
         _INTERRUPT_HINT[:] = [f"continue with: apo-local optimize --resume {out}"]
         result = run_optimize(cfg, out, overwrite=overwrite,
                               on_estimate=lambda e: click.echo("\n".join(e.lines()), err=True))

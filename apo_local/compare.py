@@ -240,7 +240,7 @@ def summarize(spec: CompareSpec, runs: list[dict], per_row: dict | None = None, 
 
 
 def _per_example(spec: CompareSpec, method: str, seeds: list[int], per_row: dict, metric) -> dict:
-    from apo_local.compare_stats import paired, score_ci
+    from apo_local.compare_stats import paired, score_ci, verdict, verdict_line
 
     mine = [per_row.get((method, s)) or {} for s in seeds]
     out = {"test_ci": score_ci(metric, [list(rows.values()) for rows in mine])}
@@ -248,6 +248,8 @@ def _per_example(spec: CompareSpec, method: str, seeds: list[int], per_row: dict
         base = [per_row.get((spec.baseline, s)) or {} for s in seeds]
         vs = paired(metric, mine, base)
         if vs:
+            out["verdict"] = verdict(vs)
+            out["verdict_line"] = verdict_line(method, spec.baseline, vs, metric.name)
             out.update({"diff_vs_baseline": vs["diff"], "diff_ci": vs["ci"], "diff_p_bootstrap": vs["p_bootstrap"],
                         "mcnemar_p": vs["mcnemar_p"], "paired_examples": vs["examples"],
                         "detectable_accuracy_difference": vs["power"]["detectable_accuracy_difference"],
@@ -320,6 +322,11 @@ def markdown(spec: CompareSpec, rows: list[dict], runs: list[dict]) -> str:
     lines += [""] + [f"Power: {r['method']} vs {spec.baseline} on {r['paired_examples']} paired test rows detects an "
               f"accuracy difference of {_fmt(r['detectable_accuracy_difference'])} (80% power, 5% level); a 0.02 "
               f"difference needs about {r['examples_for_0.02']} rows." for r in rows if r.get("paired_examples")]
+    verdicts = [r["verdict_line"] for r in rows if r.get("verdict_line")]
+    if verdicts:
+        lines += ["", "## Verdict", "", f"Each method against {spec.baseline} on the same seeds and test rows (two-level "
+                  "bootstrap over seeds, then rows: a change only when the 95% interval excludes zero).", ""]
+        lines += [f"- {v.removeprefix('verdict: ')}" for v in verdicts]
     rk = f"reflection_vs_{spec.baseline}_jaccard_mean"
     lines += ["", "## Reflections", "", "Mean token-set Jaccard similarity of the optimizer's reflections (gradients, "
               f"feedback, critiques) across the rounds of a run, and to the {spec.baseline} run with the same seed "
@@ -366,6 +373,9 @@ import click  # noqa: E402
               help="Folder for the run directories and the tables (re-run to continue).")
 def compare_command(config_file, out):
     """Run several methods on one task with the same budget over N seeds; write results.csv / results.md."""
-    compare(load_spec(config_file), out)
+    rows = compare(load_spec(config_file), out)
     click.echo((Path(out) / "results.md").read_text())
     click.echo(f"tables: {Path(out) / 'results.csv'}  {Path(out) / 'results.md'}  {Path(out) / 'runs.csv'}")
+    for r in rows:  # the last lines: one plain-word verdict per method against the baseline
+        if r.get("verdict_line"):
+            click.echo(r["verdict_line"])

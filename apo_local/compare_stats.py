@@ -13,17 +13,21 @@ rows are the same examples, so the comparison is paired twice: by seed and by ex
 * The power line: the smallest accuracy difference these rows can detect, and the rows a 0.02 difference
   needs, from the observed share of discordant rows.
 * Each method's test score gets the same two-level interval (seeds, then examples).
+* The verdict: better / worse / no detectable change from that interval, and for no detectable change the
+  seeds (from the per-seed spread of the difference) or the test rows (from the share of discordant rows) the
+  observed difference would need to be detected.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import statistics
 from pathlib import Path
 from typing import Sequence
 
 from apo_local.search.headline import power
-from apo_local.stats import CONFIDENCE, RESAMPLES, SEED, _percentiles, mcnemar
+from apo_local.stats import CONFIDENCE, RESAMPLES, SEED, _percentiles, examples_needed, mcnemar, seeds_needed
 from apo_local.tasks.metrics import Metric, metric_value
 
 Rows = list[tuple]  # (parsed prediction, gold) per test row
@@ -32,7 +36,11 @@ Rows = list[tuple]  # (parsed prediction, gold) per test row
 def selected_rows(cell: Path) -> dict[str, tuple]:
     """Test row id -> (parsed, gold) for the prompt the run selected ({} when the file is missing)."""
     name = "test-selected.jsonl" if (cell / "predictions" / "test-selected.jsonl").is_file() else "test-best.jsonl"
-    path = cell / "predictions" / name
+    return prediction_rows(cell / "predictions" / name)
+
+
+def prediction_rows(path: Path) -> dict[str, tuple]:
+    """Test row id -> (parsed, gold) of one predictions file ({} when it is missing)."""
     if not path.is_file():
         return {}
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -65,7 +73,8 @@ def paired(metric: Metric, method: list[dict], baseline: list[dict]) -> dict | N
             pairs.append(([a[i] for i in common], [b[i] for i in common]))
     if not pairs:
         return None
-    diff = sum(metric_value(metric, ra) - metric_value(metric, rb) for ra, rb in pairs) / len(pairs)
+    per_seed = [metric_value(metric, ra) - metric_value(metric, rb) for ra, rb in pairs]
+    diff = sum(per_seed) / len(pairs)
     rng = random.Random(SEED)
     samples = []
     for _ in range(RESAMPLES):
@@ -81,4 +90,44 @@ def paired(metric: Metric, method: list[dict], baseline: list[dict]) -> dict | N
     n = len(correct)
     return {"diff": diff, "ci": list(_percentiles(samples, CONFIDENCE)), "p_bootstrap": min(1.0, 2 * min(below, above)),
             "mcnemar_p": mc["p"], "only_method": mc["only_a"], "only_baseline": mc["only_b"], "examples": n,
-            "seeds": len(pairs), "power": power(n, (mc["only_a"] + mc["only_b"]) / n if n else 0.0)}
+            "seeds": len(pairs), "per_seed": per_seed, "rows_per_seed": n // len(pairs),
+            "power": power(n, (mc["only_a"] + mc["only_b"]) / n if n else 0.0)}
+
+
+def verdict(vs: dict | None) -> str:
+    """better | worse | no detectable change: the two-level bootstrap interval of the difference excludes zero
+    above, below, or not at all ("no data" without paired rows)."""
+    if not vs or any(c != c for c in vs["ci"]):
+        return "no data"
+    if vs["ci"][0] > 0:
+        return "better"
+    if vs["ci"][1] < 0:
+        return "worse"
+    return "no detectable change"
+
+
+def verdict_line(name: str, against: str, vs: dict | None, metric_name: str) -> str:
+    """One plain-word line: the verdict, the difference with its interval over seeds and rows, and, when no
+    change is detected, the seeds (at these rows per seed) or the test rows (at these seeds) the observed
+    effect would need to be detected (two-sided 5%, 80% power)."""
+    word = verdict(vs)
+    if word == "no data":
+        return f"verdict: {name} vs {against}: no paired test rows"
+    d, lo, hi = vs["diff"], vs["ci"][0], vs["ci"][1]
+    line = (f"verdict: {name} vs {against}: {word} ({metric_name} {d:+.3f} [{lo:+.3f}, {hi:+.3f}], "
+            f"{vs['seeds']} seed{'s' * (vs['seeds'] != 1)} × {vs['rows_per_seed']} test rows)")
+    if word == "no detectable change":
+        line += "; " + _needed(vs)
+    return line
+
+
+def _needed(vs: dict) -> str:
+    delta = abs(vs["diff"])
+    if delta < 1e-9:
+        return "the observed difference is zero: no number of seeds or rows would detect it"
+    sd = statistics.stdev(vs["per_seed"]) if len(vs["per_seed"]) > 1 else float("nan")
+    seeds = seeds_needed(delta, sd)
+    rows = examples_needed(min(delta, 1.0), vs["power"]["assumed_discordant"])
+    seeds_text = f"about {seeds} seeds" if seeds is not None else "more than one seed (spread unknown)"
+    return (f"detecting a difference of {delta:.3f} would need {seeds_text} (per-seed spread), or about {rows} test "
+            f"rows per seed (paired rows)")

@@ -87,6 +87,10 @@ class SearchConfig(_Section):
                             "words, repeat a sentence or copy training rows")
     copy_overlap: float = D(0.5, "hygiene: share of a candidate's word 6-grams found in training inputs above "
                                  "which it is a copy of the data", gt=0, le=1)
+    max_prompt_tokens: Optional[PositiveInt] = D(None, "hard cap on a prompt's size in target tokens (the template "
+                                                       "rendered with an empty input: instruction, demonstrations and "
+                                                       "fixed text): candidates over it are rejected before scoring, an "
+                                                       "initial prompt over it is an error; unset: no cap")
 
 
 class ProTeGiConfig(_Section):

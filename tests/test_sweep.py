@@ -52,9 +52,18 @@ def test_cells_that_share_engines_are_adjacent():
 
 
 def test_alias_and_folder_get_distinct_labels():
-    spec, base = S.load_sweep(ROOT / "configs" / "sweep-optimizer-size.yaml")
+    spec, base = spec_of({"base": {"task": "liar"}, "grid": {"optimizer.model": ["smollm2-135m", "models/smollm2-135m"]}})
     labels = {c.labels["optimizer"] for c in S.expand(spec, base)}
     assert labels == {"smollm2-135m", "models/smollm2-135m"}
+
+
+def test_the_optimizer_size_sweep_compares_two_real_models_as_optimizer_and_target():
+    spec, base = S.load_sweep(ROOT / "configs" / "sweep-optimizer-size.yaml")
+    cells = S.expand(spec, base)
+    pairs = {(c.labels["task"], c.labels["target"], c.labels["optimizer"]) for c in cells}
+    models = {"smollm2-135m", "gemma3-270m"}
+    assert pairs == {(t, a, b) for t in ("liar", "liar-party") for a in models for b in models}
+    assert {c.config.seed for c in cells} == {0, 1, 2}
 
 
 @pytest.mark.parametrize("data, message", [
@@ -71,7 +80,7 @@ def test_bad_sweep_configs_name_the_key(data, message):
 
 
 def test_example_configs_expand():
-    for name, n in (("sweep-example.yaml", 4), ("sweep-optimizer-size.yaml", 4)):
+    for name, n in (("sweep-example.yaml", 4), ("sweep-optimizer-size.yaml", 24)):
         spec, base = S.load_sweep(ROOT / "configs" / name)
         assert len(S.expand(spec, base)) == n
 

@@ -1,5 +1,5 @@
-"""Which proposals become candidates: no duplicates, nothing degenerate or too long for the target, nothing
-that fails candidate hygiene (``hygiene.py``), at most ``max_expansion`` new candidates per beam parent (a
+"""Which proposals become candidates: no duplicates, nothing degenerate, too long for the target or over the
+prompt token budget (``search.max_prompt_tokens``), nothing that fails candidate hygiene (``hygiene.py``), at most ``max_expansion`` new candidates per beam parent (a
 seeded pick). Every proposal is counted (``proposals``, ``proposals_accepted``, ``rejected:<rule>``)."""
 
 from __future__ import annotations
@@ -14,10 +14,20 @@ from apo_local.tasks import Example, Task
 ANSWER_ROOM = 16  # tokens left for the answer after the rendered prompt
 
 
+OVER_BUDGET = "over the prompt token budget"  # the rule name of search.max_prompt_tokens' rejections
+
+
+def prompt_size(task: Task, target, text: str) -> int:
+    """The prompt's size in the target's tokens: ``text`` (instruction and any demonstrations) rendered by the
+    task's template with an empty input, i.e. what every example's prompt shares (chat template included)."""
+    return target.count_tokens([task.render(text, Example(id="probe", input="", label=""))])[0]
+
+
 class Admission:
-    def __init__(self, task: Task, target, trace: Trace, max_expansion: int, hygiene: Hygiene | None = None):
+    def __init__(self, task: Task, target, trace: Trace, max_expansion: int, hygiene: Hygiene | None = None,
+                 max_prompt_tokens: int | None = None):
         self.task, self.target, self.trace, self.max_expansion = task, target, trace, max_expansion
-        self.hygiene = hygiene
+        self.hygiene, self.max_prompt_tokens = hygiene, max_prompt_tokens
 
     def reason(self, text: str, parent: str) -> str | None:
         """Why a proposed instruction can't become a candidate (degenerate, hygiene, too long), or None."""
@@ -25,11 +35,12 @@ class Admission:
         if reason is None and self.hygiene is not None:
             reason = self.hygiene.reason(text, parent)
         if reason is None:
-            probe = self.task.render(text, Example(id="probe", input="", label=""))
-            n = self.target.count_tokens([probe])[0]
+            n = prompt_size(self.task, self.target, text)
             limit = self.target.max_model_len - ANSWER_ROOM
             if n > limit:
                 reason = f"too long for the target's context ({n} tokens > {limit})"
+            elif self.max_prompt_tokens is not None and n > self.max_prompt_tokens:
+                reason = f"{OVER_BUDGET} ({n} tokens > search.max_prompt_tokens {self.max_prompt_tokens})"
         self.trace.count("proposals")
         if reason:
             self.trace.count(f"rejected:{rule(reason)}")

@@ -21,7 +21,8 @@ from apo_local.run_dir import RunDir, write_json
 from apo_local.scoring import Scorer
 from apo_local.search.acceptance import ACCEPTANCE, Acceptance, BanditAcceptance, ValidatedAcceptance
 from apo_local.search.acceptance.length import LengthAware, prompt_tokens, shortest_within_ci
-from apo_local.search.admission import Admission
+from apo_local.errors import ApoError
+from apo_local.search.admission import Admission, prompt_size
 from apo_local.search.hygiene import Hygiene
 from apo_local.search.budget import Budget, BudgetStop
 from apo_local.search.context import RoundContext
@@ -93,7 +94,8 @@ class BeamSearch:
         self.feedback = make_feedback(f, task, cfg.seed, self.train, self.scorer, self.trace, self.meta,
                                       cfg.search.minibatch_size, before_call=self._check_budget)
         self.admission = Admission(task, target, self.trace, cfg.search.max_expansion, hygiene=(
-            Hygiene([ex.input for ex in self.train], task.labels, cfg.search.copy_overlap) if cfg.search.hygiene else None))
+            Hygiene([ex.input for ex in self.train], task.labels, cfg.search.copy_overlap) if cfg.search.hygiene else None),
+            max_prompt_tokens=cfg.search.max_prompt_tokens)
         self.on_round = lambda entry: None  # called with each round's history entry
 
     def _check_budget(self) -> None:
@@ -115,6 +117,7 @@ class BeamSearch:
         state = self._load_state()
         if state.phase == Phase.DONE and self.run_dir and self.run_dir.results.is_file():
             return RunResult(**json.loads(self.run_dir.results.read_text()))
+        self._check_initial_size(state.initial)
         self.budget = Budget(self.cfg.budget, self.trace, state.elapsed)
         stop_reason = "completed"
         try:
@@ -132,6 +135,15 @@ class BeamSearch:
         state.phase = Phase.DONE
         self._checkpoint(state)
         return result
+
+    def _check_initial_size(self, initial: str) -> None:
+        """An initial prompt over ``search.max_prompt_tokens`` can't start a search under that cap: one line."""
+        cap = self.cfg.search.max_prompt_tokens
+        if cap is not None:
+            n = prompt_size(self.task, self.scorer.engine, initial)
+            if n > cap:
+                raise ApoError(f"search.max_prompt_tokens: the initial prompt is {n} target tokens, over the cap of "
+                               f"{cap} (the template rendered with an empty input); raise the cap or shorten the prompt")
 
     # -- phases --------------------------------------------------------------------------
 
