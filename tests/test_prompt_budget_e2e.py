@@ -44,7 +44,7 @@ def test_candidates_over_the_cap_are_rejected_before_scoring(engine, tmp_path, p
     candidates = json.loads((run / "rounds" / "round-01.json").read_text())["candidates"]
     scored = [c for c in candidates if c.get("pulls")]
     assert scored and all(prompt_size(task, engine, c["text"]) <= cap for c in scored)  # nothing over it was scored
-    over = {c["text"] for c in candidates if (c.get("reason") or "").startswith(OVER_BUDGET)}
+    over = {c["text"] for c in candidates if c["status"].startswith(f"rejected: {OVER_BUDGET}")}
     assert over and all(prompt_size(task, engine, t) > cap for t in over)
     assert prompt_size(task, engine, result.selected_prompt) <= cap
 
