@@ -184,8 +184,11 @@ def optimize(config_file, out, resume_dir, overwrite, n_seeds, preset, **flags):
 from apo_local.compare import compare_command  # noqa: E402
 from apo_local.diagnostics import diagnose_command  # noqa: E402
 
+from apo_local.explain import explain_command  # noqa: E402
+
 cli.add_command(compare_command)
 cli.add_command(diagnose_command)
+cli.add_command(explain_command)
 from apo_local.report.cli import report_command  # noqa: E402
 from apo_local.sweep.cli import sweep_command  # noqa: E402
 
@@ -258,6 +261,10 @@ def summary_lines(result) -> list[str]:
         lines.append(line)
     if paired:
         lines.append(power_line(paired["power"], paired["n"]))
+    if result.attribution:
+        from apo_local.search.attribution import attribution_line
+
+        lines.append(attribution_line(result.attribution))
     for label, share_p, share_t in suppressed_labels(result.selected_test):
         lines.append(f"warning: the selected prompt predicts {label!r} for {share_p:.0%} of test rows (true share "
                      f"{share_t:.0%}): a metric can rise this way while the classifier gets worse")

@@ -147,7 +147,10 @@ def _std(xs):
 
 
 def run_record(method: str, seed: int, results: dict) -> dict:
+    from apo_local.search.attribution import step_tally
+
     m = results["metric"]
+    lineage_steps, distinguishable = step_tally(results.get("attribution"))
     history = results.get("history", [])
     usage = results.get("usage", {})
     return {
@@ -159,6 +162,7 @@ def run_record(method: str, seed: int, results: dict) -> dict:
         "rounds": results["rounds_completed"], "stop_reason": results["stop_reason"],
         "accepted_steps": sum(bool(h.get("accepted")) for h in history),
         "prompt_tokens_per_step": [(h.get("prompt_tokens") or [None])[0] for h in history],
+        "lineage_steps": lineage_steps, "lineage_steps_distinguishable": distinguishable,
         **{f"{role}_{k}": usage.get(role, {}).get(k, 0) for role in ("target", "optimizer")
            for k in ("calls", "prompts", "input_tokens", "output_tokens")},
     }
@@ -233,10 +237,20 @@ def summarize(spec: CompareSpec, runs: list[dict], per_row: dict | None = None, 
                 row[f"{role}_{k}_mean"] = _mean([r[f"{role}_{k}"] for r in rs])
         for k in ("reflection_self_jaccard", f"reflection_vs_{spec.baseline}_jaccard"):
             row[k + "_mean"] = _mean([r.get(k) for r in rs])
+        row.update(_lineage_share(rs))
         if per_row is not None and metric is not None:
             row.update(_per_example(spec, m, [r["seed"] for r in rs], per_row, metric))
         rows.append(row)
     return rows
+
+
+def _lineage_share(rs: list[dict]) -> dict:
+    """Accepted steps on the selected prompts' lineages (edit attribution) and the share whose test gain's 95%
+    interval excludes zero; runs without an attribution left out."""
+    steps = sum(r.get("lineage_steps") or 0 for r in rs)
+    distinct = sum(r.get("lineage_steps_distinguishable") or 0 for r in rs)
+    return {"lineage_steps": steps, "lineage_steps_distinguishable": distinct,
+            "lineage_distinguishable_share": distinct / steps if steps else None}
 
 
 def _per_example(spec: CompareSpec, method: str, seeds: list[int], per_row: dict, metric) -> dict:
@@ -322,6 +336,9 @@ def markdown(spec: CompareSpec, rows: list[dict], runs: list[dict]) -> str:
     lines += [""] + [f"Power: {r['method']} vs {spec.baseline} on {r['paired_examples']} paired test rows detects an "
               f"accuracy difference of {_fmt(r['detectable_accuracy_difference'])} (80% power, 5% level); a 0.02 "
               f"difference needs about {r['examples_for_0.02']} rows." for r in rows if r.get("paired_examples")]
+    lines += ["", "Edit attribution: accepted steps on the selected prompts' lineages whose test gain's 95% interval "
+              "excludes zero: " + ", ".join(f"{r['method']} {r['lineage_steps_distinguishable']}/{r['lineage_steps']}"
+                                            f" ({_fmt(r['lineage_distinguishable_share'])})" for r in rows) + "."]
     verdicts = [r["verdict_line"] for r in rows if r.get("verdict_line")]
     if verdicts:
         lines += ["", "## Verdict", "", f"Each method against {spec.baseline} on the same seeds and test rows (two-level "

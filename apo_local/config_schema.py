@@ -188,6 +188,8 @@ class EvaluationConfig(_Section):
                                           "train; with train_limit, at most a quarter of it)")
     test_limit: Optional[PositiveInt] = D(None, "score the first N test rows only; unset: all")
     per_round_test: bool = D(False, "also score the beam on the test split after every round")
+    attribution: bool = D(True, "edit attribution of the selected prompt (lineage gains, sentence ablation) "
+                                "on the validation and test rows, in results.json")
 
 
 class BudgetConfig(_Section):

@@ -149,7 +149,10 @@ def test_estimate_grows_with_the_config_and_follows_the_method():
         return estimate(cfg, task, train_rows(task, cfg), eval_rows(task, cfg))
 
     small = size({"search": {"rounds": 1}, "evaluation": {"test_limit": 10}})
-    assert small.target.prompts == 1 * 64 + 2048 + 5 * 10  # minibatch, selection budget, final test of beam + initial
+    from apo_local.search.attribution import MAX_UNITS
+
+    # minibatch, selection budget, final test of beam + initial, edit attribution (lineage of 1 round + ablations)
+    assert small.target.prompts == 1 * 64 + 2048 + 5 * 10 + (1 + 1 + MAX_UNITS) * 10
     assert small.optimizer.calls == 3 and small.optimizer.prompts == 4 + 4 + (4 + 1)  # gradients, edits, paraphrases
     assert small.optimizer.output_tokens == (4 + 4 + 5 * 2) * 1024  # optimizer.max_tokens default: the reference value
     bigger = size({"search": {"rounds": 2}, "evaluation": {"test_limit": 10}})

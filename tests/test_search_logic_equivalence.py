@@ -122,8 +122,8 @@ def test_max_target_calls_fires_between_bandit_rounds(tmp_path, monkeypatch):
     phases = [c["phase"] for c in map(json.loads, (tmp_path / "run" / "trace.jsonl").read_text().splitlines())
               if "role" in c and c["role"] == "target"]
     assert result.stop_reason == "budget: max_target_calls (17) reached"
-    # final: the beam on the validation rows (held out of train), then on the test rows
-    assert phases == ["minibatch", "select", "select", "final", "final"] and result.rounds_completed == 0
+    # final: the beam on the validation rows (held out of train), then on the test rows, then the edit attribution
+    assert phases == ["minibatch", "select", "select", "final", "final", "final"] and result.rounds_completed == 0
     assert json.loads((tmp_path / "run" / "rounds" / "round-01.json").read_text())["phase"] == "expanded"
 
 

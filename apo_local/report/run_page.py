@@ -22,6 +22,7 @@ def write_run_report(path: str | Path) -> Path:
         page.h("Initial → best prompt", anchor="diff")
         page.raw(diff_markup(D.prompt_diff(run.results["initial_prompt"], run.results["best_prompt"])))
     _lineage(page, run)
+    _attribution(page, run)
     _usage(page, run)
     _replies(page, run)
     lengths = D.prompt_lengths(run)
@@ -162,6 +163,36 @@ def _lineage(page: Page, run: D.RunData) -> None:
            "meta")
     page.table(["id", "round", "parent", "operator", "fate", "estimate", "pulls", "prompt", "gradient"],
                [_lineage_row(n) for n in nodes], [""] * len(nodes), raw_cols=set(range(9)))
+
+
+def _attribution(page: Page, run: D.RunData) -> None:
+    """Which part of the selected prompt helped (results.json "attribution"): each lineage step's gain over its
+    parent and each unit's contribution, with paired 95% intervals on the test and validation rows."""
+    from apo_local.search.attribution import attribution_line, fmt_gain
+
+    a = (run.results or {}).get("attribution")
+    if not a:
+        return
+    page.h("Edit attribution", anchor="attribution")
+    page.p(attribution_line(a) + ". Gains are paired bootstrap 95% intervals on the same rows "
+           f"({a['rows']['test']} test, {a['rows']['validation']} validation); a step's gain is its prompt minus its "
+           "parent's, a unit's contribution the selected prompt minus the selected prompt without it.", "meta")
+
+    def zero(g: dict | None) -> str:
+        return "-" if not g else "yes" if g["excludes_zero"] else "no"
+
+    texts = {n["id"]: n["text"] for n in a["lineage"]}
+    page.table(["step", "round", "operator", "id", "parent", "gradient", "test gain [95% CI]",
+                "validation gain [95% CI]", "test CI excludes 0", "prompt"],
+               [[k, s["round"], s["operator"], s["id"], s["parent"] or "", s.get("gradient") or "", fmt_gain(s["test"]),
+                 fmt_gain(s["validation"]), zero(s["test"]), texts.get(s["id"], "")]
+                for k, s in enumerate(a["steps"], 1)] or [["-", "-", "-", a["selected_id"], "", "",
+                                                            "no lineage steps: the selected prompt is the initial one",
+                                                            "", "", texts.get(a["selected_id"], "")]])
+    page.table(["unit", "kind", "text", "test contribution [95% CI]", "validation contribution [95% CI]",
+                "test CI excludes 0"],
+               [[u["index"], u["kind"], u["text"], fmt_gain(u["test"]), fmt_gain(u["validation"]), zero(u["test"])]
+                for u in a["units"]])
 
 
 def _usage(page: Page, run: D.RunData) -> None:

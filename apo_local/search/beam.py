@@ -21,6 +21,7 @@ from apo_local.run_dir import RunDir, write_json
 from apo_local.scoring import Scorer
 from apo_local.search.acceptance import ACCEPTANCE, Acceptance, BanditAcceptance, ValidatedAcceptance
 from apo_local.search.acceptance.length import LengthAware, prompt_tokens, shortest_within_ci
+from apo_local.search import attribution as attr
 from apo_local.errors import ApoError
 from apo_local.search.admission import Admission, prompt_size
 from apo_local.search.hygiene import Hygiene
@@ -97,6 +98,7 @@ class BeamSearch:
             Hygiene([ex.input for ex in self.train], task.labels, cfg.search.copy_overlap) if cfg.search.hygiene else None),
             max_prompt_tokens=cfg.search.max_prompt_tokens)
         self.on_round = lambda entry: None  # called with each round's history entry
+        self._records: dict[str, dict] = {}  # every candidate record of this process's rounds (no run directory)
 
     def _check_budget(self) -> None:
         self.budget.check()
@@ -198,6 +200,7 @@ class BeamSearch:
         by_text = {e.instruction: e for e in evals}
         best = max(beam_texts, key=lambda t: (by_text[t].metrics[name], -beam_texts.index(t)))
         selected, pick, selected_by = self._pick(beam, on_validation, initial)
+        attribution = self._attribution(state, selected) if self.cfg.evaluation.attribution else None
         stats = SplitStats(self.task.metric, self.test)
         constants = constant_evaluations(self.task, self.test)
         majority = majority_label(self.task, self.train)
@@ -222,11 +225,25 @@ class BeamSearch:
                 "best": top, "majority_label": majority,
                 "by_label": {label: stats.summary(e) for label, e in constants.items()}},
             selected_vs_constant=None if top is None else stats.paired(by_text[selected], constants[top]),
+            attribution=attribution,
         )
         result.headline = headline(result.to_dict())
         if self.run_dir:
             write_json(self.run_dir.results, result.to_dict())
         return result
+
+    def _attribution(self, state: RunState, selected: str) -> dict:
+        """Edit attribution of the selected prompt (``search/attribution.py``) on the true validation rows and the
+        test rows; its engine calls belong to the final evaluation (the trace's phase "final")."""
+        return attr.compute(self.scorer, self.task, self._round_records(), selected, state.initial,
+                            validation_rows(self.task, self.cfg), self.test)
+
+    def _round_records(self) -> dict[str, dict]:
+        """Every candidate record of the run's rounds: the round files (a resumed run's earlier rounds too)."""
+        if self.run_dir and self.run_dir.rounds.is_dir():
+            files = sorted(self.run_dir.rounds.glob("round-*.json"))
+            return attr.candidate_records(json.loads(f.read_text(encoding="utf-8")) for f in files)
+        return self._records
 
     def _pick(self, beam: list[Candidate], on_validation: dict[str, dict], initial: str) -> tuple[str, dict | None, str]:
         """The selected prompt (``selection.pick``), the pick's record and how it was chosen: by default the
@@ -266,6 +283,7 @@ class BeamSearch:
             state.save(self.run_dir.checkpoint)
 
     def _write_round(self, state: RunState) -> None:
+        self._records.update({c.id: c.to_dict() for c in state.candidates if c.id not in self._records})
         if self.run_dir:
             write_json(self.run_dir.round_file(state.round), {"round": state.round, "phase": state.phase.value,
                                                               "candidates": [c.to_dict() for c in state.candidates]})

@@ -133,6 +133,10 @@ def estimate(cfg: RunConfig, task: Task, train: list[Example], test: list[Exampl
     # the final pick, on the validation rows: the final beam, and with final_pick guarded the initial prompt
     est.target.add((cfg.search.beam_size + (cfg.selection.final_pick == "guarded")) * len(validation), target_in)
     est.target.add((cfg.search.beam_size + 1) * len(test), target_in)  # the final test
+    if cfg.evaluation.attribution:  # the selected prompt's lineage (rounds + 1) and its ablated prompts, one batch
+        from apo_local.search.attribution import MAX_UNITS
+
+        est.target.add((cfg.search.rounds + 1 + MAX_UNITS) * (len(validation) + len(test)), target_in)
     if mode == "generate":
         est.target.output_tokens += est.target.prompts * answer_tokens
     if judge:

@@ -30,10 +30,11 @@ class RunResult:
     constant_baselines: dict | None = None  # classification: {best, majority_label, by_label: label -> test summary}
     selected_vs_constant: dict | None = None  # paired test statistics against the best constant answer
     headline: str = ""  # one plain-word sentence: what the test numbers mean (search.headline.headline)
+    attribution: dict | None = None  # edit attribution: lineage gains, unit contributions (search.attribution)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for key in ("pick", "initial_validation", "constant_baselines", "selected_vs_constant"):
+        for key in ("pick", "initial_validation", "constant_baselines", "selected_vs_constant", "attribution"):
             if d[key] is None:
                 del d[key]
         return d
