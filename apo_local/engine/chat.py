@@ -4,7 +4,8 @@
 how labels are scored. One place for what differs between model families:
 
 - the chat template: the registry's override, else the tokenizer's own, else **plain mode** (a base
-  model without a template: the prompt goes in as text, with the tokenizer's BOS; one log line says so);
+  model without a template: the prompt goes in as text, with the tokenizer's BOS; one log line says so).
+  The registry's ``chat_template: plain`` (``""`` here) asks for plain mode whatever the tokenizer has;
 - chat-template keyword arguments (e.g. ``enable_thinking``): a template that has an
   ``enable_thinking`` switch (Qwen 3) gets ``enable_thinking=False`` unless the settings say otherwise;
 - templates without a system role (Gemma): a system text is merged into the user turn;
@@ -50,12 +51,15 @@ class ChatFormatter:
     def __init__(self, tokenizer, chat_template: str | None = None, template_kwargs: dict | None = None,
                  name: str = "model"):
         self.tokenizer = tokenizer
-        self.chat_template = chat_template  # None: the tokenizer's own (registry: chat_template: builtin)
-        template = chat_template or getattr(tokenizer, "chat_template", None)
+        # None: the tokenizer's own (registry: chat_template: builtin); "": none (chat_template: plain)
+        self.chat_template = chat_template
+        template = chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
         if isinstance(template, dict):  # some tokenizers keep several named templates
             template = template.get("default") or next(iter(template.values()), None)
         self.plain = not template
-        if self.plain:
+        if self.plain and chat_template == "":
+            log.info("%s: chat_template: plain, prompts go in as plain text (base-model mode)", name)
+        elif self.plain:
             log.warning("%s has no chat template: prompts go in as plain text (base-model mode)", name)
         kwargs = dict(template_kwargs or {})
         if template and "enable_thinking" in template and "enable_thinking" not in kwargs:
@@ -71,7 +75,7 @@ class ChatFormatter:
     def template_id(self) -> str:
         """Part of the model identity: the same prompt text under another template is another input."""
         parts = []
-        if self.chat_template is not None:
+        if self.chat_template:  # plain mode asked for ("") is the same input as a tokenizer without a template
             parts.append("|tpl:" + hashlib.sha256(self.chat_template.encode()).hexdigest()[:8])
         if self.plain:
             parts.append("|plain")
