@@ -106,3 +106,54 @@ def test_per_example_statistics_in_the_tables():
     md = markdown(spec, rows, runs)
     assert "| mc | 2 | 0.6500 ± 0.0000 | [" in md and "+0.1500 [" in md
     assert "Power: mc vs protegi on 400 paired test rows detects an accuracy difference of" in md
+
+
+# -- the verdict --------------------------------------------------------------------------------------
+
+
+def _seed_rows(correct_a: list[int], correct_b: list[int]):
+    """Per seed: row id -> (parsed, gold) for a method and a baseline (gold always 'Yes')."""
+    a = {str(i): ("Yes" if c else "No", "Yes") for i, c in enumerate(correct_a)}
+    b = {str(i): ("Yes" if c else "No", "Yes") for i, c in enumerate(correct_b)}
+    return a, b
+
+
+def test_verdict_reads_the_two_level_interval_and_says_what_detection_would_need():
+    from apo_local.compare_stats import paired, verdict, verdict_line
+    from apo_local.tasks.metrics import get_metric
+
+    metric = get_metric("accuracy")
+    strong = [_seed_rows([1] * 90 + [0] * 10, [1] * 50 + [0] * 50) for _ in range(3)]
+    vs = paired(metric, [a for a, _ in strong], [b for _, b in strong])
+    assert verdict(vs) == "better" and vs["seeds"] == 3 and vs["rows_per_seed"] == 100
+    line = verdict_line("mc", "protegi", vs, "accuracy")
+    assert line.startswith("verdict: mc vs protegi: better (accuracy +0.400 [") and "3 seeds × 100 test rows" in line
+    worse = paired(metric, [b for _, b in strong], [a for a, _ in strong])
+    assert verdict(worse) == "worse"
+    close = [_seed_rows([1] * 52 + [0] * 48, [1] * 50 + [0] * 50), _seed_rows([1] * 49 + [0] * 51, [1] * 50 + [0] * 50),
+             _seed_rows([1] * 51 + [0] * 49, [1] * 50 + [0] * 50)]
+    vs = paired(metric, [a for a, _ in close], [b for _, b in close])
+    line = verdict_line("mc", "protegi", vs, "accuracy")
+    assert verdict(vs) == "no detectable change" and "would need about" in line and "seeds (per-seed spread)" in line
+    same = paired(metric, [b for _, b in close], [b for _, b in close])
+    assert "no number of seeds or rows would detect it" in verdict_line("mc", "protegi", same, "accuracy")
+    assert verdict(None) == "no data" and verdict_line("mc", "protegi", None, "accuracy").endswith("no paired test rows")
+
+
+def test_the_markdown_has_a_verdict_section_and_names_methods_under_the_constant():
+    from apo_local.compare import CompareSpec, markdown
+
+    spec = CompareSpec(base={}, methods={"protegi": {}, "mc": {}}, seeds=[0])
+    common = {"seeds": 1, "metric": "f1", "test_std": 0.0, "best_test_mean": 0.6, "p_vs_protegi": None,
+              "accepted_steps_mean": 1, "target_calls_mean": 1, "target_prompts_mean": 1, "optimizer_calls_mean": 1,
+              "optimizer_input_tokens_mean": 1, "optimizer_output_tokens_mean": 1, "prompt_tokens_per_step": "",
+              "initial_test_mean": 0.4, "constant_test_mean": 0.68, "constant_label": "Yes",
+              "reflection_self_jaccard_mean": None, "reflection_vs_protegi_jaccard_mean": None,
+              "lineage_steps": 2, "lineage_steps_distinguishable": 0, "lineage_distinguishable_share": 0.0}
+    rows = [{**common, "method": "protegi", "test_mean": 0.6, "test_ci": [0.5, 0.7]},
+            {**common, "method": "mc", "test_mean": 0.75, "test_ci": [0.70, 0.80],
+             "verdict_line": "verdict: mc vs protegi: better (f1 +0.150 [+0.050, +0.250], 1 seed × 100 test rows)"}]
+    md = markdown(spec, rows, [])
+    assert "0.68 (always Yes)" in md
+    assert "Not above a constant answer: protegi (" in md  # its interval reaches 0.68; mc's does not
+    assert "## Verdict" in md and "- mc vs protegi: better (f1 +0.150" in md

@@ -61,4 +61,10 @@ def test_compare_two_methods_two_seeds(engine, tmp_path):
     assert "| protegi | 2 |" in res.output
     assert (out / "protegi" / "seed-0" / "trace.jsonl").read_text() == before
     assert list(csv.DictReader((out / "results.csv").open())) == table
+    # it ends with one plain-word verdict per method against the baseline, from the seeds x rows bootstrap
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("verdict: mc vs protegi: ") and "2 seeds × 8 test rows" in last
+    assert last.split(": ")[2].split(" (")[0] in ("better", "worse", "no detectable change")
+    assert "## Verdict" in md and rows[1]["verdict"] in ("better", "worse", "no detectable change")
+    assert "best constant answer" in md and table[0]["constant_label"] in ("Yes", "No")
     assert "## Reflections" in md and "reflection_self_jaccard_mean" in table[0]
