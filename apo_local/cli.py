@@ -235,15 +235,16 @@ def summary_lines(result) -> list[str]:
         rows.append((f"best constant answer{majority}", constant_instruction(label), constant["by_label"][label]))
     rows.append(("best of beam (picked on test: optimistic)", result.best_prompt, result.best_test))
     acc = "test acc (= micro-F1)" if m in ("f1", "macro_f1") else "test accuracy"
+    width = max(44, *(len(name) for name, _, _ in rows))
     lines = [result.headline or headline(d), "",
-             f"{'':44} {'train est.':>10} {'test ' + m + ' [95% CI]':>24} {acc:>24}  prompt"]
+             f"{'':{width}} {'train est.':>10} {'test ' + m + ' [95% CI]':>24} {acc:>24}  prompt"]
     for name, text, test in rows:
         short = " ".join(text.split())
         short = short if len(short) <= 80 else short[:79] + "…"
         est = estimate.get(text) if name.startswith(("selected", "best of beam")) else None
         ci = test.get("ci") or {}
         acc_cell = fmt_ci(test["metrics"]["accuracy"], ci.get("accuracy") or ci.get(m)) if m != "accuracy" else ""
-        lines.append(f"{name:44} {'-' if est is None else f'{est:.3f}':>10} "
+        lines.append(f"{name:{width}} {'-' if est is None else f'{est:.3f}':>10} "
                      f"{fmt_ci(test['metrics'][m], ci.get(m)):>24} {acc_cell:>24}  {short}")
     paired = result.selected_vs_initial
     if paired:
