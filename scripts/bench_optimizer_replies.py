@@ -3,9 +3,10 @@ N optimizer steps of every kind (gradient, edit, one-step, rewrite, improve, par
 revise / demonstration), each asked twice with the same request seeds: once as free text
 (``optimizer.guided: false``), once guided by the step's reply shape.
 
-Per kind and mode: replies, the share that carry their tags, are truncated (max_tokens reached), were
-used whole without tags (free text only), rejected by each candidate rule (hygiene, degenerate) and
-accepted; engine seconds and output tokens (the guided-decoding overhead).
+Per kind and mode: replies, the share that carry their tags, are truncated (max_tokens reached; rejected),
+were cut at a loop (``search/repetition.py``; kept), were used whole without tags (free text only),
+rejected by each candidate rule (hygiene, degenerate) and accepted; engine seconds and output tokens (the
+guided-decoding overhead). Guided shapes are sized to ``--max-tokens`` as the optimizer steps size them.
 
     .venv/bin/python scripts/bench_optimizer_replies.py --task liar --n 8 --max-tokens 200
     .venv/bin/python scripts/bench_optimizer_replies.py --task scripts/bench_tickets/task.yaml --n 8
@@ -38,7 +39,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def kinds(task, meta, rows, n):
+def kinds(task, meta, rows, n, max_tokens):
     """kind -> (prompts, shape, candidate maker or None, parent text). ``rows``: (example, wrong prediction)."""
     from apo_local.search.proposers.abo_format import format_abo, numbered, strip_marker
     from apo_local.search.reply_shapes import abo_steps, tagged
@@ -51,23 +52,25 @@ def kinds(task, meta, rows, n):
     block = lambda i: meta.errors(rows[(3 * i) % len(rows):][:3] or rows[:3])  # noqa: E731
     ex = lambda i: rows[i % len(rows)][0]  # noqa: E731
     same = lambda t: t  # noqa: E731
+    one = tagged(1, max_tokens=max_tokens)
     return {
         "gradient": ([meta.render("gradient", prompt=inst, errors=block(i), num_reasons=1, evaluated=True)
-                      for i in range(n)], tagged(1), None, inst),
+                      for i in range(n)], one, None, inst),
         "edit": ([meta.render("edit", prompt=inst, errors=block(i), gradient=GRADIENT, num_prompts=1, evaluated=True)
-                  for i in range(n)], tagged(1), same, inst),
+                  for i in range(n)], one, same, inst),
         "one_step": ([meta.render("one_step", prompt=inst, errors=block(i), num_prompts=1, evaluated=True)
-                      for i in range(n)], tagged(1), same, inst),
-        "rewrite": ([meta.render("rewrite", prompt=inst)] * n, tagged(1), same, inst),
-        "improve": ([meta.render("improve", prompt=inst)] * n, tagged(1), same, inst),
+                      for i in range(n)], one, same, inst),
+        "rewrite": ([meta.render("rewrite", prompt=inst)] * n, one, same, inst),
+        "improve": ([meta.render("improve", prompt=inst)] * n, one, same, inst),
         "paraphrase": ([meta.render("paraphrase", prompt=inst)] * n, None, same, inst),
         "abo_init": ([meta.render("abo_init", prompt=inst, input=ex(i).input.strip(), label=ex(i).label,
-                                  demonstration=True) for i in range(n)], abo_steps(True), _abo_init, inst),
+                                  demonstration=True) for i in range(n)],
+                     abo_steps(True, max_tokens=max_tokens), _abo_init, inst),
         "abo_revise": ([meta.render("abo_revise", steps=numbered(steps), step=2, step_text=steps[1], errors=block(i))
-                        for i in range(n)], tagged(1),
+                        for i in range(n)], one,
                        lambda t: format_abo(steps[:1] + [strip_marker(t, 2)] + steps[2:], demo), abo_parent),
         "abo_demo": ([meta.render("abo_demo", steps=numbered(steps), input=ex(i).input.strip(), label=ex(i).label)
-                      for i in range(n)], tagged(1), lambda t: format_abo(steps, t), abo_parent),
+                      for i in range(n)], one, lambda t: format_abo(steps, t), abo_parent),
     }
 
 
@@ -106,6 +109,7 @@ def run_kind(engine, cfg, kind, spec, hygiene, seed) -> dict:
     t = trace.totals["optimizer"]
     c = trace.counts
     row.update(replies=c.get("replies", 0), truncated=c.get("replies_truncated", 0),
+               cut=c.get("replies_cut_repetition", 0),
                used_whole=c.get("replies_used_whole", 0), seconds=round(t.seconds, 2), output_tokens=t.output_tokens)
     return row
 
@@ -125,7 +129,7 @@ def main(argv=None) -> dict:
     rng = random.Random(args.seed)
     rows = [(ex, rng.choice([lab for lab in task.labels if lab != ex.label] or ["(no answer)"]))
             for ex in rng.sample(train, min(len(train), 3 * args.n))]
-    specs = kinds(task, MetaPrompts(), rows, args.n)
+    specs = kinds(task, MetaPrompts(), rows, args.n, args.max_tokens)
     if args.kinds:
         specs = {k: v for k, v in specs.items() if k in args.kinds.split(",")}
     hygiene = Hygiene([ex.input for ex in train], task.labels)
@@ -154,7 +158,7 @@ def main(argv=None) -> dict:
 
 
 def _total(by_kind: dict, mode: str) -> dict:
-    tot = {"replies": 0, "tagged": 0, "truncated": 0, "used_whole": 0, "items": 0, "accepted": 0, "seconds": 0.0,
+    tot = {"replies": 0, "tagged": 0, "truncated": 0, "cut": 0, "used_whole": 0, "items": 0, "accepted": 0, "seconds": 0.0,
            "output_tokens": 0, "rejected": {}}
     for modes in by_kind.values():
         r = modes[mode]
@@ -163,7 +167,7 @@ def _total(by_kind: dict, mode: str) -> dict:
                 for rule_, v in r["rejected"].items():
                     tot["rejected"][rule_] = tot["rejected"].get(rule_, 0) + v
             else:
-                tot[k] += r[k]
+                tot[k] += r.get(k, 0)
     tot["seconds"] = round(tot["seconds"], 2)
     return tot
 
@@ -172,7 +176,7 @@ def _line(r: dict) -> str:
     n = r["replies"] or 1
     rej = ", ".join(f"{k} {v}" for k, v in sorted(r["rejected"].items())) or "-"
     return (f"replies {r['replies']:3}  tagged {r['tagged'] / n:4.0%}  truncated {r['truncated'] / n:4.0%}  "
-            f"whole {r['used_whole'] / n:4.0%}  accepted {r['accepted'] / n:4.0%}  {r['seconds']:6.1f} s "
+            f"cut {r.get('cut', 0) / n:4.0%}  whole {r['used_whole'] / n:4.0%}  accepted {r['accepted'] / n:4.0%}  {r['seconds']:6.1f} s "
             f"{r['output_tokens']:5} tok  rejected: {rej}")
 
 

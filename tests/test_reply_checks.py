@@ -16,7 +16,11 @@ from apo_local.engine.protocol import GenerationRequest, ReplyShape
 from apo_local.search.admission import Admission
 from apo_local.search.hygiene import Hygiene, rule
 from apo_local.search.optimizer_calls import OptimizerCalls
-from apo_local.search.reply_shapes import abo_steps, choice, tagged
+from apo_local.engine.protocol import tail_repeats
+from apo_local.search.parsing import extract_tagged
+from apo_local.search.repetition import REPEAT_STOP, cut_loop, phrase_loop, tail_loop
+from apo_local.search.reply_shapes import (EOS_TOKENS, STEP_WORDS, TAG_TOKENS, TOKENS_PER_WORD, abo_budget,
+                                           abo_steps, choice, item_words, tagged)
 from apo_local.search.result import replies_line, reply_summary
 from apo_local.search.state import Candidate, Status
 from apo_local.search.streams import Streams
@@ -225,3 +229,192 @@ def test_counts_travel_in_the_checkpoint(tmp_path: Path):
     state.counts = {"replies": 3, "rejected:chat filler": 1}
     state.save(tmp_path / "c.json")
     assert RunState.load(tmp_path / "c.json").counts == state.counts
+
+
+# -- bounded items: every item closes within max_tokens ----------------------------------------------
+
+
+def _words(n: int) -> str:
+    """``n`` words of instruction-like English (the LIAR instruction's words, cycled)."""
+    w = LIAR_INSTRUCTION.split()
+    return " ".join(w[i % len(w)] for i in range(n))
+
+
+@pytest.mark.parametrize("max_tokens, k", [(96, 1), (96, 2), (200, 1), (200, 2), (1024, 1), (1024, 3)])
+def test_bounded_items_accept_the_bound_and_reject_one_word_more(max_tokens, k):
+    n = item_words(max_tokens, k)
+    shape = re.compile(tagged(k, max_tokens=max_tokens).spec)
+    at_bound = "\n".join([f"<START>{_words(n)}<END>"] * k)
+    assert shape.fullmatch(at_bound)
+    assert not shape.fullmatch(at_bound.replace("<END>", " more<END>", 1))  # one word over, in any item
+    assert shape.fullmatch("\n".join(["<START>Short reason.\n\nSecond line.<END>"] * k))  # lines, blank lines
+    assert not shape.fullmatch("\n".join(["<START>a\n\n\n\n\nb<END>"] * k))  # no run of blank lines
+    one_line = re.compile(tagged(1, one_line=True, max_tokens=max_tokens).spec)
+    assert one_line.fullmatch(f"<START>{_words(item_words(max_tokens))}<END>")
+    assert not one_line.fullmatch("<START>two\nlines<END>")
+
+
+@pytest.mark.parametrize("max_tokens, k", [(96, 2), (200, 1), (200, 2), (1024, 3)])
+def test_k_items_at_the_bound_fit_within_max_tokens(max_tokens, k):
+    """By the bound's arithmetic (TOKENS_PER_WORD tokens a word, TAG_TOKENS per item), and counted by the
+    embedded model's tokenizer on English text at the bound."""
+    n = item_words(max_tokens, k)
+    assert k * (n * TOKENS_PER_WORD + TAG_TOKENS) + EOS_TOKENS <= max_tokens
+    tok = _tokenizer()
+    reply = "\n".join([f"<START>{_words(n)}<END>"] * k)
+    assert len(tok.encode(reply, add_special_tokens=False)) + EOS_TOKENS <= max_tokens
+
+
+@pytest.mark.parametrize("max_tokens", [96, 200, 1024])
+def test_abo_steps_bounded_fit_within_max_tokens(max_tokens):
+    steps, per_step, demo_words = abo_budget(max_tokens, True)
+    assert 1 <= steps <= 8 and per_step >= STEP_WORDS
+    shape = re.compile(abo_steps(True, max_tokens=max_tokens).spec)
+    full = ("<START>" + "\n".join(f"{i}. {_words(per_step)}" for i in range(1, steps + 1))
+            + f"\n\nDemonstration:\n{_words(demo_words)}<END>")
+    assert shape.fullmatch(full)
+    assert not shape.fullmatch(full.replace("\n\nDemonstration", " more\n\nDemonstration"))  # a longer step
+    assert not shape.fullmatch(full.replace("<END>", " more<END>"))  # a longer demonstration
+    if steps < 8:  # no step past the budget's count
+        assert not shape.fullmatch(full.replace("\n\nDemonstration", f"\n{steps + 1}. One more.\n\nDemonstration"))
+    assert len(_tokenizer().encode(full, add_special_tokens=False)) + EOS_TOKENS <= max_tokens
+    without = re.compile(abo_steps(False, max_tokens=max_tokens).spec)
+    assert without.fullmatch("<START>1. Read the statement.\n2. Answer Yes or No.<END>")
+
+
+def test_bounded_shapes_compile_and_mask_fast_for_the_model_tokenizer():
+    """Words with one fixed gap, not characters: xgrammar compiles a bounded word repeat in well under a
+    second (a bounded character repeat takes seconds) and masks each token in well under a millisecond (a
+    gap of variable width, ``\\s{1,4}``, costs 5 to 150 ms a token)."""
+    import time
+
+    xgr = pytest.importorskip("xgrammar")
+    tok = _tokenizer()
+    info = xgr.TokenizerInfo.from_huggingface(tok)
+    compiler = xgr.GrammarCompiler(info, cache_enabled=False)
+    reply = "<START>Read the Context.\n\n- Answer Yes or No.\nThen stop. <END>"
+    for max_tokens in (96, 200, 1024):
+        for shape in (tagged(1, max_tokens=max_tokens), tagged(3, max_tokens=max_tokens),
+                      abo_steps(True, max_tokens=max_tokens), abo_steps(False, max_tokens=max_tokens)):
+            start = time.perf_counter()
+            compiler.compile_regex(shape.spec)
+            assert time.perf_counter() - start < 10, shape  # about 0.02 s (ABO: up to 0.8 s); generous
+        matcher, mask = xgr.GrammarMatcher(compiler.compile_regex(tagged(1, max_tokens=max_tokens).spec)), \
+            xgr.allocate_token_bitmask(1, info.vocab_size)
+        ids = tok.encode(reply, add_special_tokens=False)
+        start = time.perf_counter()
+        for i in ids:
+            matcher.fill_next_token_bitmask(mask)
+            assert matcher.accept_token(i)
+        assert (time.perf_counter() - start) / len(ids) < 0.005  # about 0.05 ms a token
+
+
+_TOK = []
+
+
+def _tokenizer():
+    if not _TOK:
+        transformers = pytest.importorskip("transformers")
+        from apo_local.models import resolve_model
+
+        _TOK.append(transformers.AutoTokenizer.from_pretrained(str(resolve_model("smollm2-135m")),
+                                                               local_files_only=True))
+    return _TOK[0]
+
+
+# -- loops: stopped by the engine, cut off the reply -----------------------------------------------
+
+
+@pytest.mark.parametrize("reply, stopped, kept, why", [
+    ("<START>Answer Yes if it is a lie. Answer Yes if it is a lie. Answer Yes if", False,
+     "<START>Answer Yes if it is a lie.<END>", "repeated sentence"),
+    ("<START>Read the Context. Answer Yes if it is a lie. Check the facts. Answer Yes if it is a lie.<END>", False,
+     "<START>Read the Context. Answer Yes if it is a lie. Check the facts.<END>", "repeated sentence"),
+    ("<START>Use the label of the statement the label of the statement the label of", False,
+     "<START>Use the label of the statement<END>", "repeated phrase"),
+    ("<START>1. Read the statement carefully.\n2. Read the statement carefully.\n3. Read the", True,
+     "<START>1. Read the statement carefully.<END>", "repeated sentence"),
+    ("<START>It is vague.<END>\n<START>Say Yes or No. Say Yes or No.<END>", False,
+     "<START>It is vague.<END>\n<START>Say Yes or No.<END>", "repeated sentence"),
+    ("<START>Decide Yes or No.<END>\n<START>Decide Yes or No.<END>\n<START>Decide Yes", True,
+     "<START>Decide Yes or No.<END>", "repeated tail"),
+    ("<START>Check the facts!!!!!!!!!!!!!!!!!!!!!!", True, "<START>Check the facts!<END>", "repeated tail"),
+    ("Answer No no no no no no no", False, "Answer No", "repeated phrase"),
+])
+def test_a_loop_is_cut_where_it_starts_and_the_item_closed(reply, stopped, kept, why):
+    cut = cut_loop(reply, stopped)
+    assert cut is not None and cut.text == kept and cut.reason == why and cut.dropped == len(reply) - len(kept)
+
+
+@pytest.mark.parametrize("reply", [
+    "<START>" + LIAR_INSTRUCTION + "<END>",
+    "<START>Answer step by step: read, then answer Yes or No.<END>",
+    "<START>1. Read the statement.\n2. Read the context.\n3. Answer Yes or No.\n\nDemonstration:\nStep 1: "
+    "read.\nStep 2: read.\nStep 3: No<END>",
+    "Yes, yes: a very very short reply.",
+    "<START>Check the facts!!<END>",
+])
+def test_replies_without_a_loop_are_not_cut(reply):
+    assert cut_loop(reply) is None and cut_loop(reply, stopped=True) is None
+
+
+def test_the_tail_rule_only_applies_when_the_engine_stopped_the_sample():
+    assert cut_loop("<START>Check it!!!!!!!!!!!!!!!!!!!!!") is None
+    assert tail_loop("abcabcabcabcabc") == 3 and tail_loop("abcabc") is None  # 6 characters: too short a run
+    assert phrase_loop("no no no") is None and phrase_loop("no no no no") == 3
+
+
+def test_what_a_cut_keeps_passes_hygiene(liar_hygiene):
+    loops = ["Answer Yes or No. Read the Context. Answer Yes or No. Read the",
+             "Decide Yes or No. Decide Yes or No. Decide Yes or No. Decide Yes or No.",
+             "Answer Yes or No from the Context and the speaker of the speaker of the speaker of"]
+    for loop in loops:
+        assert liar_hygiene.reason(loop, LIAR_INSTRUCTION) is not None or phrase_loop(loop) is not None
+        item = extract_tagged(cut_loop(f"<START>{loop}", stopped=True).text).items[0]
+        assert liar_hygiene.reason(item, LIAR_INSTRUCTION) is None, item
+
+
+def test_a_looping_reply_is_cut_kept_and_counted_not_truncated(tmp_path):
+    calls, engine, trace = calls_for([(["<START>Answer Yes if it is a lie. Answer Yes if it is a lie. Answer",
+                                        "<START>Say Yes or No from the Context!!!!!!!!!!!!!!!!!!!!",
+                                        "<START>cut off in the midd"], ["length", "repetition", "length"])])
+    trace.path = tmp_path / "trace.jsonl"
+    reply = calls.ask("edit", ["p"], n=3, shape=tagged(1, max_tokens=1024))[0]
+    assert engine.requests[0].repetition == REPEAT_STOP
+    assert calls.sample_items(reply, "edit") == ["Answer Yes if it is a lie.", "Say Yes or No from the Context!"]
+    assert trace.counts == {"replies": 3, "replies_guided": 3, "replies_cut_repetition": 2, "replies_truncated": 1}
+    events = [e for e in map(json.loads, trace.path.read_text().splitlines()) if "event" in e]
+    cuts = [e for e in events if e["event"] == "reply_cut_repetition"]
+    assert [e["reason"] for e in cuts] == ["repeated sentence", "repeated tail"]
+    assert cuts[1]["finish"] == "repetition" and cuts[0]["dropped_chars"] > 0
+    summary = reply_summary(trace.counts, guided=True)
+    assert summary["cut_repetition"] == 2 and "truncated=1 cut=2" in replies_line(summary)
+
+
+def test_a_reply_the_engine_stopped_without_a_loop_to_cut_counts_as_truncated():
+    calls, _, trace = calls_for([(["<START>Read it and"], ["repetition"])])
+    assert calls.sample_items(calls.ask("edit", ["p"], shape=tagged(1))[0], "edit") == []
+    assert trace.counts["replies_truncated"] == 1 and "replies_cut_repetition" not in trace.counts
+
+
+def test_free_text_replies_are_cut_too():
+    calls, engine, trace = calls_for([(["Classify it as Yes or No. Classify it as Yes or No. Classify"],
+                                       ["length"])], guided=False)
+    reply = calls.ask("paraphrase", ["p"])[0]
+    assert engine.requests[0].shape is None and engine.requests[0].repetition == REPEAT_STOP
+    assert calls.parse(reply.text, "paraphrase", tagged=False) == ["Classify it as Yes or No."]
+    assert trace.counts["replies_cut_repetition"] == 1
+
+
+def test_tail_repeats_is_the_engine_stop_rule():
+    ids = [5, 6] + [1, 2, 3, 4, 5, 6, 7, 8] * 2
+    assert tail_repeats(ids, *REPEAT_STOP) and not tail_repeats(ids[:-1], *REPEAT_STOP)
+    assert tail_repeats([9] * 16, *REPEAT_STOP) and not tail_repeats([9] * 15, *REPEAT_STOP)
+    try:
+        from vllm.v1.core.sched.utils import check_sequence_repetition
+        from vllm.sampling_params import RepetitionDetectionParams
+    except ImportError:
+        return
+    params = RepetitionDetectionParams(min_pattern_size=8, max_pattern_size=64, min_count=2)
+    for seq in (ids, ids[:-1], [9] * 16, [9] * 15, list(range(40)) + list(range(30, 40)), [1, 2] * 40):
+        assert tail_repeats(seq, *REPEAT_STOP) == check_sequence_repetition(seq, params)

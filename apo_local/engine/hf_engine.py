@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
+from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest, tail_repeats
 from apo_local.engine.chat import ChatFormatter
 from apo_local.engine.modelinfo import model_fingerprint
 from apo_local.quiet import quiet_transformers
@@ -55,7 +55,8 @@ class _Row:
     stop: tuple[str, ...]
     generator: object  # torch.Generator, or None for greedy
     guide: object = None  # a RowMatcher when the request has a reply shape (engine/guide.py)
-    finish: str = "stop"  # "length" when the token budget ended it
+    repetition: tuple | None = None  # the request's loop stop rule (protocol.tail_repeats)
+    finish: str = "stop"  # "length" when the token budget ended it, "repetition" when the rule did
     out_ids: list[int] = field(default_factory=list)
     text: str | None = None  # final text once finished
     done: bool = False
@@ -215,7 +216,8 @@ class TransformersEngine:
                         seed = int(torch.randint(0, 2**62, (1,), generator=self._seed_rng))
                     gen = torch.Generator(device=self.device).manual_seed(seed)
                 stop = tuple(s for s in req.stop if s)
-                rows.append(_Row(i, k, ids, max_new, req.temperature, req.top_p, stop, gen, self.guide.matcher(req.shape)))
+                rows.append(_Row(i, k, ids, max_new, req.temperature, req.top_p, stop, gen, self.guide.matcher(req.shape),
+                                 req.repetition))
 
         order = sorted(range(len(rows)), key=lambda r: len(rows[r].prompt_ids))
         lengths = [len(r.prompt_ids) + r.max_new for r in rows]
@@ -361,6 +363,8 @@ class TransformersEngine:
                 r.done = True
         if not r.done and len(r.out_ids) >= r.max_new:
             r.done, r.finish = True, "length"
+        elif not r.done and r.repetition and tail_repeats(r.out_ids, *r.repetition):
+            r.done, r.finish = True, "repetition"
         if r.done:
             r.text = self._final_text(r)
 

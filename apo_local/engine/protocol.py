@@ -8,8 +8,9 @@ Prompts are user-message texts; the engine applies the model's chat template.
 
 A request may carry a ``ReplyShape``: the reply must match it whole (guided decoding; the vLLM backend
 passes it as structured outputs, the transformers backend masks the logits with the same grammar).
-Every sample reports why it ended (``Generation.finish_reasons``): ``stop`` or ``length`` (the token
-budget ran out: the reply is truncated).
+Every sample reports why it ended (``Generation.finish_reasons``): ``stop``, ``length`` (the token
+budget ran out: the reply is truncated) or ``repetition`` (the request's ``repetition`` rule stopped a
+sample whose last tokens repeat: ``tail_repeats``; vLLM's ``repetition_detection``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class GenerationRequest:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     shape: ReplyShape | None = None  # guided decoding: the reply must match this whole
+    repetition: tuple[int, int, int] | None = None  # stop a looping sample: (min, max block tokens, copies)
 
     def settings(self) -> dict:
         d = {
@@ -57,7 +59,22 @@ class GenerationRequest:
         }
         if self.shape is not None:  # only then: unguided requests keep their cache keys
             d["shape"] = self.shape.to_dict()
+        if self.repetition is not None:  # likewise
+            d["repetition"] = list(self.repetition)
         return d
+
+
+def tail_repeats(token_ids: Sequence[int], min_size: int, max_size: int, copies: int) -> bool:
+    """The last ``size`` tokens, for some ``size`` in ``min_size..max_size``, repeat the ``copies - 1`` blocks
+    of ``size`` tokens before them (vLLM's ``repetition_detection`` rule, for every backend)."""
+    n = len(token_ids)
+    for size in range(max(1, min_size), max_size + 1):
+        if size * copies > n:
+            return False
+        tail = token_ids[n - size :]
+        if all(token_ids[n - (c + 1) * size : n - c * size] == tail for c in range(1, copies)):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -66,7 +83,7 @@ class Generation:
     input_tokens: int
     output_tokens: int
     error: str | None = None  # e.g. "prompt too long (2100 tokens > 2048)"; texts is then empty
-    finish_reasons: tuple[str, ...] = ()  # per sample: "stop" or "length" (truncated); empty: not known
+    finish_reasons: tuple[str, ...] = ()  # per sample: "stop", "length" (truncated) or "repetition"; empty: not known
 
     @property
     def text(self) -> str:

@@ -130,6 +130,20 @@ def _guide(shape):
     return StructuredOutputsParams(**{shape.kind: shape.spec})
 
 
+def _repetition(rule) -> dict:
+    """``SamplingParams`` keywords for a request's ``repetition`` rule (none: no rule, or a vLLM without
+    ``repetition_detection``, where the optimizer still cuts loops from the text)."""
+    if rule is None:
+        return {}
+    try:
+        from vllm.sampling_params import RepetitionDetectionParams
+    except ImportError:
+        return {}
+    low, high, copies = rule
+    return {"repetition_detection": RepetitionDetectionParams(min_pattern_size=low, max_pattern_size=high,
+                                                              min_count=copies)}
+
+
 def engine_kwargs(model_path: Path, s: EngineSettings, cuda: bool) -> dict:
     """The ``vllm.LLM`` keyword arguments for resolved settings ``s``: apo-local's defaults, then
     ``s.engine_args`` (any vLLM argument, passed through and winning over the defaults)."""
@@ -278,11 +292,12 @@ class VLLMEngine:
             # seeded n > 1 ("CPU Generator does not use offset"), and this way sample k is the same on any device.
             copies = [(req.n, req.seed)] if req.seed is None else [(1, req.seed + k) for k in range(req.n)]
             for n, seed in copies:
-                key = (n, req.temperature, req.top_p, min(req.max_tokens, room), seed, req.stop, req.shape)
+                key = (n, req.temperature, req.top_p, min(req.max_tokens, room), seed, req.stop, req.shape,
+                       req.repetition)
                 if key not in shared:
                     shared[key] = SamplingParams(n=n, temperature=req.temperature, top_p=req.top_p,
                                                  max_tokens=key[3], seed=seed, stop=list(req.stop) or None,
-                                                 structured_outputs=_guide(req.shape))
+                                                 structured_outputs=_guide(req.shape), **_repetition(req.repetition))
                 batch.append({"prompt_token_ids": ids})
                 params.append(shared[key])
                 index.append(i)

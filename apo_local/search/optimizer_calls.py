@@ -1,10 +1,13 @@
-"""Calls to the optimizer model: one seeded batch per step, guided replies, and lenient parsing.
+"""Calls to the optimizer model: one seeded batch per step, guided replies, loops cut, and lenient parsing.
 
-A step whose reply has a known shape declares it (``search/reply_shapes.py``); with ``optimizer.guided``
-(the default) the engine decodes the reply inside that shape, so it cannot miss its tags. A reply that
-ended because it ran out of tokens is truncated: it is rejected here (counted, logged with its reason)
-and never parsed into a gradient or a candidate. Every reply is counted (``replies``, ``replies_guided``,
-``replies_truncated``, ``replies_used_whole``) in the trace's counts, which ``results.json`` reports.
+A step whose reply has a known shape declares it (``search/reply_shapes.py``, sized to ``optimizer.max_tokens``
+so that every item closes within the budget); with ``optimizer.guided`` (the default) the engine decodes the
+reply inside that shape, so it cannot miss its tags. With ``optimizer.cut_repetition`` (the default) the
+engine stops a sample that starts repeating itself and the loop is cut off (``search/repetition.py``): the
+text before it is kept. A reply that ended because it ran out of tokens (with no loop to cut) is
+truncated: it is rejected here (counted, logged with its reason) and never parsed into a gradient or a
+candidate. Every reply is counted (``replies``, ``replies_guided``, ``replies_truncated``,
+``replies_cut_repetition``, ``replies_used_whole``) in the trace's counts, which ``results.json`` reports.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from apo_local.config import OptimizerConfig
 from apo_local.engine import Generation, GenerationRequest, RoleEngine
 from apo_local.engine.protocol import ReplyShape
 from apo_local.search.parsing import extract_tagged
+from apo_local.search.repetition import REPEAT_STOP, cut_loop
 from apo_local.search.streams import Streams
 
 
@@ -29,17 +33,27 @@ class OptimizerCalls:
     def trace(self):
         return self.engine.trace
 
+    @property
+    def max_tokens(self) -> int:
+        """The token budget of every reply: what the steps size their reply shapes to."""
+        return self.settings.max_tokens
+
+    @property
+    def cut_repetition(self) -> bool:
+        return getattr(self.settings, "cut_repetition", True)
+
     def ask(self, purpose: str, prompts: Sequence[str], n: int = 1, shape: ReplyShape | None = None,
             keep_truncated: bool = False) -> list[Generation]:
         """One batched optimizer call; request i is seeded from (seed, round, purpose, i).
 
-        ``shape``: the reply's shape, enforced when ``optimizer.guided`` is on. Truncated samples are
-        removed from the replies (counted and logged), unless ``keep_truncated`` (a reply read as free
-        context, never a candidate: the three-stage critique)."""
+        ``shape``: the reply's shape, enforced when ``optimizer.guided`` is on. A loop is cut off the
+        replies (counted, logged); truncated samples are removed from the replies (counted and logged),
+        unless ``keep_truncated`` (a reply read as free context, never a candidate: the three-stage critique)."""
         o = self.settings
         guide = shape if getattr(o, "guided", True) else None
+        stop = REPEAT_STOP if self.cut_repetition else None
         reqs = [GenerationRequest(p, temperature=o.temperature, top_p=o.top_p, max_tokens=o.max_tokens, n=n,
-                                  seed=self.streams.request_seed(purpose, i), shape=guide)
+                                  seed=self.streams.request_seed(purpose, i), shape=guide, repetition=stop)
                 for i, p in enumerate(prompts)]
         self.before_call()
         self.trace.at(purpose, self.streams.round)
@@ -47,7 +61,7 @@ class OptimizerCalls:
         return [self._screen(g, purpose, guide is not None, keep_truncated) for g in out]
 
     def _screen(self, g: Generation, purpose: str, guided: bool, keep_truncated: bool) -> Generation:
-        """Count ``g``'s samples; drop the truncated ones (unless kept) and log each with its reason."""
+        """Count ``g``'s samples; cut loops off; drop the truncated ones (unless kept), logging each."""
         count = self.trace.count
         if g.error:
             self.trace.event("optimizer_error", purpose=purpose, error=g.error)
@@ -57,16 +71,24 @@ class OptimizerCalls:
             count("replies_guided", len(g.texts))
         kept = []
         for i, text in enumerate(g.texts):
-            if g.truncated(i):
+            finish = g.finish_reasons[i] if i < len(g.finish_reasons) else ""
+            cut = cut_loop(text, stopped=finish == "repetition") if self.cut_repetition else None
+            if cut is not None:
+                count("replies_cut_repetition")
+                self.trace.event("reply_cut_repetition", purpose=purpose, reason=cut.reason, finish=finish or None,
+                                 dropped_chars=cut.dropped, reply=text[:300])
+                text = cut.text
+            elif g.truncated(i) or finish == "repetition":
                 count("replies_truncated")
-                self.trace.event("reply_truncated", purpose=purpose, reason="max_tokens reached",
-                                 max_tokens=self.settings.max_tokens, kept=keep_truncated, reply=text[:300])
+                why = "max_tokens reached" if g.truncated(i) else "stopped repeating itself, no loop found to cut"
+                self.trace.event("reply_truncated", purpose=purpose, reason=why, max_tokens=self.settings.max_tokens,
+                                 kept=keep_truncated, reply=text[:300])
                 if not keep_truncated:
                     continue
             elif not text.strip():
                 self.trace.event("parse_failure", purpose=purpose, reason="empty reply", reply="")
             kept.append(text)
-        if len(kept) == len(g.texts):
+        if tuple(kept) == g.texts:
             return g
         return replace(g, texts=tuple(kept), finish_reasons=())
 

@@ -42,12 +42,13 @@ class RunResult:
 
 def reply_summary(counts: dict, guided: bool) -> dict:
     """The optimizer's replies and the candidates made from them, from the trace's counts: replies (guided,
-    truncated and rejected, used whole without tags), proposals, candidates accepted and their share, and
-    the proposals rejected by each rule (``search/hygiene.py``, ``parsing.is_degenerate``)."""
+    truncated and rejected, cut at a loop and kept, used whole without tags), proposals, candidates accepted
+    and their share, and the proposals rejected by each rule (``search/hygiene.py``, ``parsing.is_degenerate``)."""
     proposals, accepted = counts.get("proposals", 0), counts.get("proposals_accepted", 0)
     rejected = {k.split(":", 1)[1]: v for k, v in sorted(counts.items()) if k.startswith("rejected:")}
     return {"guided": guided, "replies": counts.get("replies", 0), "guided_replies": counts.get("replies_guided", 0),
-            "truncated": counts.get("replies_truncated", 0), "used_whole": counts.get("replies_used_whole", 0),
+            "truncated": counts.get("replies_truncated", 0), "cut_repetition": counts.get("replies_cut_repetition", 0),
+            "used_whole": counts.get("replies_used_whole", 0),
             "proposals": proposals, "accepted": accepted,
             "accepted_share": round(accepted / proposals, 3) if proposals else None, "rejected": rejected}
 
@@ -57,5 +58,6 @@ def replies_line(r: dict) -> str:
     share = "-" if r.get("accepted_share") is None else f"{r['accepted_share']:.0%}"
     rejected = ", ".join(f"{k} {v}" for k, v in r.get("rejected", {}).items()) or "none"
     return (f"optimizer replies={r['replies']} ({'guided' if r['guided'] else 'free text'}) "
-            f"truncated={r['truncated']} used_whole={r['used_whole']} | candidates proposed={r['proposals']} "
+            f"truncated={r['truncated']} cut={r.get('cut_repetition', 0)} used_whole={r['used_whole']} | "
+            f"candidates proposed={r['proposals']} "
             f"accepted={r['accepted']} ({share}) rejected: {rejected}")

@@ -36,7 +36,7 @@ class ABOProposer:
         replies = ctx.optimizer.ask("abo_init", [
             ctx.meta.render("abo_init", prompt=p.text, input=ex.input.strip(), label=ex.label,
                             demonstration=self.demonstration) for p in parents], n=self.init_samples,
-            shape=abo_steps(self.demonstration))
+            shape=abo_steps(self.demonstration, max_tokens=ctx.optimizer.max_tokens))
         out = []
         for parent, reply in zip(parents, replies):
             for item in ctx.optimizer.sample_items(reply, "abo_init"):
@@ -63,7 +63,7 @@ class ABOProposer:
             ctx.meta.render("abo_revise", steps=numbered(a.steps), step=step, step_text=a.steps[step - 1],
                             errors=ctx.feedback.block([(ex, f"{pred or '(no answer)'}\nWork: {' '.join(w.split())[:400]}")
                                                        for ex, pred, w in rows]))
-            for _, a, step, rows, _ in asks], shape=tagged(1))
+            for _, a, step, rows, _ in asks], shape=tagged(1, max_tokens=ctx.optimizer.max_tokens))
         revised = []
         for (parent, a, step, rows, why), reply in zip(asks, replies):
             for item in ctx.optimizer.parse(reply.text, "abo_revise")[:1]:
@@ -142,7 +142,7 @@ class ABOProposer:
         if self.demonstration and revised:
             replies = ctx.optimizer.ask("abo_demo", [
                 ctx.meta.render("abo_demo", steps=numbered(steps), input=rows[0][0].input.strip(), label=rows[0][0].label)
-                for _, _, steps, rows, _ in revised], shape=tagged(1))
+                for _, _, steps, rows, _ in revised], shape=tagged(1, max_tokens=ctx.optimizer.max_tokens))
             for i, reply in enumerate(replies):
                 items = ctx.optimizer.parse(reply.text, "abo_demo")[:1]
                 if items:

@@ -63,7 +63,7 @@ def edit(reasons_: list[Reason], operator: str, per_reason: int, ctx: RoundConte
     replies = ctx.optimizer.ask("edit", [
         ctx.meta.render("edit", prompt=p.text, errors=block, gradient=why, num_prompts=per_reason,
                         evaluated=ctx.feedback.evaluated)
-        for p, block, why, _ in reasons_], shape=tagged(per_reason))
+        for p, block, why, _ in reasons_], shape=tagged(per_reason, max_tokens=ctx.optimizer.max_tokens))
     return [Candidate(text, ctx.round, operator, parent=parent.id, gradient=why, **extra)
             for (parent, _, why, extra), reply in zip(reasons_, replies)
             for text in ctx.optimizer.parse(reply.text, "edit")[:per_reason]]

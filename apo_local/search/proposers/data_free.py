@@ -18,7 +18,7 @@ class DataFreeProposer(UpdateThenParaphrase):
 
     def _updates(self, parents, ctx):
         replies = ctx.optimizer.ask(self.template, [ctx.meta.render(self.template, prompt=p.text) for p in parents],
-                                    n=self.samples_per_parent, shape=tagged(1))
+                                    n=self.samples_per_parent, shape=tagged(1, max_tokens=ctx.optimizer.max_tokens))
         return [Candidate(item, ctx.round, self.name, parent=parent.id)
                 for parent, reply in zip(parents, replies)
                 for item in ctx.optimizer.sample_items(reply, self.template)]

@@ -20,7 +20,7 @@ class OneStepProposer(UpdateThenParaphrase):
         replies = ctx.optimizer.ask("one_step", [
             ctx.meta.render("one_step", prompt=p.text, errors=block, num_prompts=self.edits_per_gradient,
                             evaluated=ctx.feedback.evaluated) for p, block in groups],
-            shape=tagged(self.edits_per_gradient))
+            shape=tagged(self.edits_per_gradient, max_tokens=ctx.optimizer.max_tokens))
         return [Candidate(text, ctx.round, "one-step", parent=parent.id)
                 for (parent, _), reply in zip(groups, replies)
                 for text in ctx.optimizer.parse(reply.text, "one_step")[: self.edits_per_gradient]]

@@ -18,6 +18,6 @@ class ProTeGiProposer(ErrorGroupProposer):
         replies = ctx.optimizer.ask("gradient", [
             ctx.meta.render("gradient", prompt=p.text, errors=block, num_reasons=self.reasons_per_gradient,
                             evaluated=ctx.feedback.evaluated) for p, block in groups],
-            shape=tagged(self.reasons_per_gradient))
+            shape=tagged(self.reasons_per_gradient, max_tokens=ctx.optimizer.max_tokens))
         return edit(reasons(groups, replies, "gradient", self.reasons_per_gradient, ctx), "edit",
                     self.edits_per_gradient, ctx)

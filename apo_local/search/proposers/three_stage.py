@@ -17,7 +17,7 @@ class ThreeStageProposer(ErrorGroupProposer):
         replies = ctx.optimizer.ask("feedback", [
             ctx.meta.render("feedback", prompt=p.text, critique=c.text.strip() or "(no critique)",
                             num_reasons=self.reasons_per_gradient)
-            for (p, _), c in zip(groups, critiques)], shape=tagged(self.reasons_per_gradient))
+            for (p, _), c in zip(groups, critiques)], shape=tagged(self.reasons_per_gradient, max_tokens=ctx.optimizer.max_tokens))
         notes = reasons(groups, replies, "feedback", self.reasons_per_gradient, ctx,
                         extra=lambda i: {"critique": critiques[i].text.strip()})
         return edit(notes, "three-stage", self.edits_per_gradient, ctx)
