@@ -23,9 +23,11 @@ from click.testing import CliRunner
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "apo_local.cli"]
-TABLE = re.compile(r"^(|\s+train est\.\s+test f1 \[95% CI\]\s+test acc \(= micro-F1\)\s+prompt"
-                   r"|(selected \(.+?\)|initial|best of beam \(picked on test: optimistic\))\s+\S+\s+[\d.]+ \[[\d.]+, [\d.]+\]\s+.*"
-                   r"|selected - initial: f1 .*|power: with .*|warning: the selected prompt predicts .*"
+TABLE = re.compile(r"^(|headline: .*|\s+train est\.\s+test f1 \[95% CI\]\s+test acc \(= micro-F1\)\s+prompt"
+                   r"|(selected \(.+?\)|initial|best constant answer( = train majority)?"
+                   r"|best of beam \(picked on test: optimistic\))\s+\S+\s+[\d.]+ \[[\d.]+, [\d.]+\]\s+.*"
+                   r"|selected - initial: f1 .*|selected - always '(Yes|No)': f1 .*|attribution \(test f1\): .*"
+                   r"|power: with .*|warning: the selected prompt predicts .*"
                    r"|(target|optimizer)\s+calls=.*|rounds=\d+ stop=.*|optimizer replies=\d+ .*|time: total .*|run directory: .*)$")
 
 
