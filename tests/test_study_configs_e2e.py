@@ -73,8 +73,8 @@ def test_config_runs_end_to_end(name, shipped_run):
         assert all(c["critique"] and c["gradient"] for c in made)
         assert made or results["replies"]["truncated"] > 0  # none only when the replies ran out of tokens
     if proposer == "abo":
-        texts = [c["text"] for c in new if c["status"] != "rejected"]
-        assert all(t.startswith("Follow these steps:\n1. ") for t in texts)
+        texts = [c["text"] for c in new if c["operator"].startswith("abo")]  # rejected ones too: hygiene judged
+        assert all(t.startswith("Follow these steps:\n1. ") for t in texts)  # them, their form is ABO's all the same
         assert texts or results["replies"]["truncated"] > 0  # none only when the replies ran out of tokens
         if not cfg.abo.demonstration:
             assert all(t.endswith("Follow the steps strictly.") for t in texts)
