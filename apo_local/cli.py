@@ -221,10 +221,9 @@ def summary_lines(result) -> list[str]:
     and selected - best constant, the power line and any prevalence warning."""
     from apo_local.search.baselines import constant_instruction
     from apo_local.search.headline import headline, power_line, suppressed_labels
-    from apo_local.stats import fmt_ci
+    from apo_local.stats import fmt_ci, fmt_diff
 
     m = result.metric
-    d = result.to_dict()
     estimate = {b["text"]: b["estimate"] for b in result.beam}
     constant = result.constant_baselines or {}
     rows = [(f"selected ({result.selected_by})", result.selected_prompt, result.selected_test),
@@ -236,7 +235,7 @@ def summary_lines(result) -> list[str]:
     rows.append(("best of beam (picked on test: optimistic)", result.best_prompt, result.best_test))
     acc = "test acc (= micro-F1)" if m in ("f1", "macro_f1") else "test accuracy"
     width = max(44, *(len(name) for name, _, _ in rows))
-    lines = [result.headline or headline(d), "",
+    lines = [result.headline or headline(result.to_dict()), "",
              f"{'':{width}} {'train est.':>10} {'test ' + m + ' [95% CI]':>24} {acc:>24}  prompt"]
     for name, text, test in rows:
         short = " ".join(text.split())
@@ -248,17 +247,17 @@ def summary_lines(result) -> list[str]:
                      f"{fmt_ci(test['metrics'][m], ci.get(m)):>24} {acc_cell:>24}  {short}")
     paired = result.selected_vs_initial
     if paired:
-        line = f"selected - initial: {m} {_diff(paired[m])} (paired bootstrap p={paired[m]['p']:.3f}"
+        line = f"selected - initial: {m} {fmt_diff(paired[m])} (paired bootstrap p={paired[m]['p']:.3f}"
         if "balanced_accuracy" in paired:
-            line += f"; balanced accuracy {_diff(paired['balanced_accuracy'])}"
+            line += f"; balanced accuracy {fmt_diff(paired['balanced_accuracy'])}"
         mc = paired["mcnemar"]
         lines.append(line + f"; McNemar p={mc['p']:.3f}, {mc['only_a']} rows only selected right, "
                             f"{mc['only_b']} only initial right; n={paired['n']})")
     vs_constant = result.selected_vs_constant
     if vs_constant and constant.get("best") is not None:
-        line = f"selected - always {constant['best']!r}: {m} {_diff(vs_constant[m])}"
+        line = f"selected - always {constant['best']!r}: {m} {fmt_diff(vs_constant[m])}"
         if "balanced_accuracy" in vs_constant:
-            line += f"; balanced accuracy {_diff(vs_constant['balanced_accuracy'])}"
+            line += f"; balanced accuracy {fmt_diff(vs_constant['balanced_accuracy'])}"
         lines.append(line)
     if paired:
         lines.append(power_line(paired["power"], paired["n"]))
@@ -270,10 +269,6 @@ def summary_lines(result) -> list[str]:
         lines.append(f"warning: the selected prompt predicts {label!r} for {share_p:.0%} of test rows (true share "
                      f"{share_t:.0%}): a metric can rise this way while the classifier gets worse")
     return lines
-
-
-def _diff(d: dict) -> str:
-    return f"{d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
 
 
 def _time_line(t: dict) -> str:

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Sequence
 
 from apo_local.search.headline import power
-from apo_local.stats import CONFIDENCE, RESAMPLES, SEED, _percentiles, examples_needed, mcnemar, seeds_needed
+from apo_local.stats import (CONFIDENCE, RESAMPLES, SEED, _percentiles, examples_needed, fmt_diff, mcnemar,
+                             seeds_needed)
 from apo_local.tasks.metrics import Metric, metric_value
 
 Rows = list[tuple]  # (parsed prediction, gold) per test row
@@ -113,8 +114,7 @@ def verdict_line(name: str, against: str, vs: dict | None, metric_name: str) -> 
     word = verdict(vs)
     if word == "no data":
         return f"verdict: {name} vs {against}: no paired test rows"
-    d, lo, hi = vs["diff"], vs["ci"][0], vs["ci"][1]
-    line = (f"verdict: {name} vs {against}: {word} ({metric_name} {d:+.3f} [{lo:+.3f}, {hi:+.3f}], "
+    line = (f"verdict: {name} vs {against}: {word} ({metric_name} {fmt_diff(vs)}, "
             f"{vs['seeds']} seed{'s' * (vs['seeds'] != 1)} × {vs['rows_per_seed']} test rows)")
     if word == "no detectable change":
         line += "; " + _needed(vs)

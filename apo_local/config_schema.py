@@ -62,6 +62,8 @@ class OptimizerConfig(EngineConfig):
                                       "rejected")
     guided: bool = D(True, "guided decoding: replies with a known shape (tags, steps) are decoded inside it; "
                            "false: free text, parsed leniently (ablation)")
+    cut_repetition: bool = D(True, "stop a reply that starts repeating itself and cut the loop off, keeping the text "
+                                   "before it; false: loops run to max_tokens and are truncated")
 
 
 class ScoringConfig(_Section):

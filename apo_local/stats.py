@@ -125,6 +125,17 @@ def seeds_needed(delta: float, sd: float) -> int | None:
     return max(2, math.ceil(((_Z_ALPHA + _Z_POWER) * sd / delta) ** 2))
 
 
+def fmt_diff(d: dict, digits: int = 3) -> str:
+    """A paired difference ``{"diff", "ci"}``, signed: '+0.252 [+0.111, +0.399]' (just the value without an
+    interval; '-' without a value)."""
+    value, ci = d.get("diff"), d.get("ci")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if not ci or any(c is None or math.isnan(c) for c in ci):
+        return f"{value:+.{digits}f}"
+    return f"{value:+.{digits}f} [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
+
+
 def fmt_ci(value: float | None, ci: Sequence[float] | None, digits: int = 3) -> str:
     """'0.612 [0.571, 0.650]' (or just the value when there is no interval)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

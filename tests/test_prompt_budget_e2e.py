@@ -11,7 +11,8 @@ import pytest
 
 from apo_local.config import build_config
 from apo_local.runner import optimize
-from apo_local.search.admission import OVER_BUDGET, prompt_size
+from apo_local.search.acceptance.length import prompt_tokens
+from apo_local.search.admission import OVER_BUDGET
 from apo_local.tasks import load_task
 
 pytestmark = pytest.mark.engine
@@ -30,7 +31,7 @@ def _events(run):
 @pytest.mark.parametrize("proposer", ["protegi", "fewshot"])
 def test_candidates_over_the_cap_are_rejected_before_scoring(engine, tmp_path, proposer):
     task = load_task("liar")
-    cap = prompt_size(task, engine, task.initial_instruction) + 2  # the initial fits; nearly every edit will not
+    cap = prompt_tokens(task, engine, [task.initial_instruction])[0] + 2  # the initial fits; nearly every edit will not
     cfg = {**CFG, "search": {**CFG["search"], "proposer": proposer, "max_prompt_tokens": cap}}
     if proposer == "fewshot":
         cfg["fewshot"] = {"samples_per_parent": 2, "max_demos": 2, "pool_size": 8}
@@ -43,10 +44,10 @@ def test_candidates_over_the_cap_are_rejected_before_scoring(engine, tmp_path, p
     assert result.replies["rejected"][OVER_BUDGET] == len(rejected)
     candidates = json.loads((run / "rounds" / "round-01.json").read_text())["candidates"]
     scored = [c for c in candidates if c.get("pulls")]
-    assert scored and all(prompt_size(task, engine, c["text"]) <= cap for c in scored)  # nothing over it was scored
+    assert scored and all(prompt_tokens(task, engine, [c["text"]])[0] <= cap for c in scored)  # nothing over it was scored
     over = {c["text"] for c in candidates if c["status"].startswith(f"rejected: {OVER_BUDGET}")}
-    assert over and all(prompt_size(task, engine, t) > cap for t in over)
-    assert prompt_size(task, engine, result.selected_prompt) <= cap
+    assert over and all(prompt_tokens(task, engine, [t])[0] > cap for t in over)
+    assert prompt_tokens(task, engine, [result.selected_prompt])[0] <= cap
 
 
 def test_an_initial_prompt_over_the_cap_is_one_line_and_exit_2(engine, tmp_path, monkeypatch, capsys):

@@ -64,7 +64,7 @@ def _subtitle(run: D.RunData) -> str:
 
 def _summary(page: Page, run: D.RunData) -> None:
     from apo_local.search.headline import power_line
-    from apo_local.stats import fmt_ci
+    from apo_local.stats import fmt_ci, fmt_diff
 
     res, m = run.results, run.metric
     if not res:
@@ -93,15 +93,13 @@ def _summary(page: Page, run: D.RunData) -> None:
     if paired.get(m):
         d, mc = paired[m], paired["mcnemar"]
         balanced = paired.get("balanced_accuracy")
-        page.p(f"selected − initial on the same {paired['n']} test rows: {m} {d['diff']:+.3f} "
-               f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] (paired bootstrap)"
-               + (f", balanced accuracy {balanced['diff']:+.3f} [{balanced['ci'][0]:+.3f}, {balanced['ci'][1]:+.3f}]"
-                  if balanced else "")
+        page.p(f"selected − initial on the same {paired['n']} test rows: {m} {fmt_diff(d)} (paired bootstrap)"
+               + (f", balanced accuracy {fmt_diff(balanced)}" if balanced else "")
                + f", McNemar p = {mc['p']:.3g}. " + power_line(paired["power"], paired["n"]), "meta")
     vs_constant = (res.get("selected_vs_constant") or {}).get(m)
     if vs_constant and constant.get("best") is not None:
-        page.p(f"selected − always {constant['best']!r} on the same rows: {m} {vs_constant['diff']:+.3f} "
-               f"[{vs_constant['ci'][0]:+.3f}, {vs_constant['ci'][1]:+.3f}] (paired bootstrap).", "meta")
+        page.p(f"selected − always {constant['best']!r} on the same rows: {m} {fmt_diff(vs_constant)} "
+               "(paired bootstrap).", "meta")
     page.p(f"stop: {res['stop_reason']} · rounds completed: {res['rounds_completed']} · wall: "
            f"{res.get('time', {}).get('seconds')} s · faults: "
            + (", ".join(f"{k}={v}" for k, v in res.get("faults", {}).items()) or "none"), "meta")

@@ -11,7 +11,7 @@ from apo_local.report.html import Page, esc
 from apo_local.report.run_page import write_run_report
 from apo_local.sweep.markdown import SHORT, plus_minus
 from apo_local.sweep.params import human_params
-from apo_local.sweep.size_view import optimizer_size_plot, optimizer_size_rows
+from apo_local.sweep.size_view import interval, optimizer_size_plot, optimizer_size_rows
 from apo_local.sweep.tables import group_columns, shown_columns, write_tables
 
 log = logging.getLogger("apo_local")
@@ -63,14 +63,10 @@ def _optimizer_size(page: Page, out: Path, cell_rows: list[dict]) -> None:
                 "test constant", "vs smallest: diff", "diff 95% CI", "optimizer tokens", "T s", "O s", "truncated",
                 "accepted share", "wall s"],
                [[r["series"], r["optimizer"], human_params(r["parameters"]), r["n"], r["test_selected"],
-                 r["test_selected_std"], _interval(r.get("test_ci")), r["test_initial"], r["test_constant"],
-                 r.get("diff"), _interval(r.get("diff_ci")), r["optimizer_tokens"], r["target_seconds"],
+                 r["test_selected_std"], interval(r.get("test_ci")), r["test_initial"], r["test_constant"],
+                 r.get("diff"), interval(r.get("diff_ci")), r["optimizer_tokens"], r["target_seconds"],
                  r["optimizer_seconds"], r["replies_truncated"], r["accepted_share"], r["wall_seconds"]]
                 for r in size_rows])
-
-
-def _interval(ci) -> str:
-    return "" if not ci or any(c != c for c in ci) else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def _results(page: Page, out: Path, cell_rows: list[dict], rows: list[dict]) -> None:

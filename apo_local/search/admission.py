@@ -1,8 +1,11 @@
 """Which proposals become candidates: no duplicates, nothing degenerate, too long for the target or over the
-prompt token budget (``search.max_prompt_tokens``), nothing that fails candidate hygiene (``hygiene.py``), at most ``max_expansion`` new candidates per beam parent (a
-seeded pick). Every proposal is counted (``proposals``, ``proposals_accepted``, ``rejected:<rule>``)."""
+prompt token budget (``search.max_prompt_tokens``), nothing that fails candidate hygiene (``hygiene.py``), at
+most ``max_expansion`` new candidates per beam parent (a seeded pick). Every proposal is counted (``proposals``,
+``proposals_accepted``, ``rejected:<rule>``)."""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 from apo_local.engine import Trace
 from apo_local.search.hygiene import Hygiene, rule
@@ -12,15 +15,14 @@ from apo_local.search.streams import Streams
 from apo_local.tasks import Example, Task
 
 ANSWER_ROOM = 16  # tokens left for the answer after the rendered prompt
-
-
+PROBE = Example(id="probe", input="", label="")
 OVER_BUDGET = "over the prompt token budget"  # the rule name of search.max_prompt_tokens' rejections
 
 
-def prompt_size(task: Task, target, text: str) -> int:
-    """The prompt's size in the target's tokens: ``text`` (instruction and any demonstrations) rendered by the
-    task's template with an empty input, i.e. what every example's prompt shares (chat template included)."""
-    return target.count_tokens([task.render(text, Example(id="probe", input="", label=""))])[0]
+def prompt_tokens(task: Task, engine, texts: Sequence[str]) -> list[int]:
+    """Tokens of each prompt text rendered with an empty input (what every example's prompt shares): the size
+    the target's context, ``search.max_prompt_tokens`` and the length objective (``acceptance/length.py``) read."""
+    return engine.count_tokens([task.render(t, PROBE) for t in texts]) if texts else []
 
 
 class Admission:
@@ -35,7 +37,7 @@ class Admission:
         if reason is None and self.hygiene is not None:
             reason = self.hygiene.reason(text, parent)
         if reason is None:
-            n = prompt_size(self.task, self.target, text)
+            n = prompt_tokens(self.task, self.target, [text])[0]
             limit = self.target.max_model_len - ANSWER_ROOM
             if n > limit:
                 reason = f"too long for the target's context ({n} tokens > {limit})"

@@ -22,6 +22,7 @@ from types import SimpleNamespace
 from typing import Iterable, Sequence
 
 from apo_local.search.headline import SplitStats
+from apo_local.stats import fmt_diff
 from apo_local.tasks.demos import join_prompt, split_prompt
 
 MAX_UNITS = 16  # units ablated at most (instruction sentences first, then demonstrations); the estimate's bound
@@ -189,10 +190,7 @@ def compute(scorer, task, records: dict[str, dict], selected: str, initial: str,
 
 
 def fmt_gain(g: dict | None) -> str:
-    if not g or g["diff"] is None or math.isnan(g["diff"]):
-        return "-"
-    lo, hi = g["ci"]
-    return f"{g['diff']:+.3f}" + ("" if math.isnan(lo) else f" [{lo:+.3f}, {hi:+.3f}]")
+    return fmt_diff(g) if g else "-"
 
 
 def _quote(text: str, n: int = 48) -> str:

@@ -34,7 +34,8 @@ def majority_label(task: Task, train: Sequence[Example]) -> str | None:
     counts = Counter(ex.label for ex in train)
     if not counts:
         return None
-    return max(task.labels or counts, key=lambda label: (counts.get(label, 0), -list(task.labels or counts).index(label)))
+    order = list(task.labels or counts)
+    return max(order, key=lambda label: (counts.get(label, 0), -order.index(label)))
 
 
 def best_constant(evaluations: dict[str, Evaluation], metric: str, majority: str | None) -> str | None:

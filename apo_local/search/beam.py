@@ -23,7 +23,7 @@ from apo_local.search.acceptance import ACCEPTANCE, Acceptance, BanditAcceptance
 from apo_local.search.acceptance.length import LengthAware, prompt_tokens, shortest_within_ci
 from apo_local.search import attribution as attr
 from apo_local.errors import ApoError
-from apo_local.search.admission import Admission, prompt_size
+from apo_local.search.admission import Admission
 from apo_local.search.hygiene import Hygiene
 from apo_local.search.budget import Budget, BudgetStop
 from apo_local.search.context import RoundContext
@@ -142,7 +142,7 @@ class BeamSearch:
         """An initial prompt over ``search.max_prompt_tokens`` can't start a search under that cap: one line."""
         cap = self.cfg.search.max_prompt_tokens
         if cap is not None:
-            n = prompt_size(self.task, self.scorer.engine, initial)
+            n = prompt_tokens(self.task, self.scorer.engine, [initial])[0]
             if n > cap:
                 raise ApoError(f"search.max_prompt_tokens: the initial prompt is {n} target tokens, over the cap of "
                                f"{cap} (the template rendered with an empty input); raise the cap or shorten the prompt")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from apo_local.stats import bootstrap_ci, examples_needed, mcnemar, mean, paired_bootstrap
+from apo_local.stats import bootstrap_ci, examples_needed, fmt_diff, mcnemar, mean, paired_bootstrap
 from apo_local.tasks import Example
 from apo_local.tasks.metrics import BALANCED_METRICS, Metric, balanced_accuracy, metric_value
 
@@ -105,10 +105,6 @@ def is_nan(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
-def _interval(d: dict) -> str:
-    return f"{d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
-
-
 def _above_zero(d: dict | None) -> bool:
     return bool(d) and not is_nan(d["ci"][0]) and d["ci"][0] > 0
 
@@ -137,8 +133,8 @@ def headline(result: dict) -> str:
         what = "scores below" if _below_zero(vs_constant) else "does not beat"
         subject = "the initial prompt (kept by the search)" if kept else "the selected prompt"
         return (f"headline: no gain over a constant answer: {subject} {what} always answering {label!r} on these "
-                f"test rows ({m} {value:.3f} vs {bar:.3f}; difference {_interval(vs_constant)})")
-    beats = f"; it beats always answering {label!r} ({m} {_interval(vs_constant)})" if label is not None else ""
+                f"test rows ({m} {value:.3f} vs {bar:.3f}; difference {fmt_diff(vs_constant)})")
+    beats = f"; it beats always answering {label!r} ({m} {fmt_diff(vs_constant)})" if label is not None else ""
     if kept:
         return f"headline: the search kept the initial prompt: no final beam prompt beat it on the validation rows{beats}"
     if not vs_initial:
@@ -146,11 +142,11 @@ def headline(result: dict) -> str:
     balanced = (result.get("selected_vs_initial") or {}).get("balanced_accuracy")
     if _above_zero(vs_initial):
         if balanced and not _above_zero(balanced):
-            return (f"headline: {m} rose ({_interval(vs_initial)}) but balanced accuracy did not "
-                    f"({_interval(balanced)}): the rise may come from answering one label more often, not from a "
+            return (f"headline: {m} rose ({fmt_diff(vs_initial)}) but balanced accuracy did not "
+                    f"({fmt_diff(balanced)}): the rise may come from answering one label more often, not from a "
                     f"better classifier{beats}")
-        return f"headline: better than the initial prompt ({m} {_interval(vs_initial)}){beats}"
+        return f"headline: better than the initial prompt ({m} {fmt_diff(vs_initial)}){beats}"
     if _below_zero(vs_initial):
-        return f"headline: worse than the initial prompt ({m} {_interval(vs_initial)}){beats}"
-    return (f"headline: no detectable change from the initial prompt ({m} {_interval(vs_initial)}: the interval "
+        return f"headline: worse than the initial prompt ({m} {fmt_diff(vs_initial)}){beats}"
+    return (f"headline: no detectable change from the initial prompt ({m} {fmt_diff(vs_initial)}: the interval "
             f"includes zero){beats}")

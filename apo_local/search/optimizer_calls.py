@@ -40,7 +40,7 @@ class OptimizerCalls:
 
     @property
     def cut_repetition(self) -> bool:
-        return getattr(self.settings, "cut_repetition", True)
+        return self.settings.cut_repetition
 
     def ask(self, purpose: str, prompts: Sequence[str], n: int = 1, shape: ReplyShape | None = None,
             keep_truncated: bool = False) -> list[Generation]:

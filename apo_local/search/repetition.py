@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass
 
 from apo_local.search.hygiene import MIN_WORDS
+from apo_local.search.hygiene import _SENTENCE as _SENTENCE_END  # split and keyed as hygiene's repeated-sentence rule
+from apo_local.search.hygiene import _WORD
 from apo_local.search.parsing import _tag_re
 
 REPEAT_STOP = (8, 64, 2)  # (smallest, largest block in tokens, copies in a row): the engine stops the sample
@@ -35,8 +37,6 @@ MAX_PHRASE = 32  # longest repeated phrase looked for, in words
 SHORT_COPIES = 4  # a phrase of 1 or 2 words is a loop at this many copies in a row
 TAIL_CHARS = 12  # a repeated tail covers at least this many characters
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")  # hygiene's sentence split
-_WORD = re.compile(r"[a-z0-9']+")  # hygiene's words
 _DANGLING = re.compile(r"(?:^|\s)(?:\d{1,2}[.)]|[-*\u2022]|step\s*\d+\s*:?|(?:step|demonstration)\s*:)\s*\Z",
                        re.IGNORECASE)
 _PARTIAL_TAG = re.compile(r"<[^<>\s]{0,8}\Z")

@@ -90,14 +90,15 @@ def _add_paired(size_rows: list[dict], sweep_dir: Path) -> None:
         row.pop("_rows", None)
 
 
-def _ci(ci) -> str:
+def interval(ci) -> str:
+    """'[0.383, 0.581]' ('' without an interval)."""
     return "" if not ci or any(c != c for c in ci) else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def _diff(r: dict) -> str:
     if r.get("diff") is None:
         return "(reference)" if r.get("paired_rows") is None else ""
-    return f"{r['diff']:+.3f} {_ci(r['diff_ci'])} (p={r['diff_p']:.2f}; {r['paired_seeds']} seeds × rows)"
+    return f"{r['diff']:+.3f} {interval(r['diff_ci'])} (p={r['diff_p']:.2f}; {r['paired_seeds']} seeds × rows)"
 
 
 def _markdown(size_rows: list[dict]) -> list[str]:
@@ -110,7 +111,7 @@ def _markdown(size_rows: list[dict]) -> list[str]:
                         "test constant", "vs smallest optimizer", "O tokens", "T prompts", "T s", "O s",
                         "O replies", "truncated", "accepted share", "wall s"],
                        [[r["series"], r["optimizer"], human_params(r["parameters"]), str(r["n"]),
-                         plus_minus(r["test_selected"], r["test_selected_std"], "test_"), _ci(r.get("test_ci")),
+                         plus_minus(r["test_selected"], r["test_selected_std"], "test_"), interval(r.get("test_ci")),
                          fmt(r["test_initial"], "test_"), fmt(r["test_constant"], "test_"), _diff(r),
                          plus_minus(r["optimizer_tokens"], r["optimizer_tokens_std"]),
                          fmt(r["target_prompts"]), plus_minus(r["target_seconds"], r["target_seconds_std"]),

@@ -162,11 +162,6 @@ def balanced_accuracy(rows: Sequence[tuple[str | None, str]]) -> float:
     return sum(sum(h) / len(h) for h in hits.values()) / len(hits)
 
 
-def reward_name(metric_name: str) -> str:
-    """The name of the statistic the selection's reward follows for this metric (``selection.reward: metric``)."""
-    return "balanced_accuracy" if metric_name in BALANCED_METRICS else "accuracy"
-
-
 def metric_value(metric: Metric, rows: Sequence[tuple[str | None, str]]) -> float:
     """The metric over (prediction, gold) rows (the statistic the bootstrap recomputes per resample)."""
     if not rows:

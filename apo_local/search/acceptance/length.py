@@ -24,15 +24,8 @@ import math
 from dataclasses import replace
 from typing import Sequence
 
+from apo_local.search.admission import prompt_tokens  # the prompt's size, as admission measures it
 from apo_local.search.state import Status
-from apo_local.tasks import Example
-
-PROBE = Example(id="probe", input="", label="")
-
-
-def prompt_tokens(task, engine, texts: Sequence[str]) -> list[int]:
-    """Tokens of each prompt text rendered with an empty input (what every example's prompt shares)."""
-    return engine.count_tokens([task.render(t, PROBE) for t in texts]) if texts else []
 
 
 def _dominates(a: tuple[float, int], b: tuple[float, int]) -> bool:
