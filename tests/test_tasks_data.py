@@ -225,7 +225,7 @@ def test_overrides(tmp_path):
 
 
 def test_unknown_task_name():
-    assert error(load_task, "nope") == "unknown task 'nope' (built-in tasks: liar; or give a path to a task .yaml)"
+    assert error(load_task, "nope") == "unknown task 'nope' (built-in tasks: liar, liar-party; or give a path to a task .yaml)"
 
 
 @pytest.mark.parametrize(
