@@ -19,7 +19,7 @@ pytestmark = pytest.mark.engine
 
 CFG = {"task": "liar", "seed": 0, "train_limit": 60,
        "search": {"rounds": 1, "beam_size": 2, "minibatch_size": 6, "max_expansion": 2},
-       "protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 1},
+       "protegi": {"n_gradients": 2, "errors_per_gradient": 2, "mc_samples": 1},
        "selection": {"budget": 12, "batch_size": 6, "arms_per_round": 2},
        "optimizer": {"max_tokens": 64}, "evaluation": {"test_limit": 6, "validation_rows": 8}}
 
@@ -32,7 +32,8 @@ def _events(run):
 def test_candidates_over_the_cap_are_rejected_before_scoring(engine, tmp_path, proposer):
     task = load_task("liar")
     cap = prompt_tokens(task, engine, [task.initial_instruction])[0] + 2  # the initial fits; nearly every edit will not
-    cfg = {**CFG, "search": {**CFG["search"], "proposer": proposer, "max_prompt_tokens": cap}}
+    # hygiene off: its rules run first and could reject every edit of the small model before the size rule sees it
+    cfg = {**CFG, "search": {**CFG["search"], "proposer": proposer, "max_prompt_tokens": cap, "hygiene": False}}
     if proposer == "fewshot":
         cfg["fewshot"] = {"samples_per_parent": 2, "max_demos": 2, "pool_size": 8}
         cfg.pop("protegi")

@@ -322,6 +322,8 @@ def test_report_has_the_optimizer_replies_section_with_reasons(tmp_path):
     run_dir = make_run(tmp_path / "run")
     events = [{"event": "reply_truncated", "phase": "edit", "round": 1, "purpose": "edit", "reason": "max_tokens reached",
                "reply": "<START>Answer Yes if Answer Yes if"},
+              {"event": "reply_cut_repetition", "phase": "edit", "round": 1, "purpose": "edit",
+               "reason": "a sentence repeated 3 times", "reply": "<START>Check the facts. Check the facts."},
               {"event": "candidate_rejected", "phase": "edit", "round": 1, "reason": "chat filler", "rule": "chat filler",
                "text": "Please continue with your next prompt."}]
     with (run_dir / "trace.jsonl").open("a") as f:
@@ -332,7 +334,9 @@ def test_report_has_the_optimizer_replies_section_with_reasons(tmp_path):
     (run_dir / "results.json").write_text(json.dumps(res))
     rows = {(r["event"], r["where"]): r for r in D.reply_outcomes(D.load_run(run_dir))}
     assert rows[("reply_truncated", "edit")]["reason"] == "max_tokens reached"
+    assert rows[("reply_cut_repetition", "edit")]["reason"] == "a sentence repeated 3 times"
     assert rows[("candidate_rejected", "chat filler")]["example"] == "Please continue with your next prompt."
     html = write_report(run_dir).read_text()
     assert "Optimizer replies and rejected candidates" in html and "accepted=1 (50%)" in html
+    assert "a sentence repeated 3 times" in html
     assert "max_tokens reached" in html and "Please continue with your next prompt." in html

@@ -184,11 +184,11 @@ def faults(data: RunData) -> list[dict]:
 
 
 def reply_outcomes(data: RunData) -> list[dict]:
-    """Truncated replies, parse failures and rejected candidates from the trace: per (event, step or rule,
-    reason) a count and the first example's opening."""
+    """Truncated replies, replies whose loop was cut off, parse failures and rejected candidates from the trace:
+    per (event, step or rule, reason) a count and the first example's opening."""
     agg: dict[tuple, dict] = {}
     for e in data.events:
-        if e["event"] not in ("reply_truncated", "parse_failure", "candidate_rejected"):
+        if e["event"] not in ("reply_truncated", "reply_cut_repetition", "parse_failure", "candidate_rejected"):
             continue
         where = e.get("rule") or e.get("purpose") or e.get("phase") or "-"
         key = (e["event"], where, str(e.get("reason") if e["event"] != "candidate_rejected" else where))
