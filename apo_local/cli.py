@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -265,9 +266,12 @@ def summary_lines(result) -> list[str]:
         from apo_local.search.attribution import attribution_line
 
         lines.append(attribution_line(result.attribution))
+    kept = result.selected_prompt == result.initial_prompt  # then the lean is the target's, not the search's doing
+    why = ("the target leans this way with the initial prompt, which the search kept" if kept
+           else "a metric can rise this way while the classifier gets worse")
     for label, share_p, share_t in suppressed_labels(result.selected_test):
         lines.append(f"warning: the selected prompt predicts {label!r} for {share_p:.0%} of test rows (true share "
-                     f"{share_t:.0%}): a metric can rise this way while the classifier gets worse")
+                     f"{share_t:.0%}): {why}")
     return lines
 
 
@@ -335,6 +339,9 @@ def main() -> None:
     started, code = engines_started(), 1
     try:
         code = _run_cli()
+    except Exception:  # a bug, not bad input: its traceback, printed before the exit below could drop it
+        traceback.print_exc()
+        code = 1
     finally:
         _exit(code, engines_started() > started)
 

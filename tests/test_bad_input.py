@@ -382,3 +382,18 @@ def test_real_process_one_line_exit_2(tmp_path, args, expected):
     assert expected in proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_an_unexpected_error_shows_its_traceback_and_exit_1(monkeypatch, capsys):
+    """A bug is not bad input: its traceback reaches the terminal (the exit path must not swallow it)."""
+    import apo_local.cli as cli_module
+
+    def broken():
+        raise ValueError("a bug in a table writer")
+
+    monkeypatch.setattr(cli_module, "_run_cli", broken)
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err
+    assert info.value.code == 1
+    assert "Traceback" in err and "ValueError: a bug in a table writer" in err

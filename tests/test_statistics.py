@@ -234,8 +234,12 @@ def test_cli_table_headlines_the_selected_prompt_with_its_interval_and_warns_on_
     assert table[1].startswith("initial") and table[2].startswith("best of beam (picked on test")
     assert any(line.startswith("selected - initial: f1 -") and "McNemar p=" in line for line in lines)
     assert any(line.startswith("power: with 100 test rows") for line in lines)
-    assert any(line.startswith("warning: the selected prompt predicts 'Yes' for 0% of test rows (true share 16%)")
-               for line in lines)
+    warning = [line for line in lines if line.startswith("warning: the selected prompt predicts 'Yes' for 0% of "
+                                                          "test rows (true share 16%)")]
+    assert len(warning) == 1 and warning[0].endswith("a metric can rise this way while the classifier gets worse")
+    result.selected_prompt = result.initial_prompt  # kept by the search: the lean is the target's own
+    assert any(line.endswith("the target leans this way with the initial prompt, which the search kept")
+               for line in summary_lines(result))
 
 
 def test_sweep_tables_headline_the_selected_prompt():

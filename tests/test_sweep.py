@@ -139,6 +139,22 @@ def test_results_tables_and_optimizer_size_view(tmp_path):
     assert (out / "optimizer-size.png").stat().st_size > 10_000
 
 
+def test_optimizer_size_csv_keeps_the_paired_columns_of_later_rows(tmp_path, monkeypatch):
+    """A series' first (smallest) optimizer is the reference and has no paired columns; the larger ones do."""
+    import apo_local.sweep.size_view as V
+
+    rows = [{"series": "liar / smollm2-135m", "optimizer": "smollm2-135m", "test_selected": 0.40},
+            {"series": "liar / smollm2-135m", "optimizer": "gemma3-270m", "test_selected": 0.45, "diff": 0.05,
+             "diff_ci": [-0.01, 0.11], "mcnemar_p": 0.5}]
+    monkeypatch.setattr(V, "optimizer_size_rows", lambda *a: [dict(r) for r in rows])
+    monkeypatch.setattr(V, "_markdown", lambda size_rows: ["## Optimizer size"])
+    monkeypatch.setattr(V, "optimizer_size_plot", lambda size_rows: b"png")
+    assert V.write_size_view(tmp_path, [], [])[0] == "## Optimizer size"
+    got = list(csv.DictReader((tmp_path / "optimizer-size.csv").open()))
+    assert [r["optimizer"] for r in got] == ["smollm2-135m", "gemma3-270m"]
+    assert got[0]["diff"] == "" and got[1]["diff"] == "0.05" and got[1]["mcnemar_p"] == "0.5"
+
+
 def test_no_optimizer_view_without_optimizer_axis(tmp_path):
     out = _fake_sweep(tmp_path, {"base": TINY, "grid": {"seed": [0, 1]}},
                       {("= target", 0): 0.5, ("= target", 1): 0.6})
@@ -260,3 +276,13 @@ def test_cell_archive_round_trip(tmp_path):
     got, want = files(tmp_path / "driver" / "cell"), files(src)
     assert ".lock" not in got and got == {k: v for k, v in want.items() if k != ".lock"}
     assert "rounds/round-02.json" in got
+
+
+def test_a_cells_wall_seconds_are_its_whole_run_not_only_the_search(tmp_path):
+    from apo_local.sweep.tables import _result_values
+    from tests.test_report import make_run
+
+    res = json.loads((make_run(tmp_path / "run") / "results.json").read_text())
+    assert _result_values(res)["wall_seconds"] == res["time"]["seconds"]  # a run from before "total" was kept
+    res["time"].update(total=31.7, search=5.5, final_test=24.4)
+    assert _result_values(res)["wall_seconds"] == 31.7

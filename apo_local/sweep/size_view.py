@@ -128,7 +128,8 @@ def write_size_view(out: Path, rows: list[dict], group_keys: list[str]) -> list[
         return []
     md = _markdown(size_rows)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(size_rows[0]), lineterminator="\n")
+    columns = list(dict.fromkeys(k for r in size_rows for k in r))  # a series' reference row has no paired columns
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     w.writeheader()
     w.writerows(size_rows)
     atomic_write(out / "optimizer-size.csv", buf.getvalue())
