@@ -171,7 +171,7 @@ def test_lineage_usage_lengths_and_diff(tmp_path):
     run = D.load_run(make_run(tmp_path / "run"))
     nodes = {n["id"]: n for n in D.lineage(run)}
     assert set(nodes) == {"init000001", "edit000001", "para000001", "edit000002", "para000002"}
-    assert nodes["edit000002"]["fate"] == "best" and nodes["edit000001"]["fate"] == "beam"
+    assert nodes["edit000002"]["fate"] == "selected" and nodes["edit000001"]["fate"] == "beam"
     assert nodes["edit000001"]["kept_rounds"] == [2] and nodes["init000001"]["kept_rounds"] == [1, 2]
     assert nodes["para000001"]["parent"] == "edit000001" and nodes["para000001"]["gradient"]
     assert nodes["para000002"]["fate"].startswith("dropped")
@@ -185,16 +185,35 @@ def test_lineage_usage_lengths_and_diff(tmp_path):
     assert [r["round"] for r in lengths] == [1, 2] and lengths[1]["words_max"] == len((EDIT + " Be strict.").split())
 
     s = D.score_per_round(run)
-    assert s["initial_test"] == 0.45 and s["best_test"] == 0.67 and s["test"] == [(1, 0.6), (2, 0.67)]
+    assert s["initial_test"] == 0.45 and s["selected_test"] == 0.67 and s["test"] == [(1, 0.6), (2, 0.67)]
     assert s["best_estimate"] == [(1, 0.62), (2, 0.75)] and s["initial_estimate"] == 0.55
 
     ops = D.prompt_diff("a b c", "a x c")
     assert ops == [("equal", "a "), ("delete", "b"), ("insert", "x"), ("equal", " c")]
 
 
+def test_the_report_shows_the_selected_prompt_not_the_best_of_beam_picked_on_test(tmp_path):
+    """The search returns the selected prompt (picked without the test split); the best of beam, picked on the
+    test rows, is optimistic and appears only in the summary's row that says so."""
+    path = make_run(tmp_path / "run")
+    res = json.loads((path / "results.json").read_text())
+    res.update(selected_prompt=EDIT, selected_test=_evaluation(0.6, {"Yes": 12, "No": 8},
+                                                               {"Yes": {"Yes": 8, "No": 2}, "No": {"Yes": 4, "No": 6}}))
+    (path / "results.json").write_text(json.dumps(res))
+    run = D.load_run(path)
+    assert D.chosen(run.results) == (EDIT, res["selected_test"])
+    assert D.score_per_round(run)["selected_test"] == 0.6
+    cls = D.classification(run)
+    assert cls["selected"] == {"Yes": 12, "No": 8} and cls["confusion"]["Yes"] == {"Yes": 8, "No": 2}
+    fates = {n["id"]: n["fate"] for n in D.lineage(run)}
+    assert fates["edit000001"] == "selected" and fates["edit000002"] == "beam"
+    old = {k: v for k, v in res.items() if k not in ("selected_prompt", "selected_test")}  # a run from before
+    assert D.chosen(old) == (EDIT + " Be strict.", res["best_test"])
+
+
 def test_prevalence_hacking_warning(tmp_path):
     hacked = D.classification(D.load_run(make_run(tmp_path / "hacked", best_pred={"Yes": 19, "No": 1})))
-    assert [(w["prompt"], w["label"]) for w in hacked["warnings"]] == [("selected", "No"), ("best", "No")]  # selected = best here
+    assert [(w["prompt"], w["label"]) for w in hacked["warnings"]] == [("selected", "No")]
     fine = D.classification(D.load_run(make_run(tmp_path / "fine", best_pred={"Yes": 11, "No": 9})))
     assert fine["warnings"] == []
     assert fine["true"] == {"Yes": 10, "No": 10}
@@ -243,7 +262,7 @@ def test_score_plot_keeps_train_estimates_and_test_metric_apart(tmp_path):
     assert all("test" not in line.get_label() for line in train.get_lines() + train.collections)
     test_points = {(x, y) for line in test.get_lines() for x, y in zip(line.get_xdata(), line.get_ydata())}
     assert {(1, 0.6), (2, 0.67)} <= test_points and any(y == 0.45 for _, y in test_points)
-    assert any(label.startswith("final best prompt, test f1") for label in test.get_legend_handles_labels()[1])
+    assert any(label.startswith("selected prompt, test f1") for label in test.get_legend_handles_labels()[1])
     ys = {round(float(y), 3) for coll in train.collections for _, y in coll.get_offsets()}
     assert ys == {0.4, 0.5, 0.55, 0.62, 0.7, 0.75}  # candidates' and beam's estimates, not test scores
     # named after the task's metric
@@ -275,7 +294,7 @@ def test_run_report_is_self_contained(tmp_path):
     html_file = write_report(run)
     page = html_file.read_text()
     assert html_file == run / "report.html"
-    for name in ("score-per-round", "label-distribution", "confusion-best", "lineage", "usage", "prompt-length"):
+    for name in ("score-per-round", "label-distribution", "confusion-selected", "lineage", "usage", "prompt-length"):
         assert (run / "plots" / f"{name}.png").stat().st_size > 5000, name
     assert page.count('<img class="plot"') == int(re.search(r'data-plots-expected="(\d+)"', page).group(1)) >= 6
     # offline: no external resource of any kind

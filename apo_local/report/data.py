@@ -74,7 +74,7 @@ def _true_distribution(data: RunData) -> dict[str, int]:
     """From the evaluation when recorded; else from the task's test split (same rows, no engine)."""
     if not data.results:
         return {}
-    best = data.results.get("best_test", {})
+    best = chosen(data.results)[1]
     if best.get("true_distribution"):
         return dict(best["true_distribution"])
     if best.get("confusion"):
@@ -100,9 +100,17 @@ def _true_distribution(data: RunData) -> dict[str, int]:
 # -- derived views ------------------------------------------------------------------------------
 
 
+def chosen(res: dict) -> tuple[str, dict]:
+    """The prompt the search returned and its test evaluation: the selected prompt (picked without the test
+    split); runs from before it was recorded: the best of beam."""
+    if res.get("selected_prompt") is not None and res.get("selected_test"):
+        return res["selected_prompt"], res["selected_test"]
+    return res["best_prompt"], res["best_test"]
+
+
 def score_per_round(data: RunData) -> dict:
     """Per round: every evaluated candidate's bandit estimate, the beam's, the best beam estimate,
-    per-round test scores (when asked for), plus the initial prompt's test score and the final best."""
+    per-round test scores (when asked for), plus the initial and the selected prompt's test scores."""
     points, beam, best_est, test = [], [], [], []
     for rnd in data.rounds:
         r = rnd["round"]
@@ -123,7 +131,7 @@ def score_per_round(data: RunData) -> dict:
     return {
         "candidates": points, "beam": beam, "best_estimate": best_est, "test": test,
         "initial_test": res["initial_test"]["metrics"][m] if res else None,
-        "best_test": res["best_test"]["metrics"][m] if res else None,
+        "selected_test": chosen(res)[1]["metrics"][m] if res else None,
         "initial_estimate": initial_est, "rounds": len(data.rounds), "metric": m,
     }
 
@@ -131,7 +139,7 @@ def score_per_round(data: RunData) -> dict:
 def lineage(data: RunData) -> list[dict]:
     """Every candidate once: id, round made, parent, operator, gradient, text, last estimate, fate.
 
-    ``fate``: "best" (the final best prompt), "beam" (in the last beam), "kept" (carried over at least
+    ``fate``: "selected" (the prompt the search returned), "beam" (in the last beam), "kept" (carried over at least
     one round), "not selected", "dropped: ...". ``kept_rounds``: rounds it survived as a parent."""
     nodes: dict[str, dict] = {}
     for rnd in data.rounds:
@@ -149,8 +157,8 @@ def lineage(data: RunData) -> list[dict]:
     res = data.results or {}
     last_beam = {b["id"] for b in res.get("beam", [])}
     for n in nodes.values():
-        if res and n["text"] == res.get("best_prompt"):
-            n["fate"] = "best"
+        if res and n["text"] == chosen(res)[0]:
+            n["fate"] = "selected"
         elif n["id"] in last_beam or (not res and n["status"] == "beam"):
             n["fate"] = "beam"
         elif n["kept_rounds"]:
@@ -213,20 +221,20 @@ def prompt_lengths(data: RunData) -> list[dict]:
 
 
 def classification(data: RunData) -> dict | None:
-    """Predicted vs true label distribution (initial and best prompt), confusion, suppression warnings (for
-    the selected prompt too)."""
+    """Predicted vs true label distribution (initial and selected prompt), their confusion matrices, and
+    suppression warnings."""
     res = data.results
-    if not res or not res["best_test"].get("predicted_distribution") or not data.true_distribution:
+    if not res or not chosen(res)[1].get("predicted_distribution") or not data.true_distribution:
         return None
+    selected = chosen(res)[1]
     true = data.true_distribution
     n_true = sum(true.values()) or 1
-    labels = list(dict.fromkeys([*sorted(true), *sorted(res["best_test"]["predicted_distribution"]),
+    labels = list(dict.fromkeys([*sorted(true), *sorted(selected["predicted_distribution"]),
                                  *sorted(res["initial_test"].get("predicted_distribution", {}))]))
     out = {"labels": labels, "true": true, "initial": res["initial_test"].get("predicted_distribution", {}),
-           "best": res["best_test"]["predicted_distribution"], "confusion": res["best_test"].get("confusion") or {},
-           "initial_confusion": res["initial_test"].get("confusion") or {}, "warnings": [],
-           "selected": (res.get("selected_test") or {}).get("predicted_distribution", {})}
-    for which in ("selected", "best", "initial") if out["selected"] else ("best", "initial"):
+           "selected": selected["predicted_distribution"], "confusion": selected.get("confusion") or {},
+           "initial_confusion": res["initial_test"].get("confusion") or {}, "warnings": []}
+    for which in ("selected", "initial"):
         pred = out[which]
         n_pred = sum(pred.values()) or 1
         for lab, cnt in true.items():

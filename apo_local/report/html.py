@@ -23,7 +23,7 @@ tr.agg td{background:#fafaf0} .warn{background:#fff3cd;border:1px solid #e0c060;
 del{background:#ffd7d5;text-decoration:line-through} ins{background:#d4f8d4;text-decoration:none}
 .prompt{white-space:pre-wrap;font-family:monospace;font-size:.85em} details summary{cursor:pointer;color:#1f5fa0}
 td.text{max-width:520px} .op-edit{color:#1f77b4} .op-paraphrase{color:#ff7f0e} .op-initial{color:#444}
-.fate-best{font-weight:bold;color:#d62728} .fate-beam{font-weight:bold;color:#2ca02c}
+.fate-selected{font-weight:bold;color:#d62728} .fate-beam{font-weight:bold;color:#2ca02c}
 .fate-dropped,.fate-rejected{color:#888;text-decoration:line-through}
 """
 

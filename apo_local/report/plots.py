@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from apo_local.figures import png as _png
 
 OPERATOR_COLORS = {"initial": "#444444", "edit": "#1f77b4", "paraphrase": "#ff7f0e", "kept": "#2ca02c"}
-FATE_EDGE = {"best": "#d62728", "beam": "#2ca02c"}
+FATE_EDGE = {"selected": "#d62728", "beam": "#2ca02c"}
 ROLE_COLORS = {"target": "#1f77b4", "optimizer": "#ff7f0e"}
 UNSCORED = "dropped / rejected (not scored)"
 TRAIN_LABEL = "train estimate\n(mean example reward:\nshare of sampled train examples right)"
@@ -63,9 +63,9 @@ def _test_panel(ax, s: dict) -> None:
         ax.plot(xs, ys, "o-", color="#9467bd", label=f"best beam prompt, test {metric}", zorder=4)
     if s["initial_test"] is not None:
         ax.axhline(s["initial_test"], color="#d62728", ls="--", lw=1.2, label=f"initial prompt, test {metric}")
-    if s["best_test"] is not None and s["rounds"]:
-        ax.scatter([s["rounds"]], [s["best_test"]], marker="*", s=180, color="#d62728", zorder=5,
-                   label=f"final best prompt, test {metric}")
+    if s["selected_test"] is not None and s["rounds"]:
+        ax.scatter([s["rounds"]], [s["selected_test"]], marker="*", s=180, color="#d62728", zorder=5,
+                   label=f"selected prompt, test {metric}")
     ax.set_ylabel(f"test {metric}")
     ax.set_title(f"Test {metric} (held-out split; not seen by the search)", fontsize=10)
     ax.grid(alpha=0.3)
@@ -151,7 +151,7 @@ def lineage_plot(nodes: list[dict]) -> bytes:
 def distribution_plot(cls: dict) -> bytes:
     labels = cls["labels"]
     series = [("true", cls["true"], "#7f7f7f"), ("initial prompt", cls["initial"], "#1f77b4"),
-              ("best prompt", cls["best"], "#ff7f0e")]
+              ("selected prompt", cls["selected"], "#ff7f0e")]
     fig = Figure(figsize=(max(5.0, 1.2 * len(labels) + 3), 3.6))
     ax = fig.add_subplot()
     w = 0.8 / len(series)
@@ -168,7 +168,7 @@ def distribution_plot(cls: dict) -> bytes:
     return _png(fig)
 
 
-def confusion_plot(confusion: dict, labels: list[str], title: str = "Confusion matrix (best prompt, test)") -> bytes:
+def confusion_plot(confusion: dict, labels: list[str], title: str = "Confusion matrix (selected prompt, test)") -> bytes:
     preds = list(dict.fromkeys([*labels, *(p for row in confusion.values() for p in row)]))
     trues = [t for t in labels if t in confusion] or list(confusion)
     m = [[confusion.get(t, {}).get(p, 0) for p in preds] for t in trues]
@@ -233,18 +233,20 @@ def prompt_length_plot(rows: list[dict]) -> bytes:
 
 
 def sweep_cells_plot(rows: list[dict]) -> bytes:
-    """Initial vs best test metric per cell."""
+    """Initial vs selected prompt's test metric per cell (selected without the test split; best of beam for
+    cells from before it was recorded)."""
     done = [r for r in rows if r.get("kind") == "cell" and r.get("test_best") is not None]
+    chosen = [r["test_selected"] if r.get("test_selected") is not None else r["test_best"] for r in done]
     fig = Figure(figsize=(max(6.0, 0.6 * len(done) + 3), 4))
     ax = fig.add_subplot()
     xs = range(len(done))
     ax.bar([x - 0.2 for x in xs], [r["test_initial"] for r in done], 0.4, label="initial prompt", color="#1f77b4")
-    ax.bar([x + 0.2 for x in xs], [r["test_best"] for r in done], 0.4, label="best prompt", color="#ff7f0e")
+    ax.bar([x + 0.2 for x in xs], chosen, 0.4, label="selected prompt", color="#ff7f0e")
     ax.set_xticks(list(xs))
     ax.set_xticklabels([r["cell"].rsplit("-", 1)[0][:28] for r in done], rotation=30, ha="right", fontsize=8)
     metric = done[0]["metric"] if done else "metric"
     ax.set_ylabel(f"test {metric}")
-    lo = min([r["test_initial"] for r in done] + [r["test_best"] for r in done], default=0)
+    lo = min([r["test_initial"] for r in done] + chosen, default=0)
     ax.set_ylim(max(0.0, math.floor(lo * 10) / 10 - 0.1), None)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)

@@ -19,8 +19,8 @@ def write_run_report(path: str | Path) -> Path:
     page.plot("score-per-round.png", P.score_plot(D.score_per_round(run)), "score per round")
     _labels(page, run)
     if run.results:
-        page.h("Initial → best prompt", anchor="diff")
-        page.raw(diff_markup(D.prompt_diff(run.results["initial_prompt"], run.results["best_prompt"])))
+        page.h("Initial → selected prompt", anchor="diff")
+        page.raw(diff_markup(D.prompt_diff(run.results["initial_prompt"], D.chosen(run.results)[0])))
     _lineage(page, run)
     _attribution(page, run)
     _usage(page, run)
@@ -100,8 +100,8 @@ def _summary(page: Page, run: D.RunData) -> None:
     if vs_constant and constant.get("best") is not None:
         page.p(f"selected − always {constant['best']!r} on the same rows: {m} {fmt_diff(vs_constant)} "
                "(paired bootstrap).", "meta")
-    page.p(f"stop: {res['stop_reason']} · rounds completed: {res['rounds_completed']} · wall: "
-           f"{res.get('time', {}).get('seconds')} s · faults: "
+    wall = res.get("time", {}).get("total", res.get("time", {}).get("seconds"))
+    page.p(f"stop: {res['stop_reason']} · rounds completed: {res['rounds_completed']} · wall: {wall} s · faults: "
            + (", ".join(f"{k}={v}" for k, v in res.get("faults", {}).items()) or "none"), "meta")
 
 
@@ -124,12 +124,12 @@ def _labels(page: Page, run: D.RunData) -> None:
     if not cls["warnings"]:
         page.p("No class is predicted far below its true share.", "ok")
     page.plot("label-distribution.png", P.distribution_plot(cls), "label distribution")
-    page.table(["label", "true", "initial prompt", "best prompt"],
-               [[lab, cls["true"].get(lab, 0), cls["initial"].get(lab, 0), cls["best"].get(lab, 0)]
+    page.table(["label", "true", "initial prompt", "selected prompt"],
+               [[lab, cls["true"].get(lab, 0), cls["initial"].get(lab, 0), cls["selected"].get(lab, 0)]
                 for lab in cls["labels"]])
     if cls["confusion"]:
-        page.plot("confusion-best.png", P.confusion_plot(cls["confusion"], cls["labels"]),
-                  "confusion matrix, best prompt")
+        page.plot("confusion-selected.png", P.confusion_plot(cls["confusion"], cls["labels"]),
+                  "confusion matrix, selected prompt")
     else:
         page.p("No confusion matrix in results.json (run made before it was recorded).", "meta")
     if cls["initial_confusion"]:
