@@ -214,6 +214,12 @@ def test_the_report_shows_the_selected_prompt_not_the_best_of_beam_picked_on_tes
 def test_prevalence_hacking_warning(tmp_path):
     hacked = D.classification(D.load_run(make_run(tmp_path / "hacked", best_pred={"Yes": 19, "No": 1})))
     assert [(w["prompt"], w["label"]) for w in hacked["warnings"]] == [("selected", "No")]
+    kept = make_run(tmp_path / "kept", best_pred={"Yes": 19, "No": 1})
+    res = json.loads((kept / "results.json").read_text())
+    res.update(selected_prompt=res["initial_prompt"], selected_test=res["best_test"])
+    (kept / "results.json").write_text(json.dumps(res))
+    assert [(w["prompt"], w["label"]) for w in D.classification(D.load_run(kept))["warnings"]] == [
+        ("selected (= initial)", "No")]  # the search kept the initial prompt: one warning, not two
     fine = D.classification(D.load_run(make_run(tmp_path / "fine", best_pred={"Yes": 11, "No": 9})))
     assert fine["warnings"] == []
     assert fine["true"] == {"Yes": 10, "No": 10}

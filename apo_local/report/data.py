@@ -234,13 +234,14 @@ def classification(data: RunData) -> dict | None:
     out = {"labels": labels, "true": true, "initial": res["initial_test"].get("predicted_distribution", {}),
            "selected": selected["predicted_distribution"], "confusion": selected.get("confusion") or {},
            "initial_confusion": res["initial_test"].get("confusion") or {}, "warnings": []}
-    for which in ("selected", "initial"):
+    same = chosen(res)[0] == res.get("initial_prompt")  # the search kept the initial prompt: one warning, not two
+    for which in ("selected",) if same else ("selected", "initial"):
         pred = out[which]
         n_pred = sum(pred.values()) or 1
         for lab, cnt in true.items():
             share_t, share_p = cnt / n_true, pred.get(lab, 0) / n_pred
             if share_t >= MIN_SHARE and share_p < SUPPRESSION_RATIO * share_t:
-                out["warnings"].append({"prompt": which, "label": lab, "true_share": share_t, "predicted_share": share_p})
+                out["warnings"].append({"prompt": "selected (= initial)" if same else which, "label": lab, "true_share": share_t, "predicted_share": share_p})
     return out
 
 

@@ -138,7 +138,7 @@ def lineage_figure(nodes: list[dict]) -> Figure:
     ax.set_xticklabels(["initial" if r == 0 else f"round {r}" for r in rounds])
     ax.set_yticks([])
     ax.set_xlim(min(rounds, default=0) - 0.3, max(rounds, default=0) + 0.9)
-    ax.set_title("Candidate lineage (node: id and bandit estimate; ring: final beam / best; cross: not scored)")
+    ax.set_title("Candidate lineage (node: id and bandit estimate; ring: final beam / selected; cross: not scored)")
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
     return fig
