@@ -21,6 +21,7 @@ pytest.importorskip("matplotlib")
 
 from apo_local.report import data as D  # noqa: E402
 from apo_local.report import plots as P  # noqa: E402
+from apo_local.errors import ApoError  # noqa: E402
 from apo_local.report import write_report  # noqa: E402
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
@@ -365,3 +366,14 @@ def test_report_has_the_optimizer_replies_section_with_reasons(tmp_path):
     assert "Optimizer replies and rejected candidates" in html and "accepted=1 (50%)" in html
     assert "a sentence repeated 3 times" in html
     assert "max_tokens reached" in html and "Please continue with your next prompt." in html
+
+
+def test_a_compare_directory_gets_one_report_per_run(tmp_path):
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "compare.yaml").write_text("methods: {}\n")
+    with pytest.raises(ApoError, match="compare directory without finished runs"):
+        write_report(out)
+    runs = [make_run(out / m / f"seed-{s}") for m in ("protegi", "pareto") for s in (0, 1)]
+    pages = write_report(out)
+    assert sorted(pages) == sorted(r / "report.html" for r in runs) and all(p.is_file() for p in pages)

@@ -31,8 +31,9 @@ def _need_matplotlib():
         raise ApoError("reports need matplotlib: pip install matplotlib (or reinstall apo-local)") from None
 
 
-def write_report(path: str | Path, *, cells: bool = False) -> Path:
-    """Report for a run directory or a sweep directory (``cells``: also each cell's own report)."""
+def write_report(path: str | Path, *, cells: bool = False) -> Path | list[Path]:
+    """Report for a run directory or a sweep directory (``cells``: also each cell's own report); for a
+    ``compare`` directory, each of its runs' reports (its tables are its results.md)."""
     from apo_local.sweep.manifest import is_sweep_dir
 
     p = Path(path)
@@ -41,6 +42,11 @@ def write_report(path: str | Path, *, cells: bool = False) -> Path:
     _need_matplotlib()
     if is_sweep_dir(p):
         return write_sweep_report(p, cells=cells)
+    if (p / "compare.yaml").is_file():
+        runs = sorted(d for d in p.glob("*/seed-*") if (d / "config.yaml").is_file())
+        if not runs:
+            raise ApoError(f"{p} is a compare directory without finished runs yet (METHOD/seed-N)")
+        return [write_run_report(d) for d in runs]
     return write_run_report(p)
 
 

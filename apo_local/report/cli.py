@@ -1,4 +1,4 @@
-"""``apo-local report RUN_DIR_OR_SWEEP_DIR``."""
+"""``apo-local report RUN_DIR | SWEEP_DIR | COMPARE_DIR``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import click
 @click.option("--cells/--no-cells", default=True, show_default=True,
               help="For a sweep directory: also write each cell's own report (linked from the table).")
 def report_command(path, cells):
-    """Write report.html (self-contained, opens offline) and PNG plots for a run or a sweep directory."""
+    """Write report.html (self-contained, opens offline) and PNG plots for a run or a sweep directory (for a
+    compare directory: one per run)."""
     from apo_local.report import write_report
 
-    click.echo(str(write_report(path, cells=cells)))
+    written = write_report(path, cells=cells)
+    for page in written if isinstance(written, list) else [written]:
+        click.echo(str(page))
