@@ -377,3 +377,4 @@ def test_a_compare_directory_gets_one_report_per_run(tmp_path):
     runs = [make_run(out / m / f"seed-{s}") for m in ("protegi", "pareto") for s in (0, 1)]
     pages = write_report(out)
     assert sorted(pages) == sorted(r / "report.html" for r in runs) and all(p.is_file() for p in pages)
+    assert "apo-local run: pareto/seed-1" in (out / "pareto" / "seed-1" / "report.html").read_text()

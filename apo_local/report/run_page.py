@@ -13,7 +13,9 @@ from apo_local.report.html import Page, diff_markup, esc
 def write_run_report(path: str | Path) -> Path:
     run = D.load_run(path)
     out = Path(path)
-    page = Page(f"apo-local run: {out.resolve().name}", plots_dir=out / "plots")
+    here = out.resolve()
+    name = f"{here.parent.name}/{here.name}" if (here.parent.parent / "compare.yaml").is_file() else here.name  # METHOD/seed-N
+    page = Page(f"apo-local run: {name}", plots_dir=out / "plots")
     _summary(page, run)
     page.h("Score per round", anchor="scores")
     page.plot("score-per-round.png", P.score_plot(D.score_per_round(run)), "score per round")
