@@ -241,7 +241,8 @@ def classification(data: RunData) -> dict | None:
         for lab, cnt in true.items():
             share_t, share_p = cnt / n_true, pred.get(lab, 0) / n_pred
             if share_t >= MIN_SHARE and share_p < SUPPRESSION_RATIO * share_t:
-                out["warnings"].append({"prompt": "selected (= initial)" if same else which, "label": lab, "true_share": share_t, "predicted_share": share_p})
+                out["warnings"].append({"prompt": "selected (= initial)" if same else which, "label": lab,
+                                        "true_share": share_t, "predicted_share": share_p})
     return out
 
 

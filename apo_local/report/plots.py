@@ -168,7 +168,8 @@ def distribution_plot(cls: dict) -> bytes:
     return _png(fig)
 
 
-def confusion_plot(confusion: dict, labels: list[str], title: str = "Confusion matrix (selected prompt, test)") -> bytes:
+def confusion_plot(confusion: dict, labels: list[str],
+                   title: str = "Confusion matrix (selected prompt, test)") -> bytes:
     preds = list(dict.fromkeys([*labels, *(p for row in confusion.values() for p in row)]))
     trues = [t for t in labels if t in confusion] or list(confusion)
     m = [[confusion.get(t, {}).get(p, 0) for p in preds] for t in trues]

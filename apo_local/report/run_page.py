@@ -14,7 +14,8 @@ def write_run_report(path: str | Path) -> Path:
     run = D.load_run(path)
     out = Path(path)
     here = out.resolve()
-    name = f"{here.parent.name}/{here.name}" if (here.parent.parent / "compare.yaml").is_file() else here.name  # METHOD/seed-N
+    in_compare = (here.parent.parent / "compare.yaml").is_file()
+    name = f"{here.parent.name}/{here.name}" if in_compare else here.name  # a compare's runs: METHOD/seed-N
     page = Page(f"apo-local run: {name}", plots_dir=out / "plots")
     _summary(page, run)
     page.h("Score per round", anchor="scores")
