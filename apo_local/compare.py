@@ -40,6 +40,7 @@ import yaml
 
 from apo_local.config import RunConfig, build_config, dump_config, read_yaml_mapping
 from apo_local.errors import ApoError
+from apo_local.run_dir import COMPARE_SPEC
 from apo_local.sweep.cell import initial_status
 from apo_local.sweep.cell import run_cell as run_or_resume
 
@@ -361,7 +362,7 @@ def compare(spec: CompareSpec, out: str | Path) -> list[dict]:
     """Run every method × seed (skipping finished cells) and write the tables; returns the summary rows."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (out / "compare.yaml").write_text(yaml.safe_dump(
+    (out / COMPARE_SPEC).write_text(yaml.safe_dump(
         {"base": spec.base, "methods": spec.methods, "seeds": spec.seeds, "budget": spec.budget,
          "baseline": spec.baseline}, sort_keys=False))
     runs = [run_cell(spec, m, s, out) for m in spec.methods for s in spec.seeds]

@@ -11,6 +11,7 @@
     predictions/test-{initial,best,selected}.jsonl  the final test evaluation, one line per example
 
 Created user-readable only (0700/0600): it holds private data. A lock file keeps a second process out.
+A compare directory holds one run directory per method and seed (``METHOD/seed-N``) beside its compare.yaml.
 """
 
 from __future__ import annotations
@@ -104,3 +105,15 @@ class RunDir:
         if not self.checkpoint.is_file():
             return None
         return json.loads(self.checkpoint.read_text(encoding="utf-8"))
+
+
+COMPARE_SPEC = "compare.yaml"  # what marks a compare directory (apo_local/compare.py writes it first)
+
+
+def is_compare_dir(path: str | Path) -> bool:
+    return (Path(path) / COMPARE_SPEC).is_file()
+
+
+def compare_runs(path: str | Path) -> list[Path]:
+    """The run directories of a compare directory written so far (``METHOD/seed-N``)."""
+    return sorted(d for d in Path(path).glob("*/seed-*") if (d / "config.yaml").is_file())

@@ -34,6 +34,7 @@ def _need_matplotlib():
 def write_report(path: str | Path, *, cells: bool = False) -> Path | list[Path]:
     """Report for a run directory or a sweep directory (``cells``: also each cell's own report); for a
     ``compare`` directory, each of its runs' reports (its tables are its results.md)."""
+    from apo_local.run_dir import compare_runs, is_compare_dir
     from apo_local.sweep.manifest import is_sweep_dir
 
     p = Path(path)
@@ -42,8 +43,8 @@ def write_report(path: str | Path, *, cells: bool = False) -> Path | list[Path]:
     _need_matplotlib()
     if is_sweep_dir(p):
         return write_sweep_report(p, cells=cells)
-    if (p / "compare.yaml").is_file():
-        runs = sorted(d for d in p.glob("*/seed-*") if (d / "config.yaml").is_file())
+    if is_compare_dir(p):
+        runs = compare_runs(p)
         if not runs:
             raise ApoError(f"{p} is a compare directory without finished runs yet (METHOD/seed-N)")
         return [write_run_report(d) for d in runs]

@@ -224,9 +224,11 @@ def classification(data: RunData) -> dict | None:
     """Predicted vs true label distribution (initial and selected prompt), their confusion matrices, and
     suppression warnings."""
     res = data.results
-    if not res or not chosen(res)[1].get("predicted_distribution") or not data.true_distribution:
+    if not res:
         return None
-    selected = chosen(res)[1]
+    prompt, selected = chosen(res)
+    if not selected.get("predicted_distribution") or not data.true_distribution:
+        return None
     true = data.true_distribution
     n_true = sum(true.values()) or 1
     labels = list(dict.fromkeys([*sorted(true), *sorted(selected["predicted_distribution"]),
@@ -234,7 +236,7 @@ def classification(data: RunData) -> dict | None:
     out = {"labels": labels, "true": true, "initial": res["initial_test"].get("predicted_distribution", {}),
            "selected": selected["predicted_distribution"], "confusion": selected.get("confusion") or {},
            "initial_confusion": res["initial_test"].get("confusion") or {}, "warnings": []}
-    same = chosen(res)[0] == res.get("initial_prompt")  # the search kept the initial prompt: one warning, not two
+    same = prompt == res.get("initial_prompt")  # the search kept the initial prompt: one warning, not two
     for which in ("selected",) if same else ("selected", "initial"):
         pred = out[which]
         n_pred = sum(pred.values()) or 1

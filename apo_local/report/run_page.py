@@ -8,14 +8,14 @@ from apo_local.report import data as D
 from apo_local.report import plots as P
 from apo_local.report.front import front_plot, length_front
 from apo_local.report.html import Page, diff_markup, esc
+from apo_local.run_dir import is_compare_dir
 
 
 def write_run_report(path: str | Path) -> Path:
     run = D.load_run(path)
     out = Path(path)
     here = out.resolve()
-    in_compare = (here.parent.parent / "compare.yaml").is_file()
-    name = f"{here.parent.name}/{here.name}" if in_compare else here.name  # a compare's runs: METHOD/seed-N
+    name = f"{here.parent.name}/{here.name}" if is_compare_dir(here.parent.parent) else here.name  # METHOD/seed-N
     page = Page(f"apo-local run: {name}", plots_dir=out / "plots")
     _summary(page, run)
     page.h("Score per round", anchor="scores")
@@ -103,8 +103,10 @@ def _summary(page: Page, run: D.RunData) -> None:
     if vs_constant and constant.get("best") is not None:
         page.p(f"selected − always {constant['best']!r} on the same rows: {m} {fmt_diff(vs_constant)} "
                "(paired bootstrap).", "meta")
-    wall = res.get("time", {}).get("total", res.get("time", {}).get("seconds"))
-    page.p(f"stop: {res['stop_reason']} · rounds completed: {res['rounds_completed']} · wall: {wall} s · faults: "
+    from apo_local.search.result import wall_seconds
+
+    page.p(f"stop: {res['stop_reason']} · rounds completed: {res['rounds_completed']} · wall: {wall_seconds(res)} s · "
+           "faults: "
            + (", ".join(f"{k}={v}" for k, v in res.get("faults", {}).items()) or "none"), "meta")
 
 

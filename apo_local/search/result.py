@@ -40,6 +40,13 @@ class RunResult:
         return d
 
 
+def wall_seconds(results: dict) -> float | None:
+    """A finished run's whole wall time from its results.json (model load, search, final test: ``time.total``);
+    runs from before the total was kept: their search time."""
+    t = results.get("time") or {}
+    return t.get("total", t.get("seconds"))
+
+
 def reply_summary(counts: dict, guided: bool) -> dict:
     """The optimizer's replies and the candidates made from them, from the trace's counts: replies (guided,
     truncated and rejected, cut at a loop and kept, used whole without tags), proposals, candidates accepted

@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 
 from apo_local.run_dir import atomic_write
+from apo_local.search.result import wall_seconds
 from apo_local.sweep.manifest import load_manifest
 from apo_local.sweep.markdown import SHORT, fmt, md_table, plus_minus
 from apo_local.sweep.size_view import write_size_view
@@ -56,8 +57,7 @@ def _result_values(r: dict) -> dict:
         optimizer_calls=o.get("calls"), optimizer_prompts=o.get("prompts"),
         optimizer_input_tokens=o.get("input_tokens"), optimizer_output_tokens=o.get("output_tokens"),
         optimizer_tokens=(o.get("input_tokens") or 0) + (o.get("output_tokens") or 0),
-        # the cell's whole wall time (model load, search, final test); runs from before "total" was kept: the search
-        wall_seconds=r.get("time", {}).get("total", r.get("time", {}).get("seconds")))
+        wall_seconds=wall_seconds(r))
     by_role, replies = r.get("time", {}).get("by_role") or {}, r.get("replies") or {}
     row.update(target_seconds=by_role.get("target"), optimizer_seconds=by_role.get("optimizer"),
                replies=replies.get("replies"), replies_truncated=replies.get("truncated"),
