@@ -107,9 +107,11 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, task: Task | None) -> RunResult
     result.time.update(total=round(total, 1), model_load=round(model_load, 1), search=round(search, 1),
                        final_test=round(final_test, 1),
                        other=round(max(0.0, total - model_load - search - final_test), 1))
-    if run_dir:
-        write_json(run_dir.results, result.to_dict())
+    if run_dir:  # predictions, then results.json (written once), then the DONE checkpoint: a kill between any two
+        # leaves a checkpoint short of DONE, and resume does the final evaluation again (tests/test_resume_final_e2e.py)
         _write_final_predictions(run_dir, task, cfg, beam_search, result)
+        write_json(run_dir.results, result.to_dict())
+        beam_search.mark_done()
     tracking.finish(tracker, result, run_dir.path if run_dir else None)
     record_throughput(cfg, trace.totals_dict())  # the next estimate's time figure on this machine
     return result

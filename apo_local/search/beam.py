@@ -116,27 +116,38 @@ class BeamSearch:
     # -- the loop ------------------------------------------------------------------------
 
     def run(self) -> RunResult:
+        """The rounds, then the final evaluation. A resumed run goes on from its checkpoint's phase; one killed
+        in the final phase (``Phase.FINAL``, or ``DONE`` without results) does the final evaluation again from
+        its recorded stop reason (the scorer's memo and the result cache answer what was computed). The run is
+        finished only when the runner has written results.json and called ``mark_done``."""
         state = self._load_state()
-        if state.phase == Phase.DONE and self.run_dir and self.run_dir.results.is_file():
-            return RunResult(**json.loads(self.run_dir.results.read_text()))
+        self.state = state
         self._check_initial_size(state.initial)
         self.budget = Budget(self.cfg.budget, self.trace, state.elapsed)
-        stop_reason = "completed"
+        if state.phase not in (Phase.FINAL, Phase.DONE):
+            state.stop_reason = self._rounds(state)
+            state.phase = Phase.FINAL
+            self._checkpoint(state)
+        return self._final(state, state.stop_reason or "completed")
+
+    def _rounds(self, state: RunState) -> str:
+        """Expand and select until the last round or a budget cap; returns why the search ended."""
         try:
             while True:
                 if state.phase in (Phase.START, Phase.SELECTED):
                     if state.round >= self.cfg.search.rounds:
-                        break
+                        return "completed"
                     self._expand(state)
                 if state.phase == Phase.EXPANDED:
                     self._select(state)
         except BudgetStop as stop:
-            stop_reason = stop.reason
             log.info("stopping: %s", stop.reason)
-        result = self._final(state, stop_reason)
-        state.phase = Phase.DONE
-        self._checkpoint(state)
-        return result
+            return stop.reason
+
+    def mark_done(self) -> None:
+        """The run's last write: the checkpoint says DONE (after results.json and the predictions are written)."""
+        self.state.phase = Phase.DONE
+        self._checkpoint(self.state)
 
     def _check_initial_size(self, initial: str) -> None:
         """An initial prompt over ``search.max_prompt_tokens`` can't start a search under that cap: one line."""
@@ -228,8 +239,6 @@ class BeamSearch:
             attribution=attribution,
         )
         result.headline = headline(result.to_dict())
-        if self.run_dir:
-            write_json(self.run_dir.results, result.to_dict())
         return result
 
     def _attribution(self, state: RunState, selected: str) -> dict:

@@ -46,7 +46,8 @@ class Phase(str, Enum):
     START = "start"  # nothing done yet in this run
     EXPANDED = "expanded"  # the round's candidates are proposed
     SELECTED = "selected"  # the round's beam is chosen
-    DONE = "done"  # the final evaluation is written
+    FINAL = "final"  # the search has ended (its stop reason recorded); the final evaluation is under way
+    DONE = "done"  # the final evaluation, predictions and results.json are written
 
 
 @dataclass
@@ -101,6 +102,7 @@ class RunState:
     faults: dict = field(default_factory=dict)  # counted fallbacks by kind
     counts: dict = field(default_factory=dict)  # tallies: optimizer replies, candidates (rejected by rule, ...)
     predictions: dict = field(default_factory=dict)  # the scorer's memo (a resume asks nothing twice)
+    stop_reason: str | None = None  # why the search ended (set with phase FINAL): "completed" or a budget cap
     # what of ``predictions`` the log file already holds: rows per instruction, and the file's length
     _logged: dict = field(default_factory=dict, compare=False, repr=False)
     _log_bytes: int = field(default=0, compare=False, repr=False)
@@ -116,7 +118,8 @@ class RunState:
         return {"version": self.VERSION, "round": self.round, "phase": self.phase.value, "initial": self.initial,
                 "elapsed": self.elapsed, "beam": [c.to_dict() for c in self.beam],
                 "candidates": [c.to_dict() for c in self.candidates], "history": self.history,
-                "totals": self.totals, "faults": self.faults, "counts": self.counts, "predictions": self.predictions}
+                "totals": self.totals, "faults": self.faults, "counts": self.counts, "predictions": self.predictions,
+                "stop_reason": self.stop_reason}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunState":
@@ -129,7 +132,7 @@ class RunState:
                    beam=[Candidate.from_dict(c) for c in d["beam"]],
                    candidates=[Candidate.from_dict(c) for c in d["candidates"]], history=d["history"],
                    totals=d["totals"], faults=d["faults"], counts=d.get("counts", {}),
-                   predictions=d.get("predictions", {}))
+                   predictions=d.get("predictions", {}), stop_reason=d.get("stop_reason"))
 
     def save(self, path: Path) -> None:
         """The new predictions appended to the log, then the checkpoint (atomic replace) pointing at it."""
