@@ -112,6 +112,18 @@ def shipped_run(engine, tmp_path_factory):
     return run
 
 
+@pytest.fixture(scope="session")
+def lock_runs(tmp_path_factory):
+    """Every shipped run config at the lock size (tests/shipped_runs.py), three rounds (baseline-no-iteration: its
+    one), on the scripted engine (tests/stand_in.py) with candidate hygiene off, so candidates are admitted and
+    beams change: ``{name: LockRun}`` for the search-logic golden and the per-config behaviour checks."""
+    from tests.shipped_runs import RUN_CONFIGS, lock_run
+
+    root = tmp_path_factory.mktemp("lock")
+    with pytest.MonkeyPatch.context() as mp:
+        return {name: lock_run(name, root / name, mp) for name in RUN_CONFIGS}
+
+
 # The least work that still prints the whole table: one round, one beam prompt, one expansion.
 CLI_RUN = {**TINY, "search": {**TINY["search"], "rounds": 1, "beam_size": 1, "max_expansion": 1},
            "optimizer": {"max_tokens": 48}, "protegi": {**TINY["protegi"], "n_gradients": 1},
@@ -197,7 +209,7 @@ def liar():
 # ---- pytest-xdist: which tests must share a worker --------------------------------------------------------------
 # A session fixture is built once per worker, so the modules that use one of these form one group that a single
 # worker runs (a module is never split: its module fixtures stay built once too). Heavier groups are handed out first.
-SHARED_SESSION_FIXTURES = ("tiny_run", "shipped_run", "airgapped_cli_run", "vllm_server")
+SHARED_SESSION_FIXTURES = ("tiny_run", "shipped_run", "airgapped_cli_run", "vllm_server", "lock_runs")
 
 
 def module_groups() -> dict[str, str]:

@@ -5,6 +5,8 @@ read the same run directory."""
 from __future__ import annotations
 
 import copy
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -59,3 +61,51 @@ def tiny(name: str, size: dict = RUN_SIZE) -> dict:
     if name == "abo":
         s["initial_prompt"] = ABO_READY  # the revise path (abo-no-demo takes the init path)
     return d
+
+
+@dataclass
+class LockRun:
+    """A shipped config's three rounds on the scripted engine: its config, run directory's comparable part (results
+    without wall time or reply counts, every round file), its trace lines and the optimizer's prompts."""
+
+    config: object
+    results: dict
+    rounds: dict
+    trace: list
+    optimizer_prompts: list
+
+    @property
+    def comparable(self) -> dict:
+        return {"results": self.results, "rounds": self.rounds}
+
+    def candidates(self, round: int | None = None) -> list[dict]:
+        return [c for name, r in sorted(self.rounds.items()) for c in r["candidates"]
+                if round is None or r["round"] == round]
+
+    def phases(self, role: str) -> set[str]:
+        return {t["phase"] for t in self.trace if t.get("role") == role}
+
+
+def lock_run(name: str, out: Path, monkeypatch, **overrides) -> LockRun:
+    """One shipped config at ``LOCK_SIZE``, three rounds (baseline-no-iteration: its one), on the scripted engine
+    (tests/stand_in.py), with ``overrides`` (section -> keys) on top. Candidate hygiene is off: the stand-in's
+    hash-made replies never name the labels (Yes / No), so it would reject nearly every proposal and the rounds would
+    exercise no search logic (hygiene has its own tests)."""
+    from apo_local.config import build_config
+    from apo_local.runner import optimize
+    from tests.stand_in import use_stand_in
+
+    data = tiny(name, LOCK_SIZE)
+    data["search"]["rounds"] = 1 if name == "baseline-no-iteration" else 3
+    data["search"]["hygiene"] = False
+    for section, keys in overrides.items():
+        data.setdefault(section, {}).update(keys)
+    engine = use_stand_in(monkeypatch)
+    cfg = build_config(data, {"cache": "off"})
+    optimize(cfg, out)
+    results = json.loads((out / "results.json").read_text())
+    results.pop("time")
+    results.pop("replies")  # the reply counts came later than the golden
+    rounds = {p.stem: json.loads(p.read_text()) for p in sorted((out / "rounds").glob("*.json"))}
+    trace = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
+    return LockRun(cfg, results, rounds, trace, list(engine.prompts))

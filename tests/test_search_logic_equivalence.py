@@ -1,101 +1,55 @@
 """Behaviour lock of the search logic without an engine: every shipped run config at the tiny size of
-``tests/shipped_runs.py``, three rounds, against a deterministic stand-in engine (hash-based replies in
+``tests/shipped_runs.py``, three rounds, against the scripted engine (tests/stand_in.py: hash-based replies in
 the shapes the meta-prompts ask for, hash-based label scores). The results and round files must equal
-``golden/fake-engine.json`` (at ``LOCK_SIZE``), which was written by the search code before its redesign into protocols.
+``golden/fake-engine.json`` (at ``LOCK_SIZE``). The lock is what locks search logic (the real engine's runs are
+checked for what only the engine can show: tests/test_study_configs_e2e.py); it holds on any CPU (no model
+numerics), and its runs are real searches: hygiene is off, so candidates are admitted and beams change.
+tests/test_config_behaviours.py checks, on the same runs, what defines each config.
 
-It complements the real-engine goldens (which run one round) with three rounds of every method on every
-CI run, no engine lock needed. Regenerate on purpose with ``APO_LOCAL_WRITE_GOLDEN=1``.
+Goldens are never rewritten by these tests: ``APO_LOCAL_WRITE_GOLDEN=1`` writes ``fake-engine.new.json`` to diff
+(tests/golden_files.py).
 """
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 import apo_local.runner as O
 from apo_local.config import build_config
-from apo_local.engine import RoleEngine
-from apo_local.engine.protocol import ChoiceScores, Generation
-from tests.shipped_runs import LOCK_SIZE, RUN_CONFIGS, tiny
+from tests.golden_files import check_golden
+from tests.shipped_runs import LOCK_SIZE, tiny
+from tests.stand_in import use_stand_in
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "fake-engine.json"
-WORDS = ["Decide", "carefully", "whether", "the", "statement", "is", "a", "lie", "using", "context", "facts"]
 
 
-def _h(*parts) -> int:
-    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "little")
+def test_three_rounds_of_every_method_match_the_golden(lock_runs):
+    check_golden(GOLDEN, {name: run.comparable for name, run in lock_runs.items()})
 
 
-class StandIn:
-    """Deterministic replies: tagged, untagged (fallback), doubly tagged; ABO steps, narrated work, judgements."""
-
-    model_id, max_model_len, hits = "stand-in", 2048, 0
-
-    def count_tokens(self, prompts):
-        return [len(p) // 4 + 1 for p in prompts]
-
-    def _reply(self, prompt: str, seed, k: int) -> str:
-        x = _h(prompt, seed, k)
-        body = " ".join(WORDS[(x >> i) % len(WORDS)] for i in range(3 + x % 7))
-        if "judge whether" in prompt:  # ABO's step-by-step judgement
-            return "Step 1: yes\nStep 2: " + ("no" if x % 2 else "yes")
-        if "Follow the steps above" in prompt:
-            return "Step 1: read it\nStep 2: " + ("skip" if x % 3 == 0 else "compare") + "\nYes"
-        if "steps" in prompt.lower() and x % 4:
-            body = f"Follow these steps:\n1. {body}\n2. check {x % 13}\n\nDemonstration:\nStep 1: {body}"
-        if x % 5 == 0:
-            return body
-        if x % 7 == 0:
-            return f"<START>{body}<END>\n<START>{body} more<END>"
-        return f"<START>{body}<END>"
-
-    def generate(self, requests):
-        return [Generation(texts, len(r.prompt) // 4, sum(len(t) // 4 for t in texts))
-                for r in requests for texts in [tuple(self._reply(r.prompt, r.seed, k) for k in range(r.n))]]
-
-    def score_choices(self, prompts, choices):
-        return [ChoiceScores(tuple(-((_h(p, c) % 1000) / 100) for c in choices), len(p) // 4) for p in prompts]
+def test_no_two_configs_lock_the_same_search(lock_runs):
+    """Each config changes something the search does: no two lock runs have the same rounds and history."""
+    same = [(a, b) for a, b in itertools.combinations(sorted(lock_runs), 2)
+            if (lock_runs[a].rounds, lock_runs[a].results["history"])
+            == (lock_runs[b].rounds, lock_runs[b].results["history"])]
+    assert not same
 
 
-def test_three_rounds_of_every_method_match_the_golden(tmp_path, monkeypatch):
-    engine = StandIn()
-    monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
-                                                              RoleEngine(engine, "optimizer", trace)))
-    got = {}
-    for name in RUN_CONFIGS:
-        data = tiny(name, LOCK_SIZE)
-        data["search"]["rounds"] = 1 if name == "baseline-no-iteration" else 3
-        # Candidate hygiene off: the stand-in's hash-made replies never name the labels (Yes / No), so it would
-        # reject nearly every proposal and three rounds would lock no search logic. Hygiene has its own tests
-        # (test_reply_checks.py, and below); the stand-in ignores reply shapes and reports no truncation.
-        data["search"]["hygiene"] = False
-        run = tmp_path / name
-        O.optimize(build_config(data, {"cache": "off"}), run)
-        results = json.loads((run / "results.json").read_text())
-        results.pop("time")
-        results.pop("replies")  # the reply counts came later than the golden
-        got[name] = {"results": results,
-                     "rounds": {p.stem: json.loads(p.read_text()) for p in sorted((run / "rounds").glob("*.json"))}}
-    if os.environ.get("APO_LOCAL_WRITE_GOLDEN") == "1":
-        GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True))
-        return
-    want = json.loads(GOLDEN.read_text())
-    assert sorted(got) == sorted(want)
-    for name in want:
-        assert got[name] == want[name], name
+def test_the_lock_runs_search(lock_runs):
+    """A lock of runs where nothing happens locks nothing: every config admits new candidates into its beam."""
+    idle = [n for n, r in lock_runs.items() if not any(h["accepted"] for h in r.results["history"])]
+    assert not idle
 
 
 def test_with_hygiene_every_admitted_candidate_passes_it(tmp_path, monkeypatch):
     from apo_local.search.hygiene import Hygiene
     from apo_local.tasks import load_task
 
-    engine = StandIn()
-    monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
-                                                              RoleEngine(engine, "optimizer", trace)))
+    use_stand_in(monkeypatch)
     data = tiny("liar-protegi", LOCK_SIZE)
     data["search"]["initial_prompt"] = "Decide whether the statement is a lie using context facts"  # no label words
     result = O.optimize(build_config(data, {"cache": "off"}), tmp_path / "run")
@@ -111,9 +65,7 @@ def test_with_hygiene_every_admitted_candidate_passes_it(tmp_path, monkeypatch):
 
 
 def test_max_target_calls_fires_between_bandit_rounds(tmp_path, monkeypatch):
-    engine = StandIn()
-    monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
-                                                              RoleEngine(engine, "optimizer", trace)))
+    use_stand_in(monkeypatch)
     data = tiny("demo", LOCK_SIZE)
     data["selection"].update(budget=48, batch_size=4, arms_per_round=2)
     data["budget"] = {"max_target_calls": 17}  # 4 minibatch rows + a first bandit round of 12: under; the second: over
@@ -132,9 +84,7 @@ def test_the_estimate_is_printed_before_the_search_and_kept_in_the_run_directory
 
     from apo_local.cli import cli
 
-    engine = StandIn()
-    monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
-                                                              RoleEngine(engine, "optimizer", trace)))
+    use_stand_in(monkeypatch)
     res = CliRunner().invoke(cli, ["optimize", "--preset", "smoke", "--cache", "off", "--out", str(tmp_path / "run")])
     assert res.exit_code == 0, res.output
     stderr, stdout = res.stderr, res.stdout
@@ -151,9 +101,7 @@ def test_instruction_edits_and_demonstration_moves_in_one_round(tmp_path, monkey
     finishing a reply within a tiny max_tokens)."""
     from apo_local.tasks.demos import split_prompt
 
-    engine = StandIn()
-    monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
-                                                              RoleEngine(engine, "optimizer", trace)))
+    use_stand_in(monkeypatch)
     data = tiny("instruction+fewshot", LOCK_SIZE)
     data["search"].update(rounds=2, max_expansion=8)
     data["search"]["hygiene"] = False
