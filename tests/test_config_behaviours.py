@@ -128,3 +128,17 @@ def test_ucb_and_uniform_choose_differently_on_the_same_candidates(tmp_path, mon
     by_estimate = sorted(arms(ucb).values(), key=lambda a: a[1])
     assert by_estimate[-1][0] >= 2 * by_estimate[0][0]  # the best-looking arm pulled at least twice the worst
     assert [b[0] for b in ucb.results["history"][0]["beam"]] != [b[0] for b in uniform.results["history"][0]["beam"]]
+
+
+@pytest.mark.parametrize("name", RUN_CONFIGS)
+def test_the_pre_run_estimate_bounds_the_engine_calls(name, lock_runs):
+    """The estimate from the config is an upper bound of the calls and prompts its lock run made, per role."""
+    from apo_local.search.estimate import estimate
+    from apo_local.search.splits import eval_rows, train_rows, validation_rows
+
+    run = lock_runs[name]
+    est = estimate(run.config, TASK, train_rows(TASK, run.config), eval_rows(TASK, run.config),
+                   validation_rows(TASK, run.config))
+    for role, used in run.results["usage"].items():
+        bound = getattr(est, role)
+        assert used["calls"] <= bound.calls and used["prompts"] <= bound.prompts, (role, used, bound)

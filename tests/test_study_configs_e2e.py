@@ -1,6 +1,10 @@
-"""Every shipped study config, at its tiny size (tests/shipped_runs.py), runs end-to-end on the real engine
-(embedded SmolLM2-135M), leaves a complete run directory and does what its study says. The run is the one the
-behaviour lock (tests/test_equivalence_e2e.py) compares with its golden: each config runs once per session."""
+"""The shipped study configs whose optimizer or target requests only the real engine can prove, at their tiny size
+(tests/shipped_runs.py), run end-to-end on the real engine (embedded SmolLM2-135M): one config per kind of engine
+request (ProTeGi's gradients, edits and paraphrases; one-step; three-stage's critique and feedback; data-free
+improve; ABO's check, revise, demonstration and executed steps; ABO's first steps). Each leaves a complete run
+directory, does what its study says and stays within its pre-run estimate. What the other configs change is search
+logic, checked on the scripted engine for every shipped config (tests/test_config_behaviours.py, and the lock in
+tests/test_search_logic_equivalence.py)."""
 
 from __future__ import annotations
 
@@ -34,7 +38,16 @@ def test_every_study_config_is_listed():
         assert (CONFIGS / name).read_text().startswith("#"), f"{name}: no header comment citing the study"
 
 
-@pytest.mark.parametrize("name", STUDY_CONFIGS)
+# one config per kind of engine request; the rest differ in search logic only (checked on the scripted engine)
+ENGINE_PATHS = ["liar-protegi.yaml", "ablation-one-step.yaml", "ablation-three-stage.yaml", "ablation-improve.yaml",
+                "abo.yaml", "abo-no-demo.yaml"]
+
+
+def test_the_engine_paths_are_shipped_configs():
+    assert set(ENGINE_PATHS) <= set(STUDY_CONFIGS)
+
+
+@pytest.mark.parametrize("name", ENGINE_PATHS)
 def test_config_runs_end_to_end(name, shipped_run):
     cfg = build_config(tiny(name.removesuffix(".yaml")))
     run = shipped_run(name.removesuffix(".yaml"))
@@ -91,3 +104,16 @@ def test_config_runs_end_to_end(name, shipped_run):
         assert "select" in phases and entry["selection"]["selector"] == cfg.selection.selector
     if cfg.feedback.errors == "pseudo" or not cfg.feedback.show_evaluation or cfg.feedback.labels == "wrong":
         assert "gradient" in phases and ("edit" in phases or results["replies"]["truncated"])
+
+    # the pre-run estimate is an upper bound of what the real run used (input tokens: a rough figure)
+    from apo_local.search.estimate import estimate
+    from apo_local.search.splits import eval_rows, train_rows, validation_rows
+    from apo_local.tasks import load_task
+
+    task = load_task(cfg.task)
+    est = estimate(cfg, task, train_rows(task, cfg), eval_rows(task, cfg), validation_rows(task, cfg))
+    for role, used in results["usage"].items():
+        bound = getattr(est, role)
+        assert used["calls"] <= bound.calls and used["prompts"] <= bound.prompts, (role, used, bound)
+        assert used["output_tokens"] <= bound.output_tokens, (role, used, bound)
+        assert used["input_tokens"] <= 3 * bound.input_tokens, (role, used, bound)

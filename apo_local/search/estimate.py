@@ -196,9 +196,11 @@ def _propose(cfg: RunConfig, est: Estimate, parents: int, rnd: int, target_in: i
         return moves + updates + sources * mc
     if name == "abo":
         a = cfg.abo
-        if rnd == 1 and not parse_abo(cfg.search.initial_prompt or "").steps:  # steps written first
-            opt.add(parents, meta + row, parents * a.init_samples * out_max)
-            return parents * a.init_samples
+        no_steps = not parse_abo(cfg.search.initial_prompt or "").steps
+        init = parents * a.init_samples if no_steps else 0  # steps written first (later rounds: for the initial
+        opt.add(parents if no_steps else 0, meta + row, init * out_max)  # prompt, when the beam kept it)
+        if rnd == 1 and no_steps:
+            return init
         est.target.add(parents * cfg.search.minibatch_size, target_in)
         work = parents * a.errors_per_revision * a.revise_samples
         if a.answer == "logprobs":  # the ablation narrates separately; generate mode reuses the answers' work
@@ -208,7 +210,7 @@ def _propose(cfg: RunConfig, est: Estimate, parents: int, rnd: int, target_in: i
         opt.add(asks, meta + a.errors_per_revision * (row + a.work_tokens), asks * out_max)
         if a.demonstration:
             opt.add(asks, meta + row, asks * out_max)
-        return asks
+        return asks + init
     if name in ("rewrite", "improve"):
         s = getattr(cfg, name)
         opt.add(parents, meta, parents * s.samples_per_parent * out_max)
@@ -255,12 +257,19 @@ def _select(cfg: RunConfig, est: Estimate, parents: int, new: int, target_in: in
     arms = parents + new
     if arms <= cfg.search.beam_size or sel.selector == "uniform":
         rounds = 1  # every arm kept: the budget is spread in one round
-    elif sel.selector in ("ucb", "ucb-e"):
-        warm = sel.batch_size if sel.warmup is None else sel.warmup
-        rest = sel.budget - min(sel.budget, arms * warm)
-        rounds = (1 if warm else 0) + -(-rest // (sel.batch_size * min(sel.arms_per_round, arms)))
+    elif sel.selector in ("ucb", "ucb-e"):  # the most bandit rounds any number of arms up to ``arms`` can take
+        rounds = max(_index_policy_rounds(sel, n) for n in range(1, arms + 1))
     else:
         rounds = arms - cfg.search.beam_size  # successive rejects: one phase per rejected arm (halving: fewer)
     est.target.prompts += sel.budget
     est.target.calls += rounds
     est.target.input_tokens += sel.budget * target_in
+
+
+def _index_policy_rounds(sel, arms: int) -> int:
+    """Bandit rounds of UCB / UCB-E on ``arms`` arms (selectors/ucb.py): the warm-up spreads ``warmup`` examples per
+    arm evenly (what does not divide is left over), then rounds of ``arms_per_round`` arms of ``batch_size``."""
+    warm = sel.batch_size if sel.warmup is None else sel.warmup
+    spread = min(sel.budget, arms * warm)
+    rest = sel.budget - (spread if spread < arms else spread // arms * arms)
+    return (1 if spread else 0) + -(-rest // (sel.batch_size * min(sel.arms_per_round, arms)))
