@@ -198,9 +198,15 @@ def fmt_diff(d: dict, digits: int = 3) -> str:
     value, ci = d.get("diff"), d.get("ci")
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    value, ci = _no_negative_zero(value, digits), [_no_negative_zero(c, digits) for c in ci or []]
     if not ci or any(c is None or math.isnan(c) for c in ci):
         return f"{value:+.{digits}f}"
     return f"{value:+.{digits}f} [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
+
+
+def _no_negative_zero(x, digits: int):
+    """0.0 for a value that prints as zero ("+0.000", never "-0.000")."""
+    return 0.0 if isinstance(x, (int, float)) and not math.isnan(x) and abs(x) < 0.5 * 10 ** -digits else x
 
 
 def fmt_ci(value: float | None, ci: Sequence[float] | None, digits: int = 3) -> str:

@@ -80,7 +80,7 @@ def _summary(page: Page, run: D.RunData) -> None:
                 ev["metrics"].get("n"), prompt]
 
     page.h("Summary")
-    page.p(_headline(res), "warn" if "no gain over a constant" in _headline(res) else "meta")
+    page.p(_headline(res), "warn" if "over a constant answer:" in _headline(res) else "meta")
     rows = [row(f"selected ({res.get('selected_by', 'selection estimate')})", res["selected_test"], res["selected_prompt"]),
             row("initial", res["initial_test"], res["initial_prompt"])]
     constant = res.get("constant_baselines") or {}
