@@ -246,8 +246,8 @@ def summarize(spec: CompareSpec, runs: list[dict], per_row: dict | None = None, 
 
 
 def _lineage_share(rs: list[dict]) -> dict:
-    """Accepted steps on the selected prompts' lineages (edit attribution) and the share whose test gain's 95%
-    interval excludes zero; runs without an attribution left out."""
+    """Accepted steps on the selected prompts' lineages (edit attribution) and the share whose test gain is
+    distinguishable from zero (family-wise, Holm); runs without an attribution left out."""
     steps = sum(r.get("lineage_steps") or 0 for r in rs)
     distinct = sum(r.get("lineage_steps_distinguishable") or 0 for r in rs)
     return {"lineage_steps": steps, "lineage_steps_distinguishable": distinct,
@@ -361,8 +361,8 @@ def markdown(spec: CompareSpec, rows: list[dict], runs: list[dict]) -> str:
               f"distinct test rows detects an "
               f"accuracy difference of {_fmt(r['detectable_accuracy_difference'])} (80% power, 5% level); a 0.02 "
               f"difference needs about {r['examples_for_0.02']} rows." for r in rows if r.get("paired_examples")]
-    lines += ["", "Edit attribution: accepted steps on the selected prompts' lineages whose test gain's 95% interval "
-              "excludes zero: " + ", ".join(f"{r['method']} {r['lineage_steps_distinguishable']}/{r['lineage_steps']}"
+    lines += ["", "Edit attribution: accepted steps on the selected prompts' lineages whose test gain is "
+              "distinguishable from zero (family-wise 5%, Holm over each run's attribution): " + ", ".join(f"{r['method']} {r['lineage_steps_distinguishable']}/{r['lineage_steps']}"
                                             f" ({_fmt(r['lineage_distinguishable_share'])})" for r in rows) + "."]
     verdicts = [r["verdict_line"] for r in rows if r.get("verdict_line")]
     if verdicts:

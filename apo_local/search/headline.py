@@ -58,7 +58,10 @@ class SplitStats:
         intervals (for F1-type metrics balanced accuracy's too: the selection's reward, which a shift toward
         one label does not raise), the exact McNemar test, and the power line's figures."""
         ca, cb = self._correct(a), self._correct(b)
-        out = {"n": len(self.golds), self.metric.name: paired_bootstrap(self._rows(a), self._rows(b), self._statistic)}
+        if self.metric.aggregate is None:  # a mean of per-row scores: the same interval, vectorized
+            out = {"n": len(self.golds), self.metric.name: paired_bootstrap(ca, cb, mean)}
+        else:
+            out = {"n": len(self.golds), self.metric.name: paired_bootstrap(self._rows(a), self._rows(b), self._statistic)}
         if self.metric.name != "accuracy":
             out["accuracy"] = paired_bootstrap(ca, cb, mean)
         if self.balanced:
