@@ -149,3 +149,14 @@ def test_score_interval_over_seeds_is_t_widened_to_the_rows():
     assert lo <= t[0] and hi >= t[1] and lo < 0.6 < hi
     same = score_ci(ACC, [base[0]] * 3)  # no spread between seeds: the rows' bootstrap still has width
     assert same[1] - same[0] > 0.1
+
+
+def test_the_sweep_groups_t_interval_uses_the_right_quantile_beyond_10_seeds():
+    from apo_local.sweep.tables import aggregate
+
+    scores = [0.5 + 0.01 * k for k in range(12)]  # 12 seeds: df 11, t = 2.201 (the earlier table fell to 1.96)
+    rows = [{"kind": "cell", "cell": f"c{k}", "status": "done", "n": 1, "task": "liar", "seed": k, "metric": "f1",
+             "test_selected": v} for k, v in enumerate(scores)]
+    mean = aggregate(rows)[0]
+    half = 2.201 * np.std(scores, ddof=1) / 12 ** 0.5
+    assert mean["test_selected_ci"] == f"[{np.mean(scores) - half:.3f}, {np.mean(scores) + half:.3f}]"
