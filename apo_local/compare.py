@@ -206,6 +206,8 @@ def summarize(spec: CompareSpec, runs: list[dict], per_row: dict | None = None, 
     """One row per method. With ``per_row`` ((method, seed) -> test row id -> (parsed, gold)) and the task's
     ``metric``: the per-example statistics too (``compare_stats``: the test score's interval, and against the
     baseline the paired difference with its interval, McNemar and the power line)."""
+    from apo_local.compare_stats import per_example
+
     by = {m: [r for r in runs if r["method"] == m] for m in spec.methods}
     base = {r["seed"]: r["test"] for r in by.get(spec.baseline, [])}
     rows = []
@@ -240,7 +242,7 @@ def summarize(spec: CompareSpec, runs: list[dict], per_row: dict | None = None, 
             row[k + "_mean"] = _mean([r.get(k) for r in rs])
         row.update(_lineage_share(rs))
         if per_row is not None and metric is not None:
-            row.update(_per_example(spec, m, rs, per_row, metric))
+            row.update(per_example(spec.baseline, m, rs, per_row, metric))
         rows.append(row)
     return rows
 
@@ -252,39 +254,6 @@ def _lineage_share(rs: list[dict]) -> dict:
     distinct = sum(r.get("lineage_steps_distinguishable") or 0 for r in rs)
     return {"lineage_steps": steps, "lineage_steps_distinguishable": distinct,
             "lineage_distinguishable_share": distinct / steps if steps else None}
-
-
-def _per_example(spec: CompareSpec, method: str, rs: list[dict], per_row: dict, metric) -> dict:
-    from apo_local.compare_stats import paired, score_ci, verdict, verdict_line
-
-    seeds = [r["seed"] for r in rs]
-    mine = [per_row.get((method, s)) or {} for s in seeds]
-    out = {"test_ci": score_ci(metric, mine)}
-    constant = _constant_rows(mine, [r.get("constant_label") for r in rs])
-    if constant is not None:  # the best constant answer on the same rows: paired, as the run headline is
-        vs_constant = paired(metric, mine, constant)
-        if vs_constant:
-            out["diff_vs_constant"], out["diff_vs_constant_ci"] = vs_constant["diff"], vs_constant["ci"]
-    if method != spec.baseline:
-        base = [per_row.get((spec.baseline, s)) or {} for s in seeds]
-        vs = paired(metric, mine, base)
-        if vs:
-            out["verdict"] = verdict(vs)
-            out["verdict_line"] = verdict_line(method, spec.baseline, vs, metric.name)
-            out.update({"diff_vs_baseline": vs["diff"], "diff_ci": vs["ci"], "diff_seed_ci": vs["seed_ci"],
-                        "diff_rows_ci": vs["rows_ci"], "diff_p_bootstrap": vs["p_bootstrap"],
-                        "mcnemar_p_per_seed": [t["p"] for t in vs["mcnemar"]], "paired_examples": vs["examples"],
-                        "detectable_accuracy_difference": vs["power"]["detectable_accuracy_difference"],
-                        "examples_for_0.02": vs["power"]["examples_needed"]})
-    return out
-
-
-def _constant_rows(per_seed: list[dict], labels: list[str | None]) -> list[dict] | None:
-    """Per seed, the rows of that run's best constant answer (``constant_label``) on the same test rows; None
-    when a run has none (a generation task)."""
-    if not labels or any(label is None for label in labels):
-        return None
-    return [{i: (label, g) for i, (_, g) in rows.items()} for rows, label in zip(per_seed, labels)]
 
 
 def _fmt(v) -> str:

@@ -222,3 +222,37 @@ def needed(vs: dict) -> str:
     if between_var >= within ** 2:
         return f"{text}: mostly more seeds ({spread}); at {s} seeds about {rows} test rows per seed"
     return f"{text}, or about {rows} test rows per seed at {s} seeds (the rows' noise dominates: {spread})"
+
+
+def per_example(baseline: str, method: str, rs: list[dict], per_row: dict, metric: Metric) -> dict:
+    """A compare row's per-example statistics (``rs``: the method's run records, ``per_row``: (method, seed) -> row
+    id -> (parsed, gold)): the test score's interval, the paired difference to the best constant answer, and
+    against ``baseline`` the difference, its intervals, the verdict, McNemar per seed and the power line."""
+    seeds = [r["seed"] for r in rs]
+    mine = [per_row.get((method, s)) or {} for s in seeds]
+    out = {"test_ci": score_ci(metric, mine)}
+    constant = constant_rows(mine, [r.get("constant_label") for r in rs])
+    if constant is not None:  # the best constant answer on the same rows: paired, as the run headline is
+        vs_constant = paired(metric, mine, constant)
+        if vs_constant:
+            out["diff_vs_constant"], out["diff_vs_constant_ci"] = vs_constant["diff"], vs_constant["ci"]
+    if method != baseline:
+        base = [per_row.get((baseline, s)) or {} for s in seeds]
+        vs = paired(metric, mine, base)
+        if vs:
+            out["verdict"] = verdict(vs)
+            out["verdict_line"] = verdict_line(method, baseline, vs, metric.name)
+            out.update({"diff_vs_baseline": vs["diff"], "diff_ci": vs["ci"], "diff_seed_ci": vs["seed_ci"],
+                        "diff_rows_ci": vs["rows_ci"], "diff_p_bootstrap": vs["p_bootstrap"],
+                        "mcnemar_p_per_seed": [t["p"] for t in vs["mcnemar"]], "paired_examples": vs["examples"],
+                        "detectable_accuracy_difference": vs["power"]["detectable_accuracy_difference"],
+                        "examples_for_0.02": vs["power"]["examples_needed"]})
+    return out
+
+
+def constant_rows(per_seed: list[dict], labels: list[str | None]) -> list[dict] | None:
+    """Per seed, the rows of that run's best constant answer (``constant_label``) on the same test rows; None
+    when a run has none (a generation task)."""
+    if not labels or any(label is None for label in labels):
+        return None
+    return [{i: (label, g) for i, (_, g) in rows.items()} for rows, label in zip(per_seed, labels)]
