@@ -206,6 +206,8 @@ def summarize(spec: CompareSpec, runs: list[dict], per_row: dict | None = None, 
     """One row per method. With ``per_row`` ((method, seed) -> test row id -> (parsed, gold)) and the task's
     ``metric``: the per-example statistics too (``compare_stats``: the test score's interval, and against the
     baseline the paired difference with its interval, McNemar and the power line)."""
+    from apo_local.compare_stats import per_example
+
     by = {m: [r for r in runs if r["method"] == m] for m in spec.methods}
     base = {r["seed"]: r["test"] for r in by.get(spec.baseline, [])}
     rows = []
@@ -240,36 +242,18 @@ def summarize(spec: CompareSpec, runs: list[dict], per_row: dict | None = None, 
             row[k + "_mean"] = _mean([r.get(k) for r in rs])
         row.update(_lineage_share(rs))
         if per_row is not None and metric is not None:
-            row.update(_per_example(spec, m, [r["seed"] for r in rs], per_row, metric))
+            row.update(per_example(spec.baseline, m, rs, per_row, metric))
         rows.append(row)
     return rows
 
 
 def _lineage_share(rs: list[dict]) -> dict:
-    """Accepted steps on the selected prompts' lineages (edit attribution) and the share whose test gain's 95%
-    interval excludes zero; runs without an attribution left out."""
+    """Accepted steps on the selected prompts' lineages (edit attribution) and the share whose test gain is
+    distinguishable from zero (family-wise, Holm); runs without an attribution left out."""
     steps = sum(r.get("lineage_steps") or 0 for r in rs)
     distinct = sum(r.get("lineage_steps_distinguishable") or 0 for r in rs)
     return {"lineage_steps": steps, "lineage_steps_distinguishable": distinct,
             "lineage_distinguishable_share": distinct / steps if steps else None}
-
-
-def _per_example(spec: CompareSpec, method: str, seeds: list[int], per_row: dict, metric) -> dict:
-    from apo_local.compare_stats import paired, score_ci, verdict, verdict_line
-
-    mine = [per_row.get((method, s)) or {} for s in seeds]
-    out = {"test_ci": score_ci(metric, [list(rows.values()) for rows in mine])}
-    if method != spec.baseline:
-        base = [per_row.get((spec.baseline, s)) or {} for s in seeds]
-        vs = paired(metric, mine, base)
-        if vs:
-            out["verdict"] = verdict(vs)
-            out["verdict_line"] = verdict_line(method, spec.baseline, vs, metric.name)
-            out.update({"diff_vs_baseline": vs["diff"], "diff_ci": vs["ci"], "diff_p_bootstrap": vs["p_bootstrap"],
-                        "mcnemar_p": vs["mcnemar_p"], "paired_examples": vs["examples"],
-                        "detectable_accuracy_difference": vs["power"]["detectable_accuracy_difference"],
-                        "examples_for_0.02": vs["power"]["examples_needed"]})
-    return out
 
 
 def _fmt(v) -> str:
@@ -295,8 +279,15 @@ def _ci(ci) -> str:
     return "-" if not ci or any(c != c for c in ci) else f"[{ci[0]:.4f}, {ci[1]:.4f}]"
 
 
-def _beats(ci, value: float) -> bool:
+def _above_constant(r: dict) -> bool:
+    """The paired interval of the method minus the best constant answer on the same rows is above zero (without
+    per-row data: the score's interval above the constant's score)."""
+    ci, value = (r["diff_vs_constant_ci"], 0.0) if r.get("diff_vs_constant_ci") else (r.get("test_ci"), r["constant_test_mean"])
     return bool(ci) and not any(c != c for c in ci) and ci[0] > value
+
+
+def _mcnemar_cell(r: dict) -> str:
+    return " / ".join(_fmt(p) for p in r.get("mcnemar_p_per_seed") or []) or "-"
 
 
 def _diff(r: dict) -> str:
@@ -312,38 +303,41 @@ def _constant_cell(r: dict) -> str:
 def markdown(spec: CompareSpec, rows: list[dict], runs: list[dict]) -> str:
     pk = "p_vs_" + spec.baseline
     metric = rows[0]["metric"] if rows else "metric"
-    head = ["method", "seeds", f"test {metric} (mean ± std)", "95% CI (seeds × examples)", "initial prompt",
-            "best constant answer", f"vs {spec.baseline}: diff [95% CI]", "McNemar p", "best-of-beam test (optimistic)", "p over seeds",
+    head = ["method", "seeds", f"test {metric} (mean ± std)", "95% CI (seeds, rows)", "initial prompt",
+            "best constant answer", f"vs {spec.baseline}: diff [95% CI]", "McNemar p per seed", "best-of-beam test (optimistic)", "p over seeds",
             "accepted steps", "target calls / prompts", "optimizer calls / in / out tokens", "prompt tokens per step"]
     lines = [f"# Comparison: {len(spec.methods)} methods × {len(spec.seeds)} seeds",
              "", f"Budget per run: {spec.budget or 'none'}; test metric of the prompt each search selected "
              f"(no test peeking). Against {spec.baseline}: the difference on the same test rows with its paired "
-             "two-level bootstrap interval (seeds, then examples) and the exact McNemar test over the pooled rows; "
+             "interval (Student t over the per-seed differences, df = seeds - 1, widened to the rows' paired bootstrap) "
+             "and the exact McNemar test of each seed's pair of prompts; "
              "'p over seeds': permutation test of the per-seed scores (with 3 seeds its smallest value is 0.25).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join([
             r["method"], str(r["seeds"]), f"{r['test_mean']:.4f} ± {r['test_std']:.4f}", _ci(r.get("test_ci")),
-            _fmt(r.get("initial_test_mean")), _constant_cell(r), _diff(r), _fmt(r.get("mcnemar_p")), _fmt(r["best_test_mean"]), _fmt(r[pk]), _fmt(r["accepted_steps_mean"]),
+            _fmt(r.get("initial_test_mean")), _constant_cell(r), _diff(r), _mcnemar_cell(r), _fmt(r["best_test_mean"]), _fmt(r[pk]), _fmt(r["accepted_steps_mean"]),
             f"{_fmt(r['target_calls_mean'])} / {_fmt(r['target_prompts_mean'])}",
             f"{_fmt(r['optimizer_calls_mean'])} / {_fmt(r['optimizer_input_tokens_mean'])} / "
             f"{_fmt(r['optimizer_output_tokens_mean'])}",
             r["prompt_tokens_per_step"] or "-"]) + " |")
     below = [r["method"] for r in rows if r.get("constant_test_mean") is not None
-             and not _beats(r.get("test_ci"), r["constant_test_mean"])]
+             and not _above_constant(r)]
     if below:
-        lines += ["", f"Not above a constant answer: {', '.join(below)} (the 95% interval of the test {metric} "
-                  "reaches the best constant answer's score on the same rows): no gain a constant does not match."]
-    lines += [""] + [f"Power: {r['method']} vs {spec.baseline} on {r['paired_examples']} paired test rows detects an "
+        lines += ["", f"Not above a constant answer: {', '.join(below)} (the paired 95% interval of the test {metric} "
+                  "minus the best constant answer's on the same rows reaches zero): no gain a constant does not match."]
+    lines += [""] + [f"Power: one pair of prompts ({r['method']} vs {spec.baseline}, one seed) on {r['paired_examples']} "
+              f"distinct test rows detects an "
               f"accuracy difference of {_fmt(r['detectable_accuracy_difference'])} (80% power, 5% level); a 0.02 "
               f"difference needs about {r['examples_for_0.02']} rows." for r in rows if r.get("paired_examples")]
-    lines += ["", "Edit attribution: accepted steps on the selected prompts' lineages whose test gain's 95% interval "
-              "excludes zero: " + ", ".join(f"{r['method']} {r['lineage_steps_distinguishable']}/{r['lineage_steps']}"
+    lines += ["", "Edit attribution: accepted steps on the selected prompts' lineages whose test gain is "
+              "distinguishable from zero (family-wise 5%, Holm over each run's attribution): " + ", ".join(f"{r['method']} {r['lineage_steps_distinguishable']}/{r['lineage_steps']}"
                                             f" ({_fmt(r['lineage_distinguishable_share'])})" for r in rows) + "."]
     verdicts = [r["verdict_line"] for r in rows if r.get("verdict_line")]
     if verdicts:
-        lines += ["", "## Verdict", "", f"Each method against {spec.baseline} on the same seeds and test rows (two-level "
-                  "bootstrap over seeds, then rows: a change only when the 95% interval excludes zero).", ""]
+        lines += ["", "## Verdict", "", f"Each method against {spec.baseline} on the same seeds and test rows (a change only "
+                  "when the 95% interval over seeds (Student t, df = seeds - 1) and the rows' paired bootstrap both "
+                  "exclude zero; one seed compares two prompts, not two methods).", ""]
         lines += [f"- {v.removeprefix('verdict: ')}" for v in verdicts]
     rk = f"reflection_vs_{spec.baseline}_jaccard_mean"
     lines += ["", "## Reflections", "", "Mean token-set Jaccard similarity of the optimizer's reflections (gradients, "

@@ -5,8 +5,9 @@
 Each seed is a normal run directory ``OUT/seed-<s>/`` (seeds ``seed`` .. ``seed + N - 1``), run by the
 sweep's cell runner: a finished one is skipped, an interrupted one resumed, so re-running the command
 continues. The verdict compares the selected prompt with the initial prompt on the same test rows and seeds
-(``compare_stats``: two-level bootstrap over seeds, then rows): better, worse or no detectable change, with
-the seeds or rows the observed effect would need. ``OUT/seeds.json`` holds the per-seed figures and the verdict.
+(``compare_stats``: a Student t interval over the per-seed differences, df = seeds - 1, widened to the rows'
+paired bootstrap; McNemar per seed): better, worse, no detectable change (with the seeds or rows the observed
+effect would need), or not established (one seed). ``OUT/seeds.json`` holds the per-seed figures and the verdict.
 """
 
 from __future__ import annotations

@@ -125,8 +125,8 @@ def _attribution(metric="accuracy"):
     chain, complete = A.lineage(A.candidate_records(_rounds()), PARA2, INITIAL)
     units, total = A.ablations(PARA2)
     quality = {INITIAL: 8, EDIT1: 18, PARA2: 17, units[0]["ablated"]: 17, units[1]["ablated"]: 10}
-    labels = {t: {"test": _labels(q), "validation": _labels(q)[:10]} for t, q in quality.items()}
-    golds = {"test": GOLDS, "validation": GOLDS[:10]}
+    labels = {t: {"test": _labels(q), "validation": _labels(q)[10:]} for t, q in quality.items()}
+    golds = {"test": GOLDS, "validation": GOLDS[10:]}
     return A.attribute(get_metric(metric, positive_label="Yes"), golds, labels, chain, complete, units, total)
 
 
@@ -138,11 +138,12 @@ def test_attribute_reports_step_gains_unit_contributions_and_the_tally():
     assert (edit["operator"], edit["round"], edit["gradient"], edit["parent"]) == ("edit", 1, "ignores records", "init")
     assert edit["test"]["diff"] == pytest.approx(0.5) and edit["test"]["excludes_zero"]
     assert para["test"]["diff"] == pytest.approx(-0.05) and not para["test"]["excludes_zero"]
-    assert edit["validation"]["n"] == 10 and edit["validation"]["diff"] == pytest.approx(0.2)
+    assert edit["validation"]["n"] == 10 and edit["validation"]["diff"] == pytest.approx(0.8)
     first, second = a["units"]
     assert first["kind"] == "sentence" and first["text"].startswith("Say Yes") and first["test"]["diff"] == 0
     assert second["text"] == "Weigh the speaker's record." and second["test"]["diff"] == pytest.approx(0.35)
-    assert a["summary"] == {"steps": 2, "steps_excluding_zero": 1} and A.step_tally(a) == (2, 1)
+    assert a["summary"] == {"steps": 2, "steps_excluding_zero": 1, "steps_flagged": 1} and A.step_tally(a) == (2, 1)
+    assert edit["test"]["flagged"] and edit["test"]["family"] == 4 and edit["test"]["p_holm"] < 0.05
     assert A.step_tally(None) == (None, None)
     json.dumps(a, allow_nan=False)  # plain JSON in results.json
 
@@ -151,11 +152,14 @@ def test_the_cli_line_and_the_explain_lines():
     a = _attribution()
     line = A.attribution_line(a)
     assert line.startswith("attribution (test accuracy): 2 steps (edit r1 +0.500 [")
-    assert "paraphrase r2 -0.050 [" in line and "; 2 sentences, largest +0.350 [" in line
-    assert "\"Weigh the speaker's record.\"" in line and line.endswith("1 of 2 step gains distinguishable from zero")
+    # the largest unit is picked on validation (+0.700) and reported with its test figure
+    assert "paraphrase r2 -0.050 [" in line and "; 2 sentences, largest on validation +0.700 [" in line
+    assert "(test +0.350 [" in line and "\"Weigh the speaker's record.\"" in line
+    assert line.endswith("1 of 2 step gains distinguishable from zero (Holm over 4 test gains)")
     text = "\n".join(A.explain_lines(a))
     assert "lineage (initial -> selected):" in text and "from gradient \"ignores records\"" in text
-    assert " *r1 edit" in text and "  r2 paraphrase" in text and "validation +0.200 [" in text
+    assert " *r1 edit" in text and "  r2 paraphrase" in text and "validation (used for selection) +0.800 [" in text
+    assert "Holm over all 4 test gains" in text
     assert "units of the selected prompt" in text and "2 of 2 ablated" in text
     root = dict(a, steps=[], lineage=a["lineage"][:1], summary=A.summary([]))
     assert "no lineage steps (the selected prompt is the initial prompt)" in A.attribution_line(root)
@@ -240,3 +244,30 @@ def test_the_report_has_the_edit_attribution_section(tmp_path):
     assert "test contribution [95% CI]" in page and "Weigh the speaker&#x27;s record." in page
     assert "+0.500 [" in page and "ignores records" in page
     assert not math.isnan(res["attribution"]["steps"][0]["test"]["ci"][0])
+
+
+def test_the_flags_hold_the_family_wise_error_under_the_null():
+    """A selected prompt of 10 units none of which matters (removing one changes some answers, but no more often
+    to right than to wrong): the share of prompts with any false "*" stays at 5% (Holm); flagged one by one,
+    most prompts would show one."""
+    import numpy as np
+
+    acc = get_metric("accuracy")
+    rng = np.random.default_rng(29)
+    golds = ["Yes"] * 60
+    sims, any_flag, any_single = 150, 0, 0
+    units = [{"index": k, "kind": "sentence", "text": f"s{k}", "ablated": f"without s{k}"} for k in range(10)]
+    chain = [{"id": "sel", "round": 0, "operator": "initial", "parent": None, "gradient": None, "text": "sel"}]
+    for _ in range(sims):
+        right = rng.random(60) < 0.6
+        labels = {"sel": {"test": ["Yes" if r else "No" for r in right], "validation": []}}
+        for u in units:
+            redraw = rng.random(60) < 0.3  # these rows answered afresh, at the same rate
+            ablated = np.where(redraw, rng.random(60) < 0.6, right)
+            labels[u["ablated"]] = {"test": ["Yes" if r else "No" for r in ablated], "validation": []}
+        a = A.attribute(acc, {"test": golds, "validation": []}, labels, chain, True, units, len(units))
+        any_flag += any(u["test"]["flagged"] for u in a["units"])
+        any_single += any(u["test"]["excludes_zero"] for u in a["units"])
+    mc = math.sqrt(0.05 * 0.95 / sims)
+    assert any_flag / sims <= 0.05 + 2 * mc, any_flag / sims
+    assert any_single / sims > 0.2  # the uncorrected flags this test would catch

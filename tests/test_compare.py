@@ -88,8 +88,9 @@ def test_reflection_similarity_columns(tmp_path):
 
 
 def test_per_example_statistics_in_the_tables():
-    """Two seeds, 200 test rows each: mc gets 30 more rows right per seed than protegi. The seed-level
-    permutation p is 0.5 (two seeds); the per-example paired interval excludes 0 and McNemar is tiny."""
+    """Two seeds, the same 200 test rows: mc gets 30 more rows right per seed than protegi. The seed-level
+    permutation p is 0.5 (two seeds); the paired interval excludes 0, McNemar of each seed is tiny, and the
+    power line speaks of the 200 distinct rows, not 400."""
     from apo_local.tasks import get_metric
 
     spec = spec_from_dict({"methods": {"protegi": {}, "mc": {}}, "seeds": [0, 1]})
@@ -101,11 +102,13 @@ def test_per_example_statistics_in_the_tables():
     rows = summarize(spec, runs, per_row, get_metric("accuracy"))
     mc = {r["method"]: r for r in rows}["mc"]
     assert mc["p_vs_protegi"] == pytest.approx(0.5)
-    assert mc["diff_vs_baseline"] == pytest.approx(0.15) and mc["diff_ci"][0] > 0.05 and mc["mcnemar_p"] < 1e-9
-    assert mc["paired_examples"] == 400 and mc["test_ci"][0] < 0.65 < mc["test_ci"][1]
+    assert mc["diff_vs_baseline"] == pytest.approx(0.15) and mc["diff_ci"][0] > 0.05
+    assert len(mc["mcnemar_p_per_seed"]) == 2 and max(mc["mcnemar_p_per_seed"]) < 1e-8
+    assert mc["paired_examples"] == 200 and mc["test_ci"][0] < 0.65 < mc["test_ci"][1]
     md = markdown(spec, rows, runs)
     assert "| mc | 2 | 0.6500 ± 0.0000 | [" in md and "+0.1500 [" in md
-    assert "Power: mc vs protegi on 400 paired test rows detects an accuracy difference of" in md
+    assert "Power: one pair of prompts (mc vs protegi, one seed) on 200 distinct test rows detects an accuracy" in md
+    assert "| 1.863e-09 / 1.863e-09 |" in md  # McNemar per seed
 
 
 # -- the verdict --------------------------------------------------------------------------------------
@@ -134,7 +137,7 @@ def test_verdict_reads_the_two_level_interval_and_says_what_detection_would_need
              _seed_rows([1] * 51 + [0] * 49, [1] * 50 + [0] * 50)]
     vs = paired(metric, [a for a, _ in close], [b for _, b in close])
     line = verdict_line("mc", "protegi", vs, "accuracy")
-    assert verdict(vs) == "no detectable change" and "would need about" in line and "seeds (per-seed spread)" in line
+    assert verdict(vs) == "no detectable change" and "would need about" in line and "seeds at 100 test rows each" in line
     same = paired(metric, [b for _, b in close], [b for _, b in close])
     assert "no number of seeds or rows would detect it" in verdict_line("mc", "protegi", same, "accuracy")
     assert verdict(None) == "no data" and verdict_line("mc", "protegi", None, "accuracy").endswith("no paired test rows")
@@ -157,3 +160,27 @@ def test_the_markdown_has_a_verdict_section_and_names_methods_under_the_constant
     assert "0.68 (always Yes)" in md
     assert "Not above a constant answer: protegi (" in md  # its interval reaches 0.68; mc's does not
     assert "## Verdict" in md and "- mc vs protegi: better (f1 +0.150" in md
+
+
+def test_not_above_a_constant_answer_reads_the_paired_interval():
+    """compare names a method under the best constant answer from the paired interval on the same rows, as
+    the run headline does: a score interval above the constant's score is not enough."""
+    from apo_local.tasks import get_metric
+
+    spec = spec_from_dict({"methods": {"protegi": {}, "mc": {}}, "seeds": [0, 1]})
+    runs = [dict(_run(m, s, 0.6, 1, [20]), constant_label="Yes", constant_test=0.5) for m in ("protegi", "mc")
+            for s in (0, 1)]
+    gold = ["Yes"] * 50 + ["No"] * 50
+    # protegi: right on 55 rows of 100, always-Yes right on 50: above by 0.05 on the same rows, not detectably
+    protegi = {str(i): ("Yes" if i < 30 or i >= 75 else "No", g) for i, g in enumerate(gold)}
+    # mc: right on every Yes row and 40 of the No rows: 0.9 vs 0.5
+    mc = {str(i): ("Yes" if i < 50 or i >= 90 else "No", g) for i, g in enumerate(gold)}
+    per_row = {("protegi", 0): protegi, ("protegi", 1): protegi, ("mc", 0): mc, ("mc", 1): mc}
+    rows = summarize(spec, runs, per_row, get_metric("accuracy"))
+    by = {r["method"]: r for r in rows}
+    assert by["protegi"]["diff_vs_constant"] == pytest.approx(0.05) and by["protegi"]["diff_vs_constant_ci"][0] <= 0
+    assert by["mc"]["diff_vs_constant_ci"][0] > 0.2
+    for r in rows:
+        r.update(constant_test_mean=0.5, constant_label="Yes", test_ci=[0.51, 0.95])  # both score intervals above 0.5
+    md = markdown(spec, rows, runs)
+    assert "Not above a constant answer: protegi (the paired 95% interval" in md

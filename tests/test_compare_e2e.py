@@ -61,10 +61,26 @@ def test_compare_two_methods_two_seeds(engine, tmp_path):
     assert "| protegi | 2 |" in res.output
     assert (out / "protegi" / "seed-0" / "trace.jsonl").read_text() == before
     assert list(csv.DictReader((out / "results.csv").open())) == table
-    # it ends with one plain-word verdict per method against the baseline, from the seeds x rows bootstrap
+    # it ends with one plain-word verdict per method against the baseline. What the engine run can prove: the
+    # verdict reads the right prediction files (its difference is the per-seed scores' difference from each run's
+    # results.json), McNemar is per seed, the power line counts the 8 distinct rows (not 16), and with 2 seeds a
+    # change can only be called when both seeds point the same way. The verdict rule itself is tested on known
+    # inputs (tests/test_compare_stats.py: null simulations, a real effect, one and two seeds).
     last = res.output.strip().splitlines()[-1]
     assert last.startswith("verdict: mc vs protegi: ") and "2 seeds × 8 test rows" in last
-    assert last.split(": ")[2].split(" (")[0] in ("better", "worse", "no detectable change")
-    assert "## Verdict" in md and rows[1]["verdict"] in ("better", "worse", "no detectable change")
+    by_seed = {(r["method"], int(r["seed"])): float(r["test"]) for r in runs}
+    per_seed = [by_seed[("mc", s)] - by_seed[("protegi", s)] for s in (0, 1)]
+    assert float(table[1]["diff_vs_baseline"]) == pytest.approx(sum(per_seed) / 2, abs=1e-9)
+    assert len(table[1]["mcnemar_p_per_seed"].split(";")) == 2 and table[1]["paired_examples"] == "8"
+    word = rows[1]["verdict"]
+    assert last.split(": ")[2].split(" (")[0] == word and "## Verdict" in md
+    if word == "better":
+        assert min(per_seed) > 0
+    elif word == "worse":
+        assert max(per_seed) < 0
+    else:
+        assert word == "no detectable change"
+        assert ("with 2 seeds the interval over seeds is ±12.7 standard errors" in last
+                or "the observed difference is zero" in last)
     assert "best constant answer" in md and table[0]["constant_label"] in ("Yes", "No")
     assert "## Reflections" in md and "reflection_self_jaccard_mean" in table[0]

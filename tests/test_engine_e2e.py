@@ -137,10 +137,13 @@ def test_cpu_engine_environment_reaches_the_engine(engine):
     if has_cuda_gpu():
         pytest.skip("CPU only")
     engine_procs = [p for p in psutil.Process().children(recursive=True) if p.name().startswith("VLLM::")]
-    want_cache = os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+    # what this process started with (/proc/self/environ: the environment at exec, before the engine set anything):
+    # the user's own value is kept, else the engine's start must have set 0
+    started = dict(kv.split("=", 1) for kv in open("/proc/self/environ").read().split("\0") if "=" in kv)
+    want_cache = started.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
     if cpu_engine_in_process():
         assert not engine_procs, f"engine processes started although the engine runs in process: {engine_procs}"
-        assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == want_cache
+        assert os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY") == want_cache
         return
     assert engine_procs, "no vLLM engine process found"
     want_tcmalloc = (cpu_allocator_preload({}, _TCMALLOC_DIRS) is not None

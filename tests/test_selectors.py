@@ -299,3 +299,56 @@ def test_liar_protegi_config_has_the_reference_hyperparameters():
     assert cfg.evaluation.test_limit == 400
     ucb = make_selector("ucb", **selector_params(cfg))
     assert (ucb.c, ucb.t_unit, ucb.warmup) == (1.0, "round", 32)
+
+
+def test_class_balanced_rewards_reach_the_bandit_in_0_1_and_the_estimates_come_back_balanced():
+    """16% positives: a right 'Yes' row is worth 3.125 as a reward. The selector (its UCB bonus assumes [0, 1])
+    sees every reward divided by 3.125; the arms' estimates are balanced accuracy again."""
+    from types import SimpleNamespace
+
+    from apo_local.search.acceptance.bandit import BanditAcceptance
+    from apo_local.search.selectors import make_selector, reward_scale
+    from apo_local.search.state import Candidate
+    from apo_local.search.streams import Streams
+    from apo_local.tasks import Example
+    from apo_local.tasks.metrics import selection_weights
+
+    rows = [Example(f"y{i}", "x", "Yes") for i in range(16)] + [Example(f"n{i}", "x", "No") for i in range(84)]
+    weights = selection_weights("f1", [ex.label for ex in rows])
+    assert reward_scale(weights) == pytest.approx(3.125) and reward_scale(None) == 1.0
+    seen, scored = [], []
+
+    class Scorer:
+        reward_weights = weights
+
+        def rewards(self, pairs):  # every row right: each row's reward is its label's weight
+            scored.extend(ex for _, ex in pairs)
+            return [weights[ex.label] for _, ex in pairs]
+
+    class Recording:
+        name = "recording"
+
+        def select(self, n_arms, k, pull, rng):
+            got = pull([(i, 50) for i in range(n_arms)])
+            seen.extend(r for arm in got for r in arm)
+            return make_selector("uniform", budget=100).select(n_arms, k, lambda req: got, rng)
+
+    ctx = SimpleNamespace(streams=Streams(0, 1), selection_train=rows, budget=SimpleNamespace(check=lambda: None),
+                          trace=SimpleNamespace(at=lambda *a: None), scorer=Scorer(), beam_size=1, round=1)
+    arms = [Candidate("a", 1, "edit"), Candidate("b", 1, "edit")]
+    BanditAcceptance(Recording()).accept(arms, ctx)
+    assert max(seen) == pytest.approx(1.0) and min(seen) == pytest.approx(weights["No"] / 3.125)
+    raw_mean = sum(weights[ex.label] for ex in scored[:50]) / 50  # the shared sample's rewards, unscaled
+    assert raw_mean > 1.0 or raw_mean < 1.0  # a sample of 50 of 100 rows: not exactly balanced
+    assert [arm.estimate for arm in arms] == pytest.approx([raw_mean, raw_mean])
+
+
+def test_shortest_within_ci_takes_the_wilson_interval_on_the_rescaled_reward():
+    from apo_local.search.acceptance.length import shortest_within_ci, wilson_lower
+
+    # class-balanced rewards reach 3.125: a mean of 32 of them varies far more than a proportion, so the interval
+    # taken as if the rewards were in [0, 1] is too narrow (it excludes a prompt the data cannot tell apart)
+    estimates, pulls, tokens = [0.95, 0.7], [32, 32], [40, 10]
+    assert wilson_lower(0.95, 32) > 0.7 > wilson_lower(0.95 / 3.125, 32) * 3.125
+    assert shortest_within_ci(estimates, pulls, tokens) == 0
+    assert shortest_within_ci(estimates, pulls, tokens, scale=3.125) == 1

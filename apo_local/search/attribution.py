@@ -123,6 +123,26 @@ def gain(metric, golds: Sequence, a: Sequence, b: Sequence) -> dict | None:
             "excludes_zero": bool(not math.isnan(lo) and (lo > 0 or hi < 0))}
 
 
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control over all of ``pvalues``; nan stays nan)."""
+    idx = sorted((i for i, p in enumerate(pvalues) if not math.isnan(p)), key=lambda i: pvalues[i])
+    out, running = [math.nan] * len(pvalues), 0.0
+    for rank, i in enumerate(idx):
+        running = max(running, min(1.0, (len(idx) - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def flag_family(gains: Sequence[dict | None], alpha: float = 0.05) -> None:
+    """Mark each gain ``flagged`` when it is distinguishable from zero with the family-wise error rate of all of
+    ``gains`` held at ``alpha`` (Holm over their bootstrap p-values; ``p_holm`` the adjusted p, ``family`` the
+    family's size). Up to 16 units and the lineage steps each flagged at 5% would show a false "*" on most
+    prompts whose edits did nothing."""
+    family = [g for g in gains if g]
+    for g, adjusted in zip(family, holm([g["p"] for g in family])):
+        g.update(p_holm=adjusted, flagged=bool(adjusted < alpha and g["excludes_zero"]), family=len(family))
+
+
 def attribute(metric, golds: dict[str, Sequence], labels: dict[str, dict[str, Sequence]], chain: list[dict],
               complete: bool, units: list[dict], total_units: int) -> dict:
     """The attribution record from predicted labels: ``golds`` split -> gold labels, ``labels`` prompt text ->
@@ -134,13 +154,14 @@ def attribute(metric, golds: dict[str, Sequence], labels: dict[str, dict[str, Se
     selected = chain[-1]["text"]
     steps = [{k: node[k] for k in ("id", "round", "operator", "parent", "gradient")} | on_splits(node["text"], prev["text"])
              for prev, node in zip(chain, chain[1:])]
+    units = [{k: u[k] for k in ("index", "kind", "text")} | on_splits(selected, u["ablated"]) for u in units]
+    flag_family([s["test"] for s in steps] + [u["test"] for u in units])  # the "*" flags: one family on test
     return {"metric": metric.name, "rows": {s: len(golds[s]) for s in ("validation", "test")},
             "selected_id": chain[-1]["id"], "lineage_complete": complete,
             "lineage": [{**node, "scores": {s: _score(metric, golds[s], labels[node["text"]][s]) for s in golds}}
                         for node in chain],
             "steps": steps,
-            "units": [{k: u[k] for k in ("index", "kind", "text")} | on_splits(selected, u["ablated"]) for u in units],
-            "units_total": total_units, "summary": summary(steps)}
+            "units": units, "units_total": total_units, "summary": summary(steps)}
 
 
 def _score(metric, golds: Sequence, predicted: Sequence) -> float | None:
@@ -150,18 +171,26 @@ def _score(metric, golds: Sequence, predicted: Sequence) -> float | None:
 
 
 def summary(steps: list[dict]) -> dict:
-    """How many lineage steps there are and how many test gains have an interval that excludes zero."""
-    return {"steps": len(steps), "steps_excluding_zero": sum(bool((s.get("test") or {}).get("excludes_zero"))
-                                                             for s in steps)}
+    """How many lineage steps there are, how many test gains have an interval that excludes zero (each on its
+    own), and how many are distinguishable from zero with family-wise control (``flagged``)."""
+    return {"steps": len(steps),
+            "steps_excluding_zero": sum(bool((s.get("test") or {}).get("excludes_zero")) for s in steps),
+            "steps_flagged": sum(bool(is_flagged(s.get("test"))) for s in steps)}
+
+
+def is_flagged(g: dict | None) -> bool:
+    """A test gain distinguishable from zero with family-wise control (a run from before: its own interval)."""
+    return bool(g) and bool(g.get("flagged", g.get("excludes_zero")))
 
 
 def step_tally(attribution: dict | None) -> tuple[int | None, int | None]:
-    """(accepted lineage steps, those whose test gain's interval excludes zero) of a run's attribution; (None,
-    None) for a run without one (made before attribution existed, or with ``evaluation.attribution: false``)."""
+    """(accepted lineage steps, those whose test gain is distinguishable from zero with family-wise control) of a
+    run's attribution; (None, None) for a run without one (made before attribution existed, or with
+    ``evaluation.attribution: false``)."""
     if not attribution:
         return None, None
-    s = attribution.get("summary") or summary(attribution.get("steps") or [])
-    return s["steps"], s["steps_excluding_zero"]
+    s = summary(attribution.get("steps") or [])
+    return s["steps"], s["steps_flagged"]
 
 
 # -- the engine side --------------------------------------------------------------------------------------------
@@ -205,43 +234,64 @@ def _units_phrase(units: list[dict]) -> str:
     return ", ".join(parts)
 
 
+def largest_unit(units: list[dict]) -> tuple[dict | None, str]:
+    """The unit with the largest contribution, picked on the validation rows (its test figure is then an honest
+    estimate); without validation rows, picked on test and named so (optimistic)."""
+    on_validation = [u for u in units if u.get("validation")]
+    if on_validation:
+        return max(on_validation, key=lambda u: u["validation"]["diff"]), "validation"
+    tested = [u for u in units if u.get("test")]
+    return max(tested, key=lambda u: u["test"]["diff"], default=None), "test"
+
+
 def attribution_line(a: dict) -> str:
-    """The CLI table's one line: the lineage steps' test gains, the largest unit contribution, and how many step
-    gains are distinguishable from zero."""
+    """The CLI table's one line: the lineage steps' test gains, the largest unit contribution (picked on
+    validation, with its test figure), and how many step gains are distinguishable from zero (family-wise)."""
     steps, units = a.get("steps") or [], a.get("units") or []
     if steps:
         head = f"{len(steps)} step{'s' * (len(steps) != 1)} (" + ", ".join(
             f"{s['operator']} r{s['round']} {fmt_gain(s.get('test'))}" for s in steps) + ")"
     else:
         head = "no lineage steps (the selected prompt is the initial prompt)"
-    tested = [u for u in units if u.get("test")]
-    largest = max(tested, key=lambda u: u["test"]["diff"], default=None)
-    part = f"{_units_phrase(units)}" + (f", largest {fmt_gain(largest['test'])} {_quote(largest['text'])}"
-                                        if largest else "")
-    s = a.get("summary") or summary(steps)
-    return (f"attribution (test {a.get('metric')}): {head}; {part}; {s['steps_excluding_zero']} of {s['steps']} "
-            "step gains distinguishable from zero")
+    largest, picked = largest_unit(units)
+    part = _units_phrase(units)
+    if largest and picked == "validation":
+        part += (f", largest on validation {fmt_gain(largest['validation'])} (test {fmt_gain(largest.get('test'))}) "
+                 f"{_quote(largest['text'])}")
+    elif largest:
+        part += f", largest on test (optimistic: picked on the rows it is reported on) {fmt_gain(largest['test'])} " \
+                f"{_quote(largest['text'])}"
+    s = summary(steps)
+    return (f"attribution (test {a.get('metric')}): {head}; {part}; {s['steps_flagged']} of {s['steps']} "
+            f"step gains distinguishable from zero (Holm over {_family(a)} test gains)")
+
+
+def _family(a: dict) -> int:
+    gains = [x.get("test") for x in (a.get("steps") or []) + (a.get("units") or [])]
+    return next((g["family"] for g in gains if g and "family" in g), sum(bool(g) for g in gains))
 
 
 def explain_lines(a: dict) -> list[str]:
     """``apo-local explain``'s report: every lineage step and every unit with test and validation intervals."""
     m, rows = a.get("metric"), a.get("rows") or {}
     lines = [f"edit attribution ({m}; paired bootstrap 95% intervals on {rows.get('test', 0)} test and "
-             f"{rows.get('validation', 0)} validation rows; * = the test interval excludes zero)", "",
+             f"{rows.get('validation', 0)} validation rows; * = the test gain is distinguishable from zero with the "
+             f"family-wise error held at 5%, Holm over all {_family(a)} test gains below; the validation rows chose "
+             "this prompt, so its validation gains were used for selection and are optimistic)", "",
              "lineage (initial -> selected):" + ("" if a.get("lineage_complete", True) else
                                                  " (incomplete: a parent is missing from the round records)")]
     lines.append(f"  root {a['lineage'][0]['id']}: {_quote(a['lineage'][0]['text'], 90)}")
     for s, node in zip(a.get("steps") or [], a["lineage"][1:]):
-        mark = "*" if (s.get("test") or {}).get("excludes_zero") else " "
+        mark = "*" if is_flagged(s.get("test")) else " "
         lines.append(f" {mark}r{s['round']} {s['operator']:<10} {s['id']}: test {fmt_gain(s.get('test')):<26} "
-                     f"validation {fmt_gain(s.get('validation')):<26} {_quote(node['text'], 60)}")
+                     f"validation (used for selection) {fmt_gain(s.get('validation')):<26} {_quote(node['text'], 60)}")
         if s.get("gradient"):
             lines.append(f"      from gradient {_quote(s['gradient'], 100)}")
     total = a.get("units_total", len(a.get("units") or []))
     lines += ["", f"units of the selected prompt (selected minus selected-without-it; {len(a.get('units') or [])} of "
                   f"{total} ablated):"]
     for u in a.get("units") or []:
-        mark = "*" if (u.get("test") or {}).get("excludes_zero") else " "
-        lines.append(f" {mark}{u['index']:>2} {u['kind']:<13} test {fmt_gain(u.get('test')):<26} validation "
-                     f"{fmt_gain(u.get('validation')):<26} {_quote(u['text'], 60)}")
+        mark = "*" if is_flagged(u.get("test")) else " "
+        lines.append(f" {mark}{u['index']:>2} {u['kind']:<13} test {fmt_gain(u.get('test')):<26} validation (used "
+                     f"for selection) {fmt_gain(u.get('validation')):<26} {_quote(u['text'], 60)}")
     return lines + ["", attribution_line(a)]

@@ -36,7 +36,7 @@ from apo_local.search.baselines import best_constant, constant_evaluations, majo
 from apo_local.search.headline import SplitStats, headline
 from apo_local.search.proposers.abo_format import final_answer
 from apo_local.search.result import RunResult, reply_summary
-from apo_local.search.selectors import make_selector
+from apo_local.search.selectors import make_selector, reward_scale
 from apo_local.search.splits import eval_rows, train_rows, validation_rows
 from apo_local.search.state import Candidate, Phase, RunState, Status
 from apo_local.search.streams import Streams
@@ -268,7 +268,8 @@ class BeamSearch:
             best, how = pick_on_validation(on_validation, key, [c.text for c in beam], initial, len(self.validation))
             return best, None, how
         tokens = prompt_tokens(self.task, self.scorer.engine, [c.text for c in beam])
-        i = shortest_within_ci([c.estimate for c in beam], [c.pulls for c in beam], tokens)
+        i = shortest_within_ci([c.estimate for c in beam], [c.pulls for c in beam], tokens,
+                               reward_scale(self.scorer.reward_weights))
         return beam[i].text, {"rule": "shortest-within-ci", "selected_id": beam[i].id,
                               "beam": [[c.id, c.estimate, c.pulls, t] for c, t in zip(beam, tokens)]}, \
             "shortest within the CI of the best estimate"

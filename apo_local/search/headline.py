@@ -58,7 +58,10 @@ class SplitStats:
         intervals (for F1-type metrics balanced accuracy's too: the selection's reward, which a shift toward
         one label does not raise), the exact McNemar test, and the power line's figures."""
         ca, cb = self._correct(a), self._correct(b)
-        out = {"n": len(self.golds), self.metric.name: paired_bootstrap(self._rows(a), self._rows(b), self._statistic)}
+        if self.metric.aggregate is None:  # a mean of per-row scores: the same interval, vectorized
+            out = {"n": len(self.golds), self.metric.name: paired_bootstrap(ca, cb, mean)}
+        else:
+            out = {"n": len(self.golds), self.metric.name: paired_bootstrap(self._rows(a), self._rows(b), self._statistic)}
         if self.metric.name != "accuracy":
             out["accuracy"] = paired_bootstrap(ca, cb, mean)
         if self.balanced:
@@ -113,30 +116,69 @@ def _below_zero(d: dict | None) -> bool:
     return bool(d) and not is_nan(d["ci"][1]) and d["ci"][1] < 0
 
 
+def _relation(value: float, bar: float) -> str:
+    """Which way two scores point, as printed (3 decimals): equal when they print alike."""
+    value, bar = round(value, 3), round(bar, 3)
+    return "scores above" if value > bar else "scores below" if value < bar else "scores the same as"
+
+
+def _rejections(replies: dict) -> str:
+    rejected = ", ".join(f"{rule} {n}" for rule, n in (replies.get("rejected") or {}).items())
+    return f" ({rejected})" if rejected else ""
+
+
+def kept_reason(result: dict) -> str:
+    """Why the search ended on the initial prompt: no proposal survived (with the rejection counts of
+    ``replies``), no final beam prompt beat it on the validation rows (only where that comparison happened), or
+    the final pick that chose it."""
+    replies = result.get("replies") or {}
+    if replies and not replies.get("accepted"):
+        proposals = replies.get("proposals", 0)
+        if proposals:
+            return (f"no proposal survived: all {proposals} proposal{'s' * (proposals != 1)} were rejected"
+                    f"{_rejections(replies)}")
+        n = replies.get("replies", 0)
+        return (f"no proposal survived: the optimizer's {n} repl{'ies' if n != 1 else 'y'} gave no candidate prompt"
+                if n else "no proposal survived: the optimizer made no proposal")
+    selected_by = result.get("selected_by") or ""
+    if result.get("initial_validation") is not None or selected_by.startswith("validation"):
+        return "no final beam prompt beat it on the validation rows"
+    return f"the final pick ({selected_by}) chose it" if selected_by else "no other prompt was selected"
+
+
 def headline(result: dict) -> str:
     """One plain-word sentence for what the run's test numbers mean (``results.json``: ``headline``).
 
     A change counts only when its paired 95% interval excludes zero. The selected prompt must also beat the
     best constant answer on the same rows (its paired interval above zero), else the sentence says it does
     not, whatever the difference to the initial prompt: a metric raised by answering one label more often
-    is not a gain. For F1-type metrics a rise of the metric without a rise of balanced accuracy (the
-    selection's reward) is named as such."""
+    is not a gain. When the interval against the constant reaches zero without being below it, the sentence
+    says which way the scores point and that these test rows cannot tell the two apart (not "does not beat",
+    which reads as "scores lower"). For F1-type metrics a rise of the metric without a rise of balanced
+    accuracy (the selection's reward) is named as such. When the search kept the initial prompt, the sentence
+    says why (``kept_reason``)."""
     m = result["metric"]
     vs_initial = (result.get("selected_vs_initial") or {}).get(m)
     constant = result.get("constant_baselines") or {}
     label = constant.get("best")
     vs_constant = (result.get("selected_vs_constant") or {}).get(m)
     kept = result.get("selected_prompt") == result.get("initial_prompt")
+    why = f"; the search kept the initial prompt: {kept_reason(result)}" if kept else ""
     if label is not None and vs_constant and not _above_zero(vs_constant):
         value = result["selected_test"]["metrics"][m]
         bar = constant["by_label"][label]["metrics"][m]
-        what = "scores below" if _below_zero(vs_constant) else "does not beat"
         subject = "the initial prompt (kept by the search)" if kept else "the selected prompt"
-        return (f"headline: no gain over a constant answer: {subject} {what} always answering {label!r} on these "
-                f"test rows ({m} {value:.3f} vs {bar:.3f}; difference {fmt_diff(vs_constant)})")
+        n = (result.get("selected_vs_constant") or {}).get("n") or vs_constant.get("n")
+        rows = f"these {n} test rows" if n else "these test rows"
+        if _below_zero(vs_constant):
+            return (f"headline: no gain over a constant answer: {subject} scores below always answering {label!r} on "
+                    f"{rows} ({m} {value:.3f} vs {bar:.3f}; difference {fmt_diff(vs_constant)}){why}")
+        return (f"headline: no gain shown over a constant answer: {subject} {_relation(value, bar)} always answering "
+                f"{label!r} ({m} {value:.3f} vs {bar:.3f}), but {rows} cannot tell them apart: difference "
+                f"{fmt_diff(vs_constant)}{why}")
     beats = f"; it beats always answering {label!r} ({m} {fmt_diff(vs_constant)})" if label is not None else ""
     if kept:
-        return f"headline: the search kept the initial prompt: no final beam prompt beat it on the validation rows{beats}"
+        return f"headline: the search kept the initial prompt: {kept_reason(result)}{beats}"
     if not vs_initial:
         return "headline: no paired comparison with the initial prompt"
     balanced = (result.get("selected_vs_initial") or {}).get("balanced_accuracy")

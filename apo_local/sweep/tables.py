@@ -14,6 +14,7 @@ from pathlib import Path
 
 from apo_local.run_dir import atomic_write
 from apo_local.search.result import wall_seconds
+from apo_local.stats import t_critical
 from apo_local.sweep.manifest import load_manifest
 from apo_local.sweep.markdown import SHORT, fmt, md_table, plus_minus
 from apo_local.sweep.size_view import write_size_view
@@ -105,16 +106,12 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
-# two-sided 95% Student t quantiles by degrees of freedom (1..10; more: 1.96 as the normal's)
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
 def _seed_ci(mean: dict, std: dict) -> str | None:
     """95% t-interval of the selected prompt's mean test score over the group's seeds."""
     if mean.get("test_selected") is None:
         return None
     n = mean["n"]
-    half = _T95.get(n - 1, 1.96) * std["test_selected"] / n ** 0.5
+    half = t_critical(n - 1) * std["test_selected"] / n ** 0.5  # exact for every df (2.201 at 11, not 1.96)
     return f"[{mean['test_selected'] - half:.3f}, {mean['test_selected'] + half:.3f}]"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from apo_local.search.selectors import Selector
+from apo_local.search.selectors import Selector, reward_scale
 from apo_local.search.state import Status
 
 
@@ -30,6 +30,7 @@ class BanditAcceptance:
         rng = ctx.streams.rng("select")
         train = ctx.selection_train
         shared = self.shared or getattr(self.selector, "shared_sample", False)  # pareto: needs one sample per round
+        scale = reward_scale(getattr(ctx.scorer, "reward_weights", None))  # the selector sees rewards in [0, 1]
 
         def pull(requests: list[tuple[int, int]]) -> list[list[float]]:
             ctx.budget.check()  # between bandit rounds: every cap holds inside the selection too
@@ -40,7 +41,7 @@ class BanditAcceptance:
                 pairs += [(arms[arm].text, ex) for ex in sample]
                 sizes.append(n)
             ctx.trace.at("select", ctx.round)
-            rewards = ctx.scorer.rewards(pairs)
+            rewards = [r / scale for r in ctx.scorer.rewards(pairs)]
             out, pos = [], 0
             for n in sizes:
                 out.append(rewards[pos: pos + n])
@@ -49,7 +50,7 @@ class BanditAcceptance:
 
         res = self.selector.select(len(arms), ctx.beam_size, pull, rng)
         for arm, est, pulls in zip(arms, res.estimates, res.pulls):
-            arm.estimate, arm.pulls = (None if math.isnan(est) else est), pulls
+            arm.estimate, arm.pulls = (None if math.isnan(est) else est * scale), pulls
         beam = [replace(arms[i], status=Status.BEAM) for i in res.chosen]
         sample = "shared" if shared else "independent"
         return beam, {"selector": self.selector.name, "budget_used": res.budget_used, "bandit_rounds": res.rounds,

@@ -76,13 +76,16 @@ def wilson_lower(p: float, n: int, z: float = 1.96) -> float:
     return (centre - half) / (1 + z * z / n)
 
 
-def shortest_within_ci(estimates: Sequence[float | None], pulls: Sequence[int], tokens: Sequence[int]) -> int:
-    """Index of the shortest prompt whose estimate is within the best one's 95% CI (ties: higher estimate)."""
+def shortest_within_ci(estimates: Sequence[float | None], pulls: Sequence[int], tokens: Sequence[int],
+                       scale: float = 1.0) -> int:
+    """Index of the shortest prompt whose estimate is within the best one's 95% CI (ties: higher estimate).
+    ``scale``: the largest per-row reward (``selectors.reward_scale``); the interval is taken on rewards divided
+    by it, in [0, 1], where a mean's variance is at most p (1 - p), and scaled back."""
     scored = [i for i, e in enumerate(estimates) if e is not None]
     if not scored:
         return 0
     best = max(scored, key=lambda i: (estimates[i], -i))
-    low = wilson_lower(estimates[best], pulls[best])
+    low = wilson_lower(estimates[best] / scale, pulls[best]) * scale
     ok = [i for i in scored if estimates[i] >= low]
     return min(ok, key=lambda i: (tokens[i], -estimates[i], i))
 

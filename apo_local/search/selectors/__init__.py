@@ -1,7 +1,8 @@
 """Best-arm identification for ProTeGi beam selection.
 
 Candidates (prompts) are arms. Pulling an arm means evaluating its prompt on ``n``
-training examples, each giving a reward in [0, 1]. The engine is batched, so a
+training examples, each giving a reward in [0, 1] (class-balanced rewards are divided by
+``reward_scale`` first). The engine is batched, so a
 selector hands all pulls of one bandit round to ``pull`` at once::
 
     pull([(arm_index, n_examples), ...]) -> [[reward, ...] (n_examples long), ...]
@@ -30,13 +31,13 @@ from dataclasses import fields
 from typing import Protocol
 
 from apo_local.errors import ApoError
-from apo_local.search.selectors.base import PullFn, SelectionResult, _Base
+from apo_local.search.selectors.base import PullFn, SelectionResult, _Base, reward_scale
 from apo_local.search.selectors.pareto import ParetoSelector
 from apo_local.search.selectors.successive import SuccessiveHalvingSelector, SuccessiveRejectsSelector
 from apo_local.search.selectors.ucb import UCBESelector, UCBSelector
 from apo_local.search.selectors.uniform import UniformSelector
 
-__all__ = ["PullFn", "SELECTORS", "SelectionResult", "Selector", "make_selector"]
+__all__ = ["PullFn", "SELECTORS", "SelectionResult", "Selector", "make_selector", "reward_scale"]
 
 
 class Selector(Protocol):

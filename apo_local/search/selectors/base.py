@@ -13,6 +13,15 @@ from apo_local.errors import ApoError
 PullFn = Callable[[list[tuple[int, int]]], list[list[float]]]
 
 
+def reward_scale(weights: dict[str, float] | None) -> float:
+    """The largest per-row reward under class-balanced ``weights`` (``tasks.metrics.selection_weights``: a
+    minority label's correct row is worth more than 1, e.g. 3.1 at 16% prevalence); 1 for plain correctness.
+    The selectors' confidence bonuses (UCB, UCB-E) and the Wilson interval of ``shortest-within-ci`` assume
+    rewards in [0, 1], so the caller divides by this before a selector sees them and multiplies the estimates
+    back (a monotone rescaling: the ranking is unchanged, the bonus is on the rewards' real range)."""
+    return max([1.0, *(weights or {}).values()])
+
+
 @dataclass
 class SelectionResult:
     chosen: list[int]  # k selected arms, best first
