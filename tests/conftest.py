@@ -27,6 +27,13 @@ _share_the_cores_between_workers()
 # holds every batch the tests send, and keeps two workers' engines inside a 24 GiB machine. A user's setting wins.
 os.environ.setdefault("APO_LOCAL_CPU_KV_CACHE_GB", "1")
 
+# No test writes outside its temporary folders: the user-level result cache and this machine's throughput record
+# (~/.cache/apo-local by default) go to one temporary folder per test process. Tests that need a cache of their
+# own name one.
+import tempfile  # noqa: E402
+
+os.environ["APO_LOCAL_CACHE_DIR"] = tempfile.mkdtemp(prefix="apo-local-test-cache-")
+
 import apo_local  # noqa: E402,F401  (offline environment first)
 
 try:  # property tests: no per-example deadline (a loaded 2-core machine makes timings meaningless)

@@ -82,9 +82,10 @@ class _Run(subprocess.Popen):
     """A CLI subprocess whose stderr lines are collected as they come (a thread drains the pipe)."""
 
     def __init__(self, args: list[str]):
-        # progress lines from 0.3 s: the kill points below wait for a running batch's line on any machine speed
+        # a progress line when every engine call starts (threshold 0): the kill points below wait for the event "a
+        # batch of this phase has started", whatever the machine's speed
         super().__init__([*CLI, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True, env={**os.environ, "APO_LOCAL_PROGRESS_AFTER_S": "0.3"})
+                         start_new_session=True, env={**os.environ, "APO_LOCAL_PROGRESS_AFTER_S": "0"})
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()

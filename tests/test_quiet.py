@@ -12,7 +12,9 @@ def test_startup_output_is_held_off_stdout_and_stderr(capfd):
     tap = StartupTap()
     os.write(1, b"WARNING from C++ on stdout\n")
     os.write(2, b"Loading checkpoint shards: 100%\n")
-    time.sleep(0.2)  # the tap's thread reads the pipe
+    deadline = time.monotonic() + 30
+    while len(tap.lines) < 2 and time.monotonic() < deadline:  # until the tap's thread has read both lines
+        time.sleep(0.01)
     held = tap.release(replay=False)
     print("the result")
     out, err = capfd.readouterr()
