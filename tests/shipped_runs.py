@@ -4,10 +4,9 @@ read the same run directory."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
-import yaml
+from apo_local.config import read_run_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -40,7 +39,7 @@ LOCK_SIZE = {"minibatch_size": 4, "budget": 12, "batch_size": 4, "validation_siz
 
 def tiny(name: str, size: dict = RUN_SIZE) -> dict:
     """The shipped config at a tiny size, everything that defines the method kept: one round (the demo two)."""
-    d = copy.deepcopy(yaml.safe_load((CONFIGS / f"{name}.yaml").read_text()))
+    d = read_run_config(CONFIGS / f"{name}.yaml")  # a study config's extends: resolved
     s, sel = d.setdefault("search", {}), d.setdefault("selection", {})
     s.update(rounds=2 if name == "demo" else 1, beam_size=min(s.get("beam_size", 4), 2),
              minibatch_size=size["minibatch_size"], max_expansion=2)
