@@ -43,7 +43,7 @@ def explain(path: str | Path) -> dict:
     from apo_local.runner import cap_test_limit
     from apo_local.scoring import Scorer
     from apo_local.search import attribution as attr
-        from apo_local.search.splits import eval_rows, validation_rows
+    from apo_local.search.splits import eval_rows, validation_rows
     from apo_local.tasks import load_task
 
     run_dir = RunDir(path)
