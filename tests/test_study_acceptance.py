@@ -97,6 +97,7 @@ def test_final_pick_method_reports_the_naive_update_where_the_guarded_pick_retur
     assert method["selected_by"] == "the method's own final prompt (the final beam's first)"
     assert method["pick"]["rule"] == "method" and method["pick"]["guarded"] == method["initial_prompt"]
     assert "the initial prompt scored best" in method["pick"]["guarded_by"]  # shown beside it
+    assert method["initial_validation"]["reward"] > 0 == method["beam"][0]["validation"]["reward"]  # both recorded
     acc = lambda split: method[split]["metrics"]["accuracy"]  # noqa: E731
     assert acc("selected_test") == 0 < acc("initial_test")  # the update made it worse: visible
     _, guarded = _run(tmp_path, monkeypatch, InitialOnly(), {"selection": {"acceptance": "naive"}}, "guarded")

@@ -55,12 +55,13 @@ def pick_on_validation(scores: dict[str, dict], key: str, beam_texts: Sequence[s
 def guarded_beside(scorer, rows: Sequence, scores: dict[str, dict], beam_texts: Sequence[str], initial: str,
                    metric: str) -> dict | None:
     """The record of the pick ``final_pick: guarded`` would have made, beside the method's own final prompt:
-    ``{"rule": "method", "guarded": text, "guarded_by": how}`` (the initial prompt scored on ``rows`` too when
-    ``scores`` lacks it); None without validation rows."""
+    ``{"rule": "method", "guarded": text, "guarded_by": how}``; None without validation rows. The initial
+    prompt is scored on ``rows`` when ``scores`` lacks it, and added to ``scores`` (the run's record of the
+    validation scores: ``initial_validation``)."""
     if not rows:
         return None
     if initial not in scores:
-        scores = {**scores, **validation_scores(scorer, rows, [initial], metric)}
+        scores.update(validation_scores(scorer, rows, [initial], metric))
     ordered = {t: scores[t] for t in dict.fromkeys([*beam_texts, initial])}
     text, how = pick_on_validation(ordered, REWARD, beam_texts, initial, len(rows))
     return {"rule": "method", "guarded": text, "guarded_by": how}
