@@ -15,7 +15,7 @@ from apo_local.engine import RoleEngine
 from apo_local.search.acceptance import NaiveAcceptance, ValidatedAcceptance
 from apo_local.search.acceptance.pool import updates
 from apo_local.search.state import Candidate, Status
-from tests.test_study_ablations import FLIP, TASK, TRUTH, Optimizer, Target, _input
+from tests.test_study_ablations import FLIP, TASK, TRUTH, Optimizer, Target
 
 
 def _cand(cid: str, operator: str, parent: str | None, status: Status = Status.NEW) -> Candidate:
@@ -85,7 +85,8 @@ class InitialOnly(Target):
     other prompt wrong on every row (an update only makes it worse)."""
 
     def answer(self, prompt: str) -> str:
-        return "Yes" if TASK.initial_instruction in prompt else FLIP[TRUTH[_input(prompt)]]
+        row = prompt.rsplit("Text: ", 1)[1].rsplit("\nLabel:", 1)[0].strip()
+        return "Yes" if TASK.initial_instruction in prompt else FLIP[TRUTH[row]]
 
 
 def test_final_pick_method_reports_the_naive_update_where_the_guarded_pick_returns_the_initial_prompt(
