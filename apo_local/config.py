@@ -115,20 +115,33 @@ def contradiction(cfg: RunConfig) -> str | None:
         return f"feedback.{shown[0]}: {what} shows the optimizer no data (data-free); remove it"
     if name == "abo" and not f.show_evaluation:
         return "feedback.show_evaluation: false: abo revises the steps that failed on wrong examples; remove it"
+    if name != "abo" and cfg.scoring.parse != "label" and cfg.scoring.mode != "generate":
+        return f"scoring.parse: {cfg.scoring.parse} reads generated replies; set scoring.mode: generate"
     if sel.acceptance == "naive":
         return _naive_contradiction(cfg, data_free)
+    if sel.acceptance == "validated":
+        return _update_only(cfg, "validated", data_free)
     return None
 
 
 def _naive_contradiction(cfg: RunConfig, data_free: bool) -> str | None:
-    section = {"rewrite": "rewrite", "improve": "improve", "abo": "abo"}.get(cfg.search.proposer, "protegi")
     if cfg.feedback.selection_labels == "wrong":
         return "feedback.selection_labels: wrong: naive acceptance scores nothing; remove it"
+    return _update_only(cfg, "naive", data_free)
+
+
+def _update_only(cfg: RunConfig, rule: str, data_free: bool) -> str | None:
+    """Naive and validated acceptance choose among the same pool, the round's updates (never a paraphrase:
+    ``acceptance/pool.py``): a proposer that makes none is refused, and so are Monte-Carlo paraphrases, which
+    would only be made to be thrown away."""
+    name = cfg.search.proposer
+    section = {"rewrite": "rewrite", "improve": "improve", "abo": "abo"}.get(name, "protegi")
     if section == "protegi" and data_free or section in ("rewrite", "improve") and not getattr(
             cfg, section).samples_per_parent:
-        return "selection.acceptance: naive accepts the update, and this proposer makes none (paraphrases only)"
-    if section != "abo" and getattr(cfg, section).mc_samples:
-        return (f"{section}.mc_samples: naive acceptance accepts the update itself, never a paraphrase; "
+        return f"selection.acceptance: {rule} accepts an update, and this proposer makes none (paraphrases only)"
+    if section in ("protegi", "rewrite", "improve") and section in _PROPOSER_KNOBS.get(name, {}) and getattr(
+            cfg, section).mc_samples:
+        return (f"{section}.mc_samples: {rule} acceptance accepts an update itself, never a paraphrase; "
                 f"set {section}.mc_samples: 0")
     return None
 
@@ -202,9 +215,45 @@ def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
     return data
 
 
+def read_run_config(path: str | Path, what: str = "config file", _seen: tuple[Path, ...] = ()) -> dict:
+    """A run config file as one mapping, its ``extends:`` resolved: ``extends: base.yaml`` (a path relative to
+    this file) reads that run config first (its own ``extends`` too) and lays this file's keys over it, section
+    by section. A method knob the base sets for a method this file's run does not use (the base's
+    ``protegi:`` under ``proposer: improve``, its ``ucb_c`` under ``selector: uniform``) is left out; the
+    file's own keys are kept as written (an unused one is refused as usual). No ``extends`` key remains."""
+    p = Path(path)
+    data = read_yaml_mapping(p, what)
+    base_name = data.pop("extends", None)
+    if base_name is None:
+        return data
+    if not isinstance(base_name, str) or not base_name.strip():
+        raise ApoError(f"{p}: extends: expected the path of a run config file")
+    base_path = (p.parent / base_name).resolve()
+    if base_path in _seen or base_path == p.resolve():
+        raise ApoError(f"{p}: extends: {base_name} extends this file again (a circle)")
+    base = read_run_config(base_path, "run config", (*_seen, p.resolve()))
+    return _without_unused_inherited(_deep_merge(base, data), data)
+
+
+def _without_unused_inherited(merged: dict, own: dict) -> dict:
+    """``merged`` less the method knobs inherited (not in ``own``) that its proposer, selector and acceptance
+    do not use."""
+    s, sel = merged.get("search") or {}, merged.get("selection") or {}
+    used = method_knobs(s.get("proposer", "protegi"), sel.get("selector", "ucb"), sel.get("acceptance", "bandit"))
+    for section, keys in used.items():
+        node, mine = merged.get(section), own.get(section) or {}
+        if not isinstance(node, dict):
+            continue
+        for key in [k for k in node if k not in keys and k not in mine]:
+            del node[key]
+        if not node and section not in own:
+            del merged[section]
+    return merged
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None, *, preset: str | None = None,
                 resume: bool = False) -> RunConfig:
-    data = read_yaml_mapping(path) if path is not None else {}
+    data = read_run_config(path) if path is not None else {}
     return build_config(data, overrides, origin=str(path or "config"), preset=preset, resume=resume)
 
 

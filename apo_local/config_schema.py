@@ -69,10 +69,19 @@ class OptimizerConfig(EngineConfig):
 class ScoringConfig(_Section):
     mode: Literal["logprobs", "generate"] = D("logprobs", "how the target answers: label log-probs or generated text")
     max_tokens: PositiveInt = D(8, "most answer tokens in generate mode")
+    parse: Literal["label", "positive-prefix"] = D(
+        "label", "generate mode: how a reply is read: label (the label it names first) | positive-prefix (the ProTeGi "
+                 "reference's: the positive label if the reply starts with it, case-insensitive, else the other "
+                 "label; binary tasks with a positive_label)")
 
 
 PROPOSER_NAMES = ("protegi", "one-step", "three-stage", "rewrite", "improve", "abo", "fewshot", "instruction+fewshot")
 SELECTOR_NAMES = ("ucb", "ucb-e", "successive-rejects", "successive-halving", "uniform", "pareto")
+
+
+# "all" | "form" | "off"; a YAML true / false (the earlier boolean key) means "all" / "off"
+HygieneRules = Annotated[Literal["all", "form", "off"],
+                         BeforeValidator(lambda v: {True: "all", False: "off"}.get(v, v) if isinstance(v, bool) else v)]
 
 
 class SearchConfig(_Section):
@@ -85,8 +94,10 @@ class SearchConfig(_Section):
     parse_fallback: Literal["whole", "none"] = D("whole", "optimizer reply without <START>/<END> tags: use it "
                                                           "whole, or drop it")
     initial_prompt: Optional[str] = D(None, "starting instruction; unset: the task's")
-    hygiene: bool = D(True, "reject candidates that are chat filler or meta-commentary, drop the parent's label "
-                            "words, repeat a sentence or copy training rows")
+    hygiene: HygieneRules = D("all", "candidate hygiene: all (reject chat filler or meta-commentary, too short, a "
+                                     "repeated sentence, a lost label word of the parent, a copy of training rows) | "
+                                     "form (the first three only: they judge every operator's proposals alike) | off; "
+                                     "true: all, false: off")
     copy_overlap: float = D(0.5, "hygiene: share of a candidate's word 6-grams found in training inputs above "
                                  "which it is a copy of the data", gt=0, le=1)
     max_prompt_tokens: Optional[PositiveInt] = D(None, "hard cap on a prompt's size in target tokens (the template "
@@ -161,10 +172,11 @@ class SelectionConfig(_Section):
     pick: Literal["estimate", "shortest-within-ci"] = D(
         "estimate", "the selected prompt: the beam's best training estimate, or the beam's shortest prompt whose "
                     "estimate is within the 95% CI (Wilson) of the best")
-    final_pick: Literal["guarded", "reference"] = D(
+    final_pick: Literal["guarded", "reference", "method"] = D(
         "guarded", "pick on the validation rows: guarded (by the selection's reward, balanced accuracy for F1-type "
-                   "metrics, and the initial prompt competes with the final beam) or reference (the final beam "
-                   "only, by the task's metric)")
+                   "metrics, and the initial prompt competes with the final beam), reference (the final beam "
+                   "only, by the task's metric) or method (no pick: the method's own final prompt, the final beam's "
+                   "first; the guarded pick is recorded beside it)")
 
 
 # "true" | "wrong"; an unquoted YAML true (or --feedback-labels true) means "true"
@@ -263,6 +275,13 @@ class RunConfig(_Section):
             return self.abo.answer, max(self.scoring.max_tokens, self.abo.work_tokens)
         return self.scoring.mode, self.scoring.max_tokens
 
+    def answer_reading(self) -> str:
+        """How the target's generated replies are read: ``final-line`` (abo, generate: the work, then an explicit
+        final answer line), else ``scoring.parse``."""
+        if self.search.proposer == "abo":
+            return "final-line" if self.abo.answer == "generate" else "label"
+        return self.scoring.parse
+
     def unused_knobs(self) -> dict[str, set[str]]:
         """Per section, the keys this run's proposer, selector or acceptance rule ignores."""
         used = method_knobs(self.search.proposer, self.selection.selector, self.selection.acceptance)
@@ -290,5 +309,5 @@ def method_knobs(proposer: str, selector: str, acceptance: str) -> dict[str, set
         {"warmup"} if selector in ("ucb", "ucb-e") else set()) | (
         {"ucb_e_a"} if selector == "ucb-e" else set()) | (
         {"validation_k", "validation_size"} if acceptance == "validated" else set())
-    used["scoring"] = set(ScoringConfig.model_fields) - ({"mode"} if proposer == "abo" else set())  # abo.answer decides
+    used["scoring"] = set(ScoringConfig.model_fields) - ({"mode", "parse"} if proposer == "abo" else set())  # abo.answer
     return used

@@ -43,7 +43,6 @@ def explain(path: str | Path) -> dict:
     from apo_local.runner import cap_test_limit
     from apo_local.scoring import Scorer
     from apo_local.search import attribution as attr
-    from apo_local.search.proposers.abo_format import final_answer
     from apo_local.search.splits import eval_rows, validation_rows
     from apo_local.tasks import load_task
 
@@ -59,8 +58,7 @@ def explain(path: str | Path) -> dict:
         cfg = cap_test_limit(cfg, task)
         trace = Trace()
         trace.at("attribution", results.get("rounds_completed"))
-        parse = (lambda text: final_answer(task, text)) if cfg.search.proposer == "abo" else None
-        scorer = Scorer(task, _engines(cfg, task, trace), *cfg.answer_mode(), parse=parse)
+        scorer = Scorer(task, _engines(cfg, task, trace), *cfg.answer_mode(), answer=cfg.answer_reading())
         records = attr.candidate_records(json.loads(f.read_text(encoding="utf-8"))
                                          for f in sorted(run_dir.rounds.glob("round-*.json")))
         result = attr.compute(scorer, task, records, results["selected_prompt"], results["initial_prompt"],

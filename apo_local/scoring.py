@@ -2,7 +2,10 @@
 
 Classification uses label log-probabilities (``score_choices``: one forward pass, no sampling,
 prediction = argmax). ``mode="generate"`` instead samples a short greedy answer and parses the
-label from it (the pattern most other tools use; kept for comparison and generative tasks).
+label from it (the pattern most other tools use; kept for comparison and generative tasks), read as
+``answer`` says (``tasks/answers.py``: the label named first, the ProTeGi reference's positive-prefix
+reading, or an explicit final ``Answer:`` line after worked steps, where a reply cut at ``max_tokens`` is
+unparsed and counted as an ``answer_truncated`` fault).
 Identical (instruction, example) pairs are scored once per scorer and remembered across rounds.
 
 Host cost per prompt is kept small: the task template is rendered once per instruction (around a
@@ -23,6 +26,7 @@ from apo_local.engine import GenerationRequest
 from apo_local.engine.batch_tokens import SplitPrompt
 from apo_local.errors import ApoError
 from apo_local.tasks import Example, Task
+from apo_local.tasks.answers import answer_reader
 from apo_local.tasks.judge import judge_of
 
 log = logging.getLogger("apo_local")
@@ -70,7 +74,7 @@ def make_evaluation(task: Task, instruction: str, predictions: Sequence[Predicti
 
 class Scorer:
     def __init__(self, task: Task, engine, mode: str = "logprobs", max_tokens: int = 8, dedupe: bool = True,
-                 chunk: int = 32_768, parse=None):
+                 chunk: int = 32_768, parse=None, answer: str = "label"):
         if mode not in SCORING_MODES:
             raise ApoError(f"unknown scoring mode {mode!r} (use {' or '.join(SCORING_MODES)})")
         if mode == "logprobs" and task.kind != "classification":
@@ -78,7 +82,8 @@ class Scorer:
         self.task, self.engine, self.mode, self.max_tokens = task, engine, mode, max_tokens
         self.dedupe = dedupe  # False only to measure the one-request-per-pair pattern of other tools
         self.chunk = max(1, chunk)
-        self.parse = parse or task.parse_answer  # generate mode: reply text -> answer
+        self.answer = answer  # generate mode: how a reply is read (tasks/answers.py)
+        self.parse = parse or answer_reader(task, answer)  # generate mode: reply text -> answer
         self._memo: dict[tuple[str, str], Prediction] = {}
         self._shared: dict[str | None, Prediction] = {}  # logprobs mode: one object per label
         self._heads: dict[str, tuple[str, str] | None] = {}  # instruction -> template text around the input
@@ -164,7 +169,17 @@ class Scorer:
                     out.append(shared[label])
             return out
         gens = self.engine.generate([GenerationRequest(p, temperature=0.0, max_tokens=self.max_tokens) for p in prompts])
-        return [Prediction(self.parse(g.text) if g.error is None else None, g.text, g.error) for g in gens]
+        return [self._cut(g) if self.answer == "final-line" and g.error is None and g.truncated(0)
+                else Prediction(self.parse(g.text) if g.error is None else None, g.text, g.error) for g in gens]
+
+    def _cut(self, g) -> Prediction:
+        """A worked reply cut at ``max_tokens`` before its answer line: unparsed, counted and logged (the trace's
+        ``answer_truncated`` fault) even when a label word came before the cut."""
+        why = f"reply cut at max_tokens ({self.max_tokens}) before its answer line"
+        trace = getattr(self.engine, "trace", None)
+        if trace is not None:
+            trace.event("answer_truncated", reason=why, reply=g.text[-300:])
+        return Prediction(None, g.text, why)
 
 
 _INPUT_MARK = "\u2063\u2064apo-input\u2064\u2063"

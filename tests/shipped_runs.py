@@ -1,15 +1,14 @@
-"""The shipped run configs at a tiny size, each run ONCE per session on the real engine: the behaviour lock
-(tests/test_equivalence_e2e.py, against tests/golden/) and the study checks (tests/test_study_configs_e2e.py)
-read the same run directory."""
+"""The shipped run configs at a tiny size: on the real engine once per session for the configs whose engine requests
+only the engine can prove (tests/test_study_configs_e2e.py), and at the lock size on the scripted engine for every
+config (``lock_run``: the search-logic golden and each config's defining behaviour)."""
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from apo_local.config import read_run_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -42,7 +41,7 @@ LOCK_SIZE = {"minibatch_size": 4, "budget": 12, "batch_size": 4, "validation_siz
 
 def tiny(name: str, size: dict = RUN_SIZE) -> dict:
     """The shipped config at a tiny size, everything that defines the method kept: one round (the demo two)."""
-    d = copy.deepcopy(yaml.safe_load((CONFIGS / f"{name}.yaml").read_text()))
+    d = read_run_config(CONFIGS / f"{name}.yaml")  # a study config's extends: resolved
     s, sel = d.setdefault("search", {}), d.setdefault("selection", {})
     s.update(rounds=2 if name == "demo" else 1, beam_size=min(s.get("beam_size", 4), 2),
              minibatch_size=size["minibatch_size"], max_expansion=2)

@@ -49,7 +49,8 @@ def test_knobs_of_the_method_in_use_are_accepted():
     assert (cfg.abo.init_samples, cfg.abo.work_tokens, cfg.abo.revise_samples) == (2, 16, 4)
     cfg = build_config({"search": {"proposer": "three-stage"}, "protegi": {"reasons_per_gradient": 2}})
     assert cfg.protegi.reasons_per_gradient == 2
-    cfg = build_config({"selection": {"selector": "ucb-e", "ucb_e_a": 0.5, "acceptance": "validated", "validation_k": 2}})
+    cfg = build_config({"selection": {"selector": "ucb-e", "ucb_e_a": 0.5, "acceptance": "validated", "validation_k": 2},
+                        "protegi": {"mc_samples": 0}})
     assert (cfg.selection.ucb_e_a, cfg.selection.validation_k) == (0.5, 2)
 
 

@@ -299,6 +299,17 @@ def test_liar_protegi_config_has_the_reference_hyperparameters():
     assert cfg.evaluation.test_limit == 400
     ucb = make_selector("ucb", **selector_params(cfg))
     assert (ucb.c, ucb.t_unit, ucb.warmup) == (1.0, "round", 32)
+    # configs/liar-protegi-reference.yaml: the same, predicting and choosing as the reference does
+    # (predictors.BinaryPredictor: 4 generated tokens, Yes only if the reply starts with YES; accuracy rewards;
+    # no validation split, the final beam's first prompt)
+    ref = load_config(Path(__file__).resolve().parents[1] / "configs" / "liar-protegi-reference.yaml", {})
+    assert (ref.search, ref.protegi, ref.evaluation.test_limit) == (
+        s.model_copy(update={"hygiene": "off"}), p, 400)  # the reference has no candidate hygiene
+    assert ref.selection.model_copy(update={"reward": "metric", "final_pick": "method"}) == sel
+    assert (ref.scoring.mode, ref.scoring.max_tokens, ref.scoring.parse) == ("generate", 4, "positive-prefix")
+    assert (ref.selection.reward, ref.selection.final_pick, ref.evaluation.validation_split) == (
+        "accuracy", "reference", "none")
+    assert ref.answer_mode() == ("generate", 4) and ref.answer_reading() == "positive-prefix"
 
 
 def test_class_balanced_rewards_reach_the_bandit_in_0_1_and_the_estimates_come_back_balanced():

@@ -18,6 +18,7 @@ import apo_local.runner as O
 from apo_local.config import build_config
 from apo_local.engine import RoleEngine
 from apo_local.engine.protocol import ChoiceScores, Generation
+from apo_local.search.proposers.abo_format import WORK
 from apo_local.tasks import load_task
 
 TASK = load_task("liar")
@@ -32,7 +33,7 @@ def _input(prompt: str) -> str:
 
 class Target:
     """Answers every Liar row with its true label (``oracle``) or always "Yes"; in generate mode it writes
-    two steps of work first."""
+    two steps of work first, then its answer line."""
 
     model_id, max_model_len, hits = "stand-in", 4096, 0
 
@@ -53,7 +54,7 @@ class Target:
 
     def generate(self, requests):
         self.generated += [r.prompt for r in requests]
-        return [Generation((f"Step 1: I read the statement.\nStep 2: I compare it.\n{self.answer(r.prompt)}",), 10, 10)
+        return [Generation((f"Step 1: I read the statement.\nStep 2: I compare it.\nAnswer: {self.answer(r.prompt)}",), 10, 10)
                 for r in requests]
 
 
@@ -141,7 +142,7 @@ def test_no_evaluation_shows_neither_labels_nor_correctness(tmp_path, monkeypatc
 def test_validated_acceptance_validates_on_rows_the_errors_never_came_from(tmp_path, monkeypatch):
     from apo_local.search.splits import train_rows, validation_rows
 
-    data = {"selection": {"acceptance": "validated", "validation_k": 2, "validation_size": 8}}
+    data = {"selection": {"acceptance": "validated", "validation_k": 2, "validation_size": 8}, "protegi": {"mc_samples": 0}}
     target, _, rnd, phases = _run(tmp_path, monkeypatch, data)
     cfg = build_config({"train_limit": 40, "search": {"minibatch_size": 8}, **data})
     val = {ex.input.strip() for ex in validation_rows(TASK, cfg)}
@@ -171,6 +172,10 @@ def test_abo_executes_the_steps_and_revises_the_step_the_optimizer_judged_failed
     target_phases = {phase for role, phase in phases if role == "target"}
     if answer == "generate":  # every score is an executed answer; the work is the answer's own
         assert target.scored == 0 and {"minibatch", "select", "final"} <= target_phases
+        asked = [p for p in target.generated if any(c["text"] in p for c in revised)]
+        assert asked and all(WORK in p for p in asked)  # a revised prompt asks the target to work, then answer
+        assert all(c["text"].endswith(WORK) for c in revised)
         assert "abo_work" not in target_phases
     else:  # the ablation: log-prob scores, and a separate narration for the judgement
         assert target.scored > 0 and "abo_work" in target_phases
+        assert not any(WORK in c["text"] for c in revised)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from apo_local.config import build_config
+from apo_local.search.proposers.abo_format import WORK
 from tests.shipped_runs import tiny
 
 pytestmark = pytest.mark.engine
@@ -31,9 +32,8 @@ SHIPPED = {"baseline-no-iteration", "baseline-greedy", "baseline-mc", "baseline-
            "abo", "abo-no-demo", "abo-logprob-ablation"}
 
 
-def test_every_study_config_is_listed():
+def test_every_study_config_is_listed():  # that each loads (compare and sweep too): tests/test_study_configs.py
     assert {f"{n}.yaml" for n in SHIPPED} <= set(STUDY_CONFIGS), STUDY_CONFIGS
-    assert (CONFIGS / "compare-liar.yaml").is_file()
     for name in STUDY_CONFIGS:
         assert (CONFIGS / name).read_text().startswith("#"), f"{name}: no header comment citing the study"
 
@@ -90,7 +90,9 @@ def test_config_runs_end_to_end(name, shipped_run):
         assert all(t.startswith("Follow these steps:\n1. ") for t in texts)  # them, their form is ABO's all the same
         assert texts or results["replies"]["truncated"] > 0  # none only when the replies ran out of tokens
         if not cfg.abo.demonstration:
-            assert all(t.endswith("Follow the steps strictly.") for t in texts)
+            assert all("\n\nFollow the steps strictly." in t for t in texts)
+        if cfg.abo.answer == "generate":  # the target is asked to work through the steps, then answer on a last line
+            assert all(t.endswith(WORK) for t in texts)
         target_ops = {c["op"] for c in engine_calls if c["role"] == "target"}
         # generate (the paper): the target executes the steps for every score; logprobs: the labelled ablation
         assert target_ops == ({"generate"} if cfg.abo.answer == "generate" else {"score_choices", "generate"}

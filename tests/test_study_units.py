@@ -13,8 +13,8 @@ from apo_local.config import build_config, flag_names
 from apo_local.diagnostics import TfIdf, diagnose, jaccard, within_run
 from apo_local.errors import ApoError
 from apo_local.search import acceptance
-from apo_local.search.proposers.abo_format import (STRICT, blamed_step, fallback_steps, final_answer, format_abo,
-                                                   parse_abo, parse_judgement)
+from apo_local.search.proposers.abo_format import (STRICT, WORK, blamed_step, fallback_steps, format_abo, parse_abo,
+                                                   parse_judgement)
 from apo_local.search.feedback import corrupt_examples, corrupt_label, pseudo_errors, real_errors
 from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.proposers import PROPOSERS, make_proposer
@@ -114,16 +114,6 @@ def test_blamed_step_is_the_most_frequent_first_failure():
     assert blamed_step(3, [1, 2])[0] == 1  # tie -> earliest
 
 
-def test_final_answer_is_the_label_after_the_work():
-    from apo_local.tasks import load_task
-
-    task = load_task("liar")
-    assert final_answer(task, "Step 1: No exaggeration is obvious.\nStep 2: It contradicts facts.\nStep 3: Yes") == "Yes"
-    assert final_answer(task, " No\n\n") == "No"  # a bare label (the steps were not written)
-    assert final_answer(task, "Step 1: yes it is\nStep 2: hmm") == "Yes"  # the last line naming one
-    assert final_answer(task, "I cannot tell.") is None
-
-
 def test_abo_prompt_round_trip():
     text = format_abo(STEPS, "Step 1: read.\nStep 2: ok.\nStep 3: Yes")
     parsed = parse_abo(text)
@@ -133,6 +123,17 @@ def test_abo_prompt_round_trip():
     assert parse_abo(strict).steps == STEPS and parse_abo(strict).demonstration is None
     assert parse_abo("Determine whether the Statement is a lie.").steps == []
     assert fallback_steps("Read it. Then decide!\nDemonstration: x") == ["Read it.", "Then decide!"]
+
+
+def test_the_worked_abo_prompt_asks_for_the_steps_and_a_final_answer_line_and_reads_back_unchanged():
+    worked = format_abo(STEPS, "Step 1: read.\nStep 3: yes\nAnswer: Yes", work=True)
+    assert worked.endswith("\n\n" + WORK) and 'last line "Answer: <label>"' in WORK and "one by one" in WORK
+    parsed = parse_abo(worked)  # the fixed line is neither a step nor part of the demonstration
+    assert parsed.steps == STEPS and parsed.demonstration == "Step 1: read.\nStep 3: yes\nAnswer: Yes"
+    assert format_abo(parsed.steps, parsed.demonstration, work=True) == worked  # reassembled once, not twice
+    no_demo = format_abo(STEPS, None, with_demo=False, work=True)
+    assert no_demo.endswith(STRICT + "\n\n" + WORK) and parse_abo(no_demo).demonstration is None
+    assert WORK not in format_abo(STEPS, "Step 1: read.")  # the log-prob ablation: the target never works
 
 
 def test_every_proposer_is_registered():
@@ -191,16 +192,16 @@ def test_validation_rows_are_held_out_of_the_training_rows():
 
     task = load_task("liar")
     cfg = build_config({"train_limit": 100, "search": {"minibatch_size": 8},
-                        "selection": {"acceptance": "validated", "validation_size": 20}})
+                        "protegi": {"mc_samples": 0}, "selection": {"acceptance": "validated", "validation_size": 20}})
     train, val = train_rows(task, cfg), validation_rows(task, cfg)
     # the run's validation rows: a quarter of train_limit (25), at least validation_size for this rule
     assert len(val) == 25 and len(train) == 100 and not {ex.id for ex in val} & {ex.id for ex in train}
     assert [ex.id for ex in val] == [ex.id for ex in validation_rows(task, cfg)]  # fixed: every round, on resume
     big = build_config({"train_limit": 40, "search": {"minibatch_size": 8},
-                        "selection": {"acceptance": "validated", "validation_size": 20}})
+                        "protegi": {"mc_samples": 0}, "selection": {"acceptance": "validated", "validation_size": 20}})
     assert len(validation_rows(task, big)) == 20  # raised to validation_size (a quarter of 40 would be 10)
     none = build_config({"train_limit": 100, "search": {"minibatch_size": 8}, "evaluation": {"validation_split": "none"},
-                         "selection": {"acceptance": "validated"}})
+                         "protegi": {"mc_samples": 0}, "selection": {"acceptance": "validated"}})
     with pytest.raises(ApoError, match="validated needs validation rows"):
         validation_rows(task, none)
 
@@ -212,7 +213,10 @@ def test_validation_rows_are_held_out_of_the_training_rows():
     ({"protegi": {"n_gradients": 0}, "feedback": {"show_evaluation": False}}, "protegi with n_gradients: 0"),
     ({"search": {"proposer": "abo"}, "feedback": {"show_evaluation": False}}, "abo revises the steps"),
     ({"search": {"proposer": "abo"}, "scoring": {"mode": "logprobs"}}, "scoring.mode: not used by proposer abo"),
-    ({"selection": {"acceptance": "naive"}}, "protegi.mc_samples: naive acceptance accepts the update itself"),
+    ({"selection": {"acceptance": "naive"}}, "protegi.mc_samples: naive acceptance accepts an update itself"),
+    ({"selection": {"acceptance": "validated"}}, "protegi.mc_samples: validated acceptance accepts an update itself"),
+    ({"selection": {"acceptance": "validated"}, "protegi": {"n_gradients": 0, "mc_samples": 0}}, "validated accepts an"),
+    ({"scoring": {"parse": "positive-prefix"}}, "scoring.parse: positive-prefix reads generated replies"),
     ({"selection": {"acceptance": "naive"}, "protegi": {"n_gradients": 0, "mc_samples": 0}}, "makes none"),
     ({"selection": {"acceptance": "naive"}, "protegi": {"mc_samples": 0}, "feedback": {"selection_labels": "wrong"}},
      "naive acceptance scores nothing"),
@@ -283,7 +287,7 @@ def test_new_config_keys_and_flags():
                       "feedback.show_evaluation": "feedback-show-evaluation", "feedback.errors": "feedback-errors",
                       "abo.demonstration": "abo-demonstration", "meta_prompts.one_step": "meta-prompts-one-step"}.items():
         assert flags[key] == flag
-    cfg = build_config({}, {"feedback.labels": True, "selection.acceptance": "validated"})
+    cfg = build_config({}, {"feedback.labels": True, "selection.acceptance": "validated", "protegi.mc_samples": 0})
     assert cfg.feedback.labels == "true" and cfg.selection.acceptance == "validated"
     with pytest.raises(ApoError, match="feedback.errors"):
         build_config({"feedback": {"errors": "fake"}})

@@ -24,17 +24,16 @@ from apo_local.search.acceptance.length import LengthAware, prompt_tokens, short
 from apo_local.search import attribution as attr
 from apo_local.errors import ApoError
 from apo_local.search.admission import Admission
-from apo_local.search.hygiene import Hygiene
+from apo_local.search.hygiene import make_hygiene
 from apo_local.search.budget import Budget, BudgetStop
 from apo_local.search.context import RoundContext
 from apo_local.search.feedback import corrupt_examples, make_feedback
-from apo_local.search.final_pick import REWARD, pick_on_validation, validation_scores
+from apo_local.search.final_pick import REWARD, guarded_beside, pick_on_validation, validation_scores
 from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.optimizer_calls import OptimizerCalls
 from apo_local.search.proposers import make_proposer
 from apo_local.search.baselines import best_constant, constant_evaluations, majority_label
 from apo_local.search.headline import SplitStats, headline
-from apo_local.search.proposers.abo_format import final_answer
 from apo_local.search.result import RunResult, reply_summary
 from apo_local.search.selectors import make_selector, reward_scale
 from apo_local.search.splits import eval_rows, train_rows, validation_rows
@@ -79,8 +78,7 @@ class BeamSearch:
         self.train = train_rows(task, cfg)
         self.validation = validation_rows(task, cfg)
         self.test = eval_rows(task, cfg)
-        parse = (lambda text: final_answer(task, text)) if cfg.search.proposer == "abo" else None  # work, then label
-        self.scorer = Scorer(task, target, *cfg.answer_mode(), parse=parse)
+        self.scorer = Scorer(task, target, *cfg.answer_mode(), answer=cfg.answer_reading())
         self.meta = MetaPrompts(cfg.meta_prompts.model_dump())
         f = cfg.feedback  # labels the selection rewards are computed against (same example ids)
         if "wrong" in (f.labels, f.selection_labels) or f.errors == "pseudo":
@@ -94,8 +92,8 @@ class BeamSearch:
         self.budget = Budget(cfg.budget, self.trace)
         self.feedback = make_feedback(f, task, cfg.seed, self.train, self.scorer, self.trace, self.meta,
                                       cfg.search.minibatch_size, before_call=self._check_budget)
-        self.admission = Admission(task, target, self.trace, cfg.search.max_expansion, hygiene=(
-            Hygiene([ex.input for ex in self.train], task.labels, cfg.search.copy_overlap) if cfg.search.hygiene else None),
+        self.admission = Admission(task, target, self.trace, cfg.search.max_expansion, hygiene=make_hygiene(
+            cfg.search.hygiene, [ex.input for ex in self.train], task.labels, cfg.search.copy_overlap),
             max_prompt_tokens=cfg.search.max_prompt_tokens)
         self.on_round = lambda entry: None  # called with each round's history entry
         self._records: dict[str, dict] = {}  # every candidate record of this process's rounds (no run directory)
@@ -260,8 +258,13 @@ class BeamSearch:
         initial prompt competing with the final beam (``selection.final_pick: guarded``; ties go to the beam, in
         its order, the initial prompt last), or with ``final_pick: reference`` the best final beam prompt by the
         task's metric; without validation rows the top selection estimate; or the beam's shortest prompt within
-        the CI of the best estimate."""
+        the CI of the best estimate. ``final_pick: method`` picks nothing: the method's own final prompt (the
+        final beam's first: the acceptance rule's choice), the guarded pick recorded beside it."""
         if self.cfg.selection.pick == "estimate":
+            if self.cfg.selection.final_pick == "method":
+                beside = guarded_beside(self.scorer, self.validation, on_validation, [c.text for c in beam], initial,
+                                        self.task.metric.name)
+                return beam[0].text, beside, "the method's own final prompt (the final beam's first)"
             if not on_validation:
                 return beam[0].text, None, "selection estimate"
             key = REWARD if self.cfg.selection.final_pick == "guarded" else self.task.metric.name

@@ -130,8 +130,8 @@ def estimate(cfg: RunConfig, task: Task, train: list[Example], test: list[Exampl
         _select(cfg, est, parents, min(new, parents * cfg.search.max_expansion), target_in)
         if cfg.evaluation.per_round_test:
             est.target.add(cfg.search.beam_size * len(test), target_in)
-    # the final pick, on the validation rows: the final beam, and with final_pick guarded the initial prompt
-    est.target.add((cfg.search.beam_size + (cfg.selection.final_pick == "guarded")) * len(validation), target_in)
+    # the final pick, on the validation rows: the final beam, and the initial prompt (guarded; method: beside it)
+    est.target.add((cfg.search.beam_size + (cfg.selection.final_pick != "reference")) * len(validation), target_in)
     est.target.add((cfg.search.beam_size + 1) * len(test), target_in)  # the final test
     if cfg.evaluation.attribution:  # the selected prompt's lineage (rounds + 1) and its ablated prompts, one batch
         from apo_local.search.attribution import MAX_UNITS

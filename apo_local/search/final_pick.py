@@ -6,6 +6,12 @@ F1-type metric, else accuracy), so the pick cannot be won by shifting answers to
 never returns a prompt that scores below its starting point there. ``reference`` picks among the final beam
 only, by the task's metric (the earlier behaviour; ProTeGi's code reports the best beam prompt). Ties go to
 the beam in its order, the initial prompt last.
+
+``method`` picks nothing: the search returns the method's own final prompt, the final beam's first (the
+acceptance rule's choice: the bandit's best estimate, naive acceptance's last update, validated acceptance's
+current prompt). A study of a method reports this one: the guarded pick lets the initial prompt compete at the
+end, which would mask a method that made the prompt worse (naive acceptance). The guarded pick is recorded
+beside it (``guarded_beside``), so both can be read.
 """
 
 from __future__ import annotations
@@ -44,3 +50,18 @@ def pick_on_validation(scores: dict[str, dict], key: str, beam_texts: Sequence[s
     if best == initial and initial not in beam_texts:
         how += "; the initial prompt scored best"
     return best, how + ")"
+
+
+def guarded_beside(scorer, rows: Sequence, scores: dict[str, dict], beam_texts: Sequence[str], initial: str,
+                   metric: str) -> dict | None:
+    """The record of the pick ``final_pick: guarded`` would have made, beside the method's own final prompt:
+    ``{"rule": "method", "guarded": text, "guarded_by": how}``; None without validation rows. The initial
+    prompt is scored on ``rows`` when ``scores`` lacks it, and added to ``scores`` (the run's record of the
+    validation scores: ``initial_validation``)."""
+    if not rows:
+        return None
+    if initial not in scores:
+        scores.update(validation_scores(scorer, rows, [initial], metric))
+    ordered = {t: scores[t] for t in dict.fromkeys([*beam_texts, initial])}
+    text, how = pick_on_validation(ordered, REWARD, beam_texts, initial, len(rows))
+    return {"rule": "method", "guarded": text, "guarded_by": how}

@@ -1,6 +1,7 @@
 """Candidate hygiene: proposals a small optimizer model makes that are not instructions at all.
 
-Each rule names why a proposal is rejected (``search.hygiene``, on by default):
+Each rule names why a proposal is rejected (``search.hygiene``: ``all``, the default; ``form``: the form
+rules only; ``off``):
 
 * ``too short``: fewer than 3 words (a bare "No");
 * ``chat filler``: chat or meta-commentary about the edit instead of an instruction ("Please continue
@@ -9,6 +10,13 @@ Each rule names why a proposal is rejected (``search.hygiene``, on by default):
 * ``repeated sentence``: a sentence of 3+ words occurs twice (a looping reply);
 * ``copies training data``: more than ``search.copy_overlap`` of its word 6-grams occur in training
   inputs (a copied example row). An ABO demonstration, which shows one example on purpose, is left out.
+
+``too short``, ``chat filler`` and ``repeated sentence`` are the form rules: they judge what any operator
+writes alike. ``drops label words`` and ``copies training data`` judge content that depends on the operator
+(an operator shown no data cannot copy a row, and one shown no outputs names the labels less often: on Liar
+with SmolLM2-135M "drops label words" rejected 7 of 8 free-text rewrites but 1 of 8 free-text edits,
+docs/benchmarks.md), so a study that compares operators keeps the form rules only (``search.hygiene: form``,
+the study configs'); docs/vs-papers.md lists hygiene as a difference from the papers.
 """
 
 from __future__ import annotations
@@ -54,8 +62,9 @@ def _has_word(text: str, word: str) -> bool:
 class Hygiene:
     """The rules above for one task: its training inputs (for copies) and its label words."""
 
-    def __init__(self, train_inputs: Iterable[str], labels: Sequence[str], copy_overlap: float = 0.5):
-        self.labels, self.copy_overlap = tuple(labels), copy_overlap
+    def __init__(self, train_inputs: Iterable[str], labels: Sequence[str], copy_overlap: float = 0.5,
+                 rules: str = "all"):
+        self.labels, self.copy_overlap, self.form_only = tuple(labels), copy_overlap, rules == "form"
         self.data: set[tuple[str, ...]] = set()
         for text in train_inputs:
             self.data |= ngrams(text)
@@ -66,11 +75,13 @@ class Hygiene:
             return "too short"
         if _FILLER.search(text):
             return "chat filler"
-        lost = [w for w in self.labels if _has_word(parent, w) and not _has_word(text, w)]
+        lost = [] if self.form_only else [w for w in self.labels if _has_word(parent, w) and not _has_word(text, w)]
         if lost:
             return f"drops label words ({', '.join(lost)})"
         if self._repeats(text):
             return "repeated sentence"
+        if self.form_only:
+            return None
         share = self.copied_share(text)
         if share > self.copy_overlap:
             return f"copies training data ({share:.0%} of its 6-grams)"
@@ -97,3 +108,9 @@ class Hygiene:
 def rule(reason: str) -> str:
     """The rule a rejection reason names, without its numbers: ``too long (900 chars > 800)`` -> ``too long``."""
     return reason.split(" (", 1)[0]
+
+
+def make_hygiene(rules: str, train_inputs: Iterable[str], labels: Sequence[str],
+                 copy_overlap: float = 0.5) -> Hygiene | None:
+    """The hygiene of ``search.hygiene`` (``all`` | ``form`` | ``off``: None)."""
+    return None if rules == "off" else Hygiene(train_inputs, labels, copy_overlap, rules)

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from apo_local.config import read_yaml_mapping
+from apo_local.config import read_run_config, read_yaml_mapping
 from apo_local.errors import ApoError
 
 
@@ -68,4 +68,4 @@ def _read_base(base: dict | str, origin: str, root: Path | None) -> dict:
         bp = root / bp
     if not bp.is_file():
         raise ApoError(f"{origin}: base: run config {base} does not exist")
-    return read_yaml_mapping(bp, "run config")
+    return read_run_config(bp, "run config")

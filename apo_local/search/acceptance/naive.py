@@ -1,7 +1,8 @@
 """Naive acceptance (Melcer et al., 2025): accept the update. The beam becomes ``beam_size`` of the round's
-updates (edits, rewrites, revised steps: a seeded pick), unevaluated. Paraphrases are never accepted (they
-are no update: a paraphrase of the unchanged parent would let the search stand still; the config refuses
-``mc_samples`` with naive acceptance); parents fill the beam only when there are too few updates."""
+updates (edits, rewrites, revised steps: a seeded pick from ``pool.updates``, the pool validated acceptance
+chooses from too), unevaluated. Paraphrases are never accepted (they are no update: a paraphrase of the
+unchanged parent would let the search stand still; the config refuses ``mc_samples`` with naive acceptance);
+parents fill the beam only when there are too few updates."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import random
 from dataclasses import replace
 from typing import Sequence
 
+from apo_local.search.acceptance.pool import updates
 from apo_local.search.state import Status
 
 
@@ -23,7 +25,7 @@ class NaiveAcceptance:
     name = "naive"
 
     def accept(self, candidates, ctx):
-        new = [c for c in candidates if c.status == Status.NEW and c.operator != "paraphrase"]
+        new = updates(candidates)
         kept = [c for c in candidates if c.status == Status.KEPT]
         beam = naive_beam(new, kept, ctx.beam_size, ctx.streams.rng("accept"))
         return [replace(c, status=Status.BEAM) for c in beam], {"acceptance": "naive", "budget_used": 0}

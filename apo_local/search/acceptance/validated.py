@@ -1,14 +1,16 @@
-"""Validated acceptance (Melcer et al., 2025): per parent, ``validation_k`` of its proposals (a seeded
-pick) and the parent are scored on the first ``validation_size`` of the run's validation rows
-(``ctx.validation``: the task's ``validation`` split, or training rows held out from everything the
-proposers and the feedback see; ``search/splits.py``), one engine batch for the whole beam; the parent is replaced by its best proposal
-only if that proposal's score is strictly higher. The beam keeps one slot per parent."""
+"""Validated acceptance (Melcer et al., 2025): per parent, ``validation_k`` of its updates (a seeded pick from
+``pool.updates``, the pool naive acceptance chooses from: never a paraphrase) and the parent are scored on
+the first ``validation_size`` of the run's validation rows (``ctx.validation``: the task's ``validation``
+split, or training rows held out from everything the proposers and the feedback see; ``search/splits.py``),
+one engine batch for the whole beam; the parent is replaced by its best update only if that update's score
+is strictly higher. The beam keeps one slot per parent."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from typing import Sequence
 
+from apo_local.search.acceptance.pool import updates
 from apo_local.search.state import Candidate, Status
 
 
@@ -42,13 +44,13 @@ class ValidatedAcceptance:
         self.k, self.size = validation_k, validation_size
 
     def accept(self, candidates, ctx):
-        root = roots(candidates)
+        root, pool = roots(candidates), updates(candidates)
         val = ctx.validation[: self.size]  # the run's validation rows: a seeded, fixed sample
         if not val:
             raise RuntimeError("validated acceptance needs held-out validation rows (search/splits.py)")
         groups = []  # (parent, [proposals])
         for p in (c for c in candidates if c.status == Status.KEPT):
-            mine = [c for c in candidates if c.status == Status.NEW and root.get(c.id) == p.id]
+            mine = [c for c in pool if root.get(c.id) == p.id]
             groups.append((p, ctx.streams.rng("validate", p.id).sample(mine, min(self.k, len(mine)))))
         texts = list(dict.fromkeys(c.text for p, props in groups for c in [p, *props]))
         ctx.budget.check()

@@ -20,6 +20,7 @@ class ABOProposer:
                  answer="generate"):
         self.init_samples, self.revise_samples, self.errors_per_revision = init_samples, revise_samples, errors_per_revision
         self.demonstration, self.work_tokens, self.answer = demonstration, work_tokens, answer
+        self.works = answer == "generate"  # the prompt asks the target to work through the steps (format_abo)
 
     def propose(self, parents: list[Candidate], ctx: RoundContext) -> list[Candidate]:
         parsed = [(p, parse_abo(p.text)) for p in parents]
@@ -43,7 +44,7 @@ class ABOProposer:
                 a = parse_abo(item)
                 steps = a.steps or fallback_steps(item)
                 if steps:
-                    out.append(Candidate(format_abo(steps, a.demonstration, self.demonstration), ctx.round,
+                    out.append(Candidate(format_abo(steps, a.demonstration, self.demonstration, self.works), ctx.round,
                                          "abo-init", parent=parent.id))
         return out
 
@@ -73,7 +74,8 @@ class ABOProposer:
                     steps[step - 1] = new_step
                     revised.append((parent, a, steps, rows, why))
         demos = self._demonstrations(revised, ctx)
-        return [Candidate(format_abo(steps, demo, self.demonstration), ctx.round, "abo", parent=parent.id, gradient=why)
+        return [Candidate(format_abo(steps, demo, self.demonstration, self.works), ctx.round, "abo", parent=parent.id,
+                          gradient=why)
                 for (parent, _, steps, _, why), demo in zip(revised, demos)]
 
     def _show_work(self, ready, ctx: RoundContext) -> dict[str, list[tuple]]:

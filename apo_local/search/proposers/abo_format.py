@@ -10,14 +10,21 @@ example (or, with ``abo.demonstration: false``, the line "Follow the steps stric
     Demonstration:
     Step 1: ...
 
+    Work through the steps one by one, one line per step ("Step 1: ..."), then end with one last line "Answer: <label>".
+
+The last line (``WORK``, with ``abo.answer: generate``) is fixed, outside what the optimizer edits: it asks the
+target to execute the steps and to answer on an explicit final line, which is all that is read
+(``tasks/answers.py``, ``final-line``): a label word inside the work is no answer, and a reply cut at
+``abo.work_tokens`` before that line is unparsed and counted (the ``answer_truncated`` fault).
+
 One round, per beam prompt (each step one batched engine call for the whole beam):
 
 1. a prompt that is not in this form yet (the task's instruction in round 1) is turned into steps +
    demonstration by one optimizer call ("write explicit steps, demonstrate them on this example"),
    ``abo.init_samples`` samples; ``search.initial_prompt`` can give a ready one instead;
 2. otherwise the prompt is scored on the round's minibatch. With ``abo.answer: generate`` (the paper)
-   the target executes the steps: it writes its work and then the label, and the label is parsed from
-   the last line that names one (``final_answer``); every score of the run (minibatch, selection, test)
+   the target executes the steps: it writes its work and then the label on a final ``Answer:`` line, the
+   only line read; every score of the run (minibatch, selection, test)
    is made this way, so the selected prompt is the one whose executed steps answer best. With
    ``abo.answer: logprobs`` (an ablation, not the paper) the label's log-prob scores the prompt, the
    steps are never run for the score, and the target is asked separately to narrate its work on the
@@ -45,6 +52,9 @@ from dataclasses import dataclass
 
 HEADER = "Follow these steps:"
 STRICT = "Follow the steps strictly."
+WORK = ('Work through the steps one by one, one line per step ("Step 1: ..."), then end with one last line '
+        '"Answer: <label>".')
+FIXED = (STRICT, WORK)  # lines format_abo adds, never part of the steps or the demonstration
 SHOW_WORK = ('Follow the steps above one by one and show your work, one line per step '
              '("Step 1: ...", "Step 2: ..."), then give the label.')
 
@@ -64,6 +74,8 @@ def parse_abo(text: str) -> AboPrompt:
     steps: list[str] = []
     demo_lines: list[str] | None = None
     for line in text.splitlines():
+        if line.strip() in FIXED:
+            continue
         if demo_lines is not None:
             demo_lines.append(line)
             continue
@@ -84,16 +96,17 @@ def fallback_steps(text: str, limit: int = 6) -> list[str]:
     cut = next((i for i, line in enumerate(lines) if _DEMO.match(line)), len(lines))
     text = "\n".join(lines[:cut])
     parts = [p.strip(" -*\t") for p in re.split(r"(?<=[.!?])\s+|\n+", text) if p.strip(" -*\t")]
-    return [p for p in parts if p != STRICT and p != HEADER][:limit]
+    return [p for p in parts if p not in FIXED and p != HEADER][:limit]
 
 
-def format_abo(steps: list[str], demonstration: str | None, with_demo: bool = True) -> str:
-    lines = [HEADER] + [f"{i}. {s}" for i, s in enumerate(steps, 1)]
+def format_abo(steps: list[str], demonstration: str | None, with_demo: bool = True, work: bool = False) -> str:
+    """The prompt: steps, then the demonstration (or ``STRICT``), then with ``work`` the ``WORK`` line."""
+    text = "\n".join([HEADER] + [f"{i}. {s}" for i, s in enumerate(steps, 1)])
     if with_demo and demonstration:
-        return "\n".join(lines) + "\n\nDemonstration:\n" + demonstration.strip()
-    if not with_demo:
-        return "\n".join(lines) + "\n\n" + STRICT
-    return "\n".join(lines)
+        text += "\n\nDemonstration:\n" + demonstration.strip()
+    elif not with_demo:
+        text += "\n\n" + STRICT
+    return text + ("\n\n" + WORK if work else "")
 
 
 def numbered(steps: list[str]) -> str:
@@ -121,16 +134,6 @@ def blamed_step(n_steps: int, first_failed: list[int]) -> tuple[int, list[int]]:
     counts = Counter(blame)
     step = min(counts, key=lambda s: (-counts[s], s))
     return step, blame
-
-
-def final_answer(task, text: str) -> str | None:
-    """The answer of a target that wrote its work first: the last line that names one (e.g. "Step 3: ...
-    so the label is No" or a bare "No" after the steps), parsed by the task."""
-    for line in reversed([line for line in text.splitlines() if line.strip()]):
-        answer = task.parse_answer(line)
-        if answer is not None:
-            return answer
-    return None
 
 
 def strip_marker(text: str, step: int) -> str:
