@@ -259,9 +259,9 @@ def test_modules_that_share_a_session_fixture_run_on_one_worker():
 
     groups = module_groups()
     assert groups["test_optimize_e2e.py"] == groups["test_faults_e2e.py"] == groups["test_sweep_e2e.py"]
-    assert groups["test_equivalence_e2e.py"] == groups["test_study_configs_e2e.py"]
+    assert groups["test_search_logic_equivalence.py"] == groups["test_config_behaviours.py"]
     assert groups["test_airgap.py"] == groups["test_cli_output_e2e.py"]
     assert groups["test_http_engine.py"] == groups["test_openai_engine_e2e.py"]
-    assert len({groups[m] for m in ("test_optimize_e2e.py", "test_equivalence_e2e.py", "test_airgap.py",
-                                    "test_http_engine.py")}) == 4
+    assert len({groups[m] for m in ("test_optimize_e2e.py", "test_study_configs_e2e.py", "test_airgap.py",
+                                    "test_http_engine.py", "test_config_behaviours.py")}) == 5
     assert groups["test_chat.py"] == "test_chat.py"

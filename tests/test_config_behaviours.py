@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 
+from apo_local.search.proposers.abo_format import parse_abo
 from apo_local.tasks import load_task
 from tests.shipped_runs import RUN_CONFIGS, lock_run
 
@@ -96,7 +97,11 @@ CHECKS = {
     "abo-logprob-ablation": [lambda run: "abo" in _operators(run) and "score_choices" in {
         t["op"] for t in run.trace if t.get("role") == "target" and t["phase"] == "select"}],
     "abo-no-demo": [lambda run: (texts := [c["text"] for c in run.candidates() if c["operator"].startswith("abo")])
-                    and all(t.endswith("Follow the steps strictly.") for t in texts)],  # steps, no demonstration
+                    and all("Follow the steps strictly." in t and parse_abo(t).demonstration is None for t in texts)],
+    # the reference's prediction (a short generated reply read by its first word) and its pick (no validation split)
+    "liar-protegi-reference": [
+        lambda run: {t["op"] for t in run.trace if t.get("role") == "target" and t["phase"] == "select"} == {"generate"}
+        and run.results["selected_by"] == "selection estimate" and run.results.get("initial_validation") is None],
     "fewshot": [lambda run: _operators(run) <= {"demo-add", "demo-swap", "demo-remove"} and _operators(run)],
     "instruction+fewshot": [lambda run: "edit" in _operators(run) and _operators(run) & {"demo-add", "demo-swap", "demo-remove"}],
     "length-pareto": [shortest_within_the_interval],

@@ -20,7 +20,7 @@ from tests.shipped_runs import tiny
 pytestmark = pytest.mark.engine
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-NOT_RUN_CONFIGS = {"demo.yaml",  # two rounds: checked against its golden (tests/test_equivalence_e2e.py)
+NOT_RUN_CONFIGS = {"demo.yaml",  # not a study: README command 1 (its logic: tests/test_config_behaviours.py)
                    "judge.yaml", "tracking.yaml", "server.yaml",  # tests/test_judge_tracking_e2e.py, test_openai_engine_e2e.py
                    "fewshot.yaml", "instruction+fewshot.yaml"}  # tests/test_beyond_e2e.py
 NOT_RUN_PREFIXES = ("compare-", "sweep-")  # not run configs: a comparison, sweeps (apo_local/sweep/)

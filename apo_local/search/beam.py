@@ -202,7 +202,7 @@ class BeamSearch:
         beam_texts = [c.text for c in beam]
         elapsed = self.budget.elapsed
         name = self.task.metric.name
-        guarded = self.cfg.selection.final_pick == "guarded"
+        guarded = self.cfg.selection.final_pick in ("guarded", "method")  # method: the guarded pick recorded beside
         on_validation = validation_scores(self.scorer, self.validation,
                                           list(dict.fromkeys(beam_texts + ([initial] if guarded else []))), name)
         evals = self.scorer.evaluate_many(list(dict.fromkeys(beam_texts + [initial])), self.test)
