@@ -1,9 +1,9 @@
 """The one obvious way in: ``optimize(config, out=...)`` -> ``RunResult``.
 
     import apo_local as apo
-    cfg = apo.build_config({"task": "liar", "search": {"rounds": 2}})
-    result = apo.optimize(cfg, out="runs/demo")
-    print(result.best_prompt, result.best_test["metrics"])
+    cfg = apo.build_config({"task": "liar", "search": {"rounds": 1}}, preset="smoke")
+    result = apo.optimize(cfg, out="runs/demo", overwrite=True)
+    print(result.selected_prompt, result.selected_test["metrics"])  # the prompt to deploy, its test scores
 """
 
 from __future__ import annotations
