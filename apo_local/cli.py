@@ -272,6 +272,7 @@ def summary_lines(result) -> list[str]:
     for label, share_p, share_t in suppressed_labels(result.selected_test):
         lines.append(f"warning: the selected prompt predicts {label!r} for {share_p:.0%} of test rows (true share "
                      f"{share_t:.0%}): {why}")
+    lines.extend(result.warnings)  # e.g. a validation split too small to tell prompts apart (runner.run_warnings)
     return lines
 
 

@@ -8,6 +8,7 @@ or in parts (``model_sources``). Nothing here touches the network.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -210,6 +211,40 @@ def resolve_model(name_or_path: str | os.PathLike | None = None, *, prepare_if_m
         raise ApoError(f"model {name} is not prepared yet ({entry.path}); run: apo-local models prepare {name}")
     print(f"preparing {name} (first use)...", file=sys.stderr, flush=True)
     return prepare_model(name)
+
+
+def model_record(name_or_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Which model a name means here: the name as given (None: the registry default), the registry alias it
+    resolves to (None for a folder outside the registry), the folder, and a fingerprint of its weights
+    (``weights_fingerprint``). Written into a run directory so a run says which model it used."""
+    folder = resolve_model(name_or_path)
+    registry = load_registry()
+    name = None if name_or_path is None else os.fspath(name_or_path)
+    alias = name if name in registry.models else next(
+        (a for a, e in registry.models.items() if e.path == folder), None)
+    return {"name": name, "alias": alias, "folder": str(folder), "fingerprint": weights_fingerprint(folder)}
+
+
+_SAMPLE = 1 << 20  # bytes read at the start, middle and end of each weight file
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """A cheap content fingerprint of a model folder: sha256 over config.json and, per weight file
+    (``*.safetensors``, ``*.bin``), its name, size and three 1 MiB samples (start, middle, end). A few MiB
+    read per file whatever the model's size; two folders with the same fingerprint hold the same model
+    unless weights differ only outside the samples (not a full hash)."""
+    h = hashlib.sha256()
+    folder = Path(folder)
+    config = folder / "config.json"
+    h.update(config.read_bytes() if config.is_file() else b"")
+    for f in sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file()):
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with f.open("rb") as fh:
+            for offset in sorted({0, max(0, size // 2 - _SAMPLE // 2), max(0, size - _SAMPLE)}):
+                fh.seek(offset)
+                h.update(fh.read(_SAMPLE))
+    return "sha256:" + h.hexdigest()[:16]
 
 
 def chat_template_for(path: Path) -> str | None:
