@@ -102,25 +102,56 @@ def evaluate(task, prompt_file, split, limit, model, mode, backend, base_url, ca
     result = scorer.evaluate(instruction, examples)
     if out_file:
         write_predictions(out_file, prediction_records(t, examples, result))
+    scored = result.to_dict()
+    wrong = sum(t.metric.example_score(p.label, ex.label) < 0.5 for p, ex in zip(result.predictions, examples))
     report = {
         "task": t.name, "split": split, "n": len(examples), "mode": scorer.mode, "metric": t.metric.name,
         **({"max_tokens": max_tokens} if scorer.mode == "generate" else {}),
-        **result.to_dict(),
+        **{k: v for k, v in scored.items() if k != "errors"},
+        "wrong": wrong,  # rows answered wrongly (or not parsed)
+        "engine_errors": scored["errors"],  # rows the engine failed on (counted among the wrong ones)
         "true_distribution": dict(sorted(_count(ex.label for ex in examples).items())),
         "labels_mapped": mapped,
         "usage": trace.totals_dict()["target"],
         "faults": trace.faults,
+        **_constant_baseline(t, examples, result),
     }
+    report["warnings"] = lean_warnings(scored, "the prompt", f"{split} rows",
+                                       "the target leans this way with this prompt: look at a constant answer's score")
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(f"{t.name}/{split} (n={len(examples)}, mode={scorer.mode}): "
-                   + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
+                   + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
+                   + f"; wrong={wrong}, engine errors={report['engine_errors']}")
         click.echo(f"predicted: {result.predicted_distribution}  true: {report['true_distribution']}")
+        if report.get("constant_baselines"):
+            for line in constant_lines(t.metric.name, report["constant_baselines"], report["prompt_vs_constant"],
+                                       "prompt"):
+                click.echo(line)
         if mapped:
             click.echo(f"labels mapped: {sum(mapped.values())} ({', '.join(f'{k}: {v}' for k, v in mapped.items())})")
+        for line in report["warnings"]:
+            click.echo(line)
     if out_file:
         log.info("predictions: %s", out_file)
+
+
+def _constant_baseline(task, rows, evaluation) -> dict:
+    """Classification: what always answering one label scores on the same rows (the functions optimize's final
+    evaluation uses: ``search/baselines.py``), and the prompt minus the best of them, paired. {} otherwise."""
+    from apo_local.search.baselines import best_constant, constant_evaluations, majority_label
+    from apo_local.search.headline import SplitStats
+
+    constants = constant_evaluations(task, rows)
+    if not constants:
+        return {}
+    majority = majority_label(task, task.split("train")) if "train" in task.split_names else None
+    top = best_constant(constants, task.metric.name, majority)
+    stats = SplitStats(task.metric, rows)
+    return {"constant_baselines": {"best": top, "majority_label": majority,
+                                   "by_label": {label: stats.summary(e) for label, e in constants.items()}},
+            "prompt_vs_constant": stats.paired(evaluation, constants[top])}
 
 
 def _count(items) -> dict:
@@ -221,7 +252,7 @@ def summary_lines(result) -> list[str]:
     best-of-beam last, labelled as picked with the test split. Then the paired differences selected - initial
     and selected - best constant, the power line and any prevalence warning."""
     from apo_local.search.baselines import constant_instruction
-    from apo_local.search.headline import headline, power_line, suppressed_labels
+    from apo_local.search.headline import headline, power_line
     from apo_local.stats import fmt_ci, fmt_diff
 
     m = result.metric
@@ -256,10 +287,7 @@ def summary_lines(result) -> list[str]:
                             f"{mc['only_b']} only initial right; n={paired['n']})")
     vs_constant = result.selected_vs_constant
     if vs_constant and constant.get("best") is not None:
-        line = f"selected - always {constant['best']!r}: {m} {fmt_diff(vs_constant[m])}"
-        if "balanced_accuracy" in vs_constant:
-            line += f"; balanced accuracy {fmt_diff(vs_constant['balanced_accuracy'])}"
-        lines.append(line)
+        lines.append(vs_constant_line("selected", constant["best"], m, vs_constant))
     if paired:
         lines.append(power_line(paired["power"], paired["n"]))
     if result.attribution:
@@ -269,11 +297,43 @@ def summary_lines(result) -> list[str]:
     kept = result.selected_prompt == result.initial_prompt  # then the lean is the target's, not the search's doing
     why = ("the target leans this way with the initial prompt, which the search kept" if kept
            else "a metric can rise this way while the classifier gets worse")
-    for label, share_p, share_t in suppressed_labels(result.selected_test):
-        lines.append(f"warning: the selected prompt predicts {label!r} for {share_p:.0%} of test rows (true share "
-                     f"{share_t:.0%}): {why}")
+    lines.extend(lean_warnings(result.selected_test, "the selected prompt", "test rows", why))
     lines.extend(result.warnings)  # e.g. a validation split too small to tell prompts apart (runner.run_warnings)
     return lines
+
+
+def lean_warnings(evaluation: dict, who: str, rows: str, why: str) -> list[str]:
+    """One warning line per label ``who`` predicts far below its true share (``headline.suppressed_labels``):
+    optimize's table and evaluate say it the same way."""
+    from apo_local.search.headline import suppressed_labels
+
+    return [f"warning: {who} predicts {label!r} for {share_p:.0%} of {rows} (true share {share_t:.0%}): {why}"
+            for label, share_p, share_t in suppressed_labels(evaluation)]
+
+
+def constant_lines(metric: str, constant: dict, vs: dict | None, who: str) -> list[str]:
+    """The best constant answer's row and ``who`` minus it (paired), from a ``constant_baselines`` record."""
+    from apo_local.stats import fmt_ci
+
+    label = constant["best"]
+    summary = constant["by_label"][label]
+    majority = " (= train majority)" if label == constant.get("majority_label") else ""
+    lines = [f"best constant answer: always {label!r}{majority}: {metric} "
+             f"{fmt_ci(summary['metrics'][metric], (summary.get('ci') or {}).get(metric))}"]
+    if vs:
+        lines.append(vs_constant_line(who, label, metric, vs))
+    return lines
+
+
+def vs_constant_line(who: str, label: str, metric: str, vs: dict) -> str:
+    """``who`` minus always answering ``label`` on the same rows: the metric's paired difference (and balanced
+    accuracy's, for F1-type metrics)."""
+    from apo_local.stats import fmt_diff
+
+    line = f"{who} - always {label!r}: {metric} {fmt_diff(vs[metric])}"
+    if "balanced_accuracy" in vs:
+        line += f"; balanced accuracy {fmt_diff(vs['balanced_accuracy'])}"
+    return line
 
 
 def _time_line(t: dict) -> str:
