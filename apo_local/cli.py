@@ -26,8 +26,14 @@ def _setup_logging(verbose: bool) -> None:
 
     set_verbosity(verbose)  # before vLLM / transformers are imported: they read the environment then
     logging.basicConfig(level=logging.INFO if not verbose else logging.DEBUG, format="%(message)s", stream=sys.stderr)
-    if verbose:
-        for noisy in ("vllm", "transformers", "datasets", "httpx"):
+    if verbose:  # also after a quiet set-up (--verbose given after the command: the group set up quiet first)
+        import warnings
+
+        logging.getLogger().setLevel(logging.DEBUG)
+        warnings.resetwarnings()
+        if os.environ.get("PYTHONWARNINGS") == "ignore":
+            os.environ.pop("PYTHONWARNINGS")
+        for noisy in ("vllm", "transformers", "torch", "datasets", "httpx"):
             logging.getLogger(noisy).setLevel(logging.INFO)
 
 
@@ -163,24 +169,112 @@ def _count(items) -> dict:
 # -- optimize -------------------------------------------------------------------------------
 
 
+class SectionOption(click.Option):
+    """An option listed under a heading of its own in ``--help`` (``SectionedCommand``)."""
+
+    def __init__(self, *args, section: str = "Options", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.section = section
+
+
+class SectionedCommand(click.Command):
+    """``--help`` with the options grouped under their sections' headings, in the order they first appear (an option
+    without a section, such as --help, under the run options)."""
+
+    def format_options(self, ctx, formatter) -> None:
+        groups: dict[str, list] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                groups.setdefault(getattr(param, "section", RUN_OPTIONS), []).append(record)  # --help: the first
+        for title, rows in groups.items():
+            with formatter.section(title):
+                formatter.write_dl(rows)
+
+
+RUN_OPTIONS = "Run: config, run directory, size"
+
+# Value names for config flags of type str whose meaning the type does not show (by the key's last part).
+_STR_METAVARS = {"model": "ALIAS|DIR", "base_url": "URL", "cache": "FILE|off", "task": "NAME|FILE",
+                 "initial_prompt": "TEXT", "dtype": "DTYPE", "proposer": "NAME", "selector": "NAME", "device": "DEVICE",
+                 "test_split": "SPLIT", "validation_split": "SPLIT|auto|none", "dir": "DIR", "experiment": "NAME"}
+
+
+def config_metavar(dotted: str, annotation) -> str:
+    """The value name ``--help`` shows for a config flag, from its type: the choices of a small fixed set,
+    N (integer), X (number), true|false, a YAML mapping, or what a text key holds (ALIAS|DIR, FILE, ...)."""
+    from typing import Annotated, Literal, Union, get_args, get_origin
+
+    while get_origin(annotation) in (Union, Annotated):  # Optional[X], Annotated[X, constraint] -> X
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    if get_origin(annotation) is Literal:
+        choices = "|".join(str(a) for a in get_args(annotation))
+        return choices if len(choices) <= 28 else "CHOICE"
+    leaf = dotted.rsplit(".", 1)[-1]
+    if annotation is bool:
+        return "true|false"
+    if annotation is int:
+        return "N"
+    if annotation is float:
+        return "X"
+    if get_origin(annotation) is dict or annotation is dict:
+        return "YAML"
+    if dotted.startswith("meta_prompts.") or leaf.endswith(("_file", "_dir", "_path")):
+        return "FILE"
+    return _STR_METAVARS.get(leaf, "TEXT")
+
+
+def _config_types() -> dict[str, object]:
+    from pydantic import BaseModel
+
+    out = {}
+    for section, field in RunConfig.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            out.update({f"{section}.{leaf}": f.annotation for leaf, f in sub.model_fields.items()})
+        else:
+            out[section] = sub
+    return out
+
+
 def _config_flags(fn):
-    """Every config key as a flag (``--rounds``, ``--target-model``, ...); values parse as YAML scalars."""
-    helps = flag_help()
+    """Every config key as a flag (``--rounds``, ``--target-model``, ...), under its section's heading in
+    ``--help``, with a value name from its type; values parse as YAML scalars."""
+    helps, types = flag_help(), _config_types()
     for dotted, flag in reversed(list(flag_names().items())):
-        fn = click.option(f"--{flag}", f"cfg__{dotted.replace('.', '__')}", default=None, metavar="V",
+        section = f"{dotted.split('.')[0]} (config section)" if "." in dotted else RUN_OPTIONS
+        fn = click.option(f"--{flag}", f"cfg__{dotted.replace('.', '__')}", default=None, cls=SectionOption,
+                          section=section, metavar=config_metavar(dotted, types[dotted]),
                           help=f"{helps[dotted]} ({dotted})")(fn)
     return fn
 
 
-@cli.command(context_settings={"max_content_width": 120})
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Run config YAML (see configs/).")
-@click.option("--out", type=click.Path(file_okay=False), help="Run directory to write.")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the interrupted run in this directory.")
-@click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
-@click.option("--seeds", "n_seeds", type=click.IntRange(min=1), default=None,
+def flag_overrides(flags: dict) -> tuple[dict, dict]:
+    """The config flags given (``cfg__search__rounds``) as dotted-key overrides (values parsed as YAML scalars;
+    text that is not valid YAML stays text), and where each came from (``search.rounds`` -> ``--rounds``)."""
+    names = flag_names()
+    overrides, sources = {}, {}
+    for k, v in flags.items():
+        if v is None:
+            continue
+        dotted = k[5:].replace("__", ".")
+        try:
+            overrides[dotted] = yaml.safe_load(v)
+        except yaml.YAMLError:
+            overrides[dotted] = v
+        sources[dotted] = f"--{names[dotted]}"
+    return overrides, sources
+
+
+@cli.command(cls=SectionedCommand, context_settings={"max_content_width": 120})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Run config YAML (see configs/).", cls=SectionOption, section=RUN_OPTIONS)
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory to write.", cls=SectionOption, section=RUN_OPTIONS)
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the interrupted run in this directory.", cls=SectionOption, section=RUN_OPTIONS)
+@click.option("--overwrite", is_flag=True, help="Replace a run already in --out.", cls=SectionOption, section=RUN_OPTIONS)
+@click.option("--seeds", "n_seeds", type=click.IntRange(min=1), default=None, cls=SectionOption, section=RUN_OPTIONS,
               help="Run N seeds of the config (seed, seed+1, ...; OUT/seed-<s>/, finished ones skipped) and end with "
                    "a verdict on selected vs initial over seeds and test rows.")
-@click.option("--preset", type=click.Choice(list(PRESETS)),
+@click.option("--preset", type=click.Choice(list(PRESETS)), cls=SectionOption, section=RUN_OPTIONS,
               help="Size preset under the config file and the flags: smoke (1 round, beam 2, minibatch 8, 16 test "
                    "rows), demo (configs/demo.yaml's sizes), paper (the ProTeGi reference: the defaults).")
 @_config_flags
@@ -196,8 +290,8 @@ def optimize(config_file, out, resume_dir, overwrite, n_seeds, preset, **flags):
         result = resume(resume_dir)
         out = resume_dir
     else:
-        overrides = {k[5:].replace("__", "."): yaml.safe_load(v) for k, v in flags.items() if v is not None}
-        cfg = load_config(config_file, overrides, preset=preset)
+        overrides, sources = flag_overrides(flags)
+        cfg = load_config(config_file, overrides, preset=preset, sources=sources)
         if not out:
             raise ApoError("give --out DIR (the run directory to write)")
         if n_seeds is not None:
@@ -226,6 +320,22 @@ from apo_local.sweep.cli import sweep_command  # noqa: E402
 
 cli.add_command(sweep_command)
 cli.add_command(report_command)
+
+
+def _verbose_after_command(ctx, param, value) -> None:
+    if value:
+        _setup_logging(True)
+
+
+def _accept_verbose(group: click.Group) -> None:
+    """``-v/--verbose`` after the command too (``apo-local optimize --verbose ...``), for every command."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _accept_verbose(command)
+        if not any("--verbose" in p.opts for p in command.params):
+            command.params.append(click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, is_eager=True,
+                                               callback=_verbose_after_command,
+                                               help="Show engine logs and third-party warnings (on stderr)."))
 
 
 def _print_summary(result, out) -> None:
@@ -388,6 +498,9 @@ def bundle(torch_version, out, python_version, platform, vllm_version, vllm_pack
     m = build_bundle(Path(out), python_version, platform, torch_version, vllm_version, vllm_package)
     click.echo(f"{len(m['wheels'])} wheels ({m['bytes'] / 1e6:.0f} MB), vLLM {m['vllm']} for torch {m['torch']}; "
                f"on the target run: bash {Path(out) / 'install.sh'}")
+
+
+_accept_verbose(cli)  # every command is registered by now
 
 
 def main() -> None:
