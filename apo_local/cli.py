@@ -13,28 +13,13 @@ import traceback
 from pathlib import Path
 
 import click
-import yaml
 
 from apo_local import _offline  # noqa: F401  (offline env before anything heavy)
-from apo_local.config import PRESETS, RunConfig, flag_help, flag_names, load_config
+from apo_local.baseline_lines import constant_baseline, constant_lines, lean_warnings, vs_constant_line
+from apo_local.cli_flags import (RUN_OPTIONS, SectionedCommand, SectionOption, accept_verbose, config_flags,
+                                 flag_overrides, setup_logging)
+from apo_local.config import PRESETS, load_config
 from apo_local.errors import ApoError
-
-
-def _setup_logging(verbose: bool) -> None:
-    """stdout carries results only; logs, progress and (with --verbose) engine logs go to stderr."""
-    from apo_local.quiet import set_verbosity
-
-    set_verbosity(verbose)  # before vLLM / transformers are imported: they read the environment then
-    logging.basicConfig(level=logging.INFO if not verbose else logging.DEBUG, format="%(message)s", stream=sys.stderr)
-    if verbose:  # also after a quiet set-up (--verbose given after the command: the group set up quiet first)
-        import warnings
-
-        logging.getLogger().setLevel(logging.DEBUG)
-        warnings.resetwarnings()
-        if os.environ.get("PYTHONWARNINGS") == "ignore":
-            os.environ.pop("PYTHONWARNINGS")
-        for noisy in ("vllm", "transformers", "torch", "datasets", "httpx"):
-            logging.getLogger(noisy).setLevel(logging.INFO)
 
 
 # What to tell the user on Ctrl-C: set by a command once it knows (e.g. the run directory to resume).
@@ -45,7 +30,7 @@ _INTERRUPT_HINT: list[str] = []
 @click.option("-v", "--verbose", is_flag=True, help="Show engine logs and third-party warnings (on stderr).")
 def cli(verbose: bool) -> None:
     """Local-first automatic prompt optimization (ProTeGi) on in-process vLLM."""
-    _setup_logging(verbose)
+    setup_logging(verbose)
 
 
 # -- evaluate -------------------------------------------------------------------------------
@@ -120,44 +105,27 @@ def evaluate(task, prompt_file, split, limit, model, mode, backend, base_url, ca
         "labels_mapped": mapped,
         "usage": trace.totals_dict()["target"],
         "faults": trace.faults,
-        **_constant_baseline(t, examples, result),
+        **constant_baseline(t, examples, result),
     }
     report["warnings"] = lean_warnings(scored, "the prompt", f"{split} rows",
                                        "the target leans this way with this prompt: look at a constant answer's score")
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        click.echo(f"{t.name}/{split} (n={len(examples)}, mode={scorer.mode}): "
-                   + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
-                   + f"; wrong={wrong}, engine errors={report['engine_errors']}")
-        click.echo(f"predicted: {result.predicted_distribution}  true: {report['true_distribution']}")
-        if report.get("constant_baselines"):
-            for line in constant_lines(t.metric.name, report["constant_baselines"], report["prompt_vs_constant"],
-                                       "prompt"):
-                click.echo(line)
-        if mapped:
-            click.echo(f"labels mapped: {sum(mapped.values())} ({', '.join(f'{k}: {v}' for k, v in mapped.items())})")
-        for line in report["warnings"]:
-            click.echo(line)
+    click.echo(json.dumps(report, indent=2) if as_json else "\n".join(_evaluation_lines(report)))
     if out_file:
         log.info("predictions: %s", out_file)
 
 
-def _constant_baseline(task, rows, evaluation) -> dict:
-    """Classification: what always answering one label scores on the same rows (the functions optimize's final
-    evaluation uses: ``search/baselines.py``), and the prompt minus the best of them, paired. {} otherwise."""
-    from apo_local.search.baselines import best_constant, constant_evaluations, majority_label
-    from apo_local.search.headline import SplitStats
-
-    constants = constant_evaluations(task, rows)
-    if not constants:
-        return {}
-    majority = majority_label(task, task.split("train")) if "train" in task.split_names else None
-    top = best_constant(constants, task.metric.name, majority)
-    stats = SplitStats(task.metric, rows)
-    return {"constant_baselines": {"best": top, "majority_label": majority,
-                                   "by_label": {label: stats.summary(e) for label, e in constants.items()}},
-            "prompt_vs_constant": stats.paired(evaluation, constants[top])}
+def _evaluation_lines(r: dict) -> list[str]:
+    """evaluate's report as text: metrics and counts, distributions, the best constant answer, warnings."""
+    lines = [f"{r['task']}/{r['split']} (n={r['n']}, mode={r['mode']}): "
+             + ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items())
+             + f"; wrong={r['wrong']}, engine errors={r['engine_errors']}",
+             f"predicted: {r['predicted_distribution']}  true: {r['true_distribution']}"]
+    if r.get("constant_baselines"):
+        lines += constant_lines(r["metric"], r["constant_baselines"], r["prompt_vs_constant"], "prompt")
+    if r["labels_mapped"]:
+        lines.append(f"labels mapped: {sum(r['labels_mapped'].values())} "
+                     f"({', '.join(f'{k}: {v}' for k, v in r['labels_mapped'].items())})")
+    return lines + r["warnings"]
 
 
 def _count(items) -> dict:
@@ -167,103 +135,6 @@ def _count(items) -> dict:
 
 
 # -- optimize -------------------------------------------------------------------------------
-
-
-class SectionOption(click.Option):
-    """An option listed under a heading of its own in ``--help`` (``SectionedCommand``)."""
-
-    def __init__(self, *args, section: str = "Options", **kwargs):
-        super().__init__(*args, **kwargs)
-        self.section = section
-
-
-class SectionedCommand(click.Command):
-    """``--help`` with the options grouped under their sections' headings, in the order they first appear (an option
-    without a section, such as --help, under the run options)."""
-
-    def format_options(self, ctx, formatter) -> None:
-        groups: dict[str, list] = {}
-        for param in self.get_params(ctx):
-            record = param.get_help_record(ctx)
-            if record is not None:
-                groups.setdefault(getattr(param, "section", RUN_OPTIONS), []).append(record)  # --help: the first
-        for title, rows in groups.items():
-            with formatter.section(title):
-                formatter.write_dl(rows)
-
-
-RUN_OPTIONS = "Run: config, run directory, size"
-
-# Value names for config flags of type str whose meaning the type does not show (by the key's last part).
-_STR_METAVARS = {"model": "ALIAS|DIR", "base_url": "URL", "cache": "FILE|off", "task": "NAME|FILE",
-                 "initial_prompt": "TEXT", "dtype": "DTYPE", "proposer": "NAME", "selector": "NAME", "device": "DEVICE",
-                 "test_split": "SPLIT", "validation_split": "SPLIT|auto|none", "dir": "DIR", "experiment": "NAME"}
-
-
-def config_metavar(dotted: str, annotation) -> str:
-    """The value name ``--help`` shows for a config flag, from its type: the choices of a small fixed set,
-    N (integer), X (number), true|false, a YAML mapping, or what a text key holds (ALIAS|DIR, FILE, ...)."""
-    from typing import Annotated, Literal, Union, get_args, get_origin
-
-    while get_origin(annotation) in (Union, Annotated):  # Optional[X], Annotated[X, constraint] -> X
-        annotation = next(a for a in get_args(annotation) if a is not type(None))
-    if get_origin(annotation) is Literal:
-        choices = "|".join(str(a) for a in get_args(annotation))
-        return choices if len(choices) <= 28 else "CHOICE"
-    leaf = dotted.rsplit(".", 1)[-1]
-    if annotation is bool:
-        return "true|false"
-    if annotation is int:
-        return "N"
-    if annotation is float:
-        return "X"
-    if get_origin(annotation) is dict or annotation is dict:
-        return "YAML"
-    if dotted.startswith("meta_prompts.") or leaf.endswith(("_file", "_dir", "_path")):
-        return "FILE"
-    return _STR_METAVARS.get(leaf, "TEXT")
-
-
-def _config_types() -> dict[str, object]:
-    from pydantic import BaseModel
-
-    out = {}
-    for section, field in RunConfig.model_fields.items():
-        sub = field.annotation
-        if isinstance(sub, type) and issubclass(sub, BaseModel):
-            out.update({f"{section}.{leaf}": f.annotation for leaf, f in sub.model_fields.items()})
-        else:
-            out[section] = sub
-    return out
-
-
-def _config_flags(fn):
-    """Every config key as a flag (``--rounds``, ``--target-model``, ...), under its section's heading in
-    ``--help``, with a value name from its type; values parse as YAML scalars."""
-    helps, types = flag_help(), _config_types()
-    for dotted, flag in reversed(list(flag_names().items())):
-        section = f"{dotted.split('.')[0]} (config section)" if "." in dotted else RUN_OPTIONS
-        fn = click.option(f"--{flag}", f"cfg__{dotted.replace('.', '__')}", default=None, cls=SectionOption,
-                          section=section, metavar=config_metavar(dotted, types[dotted]),
-                          help=f"{helps[dotted]} ({dotted})")(fn)
-    return fn
-
-
-def flag_overrides(flags: dict) -> tuple[dict, dict]:
-    """The config flags given (``cfg__search__rounds``) as dotted-key overrides (values parsed as YAML scalars;
-    text that is not valid YAML stays text), and where each came from (``search.rounds`` -> ``--rounds``)."""
-    names = flag_names()
-    overrides, sources = {}, {}
-    for k, v in flags.items():
-        if v is None:
-            continue
-        dotted = k[5:].replace("__", ".")
-        try:
-            overrides[dotted] = yaml.safe_load(v)
-        except yaml.YAMLError:
-            overrides[dotted] = v
-        sources[dotted] = f"--{names[dotted]}"
-    return overrides, sources
 
 
 @cli.command(cls=SectionedCommand, context_settings={"max_content_width": 120})
@@ -277,7 +148,7 @@ def flag_overrides(flags: dict) -> tuple[dict, dict]:
 @click.option("--preset", type=click.Choice(list(PRESETS)), cls=SectionOption, section=RUN_OPTIONS,
               help="Size preset under the config file and the flags: smoke (1 round, beam 2, minibatch 8, 16 test "
                    "rows), demo (configs/demo.yaml's sizes), paper (the ProTeGi reference: the defaults).")
-@_config_flags
+@config_flags
 def optimize(config_file, out, resume_dir, overwrite, n_seeds, preset, **flags):
     """Optimize a prompt with ProTeGi; writes a run directory.
 
@@ -307,7 +178,7 @@ def optimize(config_file, out, resume_dir, overwrite, n_seeds, preset, **flags):
 
 
 # Commands of their own modules register here.
-from apo_local.compare import compare_command  # noqa: E402
+from apo_local.compare_cli import compare_command  # noqa: E402
 from apo_local.diagnostics import diagnose_command  # noqa: E402
 
 from apo_local.explain import explain_command  # noqa: E402
@@ -320,22 +191,6 @@ from apo_local.sweep.cli import sweep_command  # noqa: E402
 
 cli.add_command(sweep_command)
 cli.add_command(report_command)
-
-
-def _verbose_after_command(ctx, param, value) -> None:
-    if value:
-        _setup_logging(True)
-
-
-def _accept_verbose(group: click.Group) -> None:
-    """``-v/--verbose`` after the command too (``apo-local optimize --verbose ...``), for every command."""
-    for command in group.commands.values():
-        if isinstance(command, click.Group):
-            _accept_verbose(command)
-        if not any("--verbose" in p.opts for p in command.params):
-            command.params.append(click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, is_eager=True,
-                                               callback=_verbose_after_command,
-                                               help="Show engine logs and third-party warnings (on stderr)."))
 
 
 def _print_summary(result, out) -> None:
@@ -412,40 +267,6 @@ def summary_lines(result) -> list[str]:
     return lines
 
 
-def lean_warnings(evaluation: dict, who: str, rows: str, why: str) -> list[str]:
-    """One warning line per label ``who`` predicts far below its true share (``headline.suppressed_labels``):
-    optimize's table and evaluate say it the same way."""
-    from apo_local.search.headline import suppressed_labels
-
-    return [f"warning: {who} predicts {label!r} for {share_p:.0%} of {rows} (true share {share_t:.0%}): {why}"
-            for label, share_p, share_t in suppressed_labels(evaluation)]
-
-
-def constant_lines(metric: str, constant: dict, vs: dict | None, who: str) -> list[str]:
-    """The best constant answer's row and ``who`` minus it (paired), from a ``constant_baselines`` record."""
-    from apo_local.stats import fmt_ci
-
-    label = constant["best"]
-    summary = constant["by_label"][label]
-    majority = " (= train majority)" if label == constant.get("majority_label") else ""
-    lines = [f"best constant answer: always {label!r}{majority}: {metric} "
-             f"{fmt_ci(summary['metrics'][metric], (summary.get('ci') or {}).get(metric))}"]
-    if vs:
-        lines.append(vs_constant_line(who, label, metric, vs))
-    return lines
-
-
-def vs_constant_line(who: str, label: str, metric: str, vs: dict) -> str:
-    """``who`` minus always answering ``label`` on the same rows: the metric's paired difference (and balanced
-    accuracy's, for F1-type metrics)."""
-    from apo_local.stats import fmt_diff
-
-    line = f"{who} - always {label!r}: {metric} {fmt_diff(vs[metric])}"
-    if "balanced_accuracy" in vs:
-        line += f"; balanced accuracy {fmt_diff(vs['balanced_accuracy'])}"
-    return line
-
-
 def _time_line(t: dict) -> str:
     """Total wall time and its parts (model load, search, final test evaluation, the rest)."""
     if "total" not in t:  # a run directory written before the parts were recorded
@@ -500,7 +321,7 @@ def bundle(torch_version, out, python_version, platform, vllm_version, vllm_pack
                f"on the target run: bash {Path(out) / 'install.sh'}")
 
 
-_accept_verbose(cli)  # every command is registered by now
+accept_verbose(cli, lambda: setup_logging(True))  # every command is registered by now
 
 
 def main() -> None:

@@ -73,11 +73,11 @@ def test_the_examples_run_as_written_around_a_stand_in_engine(which, tmp_path, m
 
 @pytest.mark.engine
 def test_the_examples_run_as_written_on_the_embedded_model(tmp_path, monkeypatch, capsys):
-    """Exactly as written (smoke preset, the embedded model): the whole library path, in about a minute."""
+    """Exactly as written (smoke preset, the embedded model): the whole library path. The runner's docstring
+    example (the same smoke search) runs around the stand-in only, to keep this to one search."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("APO_LOCAL_CACHE_DIR", str(tmp_path / "cache"))
-    for name, code in (("optimize", library_examples()[0]), ("scoring", library_examples()[1]),
-                       ("runner", runner_example())):
+    for name, code in (("optimize", library_examples()[0]), ("scoring", library_examples()[1])):
         exec(compile(code, f"README {name} example", "exec"), {})
         assert capsys.readouterr().out.strip(), name
     assert (tmp_path / "runs" / "lib-demo" / "results.json").is_file()
