@@ -81,3 +81,13 @@ def test_the_examples_run_as_written_on_the_embedded_model(tmp_path, monkeypatch
         exec(compile(code, f"README {name} example", "exec"), {})
         assert capsys.readouterr().out.strip(), name
     assert (tmp_path / "runs" / "lib-demo" / "results.json").is_file()
+
+
+def test_no_instruction_is_one_error_line_naming_the_template():
+    import apo_local as apo
+    from apo_local.tasks import load_task
+
+    task = load_task("liar")
+    with pytest.raises(apo.ApoError, match=r"template.jinja: the instruction must be text, not NoneType \(a task's "
+                                           r"own is task.initial_instruction\)"):
+        task.template.render(None, "some input", task.labels)
