@@ -1,8 +1,9 @@
 """apo-local: offline automatic prompt optimization (ProTeGi/APO) on in-process vLLM.
 
     import apo_local as apo
-    cfg = apo.build_config({"task": "liar", "search": {"rounds": 2, "beam_size": 2}})
-    result = apo.optimize(cfg, out="runs/demo")
+    cfg = apo.build_config({"task": "liar"}, preset="smoke")
+    result = apo.optimize(cfg, out="runs/demo", overwrite=True)
+    print(result.selected_prompt)  # the prompt to deploy
 """
 
 from apo_local import _offline  # noqa: F401  (must run before vllm/transformers import)
@@ -17,6 +18,7 @@ _LAZY = {
     "Scorer": "apo_local.scoring",
     "optimize": "apo_local.runner", "resume": "apo_local.runner",
     "RunResult": "apo_local.search",
+    "show_progress": "apo_local.library_logging",
 }
 __all__ = ["ApoError", *_LAZY]
 

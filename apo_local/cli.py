@@ -13,22 +13,13 @@ import traceback
 from pathlib import Path
 
 import click
-import yaml
 
 from apo_local import _offline  # noqa: F401  (offline env before anything heavy)
-from apo_local.config import PRESETS, RunConfig, flag_help, flag_names, load_config
+from apo_local.baseline_lines import constant_baseline, constant_lines, lean_warnings, vs_constant_line
+from apo_local.cli_flags import (RUN_OPTIONS, SectionedCommand, SectionOption, accept_verbose, config_flags,
+                                 flag_overrides, setup_logging)
+from apo_local.config import PRESETS, load_config
 from apo_local.errors import ApoError
-
-
-def _setup_logging(verbose: bool) -> None:
-    """stdout carries results only; logs, progress and (with --verbose) engine logs go to stderr."""
-    from apo_local.quiet import set_verbosity
-
-    set_verbosity(verbose)  # before vLLM / transformers are imported: they read the environment then
-    logging.basicConfig(level=logging.INFO if not verbose else logging.DEBUG, format="%(message)s", stream=sys.stderr)
-    if verbose:
-        for noisy in ("vllm", "transformers", "datasets", "httpx"):
-            logging.getLogger(noisy).setLevel(logging.INFO)
 
 
 # What to tell the user on Ctrl-C: set by a command once it knows (e.g. the run directory to resume).
@@ -39,7 +30,7 @@ _INTERRUPT_HINT: list[str] = []
 @click.option("-v", "--verbose", is_flag=True, help="Show engine logs and third-party warnings (on stderr).")
 def cli(verbose: bool) -> None:
     """Local-first automatic prompt optimization (ProTeGi) on in-process vLLM."""
-    _setup_logging(verbose)
+    setup_logging(verbose)
 
 
 # -- evaluate -------------------------------------------------------------------------------
@@ -102,25 +93,39 @@ def evaluate(task, prompt_file, split, limit, model, mode, backend, base_url, ca
     result = scorer.evaluate(instruction, examples)
     if out_file:
         write_predictions(out_file, prediction_records(t, examples, result))
+    scored = result.to_dict()
+    wrong = sum(t.metric.example_score(p.label, ex.label) < 0.5 for p, ex in zip(result.predictions, examples))
     report = {
         "task": t.name, "split": split, "n": len(examples), "mode": scorer.mode, "metric": t.metric.name,
         **({"max_tokens": max_tokens} if scorer.mode == "generate" else {}),
-        **result.to_dict(),
+        **{k: v for k, v in scored.items() if k != "errors"},
+        "wrong": wrong,  # rows answered wrongly (or not parsed)
+        "engine_errors": scored["errors"],  # rows the engine failed on (counted among the wrong ones)
         "true_distribution": dict(sorted(_count(ex.label for ex in examples).items())),
         "labels_mapped": mapped,
         "usage": trace.totals_dict()["target"],
         "faults": trace.faults,
+        **constant_baseline(t, examples, result),
     }
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        click.echo(f"{t.name}/{split} (n={len(examples)}, mode={scorer.mode}): "
-                   + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
-        click.echo(f"predicted: {result.predicted_distribution}  true: {report['true_distribution']}")
-        if mapped:
-            click.echo(f"labels mapped: {sum(mapped.values())} ({', '.join(f'{k}: {v}' for k, v in mapped.items())})")
+    report["warnings"] = lean_warnings(scored, "the prompt", f"{split} rows",
+                                       "the target leans this way with this prompt: look at a constant answer's score")
+    click.echo(json.dumps(report, indent=2) if as_json else "\n".join(_evaluation_lines(report)))
     if out_file:
         log.info("predictions: %s", out_file)
+
+
+def _evaluation_lines(r: dict) -> list[str]:
+    """evaluate's report as text: metrics and counts, distributions, the best constant answer, warnings."""
+    lines = [f"{r['task']}/{r['split']} (n={r['n']}, mode={r['mode']}): "
+             + ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items())
+             + f"; wrong={r['wrong']}, engine errors={r['engine_errors']}",
+             f"predicted: {r['predicted_distribution']}  true: {r['true_distribution']}"]
+    if r.get("constant_baselines"):
+        lines += constant_lines(r["metric"], r["constant_baselines"], r["prompt_vs_constant"], "prompt")
+    if r["labels_mapped"]:
+        lines.append(f"labels mapped: {sum(r['labels_mapped'].values())} "
+                     f"({', '.join(f'{k}: {v}' for k, v in r['labels_mapped'].items())})")
+    return lines + r["warnings"]
 
 
 def _count(items) -> dict:
@@ -132,27 +137,18 @@ def _count(items) -> dict:
 # -- optimize -------------------------------------------------------------------------------
 
 
-def _config_flags(fn):
-    """Every config key as a flag (``--rounds``, ``--target-model``, ...); values parse as YAML scalars."""
-    helps = flag_help()
-    for dotted, flag in reversed(list(flag_names().items())):
-        fn = click.option(f"--{flag}", f"cfg__{dotted.replace('.', '__')}", default=None, metavar="V",
-                          help=f"{helps[dotted]} ({dotted})")(fn)
-    return fn
-
-
-@cli.command(context_settings={"max_content_width": 120})
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Run config YAML (see configs/).")
-@click.option("--out", type=click.Path(file_okay=False), help="Run directory to write.")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the interrupted run in this directory.")
-@click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
-@click.option("--seeds", "n_seeds", type=click.IntRange(min=1), default=None,
+@cli.command(cls=SectionedCommand, context_settings={"max_content_width": 120})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Run config YAML (see configs/).", cls=SectionOption, section=RUN_OPTIONS)
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory to write.", cls=SectionOption, section=RUN_OPTIONS)
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the interrupted run in this directory.", cls=SectionOption, section=RUN_OPTIONS)
+@click.option("--overwrite", is_flag=True, help="Replace a run already in --out.", cls=SectionOption, section=RUN_OPTIONS)
+@click.option("--seeds", "n_seeds", type=click.IntRange(min=1), default=None, cls=SectionOption, section=RUN_OPTIONS,
               help="Run N seeds of the config (seed, seed+1, ...; OUT/seed-<s>/, finished ones skipped) and end with "
                    "a verdict on selected vs initial over seeds and test rows.")
-@click.option("--preset", type=click.Choice(list(PRESETS)),
+@click.option("--preset", type=click.Choice(list(PRESETS)), cls=SectionOption, section=RUN_OPTIONS,
               help="Size preset under the config file and the flags: smoke (1 round, beam 2, minibatch 8, 16 test "
                    "rows), demo (configs/demo.yaml's sizes), paper (the ProTeGi reference: the defaults).")
-@_config_flags
+@config_flags
 def optimize(config_file, out, resume_dir, overwrite, n_seeds, preset, **flags):
     """Optimize a prompt with ProTeGi; writes a run directory.
 
@@ -165,8 +161,8 @@ def optimize(config_file, out, resume_dir, overwrite, n_seeds, preset, **flags):
         result = resume(resume_dir)
         out = resume_dir
     else:
-        overrides = {k[5:].replace("__", "."): yaml.safe_load(v) for k, v in flags.items() if v is not None}
-        cfg = load_config(config_file, overrides, preset=preset)
+        overrides, sources = flag_overrides(flags)
+        cfg = load_config(config_file, overrides, preset=preset, sources=sources)
         if not out:
             raise ApoError("give --out DIR (the run directory to write)")
         if n_seeds is not None:
@@ -182,7 +178,7 @@ def optimize(config_file, out, resume_dir, overwrite, n_seeds, preset, **flags):
 
 
 # Commands of their own modules register here.
-from apo_local.compare import compare_command  # noqa: E402
+from apo_local.compare_cli import compare_command  # noqa: E402
 from apo_local.diagnostics import diagnose_command  # noqa: E402
 
 from apo_local.explain import explain_command  # noqa: E402
@@ -221,7 +217,7 @@ def summary_lines(result) -> list[str]:
     best-of-beam last, labelled as picked with the test split. Then the paired differences selected - initial
     and selected - best constant, the power line and any prevalence warning."""
     from apo_local.search.baselines import constant_instruction
-    from apo_local.search.headline import headline, power_line, suppressed_labels
+    from apo_local.search.headline import headline, power_line
     from apo_local.stats import fmt_ci, fmt_diff
 
     m = result.metric
@@ -256,10 +252,7 @@ def summary_lines(result) -> list[str]:
                             f"{mc['only_b']} only initial right; n={paired['n']})")
     vs_constant = result.selected_vs_constant
     if vs_constant and constant.get("best") is not None:
-        line = f"selected - always {constant['best']!r}: {m} {fmt_diff(vs_constant[m])}"
-        if "balanced_accuracy" in vs_constant:
-            line += f"; balanced accuracy {fmt_diff(vs_constant['balanced_accuracy'])}"
-        lines.append(line)
+        lines.append(vs_constant_line("selected", constant["best"], m, vs_constant))
     if paired:
         lines.append(power_line(paired["power"], paired["n"]))
     if result.attribution:
@@ -269,9 +262,8 @@ def summary_lines(result) -> list[str]:
     kept = result.selected_prompt == result.initial_prompt  # then the lean is the target's, not the search's doing
     why = ("the target leans this way with the initial prompt, which the search kept" if kept
            else "a metric can rise this way while the classifier gets worse")
-    for label, share_p, share_t in suppressed_labels(result.selected_test):
-        lines.append(f"warning: the selected prompt predicts {label!r} for {share_p:.0%} of test rows (true share "
-                     f"{share_t:.0%}): {why}")
+    lines.extend(lean_warnings(result.selected_test, "the selected prompt", "test rows", why))
+    lines.extend(result.warnings)  # e.g. a validation split too small to tell prompts apart (runner.run_warnings)
     return lines
 
 
@@ -327,6 +319,9 @@ def bundle(torch_version, out, python_version, platform, vllm_version, vllm_pack
     m = build_bundle(Path(out), python_version, platform, torch_version, vllm_version, vllm_package)
     click.echo(f"{len(m['wheels'])} wheels ({m['bytes'] / 1e6:.0f} MB), vLLM {m['vllm']} for torch {m['torch']}; "
                f"on the target run: bash {Path(out) / 'install.sh'}")
+
+
+accept_verbose(cli, lambda: setup_logging(True))  # every command is registered by now
 
 
 def main() -> None:

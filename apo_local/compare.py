@@ -371,23 +371,3 @@ def compare(spec: CompareSpec, out: str | Path) -> list[dict]:
     (out / "results.csv").write_text(_csv(rows))
     (out / "results.md").write_text(markdown(spec, rows, runs))
     return rows
-
-
-# -- CLI -------------------------------------------------------------------------------------
-
-import click  # noqa: E402
-
-
-@click.command("compare")
-@click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False),
-              help="Comparison YAML: base, methods, seeds, budget (see configs/compare-liar.yaml).")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Folder for the run directories and the tables (re-run to continue).")
-def compare_command(config_file, out):
-    """Run several methods on one task with the same budget over N seeds; write results.csv / results.md."""
-    rows = compare(load_spec(config_file), out)
-    click.echo((Path(out) / "results.md").read_text())
-    click.echo(f"tables: {Path(out) / 'results.csv'}  {Path(out) / 'results.md'}  {Path(out) / 'runs.csv'}")
-    for r in rows:  # the last lines: one plain-word verdict per method against the baseline
-        if r.get("verdict_line"):
-            click.echo(r["verdict_line"])

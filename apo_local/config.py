@@ -31,19 +31,26 @@ MOVED = {"search.n_gradients": "protegi.n_gradients (rewrite/improve: <proposer>
          "selection.c": "selection.ucb_c (ucb-e: selection.ucb_e_a)"}
 
 
-def _one_line(err: ValidationError, origin: str) -> str:
+def _one_line(err: ValidationError, origin: str, sources: dict[str, str] | None = None) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
     msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{origin}: {key}: {msg}{more}"
+    return f"{_where(key, origin, sources)}: {msg}{more}"
+
+
+def _where(key: str, origin: str, sources: dict[str, str] | None) -> str:
+    """How an error names a key: the flag it came from (``--rounds (search.rounds)``), else the file's key."""
+    flag = (sources or {}).get(key)
+    return f"{flag} ({key})" if flag else f"{origin}: {key}"
 
 
 def build_config(data: dict | None = None, overrides: dict[str, Any] | None = None, origin: str = "config", *,
-                 preset: str | None = None, resume: bool = False) -> RunConfig:
+                 preset: str | None = None, resume: bool = False, sources: dict[str, str] | None = None) -> RunConfig:
     """Validate ``data`` (nested dict) with dotted-key ``overrides`` applied on top, and a size ``preset``
     (``PRESETS``) underneath. A method knob set for a method that ignores it, or a key of the earlier flat
-    layout, is refused with one line; ``resume=True`` (a run directory's own config) migrates old keys."""
+    layout, is refused with one line; ``resume=True`` (a run directory's own config) migrates old keys.
+    ``sources``: where overrides came from (dotted key -> e.g. ``--rounds``): their errors name it, not ``origin``."""
     data = _merged(data or {}, overrides or {})
     if resume:
         data = keep_earlier_selection(migrate_flat_keys(data))
@@ -54,9 +61,9 @@ def build_config(data: dict | None = None, overrides: dict[str, Any] | None = No
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as err:
-        raise ApoError(_one_line(err, origin)) from None
+        raise ApoError(_one_line(err, origin, sources)) from None
     if not resume:
-        _refuse_unused(cfg, origin)
+        _refuse_unused(cfg, origin, sources)
         bad = contradiction(cfg)
         if bad:
             raise ApoError(f"{origin}: {bad}")
@@ -90,14 +97,14 @@ def _refuse_moved(data: dict, origin: str) -> None:
             raise ApoError(f"{origin}: {dotted}: moved to {hint}")
 
 
-def _refuse_unused(cfg: RunConfig, origin: str) -> None:
+def _refuse_unused(cfg: RunConfig, origin: str, sources: dict[str, str] | None = None) -> None:
     s = cfg.selection
     for section, unused in cfg.unused_knobs().items():
         bad = sorted(getattr(cfg, section).model_fields_set & unused)
         if bad:
             method = (f"proposer {cfg.search.proposer}" if section in (*METHOD_SECTIONS, "scoring")
                       else f"selector {s.selector} with acceptance {s.acceptance}")
-            raise ApoError(f"{origin}: {section}.{bad[0]}: not used by {method}; remove it")
+            raise ApoError(f"{_where(f'{section}.{bad[0]}', origin, sources)}: not used by {method}; remove it")
 
 
 def contradiction(cfg: RunConfig) -> str | None:
@@ -252,9 +259,9 @@ def _without_unused_inherited(merged: dict, own: dict) -> dict:
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None, *, preset: str | None = None,
-                resume: bool = False) -> RunConfig:
+                resume: bool = False, sources: dict[str, str] | None = None) -> RunConfig:
     data = read_run_config(path) if path is not None else {}
-    return build_config(data, overrides, origin=str(path or "config"), preset=preset, resume=resume)
+    return build_config(data, overrides, origin=str(path or "config"), preset=preset, resume=resume, sources=sources)
 
 
 def dump_config(cfg: RunConfig) -> str:

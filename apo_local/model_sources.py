@@ -12,8 +12,13 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import logging
+import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,6 +26,7 @@ from typing import Any, Iterator
 from apo_local.errors import ApoError
 
 _BLOCK = 8 << 20  # bytes per read when joining GGUF parts
+log = logging.getLogger("apo_local")
 
 # SmolLM2-Instruct's own chat template (ChatML); used only when a GGUF carries none (and the registry's entry
 # does not say `chat_template: plain`).
@@ -42,11 +48,86 @@ def source_gguf(alias: str, source: dict[str, Any], target: Path) -> Iterator[Pa
         yield find_gguf(alias, source)
         return
     parts = _find_chunks(alias, source)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.gguf-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target, "gguf"), dir=target.parent))
     try:
         yield _join_chunks(alias, source, parts, tmp / source["file"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- temporary folders: named after their process, removed by the next prepare once that process is gone ----------
+
+_TEMP_KINDS = ("partial", "gguf", "old")  # the converted folder, the joined GGUF, a replaced folder
+UNOWNED_STALE_S = 30 * 60  # a temporary folder whose process cannot be checked: stale when untouched this long
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:40] or "host"
+
+
+def temp_prefix(target: Path, kind: str) -> str:
+    """The name prefix of a temporary folder next to ``target``: hidden, and naming its host and process, so a
+    later prepare can tell an interrupted one's leftovers from a running one's."""
+    return f".{target.name}.{kind}-{_host()}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def stale_temporaries(target: Path) -> list[Path]:
+    """Temporary folders of earlier prepares of ``target`` whose process has ended (killed, crashed): on this
+    host by process id; from another host, or named the earlier way without one, when untouched for
+    ``UNOWNED_STALE_S``."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(?:{'|'.join(_TEMP_KINDS)})-"
+                         rf"(?:(?P<host>[A-Za-z0-9_.]+)-(?P<pid>\d+)-)?")
+    stale = []
+    for path in target.parent.glob(f".{target.name}.*"):
+        m = pattern.match(path.name)
+        if not m:
+            continue
+        if m.group("pid") and m.group("host") == _host():
+            gone = not _alive(int(m.group("pid")))
+        else:
+            try:
+                gone = time.time() - path.lstat().st_mtime > UNOWNED_STALE_S
+            except OSError:
+                continue
+        if gone:
+            stale.append(path)
+    return sorted(stale)
+
+
+def remove_stale_temporaries(target: Path) -> int:
+    """Remove ``stale_temporaries(target)``; one log line when there were any. Bytes freed."""
+    freed, stale = 0, stale_temporaries(target)
+    for path in stale:
+        files = [path] if path.is_file() or path.is_symlink() else [f for f in path.rglob("*") if f.is_file()]
+        freed += sum(f.lstat().st_size for f in files if f.exists())
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d temporary folder%s of an interrupted prepare of %s (%.0f MB)", len(stale),
+                 "s" if len(stale) > 1 else "", target.name, freed / 1e6)
+    return freed
+
+
+def source_bytes(source: dict[str, Any]) -> int | None:
+    """The size of a source's GGUF (the parts together), or None when its packages are not installed."""
+    try:
+        if source["kind"] == "gguf-package":
+            return find_gguf("?", source).stat().st_size
+        return sum(_find_chunk("?", p, source["file"]).stat().st_size for p in source["packages"])
+    except (ApoError, OSError):
+        return None
 
 
 def _distribution(alias: str, package: str):

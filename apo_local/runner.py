@@ -1,9 +1,9 @@
 """The one obvious way in: ``optimize(config, out=...)`` -> ``RunResult``.
 
     import apo_local as apo
-    cfg = apo.build_config({"task": "liar", "search": {"rounds": 2}})
-    result = apo.optimize(cfg, out="runs/demo")
-    print(result.best_prompt, result.best_test["metrics"])
+    cfg = apo.build_config({"task": "liar", "search": {"rounds": 1}}, preset="smoke")
+    result = apo.optimize(cfg, out="runs/demo", overwrite=True)
+    print(result.selected_prompt, result.selected_test["metrics"])  # the prompt to deploy, its test scores
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from pathlib import Path
 
 from apo_local import tracking
 from apo_local.config import RunConfig, dump_config, load_config
-from apo_local.engine import RoleEngine, Trace, load_role_engines
+from apo_local.engine import RoleEngine, Trace, load_role_engines, role_models
 from apo_local.errors import ApoError
 from apo_local.run_dir import RunDir, write_json
 from apo_local.scoring import limit_length
 from apo_local.search import BeamSearch, RunResult
 from apo_local.search.state import Phase, RunState
 from apo_local.search.estimate import estimate, record_throughput
-from apo_local.search.splits import eval_rows, train_rows, validation_rows
+from apo_local.search.splits import eval_rows, train_rows, validation_rows, validation_warning
 from apo_local.tasks import Task, load_task
 from apo_local.tasks.judge import attach_judge
 
@@ -50,7 +50,7 @@ def optimize(cfg: RunConfig, out: str | Path | None = None, *, task: Task | None
     size = estimate(cfg, task, train_rows(task, cfg), eval_rows(task, cfg), validation_rows(task, cfg))
     run_dir = RunDir(out) if out else None
     if run_dir:
-        run_dir.open(dump_config(cfg), overwrite=overwrite)
+        run_dir.open(models_comment(run_models(cfg)) + dump_config(cfg), overwrite=overwrite)
         write_json(run_dir.path / "estimate.json", size.to_dict())
     (on_estimate or (lambda e: [log.info(line) for line in e.lines()]))(size)
     try:
@@ -92,6 +92,7 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, task: Task | None) -> RunResult
     trace = Trace(run_dir.trace if run_dir else None)
     loading = time.perf_counter()
     target, optimizer = engines_for(cfg, trace)
+    models, warnings = run_models(cfg), run_warnings(cfg, task)
     attach_judge(task, optimizer, trace)  # metric judge: graded by judge.model, else the optimizer's engine
     model_load = time.perf_counter() - loading
     # Over-long examples are cut in the middle to fit the target's context (tasks.task.LengthLimit),
@@ -100,6 +101,8 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, task: Task | None) -> RunResult
     beam_search = BeamSearch(task, target, optimizer, cfg, run_dir)
     tracker = tracking.start(cfg, run_dir.path if run_dir else None, beam_search, trace, task.metric.name)
     result = beam_search.run()
+    result.models = models  # which models this run used (also in engines.json and config.yaml's header)
+    result.warnings = warnings
     # Where the wall time went (this process; "search" includes earlier processes of a resumed run).
     total = time.perf_counter() - started + before
     search = float(result.time.get("seconds", 0.0))
@@ -115,6 +118,35 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, task: Task | None) -> RunResult
     tracking.finish(tracker, result, run_dir.path if run_dir else None)
     record_throughput(cfg, trace.totals_dict())  # the next estimate's time figure on this machine
     return result
+
+
+def run_models(cfg: RunConfig) -> dict:
+    """The model each role of ``cfg`` uses: name, alias, folder, weights fingerprint (``engine.model_of``)."""
+    return role_models(cfg.target.settings(cfg.seed), cfg.optimizer_engine_config().settings(cfg.seed))
+
+
+def run_warnings(cfg: RunConfig, task: Task) -> list[str]:
+    """What the reader must know before trusting the run's numbers, known before it starts (each logged once):
+    a validation split too small to tell prompts apart (``splits.validation_warning``)."""
+    found = [w for w in (validation_warning(len(validation_rows(task, cfg))),) if w]
+    for w in found:
+        log.warning(w)
+    return found
+
+
+def models_comment(models: dict) -> str:
+    """config.yaml's header: the models its ``model`` keys resolved to (``model: null`` is the registry default)."""
+    lines = []
+    for role, m in models.items():
+        if role == "optimizer" and m == models.get("target"):
+            lines.append("# optimizer model: the target's")
+        elif m.get("backend") == "openai":
+            lines.append(f"# {role} model: {m['name']} served at {m['base_url']}")
+        else:
+            name = m["alias"] or m["folder"]
+            default = " (the registry default)" if m["name"] is None else ""
+            lines.append(f"# {role} model: {name}{default}, folder {m['folder']}, weights {m['fingerprint']}")
+    return "\n".join(lines) + "\n"
 
 
 def cap_test_limit(cfg: RunConfig, task: Task) -> RunConfig:

@@ -105,6 +105,7 @@ def lock_run(name: str, out: Path, monkeypatch, **overrides) -> LockRun:
     results = json.loads((out / "results.json").read_text())
     results.pop("time")
     results.pop("replies")  # the reply counts came later than the golden
+    results.pop("models", None), results.pop("warnings", None)  # so did the model record and the warnings
     rounds = {p.stem: json.loads(p.read_text()) for p in sorted((out / "rounds").glob("*.json"))}
     trace = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
     return LockRun(cfg, results, rounds, trace, list(engine.prompts))

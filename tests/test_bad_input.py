@@ -197,8 +197,8 @@ def test_bad_template(tmp_path, monkeypatch, capsys, template, expected):
         (["--selector", "thompson"], "unknown selector 'thompson'"),
         (["--target-model", "no-such-alias"], "target.model: unknown model 'no-such-alias'"),
         (["--optimizer-model", "no-such-alias"], "optimizer.model: unknown model 'no-such-alias'"),
-        (["--scoring-mode", "vibes"], "scoring.mode: Input should be 'logprobs' or 'generate'"),
-        (["--target-backend", "onnx"], "target.backend: Input should be 'vllm', 'transformers' or 'openai'"),
+        (["--scoring-mode", "vibes"], "--scoring-mode (scoring.mode): Input should be 'logprobs' or 'generate'"),
+        (["--target-backend", "onnx"], "--target-backend (target.backend): Input should be 'vllm', 'transformers' or 'openai'"),
         (["--meta-prompts-edit", "/nonexistent/edit.jinja"], "meta_prompts.edit: file /nonexistent/edit.jinja does not exist"),
     ],
 )
@@ -272,7 +272,7 @@ def test_config_file_problems(tmp_path, monkeypatch, capsys):
 )
 def test_bad_flag_names_the_key(tmp_path, monkeypatch, capsys, flag, value, key):
     msg = cli(monkeypatch, capsys, "optimize", "--out", tmp_path / "run", flag, value)[1]
-    assert msg.startswith(f"config: {key}: "), msg
+    assert msg.startswith(f"{flag} ({key}): "), msg  # the flag the value came from, not "config:"
 
 
 def test_missing_out(monkeypatch, capsys):
@@ -363,7 +363,7 @@ def test_evaluate_bad_input(tmp_path, monkeypatch, capsys):
     "args, expected",
     [
         (["optimize", "--out", "{tmp}/run", "--task", "nope"], "unknown task 'nope'"),
-        (["optimize", "--out", "{tmp}/run", "--rounds", "-1"], "config: search.rounds: Input should be greater than or equal to 1"),
+        (["optimize", "--out", "{tmp}/run", "--rounds", "-1"], "--rounds (search.rounds): Input should be greater than or equal to 1"),
         (["optimize", "--out", "{tmp}/run", "--target-model", "{tmp}/missing"], "does not exist"),
         (["evaluate", "--task", "{tmp}/task/task.yaml"], "label 'Maybe' is not one of Yes, No"),
         (["optimize", "--bogus-flag", "1"], "No such option '--bogus-flag'"),

@@ -68,7 +68,7 @@ def test_cli_refuses_an_ignored_knob_with_one_line_and_exit_2(monkeypatch, capsy
     with pytest.raises(SystemExit) as info:
         main()
     err = capsys.readouterr().err.splitlines()
-    assert info.value.code == 2 and err == ["error: config: selection.ucb_e_a: not used by selector ucb with "
+    assert info.value.code == 2 and err == ["error: --ucb-e-a (selection.ucb_e_a): not used by selector ucb with "
                                             "acceptance bandit; remove it"]
 
 

@@ -189,7 +189,7 @@ def test_missing_package(tmp_path, monkeypatch):
         resolve_model("b")
 
 
-def test_prepare_is_atomic(tmp_path, monkeypatch, capsys):
+def test_prepare_is_atomic(tmp_path, monkeypatch, caplog):
     write_registry(tmp_path, REGISTRY, monkeypatch)
     target = tmp_path / "store" / "rel" / "b"
     monkeypatch.setattr(model_sources, "find_gguf", lambda alias, source: tmp_path / "fake.gguf")
@@ -199,9 +199,11 @@ def test_prepare_is_atomic(tmp_path, monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(model_sources, "convert_gguf", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with caplog.at_level("INFO", logger="apo_local"), pytest.raises(KeyboardInterrupt):
         resolve_model("b")
-    assert capsys.readouterr().err == "preparing b (first use)...\n"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"preparing model b (first use): converting its GGUF to a bf16 folder in {target}, a few minutes on a 2-core "
+        "CPU (once; later runs load the folder)"]
     assert not target.exists() and list(target.parent.iterdir()) == []
 
     calls = []
@@ -377,3 +379,61 @@ def test_chat_template_plain_forces_plain_mode(tmp_path, monkeypatch):
     assert chat.plain and chat.template_id == "|plain"
     assert chat.render("hello") == "hello" and chat.prompt_ids("hello") == tok("hello")["input_ids"]
     assert not ChatFormatter(tok).plain
+
+
+def test_the_first_use_line_says_how_long(tmp_path, monkeypatch, caplog):
+    from apo_local.models import prepare_minutes
+
+    assert prepare_minutes(253_000_000) == "about 3 min" and prepare_minutes(None) == "a few minutes"
+    write_registry(tmp_path, REGISTRY, monkeypatch)
+    gguf = tmp_path / "fake.gguf"
+    gguf.write_bytes(b"\0" * 1000)
+    monkeypatch.setattr(model_sources, "find_gguf", lambda alias, source: gguf)
+    monkeypatch.setattr(models, "PREPARE_BYTES_PER_S", 1000 / 120)  # this GGUF: 2 minutes
+
+    def convert(gguf, out, plain=False):
+        for name in ("config.json", "model.safetensors", "tokenizer.json"):
+            (out / name).write_text("{}")
+
+    monkeypatch.setattr(model_sources, "convert_gguf", convert)
+    with caplog.at_level("INFO", logger="apo_local"):
+        resolve_model("b")
+    assert "(first use): converting its 0 MB GGUF" in caplog.text and "about 2 min on a 2-core CPU" in caplog.text
+
+
+def test_a_killed_prepare_leaves_nothing_the_next_one_keeps(tmp_path, monkeypatch, caplog):
+    """Temporary folders of a prepare whose process is gone (here: a pid that cannot exist, and an earlier
+    version's unnamed one untouched for an hour) are removed by the next prepare; a live process's are kept."""
+    import os
+    import time
+
+    write_registry(tmp_path, REGISTRY, monkeypatch)
+    target = tmp_path / "store" / "rel" / "b"
+    target.parent.mkdir(parents=True)
+    host = model_sources.temp_prefix(target, "partial").split("-")[1]
+    dead = target.parent / f".b.partial-{host}-999999999-abc"
+    (dead / "sub").mkdir(parents=True)
+    (dead / "sub" / "model.safetensors").write_bytes(b"\0" * 2_000_000)
+    legacy = target.parent / ".b.gguf-xyz"
+    legacy.mkdir()
+    hour_ago = time.time() - 3600
+    os.utime(legacy, (hour_ago, hour_ago))
+    recent_legacy = target.parent / ".b.gguf-new"
+    recent_legacy.mkdir()
+    alive = target.parent / f".b.partial-{host}-{os.getpid()}-live"
+    alive.mkdir()
+    other = target.parent / ".c.partial-x-1-y"  # another model's
+    other.mkdir()
+    assert model_sources.stale_temporaries(target) == sorted([dead, legacy])
+    monkeypatch.setattr(model_sources, "find_gguf", lambda alias, source: tmp_path / "fake.gguf")
+
+    def convert(gguf, out, plain=False):
+        for name in ("config.json", "model.safetensors", "tokenizer.json"):
+            (out / name).write_text("{}")
+
+    monkeypatch.setattr(model_sources, "convert_gguf", convert)
+    with caplog.at_level("INFO", logger="apo_local"):
+        assert resolve_model("b") == target
+    assert not dead.exists() and not legacy.exists()
+    assert recent_legacy.exists() and alive.exists() and other.exists()
+    assert "removed 2 temporary folders of an interrupted prepare of b (2 MB)" in caplog.text

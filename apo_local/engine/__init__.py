@@ -21,7 +21,7 @@ from apo_local.errors import ApoError
 __all__ = [
     "CachedEngine", "ChoiceScores", "Engine", "EngineSettings", "Generation", "GenerationRequest",
     "LazyBackend", "ROLES", "RoleEngine", "Trace", "load_engine", "load_role_engines", "engine_key", "has_cuda_gpu",
-    "running_engines", "shutdown_engines",
+    "running_engines", "shutdown_engines", "model_of", "role_models",
 ]
 
 log = logging.getLogger("apo_local")
@@ -171,10 +171,28 @@ def load_role_engines(target: EngineSettings, optimizer: EngineSettings,
     first = load_engine(plan.target, cache_path, role="target")
     second = load_engine(plan.optimizer, cache_path, role="optimizer")
     if record is not None:  # once both run: a run that failed to start leaves nothing behind
+        import json
+
         from apo_local.run_dir import atomic_write
 
-        atomic_write(Path(record), plan.to_json() + "\n")  # readable by the user only, as the whole run directory
+        view = {**json.loads(plan.to_json()), "models": role_models(target, optimizer)}
+        atomic_write(Path(record), json.dumps(view, indent=2) + "\n")  # user-only, as the whole run directory
     return first, second
+
+
+def model_of(settings: EngineSettings) -> dict:
+    """Which model an engine's settings mean (``models.model_record``: name as given, alias, folder, weights
+    fingerprint); a server's model is the name it serves, with the backend and URL."""
+    if settings.backend == "openai":
+        return {"name": settings.model, "backend": "openai", "base_url": settings.base_url}
+    from apo_local.models import model_record
+
+    return {**model_record(settings.model), "backend": settings.backend}
+
+
+def role_models(target: EngineSettings, optimizer: EngineSettings) -> dict:
+    """``{"target": model_of(target), "optimizer": model_of(optimizer)}``: what a run records of its models."""
+    return {"target": model_of(target), "optimizer": model_of(optimizer)}
 
 
 def engines_started() -> int:

@@ -130,26 +130,41 @@ class RoleEngine:
 # -- progress ------------------------------------------------------------------------------------
 
 log = logging.getLogger("apo_local")
-# an engine call running longer than this gets a line when it starts and when it ends (APO_LOCAL_PROGRESS_AFTER_S)
+# an engine call running longer than this gets a line when it starts and when it ends (APO_LOCAL_PROGRESS_AFTER_S),
+# and while it runs one line every HEARTBEAT_S seconds (APO_LOCAL_HEARTBEAT_S): elapsed, requests done, tokens out
 PROGRESS_AFTER_S = float(os.environ.get("APO_LOCAL_PROGRESS_AFTER_S") or 2.0)
+HEARTBEAT_S = float(os.environ.get("APO_LOCAL_HEARTBEAT_S") or 30.0)
 
 
 @contextmanager
 def _progress(role: str, what: str, n: int, trace: Trace):
-    """One log line (stderr) when an engine call is still running after ``PROGRESS_AFTER_S`` seconds, and
-    one when it ends: long work never looks like a hang."""
+    """One log line (stderr) when an engine call is still running after ``PROGRESS_AFTER_S`` seconds, a heartbeat
+    every ``HEARTBEAT_S`` seconds while it runs (elapsed time, and the requests finished and tokens generated so
+    far where the backend reports them: ``engine/progress.py``), and one line when it ends: long work never
+    looks like a hang."""
+    from apo_local.engine.progress import tracking
+
     where = f"{trace.phase}, round {trace.round}" if trace.phase and trace.round else (trace.phase or "")
     label = f"{role}: {n} {what} request{'s' if n != 1 else ''}" + (f" ({where})" if where else "")
-    timer = threading.Timer(PROGRESS_AFTER_S, log.info, args=("%s ...", label))
-    timer.daemon = True
+    finished = threading.Event()
     start = time.perf_counter()
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-        if time.perf_counter() - start > PROGRESS_AFTER_S:
-            log.info("%s done in %.1f s", label, time.perf_counter() - start)
+    with tracking() as progress:
+        def beat() -> None:
+            if finished.wait(PROGRESS_AFTER_S):
+                return
+            log.info("%s ...", label)
+            while not finished.wait(HEARTBEAT_S):
+                so_far = progress.describe()
+                log.info("%s: still running, %.0f s%s", label, time.perf_counter() - start,
+                         f" ({so_far})" if so_far else "")
+
+        threading.Thread(target=beat, daemon=True, name="apo-heartbeat").start()
+        try:
+            yield
+        finally:
+            finished.set()
+            if time.perf_counter() - start > PROGRESS_AFTER_S:
+                log.info("%s done in %.1f s", label, time.perf_counter() - start)
 
 
 # -- Ctrl-C ------------------------------------------------------------------------------------

@@ -30,9 +30,12 @@ __all__ = ["ChatFormatter", "VLLMEngine", "model_fingerprint"]  # the first two 
 log = logging.getLogger(__name__)
 
 
-def _progress(n: int) -> bool:
-    """A progress bar for long batches when a person is watching."""
-    return n >= 256 and sys.stderr.isatty()
+def _progress(n: int):
+    """vLLM's progress hook: counts finished requests and generated tokens for the heartbeat of long calls
+    (``engine/progress.py``), and draws a bar for long batches when a person is watching."""
+    from apo_local.engine.progress import ProgressBar
+
+    return ProgressBar.drawn(n >= 256 and sys.stderr.isatty())
 
 
 _CAUSE = re.compile(r"\b(?:[A-Za-z_.]*(?:Error|Exception)|ValueError|RuntimeError): (.+)")

@@ -42,6 +42,28 @@ class RunData:
         return self.results is not None
 
 
+def run_models(run: RunData) -> dict:
+    """The models the run used, by role (results.json's ``models``, else engines.json's: an unfinished run); {}
+    for a run written before they were recorded."""
+    if run.results and run.results.get("models"):
+        return run.results["models"]
+    try:
+        return json.loads((run.path / "engines.json").read_text(encoding="utf-8")).get("models") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def model_name(m: dict | None) -> str | None:
+    """How a report names a recorded model: its alias (else its folder's name, or a server's model name), and
+    the weights fingerprint."""
+    if not m:
+        return None
+    if m.get("backend") == "openai":
+        return f"{m.get('name') or 'served model'} at {m.get('base_url')}"
+    name = m.get("alias") or Path(m.get("folder") or "?").name
+    return f"{name} ({m['fingerprint']})" if m.get("fingerprint") else name
+
+
 def is_run_dir(path: Path) -> bool:
     return (path / "config.yaml").is_file() and ((path / "results.json").is_file() or (path / "checkpoint.json").is_file()
                                                  or (path / "rounds").is_dir())

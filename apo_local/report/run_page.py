@@ -59,9 +59,13 @@ def _replies(page: Page, run: D.RunData) -> None:
 def _subtitle(run: D.RunData) -> str:
     cfg = run.config
     search = cfg.get("search") or {}
+    models = D.run_models(run)  # the resolved models (a run from before they were recorded: the config's names)
+    target = D.model_name(models.get("target")) or (cfg.get("target") or {}).get("model") or "registry default"
+    same = models.get("optimizer") == models.get("target") if models else not (cfg.get("optimizer") or {}).get("model")
+    optimizer = "= target" if same else D.model_name(models.get("optimizer")) or (cfg.get("optimizer") or {}).get("model")
     return (f"task {cfg.get('task')} · proposer {search.get('proposer', 'protegi')} · selector "
-            f"{(cfg.get('selection') or {}).get('selector')} · target {(cfg.get('target') or {}).get('model') or 'default'}"
-            f" · optimizer {(cfg.get('optimizer') or {}).get('model') or '= target'} · seed {cfg.get('seed')} · rounds "
+            f"{(cfg.get('selection') or {}).get('selector')} · target {target}"
+            f" · optimizer {optimizer} · seed {cfg.get('seed')} · rounds "
             f"{len(run.rounds)}/{search.get('rounds')}")
 
 

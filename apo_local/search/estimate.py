@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from apo_local.config import RunConfig
+from apo_local.errors import ApoError
 from apo_local.run_dir import atomic_write
 from apo_local.search.proposers.abo_format import parse_abo
 from apo_local.tasks import Example, Task
@@ -71,9 +72,21 @@ def throughput_path() -> Path:
     return Path(root) / "throughput.json"
 
 
-def _models_key(cfg: RunConfig) -> str:
+def throughput_key(cfg: RunConfig) -> str:
+    """The record's key: each role's resolved model (its weights fingerprint; a server's model name and URL), backend
+    and dtype, so an alias, its folder and ``model: null`` for the default share one record."""
+    from apo_local.engine import model_of
+
     t, o = cfg.target, cfg.optimizer_engine_config()
-    return json.dumps([[t.model, t.backend, t.dtype], [o.model, o.backend, o.dtype]])
+
+    def model(e) -> str | None:
+        try:
+            m = model_of(e.settings(cfg.seed))
+        except ApoError:  # a model that cannot be resolved here: keyed by its name
+            return e.model
+        return m.get("fingerprint") or f"{m['name']}@{m.get('base_url')}"
+
+    return json.dumps([[model(t), t.backend, t.dtype], [model(o), o.backend, o.dtype]])
 
 
 def record_throughput(cfg: RunConfig, totals: dict) -> None:
@@ -89,7 +102,7 @@ def record_throughput(cfg: RunConfig, totals: dict) -> None:
     path = throughput_path()
     try:
         known = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        known[_models_key(cfg)] = rates
+        known[throughput_key(cfg)] = rates
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         atomic_write(path, json.dumps(known, indent=1))  # readable by the user only, like the cache
     except (OSError, ValueError):
@@ -98,7 +111,7 @@ def record_throughput(cfg: RunConfig, totals: dict) -> None:
 
 def _seconds(cfg: RunConfig, est: "Estimate") -> float | None:
     try:
-        rates = json.loads(throughput_path().read_text(encoding="utf-8")).get(_models_key(cfg))
+        rates = json.loads(throughput_path().read_text(encoding="utf-8")).get(throughput_key(cfg))
     except (OSError, ValueError):
         return None
     if not rates or set(rates) != {"target", "optimizer"}:

@@ -31,12 +31,16 @@ class RunResult:
     selected_vs_constant: dict | None = None  # paired test statistics against the best constant answer
     headline: str = ""  # one plain-word sentence: what the test numbers mean (search.headline.headline)
     attribution: dict | None = None  # edit attribution: lineage gains, unit contributions (search.attribution)
+    models: dict | None = None  # by role: the model used (name, alias, folder, weights fingerprint; engine.model_of)
+    warnings: list[str] = field(default_factory=list)  # what the reader must know before trusting the numbers
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for key in ("pick", "initial_validation", "constant_baselines", "selected_vs_constant", "attribution"):
+        for key in ("pick", "initial_validation", "constant_baselines", "selected_vs_constant", "attribution", "models"):
             if d[key] is None:
                 del d[key]
+        if not d["warnings"]:
+            del d["warnings"]
         return d
 
 

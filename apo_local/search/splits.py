@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from apo_local.config import DEMO_PROPOSERS, RunConfig
 from apo_local.errors import ApoError
+from apo_local.stats import examples_needed
 from apo_local.search.streams import seeded_order_key
 from apo_local.tasks import Example, Task
 
@@ -94,3 +95,22 @@ def eval_rows(task: Task, cfg: RunConfig) -> list[Example]:
     split, limit = cfg.evaluation.test_split, cfg.evaluation.test_limit
     rows = task.check_split(split, min_size=limit or 1, size_name="evaluation.test_limit" if limit else "the minimum")
     return rows[:limit]
+
+
+# What a validation split must separate: prompts SEPARATE_DELTA apart in accuracy, when they disagree on
+# ASSUMED_DISCORDANT of the rows (a beam's prompts are close relatives); a split too small for that is warned of.
+SEPARATE_DELTA, ASSUMED_DISCORDANT, FINER_DELTA = 0.2, 0.2, 0.1
+
+
+def validation_warning(n: int) -> str | None:
+    """One line when ``n`` validation rows (n > 0) are too few to tell the final beam's prompts apart: fewer than
+    a paired comparison needs to detect an accuracy difference of ``SEPARATE_DELTA`` (two-sided 5%, 80% power,
+    prompts disagreeing on ``ASSUMED_DISCORDANT`` of the rows; ``stats.examples_needed``). None otherwise."""
+    need = examples_needed(SEPARATE_DELTA, ASSUMED_DISCORDANT)
+    if n <= 0 or n >= need:
+        return None
+    finer = examples_needed(FINER_DELTA, ASSUMED_DISCORDANT)
+    return (f"warning: the final pick is made on {n} validation rows, too few to tell prompts apart: detecting an "
+            f"accuracy difference of {SEPARATE_DELTA:.2f} needs about {need} rows, {FINER_DELTA:.2f} about {finer} "
+            f"(80% power, 5% level, prompts disagreeing on {ASSUMED_DISCORDANT:.0%} of rows); give the task a "
+            f"validation split or raise evaluation.validation_rows")

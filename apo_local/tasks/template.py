@@ -56,6 +56,9 @@ class PromptTemplate:
 
     def render(self, instruction: str, input: str, labels: Sequence[str] = ()) -> str:
         """``instruction`` is the prompt text: the instruction, then its demonstrations block if any."""
+        if not isinstance(instruction, str):  # e.g. None from a library caller: one line, not a TypeError
+            raise ApoError(f"{self.origin}: the instruction must be text, not {type(instruction).__name__} "
+                           "(a task's own is task.initial_instruction)")
         demos: list[dict] = []
         if OPEN in instruction:
             instruction, demos = split_prompt(instruction)
