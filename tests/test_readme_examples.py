@@ -72,7 +72,7 @@ def test_the_examples_run_as_written_around_a_stand_in_engine(which, tmp_path, m
 
 
 @pytest.mark.engine
-def test_the_examples_run_as_written_on_the_embedded_model(tmp_path, monkeypatch, capsys):
+def test_the_examples_run_as_written_on_the_embedded_model(engine, tmp_path, monkeypatch, capsys):
     """Exactly as written (smoke preset, the embedded model): the whole library path. The runner's docstring
     example (the same smoke search) runs around the stand-in only, to keep this to one search."""
     monkeypatch.chdir(tmp_path)
