@@ -69,6 +69,10 @@ class OptimizerConfig(EngineConfig):
 class ScoringConfig(_Section):
     mode: Literal["logprobs", "generate"] = D("logprobs", "how the target answers: label log-probs or generated text")
     max_tokens: PositiveInt = D(8, "most answer tokens in generate mode")
+    calibration: Literal["none", "batch", "content-free"] = D(
+        "none", "logprobs mode: remove each prompt's label lean before the argmax: batch (each label's mean log-prob "
+                "over 32 fixed training inputs) or content-free (over N/A, empty and [MASK] inputs); see "
+                "apo_local/calibration.py")
 
 
 PROPOSER_NAMES = ("protegi", "one-step", "three-stage", "rewrite", "improve", "abo", "fewshot", "instruction+fewshot")

@@ -60,7 +60,8 @@ def explain(path: str | Path) -> dict:
         trace = Trace()
         trace.at("attribution", results.get("rounds_completed"))
         parse = (lambda text: final_answer(task, text)) if cfg.search.proposer == "abo" else None
-        scorer = Scorer(task, _engines(cfg, task, trace), *cfg.answer_mode(), parse=parse)
+        scorer = Scorer(task, _engines(cfg, task, trace), *cfg.answer_mode(), parse=parse,
+                        calibration=cfg.scoring.calibration)
         records = attr.candidate_records(json.loads(f.read_text(encoding="utf-8"))
                                          for f in sorted(run_dir.rounds.glob("round-*.json")))
         result = attr.compute(scorer, task, records, results["selected_prompt"], results["initial_prompt"],

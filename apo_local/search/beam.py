@@ -80,7 +80,7 @@ class BeamSearch:
         self.validation = validation_rows(task, cfg)
         self.test = eval_rows(task, cfg)
         parse = (lambda text: final_answer(task, text)) if cfg.search.proposer == "abo" else None  # work, then label
-        self.scorer = Scorer(task, target, *cfg.answer_mode(), parse=parse)
+        self.scorer = Scorer(task, target, *cfg.answer_mode(), parse=parse, calibration=cfg.scoring.calibration)
         self.meta = MetaPrompts(cfg.meta_prompts.model_dump())
         f = cfg.feedback  # labels the selection rewards are computed against (same example ids)
         if "wrong" in (f.labels, f.selection_labels) or f.errors == "pseudo":
