@@ -166,3 +166,17 @@ def test_the_config_key_reaches_the_schema():
     assert build_config({"scoring": {"calibration": "batch"}}).scoring.calibration == "batch"
     with pytest.raises(ApoError, match="scoring.calibration"):
         build_config({"scoring": {"calibration": "platt"}})
+
+
+def test_the_offsets_reach_the_results_summary_of_the_prompt():
+    """results.json's initial_test / best_test / selected_test are ``SplitStats.summary`` of the evaluation: the
+    prompt's offsets go with it."""
+    from apo_local.search.headline import SplitStats
+
+    task = load_task("liar")
+    test = rows(3, 5)
+    ev = Scorer(task, LeaningEngine(), calibration="content-free").evaluate("Say Yes or No.", test)
+    summary = SplitStats(task.metric, test).summary(ev)
+    assert summary["calibration"] == ev.calibration and summary["metrics"]["f1"] == 1.0
+    plain = Scorer(task, LeaningEngine()).evaluate("Say Yes or No.", test)
+    assert "calibration" not in SplitStats(task.metric, test).summary(plain)
