@@ -56,8 +56,8 @@ def cli(verbose: bool) -> None:
                    "(always used for generation tasks).")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=8, show_default=True,
               help="Answer length in tokens when generating (generation tasks, --mode generate).")
-@click.option("--calibration", type=click.Choice(["none", "batch", "content-free"]),
-              help="Logprobs mode: remove the prompt's label lean (as scoring.calibration; default: its default).")
+@click.option("--calibration", type=click.Choice(["none", "batch", "content-free"]), default="none", show_default=True,
+              help="Logprobs mode: remove the prompt's lean to one label before the argmax (scoring.calibration).")
 @click.option("--backend", type=click.Choice(["vllm", "transformers", "openai"]), default="vllm", show_default=True)
 @click.option("--base-url", help="Backend openai: the server's URL (http://host:8000/v1); --model is its served name.")
 @click.option("--cache", help="Result cache file, or 'off'.")
@@ -101,10 +101,7 @@ def evaluate(task, prompt_file, split, limit, model, mode, backend, base_url, ca
     from apo_local.tasks.judge import attach_judge
 
     attach_judge(t, RoleEngine(engine, "optimizer", trace), trace)  # metric judge: judge.model, else this model
-    from apo_local.config_schema import ScoringConfig
-
-    scorer = Scorer(t, RoleEngine(engine, "target", trace), mode, max_tokens,
-                    calibration=calibration or ScoringConfig().calibration)
+    scorer = Scorer(t, RoleEngine(engine, "target", trace), mode, max_tokens, calibration=calibration)
     result = scorer.evaluate(instruction, examples)
     if out_file:
         write_predictions(out_file, prediction_records(t, examples, result))
@@ -123,9 +120,6 @@ def evaluate(task, prompt_file, split, limit, model, mode, backend, base_url, ca
         click.echo(f"{t.name}/{split} (n={len(examples)}, mode={scorer.mode}): "
                    + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
         click.echo(f"predicted: {result.predicted_distribution}  true: {report['true_distribution']}")
-        if result.calibration:
-            click.echo(f"calibration: {result.calibration['method']}, offsets "
-                       + ", ".join(f"{k} {v:.3f}" for k, v in result.calibration["offsets"].items()))
         if mapped:
             click.echo(f"labels mapped: {sum(mapped.values())} ({', '.join(f'{k}: {v}' for k, v in mapped.items())})")
     if out_file:

@@ -137,7 +137,7 @@ def test_the_shipped_registry_lists_both_qwen_models(monkeypatch):
         assert "Apache-2.0" in entry.notes
     listed = {row["alias"]: row for row in list_models()}
     assert set(QWEN) <= set(listed) and listed["smollm2-135m"]["default"]
-    assert all(listed[a]["path"] == str(models.models_dir() / a) for a in QWEN)
+    assert all(Path(listed[a]["path"]) == (models.models_dir() / a).resolve() for a in QWEN)
 
 
 def test_models_list_shows_them(monkeypatch):
@@ -149,4 +149,4 @@ def test_models_list_shows_them(monkeypatch):
     out = CliRunner().invoke(cli, ["models", "list"]).output
     lines = {line.split()[0 if not line.startswith("*") else 1]: line for line in out.splitlines()}
     for alias in QWEN:
-        assert alias in lines and str(models.models_dir() / alias) in lines[alias]
+        assert alias in lines and str((models.models_dir() / alias).resolve()) in lines[alias]
