@@ -116,3 +116,14 @@ def test_admission_counts_and_logs_the_rejection(liar, hygiene, tmp_path):
     events = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
     events = [e for e in events if e.get("event") == "candidate_rejected"]
     assert [e["rule"] for e in events] == ["pastes examples"] and events[0]["reason"].startswith("pastes examples (")
+
+
+def test_a_few_shot_prompts_demonstrations_are_not_pasted_examples(liar, hygiene):
+    """The fewshot proposers put training rows in a ``<demonstrations>`` block on purpose; the instruction above it
+    is still checked."""
+    from apo_local.tasks.demos import demo, join_prompt
+
+    demos = [demo(ex) for ex in liar.split("train")[:3]]
+    assert hygiene.reason(join_prompt(PARENT, demos), PARENT) is None
+    pasted = f'{PARENT}\nInput: "{statement(liar, 5)[:50]}" Label: Yes Prediction: No'
+    assert rule(hygiene.reason(join_prompt(pasted, demos), PARENT)) == "pastes examples"

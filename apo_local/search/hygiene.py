@@ -13,13 +13,16 @@ Each rule names why a proposal is rejected (``search.hygiene``, on by default):
   "Label: Yes / Prediction: No" pair, an example's "Input: ... / Label: Yes" row, or a run of ``COPY_SPAN``+
   words copied from a training input (a pasted row inside a longer instruction stays under ``copy_overlap``).
   A parent that already holds such a row (e.g. a user's few-shot instruction) lets its children keep it;
-  an ABO demonstration is left out, as above.
+  an ABO demonstration and a few-shot prompt's ``<demonstrations>`` block are left out.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Iterable, Sequence
+
+from apo_local.errors import ApoError
+from apo_local.tasks.demos import split_prompt
 
 NGRAM = 6
 MIN_WORDS = 3
@@ -89,7 +92,12 @@ class Hygiene:
         return None
 
     def pasted_example(self, text: str) -> str | None:
-        """What in ``text`` is a pasted example row (see the module's ``pastes examples``), or None."""
+        """What in ``text`` is a pasted example row (see the module's ``pastes examples``), or None. A few-shot
+        prompt's ``<demonstrations>`` block (``tasks/demos.py``) holds training rows on purpose: left out."""
+        try:
+            text = split_prompt(text)[0]
+        except ApoError:  # a malformed block: judged as it is
+            pass
         m = _DEMO.search(text)
         text = text[: m.start()] if m else text
         label = "|".join(re.escape(w) for w in sorted(self.labels, key=len, reverse=True)) or r"[^\s\"']+"
