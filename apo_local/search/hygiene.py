@@ -9,10 +9,15 @@ rules only; ``off``):
 * ``drops label words``: the parent names the task's labels (e.g. "Yes" / "No") and the proposal lost one;
 * ``repeated sentence``: a sentence of 3+ words occurs twice (a looping reply);
 * ``copies training data``: more than ``search.copy_overlap`` of its word 6-grams occur in training
-  inputs (a copied example row). An ABO demonstration, which shows one example on purpose, is left out.
+  inputs (a copied example row). An ABO demonstration, which shows one example on purpose, is left out;
+* ``pastes examples``: it pastes the rows the optimizer was shown into the instruction: an error example's
+  "Label: Yes / Prediction: No" pair, an example's "Input: ... / Label: Yes" row, or a run of ``COPY_SPAN``+
+  words copied from a training input (a pasted row inside a longer instruction stays under ``copy_overlap``).
+  A parent that already holds such a row (e.g. a user's few-shot instruction) lets its children keep it;
+  an ABO demonstration and a few-shot prompt's ``<demonstrations>`` block are left out.
 
 ``too short``, ``chat filler`` and ``repeated sentence`` are the form rules: they judge what any operator
-writes alike. ``drops label words`` and ``copies training data`` judge content that depends on the operator
+writes alike. ``drops label words``, ``copies training data`` and ``pastes examples`` judge content that depends on the operator
 (an operator shown no data cannot copy a row, and one shown no outputs names the labels less often: on Liar
 with SmolLM2-135M "drops label words" rejected 7 of 8 free-text rewrites but 1 of 8 free-text edits,
 docs/benchmarks.md), so a study that compares operators keeps the form rules only (``search.hygiene: form``,
@@ -24,8 +29,12 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
+from apo_local.errors import ApoError
+from apo_local.tasks.demos import split_prompt
+
 NGRAM = 6
 MIN_WORDS = 3
+COPY_SPAN = 12  # words in a row copied from one training input that make a pasted example
 
 _FILLER = re.compile("|".join([
     r"\bplease (?:continue|proceed|provide|let me know|note that (?:this|the) (?:prompt|edit))\b",
@@ -44,6 +53,9 @@ _FILLER = re.compile("|".join([
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORD = re.compile(r"[a-z0-9']+")
 _DEMO = re.compile(r"^\s*\**\s*demonstration\s*\**\s*:", re.IGNORECASE | re.MULTILINE)
+_ANSWER_FIELD = r"(?:prediction|predicted(?:\s+label)?|model(?:'s)?\s+(?:output|answer)|output|its\s+answer)"
+_INPUT_FIELD = r"(?:input|text)"
+_LABEL_FIELD = r"(?:correct\s+|true\s+|gold\s+)?label"
 
 
 def words(text: str) -> list[str]:
@@ -85,7 +97,41 @@ class Hygiene:
         share = self.copied_share(text)
         if share > self.copy_overlap:
             return f"copies training data ({share:.0%} of its 6-grams)"
+        pasted = self.pasted_example(text)
+        if pasted and not self.pasted_example(parent):
+            return f"pastes examples ({pasted})"
         return None
+
+    def pasted_example(self, text: str) -> str | None:
+        """What in ``text`` is a pasted example row (see the module's ``pastes examples``), or None. A few-shot
+        prompt's ``<demonstrations>`` block (``tasks/demos.py``) holds training rows on purpose: left out."""
+        try:
+            text = split_prompt(text)[0]
+        except ApoError:  # a malformed block: judged as it is
+            pass
+        m = _DEMO.search(text)
+        text = text[: m.start()] if m else text
+        label = "|".join(re.escape(w) for w in sorted(self.labels, key=len, reverse=True)) or r"[^\s\"']+"
+        value = rf"[\"'*]*(?:{label})[\"'*]*"
+        if re.search(rf"\b{_LABEL_FIELD}\s*:\s*{value}[\s.,;|]*{_ANSWER_FIELD}\s*:\s*{value}", text, re.IGNORECASE):
+            return "a Label/Prediction pair"
+        if (re.search(rf"\b{_INPUT_FIELD}\s*:\s*\"[^\"\n]{{10,}}\"\s*{_LABEL_FIELD}\s*:\s*{value}(?!\w)", text, re.IGNORECASE)
+                or re.search(rf"^\W*{_INPUT_FIELD}\s*:[^\n]{{10,}}\n(?:[^\n]*\n){{0,6}}?\W*{_LABEL_FIELD}\s*:\s*{value}\W*$",
+                             text, re.IGNORECASE | re.MULTILINE)):
+            return "an Input/Label row"
+        span = self.copied_span(text)
+        if span >= COPY_SPAN:
+            return f"{span} words in a row from a training input"
+        return None
+
+    def copied_span(self, text: str) -> int:
+        """The most words in a row of ``text`` whose every 6-gram occurs in the training inputs (0: none)."""
+        w = words(text)
+        best = run = 0
+        for i in range(len(w) - NGRAM + 1):
+            run = run + 1 if tuple(w[i : i + NGRAM]) in self.data else 0
+            best = max(best, run)
+        return best + NGRAM - 1 if best else 0
 
     @staticmethod
     def _repeats(text: str) -> bool:
