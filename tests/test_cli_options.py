@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import apo_local.runner as O
 from apo_local.cli import cli
 from apo_local.engine import RoleEngine
-from tests.test_search_logic_equivalence import StandIn
+from tests.stand_in import StandIn
 
 
 def invoke(*args):

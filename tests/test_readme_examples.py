@@ -15,7 +15,7 @@ import pytest
 
 import apo_local.runner as O
 from apo_local.engine import RoleEngine
-from tests.test_search_logic_equivalence import StandIn
+from tests.stand_in import StandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from apo_local.config import build_config
 from apo_local.engine import RoleEngine
 from apo_local.models import model_record, resolve_model, weights_fingerprint
 from apo_local.search.splits import validation_warning
-from tests.test_search_logic_equivalence import StandIn
+from tests.stand_in import StandIn
 
 SMALL = {"task": "liar", "cache": "off", "evaluation": {"attribution": False}}
 
