@@ -52,11 +52,26 @@ def test_a_run_whose_prompt_answers_the_majority_party_does_not_headline_a_gain(
     result = optimize(build_config(cfg, {"cache": str(tmp_path / "cache.sqlite")}), tmp_path / "run")
     constant = result.constant_baselines
     assert constant["best"] == "Republican" == constant["majority_label"]
-    vs = result.selected_vs_constant["macro_f1"]
     lines = summary_lines(result)
-    if vs["ci"][0] > 0:  # the selected prompt really beats always-Republican: then the headline may say so
-        assert "over a constant answer:" not in lines[0]
-    else:
-        assert lines[0].startswith(("headline: no gain over a constant answer",
-                                    "headline: no gain shown over a constant answer")) and "'Republican'" in lines[0]
+    # Computed here from the predictions file, not from the code's own interval: on these rows the selected prompt
+    # scores no higher than always answering Republican (the 135M target answers the majority party nearly always),
+    # so whatever the interval, the headline must not call it a gain over the constant.
+    name = "test-selected.jsonl" if (tmp_path / "run" / "predictions" / "test-selected.jsonl").is_file() else "test-best.jsonl"
+    rows = [json.loads(line) for line in (tmp_path / "run" / "predictions" / name).read_text().splitlines()]
+    gold = [r["gold"] for r in rows]
+    assert _macro_f1([r["parsed"] for r in rows], gold) <= _macro_f1(["Republican"] * len(rows), gold) + 1e-9, \
+        "the fixture no longer exercises this branch: the selected prompt beats the constant here"
+    assert lines[0].startswith(("headline: no gain over a constant answer",
+                                "headline: no gain shown over a constant answer")) and "'Republican'" in lines[0]
     assert any(line.startswith("best constant answer = train majority") for line in lines)
+
+
+def _macro_f1(predicted: list, gold: list) -> float:
+    """Macro-F1 over the gold labels (a label never predicted nor true counts 0), computed independently of apo-local."""
+    scores = []
+    for label in sorted(set(gold)):
+        tp = sum(p == label == g for p, g in zip(predicted, gold))
+        fp = sum(p == label != g for p, g in zip(predicted, gold))
+        fn = sum(g == label != p for p, g in zip(predicted, gold))
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return sum(scores) / len(scores)
