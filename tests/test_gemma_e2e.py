@@ -1,5 +1,6 @@
 """Gemma 3 270M, the second real prepared model (no fakes): prepared from the GGUF split over four PyPI packages,
-run in plain mode (it is the BASE model: no chat template), and the optimizer beside SmolLM2 as the target.
+run in plain mode (it is the BASE model: no chat template), the target of ``evaluate``, and the optimizer beside
+SmolLM2 as the target.
 
 Cost control: the model is prepared once (set-up already did it where ``APO_LOCAL_EXTRA_MODELS=gemma3-270m``,
 as in CI; else about 3 min here), its engine starts once for the module, and the optimize run is the CLI's
@@ -84,6 +85,30 @@ def test_plain_mode_generation_and_label_scoring(gemma, liar):
     assert len({round(s.logprobs[0], 4) for s in scores}) > 1  # depends on the input
     paris = gemma.score_choices(["Q: Is Paris the capital of France? Answer Yes or No.\nA:"], ["Yes", "No"])[0]
     assert paris.logprobs[0] > paris.logprobs[1]
+
+
+def test_gemma_as_the_target_of_evaluate(gemma, liar, tmp_path):
+    """``apo-local evaluate --model gemma3-270m`` on 8 test rows, in-process: the module's Gemma engine is the target
+    (no other engine starts), each prediction is the label Gemma scores highest on that row, the metrics are the
+    task's."""
+    from apo_local.cli import cli
+    from apo_local.engine import running_engines
+
+    rows = liar.split("test")[:8]
+    direct = gemma.score_choices([liar.render(liar.initial_instruction, ex) for ex in rows], liar.labels)
+    before = running_engines()
+    preds = tmp_path / "predictions.jsonl"
+    res = CliRunner().invoke(cli, ["evaluate", "--task", "liar", "--model", GEMMA, "--limit", "8", "--json",
+                                   "--cache", str(tmp_path / "cache.sqlite"), "--out", str(preds)])
+    assert res.exit_code == 0, (res.output[-3000:], res.exception)
+    assert running_engines() == before  # the module's engine answered
+    report = json.loads(res.output[res.output.index("{"):])
+    assert report["n"] == 8 and report["mode"] == "logprobs" and set(report["metrics"]) >= {"f1", "accuracy"}
+    assert report["usage"]["input_tokens"] > 0 and not report["faults"]
+    records = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert [r["id"] for r in records] == [ex.id for ex in rows]
+    assert [r["parsed"] for r in records] == [liar.labels[s.best] for s in direct]
+    assert report["metrics"]["accuracy"] == pytest.approx(sum(r["correct"] for r in records) / 8)
 
 
 def test_optimize_with_gemma_as_the_optimizer_beside_smollm2(engine, gemma, tmp_path):

@@ -87,3 +87,78 @@ def test_optimize_through_the_server(server, tmp_path):
     rerun = [json.loads(line) for line in (tmp_path / "again" / "trace.jsonl").read_text().splitlines()]
     assert all(t["cache_hits"] == t["prompts"] for t in rerun if t.get("op"))
     assert Path(out / "predictions" / "test-best.jsonl").is_file()
+
+
+KEY = "sk-apotest-served-key-7c41d09e2b"
+
+
+def test_a_server_dying_mid_run_then_resume(vllm_server, tmp_path):
+    """``apo-local optimize`` (a subprocess, as a user runs it) against the server behind a relay (tests/tcp_relay.py),
+    with APO_LOCAL_OPENAI_API_KEY set: the server dies once round 1's candidates are checkpointed (its connections
+    reset, its port refusing); the run stops with one ``error:`` line, no traceback, its checkpoint kept; the server
+    comes back on the same address and ``--resume`` finishes from that checkpoint (the optimizer is not asked
+    again). Every request carried the key; no file the run or its caches wrote holds it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from tests.conftest import CLI_RUN
+    from tests.tcp_relay import Relay
+
+    upstream = ("127.0.0.1", int(vllm_server.base_url.rsplit(":", 1)[1]))
+    relay = Relay(upstream, needle=f"authorization: bearer {KEY}".encode())
+    url = f"http://127.0.0.1:{relay.port}/v1"
+    config = {**CLI_RUN, "cache": str(tmp_path / "cache.sqlite"), "target": {"backend": "openai", "base_url": url}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    env = {**os.environ, "APO_LOCAL_OPENAI_API_KEY": KEY, "APO_LOCAL_CACHE_DIR": str(tmp_path / "user-cache")}
+    cli = [sys.executable, "-m", "apo_local.cli"]
+    root = Path(__file__).resolve().parents[1]
+
+    def phase():
+        try:
+            c = json.loads((run / "checkpoint.json").read_text())  # written atomically
+        except FileNotFoundError:
+            return None
+        return c["round"], c["phase"]
+
+    def optimizer_calls() -> int:
+        lines = (run / "trace.jsonl").read_text().splitlines()
+        return sum(1 for line in lines if line.strip() and json.loads(line).get("role") == "optimizer")
+
+    (tmp_path / "terminal").mkdir()
+    with open(tmp_path / "terminal" / "out", "w") as out, open(tmp_path / "terminal" / "err", "w") as err:
+        proc = subprocess.Popen([*cli, "optimize", "--config", str(tmp_path / "run.yaml"), "--out", str(run)],
+                                cwd=root, env=env, stdout=out, stderr=err, text=True)
+    deadline = time.monotonic() + 600
+    while phase() != (1, "expanded") and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    relay.kill()
+    proc.wait(timeout=300)
+    err = (tmp_path / "terminal" / "err").read_text()
+    assert phase() == (1, "expanded"), ("never reached the kill point", err[-2000:])
+    assert proc.returncode == 2 and not (run / "results.json").exists(), err[-2000:]  # ApoError's code
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "unreachable (4 tries)" in errors[0] and "Traceback" not in err, err[-2000:]
+    asked = optimizer_calls()
+    assert asked > 0
+
+    relay = Relay(upstream, port=relay.port, needle=f"authorization: bearer {KEY}".encode())  # the server is back
+    try:
+        done = subprocess.run([*cli, "optimize", "--resume", str(run)], cwd=root, env=env, capture_output=True,
+                              text=True, timeout=600)
+    finally:
+        relay.kill()
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((run / "results.json").read_text())
+    assert results["stop_reason"] == "completed" and results["rounds_completed"] == 1
+    assert (run / "predictions" / "test-best.jsonl").is_file() and phase() == (1, "done")
+    assert optimizer_calls() == asked  # resumed from the checkpoint: round 1's candidates were not asked for again
+    assert relay.carrying > 0
+
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert [str(p) for p in files if KEY.encode() in p.read_bytes()] == []
+    assert KEY not in done.stdout + done.stderr  # the first run's output: in tmp_path/terminal, read above

@@ -1,31 +1,30 @@
 """The Ray path of a sweep on CPU: a local Ray instance, two small cells, each a Ray task that runs
 the cell in a worker process (which loads its own engine and keeps it for the next cell).
 
-The cells use the transformers backend (same embedded model, same protocol as vLLM) so that this
-test never starts a second vLLM engine beside the session's on a small shared machine; set
-APO_TEST_RAY_BACKEND=vllm to run the Ray cells on vLLM instead. The local instance has one CPU and
-each cell asks for one, so the two cells run one after the other in the same worker (one engine
-load; one OpenMP thread, which is what a small shared machine runs fastest).
+The cells run on vLLM (the default backend, the embedded model), the engine users run, in the Ray worker beside
+the session's engine. The local instance has one CPU and each cell asks for one, so the two cells run one after
+the other in the same worker (one engine load; one OpenMP thread, which is what a small shared machine runs
+fastest).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 
 import pytest
+import yaml
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'apo-local[ray]'")
 
 from apo_local import sweep as S  # noqa: E402
 from tests.conftest import TINY  # noqa: E402
 
-BACKEND = os.environ.get("APO_TEST_RAY_BACKEND", "transformers")
 SMALL = {**TINY, "search": {**TINY["search"], "rounds": 1, "max_expansion": 1},
          "protegi": {**TINY["protegi"], "n_gradients": 1},
          "selection": {**TINY["selection"], "budget": 16},
-         "optimizer": {"max_tokens": 32, **({"backend": "transformers", "dtype": "float32"} if BACKEND != "vllm" else {})},
-         "target": {"backend": "transformers", "dtype": "float32"} if BACKEND != "vllm" else {},
+         "optimizer": {"max_tokens": 32},  # names no model: shares the target's engine
          "evaluation": {"test_limit": 8}}
 
 
@@ -54,7 +53,12 @@ def test_two_cells_as_ray_tasks(local_ray, tmp_path):
     for c in result.cells:
         res = json.loads((out / c.id / "results.json").read_text())
         assert res["rounds_completed"] == 1 and res["usage"]["optimizer"]["output_tokens"] > 0
+        assert yaml.safe_load((out / c.id / "config.yaml").read_text())["target"]["backend"] == "vllm"
         assert (out / c.id / "trace.jsonl").is_file() and (out / c.id / "rounds" / "round-01.json").is_file()
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:  # the engine that answered: vLLM's (transformers' ends |hf...)
+        values = [json.loads(v) for (v,) in db.execute("SELECT value FROM results") if v.startswith("{")]
+    ids = {v.get("model_id") for v in values if isinstance(v, dict)} - {None}
+    assert len(ids) == 1 and "|hf" not in ids.pop()
     assert {c["status"] for c in S.load_manifest(out)} == {"done"}
     assert (out / "results.csv").read_text().count("\ncell,") == 2
 

@@ -11,7 +11,8 @@ import time
 
 import httpx
 
-RETRIES = 3
+RETRIES = 3  # retries after the first try
+BACKOFF_S = 0.5  # the wait before retry k (0-based) is BACKOFF_S * 2**k: 0.5, 1 and 2 s
 RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
@@ -48,15 +49,18 @@ class ServerClient:
                 r = self.http.request(method, url, json=body)
             except httpx.TransportError as exc:
                 if attempt == RETRIES:
-                    raise ServerError(f"server at {self.base} unreachable: {type(exc).__name__}: {exc}") from None
+                    raise ServerError(f"server at {self.base} unreachable ({RETRIES + 1} tries): "
+                                      f"{type(exc).__name__}: {exc}") from None
             else:
                 if r.status_code in RETRY_STATUS and attempt < RETRIES:
                     pass
                 elif r.status_code >= 400:
-                    raise ServerError(f"server at {self.base}: {path} -> {r.status_code}: {_message(r)}", r.status_code)
+                    tries = f" ({RETRIES + 1} tries)" if r.status_code in RETRY_STATUS else ""
+                    raise ServerError(f"server at {self.base}: {path} -> {r.status_code}{tries}: {_message(r)}",
+                                      r.status_code)
                 else:
                     return r.json()
-            time.sleep(0.5 * 2 ** attempt)
+            time.sleep(BACKOFF_S * 2 ** attempt)
         raise ServerError(f"server at {self.base}: {path} kept failing", None)  # not reached
 
     def post(self, path: str, body: dict, root: bool = False) -> dict:
