@@ -27,7 +27,7 @@ TABLE = re.compile(r"^(|headline: .*|\s+train est\.\s+test f1 \[95% CI\]\s+test 
                    r"|(selected \(.+?\)|initial|best constant answer( = train majority)?"
                    r"|best of beam \(picked on test: optimistic\))\s+\S+\s+[\d.]+ \[[\d.]+, [\d.]+\]\s+.*"
                    r"|selected - initial: f1 .*|selected - always '(Yes|No)': f1 .*|attribution \(test f1\): .*"
-                   r"|power: with .*|warning: the selected prompt predicts .*"
+                   r"|power: with .*|warning: the selected prompt predicts .*|warning: the final pick is made on \d+ validation rows.*"
                    r"|(target|optimizer)\s+calls=.*|rounds=\d+ stop=.*|optimizer replies=\d+ .*|time: total .*|run directory: .*)$")
 
 

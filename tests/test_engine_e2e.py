@@ -136,7 +136,13 @@ def test_cpu_engine_environment_reaches_the_engine(engine):
 
     if has_cuda_gpu():
         pytest.skip("CPU only")
-    engine_procs = [p for p in psutil.Process().children(recursive=True) if p.name().startswith("VLLM::")]
+    def started_here(p) -> bool:  # this process's own engine: its first ancestor outside vLLM is this process (not
+        q = p.parent()            # a vLLM server or a Ray worker that another test of this worker started)
+        while q is not None and q.name().startswith("VLLM::"):
+            q = q.parent()
+        return q is not None and q.pid == os.getpid()
+
+    engine_procs = [p for p in psutil.Process().children(recursive=True) if p.name().startswith("VLLM::") and started_here(p)]
     # what this process started with (/proc/self/environ: the environment at exec, before the engine set anything):
     # the user's own value is kept, else the engine's start must have set 0
     started = dict(kv.split("=", 1) for kv in open("/proc/self/environ").read().split("\0") if "=" in kv)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,10 @@ def reference(tiny_run):
 
 def _fresh_run(reference_run: Path, tmp_path: Path) -> tuple[dict, Path]:
     cache = tmp_path / "cache.sqlite"
-    shutil.copy(reference_run.parent / "cache.sqlite", cache)
+    # the backup API reads through the open reference cache's write-ahead log (a file copy would miss its newest
+    # entries, and the engine would compute them again)
+    with sqlite3.connect(reference_run.parent / "cache.sqlite") as src, sqlite3.connect(cache) as dst:
+        src.backup(dst)
     return build_config(TINY, {"cache": str(cache)}), tmp_path / "run"
 
 
