@@ -236,19 +236,29 @@ def weights_fingerprint(folder: Path) -> str:
     """A cheap content fingerprint of a model folder: sha256 over config.json and, per weight file
     (``*.safetensors``, ``*.bin``), its name, size and three 1 MiB samples (start, middle, end). A few MiB
     read per file whatever the model's size; two folders with the same fingerprint hold the same model
-    unless weights differ only outside the samples (not a full hash)."""
-    h = hashlib.sha256()
+    unless weights differ only outside the samples (not a full hash). Computed once per process for a folder
+    whose files are unchanged (a run asks for it for its config header, estimate, engine record, result and
+    throughput record)."""
     folder = Path(folder)
     config = folder / "config.json"
-    h.update(config.read_bytes() if config.is_file() else b"")
-    for f in sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file()):
-        size = f.stat().st_size
-        h.update(f"{f.name}:{size}".encode())
-        with f.open("rb") as fh:
-            for offset in sorted({0, max(0, size // 2 - _SAMPLE // 2), max(0, size - _SAMPLE)}):
-                fh.seek(offset)
-                h.update(fh.read(_SAMPLE))
-    return "sha256:" + h.hexdigest()[:16]
+    weights = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
+    key = (str(folder.resolve()), *((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in [config, *weights]
+                                    if f.is_file()))
+    if key not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        h.update(config.read_bytes() if config.is_file() else b"")
+        for f in weights:
+            size = f.stat().st_size
+            h.update(f"{f.name}:{size}".encode())
+            with f.open("rb") as fh:
+                for offset in sorted({0, max(0, size // 2 - _SAMPLE // 2), max(0, size - _SAMPLE)}):
+                    fh.seek(offset)
+                    h.update(fh.read(_SAMPLE))
+        _FINGERPRINTS[key] = "sha256:" + h.hexdigest()[:16]
+    return _FINGERPRINTS[key]
+
+
+_FINGERPRINTS: dict[tuple, str] = {}  # weights_fingerprint's, by folder and its files' names, sizes and mtimes
 
 
 def chat_template_for(path: Path) -> str | None:
