@@ -10,10 +10,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-import apo_local.runner as O
 from apo_local.cli import cli
-from apo_local.engine import RoleEngine
-from tests.stand_in import StandIn
+from tests.stand_in import use_stand_in
 
 
 def invoke(*args):
@@ -75,9 +73,7 @@ COMPARE = {
 
 @pytest.fixture
 def compare_config(tmp_path, monkeypatch):
-    engine = StandIn()
-    monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
-                                                              RoleEngine(engine, "optimizer", trace)))
+    use_stand_in(monkeypatch)
     path = tmp_path / "compare.yaml"
     path.write_text(yaml.safe_dump(COMPARE, sort_keys=False))
     return path

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 import apo_local.runner as O
-from apo_local.engine import RoleEngine
-from tests.stand_in import StandIn
+from tests.stand_in import StandIn, use_stand_in
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,9 +49,7 @@ def logger_restored():
 
 
 def _stand_in(monkeypatch) -> StandIn:
-    engine = StandIn()
-    monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
-                                                              RoleEngine(engine, "optimizer", trace)))
+    engine = use_stand_in(monkeypatch)
     monkeypatch.setattr("apo_local.engine.load_engine", lambda *a, **k: engine)
     return engine
 

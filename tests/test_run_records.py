@@ -11,19 +11,16 @@ import pytest
 
 import apo_local.runner as O
 from apo_local.config import build_config
-from apo_local.engine import RoleEngine
 from apo_local.models import model_record, resolve_model, weights_fingerprint
 from apo_local.search.splits import validation_warning
-from tests.stand_in import StandIn
+from tests.stand_in import StandIn, use_stand_in
 
 SMALL = {"task": "liar", "cache": "off", "evaluation": {"attribution": False}}
 
 
 @pytest.fixture
 def stand_in(monkeypatch):
-    engine = StandIn()
-    monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
-                                                              RoleEngine(engine, "optimizer", trace)))
+    engine = use_stand_in(monkeypatch)
     return engine
 
 
