@@ -263,8 +263,7 @@ class BeamSearch:
         final beam's first: the acceptance rule's choice), the guarded pick recorded beside it."""
         if self.cfg.selection.pick == "estimate":
             if self.cfg.selection.final_pick == "method":
-                beside = guarded_beside(self.scorer, self.validation, on_validation, [c.text for c in beam], initial,
-                                        self.task.metric.name)
+                beside = guarded_beside(on_validation, [c.text for c in beam], initial, len(self.validation))
                 return beam[0].text, beside, "the method's own final prompt (the final beam's first)"
             if not on_validation:
                 return beam[0].text, None, "selection estimate"

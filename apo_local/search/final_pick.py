@@ -52,16 +52,12 @@ def pick_on_validation(scores: dict[str, dict], key: str, beam_texts: Sequence[s
     return best, how + ")"
 
 
-def guarded_beside(scorer, rows: Sequence, scores: dict[str, dict], beam_texts: Sequence[str], initial: str,
-                   metric: str) -> dict | None:
+def guarded_beside(scores: dict[str, dict], beam_texts: Sequence[str], initial: str, rows: int) -> dict | None:
     """The record of the pick ``final_pick: guarded`` would have made, beside the method's own final prompt:
-    ``{"rule": "method", "guarded": text, "guarded_by": how}``; None without validation rows. The initial
-    prompt is scored on ``rows`` when ``scores`` lacks it, and added to ``scores`` (the run's record of the
-    validation scores: ``initial_validation``)."""
+    ``{"rule": "method", "guarded": text, "guarded_by": how}``; None without validation rows. ``scores`` holds the
+    final beam's and the initial prompt's validation scores (the final evaluation scores both in one batch)."""
     if not rows:
         return None
-    if initial not in scores:
-        scores.update(validation_scores(scorer, rows, [initial], metric))
     ordered = {t: scores[t] for t in dict.fromkeys([*beam_texts, initial])}
-    text, how = pick_on_validation(ordered, REWARD, beam_texts, initial, len(rows))
+    text, how = pick_on_validation(ordered, REWARD, beam_texts, initial, rows)
     return {"rule": "method", "guarded": text, "guarded_by": how}
