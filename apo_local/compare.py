@@ -38,7 +38,7 @@ from typing import Sequence
 
 import yaml
 
-from apo_local.config import RunConfig, build_config, dump_config, read_yaml_mapping
+from apo_local.config import RunConfig, build_config, dump_config, read_yaml_mapping, without_unused_inherited
 from apo_local.errors import ApoError
 from apo_local.run_dir import COMPARE_SPEC
 from apo_local.sweep.cell import initial_status
@@ -57,7 +57,10 @@ class CompareSpec:
     baseline: str = "protegi"
 
     def config(self, method: str, seed: int) -> RunConfig:
-        data = deep_merge(deep_merge(self.base, self.methods[method] or {}), {"seed": seed, "budget": self.budget})
+        # like ``extends:``, a method inherits only the base's method knobs its own proposer and selector use
+        own = self.methods[method] or {}
+        data = without_unused_inherited(deep_merge(self.base, own), own)
+        data = deep_merge(data, {"seed": seed, "budget": self.budget})
         return build_config(data, origin=f"compare method {method!r}")
 
 

@@ -239,10 +239,10 @@ def read_run_config(path: str | Path, what: str = "config file", _seen: tuple[Pa
     if base_path in _seen or base_path == p.resolve():
         raise ApoError(f"{p}: extends: {base_name} extends this file again (a circle)")
     base = read_run_config(base_path, "run config", (*_seen, p.resolve()))
-    return _without_unused_inherited(_deep_merge(base, data), data)
+    return without_unused_inherited(_deep_merge(base, data), data)
 
 
-def _without_unused_inherited(merged: dict, own: dict) -> dict:
+def without_unused_inherited(merged: dict, own: dict) -> dict:
     """``merged`` less the method knobs inherited (not in ``own``) that its proposer, selector and acceptance
     do not use."""
     s, sel = merged.get("search") or {}, merged.get("selection") or {}
