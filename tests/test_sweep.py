@@ -66,6 +66,19 @@ def test_the_optimizer_size_sweep_compares_two_real_models_as_optimizer_and_targ
     assert {c.config.seed for c in cells} == {0, 1, 2}
 
 
+def test_the_four_optimizer_sweep_pairs_every_optimizer_with_both_targets_and_calibrates_only_the_qwen_target():
+    spec, base = S.load_sweep(ROOT / "configs" / "sweep-four-optimizers.yaml")
+    cells = S.expand(spec, base)
+    optimizers = {"smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}
+    targets = {"smollm2-135m", "qwen2.5-coder-1.5b"}
+    seen = {(c.config.task, c.config.target.model, c.config.optimizer.model, c.config.seed) for c in cells}
+    assert seen == {(t, a, o, s) for t in ("liar", "ethos") for a in targets for o in optimizers for s in (0, 1, 2)}
+    calibration = {c.config.target.model: set() for c in cells}
+    for c in cells:
+        calibration[c.config.target.model].add(c.config.scoring.calibration)
+    assert calibration == {"smollm2-135m": {"none"}, "qwen2.5-coder-1.5b": {"batch"}}
+
+
 @pytest.mark.parametrize("data, message", [
     ({"grid": {"seed": []}}, "grid.seed: empty list"),
     ({"grid": {"search.roundz": [1]}}, r"test.yaml \(cell search.roundz=1\): search.roundz: unknown key"),
@@ -80,7 +93,8 @@ def test_bad_sweep_configs_name_the_key(data, message):
 
 
 def test_example_configs_expand():
-    for name, n in (("sweep-example.yaml", 4), ("sweep-optimizer-size.yaml", 24)):
+    for name, n in (("sweep-example.yaml", 4), ("sweep-optimizer-size.yaml", 24),
+                    ("sweep-four-optimizers.yaml", 48)):
         spec, base = S.load_sweep(ROOT / "configs" / name)
         assert len(S.expand(spec, base)) == n
 

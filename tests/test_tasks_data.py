@@ -225,7 +225,7 @@ def test_overrides(tmp_path):
 
 
 def test_unknown_task_name():
-    assert error(load_task, "nope") == "unknown task 'nope' (built-in tasks: liar, liar-party; or give a path to a task .yaml)"
+    assert error(load_task, "nope") == "unknown task 'nope' (built-in tasks: ethos, liar, liar-party; or give a path to a task .yaml)"
 
 
 @pytest.mark.parametrize(
@@ -325,6 +325,22 @@ def test_builtin_liar():
     assert prompt.startswith("# Task\nDetermine whether the Statement is a lie (Yes) or not (No)")
     assert prompt.endswith("\nLabel:") and task.split("test")[0].input in prompt
     assert task.split("train")[0].id == "train-0"
+
+
+def test_builtin_ethos_is_protegis_split_with_its_licence():
+    """ProTeGi's Ethos task: the clear rows of the shuffled copy, the first 200 as test; GPLv3 shipped beside."""
+    task = load_task("ethos")
+    assert (task.name, task.labels, task.positive_label, task.metric.name) == ("ethos", ("Yes", "No"), "Yes", "f1")
+    assert task.label_distribution("train") == {"Yes": 192, "No": 248}
+    assert task.label_distribution("test") == {"Yes": 94, "No": 106}
+    assert not {ex.input for ex in task.split("train")} & {ex.input for ex in task.split("test")}
+    assert task.initial_instruction == "Is the following text hate speech?"
+    from apo_local.tasks.task import BUILTIN_DIR
+
+    licence = (BUILTIN_DIR / "ethos" / "LICENSE").read_text()
+    assert "GNU GENERAL PUBLIC LICENSE" in licence and "Version 3" in licence
+    source = (BUILTIN_DIR / "ethos" / "SOURCE.md").read_text()
+    assert "Mollas" in source and "705258e118ce9611ebbd5ab2a4841b0066547293" in source
 
 
 # --- answers and label spelling ------------------------------------------------------------------
