@@ -184,3 +184,15 @@ def test_not_above_a_constant_answer_reads_the_paired_interval():
         r.update(constant_test_mean=0.5, constant_label="Yes", test_ci=[0.51, 0.95])  # both score intervals above 0.5
     md = markdown(spec, rows, runs)
     assert "Not above a constant answer: protegi (the paired 95% interval" in md
+
+
+def test_a_method_inherits_only_the_base_knobs_its_own_proposer_uses():
+    """The base's protegi knobs do not follow a data-free method (as with ``extends:``); a method's own are kept,
+    and one it sets that its proposer ignores is still refused."""
+    base = {"task": "liar", "protegi": {"n_gradients": 2, "errors_per_gradient": 3, "mc_samples": 1}}
+    spec = spec_from_dict({"base": base, "methods": {"protegi": {}, "improve": {"search": {"proposer": "improve"}}}})
+    assert spec.config("improve", 0).search.proposer == "improve"
+    assert spec.config("protegi", 0).protegi.n_gradients == 2
+    bad = {"search": {"proposer": "improve"}, "protegi": {"n_gradients": 1}}
+    with pytest.raises(ApoError, match="protegi.n_gradients: not used by proposer improve"):
+        spec_from_dict({"base": base, "methods": {"improve": bad}, "baseline": "improve"}).config("improve", 0)
