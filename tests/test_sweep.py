@@ -300,3 +300,27 @@ def test_a_cells_wall_seconds_are_its_whole_run_not_only_the_search(tmp_path):
     assert _result_values(res)["wall_seconds"] == res["time"]["seconds"]  # a run from before "total" was kept
     res["time"].update(total=31.7, search=5.5, final_test=24.4)
     assert _result_values(res)["wall_seconds"] == 31.7
+
+
+def test_optimizer_size_intervals_and_paired_differences_come_from_the_cells_predictions(tmp_path):
+    """With predictions on disk (f1, an aggregate metric), each optimizer row gets the interval of its selected
+    prompt's test f1 and, against the smallest optimizer, the paired difference with McNemar per seed."""
+    pytest.importorskip("matplotlib")
+    out = _fake_sweep(tmp_path, OPT_SIZE, F1)
+    golds = ["Yes", "No"] * 20
+    answers = {"smollm2-135m": ["Yes"] * 40, "models/smollm2-135m": golds[:30] + ["No"] * 10}
+    for cell in (p for p in out.iterdir() if (p / "config.yaml").is_file()):
+        opt = yaml.safe_load((cell / "config.yaml").read_text())["optimizer"]["model"]
+        (cell / "predictions").mkdir(exist_ok=True)
+        (cell / "predictions" / "test-best.jsonl").write_text("".join(
+            json.dumps({"id": f"test-{i}", "parsed": a, "gold": g}) + "\n"
+            for i, (a, g) in enumerate(zip(answers[opt], golds))))
+    S.write_tables(out)
+    size = {r["optimizer"]: r for r in csv.DictReader((out / "optimizer-size.csv").open())}
+    lo, hi = json.loads(size["smollm2-135m"]["test_ci"])
+    assert lo <= 2 / 3 <= hi and hi - lo > 0  # always Yes on half-Yes rows: f1 2/3 on each seed; rows resampled
+    (other,) = [r for r in size.values() if r["vs_optimizer"]]  # the series' first row is its reference
+    assert other["paired_seeds"] == "2" and other["paired_rows"] == "40"
+    assert len(json.loads(other["mcnemar_p_per_seed"])) == 2
+    better = 30 / 35 - 2 / 3  # the other optimizer's prompts: f1 30/35 on each seed
+    assert float(other["diff"]) == pytest.approx(better if other["optimizer"] != "smollm2-135m" else -better)

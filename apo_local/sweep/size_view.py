@@ -63,8 +63,9 @@ def optimizer_size_rows(rows: list[dict], group_keys: list[str], out: Path | Non
 
 
 def _add_paired(size_rows: list[dict], sweep_dir: Path) -> None:
-    """Each row's two-level interval of the selected prompt's test metric, and against the smallest optimizer of
-    its series (same seeds, same test rows) the paired difference with its interval and McNemar's p."""
+    """Each row's interval of the selected prompt's test metric (``compare_stats.score_ci``), and against the
+    smallest optimizer of its series (same seeds, same test rows) the paired difference with its interval and
+    McNemar's p per seed (``compare_stats.paired``)."""
     from apo_local.compare_stats import paired, score_ci, selected_rows
     from apo_local.tasks import load_task
 
@@ -77,7 +78,7 @@ def _add_paired(size_rows: list[dict], sweep_dir: Path) -> None:
         metric = metrics[row["task"]]
         per_seed = {seed: selected_rows(sweep_dir / cell) for seed, cell in row["_cells"].items()}
         row["_rows"] = per_seed
-        row["test_ci"] = score_ci(metric, [list(r.values()) for r in per_seed.values()])
+        row["test_ci"] = score_ci(metric, list(per_seed.values()))
         ref = smallest.setdefault(key, row)
         if ref is row:
             continue
@@ -85,7 +86,7 @@ def _add_paired(size_rows: list[dict], sweep_dir: Path) -> None:
         vs = paired(metric, [per_seed[s] for s in seeds], [ref["_rows"][s] for s in seeds])
         if vs:
             row.update(vs_optimizer=ref["optimizer"], diff=vs["diff"], diff_ci=vs["ci"], diff_p=vs["p_bootstrap"],
-                       mcnemar_p=vs["mcnemar_p"], paired_seeds=vs["seeds"], paired_rows=vs["examples"])
+                       mcnemar_p_per_seed=[t["p"] for t in vs["mcnemar"]], paired_seeds=vs["seeds"], paired_rows=vs["examples"])
     for row in size_rows:
         row.pop("_rows", None)
 
@@ -103,9 +104,10 @@ def _diff(r: dict) -> str:
 
 def _markdown(size_rows: list[dict]) -> list[str]:
     md = ["", "## Optimizer size", "", "Same task and target, different optimizer models, sorted by parameter count: "
-          "the test metric of the prompt each search selected (mean ± std over seeds; 95% CI: two-level bootstrap "
-          "over seeds and test rows), the initial prompt and the best constant answer on the same rows, and each "
-          "larger optimizer minus the series' smallest on the same seeds and test rows (paired two-level bootstrap). "
+          "the test metric of the prompt each search selected (mean ± std over seeds; 95% CI: Student t over the "
+          "seeds, widened to the test rows' bootstrap), the initial prompt and the best constant answer on the same "
+          "rows, and each larger optimizer minus the series' smallest on the same seeds and test rows (the same "
+          "paired interval; p: the rows' paired bootstrap). "
           "T = target, O = optimizer; seconds are engine seconds per role.", ""]
     md.append(md_table(["series", "optimizer", "params", "n", "test selected", "95% CI", "test initial",
                         "test constant", "vs smallest optimizer", "O tokens", "T prompts", "T s", "O s",
