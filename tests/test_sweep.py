@@ -324,3 +324,7 @@ def test_optimizer_size_intervals_and_paired_differences_come_from_the_cells_pre
     assert len(json.loads(other["mcnemar_p_per_seed"])) == 2
     better = 30 / 35 - 2 / 3  # the other optimizer's prompts: f1 30/35 on each seed
     assert float(other["diff"]) == pytest.approx(better if other["optimizer"] != "smollm2-135m" else -better)
+    # the same difference on both seeds: the t test over seeds is certain, and the verdict follows the interval
+    assert float(other["diff_p"]) == 0.0
+    lo, hi = json.loads(other["diff_ci"])
+    assert other["verdict"] == ("better" if lo > 0 else "worse" if hi < 0 else "no detectable change")

@@ -66,7 +66,7 @@ def _add_paired(size_rows: list[dict], sweep_dir: Path) -> None:
     """Each row's interval of the selected prompt's test metric (``compare_stats.score_ci``), and against the
     smallest optimizer of its series (same seeds, same test rows) the paired difference with its interval and
     McNemar's p per seed (``compare_stats.paired``)."""
-    from apo_local.compare_stats import paired, score_ci, selected_rows
+    from apo_local.compare_stats import paired, score_ci, selected_rows, verdict
     from apo_local.tasks import load_task
 
     metrics: dict[str, object] = {}
@@ -85,7 +85,9 @@ def _add_paired(size_rows: list[dict], sweep_dir: Path) -> None:
         seeds = sorted(set(per_seed) & set(ref["_rows"]))
         vs = paired(metric, [per_seed[s] for s in seeds], [ref["_rows"][s] for s in seeds])
         if vs:
-            row.update(vs_optimizer=ref["optimizer"], diff=vs["diff"], diff_ci=vs["ci"], diff_p=vs["p_bootstrap"],
+            # p beside the interval it goes with: the t test over seeds (one seed: the rows' paired bootstrap)
+            p = vs["seed_p"] if vs["seeds"] > 1 else vs["p_bootstrap"]
+            row.update(vs_optimizer=ref["optimizer"], diff=vs["diff"], diff_ci=vs["ci"], diff_p=p, verdict=verdict(vs),
                        mcnemar_p_per_seed=[t["p"] for t in vs["mcnemar"]], paired_seeds=vs["seeds"], paired_rows=vs["examples"])
     for row in size_rows:
         row.pop("_rows", None)
@@ -99,7 +101,8 @@ def interval(ci) -> str:
 def _diff(r: dict) -> str:
     if r.get("diff") is None:
         return "(reference)" if r.get("paired_rows") is None else ""
-    return f"{r['diff']:+.3f} {interval(r['diff_ci'])} (p={r['diff_p']:.2f}; {r['paired_seeds']} seeds × rows)"
+    return (f"{r['diff']:+.3f} {interval(r['diff_ci'])} (p={r['diff_p']:.2f}; {r['paired_seeds']} seeds × rows: "
+            f"{r['verdict']})")
 
 
 def _markdown(size_rows: list[dict]) -> list[str]:
@@ -107,7 +110,8 @@ def _markdown(size_rows: list[dict]) -> list[str]:
           "the test metric of the prompt each search selected (mean ± std over seeds; 95% CI: Student t over the "
           "seeds, widened to the test rows' bootstrap), the initial prompt and the best constant answer on the same "
           "rows, and each larger optimizer minus the series' smallest on the same seeds and test rows (the same "
-          "paired interval; p: the rows' paired bootstrap). "
+          "paired interval, its p from the t test over seeds, and the verdict: a change only when the interval "
+          "excludes zero). "
           "T = target, O = optimizer; seconds are engine seconds per role.", ""]
     md.append(md_table(["series", "optimizer", "params", "n", "test selected", "95% CI", "test initial",
                         "test constant", "vs smallest optimizer", "O tokens", "T prompts", "T s", "O s",
