@@ -42,7 +42,7 @@ def test_as_target_label_scores(qwen, tmp_path):
                                    "--out", str(preds)])
     assert res.exit_code == 0, (res.output[-2000:], res.exception)
     report = json.loads(res.stdout[res.stdout.index("{"):])
-    assert report["n"] == 8 and report["errors"] == 0 and sum(report["predicted_distribution"].values()) == 8
+    assert report["n"] == 8 and report["engine_errors"] == 0 and sum(report["predicted_distribution"].values()) == 8
     records = [json.loads(line) for line in preds.read_text().splitlines()]
     for r in records:
         probs = [math.exp(v) for v in r["logprobs"].values()]
