@@ -23,7 +23,6 @@ tokens per step; reflection similarity across rounds and to the baseline's run w
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import itertools
@@ -38,7 +37,7 @@ from typing import Sequence
 
 import yaml
 
-from apo_local.config import RunConfig, build_config, dump_config, read_yaml_mapping, without_unused_inherited
+from apo_local.config import RunConfig, build_config, deep_merge, dump_config, inherit, read_yaml_mapping
 from apo_local.errors import ApoError
 from apo_local.run_dir import COMPARE_SPEC
 from apo_local.sweep.cell import initial_status
@@ -58,17 +57,8 @@ class CompareSpec:
 
     def config(self, method: str, seed: int) -> RunConfig:
         # like ``extends:``, a method inherits only the base's method knobs its own proposer and selector use
-        own = self.methods[method] or {}
-        data = without_unused_inherited(deep_merge(self.base, own), own)
-        data = deep_merge(data, {"seed": seed, "budget": self.budget})
+        data = deep_merge(inherit(self.base, self.methods[method]), {"seed": seed, "budget": self.budget})
         return build_config(data, origin=f"compare method {method!r}")
-
-
-def deep_merge(a: dict, b: dict) -> dict:
-    out = copy.deepcopy(a)
-    for k, v in (b or {}).items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
 
 
 def spec_from_dict(data: dict, origin: str = "compare config") -> CompareSpec:

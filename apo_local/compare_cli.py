@@ -10,8 +10,8 @@ from typing import Sequence
 
 import click
 
-from apo_local.compare import CompareSpec, compare, deep_merge, load_spec
-from apo_local.config import build_config
+from apo_local.compare import CompareSpec, compare, load_spec
+from apo_local.config import build_config, deep_merge
 from apo_local.errors import ApoError
 
 log = logging.getLogger("apo_local")

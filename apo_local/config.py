@@ -57,7 +57,7 @@ def build_config(data: dict | None = None, overrides: dict[str, Any] | None = No
     else:
         _refuse_moved(data, origin)
     if preset is not None:
-        data = _deep_merge(preset_values(preset, (data.get("search") or {}).get("proposer", "protegi")), data)
+        data = deep_merge(preset_values(preset, (data.get("search") or {}).get("proposer", "protegi")), data)
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as err:
@@ -83,10 +83,13 @@ def _merged(data: dict, overrides: dict[str, Any]) -> dict:
     return data
 
 
-def _deep_merge(base: dict, top: dict) -> dict:
+def deep_merge(base: dict, top: dict | None) -> dict:
+    """``top`` laid over ``base`` section by section (nested mappings merge, anything else replaces); both are
+    left as they were."""
     out = copy.deepcopy(base)
-    for key, value in top.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    for key, value in (top or {}).items():
+        out[key] = (deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict)
+                    else copy.deepcopy(value))
     return out
 
 
@@ -239,10 +242,18 @@ def read_run_config(path: str | Path, what: str = "config file", _seen: tuple[Pa
     if base_path in _seen or base_path == p.resolve():
         raise ApoError(f"{p}: extends: {base_name} extends this file again (a circle)")
     base = read_run_config(base_path, "run config", (*_seen, p.resolve()))
-    return without_unused_inherited(_deep_merge(base, data), data)
+    return inherit(base, data)
 
 
-def without_unused_inherited(merged: dict, own: dict) -> dict:
+def inherit(base: dict, own: dict | None) -> dict:
+    """``own`` laid over ``base`` as ``extends:`` does (and a compare method over the compare's base): a method
+    knob of ``base`` that ``own``'s proposer, selector and acceptance do not use is left out; ``own``'s keys stay
+    as written."""
+    own = own or {}
+    return _without_unused_inherited(deep_merge(base, own), own)
+
+
+def _without_unused_inherited(merged: dict, own: dict) -> dict:
     """``merged`` less the method knobs inherited (not in ``own``) that its proposer, selector and acceptance
     do not use."""
     s, sel = merged.get("search") or {}, merged.get("selection") or {}
