@@ -93,6 +93,18 @@ def test_headline_says_no_gain_when_a_constant_answer_scores_as_well(liar):
                            "always answering 'Yes' (f1 0.684 vs 0.684), but these 100 test rows cannot tell them apart")
 
 
+def test_a_prompt_that_answers_the_constant_on_every_row_is_named_as_that_constant(liar):
+    """The demo's case with a stronger optimizer: the selected prompt answers Yes on every test row."""
+    test = rows("Y" * 52 + "N" * 48)
+    initial = predicted(liar, "i", "N" * 40 + "Y" * 12 + "N" * 30 + "Y" * 18, test)
+    selected = predicted(liar, "s", "Y" * 100, test)
+    line = headline(_result(liar, test, selected, initial))
+    assert line == ("headline: no gain over a constant answer: the selected prompt answers 'Yes' on every one of "
+                    "these 100 test rows, so it is that constant answer (f1 0.684)")
+    one_no = predicted(liar, "s", "Y" * 99 + "N", test)  # one row differs: the general sentence
+    assert "on every one of" not in headline(_result(liar, test, one_no, initial))
+
+
 def test_headline_names_a_real_gain_only_when_it_beats_the_initial_and_the_constant(liar):
     test = rows("Y" * 50 + "N" * 50)
     initial = predicted(liar, "i", "Y" * 25 + "N" * 25 + "Y" * 25 + "N" * 25, test)  # chance

@@ -104,6 +104,13 @@ def suppressed_labels(test: dict) -> list[tuple[str, float, float]]:
     return out
 
 
+def _only_answer(test: dict) -> str | None:
+    """The one label a prompt predicted on every test row, else None."""
+    pred = {k: v for k, v in (test.get("predicted_distribution") or {}).items() if v}
+    n = sum((test.get("true_distribution") or {}).values())
+    return next(iter(pred)) if len(pred) == 1 and n and pred[next(iter(pred))] == n else None
+
+
 def is_nan(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
@@ -154,7 +161,7 @@ def headline(result: dict) -> str:
     not, whatever the difference to the initial prompt: a metric raised by answering one label more often
     is not a gain. When the interval against the constant reaches zero without being below it, the sentence
     says which way the scores point and that these test rows cannot tell the two apart (not "does not beat",
-    which reads as "scores lower"). For F1-type metrics a rise of the metric without a rise of balanced
+    which reads as "scores lower"); when the prompt gave that constant's label on every row, it says so. For F1-type metrics a rise of the metric without a rise of balanced
     accuracy (the selection's reward) is named as such. When the search kept the initial prompt, the sentence
     says why (``kept_reason``)."""
     m = result["metric"]
@@ -170,6 +177,9 @@ def headline(result: dict) -> str:
         subject = "the initial prompt (kept by the search)" if kept else "the selected prompt"
         n = (result.get("selected_vs_constant") or {}).get("n") or vs_constant.get("n")
         rows = f"these {n} test rows" if n else "these test rows"
+        if _only_answer(result["selected_test"]) == label:
+            return (f"headline: no gain over a constant answer: {subject} answers {label!r} on every one of {rows}, "
+                    f"so it is that constant answer ({m} {value:.3f}){why}")
         if _below_zero(vs_constant):
             return (f"headline: no gain over a constant answer: {subject} scores below always answering {label!r} on "
                     f"{rows} ({m} {value:.3f} vs {bar:.3f}; difference {fmt_diff(vs_constant)}){why}")
