@@ -15,10 +15,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from apo_local.config_schema import (  # noqa: F401  (the schema is re-exported: one import for callers)
-    METHOD_SECTIONS, PROPOSER_NAMES, SELECTOR_NAMES, _PROPOSER_KNOBS, _PROTEGI, ABOConfig, BudgetConfig,
-    DEMO_PROPOSERS, EngineConfig, EvaluationConfig, FeedbackConfig, FewShotConfig, MetaPromptConfig, OptimizerConfig, ProTeGiConfig, RunConfig,
-    SamplingConfig, ScoringConfig, SearchConfig, SelectionConfig, method_knobs)
+    SELECTOR_NAMES, ABOConfig, BudgetConfig, EngineConfig, EvaluationConfig, FeedbackConfig, FewShotConfig,
+    MetaPromptConfig, OptimizerConfig, ProTeGiConfig, RunConfig, SamplingConfig, ScoringConfig, SearchConfig,
+    SelectionConfig)
 from apo_local.errors import ApoError
+from apo_local.search.proposers import METHOD_SECTIONS, METHODS, method_of
 
 # keys of the earlier flat layout -> where they live now (refused with this hint; migrated on resume)
 MOVED = {"search.n_gradients": "protegi.n_gradients (rewrite/improve: <proposer>.samples_per_parent; "
@@ -102,7 +103,7 @@ def _refuse_moved(data: dict, origin: str) -> None:
 
 def _refuse_unused(cfg: RunConfig, origin: str, sources: dict[str, str] | None = None) -> None:
     s = cfg.selection
-    for section, unused in cfg.unused_knobs().items():
+    for section, unused in unused_knobs(cfg).items():
         bad = sorted(getattr(cfg, section).model_fields_set & unused)
         if bad:
             method = (f"proposer {cfg.search.proposer}" if section in (*METHOD_SECTIONS, "scoring")
@@ -112,48 +113,68 @@ def _refuse_unused(cfg: RunConfig, origin: str, sources: dict[str, str] | None =
 
 def contradiction(cfg: RunConfig) -> str | None:
     """The first pair of settings that cannot both hold (one line), or None."""
-    f, sel, name = cfg.feedback, cfg.selection, cfg.search.proposer
+    f, sel, method = cfg.feedback, cfg.selection, METHODS.get(cfg.search.proposer)
+    if method is None:
+        return None  # refused by name where the proposer is made
     shown = [k for k, on in (("labels: wrong", f.labels == "wrong"), ("errors: pseudo", f.errors == "pseudo"),
                              ("show_evaluation: false", not f.show_evaluation)) if on]
-    data_free = name in ("rewrite", "improve") or (name in _PROPOSER_KNOBS and "protegi" in _PROPOSER_KNOBS[name]
-                                                   and cfg.protegi.n_gradients == 0)
+    data_free = method.data_free(cfg)
     if f.errors == "pseudo" and not f.show_evaluation:
         return ("feedback.errors: pseudo shows fabricated errors, feedback.show_evaluation: false hides which rows "
                 "are errors; set one of them")
     if shown and data_free:
-        what = "protegi with n_gradients: 0" if name not in ("rewrite", "improve") else f"proposer {name}"
-        return f"feedback.{shown[0]}: {what} shows the optimizer no data (data-free); remove it"
-    if name == "abo" and not f.show_evaluation:
-        return "feedback.show_evaluation: false: abo revises the steps that failed on wrong examples; remove it"
-    if name != "abo" and cfg.scoring.parse != "label" and cfg.scoring.mode != "generate":
+        return f"feedback.{shown[0]}: {data_free} shows the optimizer no data (data-free); remove it"
+    refused = method.refuse(cfg)
+    if refused:
+        return refused
+    if method.answer is None and cfg.scoring.parse != "label" and cfg.scoring.mode != "generate":
         return f"scoring.parse: {cfg.scoring.parse} reads generated replies; set scoring.mode: generate"
     if sel.acceptance == "naive":
-        return _naive_contradiction(cfg, data_free)
+        return _naive_contradiction(cfg)
     if sel.acceptance == "validated":
-        return _update_only(cfg, "validated", data_free)
+        return _update_only(cfg, "validated")
     return None
 
 
-def _naive_contradiction(cfg: RunConfig, data_free: bool) -> str | None:
+def _naive_contradiction(cfg: RunConfig) -> str | None:
     if cfg.feedback.selection_labels == "wrong":
         return "feedback.selection_labels: wrong: naive acceptance scores nothing; remove it"
-    return _update_only(cfg, "naive", data_free)
+    return _update_only(cfg, "naive")
 
 
-def _update_only(cfg: RunConfig, rule: str, data_free: bool) -> str | None:
+def _update_only(cfg: RunConfig, rule: str) -> str | None:
     """Naive and validated acceptance choose among the same pool, the round's updates (never a paraphrase:
     ``acceptance/pool.py``): a proposer that makes none is refused, and so are Monte-Carlo paraphrases, which
     would only be made to be thrown away."""
-    name = cfg.search.proposer
-    section = {"rewrite": "rewrite", "improve": "improve", "abo": "abo"}.get(name, "protegi")
-    if section == "protegi" and data_free or section in ("rewrite", "improve") and not getattr(
-            cfg, section).samples_per_parent:
+    method = method_of(cfg.search.proposer)
+    if not method.makes_updates(cfg):
         return f"selection.acceptance: {rule} accepts an update, and this proposer makes none (paraphrases only)"
-    if section in ("protegi", "rewrite", "improve") and section in _PROPOSER_KNOBS.get(name, {}) and getattr(
-            cfg, section).mc_samples:
-        return (f"{section}.mc_samples: {rule} acceptance accepts an update itself, never a paraphrase; "
-                f"set {section}.mc_samples: 0")
+    knob = method.paraphrase_knob(cfg)
+    if knob:
+        return f"{knob}: {rule} acceptance accepts an update itself, never a paraphrase; set {knob}: 0"
     return None
+
+
+def method_knobs(proposer: str, selector: str, acceptance: str) -> dict[str, set[str]]:
+    """Per method-specific section, the keys a run with this proposer / selector / acceptance uses."""
+    used: dict[str, set[str]] = {section: set() for section in METHOD_SECTIONS}
+    method = METHODS.get(proposer)  # an unknown proposer is refused by name later
+    used.update({section: set(keys) for section, keys in (method.knobs if method else {}).items()})
+    generic = set(SelectionConfig.model_fields) - {"ucb_c", "ucb_t", "warmup", "ucb_e_a", "validation_k",
+                                                   "validation_size"}
+    used["selection"] = generic | ({"ucb_c", "ucb_t"} if selector == "ucb" else set()) | (
+        {"warmup"} if selector in ("ucb", "ucb-e") else set()) | (
+        {"ucb_e_a"} if selector == "ucb-e" else set()) | (
+        {"validation_k", "validation_size"} if acceptance == "validated" else set())
+    decides_answer = method is not None and method.answer is not None  # its own section says how the target answers
+    used["scoring"] = set(ScoringConfig.model_fields) - ({"mode", "parse"} if decides_answer else set())
+    return used
+
+
+def unused_knobs(cfg: RunConfig) -> dict[str, set[str]]:
+    """Per section, the keys this run's proposer, selector or acceptance rule ignores."""
+    used = method_knobs(cfg.search.proposer, cfg.selection.selector, cfg.selection.acceptance)
+    return {section: set(type(getattr(cfg, section)).model_fields) - keys for section, keys in used.items()}
 
 
 def migrate_flat_keys(data: dict) -> dict:
@@ -172,7 +193,7 @@ def migrate_flat_keys(data: dict) -> dict:
         data["abo"] = {"init_samples": max(1, n), "revise_samples": max(1, n), "errors_per_revision": errors,
                        "demonstration": old.get("demonstration", True), "work_tokens": old.get("abo_work_tokens", 128)}
     else:
-        knobs = _PROPOSER_KNOBS.get(proposer, {"protegi": _PROTEGI})["protegi"]
+        knobs = METHODS[proposer].knobs.get("protegi", ()) if proposer in METHODS else set(ProTeGiConfig.model_fields)
         data["protegi"] = {k: v for k, v in old.items() if k in knobs}
     if proposer == "abo" and "answer" not in (data.get("abo") or {}):  # started before abo.answer: log-probs
         data["abo"] = {**(data.get("abo") or {}), "answer": "logprobs"}
@@ -278,7 +299,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
 def dump_config(cfg: RunConfig) -> str:
     """The resolved config as YAML, without the knobs this run's methods ignore (so it loads back as is)."""
     data = cfg.model_dump(mode="json")
-    for section, unused in cfg.unused_knobs().items():
+    for section, unused in unused_knobs(cfg).items():
         for key in unused:
             data[section].pop(key, None)
         if not data[section]:
@@ -286,21 +307,15 @@ def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-# Size presets (``--preset``), applied under the config file and the flags. Method knobs go to the section
-# of the run's proposer only. ``paper`` is the ProTeGi reference (the defaults).
+# Size presets (``--preset``), applied under the config file and the flags: the run's sizes here, the method's
+# knobs from its own ``Method.presets``. ``paper`` is the ProTeGi reference (the defaults).
 PRESETS: dict[str, dict] = {
     "smoke": {"search": {"rounds": 1, "beam_size": 2, "minibatch_size": 8, "max_expansion": 2},
               "selection": {"budget": 32, "batch_size": 8, "arms_per_round": 2},
-              "optimizer": {"max_tokens": 96}, "evaluation": {"test_limit": 16, "validation_rows": 16},
-              "protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 1},
-              "rewrite": {"samples_per_parent": 1, "mc_samples": 1}, "improve": {"samples_per_parent": 1, "mc_samples": 1},
-              "abo": {"init_samples": 1, "revise_samples": 1, "errors_per_revision": 2, "work_tokens": 48}},
+              "optimizer": {"max_tokens": 96}, "evaluation": {"test_limit": 16, "validation_rows": 16}},
     "demo": {"search": {"rounds": 2, "beam_size": 2, "minibatch_size": 16, "max_expansion": 3},
              "selection": {"budget": 128, "batch_size": 16, "arms_per_round": 4},
-             "optimizer": {"max_tokens": 200}, "evaluation": {"test_limit": 100, "validation_rows": 50},
-             "protegi": {"n_gradients": 2, "errors_per_gradient": 3, "mc_samples": 1},
-             "rewrite": {"samples_per_parent": 2, "mc_samples": 1}, "improve": {"samples_per_parent": 2, "mc_samples": 1},
-             "abo": {"init_samples": 2, "revise_samples": 2, "errors_per_revision": 3, "work_tokens": 96}},
+             "optimizer": {"max_tokens": 200}, "evaluation": {"test_limit": 100, "validation_rows": 50}},
     "paper": {},
 }
 
@@ -308,8 +323,8 @@ PRESETS: dict[str, dict] = {
 def preset_values(name: str, proposer: str) -> dict:
     if name not in PRESETS:
         raise ApoError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
-    keep = set(_PROPOSER_KNOBS.get(proposer, {}))
-    return {k: v for k, v in copy.deepcopy(PRESETS[name]).items() if k not in METHOD_SECTIONS or k in keep}
+    method = METHODS.get(proposer)
+    return copy.deepcopy({**PRESETS[name], **(method.presets.get(name, {}) if method else {})})
 
 
 def flag_help() -> dict[str, str]:
@@ -326,6 +341,8 @@ def flag_help() -> dict[str, str]:
             text = (f.description or "").rstrip(".")
             if choices and " | ".join(choices) not in text:
                 text += f" ({' | '.join(choices)})"
+            if (section, leaf) == ("search", "proposer"):
+                text += f" ({' | '.join(METHODS)})"
             out[f"{section}.{leaf}" if leaf else section] = f"{text} [default: {default}]"
     return out
 

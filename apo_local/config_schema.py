@@ -79,7 +79,6 @@ class ScoringConfig(_Section):
                 "apo_local/calibration.py")
 
 
-PROPOSER_NAMES = ("protegi", "one-step", "three-stage", "rewrite", "improve", "abo", "fewshot", "instruction+fewshot")
 SELECTOR_NAMES = ("ucb", "ucb-e", "successive-rejects", "successive-halving", "uniform", "pareto")
 
 
@@ -89,8 +88,8 @@ HygieneRules = Annotated[Literal["all", "form", "off"],
 
 
 class SearchConfig(_Section):
-    proposer: str = D("protegi", "how candidates are made: " + " | ".join(PROPOSER_NAMES) + "; its knobs live in the "
-                                 "section of that name (protegi's also serve one-step and three-stage)")
+    proposer: str = D("protegi", "how candidates are made, a method (apo_local/search/proposers); its knobs live in "
+                                 "the section of that name (protegi's also serve one-step and three-stage)")
     rounds: int = D(6, "search rounds (expand, then select)", ge=1)
     beam_size: PositiveInt = D(4, "prompts kept after every round")
     minibatch_size: PositiveInt = D(64, "training rows each beam prompt is scored on to find its errors")
@@ -272,46 +271,3 @@ class RunConfig(_Section):
         if self.optimizer.model is None and self.optimizer.base_url is None:
             return self.target
         return EngineConfig(**self.optimizer.model_dump(include=engine_fields))
-
-    def answer_mode(self) -> tuple[str, int]:
-        """(scoring mode, most answer tokens) of the target: ``abo.answer`` decides for abo, ``scoring`` otherwise."""
-        if self.search.proposer == "abo":
-            return self.abo.answer, max(self.scoring.max_tokens, self.abo.work_tokens)
-        return self.scoring.mode, self.scoring.max_tokens
-
-    def answer_reading(self) -> str:
-        """How the target's generated replies are read: ``final-line`` (abo, generate: the work, then an explicit
-        final answer line), else ``scoring.parse``."""
-        if self.search.proposer == "abo":
-            return "final-line" if self.abo.answer == "generate" else "label"
-        return self.scoring.parse
-
-    def unused_knobs(self) -> dict[str, set[str]]:
-        """Per section, the keys this run's proposer, selector or acceptance rule ignores."""
-        used = method_knobs(self.search.proposer, self.selection.selector, self.selection.acceptance)
-        return {section: set(type(getattr(self, section)).model_fields) - keys for section, keys in used.items()}
-
-
-_PROTEGI = set(ProTeGiConfig.model_fields)
-_PROPOSER_KNOBS = {"protegi": {"protegi": _PROTEGI}, "three-stage": {"protegi": _PROTEGI},
-                   "one-step": {"protegi": _PROTEGI - {"reasons_per_gradient"}},
-                   "rewrite": {"rewrite": set(SamplingConfig.model_fields)},
-                   "improve": {"improve": set(SamplingConfig.model_fields)}, "abo": {"abo": set(ABOConfig.model_fields)},
-                   "fewshot": {"fewshot": set(FewShotConfig.model_fields)},
-                   "instruction+fewshot": {"fewshot": set(FewShotConfig.model_fields), "protegi": _PROTEGI}}
-METHOD_SECTIONS = ("protegi", "rewrite", "improve", "abo", "fewshot")
-DEMO_PROPOSERS = ("fewshot", "instruction+fewshot")  # their training rows exclude the demonstration pool
-
-
-def method_knobs(proposer: str, selector: str, acceptance: str) -> dict[str, set[str]]:
-    """Per method-specific section, the keys a run with this proposer / selector / acceptance uses."""
-    used = {section: set() for section in METHOD_SECTIONS}
-    used.update(_PROPOSER_KNOBS.get(proposer, {}))  # an unknown proposer is refused by name later
-    generic = set(SelectionConfig.model_fields) - {"ucb_c", "ucb_t", "warmup", "ucb_e_a", "validation_k",
-                                                   "validation_size"}
-    used["selection"] = generic | ({"ucb_c", "ucb_t"} if selector == "ucb" else set()) | (
-        {"warmup"} if selector in ("ucb", "ucb-e") else set()) | (
-        {"ucb_e_a"} if selector == "ucb-e" else set()) | (
-        {"validation_k", "validation_size"} if acceptance == "validated" else set())
-    used["scoring"] = set(ScoringConfig.model_fields) - ({"mode", "parse"} if proposer == "abo" else set())  # abo.answer
-    return used

@@ -24,6 +24,7 @@ def _engines(cfg, task, trace):
     """The run's target engine (lazy: a fully cached job loads no model) and, for a judged task, its judge."""
     from apo_local.engine import RoleEngine, load_engine
     from apo_local.scoring import limit_length
+    from apo_local.search.proposers import target_answer
     from apo_local.tasks.judge import attach_judge, judge_of
 
     cache = False if cfg.cache == "off" else cfg.cache
@@ -31,7 +32,7 @@ def _engines(cfg, task, trace):
     if judge_of(task) is not None:
         optimizer = load_engine(cfg.optimizer_engine_config().settings(cfg.seed), cache, role="optimizer", lazy=True)
         attach_judge(task, RoleEngine(optimizer, "optimizer", trace), trace)
-    limit_length(task, target, max(16, cfg.answer_mode()[1]), trace)  # the prompts the run sent, cut alike
+    limit_length(task, target, max(16, target_answer(cfg).max_tokens), trace)  # the prompts the run sent, cut alike
     return RoleEngine(target, "target", trace)
 
 
@@ -43,6 +44,7 @@ def explain(path: str | Path) -> dict:
     from apo_local.runner import cap_test_limit
     from apo_local.scoring import Scorer
     from apo_local.search import attribution as attr
+    from apo_local.search.proposers import target_answer
     from apo_local.search.splits import eval_rows, validation_rows
     from apo_local.tasks import load_task
 
@@ -58,7 +60,7 @@ def explain(path: str | Path) -> dict:
         cfg = cap_test_limit(cfg, task)
         trace = Trace()
         trace.at("attribution", results.get("rounds_completed"))
-        scorer = Scorer(task, _engines(cfg, task, trace), *cfg.answer_mode(), answer=cfg.answer_reading(),
+        scorer = Scorer(task, _engines(cfg, task, trace), *target_answer(cfg)[:2], answer=target_answer(cfg).reading,
                         calibration=cfg.scoring.calibration)
         records = attr.candidate_records(json.loads(f.read_text(encoding="utf-8"))
                                          for f in sorted(run_dir.rounds.glob("round-*.json")))

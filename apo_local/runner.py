@@ -22,6 +22,7 @@ from apo_local.scoring import limit_length
 from apo_local.search import BeamSearch, RunResult
 from apo_local.search.state import Phase, RunState
 from apo_local.search.estimate import estimate, record_throughput
+from apo_local.search.proposers import make_proposer, target_answer
 from apo_local.search.splits import eval_rows, train_rows, validation_rows, validation_warning
 from apo_local.tasks import Task, load_task
 from apo_local.tasks.judge import attach_judge
@@ -97,7 +98,7 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, task: Task | None) -> RunResult
     model_load = time.perf_counter() - loading
     # Over-long examples are cut in the middle to fit the target's context (tasks.task.LengthLimit),
     # leaving room for the answer; each cut is logged and counted as an "example_truncated" fault.
-    limit_length(task, target, max(16, cfg.answer_mode()[1]), trace)
+    limit_length(task, target, max(16, target_answer(cfg).max_tokens), trace)
     beam_search = BeamSearch(task, target, optimizer, cfg, run_dir)
     tracker = tracking.start(cfg, run_dir.path if run_dir else None, beam_search, trace, task.metric.name)
     result = beam_search.run()
@@ -196,7 +197,6 @@ def preflight(cfg: RunConfig, task: Task) -> None:
     """
     from apo_local.models import resolve_model
     from apo_local.search.beam import make_acceptance
-    from apo_local.search.proposers import make_proposer
 
     for role, engine_cfg in (("target", cfg.target), ("optimizer", cfg.optimizer_engine_config())):
         if (engine_cfg.backend == "openai") != bool(engine_cfg.base_url):

@@ -32,7 +32,7 @@ if __name__ == "__main__":
     enable_inprocess_stats()
     from apo_local.engine import EngineSettings, RoleEngine, Trace, load_engine
     from apo_local.scoring import Scorer
-    from apo_local.search.splits import demo_pool
+    from apo_local.search.proposers.fewshot import demo_pool
     from apo_local.tasks import Example, load_task
     from apo_local.tasks.demos import demo, join_prompt
 

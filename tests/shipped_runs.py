@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from apo_local.config import read_run_config
+from apo_local.search.proposers import method_of
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -21,9 +22,7 @@ ABO_READY = ("Follow these steps:\n1. Read the statement and its context.\n2. Lo
              "contradict known facts.\n3. Answer Yes if it is a lie, otherwise No.\n\nDemonstration:\nStep 1: The statement "
              "is about taxes.\nStep 2: It exaggerates.\nStep 3: Yes")
 
-# the method sections of each proposer, and the tiny caps of their knobs
-METHOD_SECTION = {"rewrite": ("rewrite",), "improve": ("improve",), "abo": ("abo",), "fewshot": ("fewshot",),
-                  "instruction+fewshot": ("protegi", "fewshot")}
+# the tiny caps of each method section's knobs (a method's sections: its ``Method.knobs``)
 TINY_KNOBS = {"protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 1},
               "rewrite": {"samples_per_parent": 1, "mc_samples": 1}, "improve": {"samples_per_parent": 1, "mc_samples": 1},
               "abo": {"init_samples": 1, "revise_samples": 1, "errors_per_revision": 2},
@@ -45,7 +44,7 @@ def tiny(name: str, size: dict = RUN_SIZE) -> dict:
     s, sel = d.setdefault("search", {}), d.setdefault("selection", {})
     s.update(rounds=2 if name == "demo" else 1, beam_size=min(s.get("beam_size", 4), 2),
              minibatch_size=size["minibatch_size"], max_expansion=2)
-    for section in METHOD_SECTION.get(s.get("proposer", "protegi"), ("protegi",)):
+    for section in method_of(s.get("proposer", "protegi")).knobs:
         node = d.setdefault(section, {})
         caps = {**TINY_KNOBS[section], **({"work_tokens": size["work_tokens"]} if section == "abo" else {})}
         for key, cap in caps.items():

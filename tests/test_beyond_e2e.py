@@ -12,7 +12,8 @@ import pytest
 from apo_local.config import build_config
 from apo_local.runner import optimize
 from apo_local.search.acceptance.length import length_beam, prompt_tokens, shortest_within_ci
-from apo_local.search.splits import demo_pool, train_rows
+from apo_local.search.proposers.fewshot import demo_pool
+from apo_local.search.splits import train_rows
 from apo_local.tasks.demos import split_prompt
 
 pytestmark = pytest.mark.engine

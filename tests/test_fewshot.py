@@ -11,7 +11,8 @@ import pytest
 from apo_local.config import build_config
 from apo_local.errors import ApoError
 from apo_local.search.proposers.fewshot import MOVES, demo_move
-from apo_local.search.splits import demo_pool, train_rows
+from apo_local.search.proposers.fewshot import demo_pool
+from apo_local.search.splits import train_rows
 from apo_local.tasks import PromptTemplate, load_task
 from apo_local.tasks.demos import join_prompt, split_prompt
 

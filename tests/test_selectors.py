@@ -7,6 +7,7 @@ import pytest
 
 from apo_local.errors import ApoError
 from apo_local.search.selectors import SELECTORS, make_selector
+from apo_local.search.proposers import target_answer
 
 try:
     from hypothesis import given, settings
@@ -309,7 +310,7 @@ def test_liar_protegi_config_has_the_reference_hyperparameters():
     assert (ref.scoring.mode, ref.scoring.max_tokens, ref.scoring.parse) == ("generate", 4, "positive-prefix")
     assert (ref.selection.reward, ref.selection.final_pick, ref.evaluation.validation_split) == (
         "accuracy", "reference", "none")
-    assert ref.answer_mode() == ("generate", 4) and ref.answer_reading() == "positive-prefix"
+    assert target_answer(ref) == ("generate", 4, "positive-prefix")
 
 
 def test_class_balanced_rewards_reach_the_bandit_in_0_1_and_the_estimates_come_back_balanced():

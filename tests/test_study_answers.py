@@ -13,6 +13,7 @@ from apo_local.errors import ApoError
 from apo_local.scoring import Scorer
 from apo_local.tasks import Example, load_task
 from apo_local.tasks.answers import answer_reader, final_line_answer, positive_prefix_answer
+from apo_local.search.proposers import target_answer
 
 LIAR = load_task("liar")
 
@@ -81,11 +82,11 @@ def test_a_cut_reply_is_read_as_usual_where_the_answer_comes_first():
 
 
 def test_abo_runs_read_the_final_line_and_others_the_configured_parse():
-    assert build_config({"search": {"proposer": "abo"}}).answer_reading() == "final-line"
-    assert build_config({"search": {"proposer": "abo"}, "abo": {"answer": "logprobs"}}).answer_reading() == "label"
-    assert build_config({}).answer_reading() == "label"
+    assert target_answer(build_config({"search": {"proposer": "abo"}})).reading == "final-line"
+    assert target_answer(build_config({"search": {"proposer": "abo"}, "abo": {"answer": "logprobs"}})).reading == "label"
+    assert target_answer(build_config({})).reading == "label"
     ref = build_config({"scoring": {"mode": "generate", "parse": "positive-prefix"}})
-    assert ref.answer_reading() == "positive-prefix"
+    assert target_answer(ref).reading == "positive-prefix"
 
 
 # -- the ProTeGi reference: Yes only if the reply starts with YES ----------------------------------

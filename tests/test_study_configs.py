@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from apo_local.compare import load_spec
-from apo_local.config import build_config, dump_config, flatten_keys, load_config, read_run_config
+from apo_local.config import build_config, dump_config, flatten_keys, load_config, read_run_config, unused_knobs
 from apo_local.errors import ApoError
 from apo_local.sweep.grid import expand
 from apo_local.sweep.spec import load_sweep
@@ -94,7 +94,7 @@ def _flat(cfg) -> dict:
 
 def _diff(cfg, base_flat: dict) -> set[str]:
     """Keys whose value differs from the base's, less those this config's method does not use."""
-    unused = {f"{section}.{key}" for section, keys in cfg.unused_knobs().items() for key in keys}
+    unused = {f"{section}.{key}" for section, keys in unused_knobs(cfg).items() for key in keys}
     return {k for k, v in _flat(cfg).items() if base_flat.get(k) != v and k not in unused}
 
 

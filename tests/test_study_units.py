@@ -19,6 +19,7 @@ from apo_local.search.feedback import corrupt_examples, corrupt_label, pseudo_er
 from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.proposers import PROPOSERS, make_proposer
 from apo_local.tasks import Example
+from apo_local.search.proposers import target_answer
 
 
 def _task(kind="classification", labels=("Yes", "No"), metric="f1"):
@@ -230,8 +231,8 @@ def test_contradictory_settings_are_refused_with_one_line(data, message):
 def test_consistent_study_settings_are_accepted():
     build_config({"selection": {"acceptance": "naive"}, "protegi": {"mc_samples": 0}})
     build_config({"search": {"proposer": "rewrite"}, "feedback": {"selection_labels": "wrong"}})
-    assert build_config({"search": {"proposer": "abo"}}).answer_mode() == ("generate", 128)
-    assert build_config({"search": {"proposer": "abo"}, "abo": {"answer": "logprobs"}}).answer_mode()[0] == "logprobs"
+    assert target_answer(build_config({"search": {"proposer": "abo"}}))[:2] == ("generate", 128)
+    assert target_answer(build_config({"search": {"proposer": "abo"}, "abo": {"answer": "logprobs"}})).mode == "logprobs"
     old_run = {"search": {"proposer": "abo"}, "abo": {"work_tokens": 16}, "scoring": {"mode": "logprobs"}}
     assert build_config(old_run, resume=True).abo.answer == "logprobs"  # a run started before abo.answer resumes as it ran
     assert build_config({"search": {"proposer": "abo"}, "abo": {"answer": "generate"}}, resume=True).abo.answer == "generate"

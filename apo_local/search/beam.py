@@ -15,7 +15,7 @@ import json
 import logging
 from dataclasses import replace
 
-from apo_local.config import RunConfig
+from apo_local.config_schema import RunConfig
 from apo_local.engine import RoleEngine, Trace
 from apo_local.run_dir import RunDir, write_json
 from apo_local.scoring import Scorer
@@ -31,7 +31,7 @@ from apo_local.search.feedback import corrupt_examples, make_feedback
 from apo_local.search.final_pick import REWARD, guarded_beside, pick_on_validation, validation_scores
 from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.optimizer_calls import OptimizerCalls
-from apo_local.search.proposers import make_proposer
+from apo_local.search.proposers import make_proposer, target_answer
 from apo_local.search.baselines import best_constant, constant_evaluations, majority_label
 from apo_local.search.headline import SplitStats, headline
 from apo_local.search.result import RunResult, reply_summary
@@ -78,7 +78,7 @@ class BeamSearch:
         self.train = train_rows(task, cfg)
         self.validation = validation_rows(task, cfg)
         self.test = eval_rows(task, cfg)
-        self.scorer = Scorer(task, target, *cfg.answer_mode(), answer=cfg.answer_reading(),
+        self.scorer = Scorer(task, target, *target_answer(cfg)[:2], answer=target_answer(cfg).reading,
                              calibration=cfg.scoring.calibration)
         self.meta = MetaPrompts(cfg.meta_prompts.model_dump())
         f = cfg.feedback  # labels the selection rewards are computed against (same example ids)

@@ -15,10 +15,10 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from apo_local.config import RunConfig
+from apo_local.config_schema import RunConfig
 from apo_local.errors import ApoError
 from apo_local.run_dir import atomic_write
-from apo_local.search.proposers.abo_format import parse_abo
+from apo_local.search.proposers import Expansion, method_of
 from apo_local.tasks import Example, Task
 
 CHARS_PER_TOKEN = 4
@@ -132,14 +132,15 @@ def estimate(cfg: RunConfig, task: Task, train: list[Example], test: list[Exampl
     row = sum(_tokens(ex.input) for ex in sample) // max(1, len(sample)) + 8  # one example shown to the optimizer
     prompt = _tokens(instruction)
     target_in = sum(_tokens(task.render(instruction, ex)) for ex in sample) // max(1, len(sample))
-    if cfg.search.proposer in ("fewshot", "instruction+fewshot"):
-        target_in += cfg.fewshot.max_demos * row  # the demonstrations a prompt may carry
-    mode, answer_tokens = cfg.answer_mode()
+    method = method_of(cfg.search.proposer)
+    target_in += method.demonstrations(cfg) * row  # the demonstrations a prompt may carry
+    mode, answer_tokens, _ = method.target_answer(cfg)
     judge = _JudgeSize.of(task, answer_tokens, sample, cfg.feedback.show_evaluation)
     est = Estimate(rounds=cfg.search.rounds)
     for rnd in range(1, cfg.search.rounds + 1):
         parents = 1 if rnd == 1 else cfg.search.beam_size
-        new = _propose(cfg, est, parents, rnd, target_in, prompt, row, judge)
+        new = method.cost(Expansion(cfg, est.target, est.optimizer, parents, rnd, target_in, META_OVERHEAD + prompt,
+                                    row, judge))  # adds the round's expansion; the most proposals it makes
         _select(cfg, est, parents, min(new, parents * cfg.search.max_expansion), target_in)
         if cfg.evaluation.per_round_test:
             est.target.add(cfg.search.beam_size * len(test), target_in)
@@ -186,78 +187,12 @@ class _JudgeSize:
         est.optimizer.prompts += prompts
         est.optimizer.input_tokens += prompts * self.grade_in
 
-    def reasons(self, est: Estimate, groups: int, per_group: int) -> None:
+    def reasons(self, optimizer: RoleSize, groups: int, per_group: int) -> None:
         """Every error group shown to the optimizer is preceded by one batch of the judge's reasons."""
         from apo_local.tasks.judge import REASON_TOKENS
 
         for _ in range(groups if self.reason_in else 0):
-            est.optimizer.add(per_group, self.reason_in, per_group * REASON_TOKENS)
-
-
-def _propose(cfg: RunConfig, est: Estimate, parents: int, rnd: int, target_in: int, prompt: int, row: int,
-             judge: _JudgeSize | None = None) -> int:
-    """Add one expansion's calls; return the most proposals it can make."""
-    name, out_max, opt = cfg.search.proposer, cfg.optimizer.max_tokens, est.optimizer
-    meta = META_OVERHEAD + prompt
-    if name in ("fewshot", "instruction+fewshot"):  # demonstration moves: no engine call
-        moves = parents * cfg.fewshot.samples_per_parent
-        if name == "fewshot":
-            return moves
-        updates, mc = _feedback_updates(cfg, est, parents, target_in, meta, row, judge)
-        sources = updates + parents if mc else 0
-        opt.add(sources, meta, sources * mc * out_max)
-        return moves + updates + sources * mc
-    if name == "abo":
-        a = cfg.abo
-        no_steps = not parse_abo(cfg.search.initial_prompt or "").steps
-        init = parents * a.init_samples if no_steps else 0  # steps written first (later rounds: for the initial
-        opt.add(parents if no_steps else 0, meta + row, init * out_max)  # prompt, when the beam kept it)
-        if rnd == 1 and no_steps:
-            return init
-        est.target.add(parents * cfg.search.minibatch_size, target_in)
-        work = parents * a.errors_per_revision * a.revise_samples
-        if a.answer == "logprobs":  # the ablation narrates separately; generate mode reuses the answers' work
-            est.target.add(work, target_in + 40, work * a.work_tokens)
-        opt.add(work, meta + row + a.work_tokens, work * out_max)  # step-by-step judgements
-        asks = parents * a.revise_samples
-        opt.add(asks, meta + a.errors_per_revision * (row + a.work_tokens), asks * out_max)
-        if a.demonstration:
-            opt.add(asks, meta + row, asks * out_max)
-        return asks + init
-    if name in ("rewrite", "improve"):
-        s = getattr(cfg, name)
-        opt.add(parents, meta, parents * s.samples_per_parent * out_max)
-        updates, mc = parents * s.samples_per_parent, s.mc_samples
-    else:
-        updates, mc = _feedback_updates(cfg, est, parents, target_in, meta, row, judge)
-    sources = updates + parents if mc else 0
-    opt.add(sources, meta, sources * mc * out_max)
-    return updates + sources * mc
-
-
-def _feedback_updates(cfg: RunConfig, est: Estimate, parents: int, target_in: int, meta: int, row: int,
-                      judge: _JudgeSize | None = None) -> tuple[int, int]:
-    """protegi, one-step, three-stage (and instruction+fewshot's instruction edits): minibatch scoring, the
-    judge's reasons for the shown errors (a judged task), then the update calls; (updates, mc_samples)."""
-    p, name, out_max, opt = cfg.protegi, cfg.search.proposer, cfg.optimizer.max_tokens, est.optimizer
-    if p.n_gradients == 0:
-        return 0, p.mc_samples
-    est.target.add(parents * cfg.search.minibatch_size, target_in)
-    groups = parents * p.n_gradients
-    if judge:
-        judge.reasons(est, groups, p.errors_per_gradient)
-    shown = meta + p.errors_per_gradient * row
-    if name == "one-step":
-        opt.add(groups, shown, groups * out_max)
-        return groups * p.edits_per_gradient, p.mc_samples
-    if name == "three-stage":
-        opt.add(groups, shown, groups * out_max)  # critiques
-        opt.add(groups, meta + out_max, groups * out_max)  # feedback on the prompt
-    else:
-        opt.add(groups, shown, groups * out_max)  # gradients
-    reasons = groups * p.reasons_per_gradient
-    opt.add(reasons, shown + out_max // 4, reasons * out_max)  # edits
-    return reasons * p.edits_per_gradient, p.mc_samples
+            optimizer.add(per_group, self.reason_in, per_group * REASON_TOKENS)
 
 
 def _select(cfg: RunConfig, est: Estimate, parents: int, new: int, target_in: int) -> None:

@@ -14,32 +14,16 @@ of them): rows the errors were never drawn from. It needs them: with ``validatio
 
 from __future__ import annotations
 
-from apo_local.config import DEMO_PROPOSERS, RunConfig
+from apo_local.config_schema import RunConfig
 from apo_local.errors import ApoError
 from apo_local.stats import examples_needed
+from apo_local.search.proposers import method_of
 from apo_local.search.streams import seeded_order_key
 from apo_local.tasks import Example, Task
 
 
-def demo_pool(task: Task, seed: int, size: int) -> list[Example]:
-    """``size`` training rows in a seeded order, label-balanced (round robin over the labels): the rows the
-    few-shot proposers draw demonstrations from. Never test rows."""
-    train = sorted(task.check_split("train"), key=lambda ex: seeded_order_key(seed, "demo|" + ex.id))
-    by_label: dict[str, list[Example]] = {}
-    for ex in train:
-        by_label.setdefault(ex.label if task.kind == "classification" else "", []).append(ex)
-    queues, pool = list(by_label.values()), []
-    while len(pool) < size and any(queues):
-        for q in queues:
-            if q and len(pool) < size:
-                pool.append(q.pop(0))
-    return pool
-
-
 def _pool_ids(task: Task, cfg: RunConfig) -> set[str]:
-    if cfg.search.proposer not in DEMO_PROPOSERS:
-        return set()
-    return {ex.id for ex in demo_pool(task, cfg.seed, cfg.fewshot.pool_size)}
+    return method_of(cfg.search.proposer).held_out(task, cfg)
 
 
 def _holdout_size(cfg: RunConfig, n_train: int) -> int:

@@ -1,5 +1,5 @@
 """How a generated reply is read as an answer (``Scorer(answer=...)``; a run picks it with
-``RunConfig.answer_reading()``):
+``target_answer(cfg).reading``, search/proposers):
 
 * ``label`` (the default): ``task.parse_answer``, the label the reply names first;
 * ``positive-prefix``: the ProTeGi reference's reading (microsoft/LMOps prompt_optimization, ``BinaryPredictor``:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Protocol, Sequence
 
-from apo_local.config import FeedbackConfig
+from apo_local.config_schema import FeedbackConfig
 from apo_local.search.feedback.corruption import (corrupt_examples, corrupt_label, corrupt_value, is_numeric_task,
                                                   pseudo_errors, real_errors, with_label)
 from apo_local.search.feedback.views import PseudoErrors, RealErrors, TrueLabels, Unevaluated, WrongLabels

@@ -5,10 +5,12 @@ The prompt form, the judgement's reading and the method's notes are in ``abo_for
 
 from __future__ import annotations
 
+from apo_local.config_schema import ABOConfig, RunConfig
 from apo_local.engine import GenerationRequest
 from apo_local.search.context import RoundContext
 from apo_local.search.proposers.abo_format import (SHOW_WORK, AboPrompt, blamed_step, fallback_steps, format_abo,
                                                    numbered, parse_abo, parse_judgement, strip_marker)
+from apo_local.search.proposers.method import Expansion, Method, TargetAnswer, section_keys
 from apo_local.search.reply_shapes import abo_steps, tagged
 from apo_local.search.state import Candidate
 
@@ -150,3 +152,46 @@ class ABOProposer:
                 if items:
                     demos[i] = items[0]
         return demos
+
+
+# -- the method ---------------------------------------------------------------------------------------------
+
+
+def _cost(x: Expansion) -> int:
+    a, opt, out_max = x.cfg.abo, x.optimizer, x.out_max
+    no_steps = not parse_abo(x.cfg.search.initial_prompt or "").steps
+    init = x.parents * a.init_samples if no_steps else 0  # steps written first (later rounds: for the initial
+    opt.add(x.parents if no_steps else 0, x.meta + x.row, init * out_max)  # prompt, when the beam kept it)
+    if x.round == 1 and no_steps:
+        return init
+    x.target.add(x.parents * x.cfg.search.minibatch_size, x.target_in)
+    work = x.parents * a.errors_per_revision * a.revise_samples
+    if a.answer == "logprobs":  # the ablation narrates separately; generate mode reuses the answers' work
+        x.target.add(work, x.target_in + 40, work * a.work_tokens)
+    opt.add(work, x.meta + x.row + a.work_tokens, work * out_max)  # step-by-step judgements
+    asks = x.parents * a.revise_samples
+    opt.add(asks, x.meta + a.errors_per_revision * (x.row + a.work_tokens), asks * out_max)
+    if a.demonstration:
+        opt.add(asks, x.meta + x.row, asks * out_max)
+    return asks + init
+
+
+def _answer(cfg: RunConfig) -> TargetAnswer:
+    """``abo.answer`` decides: generate (the work, then an explicit final answer line) or the label's log-probs."""
+    a = cfg.abo
+    return TargetAnswer(a.answer, max(cfg.scoring.max_tokens, a.work_tokens),
+                        "final-line" if a.answer == "generate" else "label")
+
+
+def _refuse(cfg: RunConfig) -> str | None:
+    if not cfg.feedback.show_evaluation:
+        return "feedback.show_evaluation: false: abo revises the steps that failed on wrong examples; remove it"
+    return None
+
+
+METHOD = Method(name="abo", proposer=ABOProposer, knobs={"abo": section_keys(ABOConfig)}, cost=_cost,
+                presets={"smoke": {"abo": {"init_samples": 1, "revise_samples": 1, "errors_per_revision": 2,
+                                           "work_tokens": 48}},
+                         "demo": {"abo": {"init_samples": 2, "revise_samples": 2, "errors_per_revision": 3,
+                                          "work_tokens": 96}}},
+                answer=_answer, refuse=_refuse, rank=5)

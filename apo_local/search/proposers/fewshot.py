@@ -13,7 +13,7 @@ the instruction).
   child differs from its parent in one section; the acceptance rule picks among both kinds, and
   ``max_expansion`` caps them together.
 
-Demonstrations come from ``splits.demo_pool``: training rows set aside (never test rows, never scored
+Demonstrations come from ``demo_pool``: training rows set aside (never test rows, never scored
 by the search, so a prompt is never evaluated on its own demonstrations).
 """
 
@@ -23,10 +23,14 @@ import random
 from dataclasses import replace
 from typing import Sequence
 
+from apo_local.config_schema import FewShotConfig, RunConfig
 from apo_local.search.context import RoundContext
+from apo_local.search.proposers.method import Expansion, Method, section_keys
+from apo_local.search.proposers.protegi import METHOD as PROTEGI
 from apo_local.search.proposers.protegi import ProTeGiProposer
-from apo_local.search.splits import demo_pool
 from apo_local.search.state import Candidate, Status
+from apo_local.search.streams import seeded_order_key
+from apo_local.tasks import Example, Task
 from apo_local.tasks.demos import demo, join_prompt, split_prompt
 
 MOVES = ("add", "remove", "swap")
@@ -50,6 +54,21 @@ def demo_move(demos: Sequence[dict], pool: Sequence[dict], max_demos: int, rng: 
     else:
         out[rng.randrange(len(out))] = rng.choice(free)
     return move, out
+
+
+def demo_pool(task: Task, seed: int, size: int) -> list[Example]:
+    """``size`` training rows in a seeded order, label-balanced (round robin over the labels): the rows the
+    few-shot proposers draw demonstrations from. Never test rows."""
+    train = sorted(task.check_split("train"), key=lambda ex: seeded_order_key(seed, "demo|" + ex.id))
+    by_label: dict[str, list[Example]] = {}
+    for ex in train:
+        by_label.setdefault(ex.label if task.kind == "classification" else "", []).append(ex)
+    queues, pool = list(by_label.values()), []
+    while len(pool) < size and any(queues):
+        for q in queues:
+            if q and len(pool) < size:
+                pool.append(q.pop(0))
+    return pool
 
 
 class FewShotProposer:
@@ -128,3 +147,35 @@ class InstructionFewShotProposer:
                 d.mark(c.status, c.reason)
             out.append(d)
         return out
+
+
+# -- the methods: demonstration moves alone, and with ProTeGi's instruction edits ---------------------------------
+
+FEWSHOT_KNOBS = section_keys(FewShotConfig)
+
+
+def _moves(x: Expansion) -> int:
+    return x.parents * x.cfg.fewshot.samples_per_parent  # no engine call
+
+
+def _pool_ids(task: Task, cfg: RunConfig) -> set[str]:
+    return {ex.id for ex in demo_pool(task, cfg.seed, cfg.fewshot.pool_size)}
+
+
+def _max_demos(cfg: RunConfig) -> int:
+    return cfg.fewshot.max_demos
+
+
+def _instruction_options(cfg: RunConfig) -> dict:
+    return {**cfg.fewshot.model_dump(), "protegi": cfg.protegi.model_dump()}
+
+
+METHODS = (
+    Method(name="fewshot", proposer=FewShotProposer, knobs={"fewshot": FEWSHOT_KNOBS}, cost=_moves,
+           demonstrations=_max_demos, held_out=_pool_ids, rank=6),
+    Method(name="instruction+fewshot", proposer=InstructionFewShotProposer,
+           knobs={"fewshot": FEWSHOT_KNOBS, "protegi": PROTEGI.knobs["protegi"]},
+           cost=lambda x: _moves(x) + PROTEGI.cost(x), presets=PROTEGI.presets, options=_instruction_options,
+           data_free=PROTEGI.data_free, makes_updates=PROTEGI.makes_updates, paraphrase_knob=PROTEGI.paraphrase_knob,
+           demonstrations=_max_demos, held_out=_pool_ids, rank=7),
+)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from apo_local.search.proposers.base import UpdateThenParaphrase
+from apo_local.search.proposers.method import Expansion
+from apo_local.search.proposers.protegi import PROTEGI_KNOBS, error_group_method
 from apo_local.search.reply_shapes import tagged
 from apo_local.search.state import Candidate
 
@@ -24,3 +26,12 @@ class OneStepProposer(UpdateThenParaphrase):
         return [Candidate(text, ctx.round, "one-step", parent=parent.id)
                 for (parent, _), reply in zip(groups, replies)
                 for text in ctx.optimizer.parse(reply.text, "one_step")[: self.edits_per_gradient]]
+
+
+def _rewrites(x: Expansion, groups: int, shown: int) -> int:
+    x.optimizer.add(groups, shown, groups * x.out_max)
+    return groups * x.cfg.protegi.edits_per_gradient
+
+
+METHOD = error_group_method("one-step", OneStepProposer, _rewrites, rank=1,
+                            knobs=PROTEGI_KNOBS - {"reasons_per_gradient"})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from apo_local.search.proposers.base import ErrorGroupProposer, edit, reasons
+from apo_local.search.proposers.method import Expansion
+from apo_local.search.proposers.protegi import error_group_method
 from apo_local.search.reply_shapes import tagged
 
 
@@ -21,3 +23,12 @@ class ThreeStageProposer(ErrorGroupProposer):
         notes = reasons(groups, replies, "feedback", self.reasons_per_gradient, ctx,
                         extra=lambda i: {"critique": critiques[i].text.strip()})
         return edit(notes, "three-stage", self.edits_per_gradient, ctx)
+
+
+def _critique_feedback_edit(x: Expansion, groups: int, shown: int) -> int:
+    x.optimizer.add(groups, shown, groups * x.out_max)  # critiques
+    x.optimizer.add(groups, x.meta + x.out_max, groups * x.out_max)  # feedback on the prompt
+    return x.edits(groups, shown)
+
+
+METHOD = error_group_method("three-stage", ThreeStageProposer, _critique_feedback_edit, rank=2)

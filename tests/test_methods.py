@@ -1,0 +1,108 @@
+"""A method is one module: the registry of proposal methods (``apo_local/search/proposers``). A new method's module,
+found where it lies, is named by a config, sized by ``--preset``, checked for unused knobs, costed by the estimate
+and run by the search, with nothing added anywhere else. Runs use the scripted engine (tests/stand_in.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import pytest
+
+from apo_local.config import build_config, dump_config
+from apo_local.errors import ApoError
+from apo_local.runner import optimize
+from apo_local.search import proposers
+from apo_local.search.estimate import estimate
+from apo_local.search.proposers import METHODS, Method, declared_methods, method_of, register_method
+from apo_local.search.splits import eval_rows, train_rows, validation_rows
+from apo_local.tasks import load_task
+from tests.stand_in import use_stand_in
+
+# A method of its own, as a user (or a new built-in) writes it: one module, nothing else.
+ECHO_MODULE = '''
+from apo_local.search.proposers.method import Method
+from apo_local.search.state import Candidate
+
+
+class EchoProposer:
+    """Each parent's instruction with one plain sentence added."""
+
+    name = "echo"
+
+    def __init__(self, mc_samples=2):
+        self.mc_samples = mc_samples
+
+    def propose(self, parents, ctx):
+        made = [Candidate(p.text + f" Answer Yes or No ({i}).", ctx.round, "echo", parent=p.id)
+                for p in parents for i in range(1 + self.mc_samples)]
+        return ctx.admit(made, parents)
+
+
+def _cost(x):
+    return x.parents * (1 + x.cfg.protegi.mc_samples)  # no engine call: only the proposals
+
+
+METHOD = Method(name="echo", proposer=EchoProposer, knobs={"protegi": frozenset({"mc_samples"})}, cost=_cost,
+                presets={"smoke": {"protegi": {"mc_samples": 1}}})
+'''
+
+
+@pytest.fixture
+def echo_method(tmp_path, monkeypatch):
+    """The echo module in a package of its own, found and registered; the registry restored afterwards."""
+    package = tmp_path / "my_methods"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "echo.py").write_text(textwrap.dedent(ECHO_MODULE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(proposers, "METHODS", dict(METHODS))
+    monkeypatch.setattr(proposers, "PROPOSERS", dict(proposers.PROPOSERS))
+    import apo_local.config as config
+    monkeypatch.setattr(config, "METHODS", proposers.METHODS)
+    found = declared_methods([str(package)], "my_methods")
+    yield [register_method(m) for m in found]
+    sys.modules.pop("my_methods.echo", None), sys.modules.pop("my_methods", None)
+
+
+def test_the_built_in_methods_are_found_in_their_modules_in_the_order_of_the_docs():
+    assert list(METHODS) == ["protegi", "one-step", "three-stage", "rewrite", "improve", "abo", "fewshot",
+                             "instruction+fewshot"]
+    assert proposers.METHOD_SECTIONS == ("protegi", "rewrite", "improve", "abo", "fewshot")
+    for name, method in METHODS.items():
+        assert method.make().name == name  # each declaration builds its own proposer
+    assert method_of("one-step").knobs["protegi"] == METHODS["protegi"].knobs["protegi"] - {"reasons_per_gradient"}
+    with pytest.raises(ApoError, match="unknown proposer 'opro' \\(known: protegi, one-step"):
+        method_of("opro")
+
+
+def test_a_new_method_is_one_module(echo_method, tmp_path, monkeypatch):
+    (echo,) = echo_method
+    assert echo.name == "echo" and method_of("echo") is echo
+    # the config names it, its preset sizes its knobs, and the knobs it does not read are refused
+    cfg = build_config({"task": "liar", "search": {"proposer": "echo"}}, preset="smoke")
+    assert cfg.protegi.mc_samples == 1 and cfg.search.rounds == 1
+    assert "n_gradients" not in dump_config(cfg)
+    with pytest.raises(ApoError, match="protegi.n_gradients: not used by proposer echo"):
+        build_config({"search": {"proposer": "echo"}, "protegi": {"n_gradients": 2}})
+    # the estimate reads its cost: no optimizer call, its proposals selected by the bandit
+    task = load_task("liar")
+    est = estimate(cfg, task, train_rows(task, cfg), eval_rows(task, cfg)[:16], validation_rows(task, cfg))
+    assert est.optimizer.calls == 0 and est.target.prompts > 0
+    # the search runs it: its candidates, made by its operator, reach the round file
+    use_stand_in(monkeypatch)
+    run = build_config({"task": "liar", "search": {"proposer": "echo", "rounds": 2, "hygiene": False},
+                        "train_limit": 40, "evaluation": {"test_limit": 6, "validation_rows": 4},
+                        "selection": {"budget": 8, "batch_size": 4}}, {"cache": "off"}, preset="smoke")
+    optimize(run, tmp_path / "run")
+    made = json.loads((tmp_path / "run" / "rounds" / "round-01.json").read_text())["candidates"]
+    assert {c["operator"] for c in made} >= {"echo"}
+    assert any(c["text"].endswith("Answer Yes or No (1).") for c in made)
+
+
+def test_a_method_whose_knobs_live_in_no_section_is_refused():
+    stray = Method(name="stray", proposer=object, knobs={"nowhere": frozenset({"k"})}, cost=lambda x: 0)
+    with pytest.raises(ApoError, match="method 'stray': no config section 'nowhere'"):
+        register_method(stray)
+    assert "stray" not in METHODS
