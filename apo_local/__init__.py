@@ -1,9 +1,9 @@
 """apo-local: offline automatic prompt optimization (ProTeGi/APO) on in-process vLLM.
 
-    import apo_local as apo
-    cfg = apo.build_config({"task": "liar"}, preset="smoke")
-    result = apo.optimize(cfg, out="runs/demo", overwrite=True)
-    print(result.selected_prompt)  # the prompt to deploy
+import apo_local as apo
+cfg = apo.build_config({"task": "liar"}, preset="smoke")
+result = apo.optimize(cfg, out="runs/demo", overwrite=True)
+print(result.selected_prompt)  # the prompt to deploy
 """
 
 from apo_local import _offline  # noqa: F401  (must run before vllm/transformers import)
@@ -12,11 +12,16 @@ from apo_local.errors import ApoError
 __version__ = "0.1.0"
 
 _LAZY = {
-    "build_config": "apo_local.config", "load_config": "apo_local.config", "RunConfig": "apo_local.config",
-    "EngineSettings": "apo_local.engine", "load_engine": "apo_local.engine",
-    "load_task": "apo_local.tasks", "Task": "apo_local.tasks",
+    "build_config": "apo_local.config",
+    "load_config": "apo_local.config",
+    "RunConfig": "apo_local.config",
+    "EngineSettings": "apo_local.engine",
+    "load_engine": "apo_local.engine",
+    "load_task": "apo_local.tasks",
+    "Task": "apo_local.tasks",
     "Scorer": "apo_local.scoring",
-    "optimize": "apo_local.runner", "resume": "apo_local.runner",
+    "optimize": "apo_local.runner",
+    "resume": "apo_local.runner",
     "RunResult": "apo_local.search",
     "show_progress": "apo_local.library_logging",
 }

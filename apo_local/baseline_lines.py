@@ -22,9 +22,14 @@ def constant_baseline(task: Task, rows, evaluation) -> dict:
     majority = majority_label(task, task.split("train")) if "train" in task.split_names else None
     top = best_constant(constants, task.metric.name, majority)
     stats = SplitStats(task.metric, rows)
-    return {"constant_baselines": {"best": top, "majority_label": majority,
-                                   "by_label": {label: stats.summary(e) for label, e in constants.items()}},
-            "prompt_vs_constant": stats.paired(evaluation, constants[top])}
+    return {
+        "constant_baselines": {
+            "best": top,
+            "majority_label": majority,
+            "by_label": {label: stats.summary(e) for label, e in constants.items()},
+        },
+        "prompt_vs_constant": stats.paired(evaluation, constants[top]),
+    }
 
 
 def lean_warnings(evaluation: dict, who: str, rows: str, why: str) -> list[str]:
@@ -32,8 +37,10 @@ def lean_warnings(evaluation: dict, who: str, rows: str, why: str) -> list[str]:
     optimize's table and evaluate say it the same way."""
     from apo_local.search.headline import suppressed_labels
 
-    return [f"warning: {who} predicts {label!r} for {share_p:.0%} of {rows} (true share {share_t:.0%}): {why}"
-            for label, share_p, share_t in suppressed_labels(evaluation)]
+    return [
+        f"warning: {who} predicts {label!r} for {share_p:.0%} of {rows} (true share {share_t:.0%}): {why}"
+        for label, share_p, share_t in suppressed_labels(evaluation)
+    ]
 
 
 def constant_lines(metric: str, constant: dict, vs: dict | None, who: str) -> list[str]:
@@ -43,8 +50,10 @@ def constant_lines(metric: str, constant: dict, vs: dict | None, who: str) -> li
     label = constant["best"]
     summary = constant["by_label"][label]
     majority = " (= train majority)" if label == constant.get("majority_label") else ""
-    lines = [f"best constant answer: always {label!r}{majority}: {metric} "
-             f"{fmt_ci(summary['metrics'][metric], (summary.get('ci') or {}).get(metric))}"]
+    lines = [
+        f"best constant answer: always {label!r}{majority}: {metric} "
+        f"{fmt_ci(summary['metrics'][metric], (summary.get('ci') or {}).get(metric))}"
+    ]
     if vs:
         lines.append(vs_constant_line(who, label, metric, vs))
     return lines

@@ -28,8 +28,16 @@ from pathlib import Path
 from apo_local.errors import ApoError
 
 # Supported vLLM releases (the engine's APIs were checked against this range) and their torch pins.
-VERIFIED_PINS = {"0.26.0": "2.11.0", "0.27.0": "2.13.0", "0.28.0": "2.13.0", "0.29.0": "2.13.0",
-                 "0.30.0": "2.13.0", "0.31.0": "2.13.0", "0.32.0": "2.13.0", "0.33.0": "2.14.0"}
+VERIFIED_PINS = {
+    "0.26.0": "2.11.0",
+    "0.27.0": "2.13.0",
+    "0.28.0": "2.13.0",
+    "0.29.0": "2.13.0",
+    "0.30.0": "2.13.0",
+    "0.31.0": "2.13.0",
+    "0.32.0": "2.13.0",
+    "0.33.0": "2.14.0",
+}
 # Installed with torch on the target, or tied to its CUDA build: never bundled.
 TORCH_FAMILY = re.compile(r"^(torch|torchvision|torchaudio|torchcodec|triton|nvidia-.*|cuda-.*)$")
 
@@ -79,8 +87,20 @@ def platform_tags(platform: str) -> list[str]:
 def _target_flags(python: str, platform: str) -> list[str]:
     abi = "cp" + python.replace(".", "")
     plats = [a for tag in platform_tags(platform) for a in ("--platform", tag)]
-    return ["--only-binary=:all:", *plats, "--python-version", python,
-            "--implementation", "cp", "--abi", abi, "--abi", "abi3", "--abi", "none"]
+    return [
+        "--only-binary=:all:",
+        *plats,
+        "--python-version",
+        python,
+        "--implementation",
+        "cp",
+        "--abi",
+        abi,
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+    ]
 
 
 def read_pins(versions: list[str], python: str, platform: str, package: str = "vllm") -> dict[str, str]:
@@ -90,8 +110,19 @@ def read_pins(versions: list[str], python: str, platform: str, package: str = "v
         for v in versions:
             report = Path(tmp) / f"{v}.json"
             try:
-                _pip("install", "--dry-run", "--quiet", "--no-deps", "--ignore-installed", "--report", str(report),
-                     "--target", str(Path(tmp) / "t"), *_target_flags(python, platform), f"{package}=={v}")
+                _pip(
+                    "install",
+                    "--dry-run",
+                    "--quiet",
+                    "--no-deps",
+                    "--ignore-installed",
+                    "--report",
+                    str(report),
+                    "--target",
+                    str(Path(tmp) / "t"),
+                    *_target_flags(python, platform),
+                    f"{package}=={v}",
+                )
             except ApoError:
                 continue
             meta = json.loads(report.read_text())["install"][0]["metadata"]
@@ -104,8 +135,19 @@ def resolve(requirements: list[str], python: str, platform: str, find_links: lis
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         links = [a for d in find_links for a in ("--find-links", str(d))]
-        _pip("install", "--dry-run", "--quiet", "--ignore-installed", "--report", str(report),
-             "--target", str(Path(tmp) / "t"), *_target_flags(python, platform), *links, *requirements)
+        _pip(
+            "install",
+            "--dry-run",
+            "--quiet",
+            "--ignore-installed",
+            "--report",
+            str(report),
+            "--target",
+            str(Path(tmp) / "t"),
+            *_target_flags(python, platform),
+            *links,
+            *requirements,
+        )
         return [(i["metadata"]["name"], i["metadata"]["version"]) for i in json.loads(report.read_text())["install"]]
 
 
@@ -125,9 +167,17 @@ PYTHON="${{PYTHON:-python3}}"
 """
 
 
-def build_bundle(out: Path, python: str, platform: str, torch_version: str, vllm: str | None = None,
-                 vllm_package: str = "vllm", project: Path | None = None, pins: dict[str, str] | None = None,
-                 extra: list[str] | None = None) -> dict:
+def build_bundle(
+    out: Path,
+    python: str,
+    platform: str,
+    torch_version: str,
+    vllm: str | None = None,
+    vllm_package: str = "vllm",
+    project: Path | None = None,
+    pins: dict[str, str] | None = None,
+    extra: list[str] | None = None,
+) -> dict:
     """Write ``out/wheels/*.whl``, ``out/install.sh`` and ``out/bundle.json``; returns the manifest.
     ``vllm``: a version, None (the newest pinning ``torch_version``) or "none" (apo-local alone)."""
     out = Path(out)
@@ -140,17 +190,34 @@ def build_bundle(out: Path, python: str, platform: str, torch_version: str, vllm
     _pip("wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(project))
     own = sorted(wheels.glob("apo_local-*.whl"))[-1]
     reqs = [str(own)] + ([] if vllm == "none" else [f"{vllm_package}=={vllm}"]) + list(extra or [])
-    needed = [(n, v) for n, v in resolve(reqs + [f"torch=={torch_version.split('+')[0]}"] if vllm != "none" else reqs,
-                                         python, platform, [wheels])
-              if not TORCH_FAMILY.match(n.lower()) and n.lower().replace("_", "-") != "apo-local"]
+    needed = [
+        (n, v)
+        for n, v in resolve(
+            reqs + [f"torch=={torch_version.split('+')[0]}"] if vllm != "none" else reqs, python, platform, [wheels]
+        )
+        if not TORCH_FAMILY.match(n.lower()) and n.lower().replace("_", "-") != "apo-local"
+    ]
     if needed:
-        _pip("download", "--quiet", "--no-deps", "-d", str(wheels), *_target_flags(python, platform),
-             *[f"{n}=={v}" for n, v in needed])
+        _pip(
+            "download",
+            "--quiet",
+            "--no-deps",
+            "-d",
+            str(wheels),
+            *_target_flags(python, platform),
+            *[f"{n}=={v}" for n, v in needed],
+        )
     names = sorted(p.name for p in wheels.glob("*.whl"))
     (out / "install.sh").write_text(install_script(names, python))
     (out / "install.sh").chmod(0o755)
-    manifest = {"python": python, "platform": platform, "torch": torch_version, "vllm": vllm,
-                "vllm_package": vllm_package, "wheels": names,
-                "bytes": sum(p.stat().st_size for p in wheels.glob("*.whl"))}
+    manifest = {
+        "python": python,
+        "platform": platform,
+        "torch": torch_version,
+        "vllm": vllm,
+        "vllm_package": vllm_package,
+        "wheels": names,
+        "bytes": sum(p.stat().st_size for p in wheels.glob("*.whl")),
+    }
     (out / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 CALIBRATIONS = ("none", "batch", "content-free")
 CALIBRATION_ROWS = 32  # training inputs per prompt in batch calibration
@@ -56,8 +56,10 @@ def offsets(method: str, rows: Sequence[Sequence[float]], n_labels: int) -> tupl
     if method == "batch":
         out = [sum(r[j] for r in usable) / len(usable) for j in range(n_labels)]
     elif method == "content-free":
-        out = [math.log(m) if (m := sum(math.exp(r[j]) for r in usable) / len(usable)) > 0 else -math.inf
-               for j in range(n_labels)]
+        out = [
+            math.log(m) if (m := sum(math.exp(r[j]) for r in usable) / len(usable)) > 0 else -math.inf
+            for j in range(n_labels)
+        ]
     else:
         raise ValueError(f"unknown calibration {method!r}")
     if not all(math.isfinite(x) for x in out):

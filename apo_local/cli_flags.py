@@ -39,9 +39,21 @@ class SectionedCommand(click.Command):
 RUN_OPTIONS = "Run: config, run directory, size"
 
 # Value names for config flags of type str whose meaning the type does not show (by the key's last part).
-_STR_METAVARS = {"model": "ALIAS|DIR", "base_url": "URL", "cache": "FILE|off", "task": "NAME|FILE",
-                 "initial_prompt": "TEXT", "dtype": "DTYPE", "proposer": "NAME", "selector": "NAME", "device": "DEVICE",
-                 "test_split": "SPLIT", "validation_split": "SPLIT|auto|none", "dir": "DIR", "experiment": "NAME"}
+_STR_METAVARS = {
+    "model": "ALIAS|DIR",
+    "base_url": "URL",
+    "cache": "FILE|off",
+    "task": "NAME|FILE",
+    "initial_prompt": "TEXT",
+    "dtype": "DTYPE",
+    "proposer": "NAME",
+    "selector": "NAME",
+    "device": "DEVICE",
+    "test_split": "SPLIT",
+    "validation_split": "SPLIT|auto|none",
+    "dir": "DIR",
+    "experiment": "NAME",
+}
 
 
 def config_metavar(dotted: str, annotation) -> str:
@@ -87,9 +99,15 @@ def config_flags(fn):
     helps, types = flag_help(), config_types()
     for dotted, flag in reversed(list(flag_names().items())):
         section = f"{dotted.split('.')[0]} (config section)" if "." in dotted else RUN_OPTIONS
-        fn = click.option(f"--{flag}", f"cfg__{dotted.replace('.', '__')}", default=None, cls=SectionOption,
-                          section=section, metavar=config_metavar(dotted, types[dotted]),
-                          help=f"{helps[dotted]} ({dotted})")(fn)
+        fn = click.option(
+            f"--{flag}",
+            f"cfg__{dotted.replace('.', '__')}",
+            default=None,
+            cls=SectionOption,
+            section=section,
+            metavar=config_metavar(dotted, types[dotted]),
+            help=f"{helps[dotted]} ({dotted})",
+        )(fn)
     return fn
 
 
@@ -133,6 +151,13 @@ def accept_verbose(group: click.Group, on_verbose) -> None:
         if isinstance(command, click.Group):
             accept_verbose(command, on_verbose)
         if not any("--verbose" in p.opts for p in command.params):
-            command.params.append(click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, is_eager=True,
-                                               callback=lambda ctx, param, value: on_verbose() if value else None,
-                                               help="Show engine logs and third-party warnings (on stderr)."))
+            command.params.append(
+                click.Option(
+                    ["-v", "--verbose"],
+                    is_flag=True,
+                    expose_value=False,
+                    is_eager=True,
+                    callback=lambda ctx, param, value: on_verbose() if value else None,
+                    help="Show engine logs and third-party warnings (on stderr).",
+                )
+            )

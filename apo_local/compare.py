@@ -23,20 +23,19 @@ tokens per step; reflection similarity across rounds and to the baseline's run w
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import json
 import logging
 import math
 import random
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 
+from apo_local.compare_tables import csv_text, markdown
 from apo_local.config import RunConfig, build_config, deep_merge, dump_config, inherit, read_yaml_mapping
 from apo_local.errors import ApoError
 from apo_local.run_dir import COMPARE_SPEC
@@ -73,8 +72,13 @@ def spec_from_dict(data: dict, origin: str = "compare config") -> CompareSpec:
     seeds = data.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise ApoError(f"{origin}: seeds: expected a list of integers")
-    spec = CompareSpec(base=data.get("base") or {}, methods={k: v or {} for k, v in methods.items()}, seeds=seeds,
-                       budget=data.get("budget") or {}, baseline=data.get("baseline", "protegi"))
+    spec = CompareSpec(
+        base=data.get("base") or {},
+        methods={k: v or {} for k, v in methods.items()},
+        seeds=seeds,
+        budget=data.get("budget") or {},
+        baseline=data.get("baseline", "protegi"),
+    )
     if spec.baseline not in spec.methods:
         raise ApoError(f"{origin}: baseline: method {spec.baseline!r} is not in methods")
     for m in spec.methods:  # validate every cell's config before any engine starts
@@ -92,8 +96,9 @@ def load_spec(path: str | Path) -> CompareSpec:
 # -- statistics ------------------------------------------------------------------------------
 
 
-def permutation_test(a: Sequence[float], b: Sequence[float], *, paired: bool = False, resamples: int = 10_000,
-                     seed: int = 0) -> float | None:
+def permutation_test(
+    a: Sequence[float], b: Sequence[float], *, paired: bool = False, resamples: int = 10_000, seed: int = 0
+) -> float | None:
     """Two-sided permutation p-value for a difference in means of ``a`` and ``b``.
 
     ``paired`` (same seeds on both sides): sign flips of the per-pair differences; otherwise
@@ -148,17 +153,24 @@ def run_record(method: str, seed: int, results: dict) -> dict:
     history = results.get("history", [])
     usage = results.get("usage", {})
     return {
-        "method": method, "seed": seed, "metric": m,
+        "method": method,
+        "seed": seed,
+        "metric": m,
         "test": results["selected_test"]["metrics"][m],
         "best_test": results["best_test"]["metrics"][m],
         "initial_test": results["initial_test"]["metrics"][m],
         **_constant(results, m),
-        "rounds": results["rounds_completed"], "stop_reason": results["stop_reason"],
+        "rounds": results["rounds_completed"],
+        "stop_reason": results["stop_reason"],
         "accepted_steps": sum(bool(h.get("accepted")) for h in history),
         "prompt_tokens_per_step": [(h.get("prompt_tokens") or [None])[0] for h in history],
-        "lineage_steps": lineage_steps, "lineage_steps_distinguishable": distinguishable,
-        **{f"{role}_{k}": usage.get(role, {}).get(k, 0) for role in ("target", "optimizer")
-           for k in ("calls", "prompts", "input_tokens", "output_tokens")},
+        "lineage_steps": lineage_steps,
+        "lineage_steps_distinguishable": distinguishable,
+        **{
+            f"{role}_{k}": usage.get(role, {}).get(k, 0)
+            for role in ("target", "optimizer")
+            for k in ("calls", "prompts", "input_tokens", "output_tokens")
+        },
     }
 
 
@@ -174,8 +186,12 @@ def run_cell(spec: CompareSpec, method: str, seed: int, out: Path) -> dict:
     """Run, resume or skip the (method, seed) cell (the sweep's cell runner), then read its record."""
     cell = out / method / f"seed-{seed}"
     state = initial_status(cell)
-    log.info("compare: %s seed %d: %s", method, seed,
-             {"done": "done already", "interrupted": "resuming"}.get(state, "running"))
+    log.info(
+        "compare: %s seed %d: %s",
+        method,
+        seed,
+        {"done": "done already", "interrupted": "resuming"}.get(state, "running"),
+    )
     # release=False: a comparison keeps the engines it loaded until it ends (one engine session)
     run_or_resume(cell, dump_config(spec.config(method, seed)), release=False)
     return run_record(method, seed, json.loads((cell / "results.json").read_text()))
@@ -192,7 +208,8 @@ def add_reflection_similarity(spec: CompareSpec, runs: list[dict], out: Path) ->
         r["reflection_self_jaccard"] = within_run(mine)["across_rounds"]["jaccard"]
         base = refl.get((spec.baseline, r["seed"]))
         r[f"reflection_vs_{spec.baseline}_jaccard"] = (
-            None if base is None or r["method"] == spec.baseline else between_runs(mine, base)["all_pairs"]["jaccard"])
+            None if base is None or r["method"] == spec.baseline else between_runs(mine, base)["all_pairs"]["jaccard"]
+        )
 
 
 def summarize(spec: CompareSpec, runs: list[dict], per_row: dict | None = None, metric=None) -> list[dict]:
@@ -213,21 +230,29 @@ def summarize(spec: CompareSpec, runs: list[dict], per_row: dict | None = None, 
         else:
             common = [r["seed"] for r in rs if r["seed"] in base]
             paired = len(common) == len(rs) == len(base)
-            p = permutation_test([r["test"] for r in rs], [base[s] for s in common] if paired else list(base.values()),
-                                 paired=paired)
+            p = permutation_test(
+                [r["test"] for r in rs], [base[s] for s in common] if paired else list(base.values()), paired=paired
+            )
         steps = max(len(r["prompt_tokens_per_step"]) for r in rs)
-        per_step = [_mean([r["prompt_tokens_per_step"][i] for r in rs if i < len(r["prompt_tokens_per_step"])])
-                    for i in range(steps)]
-        row = {"method": m, "seeds": len(rs), "metric": rs[0]["metric"],
-               "test_mean": _mean(tests), "test_std": _std(tests),
-               "best_test_mean": _mean([r["best_test"] for r in rs]),
-               "initial_test_mean": _mean([r["initial_test"] for r in rs]),
-               "constant_test_mean": _mean([r.get("constant_test") for r in rs]),
-               "constant_label": "/".join(sorted({r["constant_label"] for r in rs if r.get("constant_label")})) or None,
-               "p_vs_" + spec.baseline: p,
-               "accepted_steps_mean": _mean([r["accepted_steps"] for r in rs]),
-               "rounds_mean": _mean([r["rounds"] for r in rs]),
-               "prompt_tokens_per_step": " → ".join("-" if x is None else f"{x:.0f}" for x in per_step)}
+        per_step = [
+            _mean([r["prompt_tokens_per_step"][i] for r in rs if i < len(r["prompt_tokens_per_step"])])
+            for i in range(steps)
+        ]
+        row = {
+            "method": m,
+            "seeds": len(rs),
+            "metric": rs[0]["metric"],
+            "test_mean": _mean(tests),
+            "test_std": _std(tests),
+            "best_test_mean": _mean([r["best_test"] for r in rs]),
+            "initial_test_mean": _mean([r["initial_test"] for r in rs]),
+            "constant_test_mean": _mean([r.get("constant_test") for r in rs]),
+            "constant_label": "/".join(sorted({r["constant_label"] for r in rs if r.get("constant_label")})) or None,
+            "p_vs_" + spec.baseline: p,
+            "accepted_steps_mean": _mean([r["accepted_steps"] for r in rs]),
+            "rounds_mean": _mean([r["rounds"] for r in rs]),
+            "prompt_tokens_per_step": " → ".join("-" if x is None else f"{x:.0f}" for x in per_step),
+        }
         for role in ("target", "optimizer"):
             for k in ("calls", "prompts", "input_tokens", "output_tokens"):
                 row[f"{role}_{k}_mean"] = _mean([r[f"{role}_{k}"] for r in rs])
@@ -245,113 +270,29 @@ def _lineage_share(rs: list[dict]) -> dict:
     distinguishable from zero (family-wise, Holm); runs without an attribution left out."""
     steps = sum(r.get("lineage_steps") or 0 for r in rs)
     distinct = sum(r.get("lineage_steps_distinguishable") or 0 for r in rs)
-    return {"lineage_steps": steps, "lineage_steps_distinguishable": distinct,
-            "lineage_distinguishable_share": distinct / steps if steps else None}
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1000 else f"{v:.0f}"
-    return str(v)
-
-
-def _csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    if rows:
-        columns = list(dict.fromkeys(k for r in rows for k in r))  # the baseline row has no "vs baseline" columns
-        w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (";".join(map(str, v)) if isinstance(v, list) else v) for k, v in r.items()})
-    return buf.getvalue()
-
-
-def _ci(ci) -> str:
-    return "-" if not ci or any(c != c for c in ci) else f"[{ci[0]:.4f}, {ci[1]:.4f}]"
-
-
-def _above_constant(r: dict) -> bool:
-    """The paired interval of the method minus the best constant answer on the same rows is above zero (without
-    per-row data: the score's interval above the constant's score)."""
-    ci, value = (r["diff_vs_constant_ci"], 0.0) if r.get("diff_vs_constant_ci") else (r.get("test_ci"), r["constant_test_mean"])
-    return bool(ci) and not any(c != c for c in ci) and ci[0] > value
-
-
-def _mcnemar_cell(r: dict) -> str:
-    return " / ".join(_fmt(p) for p in r.get("mcnemar_p_per_seed") or []) or "-"
-
-
-def _diff(r: dict) -> str:
-    return "-" if r.get("diff_vs_baseline") is None else f"{r['diff_vs_baseline']:+.4f} {_ci(r['diff_ci'])}"
-
-
-def _constant_cell(r: dict) -> str:
-    if r.get("constant_test_mean") is None:
-        return "-"
-    return f"{_fmt(r['constant_test_mean'])} (always {r['constant_label']})"
-
-
-def markdown(spec: CompareSpec, rows: list[dict], runs: list[dict]) -> str:
-    pk = "p_vs_" + spec.baseline
-    metric = rows[0]["metric"] if rows else "metric"
-    head = ["method", "seeds", f"test {metric} (mean ± std)", "95% CI (seeds, rows)", "initial prompt",
-            "best constant answer", f"vs {spec.baseline}: diff [95% CI]", "McNemar p per seed", "best-of-beam test (optimistic)", "p over seeds",
-            "accepted steps", "target calls / prompts", "optimizer calls / in / out tokens", "prompt tokens per step"]
-    lines = [f"# Comparison: {len(spec.methods)} methods × {len(spec.seeds)} seeds",
-             "", f"Budget per run: {spec.budget or 'none'}; test metric of the prompt each search selected "
-             f"(no test peeking). Against {spec.baseline}: the difference on the same test rows with its paired "
-             "interval (Student t over the per-seed differences, df = seeds - 1, widened to the rows' paired bootstrap) "
-             "and the exact McNemar test of each seed's pair of prompts; "
-             "'p over seeds': permutation test of the per-seed scores (with 3 seeds its smallest value is 0.25).", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        lines.append("| " + " | ".join([
-            r["method"], str(r["seeds"]), f"{r['test_mean']:.4f} ± {r['test_std']:.4f}", _ci(r.get("test_ci")),
-            _fmt(r.get("initial_test_mean")), _constant_cell(r), _diff(r), _mcnemar_cell(r), _fmt(r["best_test_mean"]), _fmt(r[pk]), _fmt(r["accepted_steps_mean"]),
-            f"{_fmt(r['target_calls_mean'])} / {_fmt(r['target_prompts_mean'])}",
-            f"{_fmt(r['optimizer_calls_mean'])} / {_fmt(r['optimizer_input_tokens_mean'])} / "
-            f"{_fmt(r['optimizer_output_tokens_mean'])}",
-            r["prompt_tokens_per_step"] or "-"]) + " |")
-    below = [r["method"] for r in rows if r.get("constant_test_mean") is not None
-             and not _above_constant(r)]
-    if below:
-        lines += ["", f"Not above a constant answer: {', '.join(below)} (the paired 95% interval of the test {metric} "
-                  "minus the best constant answer's on the same rows reaches zero): no gain a constant does not match."]
-    lines += [""] + [f"Power: one pair of prompts ({r['method']} vs {spec.baseline}, one seed) on {r['paired_examples']} "
-              f"distinct test rows detects an "
-              f"accuracy difference of {_fmt(r['detectable_accuracy_difference'])} (80% power, 5% level); a 0.02 "
-              f"difference needs about {r['examples_for_0.02']} rows." for r in rows if r.get("paired_examples")]
-    lines += ["", "Edit attribution: accepted steps on the selected prompts' lineages whose test gain is "
-              "distinguishable from zero (family-wise 5%, Holm over each run's attribution): " + ", ".join(f"{r['method']} {r['lineage_steps_distinguishable']}/{r['lineage_steps']}"
-                                            f" ({_fmt(r['lineage_distinguishable_share'])})" for r in rows) + "."]
-    verdicts = [r["verdict_line"] for r in rows if r.get("verdict_line")]
-    if verdicts:
-        lines += ["", "## Verdict", "", f"Each method against {spec.baseline} on the same seeds and test rows (a change only "
-                  "when the 95% interval over seeds (Student t, df = seeds - 1) and the rows' paired bootstrap both "
-                  "exclude zero; one seed compares two prompts, not two methods).", ""]
-        lines += [f"- {v.removeprefix('verdict: ')}" for v in verdicts]
-    rk = f"reflection_vs_{spec.baseline}_jaccard_mean"
-    lines += ["", "## Reflections", "", "Mean token-set Jaccard similarity of the optimizer's reflections (gradients, "
-              f"feedback, critiques) across the rounds of a run, and to the {spec.baseline} run with the same seed "
-              "(`apo-local diagnose RUN [OTHER]` for details).", "",
-              f"| method | across rounds | vs {spec.baseline} |", "|---|---|---|"]
-    lines += [f"| {r['method']} | {_fmt(r['reflection_self_jaccard_mean'])} | {_fmt(r[rk])} |" for r in rows]
-    lines += ["", "## Runs", "", "| method | seed | test | accepted steps | prompt tokens per step | stop |", "|---|---|---|---|---|---|"]
-    for r in runs:
-        lines.append(f"| {r['method']} | {r['seed']} | {r['test']:.4f} | {r['accepted_steps']} | "
-                     f"{' → '.join(map(str, r['prompt_tokens_per_step'])) or '-'} | {r['stop_reason']} |")
-    return "\n".join(lines) + "\n"
+    return {
+        "lineage_steps": steps,
+        "lineage_steps_distinguishable": distinct,
+        "lineage_distinguishable_share": distinct / steps if steps else None,
+    }
 
 
 def compare(spec: CompareSpec, out: str | Path) -> list[dict]:
     """Run every method × seed (skipping finished cells) and write the tables; returns the summary rows."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (out / COMPARE_SPEC).write_text(yaml.safe_dump(
-        {"base": spec.base, "methods": spec.methods, "seeds": spec.seeds, "budget": spec.budget,
-         "baseline": spec.baseline}, sort_keys=False))
+    (out / COMPARE_SPEC).write_text(
+        yaml.safe_dump(
+            {
+                "base": spec.base,
+                "methods": spec.methods,
+                "seeds": spec.seeds,
+                "budget": spec.budget,
+                "baseline": spec.baseline,
+            },
+            sort_keys=False,
+        )
+    )
     runs = [run_cell(spec, m, s, out) for m in spec.methods for s in spec.seeds]
     add_reflection_similarity(spec, runs, out)
     from apo_local.compare_stats import selected_rows
@@ -360,7 +301,7 @@ def compare(spec: CompareSpec, out: str | Path) -> list[dict]:
     per_row = {(r["method"], r["seed"]): selected_rows(out / r["method"] / f"seed-{r['seed']}") for r in runs}
     metric = load_task(spec.config(spec.baseline, spec.seeds[0]).task).metric
     rows = summarize(spec, runs, per_row, metric)
-    (out / "runs.csv").write_text(_csv(runs))
-    (out / "results.csv").write_text(_csv(rows))
+    (out / "runs.csv").write_text(csv_text(runs))
+    (out / "results.csv").write_text(csv_text(rows))
     (out / "results.md").write_text(markdown(spec, rows, runs))
     return rows

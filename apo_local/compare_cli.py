@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import click
 
@@ -17,8 +17,14 @@ from apo_local.errors import ApoError
 log = logging.getLogger("apo_local")
 
 
-def with_overrides(spec: CompareSpec, *, n_seeds: int | None = None, methods: Sequence[str] | None = None,
-                   base: dict | None = None, sources: dict[str, str] | None = None) -> CompareSpec:
+def with_overrides(
+    spec: CompareSpec,
+    *,
+    n_seeds: int | None = None,
+    methods: Sequence[str] | None = None,
+    base: dict | None = None,
+    sources: dict[str, str] | None = None,
+) -> CompareSpec:
     """``spec`` narrowed or resized from the command line: ``n_seeds`` seeds from its first (s, s+1, ...), only
     ``methods`` (the baseline always kept), and dotted-key ``base`` overrides (``search.rounds``: the base's
     value; a method that sets the key itself keeps its own, since that setting is what the method is). A bad
@@ -50,27 +56,58 @@ def with_overrides(spec: CompareSpec, *, n_seeds: int | None = None, methods: Se
 
 
 # The base config keys compare takes as flags (the sizes a first look shrinks), as optimize names them.
-SIZE_FLAGS = {"rounds": "search.rounds", "beam-size": "search.beam_size", "minibatch-size": "search.minibatch_size",
-              "budget": "selection.budget", "test-limit": "evaluation.test_limit", "train-limit": "train_limit"}
+SIZE_FLAGS = {
+    "rounds": "search.rounds",
+    "beam-size": "search.beam_size",
+    "minibatch-size": "search.minibatch_size",
+    "budget": "selection.budget",
+    "test-limit": "evaluation.test_limit",
+    "train-limit": "train_limit",
+}
 
 
 def _size_flags(fn):
     for flag, dotted in reversed(list(SIZE_FLAGS.items())):
-        fn = click.option(f"--{flag}", f"size__{flag.replace('-', '_')}", type=int, default=None, metavar="N",
-                          help=f"{dotted} of the base config (a method that sets it keeps its own).")(fn)
+        fn = click.option(
+            f"--{flag}",
+            f"size__{flag.replace('-', '_')}",
+            type=int,
+            default=None,
+            metavar="N",
+            help=f"{dotted} of the base config (a method that sets it keeps its own).",
+        )(fn)
     return fn
 
 
 @click.command("compare")
-@click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False),
-              help="Comparison YAML: base, methods, seeds, budget (see configs/compare-liar.yaml).")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Folder for the run directories and the tables (re-run to continue; use another folder when "
-                   "changing sizes: finished cells are not run again).")
-@click.option("--seeds", "n_seeds", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Run N seeds, from the config's first (s, s+1, ...), instead of the config's list.")
-@click.option("--methods", default=None, metavar="A,B,...",
-              help="Run only these of the config's methods (comma-separated; the baseline always runs).")
+@click.option(
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Comparison YAML: base, methods, seeds, budget (see configs/compare-liar.yaml).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the run directories and the tables (re-run to continue; use another folder when "
+    "changing sizes: finished cells are not run again).",
+)
+@click.option(
+    "--seeds",
+    "n_seeds",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Run N seeds, from the config's first (s, s+1, ...), instead of the config's list.",
+)
+@click.option(
+    "--methods",
+    default=None,
+    metavar="A,B,...",
+    help="Run only these of the config's methods (comma-separated; the baseline always runs).",
+)
 @_size_flags
 def compare_command(config_file, out, n_seeds, methods, **sizes):
     """Run several methods on one task with the same budget over N seeds; write results.csv / results.md.

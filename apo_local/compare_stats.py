@@ -34,8 +34,20 @@ import statistics
 from pathlib import Path
 
 from apo_local.search.headline import power
-from apo_local.stats import (CONFIDENCE, RESAMPLES, SEED, Z_ALPHA, Z_POWER, fmt_diff, mcnemar, percentile_interval,
-                             resample_indices, seeds_needed, t_critical, t_interval)
+from apo_local.stats import (
+    CONFIDENCE,
+    RESAMPLES,
+    SEED,
+    Z_ALPHA,
+    Z_POWER,
+    fmt_diff,
+    mcnemar,
+    percentile_interval,
+    resample_indices,
+    seeds_needed,
+    t_critical,
+    t_interval,
+)
 from apo_local.tasks.metrics import Metric, metric_value
 
 Rows = list[tuple]  # (parsed prediction, gold) per test row
@@ -57,8 +69,10 @@ def prediction_rows(path: Path) -> dict[str, tuple]:
 
 def _hull(a: list[float], b: list[float]) -> list[float]:
     """The wider bound of each side of two intervals (a side that is nan in one takes the other)."""
+
     def pick(x, y, f):
         return y if math.isnan(x) else x if math.isnan(y) else f(x, y)
+
     return [pick(a[0], b[0], min), pick(a[1], b[1], max)]
 
 
@@ -128,8 +142,10 @@ def paired(metric: Metric, method: list[dict], baseline: list[dict], *, resample
             pairs.append({i: (a[i], b[i]) for i in common})
     if not pairs:
         return None
-    per_seed = [metric_value(metric, [x for x, _ in p.values()]) - metric_value(metric, [y for _, y in p.values()])
-                for p in pairs]
+    per_seed = [
+        metric_value(metric, [x for x, _ in p.values()]) - metric_value(metric, [y for _, y in p.values()])
+        for p in pairs
+    ]
     samples = _row_samples(metric, pairs, resamples, SEED)
     means = [statistics.fmean(s) for s in samples]
     rows_ci = list(percentile_interval(means, CONFIDENCE))
@@ -148,13 +164,23 @@ def paired(metric: Metric, method: list[dict], baseline: list[dict], *, resample
         tests.append({"only_method": mc["only_a"], "only_baseline": mc["only_b"], "p": mc["p"], "rows": len(p)})
     distinct = len(set().union(*pairs))
     discordant = statistics.fmean((t["only_method"] + t["only_baseline"]) / t["rows"] for t in tests)
-    return {"diff": statistics.fmean(per_seed), "ci": _hull(seeds["ci"], rows_ci) if len(pairs) > 1 else rows_ci,
-            "seed_ci": seeds["ci"], "seed_p": seeds["p"], "t_critical": seeds["t_critical"],
-            "rows_ci": rows_ci, "p_bootstrap": min(1.0, 2 * min(below, above)),
-            "seeds": len(pairs), "per_seed": per_seed, "per_seed_ci": per_seed_ci,
-            "within_seed_sd": math.sqrt(statistics.fmean(within)) if not any(map(math.isnan, within)) else math.nan,
-            "mcnemar": tests, "examples": distinct, "rows_per_seed": round(statistics.fmean(t["rows"] for t in tests)),
-            "power": power(distinct, discordant)}
+    return {
+        "diff": statistics.fmean(per_seed),
+        "ci": _hull(seeds["ci"], rows_ci) if len(pairs) > 1 else rows_ci,
+        "seed_ci": seeds["ci"],
+        "seed_p": seeds["p"],
+        "t_critical": seeds["t_critical"],
+        "rows_ci": rows_ci,
+        "p_bootstrap": min(1.0, 2 * min(below, above)),
+        "seeds": len(pairs),
+        "per_seed": per_seed,
+        "per_seed_ci": per_seed_ci,
+        "within_seed_sd": math.sqrt(statistics.fmean(within)) if not any(map(math.isnan, within)) else math.nan,
+        "mcnemar": tests,
+        "examples": distinct,
+        "rows_per_seed": round(statistics.fmean(t["rows"] for t in tests)),
+        "power": power(distinct, discordant),
+    }
 
 
 def verdict(vs: dict | None) -> str:
@@ -183,9 +209,11 @@ def verdict_line(name: str, against: str, vs: dict | None, metric_name: str) -> 
         return f"verdict: {name} vs {against}: no paired test rows"
     size = f"{vs['seeds']} seed{'s' * (vs['seeds'] != 1)} × {vs['rows_per_seed']} test rows"
     if word == "not established":
-        return (f"verdict: {name} vs {against}: not established: one seed compares two prompts, not two methods "
-                f"({metric_name} {fmt_diff({'diff': vs['diff'], 'ci': vs['rows_ci']})} on these rows, {size}); "
-                "run 3 or more seeds")
+        return (
+            f"verdict: {name} vs {against}: not established: one seed compares two prompts, not two methods "
+            f"({metric_name} {fmt_diff({'diff': vs['diff'], 'ci': vs['rows_ci']})} on these rows, {size}); "
+            "run 3 or more seeds"
+        )
     line = f"verdict: {name} vs {against}: {word} ({metric_name} {fmt_diff(vs)}, {size})"
     if word == "no detectable change":
         line += "; " + needed(vs)
@@ -200,26 +228,33 @@ def needed(vs: dict) -> str:
     if delta < 1e-9:
         return "the observed difference is zero: no number of seeds or rows would detect it"
     s, n = vs["seeds"], vs["rows_per_seed"]
-    few = (f"with {s} seeds the interval over seeds is ±{vs['t_critical']:.1f} standard errors (t, {s - 1} "
-           f"degree{'s' * (s != 2)} of freedom), so {s} seeds can establish only a difference nearly equal on every seed; "
-           if s <= 2 else "")
+    few = (
+        f"with {s} seeds the interval over seeds is ±{vs['t_critical']:.1f} standard errors (t, {s - 1} "
+        f"degree{'s' * (s != 2)} of freedom), so {s} seeds can establish only a difference nearly equal on every seed; "
+        if s <= 2
+        else ""
+    )
     sd = statistics.stdev(vs["per_seed"])
     within = vs.get("within_seed_sd", math.nan)
     if sd == 0 and not math.isnan(within):  # the same difference on every seed: only the rows' noise is left
         rows = math.ceil(n * ((Z_ALPHA + Z_POWER) * within / delta) ** 2)
-        return (f"{few}every seed shows the same difference, so more seeds would not help: detecting "
-                f"{delta:.3f} would need about {rows} test rows (the rows' noise within a seed, sd {within:.3f})")
+        return (
+            f"{few}every seed shows the same difference, so more seeds would not help: detecting "
+            f"{delta:.3f} would need about {rows} test rows (the rows' noise within a seed, sd {within:.3f})"
+        )
     seeds = seeds_needed(delta, sd)
     text = f"{few}detecting a difference of {delta:.3f} would need about {seeds} seeds at {n} test rows each"
     if math.isnan(within):
         return text
-    between_var = max(0.0, sd ** 2 - within ** 2)
-    target = s * delta ** 2 / (t_critical(s - 1) + t_critical(s - 1, 0.6)) ** 2  # per-seed variance that would do
-    spread = f"the spread between seeds, sd {math.sqrt(between_var):.3f}; the rows' noise within a seed, sd {within:.3f}"
+    between_var = max(0.0, sd**2 - within**2)
+    target = s * delta**2 / (t_critical(s - 1) + t_critical(s - 1, 0.6)) ** 2  # per-seed variance that would do
+    spread = (
+        f"the spread between seeds, sd {math.sqrt(between_var):.3f}; the rows' noise within a seed, sd {within:.3f}"
+    )
     if between_var >= target:
         return f"{text}: more seeds, not more rows (the spread between seeds alone is too wide for {s} seeds; {spread})"
-    rows = math.ceil(n * within ** 2 / (target - between_var))
-    if between_var >= within ** 2:
+    rows = math.ceil(n * within**2 / (target - between_var))
+    if between_var >= within**2:
         return f"{text}: mostly more seeds ({spread}); at {s} seeds about {rows} test rows per seed"
     return f"{text}, or about {rows} test rows per seed at {s} seeds (the rows' noise dominates: {spread})"
 
@@ -242,11 +277,19 @@ def per_example(baseline: str, method: str, rs: list[dict], per_row: dict, metri
         if vs:
             out["verdict"] = verdict(vs)
             out["verdict_line"] = verdict_line(method, baseline, vs, metric.name)
-            out.update({"diff_vs_baseline": vs["diff"], "diff_ci": vs["ci"], "diff_seed_ci": vs["seed_ci"],
-                        "diff_rows_ci": vs["rows_ci"], "diff_p_bootstrap": vs["p_bootstrap"],
-                        "mcnemar_p_per_seed": [t["p"] for t in vs["mcnemar"]], "paired_examples": vs["examples"],
-                        "detectable_accuracy_difference": vs["power"]["detectable_accuracy_difference"],
-                        "examples_for_0.02": vs["power"]["examples_needed"]})
+            out.update(
+                {
+                    "diff_vs_baseline": vs["diff"],
+                    "diff_ci": vs["ci"],
+                    "diff_seed_ci": vs["seed_ci"],
+                    "diff_rows_ci": vs["rows_ci"],
+                    "diff_p_bootstrap": vs["p_bootstrap"],
+                    "mcnemar_p_per_seed": [t["p"] for t in vs["mcnemar"]],
+                    "paired_examples": vs["examples"],
+                    "detectable_accuracy_difference": vs["power"]["detectable_accuracy_difference"],
+                    "examples_for_0.02": vs["power"]["examples_needed"],
+                }
+            )
     return out
 
 

@@ -14,22 +14,26 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from apo_local.config_migrate import keep_earlier_selection, migrate_flat_keys, refuse_moved
 from apo_local.config_schema import (  # noqa: F401  (the schema is re-exported: one import for callers)
-    SELECTOR_NAMES, ABOConfig, BudgetConfig, EngineConfig, EvaluationConfig, FeedbackConfig, FewShotConfig,
-    MetaPromptConfig, OptimizerConfig, ProTeGiConfig, RunConfig, SamplingConfig, ScoringConfig, SearchConfig,
-    SelectionConfig)
+    SELECTOR_NAMES,
+    ABOConfig,
+    BudgetConfig,
+    EngineConfig,
+    EvaluationConfig,
+    FeedbackConfig,
+    FewShotConfig,
+    MetaPromptConfig,
+    OptimizerConfig,
+    ProTeGiConfig,
+    RunConfig,
+    SamplingConfig,
+    ScoringConfig,
+    SearchConfig,
+    SelectionConfig,
+)
 from apo_local.errors import ApoError
 from apo_local.search.proposers import METHOD_SECTIONS, METHODS, method_of
-
-# keys of the earlier flat layout -> where they live now (refused with this hint; migrated on resume)
-MOVED = {"search.n_gradients": "protegi.n_gradients (rewrite/improve: <proposer>.samples_per_parent; "
-                               "abo: abo.init_samples, abo.revise_samples)",
-         "search.errors_per_gradient": "protegi.errors_per_gradient (abo: abo.errors_per_revision)",
-         "search.reasons_per_gradient": "protegi.reasons_per_gradient",
-         "search.edits_per_gradient": "protegi.edits_per_gradient",
-         "search.mc_samples": "protegi.mc_samples (rewrite/improve: <proposer>.mc_samples)",
-         "search.demonstration": "abo.demonstration", "search.abo_work_tokens": "abo.work_tokens",
-         "selection.c": "selection.ucb_c (ucb-e: selection.ucb_e_a)"}
 
 
 def _one_line(err: ValidationError, origin: str, sources: dict[str, str] | None = None) -> str:
@@ -46,8 +50,15 @@ def _where(key: str, origin: str, sources: dict[str, str] | None) -> str:
     return f"{flag} ({key})" if flag else f"{origin}: {key}"
 
 
-def build_config(data: dict | None = None, overrides: dict[str, Any] | None = None, origin: str = "config", *,
-                 preset: str | None = None, resume: bool = False, sources: dict[str, str] | None = None) -> RunConfig:
+def build_config(
+    data: dict | None = None,
+    overrides: dict[str, Any] | None = None,
+    origin: str = "config",
+    *,
+    preset: str | None = None,
+    resume: bool = False,
+    sources: dict[str, str] | None = None,
+) -> RunConfig:
     """Validate ``data`` (nested dict) with dotted-key ``overrides`` applied on top, and a size ``preset``
     (``PRESETS``) underneath. A method knob set for a method that ignores it, or a key of the earlier flat
     layout, is refused with one line; ``resume=True`` (a run directory's own config) migrates old keys.
@@ -56,7 +67,7 @@ def build_config(data: dict | None = None, overrides: dict[str, Any] | None = No
     if resume:
         data = keep_earlier_selection(migrate_flat_keys(data))
     else:
-        _refuse_moved(data, origin)
+        refuse_moved(data, origin)
     if preset is not None:
         data = deep_merge(preset_values(preset, (data.get("search") or {}).get("proposer", "protegi")), data)
     try:
@@ -89,16 +100,12 @@ def deep_merge(base: dict, top: dict | None) -> dict:
     left as they were."""
     out = copy.deepcopy(base)
     for key, value in (top or {}).items():
-        out[key] = (deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict)
-                    else copy.deepcopy(value))
+        out[key] = (
+            deep_merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else copy.deepcopy(value)
+        )
     return out
-
-
-def _refuse_moved(data: dict, origin: str) -> None:
-    for dotted, hint in MOVED.items():
-        section, key = dotted.split(".")
-        if isinstance(data.get(section), dict) and key in data[section]:
-            raise ApoError(f"{origin}: {dotted}: moved to {hint}")
 
 
 def _refuse_unused(cfg: RunConfig, origin: str, sources: dict[str, str] | None = None) -> None:
@@ -106,8 +113,11 @@ def _refuse_unused(cfg: RunConfig, origin: str, sources: dict[str, str] | None =
     for section, unused in unused_knobs(cfg).items():
         bad = sorted(getattr(cfg, section).model_fields_set & unused)
         if bad:
-            method = (f"proposer {cfg.search.proposer}" if section in (*METHOD_SECTIONS, "scoring")
-                      else f"selector {s.selector} with acceptance {s.acceptance}")
+            method = (
+                f"proposer {cfg.search.proposer}"
+                if section in (*METHOD_SECTIONS, "scoring")
+                else f"selector {s.selector} with acceptance {s.acceptance}"
+            )
             raise ApoError(f"{_where(f'{section}.{bad[0]}', origin, sources)}: not used by {method}; remove it")
 
 
@@ -116,12 +126,21 @@ def contradiction(cfg: RunConfig) -> str | None:
     f, sel, method = cfg.feedback, cfg.selection, METHODS.get(cfg.search.proposer)
     if method is None:
         return None  # refused by name where the proposer is made
-    shown = [k for k, on in (("labels: wrong", f.labels == "wrong"), ("errors: pseudo", f.errors == "pseudo"),
-                             ("show_evaluation: false", not f.show_evaluation)) if on]
+    shown = [
+        k
+        for k, on in (
+            ("labels: wrong", f.labels == "wrong"),
+            ("errors: pseudo", f.errors == "pseudo"),
+            ("show_evaluation: false", not f.show_evaluation),
+        )
+        if on
+    ]
     data_free = method.data_free(cfg)
     if f.errors == "pseudo" and not f.show_evaluation:
-        return ("feedback.errors: pseudo shows fabricated errors, feedback.show_evaluation: false hides which rows "
-                "are errors; set one of them")
+        return (
+            "feedback.errors: pseudo shows fabricated errors, feedback.show_evaluation: false hides which rows "
+            "are errors; set one of them"
+        )
     if shown and data_free:
         return f"feedback.{shown[0]}: {data_free} shows the optimizer no data (data-free); remove it"
     refused = method.refuse(cfg)
@@ -160,12 +179,21 @@ def method_knobs(proposer: str, selector: str, acceptance: str) -> dict[str, set
     used: dict[str, set[str]] = {section: set() for section in METHOD_SECTIONS}
     method = METHODS.get(proposer)  # an unknown proposer is refused by name later
     used.update({section: set(keys) for section, keys in (method.knobs if method else {}).items()})
-    generic = set(SelectionConfig.model_fields) - {"ucb_c", "ucb_t", "warmup", "ucb_e_a", "validation_k",
-                                                   "validation_size"}
-    used["selection"] = generic | ({"ucb_c", "ucb_t"} if selector == "ucb" else set()) | (
-        {"warmup"} if selector in ("ucb", "ucb-e") else set()) | (
-        {"ucb_e_a"} if selector == "ucb-e" else set()) | (
-        {"validation_k", "validation_size"} if acceptance == "validated" else set())
+    generic = set(SelectionConfig.model_fields) - {
+        "ucb_c",
+        "ucb_t",
+        "warmup",
+        "ucb_e_a",
+        "validation_k",
+        "validation_size",
+    }
+    used["selection"] = (
+        generic
+        | ({"ucb_c", "ucb_t"} if selector == "ucb" else set())
+        | ({"warmup"} if selector in ("ucb", "ucb-e") else set())
+        | ({"ucb_e_a"} if selector == "ucb-e" else set())
+        | ({"validation_k", "validation_size"} if acceptance == "validated" else set())
+    )
     decides_answer = method is not None and method.answer is not None  # its own section says how the target answers
     used["scoring"] = set(ScoringConfig.model_fields) - ({"mode", "parse"} if decides_answer else set())
     return used
@@ -175,50 +203,6 @@ def unused_knobs(cfg: RunConfig) -> dict[str, set[str]]:
     """Per section, the keys this run's proposer, selector or acceptance rule ignores."""
     used = method_knobs(cfg.search.proposer, cfg.selection.selector, cfg.selection.acceptance)
     return {section: set(type(getattr(cfg, section)).model_fields) - keys for section, keys in used.items()}
-
-
-def migrate_flat_keys(data: dict) -> dict:
-    """A config of the earlier flat layout (``search.n_gradients``, ``selection.c``, ...) in today's sections."""
-    data = copy.deepcopy(data)
-    s, sel = data.get("search") or {}, data.get("selection") or {}
-    old = {k: s.pop(k) for k in ("n_gradients", "errors_per_gradient", "reasons_per_gradient", "edits_per_gradient",
-                                 "mc_samples", "demonstration", "abo_work_tokens") if k in s}
-    proposer = s.get("proposer", "protegi")
-    n, errors = old.get("n_gradients", 4), old.get("errors_per_gradient", 4)
-    if not old:
-        pass  # today's layout already: its method section is kept as written
-    elif proposer in ("rewrite", "improve"):
-        data[proposer] = {"samples_per_parent": n * old.get("edits_per_gradient", 1), "mc_samples": old.get("mc_samples", 2)}
-    elif proposer == "abo":
-        data["abo"] = {"init_samples": max(1, n), "revise_samples": max(1, n), "errors_per_revision": errors,
-                       "demonstration": old.get("demonstration", True), "work_tokens": old.get("abo_work_tokens", 128)}
-    else:
-        knobs = METHODS[proposer].knobs.get("protegi", ()) if proposer in METHODS else set(ProTeGiConfig.model_fields)
-        data["protegi"] = {k: v for k, v in old.items() if k in knobs}
-    if proposer == "abo" and "answer" not in (data.get("abo") or {}):  # started before abo.answer: log-probs
-        data["abo"] = {**(data.get("abo") or {}), "answer": "logprobs"}
-    if "c" in sel:
-        c = sel.pop("c")
-        if sel.get("selector", "ucb") in ("ucb", "ucb-e"):
-            sel["ucb_c" if sel.get("selector", "ucb") == "ucb" else "ucb_e_a"] = c
-    if sel.get("acceptance", "bandit") != "validated":
-        sel.pop("validation_k", None), sel.pop("validation_size", None)
-    return data
-
-
-def keep_earlier_selection(data: dict) -> dict:
-    """A run directory's config written before the shared bandit sample, the metric-following reward, the
-    reference's UCB constants and the validation rows existed resumes with the behaviour it started with
-    (today's writes every one of these keys, so their absence dates the config)."""
-    data = copy.deepcopy(data)
-    sel, ev = data.setdefault("selection", {}), data.setdefault("evaluation", {})
-    if "sample" not in sel:
-        sel.update(sample="independent", reward=sel.get("reward", "accuracy"))
-        if sel.get("selector", "ucb") == "ucb":
-            sel.setdefault("ucb_c", 2.0)
-            sel.setdefault("ucb_t", "examples")
-    ev.setdefault("validation_split", "none")
-    return data
 
 
 def flatten_keys(data: dict, prefix: str = "") -> dict[str, Any]:
@@ -290,8 +274,14 @@ def _without_unused_inherited(merged: dict, own: dict) -> dict:
     return merged
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None, *, preset: str | None = None,
-                resume: bool = False, sources: dict[str, str] | None = None) -> RunConfig:
+def load_config(
+    path: str | Path | None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    preset: str | None = None,
+    resume: bool = False,
+    sources: dict[str, str] | None = None,
+) -> RunConfig:
     data = read_run_config(path) if path is not None else {}
     return build_config(data, overrides, origin=str(path or "config"), preset=preset, resume=resume, sources=sources)
 
@@ -310,12 +300,18 @@ def dump_config(cfg: RunConfig) -> str:
 # Size presets (``--preset``), applied under the config file and the flags: the run's sizes here, the method's
 # knobs from its own ``Method.presets``. ``paper`` is the ProTeGi reference (the defaults).
 PRESETS: dict[str, dict] = {
-    "smoke": {"search": {"rounds": 1, "beam_size": 2, "minibatch_size": 8, "max_expansion": 2},
-              "selection": {"budget": 32, "batch_size": 8, "arms_per_round": 2},
-              "optimizer": {"max_tokens": 96}, "evaluation": {"test_limit": 16, "validation_rows": 16}},
-    "demo": {"search": {"rounds": 2, "beam_size": 2, "minibatch_size": 16, "max_expansion": 3},
-             "selection": {"budget": 128, "batch_size": 16, "arms_per_round": 4},
-             "optimizer": {"max_tokens": 200}, "evaluation": {"test_limit": 100, "validation_rows": 50}},
+    "smoke": {
+        "search": {"rounds": 1, "beam_size": 2, "minibatch_size": 8, "max_expansion": 2},
+        "selection": {"budget": 32, "batch_size": 8, "arms_per_round": 2},
+        "optimizer": {"max_tokens": 96},
+        "evaluation": {"test_limit": 16, "validation_rows": 16},
+    },
+    "demo": {
+        "search": {"rounds": 2, "beam_size": 2, "minibatch_size": 16, "max_expansion": 3},
+        "selection": {"budget": 128, "batch_size": 16, "arms_per_round": 4},
+        "optimizer": {"max_tokens": 200},
+        "evaluation": {"test_limit": 100, "validation_rows": 50},
+    },
     "paper": {},
 }
 
@@ -334,10 +330,16 @@ def flag_help() -> dict[str, str]:
         sub = field.annotation
         leaves = sub.model_fields.items() if isinstance(sub, type) and issubclass(sub, BaseModel) else [(None, field)]
         for leaf, f in leaves:
-            choices = [a for a in get_args(f.annotation) if isinstance(a, str)] if get_origin(f.annotation) is Literal \
-                else []
-            default = ("unset" if f.default is None else f.default if isinstance(f.default, str)
-                       else yaml.safe_dump(f.default).strip().removesuffix("...").strip())
+            choices = (
+                [a for a in get_args(f.annotation) if isinstance(a, str)] if get_origin(f.annotation) is Literal else []
+            )
+            default = (
+                "unset"
+                if f.default is None
+                else f.default
+                if isinstance(f.default, str)
+                else yaml.safe_dump(f.default).strip().removesuffix("...").strip()
+            )
             text = (f.description or "").rstrip(".")
             if choices and " | ".join(choices) not in text:
                 text += f" ({' | '.join(choices)})"
@@ -350,7 +352,18 @@ def flag_help() -> dict[str, str]:
 def flag_names() -> dict[str, str]:
     """Every leaf key as a CLI flag: ``search.rounds`` -> ``rounds``, ``target.model`` -> ``target-model``."""
     flags: dict[str, str] = {}
-    prefixed = {"target", "optimizer", "meta_prompts", "scoring", "feedback", "rewrite", "improve", "abo", "fewshot", "tracking"}
+    prefixed = {
+        "target",
+        "optimizer",
+        "meta_prompts",
+        "scoring",
+        "feedback",
+        "rewrite",
+        "improve",
+        "abo",
+        "fewshot",
+        "tracking",
+    }
     for section, field in RunConfig.model_fields.items():
         sub = field.annotation
         if isinstance(sub, type) and issubclass(sub, BaseModel):

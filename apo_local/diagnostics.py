@@ -16,8 +16,8 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from apo_local.errors import ApoError
 
@@ -64,8 +64,12 @@ def reflections(run_dir: str | Path) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
     for path in sorted(rounds_dir.glob("round-*.json")):
         data = json.loads(path.read_text())
-        texts = [c[f] for c in data["candidates"] for f in FIELDS
-                 if c.get(f) and c.get("round") == data["round"] and c.get("operator") != "paraphrase"]
+        texts = [
+            c[f]
+            for c in data["candidates"]
+            for f in FIELDS
+            if c.get(f) and c.get("round") == data["round"] and c.get("operator") != "paraphrase"
+        ]
         out[int(data["round"])] = list(dict.fromkeys(t.strip() for t in texts if t.strip()))
     return out
 
@@ -75,26 +79,37 @@ def _mean(xs: Sequence[float]) -> float | None:
 
 
 def mean_pairwise(pairs: Sequence[tuple[str, str]], tfidf: TfIdf) -> dict:
-    return {"pairs": len(pairs), "jaccard": _mean([jaccard(a, b) for a, b in pairs]),
-            "tfidf_cosine": _mean([tfidf.cosine(a, b) for a, b in pairs])}
+    return {
+        "pairs": len(pairs),
+        "jaccard": _mean([jaccard(a, b) for a, b in pairs]),
+        "tfidf_cosine": _mean([tfidf.cosine(a, b) for a, b in pairs]),
+    }
 
 
 def within_run(by_round: dict[int, list[str]]) -> dict:
     """Mean similarity of reflections from different rounds (and, separately, within a round)."""
     all_texts = [t for ts in by_round.values() for t in ts]
     tfidf = TfIdf(all_texts)
-    across = [(a, b) for (ra, ta), (rb, tb) in itertools.combinations(sorted(by_round.items()), 2) for a in ta for b in tb]
+    across = [
+        (a, b) for (ra, ta), (rb, tb) in itertools.combinations(sorted(by_round.items()), 2) for a in ta for b in tb
+    ]
     within = [p for ts in by_round.values() for p in itertools.combinations(ts, 2)]
-    return {"reflections": len(all_texts), "per_round": {str(r): len(ts) for r, ts in sorted(by_round.items())},
-            "across_rounds": mean_pairwise(across, tfidf), "within_round": mean_pairwise(within, tfidf)}
+    return {
+        "reflections": len(all_texts),
+        "per_round": {str(r): len(ts) for r, ts in sorted(by_round.items())},
+        "across_rounds": mean_pairwise(across, tfidf),
+        "within_round": mean_pairwise(within, tfidf),
+    }
 
 
 def between_runs(a: dict[int, list[str]], b: dict[int, list[str]]) -> dict:
     ta, tb = [t for ts in a.values() for t in ts], [t for ts in b.values() for t in ts]
     tfidf = TfIdf(ta + tb)
     same_round = [(x, y) for r in sorted(set(a) & set(b)) for x in a[r] for y in b[r]]
-    return {"all_pairs": mean_pairwise([(x, y) for x in ta for y in tb], tfidf),
-            "same_round": mean_pairwise(same_round, tfidf)}
+    return {
+        "all_pairs": mean_pairwise([(x, y) for x in ta for y in tb], tfidf),
+        "same_round": mean_pairwise(same_round, tfidf),
+    }
 
 
 def diagnose(run_dir: str | Path, other: str | Path | None = None) -> dict:

@@ -50,8 +50,10 @@ def explain(path: str | Path) -> dict:
 
     run_dir = RunDir(path)
     if not run_dir.results.is_file():
-        raise ApoError(f"{run_dir.path} is not a finished run (no results.json); finish it with "
-                       f"apo-local optimize --resume {run_dir.path}")
+        raise ApoError(
+            f"{run_dir.path} is not a finished run (no results.json); finish it with "
+            f"apo-local optimize --resume {run_dir.path}"
+        )
     run_dir.open("", resume=True)  # the lock: no run may write here meanwhile
     try:
         results = json.loads(run_dir.results.read_text(encoding="utf-8"))
@@ -60,15 +62,31 @@ def explain(path: str | Path) -> dict:
         cfg = cap_test_limit(cfg, task)
         trace = Trace()
         trace.at("attribution", results.get("rounds_completed"))
-        scorer = Scorer(task, _engines(cfg, task, trace), *target_answer(cfg)[:2], answer=target_answer(cfg).reading,
-                        calibration=cfg.scoring.calibration)
-        records = attr.candidate_records(json.loads(f.read_text(encoding="utf-8"))
-                                         for f in sorted(run_dir.rounds.glob("round-*.json")))
-        result = attr.compute(scorer, task, records, results["selected_prompt"], results["initial_prompt"],
-                              validation_rows(task, cfg), eval_rows(task, cfg))
+        scorer = Scorer(
+            task,
+            _engines(cfg, task, trace),
+            *target_answer(cfg)[:2],
+            answer=target_answer(cfg).reading,
+            calibration=cfg.scoring.calibration,
+        )
+        records = attr.candidate_records(
+            json.loads(f.read_text(encoding="utf-8")) for f in sorted(run_dir.rounds.glob("round-*.json"))
+        )
+        result = attr.compute(
+            scorer,
+            task,
+            records,
+            results["selected_prompt"],
+            results["initial_prompt"],
+            validation_rows(task, cfg),
+            eval_rows(task, cfg),
+        )
         usage = trace.totals_dict().get("target", {})
-        log.info("explain: %d target prompts, %d answered by the result cache", usage.get("prompts", 0),
-                 usage.get("cache_hits", 0))
+        log.info(
+            "explain: %d target prompts, %d answered by the result cache",
+            usage.get("prompts", 0),
+            usage.get("cache_hits", 0),
+        )
         results["attribution"] = result
         write_json(run_dir.results, results)
         write_json(run_dir.path / "attribution.json", result)

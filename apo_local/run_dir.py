@@ -61,7 +61,9 @@ class RunDir:
                 raise ApoError(f"{self.path} holds no run to resume (no config.yaml)")
         elif self.path.exists() and any(child.name != ".lock" for child in self.path.iterdir()):
             if not overwrite:
-                raise ApoError(f"{self.path} already holds a run; use --resume to continue it or --overwrite to replace it")
+                raise ApoError(
+                    f"{self.path} already holds a run; use --resume to continue it or --overwrite to replace it"
+                )
             self._acquire_lock()  # never wipe a folder another process is writing
             for child in self.path.iterdir():
                 if child.name != ".lock":

@@ -1,9 +1,9 @@
 """The one obvious way in: ``optimize(config, out=...)`` -> ``RunResult``.
 
-    import apo_local as apo
-    cfg = apo.build_config({"task": "liar", "search": {"rounds": 1}}, preset="smoke")
-    result = apo.optimize(cfg, out="runs/demo", overwrite=True)
-    print(result.selected_prompt, result.selected_test["metrics"])  # the prompt to deploy, its test scores
+import apo_local as apo
+cfg = apo.build_config({"task": "liar", "search": {"rounds": 1}}, preset="smoke")
+result = apo.optimize(cfg, out="runs/demo", overwrite=True)
+print(result.selected_prompt, result.selected_test["metrics"])  # the prompt to deploy, its test scores
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from apo_local.errors import ApoError
 from apo_local.run_dir import RunDir, write_json
 from apo_local.scoring import limit_length
 from apo_local.search import BeamSearch, RunResult
-from apo_local.search.state import Phase, RunState
 from apo_local.search.estimate import estimate, record_throughput
 from apo_local.search.proposers import make_proposer, target_answer
 from apo_local.search.splits import eval_rows, train_rows, validation_rows, validation_warning
+from apo_local.search.state import Phase, RunState
 from apo_local.tasks import Task, load_task
 from apo_local.tasks.judge import attach_judge
 
@@ -34,13 +34,20 @@ def engines_for(cfg: RunConfig, trace: Trace) -> tuple[RoleEngine, RoleEngine]:
     """Target and optimizer engines; one shared engine when both roles name the same model."""
     cache = False if cfg.cache == "off" else cfg.cache
     record = trace.path.parent / "engines.json" if trace.path else None  # the run directory's engine plan
-    target, optimizer = load_role_engines(cfg.target.settings(cfg.seed), cfg.optimizer_engine_config().settings(cfg.seed),
-                                          cache, record)
+    target, optimizer = load_role_engines(
+        cfg.target.settings(cfg.seed), cfg.optimizer_engine_config().settings(cfg.seed), cache, record
+    )
     return RoleEngine(target, "target", trace), RoleEngine(optimizer, "optimizer", trace)
 
 
-def optimize(cfg: RunConfig, out: str | Path | None = None, *, task: Task | None = None,
-             overwrite: bool = False, on_estimate=None) -> RunResult:
+def optimize(
+    cfg: RunConfig,
+    out: str | Path | None = None,
+    *,
+    task: Task | None = None,
+    overwrite: bool = False,
+    on_estimate=None,
+) -> RunResult:
     """Run a search; with ``out``, write a run directory there (refused if it holds another run).
 
     Before any engine starts, the search's size (``search/estimate.py``) is logged, or handed to
@@ -96,7 +103,7 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, task: Task | None) -> RunResult
     models, warnings = run_models(cfg), run_warnings(cfg, task)
     attach_judge(task, optimizer, trace)  # metric judge: graded by judge.model, else the optimizer's engine
     model_load = time.perf_counter() - loading
-    # Over-long examples are cut in the middle to fit the target's context (tasks.task.LengthLimit),
+    # Over-long examples are cut in the middle to fit the target's context (tasks.length.LengthLimit),
     # leaving room for the answer; each cut is logged and counted as an "example_truncated" fault.
     limit_length(task, target, max(16, target_answer(cfg).max_tokens), trace)
     beam_search = BeamSearch(task, target, optimizer, cfg, run_dir)
@@ -108,9 +115,13 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, task: Task | None) -> RunResult
     total = time.perf_counter() - started + before
     search = float(result.time.get("seconds", 0.0))
     final_test = trace.phase_seconds.get("final", 0.0)
-    result.time.update(total=round(total, 1), model_load=round(model_load, 1), search=round(search, 1),
-                       final_test=round(final_test, 1),
-                       other=round(max(0.0, total - model_load - search - final_test), 1))
+    result.time.update(
+        total=round(total, 1),
+        model_load=round(model_load, 1),
+        search=round(search, 1),
+        final_test=round(final_test, 1),
+        other=round(max(0.0, total - model_load - search - final_test), 1),
+    )
     if run_dir:  # predictions, then results.json (written once), then the DONE checkpoint: a kill between any two
         # leaves a checkpoint short of DONE, and resume does the final evaluation again (tests/test_resume_final_e2e.py)
         _write_final_predictions(run_dir, task, cfg, beam_search, result)
@@ -166,12 +177,17 @@ def cap_test_limit(cfg: RunConfig, task: Task) -> RunConfig:
 def _log_label_mapping(task: Task, split: str) -> None:
     mapped = task.label_mapping(split) if split in task.split_names else {}
     if mapped:
-        log.info("%s split: %d labels mapped to the task's spelling (%s)", split, sum(mapped.values()),
-                 ", ".join(f"{k}: {v}" for k, v in mapped.items()))
+        log.info(
+            "%s split: %d labels mapped to the task's spelling (%s)",
+            split,
+            sum(mapped.values()),
+            ", ".join(f"{k}: {v}" for k, v in mapped.items()),
+        )
 
 
-def _write_final_predictions(run_dir: RunDir, task: Task, cfg: RunConfig, beam_search: BeamSearch,
-                             result: RunResult) -> None:
+def _write_final_predictions(
+    run_dir: RunDir, task: Task, cfg: RunConfig, beam_search: BeamSearch, result: RunResult
+) -> None:
     """predictions/test-initial.jsonl, test-best.jsonl (and test-selected.jsonl when it differs): every
     example of the final test evaluation (from the search's scorer, which remembers them: no engine call)."""
     from apo_local.scoring import prediction_records, search_records, write_predictions
@@ -182,8 +198,9 @@ def _write_final_predictions(run_dir: RunDir, task: Task, cfg: RunConfig, beam_s
     if prompts["selected"] == prompts["best"]:
         del prompts["selected"]
     for name, evaluation in zip(prompts, scorer.evaluate_many(list(prompts.values()), test)):
-        write_predictions(run_dir.path / "predictions" / f"test-{name}.jsonl",
-                          prediction_records(task, test, evaluation))
+        write_predictions(
+            run_dir.path / "predictions" / f"test-{name}.jsonl", prediction_records(task, test, evaluation)
+        )
     if task.kind == "generation":  # every output the search produced, per prompt and example (train and test)
         write_predictions(run_dir.path / "predictions" / "search.jsonl", search_records(task, scorer))
 
@@ -196,12 +213,18 @@ def preflight(cfg: RunConfig, task: Task) -> None:
     ``ApoError`` line naming the split and the config key.
     """
     from apo_local.models import resolve_model
-    from apo_local.search.beam import make_acceptance
+    from apo_local.search.acceptance import make_acceptance
 
     for role, engine_cfg in (("target", cfg.target), ("optimizer", cfg.optimizer_engine_config())):
         if (engine_cfg.backend == "openai") != bool(engine_cfg.base_url):
-            raise ApoError(f"{role}.base_url: " + ("the openai backend needs the server's URL" if engine_cfg.base_url
-                                                   is None else f"only for backend openai (now {engine_cfg.backend})"))
+            raise ApoError(
+                f"{role}.base_url: "
+                + (
+                    "the openai backend needs the server's URL"
+                    if engine_cfg.base_url is None
+                    else f"only for backend openai (now {engine_cfg.backend})"
+                )
+            )
         if engine_cfg.backend == "openai":
             continue  # the model is a name the server serves, checked when the engine starts
         try:

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from apo_local import calibration as calib
 from apo_local.engine import GenerationRequest
@@ -56,13 +56,19 @@ class Evaluation:
     calibration: dict | None = None  # calibrated scoring: method, inputs and per-label offsets of this prompt
 
     def to_dict(self) -> dict:
-        return {"metrics": self.metrics, "predicted_distribution": self.predicted_distribution,
-                "true_distribution": self.true_distribution, "confusion": self.confusion, "errors": self.errors,
-                **({"calibration": self.calibration} if self.calibration else {})}
+        return {
+            "metrics": self.metrics,
+            "predicted_distribution": self.predicted_distribution,
+            "true_distribution": self.true_distribution,
+            "confusion": self.confusion,
+            "errors": self.errors,
+            **({"calibration": self.calibration} if self.calibration else {}),
+        }
 
 
-def make_evaluation(task: Task, instruction: str, predictions: Sequence[Prediction],
-                    examples: Sequence[Example]) -> Evaluation:
+def make_evaluation(
+    task: Task, instruction: str, predictions: Sequence[Prediction], examples: Sequence[Example]
+) -> Evaluation:
     """The metrics, distributions and confusion of ``predictions`` (one per example, in order)."""
     golds = [ex.label for ex in examples]
     labels = [p.label if p.label is not None else "<none>" for p in predictions]
@@ -71,15 +77,30 @@ def make_evaluation(task: Task, instruction: str, predictions: Sequence[Predicti
         for gold, pred in zip(golds, labels):
             row = confusion.setdefault(gold, {})
             row[pred] = row.get(pred, 0) + 1
-    return Evaluation(instruction=instruction, metrics=task.metric.compute([p.label for p in predictions], golds),
-                      predictions=list(predictions), predicted_distribution=dict(Counter(labels)),
-                      true_distribution=dict(Counter(golds)), confusion=confusion,
-                      errors=sum(p.error is not None for p in predictions))
+    return Evaluation(
+        instruction=instruction,
+        metrics=task.metric.compute([p.label for p in predictions], golds),
+        predictions=list(predictions),
+        predicted_distribution=dict(Counter(labels)),
+        true_distribution=dict(Counter(golds)),
+        confusion=confusion,
+        errors=sum(p.error is not None for p in predictions),
+    )
 
 
 class Scorer:
-    def __init__(self, task: Task, engine, mode: str = "logprobs", max_tokens: int = 8, dedupe: bool = True,
-                 chunk: int = 32_768, parse=None, answer: str = "label", calibration: str = "none"):
+    def __init__(
+        self,
+        task: Task,
+        engine,
+        mode: str = "logprobs",
+        max_tokens: int = 8,
+        dedupe: bool = True,
+        chunk: int = 32_768,
+        parse=None,
+        answer: str = "label",
+        calibration: str = "none",
+    ):
         if mode not in SCORING_MODES:
             raise ApoError(f"unknown scoring mode {mode!r} (use {' or '.join(SCORING_MODES)})")
         if calibration not in calib.CALIBRATIONS:
@@ -114,8 +135,9 @@ class Scorer:
             by_id = {ex.id: ex for _, ex in pairs}
             for start in range(0, len(todo), self.chunk):
                 part = todo[start : start + self.chunk]
-                memo.update(zip(part, self._run([self.prompt(ins, by_id[eid]) for ins, eid in part],
-                                                [ins for ins, _ in part])))
+                memo.update(
+                    zip(part, self._run([self.prompt(ins, by_id[eid]) for ins, eid in part], [ins for ins, _ in part]))
+                )
         out = [memo[(ins, ex.id)] for ins, ex in pairs]
         if judge := judge_of(self.task):  # metric judge: every output graded against its reference, one judge batch
             judge.grade([(p.label, ex.label) for p, (_, ex) in zip(out, pairs)])
@@ -149,22 +171,27 @@ class Scorer:
         return memo
 
     def import_memo(self, memo: dict) -> None:
-        self._memo = {(ins, eid): Prediction(*p[:3], logprobs=tuple(p[3]) if len(p) > 3 else None)
-                      for ins, rows in memo.items() for eid, p in rows.items()}
+        self._memo = {
+            (ins, eid): Prediction(*p[:3], logprobs=tuple(p[3]) if len(p) > 3 else None)
+            for ins, rows in memo.items()
+            for eid, p in rows.items()
+        }
 
     def rewards(self, pairs: Sequence[tuple[str, Example]]) -> list[float]:
         """Per-example selection rewards: correctness, times the label's weight when ``reward_weights`` is
         set (class-balanced for F1-type metrics, see ``tasks.metrics.selection_weights``)."""
         preds = self.predict(pairs)
         w = self.reward_weights or {}
-        return [self.task.metric.example_score(p.label, ex.label) * w.get(ex.label, 1.0)
-                for p, (_, ex) in zip(preds, pairs)]
+        return [
+            self.task.metric.example_score(p.label, ex.label) * w.get(ex.label, 1.0) for p, (_, ex) in zip(preds, pairs)
+        ]
 
     def evaluate_many(self, instructions: Sequence[str], examples: Sequence[Example]) -> list[Evaluation]:
         preds = self.predict([(ins, ex) for ins in instructions for ex in examples])
         n = len(examples)
-        evals = [make_evaluation(self.task, ins, preds[k * n : (k + 1) * n], examples)
-                 for k, ins in enumerate(instructions)]
+        evals = [
+            make_evaluation(self.task, ins, preds[k * n : (k + 1) * n], examples) for k, ins in enumerate(instructions)
+        ]
         for e in evals if self.calibration != "none" else ():
             e.calibration = self.calibration_record(e.instruction)
         return evals
@@ -175,8 +202,11 @@ class Scorer:
         """What reproduces a calibrated prediction of ``instruction``: the method, how many inputs estimated the
         offsets, and each label's offset (prediction: the label with the highest log-prob minus its offset)."""
         offs = self.offsets([instruction])[instruction]
-        return {"method": self.calibration, "inputs": len(self._calibration_examples()),
-                "offsets": dict(zip(self.task.labels, offs))}
+        return {
+            "method": self.calibration,
+            "inputs": len(self._calibration_examples()),
+            "offsets": dict(zip(self.task.labels, offs)),
+        }
 
     def offsets(self, instructions: Sequence[str]) -> dict[str, tuple[float, ...]]:
         """Per-label offsets of each instruction, estimated on its calibration inputs (new ones in one engine call)."""
@@ -189,8 +219,9 @@ class Scorer:
             scores = self.engine.score_choices([self.prompt(ins, ex) for ins in part for ex in rows], labels)
             for k, ins in enumerate(part):
                 got = scores[k * len(rows) : (k + 1) * len(rows)]
-                self._offsets[ins] = calib.offsets(self.calibration, [s.logprobs for s in got if s.error is None],
-                                                   len(labels))
+                self._offsets[ins] = calib.offsets(
+                    self.calibration, [s.logprobs for s in got if s.error is None], len(labels)
+                )
         return {ins: self._offsets[ins] for ins in instructions}
 
     def _calibration_examples(self) -> list[Example]:
@@ -198,11 +229,15 @@ class Scorer:
             train: list[str] = []
             if self.calibration == "batch":
                 if "train" not in self.task.split_names:
-                    raise ApoError(f"scoring.calibration batch: task {self.task.name} has no train split to draw "
-                                   f"its {calib.CALIBRATION_ROWS} calibration inputs from (use content-free or none)")
+                    raise ApoError(
+                        f"scoring.calibration batch: task {self.task.name} has no train split to draw "
+                        f"its {calib.CALIBRATION_ROWS} calibration inputs from (use content-free or none)"
+                    )
                 train = [ex.input for ex in self.task.split("train")]
-            self._calibration_rows = [Example(id=f"calibration-{i}", input=text, label="")
-                                      for i, text in enumerate(calib.calibration_inputs(self.calibration, train))]
+            self._calibration_rows = [
+                Example(id=f"calibration-{i}", input=text, label="")
+                for i, text in enumerate(calib.calibration_inputs(self.calibration, train))
+            ]
         return self._calibration_rows
 
     def evaluate(self, instruction: str, examples: Sequence[Example]) -> Evaluation:
@@ -211,10 +246,15 @@ class Scorer:
     def _run(self, prompts: list[str], instructions: Sequence[str]) -> list[Prediction]:
         if self.mode == "logprobs" and self.calibration != "none":
             labels, offs = self.task.labels, self.offsets(instructions)
-            return [Prediction(None, error=s.error) if s.error is not None else
-                    Prediction(None if (i := calib.calibrated_choice(s.logprobs, offs[ins])) is None else labels[i],
-                               logprobs=tuple(s.logprobs))
-                    for s, ins in zip(self.engine.score_choices(prompts, labels), instructions)]
+            return [
+                Prediction(None, error=s.error)
+                if s.error is not None
+                else Prediction(
+                    None if (i := calib.calibrated_choice(s.logprobs, offs[ins])) is None else labels[i],
+                    logprobs=tuple(s.logprobs),
+                )
+                for s, ins in zip(self.engine.score_choices(prompts, labels), instructions)
+            ]
         if self.mode == "logprobs":
             labels, shared = self.task.labels, self._shared
             out = []
@@ -227,9 +267,15 @@ class Scorer:
                         shared[label] = Prediction(label)
                     out.append(shared[label])
             return out
-        gens = self.engine.generate([GenerationRequest(p, temperature=0.0, max_tokens=self.max_tokens) for p in prompts])
-        return [self._cut(g) if self.answer == "final-line" and g.error is None and g.truncated(0)
-                else Prediction(self.parse(g.text) if g.error is None else None, g.text, g.error) for g in gens]
+        gens = self.engine.generate(
+            [GenerationRequest(p, temperature=0.0, max_tokens=self.max_tokens) for p in prompts]
+        )
+        return [
+            self._cut(g)
+            if self.answer == "final-line" and g.error is None and g.truncated(0)
+            else Prediction(self.parse(g.text) if g.error is None else None, g.text, g.error)
+            for g in gens
+        ]
 
     def _cut(self, g) -> Prediction:
         """A worked reply cut at ``max_tokens`` before its answer line: unparsed, counted and logged (the trace's
@@ -264,11 +310,16 @@ def prediction_records(task: Task, examples: Sequence[Example], evaluation: Eval
     """One record per example: input id, the model's output (generated text; in logprobs mode the label
     scored highest), the parsed answer (None: unparsed), the gold answer, whether it is correct."""
     return [
-        {"id": ex.id, "output": p.raw if p.raw or p.label is None else p.label, "parsed": p.label, "gold": ex.label,
-         "correct": task.metric.example_score(p.label, ex.label) >= 0.5,
-         **({"score": round(task.metric.example_score(p.label, ex.label), 4)} if judge_of(task) else {}),
-         **({"logprobs": dict(zip(task.labels, p.logprobs))} if p.logprobs else {}),
-         **({"error": p.error} if p.error else {})}
+        {
+            "id": ex.id,
+            "output": p.raw if p.raw or p.label is None else p.label,
+            "parsed": p.label,
+            "gold": ex.label,
+            "correct": task.metric.example_score(p.label, ex.label) >= 0.5,
+            **({"score": round(task.metric.example_score(p.label, ex.label), 4)} if judge_of(task) else {}),
+            **({"logprobs": dict(zip(task.labels, p.logprobs))} if p.logprobs else {}),
+            **({"error": p.error} if p.error else {}),
+        }
         for ex, p in zip(examples, evaluation.predictions)
     ]
 
@@ -281,8 +332,18 @@ def search_records(task: Task, scorer: Scorer) -> list[dict]:
     for (ins, eid), p in scorer._memo.items():
         split, ex = by_id.get(eid, (None, None))
         score = task.metric.example_score(p.label, ex.label) if ex is not None else None
-        out.append({"prompt": ins, "id": eid, "split": split, "output": p.raw, "parsed": p.label,
-                    "gold": ex.label if ex is not None else None, "score": score, **({"error": p.error} if p.error else {})})
+        out.append(
+            {
+                "prompt": ins,
+                "id": eid,
+                "split": split,
+                "output": p.raw,
+                "parsed": p.label,
+                "gold": ex.label if ex is not None else None,
+                "score": score,
+                **({"error": p.error} if p.error else {}),
+            }
+        )
     return out
 
 
@@ -301,7 +362,7 @@ def write_predictions(path, records: list[dict]) -> None:
 
 def limit_length(task: Task, engine, reserve: int, trace=None) -> None:
     """Fit every prompt of ``task`` into ``engine``'s context, ``reserve`` tokens left for the answer (over-long
-    example inputs are cut in the middle, see ``tasks.task.LengthLimit``). Each cut is one log line naming
+    example inputs are cut in the middle, see ``tasks.length.LengthLimit``). Each cut is one log line naming
     the example (once per row), the token counts and the limit; every cut prompt is an ``example_truncated``
     event in ``trace``."""
     limit = engine.max_model_len - reserve
@@ -310,11 +371,23 @@ def limit_length(task: Task, engine, reserve: int, trace=None) -> None:
     def report(ex: Example, before: int, after: int) -> None:
         if ex.id not in logged:  # once per row (each prompt holding it is counted in the trace)
             logged.add(ex.id)
-            log.warning("example %s: input cut in the middle, prompt %d -> %d tokens (%d removed): the target "
-                        "model's context is %d tokens (max_model_len), %d kept for the answer",
-                        ex.id, before, after, before - after, engine.max_model_len, reserve)
+            log.warning(
+                "example %s: input cut in the middle, prompt %d -> %d tokens (%d removed): the target "
+                "model's context is %d tokens (max_model_len), %d kept for the answer",
+                ex.id,
+                before,
+                after,
+                before - after,
+                engine.max_model_len,
+                reserve,
+            )
         if trace is not None:
-            trace.event("example_truncated", example=ex.id, tokens_before=before, tokens_after=after,
-                        max_model_len=engine.max_model_len)
+            trace.event(
+                "example_truncated",
+                example=ex.id,
+                tokens_before=before,
+                tokens_after=after,
+                max_model_len=engine.max_model_len,
+            )
 
     task.limit_length(engine.count_tokens, limit, report)

@@ -34,16 +34,28 @@ def optimize_seeds(cfg: RunConfig, out: str | Path, n: int) -> dict:
         run_cell(cell, dump_config(cfg.model_copy(update={"seed": seed})), release=False)
         res = json.loads((cell / "results.json").read_text(encoding="utf-8"))
         m = res["metric"]
-        runs.append({"seed": seed, "dir": str(cell), "selected_test": res["selected_test"]["metrics"][m],
-                     "initial_test": res["initial_test"]["metrics"][m], "headline": res.get("headline", ""),
-                     "selected_prompt": res["selected_prompt"]})
+        runs.append(
+            {
+                "seed": seed,
+                "dir": str(cell),
+                "selected_test": res["selected_test"]["metrics"][m],
+                "initial_test": res["initial_test"]["metrics"][m],
+                "headline": res.get("headline", ""),
+                "selected_prompt": res["selected_prompt"],
+            }
+        )
         selected.append(selected_rows(cell))
         initial.append(prediction_rows(cell / "predictions" / "test-initial.jsonl"))
     metric = load_task(cfg.task).metric
     vs = paired(metric, selected, initial)
-    summary = {"metric": metric.name, "seeds": seeds, "runs": runs, "verdict": verdict(vs),
-               "verdict_line": verdict_line("selected", "initial", vs, metric.name),
-               "selected_vs_initial": vs}
+    summary = {
+        "metric": metric.name,
+        "seeds": seeds,
+        "runs": runs,
+        "verdict": verdict(vs),
+        "verdict_line": verdict_line("selected", "initial", vs, metric.name),
+        "selected_vs_initial": vs,
+    }
     write_json(out / "seeds.json", summary)
     return summary
 

@@ -69,8 +69,14 @@ def _resampled(rows: list, statistic: Statistic, idx) -> list[float]:
     return [statistic([rows[i] for i in one]) for one in idx.tolist()]
 
 
-def bootstrap_ci(rows: Sequence[Any], statistic: Statistic = mean, *, resamples: int = RESAMPLES,
-                 confidence: float = CONFIDENCE, seed: int = SEED) -> tuple[float, float]:
+def bootstrap_ci(
+    rows: Sequence[Any],
+    statistic: Statistic = mean,
+    *,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = SEED,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic(rows)`` over resampled rows; (nan, nan) for no rows."""
     rows = list(rows)
     if not rows:
@@ -78,8 +84,15 @@ def bootstrap_ci(rows: Sequence[Any], statistic: Statistic = mean, *, resamples:
     return percentile_interval(_resampled(rows, statistic, resample_indices(len(rows), resamples, seed)), confidence)
 
 
-def paired_bootstrap(a: Sequence[Any], b: Sequence[Any], statistic: Statistic = mean, *,
-                     resamples: int = RESAMPLES, confidence: float = CONFIDENCE, seed: int = SEED) -> dict:
+def paired_bootstrap(
+    a: Sequence[Any],
+    b: Sequence[Any],
+    statistic: Statistic = mean,
+    *,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = SEED,
+) -> dict:
     """``statistic(a) - statistic(b)`` with its paired bootstrap interval (row i of ``a`` and of ``b`` are the
     same example) and the share of resamples where the difference is <= 0 / >= 0 (a two-sided p-value)."""
     if len(a) != len(b):
@@ -113,7 +126,7 @@ def mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> dict:
     if n == 0:
         return {"only_a": 0, "only_b": 0, "p": 1.0}
     k = min(only_a, only_b)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
     return {"only_a": only_a, "only_b": only_b, "p": min(1.0, 2 * tail)}
 
 
@@ -126,7 +139,7 @@ def examples_needed(delta: float, discordant: float) -> int:
     if delta <= 0:
         raise ValueError("delta must be > 0")
     discordant = max(discordant, delta)  # at least the difference itself must be discordant
-    n = (Z_ALPHA * math.sqrt(discordant) + Z_POWER * math.sqrt(discordant - delta ** 2)) ** 2 / delta ** 2
+    n = (Z_ALPHA * math.sqrt(discordant) + Z_POWER * math.sqrt(discordant - delta**2)) ** 2 / delta**2
     return math.ceil(n)
 
 
@@ -155,7 +168,7 @@ def t_two_sided(t: float, df: int) -> float:
     return min(1.0, s * total)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def t_critical(df: int, confidence: float = CONFIDENCE) -> float:
     """The value c with P(|T| <= c) = ``confidence`` for Student's t with ``df`` degrees of freedom (2.776 for
     df 4 at 95%; the 80th percentile, a power term, is ``t_critical(df, 0.6)``)."""
@@ -217,7 +230,7 @@ def fmt_diff(d: dict, digits: int = 3) -> str:
 
 def _no_negative_zero(x, digits: int):
     """0.0 for a value that prints as zero ("+0.000", never "-0.000")."""
-    return 0.0 if isinstance(x, (int, float)) and not math.isnan(x) and abs(x) < 0.5 * 10 ** -digits else x
+    return 0.0 if isinstance(x, (int, float)) and not math.isnan(x) and abs(x) < 0.5 * 10**-digits else x
 
 
 def fmt_ci(value: float | None, ci: Sequence[float] | None, digits: int = 3) -> str:

@@ -32,10 +32,12 @@ def round_metrics(entry: dict, totals: dict, metric: str) -> dict[str, float]:
     """One history entry (and the engine totals so far) as numbers: the beam's estimates, whether a new
     prompt got in, the best prompt's tokens, the test metric per round when measured, and the work done."""
     estimates = [e for _, e in entry.get("beam", []) if e is not None]
-    out = {"beam_best": max(estimates) if estimates else 0.0,
-           "beam_mean": sum(estimates) / len(estimates) if estimates else 0.0,
-           "accepted": float(bool(entry.get("accepted"))),
-           "best_prompt_tokens": float((entry.get("prompt_tokens") or [0])[0])}
+    out = {
+        "beam_best": max(estimates) if estimates else 0.0,
+        "beam_mean": sum(estimates) / len(estimates) if estimates else 0.0,
+        "accepted": float(bool(entry.get("accepted"))),
+        "best_prompt_tokens": float((entry.get("prompt_tokens") or [0])[0]),
+    }
     if entry.get("test"):
         out[f"test_{metric}_best"] = float(entry["test"][0])
     for role, t in totals.items():
@@ -58,16 +60,22 @@ class FileTracker:
     def metrics(self, values: dict[str, float], step: int) -> None:
         from apo_local.run_dir import atomic_write
 
-        lines = [json.loads(x) for x in self._metrics.read_text(encoding="utf-8").splitlines()] \
-            if self._metrics.is_file() else []
+        lines = (
+            [json.loads(x) for x in self._metrics.read_text(encoding="utf-8").splitlines()]
+            if self._metrics.is_file()
+            else []
+        )
         lines = [x for x in lines if x.get("step") != step] + [{"step": step, "time": round(time.time(), 1), **values}]
         atomic_write(self._metrics, "".join(json.dumps(x) + "\n" for x in sorted(lines, key=lambda x: x["step"])))
 
     def artifacts(self, run_dir: Path) -> None:
         from apo_local.run_dir import write_json
 
-        files = sorted(str(p.relative_to(run_dir)) for p in Path(run_dir).rglob("*")
-                       if p.is_file() and self.folder not in p.parents and not p.name.endswith(".lock"))
+        files = sorted(
+            str(p.relative_to(run_dir))
+            for p in Path(run_dir).rglob("*")
+            if p.is_file() and self.folder not in p.parents and not p.name.endswith(".lock")
+        )
         write_json(self.folder / "artifacts.json", {"run_dir": str(Path(run_dir).resolve()), "files": files})
 
     def close(self) -> None:
@@ -83,8 +91,10 @@ class MLflowTracker:
         try:
             import mlflow
         except ImportError:
-            raise ApoError("tracking.logger mlflow: mlflow is not installed here (pip install mlflow), "
-                           "or use tracking.logger files") from None
+            raise ApoError(
+                "tracking.logger mlflow: mlflow is not installed here (pip install mlflow), "
+                "or use tracking.logger files"
+            ) from None
         self.mlflow = mlflow
         folder = Path(folder).resolve()
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -132,25 +142,32 @@ def check(cfg) -> None:
         import importlib.util
 
         if importlib.util.find_spec("mlflow") is None:
-            raise ApoError("tracking.logger mlflow: mlflow is not installed here (pip install mlflow), "
-                           "or use tracking.logger files")
+            raise ApoError(
+                "tracking.logger mlflow: mlflow is not installed here (pip install mlflow), "
+                "or use tracking.logger files"
+            )
 
 
 def start(cfg, run_dir: Path | None, beam_search, trace, metric: str):
     """A tracker for this run: parameters logged now, per-round metrics as each selection ends."""
     tracker = make_tracker(cfg.tracking.logger, cfg.tracking.dir, cfg.tracking.experiment, run_dir)
     tracker.params(flat_params(cfg.model_dump(mode="json")))
-    beam_search.on_round = lambda entry: tracker.metrics(round_metrics(entry, trace.totals_dict(), metric),
-                                                         int(entry["round"]))
+    beam_search.on_round = lambda entry: tracker.metrics(
+        round_metrics(entry, trace.totals_dict(), metric), int(entry["round"])
+    )
     return tracker
 
 
 def finish(tracker, result, run_dir: Path | None) -> None:
     """The final test metrics (step: the round after the last), then the run directory's files."""
-    final = {f"initial_{k}": float(v) for k, v in result.initial_test.get("metrics", {}).items()
-             if isinstance(v, (int, float))}
-    final.update({f"best_{k}": float(v) for k, v in result.best_test.get("metrics", {}).items()
-                  if isinstance(v, (int, float))})
+    final = {
+        f"initial_{k}": float(v)
+        for k, v in result.initial_test.get("metrics", {}).items()
+        if isinstance(v, (int, float))
+    }
+    final.update(
+        {f"best_{k}": float(v) for k, v in result.best_test.get("metrics", {}).items() if isinstance(v, (int, float))}
+    )
     tracker.metrics(final, result.rounds_completed + 1)
     if run_dir is not None:
         tracker.artifacts(Path(run_dir))

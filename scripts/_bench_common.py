@@ -19,11 +19,18 @@ def load_avg() -> list[float]:
 
 def machine() -> dict:
     """Facts to print next to every figure: CPU, cores, memory, GPU, load, versions."""
-    facts: dict = {"host": platform.node(), "python": platform.python_version(), "cores": os.cpu_count(),
-                   "load_avg": load_avg(), "utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+    facts: dict = {
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "cores": os.cpu_count(),
+        "load_avg": load_avg(),
+        "utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    }
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        facts["cpu"] = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name")), "?")
+        facts["cpu"] = next(
+            (ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "?"
+        )
     except Exception:
         facts["cpu"] = platform.processor() or "?"
     try:
@@ -50,8 +57,10 @@ def load_instructions(n: int) -> list[str]:
     data = json.loads(INSTRUCTIONS.read_text())
     texts = [c["text"] for c in data["instructions"]]
     if n > len(texts):
-        raise SystemExit(f"{INSTRUCTIONS} holds {len(texts)} instructions, {n} asked; rebuild it with "
-                         f"scripts/bench_scoring.py --collect RUN_DIR ... --collect-count {n}")
+        raise SystemExit(
+            f"{INSTRUCTIONS} holds {len(texts)} instructions, {n} asked; rebuild it with "
+            f"scripts/bench_scoring.py --collect RUN_DIR ... --collect-count {n}"
+        )
     return texts[:n]
 
 
@@ -89,9 +98,12 @@ def collect_instructions(run_dirs: list[str], tokenizer_path: str, count: int, l
             out.append({"text": text, "tokens": n, "source": "concatenation of two round-file candidates"})
         if i > 50 * count:
             break
-    return {"note": f"{len(real)} candidates of {lo}-{hi} tokens from real ProTeGi round files; "
-                    f"{len(out) - len(real)} more made by concatenating two shorter candidates",
-            "sources": run_dirs, "instructions": out[:count]}
+    return {
+        "note": f"{len(real)} candidates of {lo}-{hi} tokens from real ProTeGi round files; "
+        f"{len(out) - len(real)} more made by concatenating two shorter candidates",
+        "sources": run_dirs,
+        "instructions": out[:count],
+    }
 
 
 # -- vLLM counters -----------------------------------------------------------------------------
@@ -137,16 +149,28 @@ def normalize_counters(raw: dict[str, float]) -> dict[str, float]:
 def counter_delta(before: dict, after: dict) -> dict:
     """Prompt tokens, prefix-cache hits, tokens actually prefilled and generated between two snapshots."""
     b, a = normalize_counters(before), normalize_counters(after)
-    d = {k: a.get(k, 0.0) - b.get(k, 0.0) for k in ("vllm:prompt_tokens", "vllm:generation_tokens",
-                                                      "vllm:prefix_cache_queries", "vllm:prefix_cache_hits",
-                                                      "vllm:request_success")}
+    d = {
+        k: a.get(k, 0.0) - b.get(k, 0.0)
+        for k in (
+            "vllm:prompt_tokens",
+            "vllm:generation_tokens",
+            "vllm:prefix_cache_queries",
+            "vllm:prefix_cache_hits",
+            "vllm:request_success",
+        )
+    }
     if not any(d.values()):
         return {}
     hits = d["vllm:prefix_cache_hits"]
-    return {"prompt_tokens": int(d["vllm:prompt_tokens"]), "generated_tokens": int(d["vllm:generation_tokens"]),
-            "prefix_cache_hit_tokens": int(hits),
-            "prefilled_tokens": int(d["vllm:prompt_tokens"] - hits),
-            "prefix_cache_hit_rate": round(hits / d["vllm:prefix_cache_queries"], 3) if d["vllm:prefix_cache_queries"] else None}
+    return {
+        "prompt_tokens": int(d["vllm:prompt_tokens"]),
+        "generated_tokens": int(d["vllm:generation_tokens"]),
+        "prefix_cache_hit_tokens": int(hits),
+        "prefilled_tokens": int(d["vllm:prompt_tokens"] - hits),
+        "prefix_cache_hit_rate": round(hits / d["vllm:prefix_cache_queries"], 3)
+        if d["vllm:prefix_cache_queries"]
+        else None,
+    }
 
 
 def write_json(path: str | Path, data) -> None:
@@ -164,9 +188,10 @@ def trace_by_phase(trace_path: str | Path) -> dict:
     ``expansion`` (minibatch + gradient + edit + paraphrase) and ``total``."""
     import collections
 
-    rows = [json.loads(l) for l in Path(trace_path).read_text().splitlines() if l.strip()]
-    out: dict = collections.defaultdict(lambda: collections.defaultdict(lambda: dict(
-        calls=0, prompts=0, input_tokens=0, output_tokens=0, seconds=0.0)))
+    rows = [json.loads(line) for line in Path(trace_path).read_text().splitlines() if line.strip()]
+    out: dict = collections.defaultdict(
+        lambda: collections.defaultdict(lambda: dict(calls=0, prompts=0, input_tokens=0, output_tokens=0, seconds=0.0))
+    )
     faults: dict = collections.Counter()
     for r in rows:
         if "event" in r:

@@ -37,7 +37,17 @@ if __name__ == "__main__":
     started = time.perf_counter()
     result = scorer.evaluate(task.initial_instruction, rows)
     score_s = time.perf_counter() - started
-    print(json.dumps({"dtype": args.dtype, "resolved": settings.resolved().dtype,
-                      "cpu_native_bf16": cpu_auto_dtype() == "auto", "rows": len(rows),
-                      "load_s": round(load_s, 1), "score_s": round(score_s, 1), "metrics": result.metrics}))
+    print(
+        json.dumps(
+            {
+                "dtype": args.dtype,
+                "resolved": settings.resolved().dtype,
+                "cpu_native_bf16": cpu_auto_dtype() == "auto",
+                "rows": len(rows),
+                "load_s": round(load_s, 1),
+                "score_s": round(score_s, 1),
+                "metrics": result.metrics,
+            }
+        )
+    )
     os._exit(0)  # the engine's threads need no orderly shutdown here

@@ -26,8 +26,9 @@ if __name__ == "__main__":
     ap.add_argument("--demos", type=int, nargs="+", default=[0, 1, 2, 4, 8])
     args = ap.parse_args()
 
-    import apo_local  # noqa: F401  (offline environment first)
     from _bench_common import counter_delta, enable_inprocess_stats, inprocess_counters, load_avg
+
+    import apo_local  # noqa: F401  (offline environment first)
 
     enable_inprocess_stats()
     from apo_local.engine import EngineSettings, RoleEngine, Trace, load_engine
@@ -41,7 +42,9 @@ if __name__ == "__main__":
     task = load_task("liar")
     rows = task.split("test")[: args.rows]
     pool = [demo(ex) for ex in demo_pool(task, 0, max(args.demos))]
-    Scorer(task, RoleEngine(engine, "target", Trace()), "logprobs").evaluate(task.initial_instruction, rows[:4])  # warm-up
+    Scorer(task, RoleEngine(engine, "target", Trace()), "logprobs").evaluate(
+        task.initial_instruction, rows[:4]
+    )  # warm-up
     out = []
     for k in args.demos:
         text = join_prompt(task.initial_instruction, pool[:k])
@@ -53,15 +56,25 @@ if __name__ == "__main__":
         result = scorer.evaluate(text, rows)
         dt = time.perf_counter() - t0
         c = counter_delta(before, inprocess_counters(llm))
-        entry = {"demos": k, "rows": len(rows), "seconds": round(dt, 2),
-                 "prompt_tokens_mean": round(sum(per_prompt) / len(per_prompt), 1),
-                 "prefix_tokens": engine.count_tokens([task.render(text, Example("p", "", ""))])[0],
-                 **c, "f1": round(result.metrics[task.metric.name], 4), "load_avg": load_avg()}
+        entry = {
+            "demos": k,
+            "rows": len(rows),
+            "seconds": round(dt, 2),
+            "prompt_tokens_mean": round(sum(per_prompt) / len(per_prompt), 1),
+            "prefix_tokens": engine.count_tokens([task.render(text, Example("p", "", ""))])[0],
+            **c,
+            "f1": round(result.metrics[task.metric.name], 4),
+            "load_avg": load_avg(),
+        }
         out.append(entry)
         print(json.dumps(entry), flush=True)
-    print("\n| demonstrations | prefix tokens | prompt tokens / prompt | engine prompt tokens | prefix-cache hits "
-          "| prefilled tokens | seconds | test F1 |\n|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "\n| demonstrations | prefix tokens | prompt tokens / prompt | engine prompt tokens | prefix-cache hits "
+        "| prefilled tokens | seconds | test F1 |\n|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
     for e in out:
-        print(f"| {e['demos']} | {e['prefix_tokens']} | {e['prompt_tokens_mean']} | {e.get('prompt_tokens', '-')} | "
-              f"{e.get('prefix_cache_hit_tokens', '-')} | {e.get('prefilled_tokens', '-')} | {e['seconds']} | {e['f1']} |")
+        print(
+            f"| {e['demos']} | {e['prefix_tokens']} | {e['prompt_tokens_mean']} | {e.get('prompt_tokens', '-')} | "
+            f"{e.get('prefix_cache_hit_tokens', '-')} | {e.get('prefilled_tokens', '-')} | {e['seconds']} | {e['f1']} |"
+        )
     os._exit(0)  # the engine's threads need no orderly shutdown here

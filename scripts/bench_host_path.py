@@ -31,8 +31,9 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import apo_local  # noqa: F401  (offline switches first)
 from _bench_common import ROOT, load_instructions, machine, write_json
+
+import apo_local  # noqa: F401  (offline switches first)
 
 
 class StubLLM:
@@ -98,6 +99,7 @@ def timed_steps(eng):
                 return fn(*a, **k)
             finally:
                 totals[step] = totals.get(step, 0.0) + time.process_time() - t0
+
         setattr(obj, name, timed)
 
     for name, step in (("_prompt_ids", "render+tokenize"), ("_build", "build"), ("_parse", "parse")):
@@ -117,6 +119,7 @@ def timed_scorer_render(scorer, totals: dict):
             return fn(*a)
         finally:
             totals["task template"] = totals.get("task template", 0.0) + time.process_time() - t0
+
     scorer.prompt = timed
     return totals
 
@@ -147,12 +150,19 @@ def run_steps(args, task, out: dict) -> None:
     host = wall - eng.llm.seconds
     if "build" in totals and "render+tokenize" in totals:  # _build calls _prompt_ids: count each step once
         totals["build"] -= totals["render+tokenize"]
-    out["steps"] = {"candidates": len(instructions), "examples": len(rows), "prompts": n,
-                    "wall_s": round(wall, 3), "stub_s": round(eng.llm.seconds, 4),
-                    "host_ms_per_prompt": round(1000 * host / n, 4), "cpu_s": round(cpu, 3),
-                    "host_cpu_ms_per_prompt": round(1000 * cpu / n, 4), "load_avg": list(os.getloadavg()),
-                    "per_step_cpu_ms_per_prompt": {k: round(1000 * v / n, 4) for k, v in totals.items()},
-                    "rest_cpu_ms_per_prompt (scorer, cache keys, cache)": round(1000 * (cpu - sum(totals.values())) / n, 4)}
+    out["steps"] = {
+        "candidates": len(instructions),
+        "examples": len(rows),
+        "prompts": n,
+        "wall_s": round(wall, 3),
+        "stub_s": round(eng.llm.seconds, 4),
+        "host_ms_per_prompt": round(1000 * host / n, 4),
+        "cpu_s": round(cpu, 3),
+        "host_cpu_ms_per_prompt": round(1000 * cpu / n, 4),
+        "load_avg": list(os.getloadavg()),
+        "per_step_cpu_ms_per_prompt": {k: round(1000 * v / n, 4) for k, v in totals.items()},
+        "rest_cpu_ms_per_prompt (scorer, cache keys, cache)": round(1000 * (cpu - sum(totals.values())) / n, 4),
+    }
     print(json.dumps(out["steps"], indent=1), flush=True)
     if prof:
         stats = pstats.Stats(prof)
@@ -171,8 +181,9 @@ def run_scale(args, task, out: dict) -> None:
     eng = stub_engine(args.model)
     instructions = load_instructions(args.candidates)
     base = task.split("train") + task.split("test")
-    rows = [Example(id=f"r{i}", input=base[i % len(base)].input, label=base[i % len(base)].label)
-            for i in range(args.rows)]
+    rows = [
+        Example(id=f"r{i}", input=base[i % len(base)].input, label=base[i % len(base)].label) for i in range(args.rows)
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         cached = CachedEngine(eng, ResultCache(Path(tmp) / "c.sqlite") if args.cache else None)
         inner, marks = cached.score_choices, []
@@ -181,10 +192,17 @@ def run_scale(args, task, out: dict) -> None:
         def marked(prompts, choices):
             got = inner(prompts, choices)
             done = (marks[-1]["prompts"] if marks else 0) + len(prompts)
-            marks.append({"prompts": done, "seconds": round(time.perf_counter() - t0, 2),
-                          "cpu_s": round(time.process_time() - c0, 2), "peak_rss_mib": round(peak_rss_mib())})
+            marks.append(
+                {
+                    "prompts": done,
+                    "seconds": round(time.perf_counter() - t0, 2),
+                    "cpu_s": round(time.process_time() - c0, 2),
+                    "peak_rss_mib": round(peak_rss_mib()),
+                }
+            )
             print(marks[-1], flush=True)
             return got
+
         cached.score_choices = marked
         scorer = Scorer(task, cached, chunk=args.chunk)
         rss0 = peak_rss_mib()
@@ -196,13 +214,24 @@ def run_scale(args, task, out: dict) -> None:
     done = sum(len(e.predictions) for e in evals)
     steps = [b["cpu_s"] - a["cpu_s"] for a, b in zip([{"cpu_s": 0.0}] + marks, marks)]
     half = len(steps) // 2
-    out["scale"] = {"candidates": len(instructions), "rows": args.rows, "prompts": done, "chunk": args.chunk,
-                    "cache": bool(args.cache), "cache_file_mib": round(db_mib), "wall_s": round(wall, 1),
-                    "cpu_s": round(cpu, 1), "host_cpu_ms_per_prompt": round(1000 * cpu / done, 4), "peak_rss_mib_before": round(rss0),
-                    "peak_rss_mib": round(peak_rss_mib()),
-                    "chunk_cpu_s_first_half_vs_second_half": [round(sum(steps[:half]) / max(half, 1), 2),
-                                                                round(sum(steps[half:]) / max(len(steps) - half, 1), 2)],
-                    "marks": marks}
+    out["scale"] = {
+        "candidates": len(instructions),
+        "rows": args.rows,
+        "prompts": done,
+        "chunk": args.chunk,
+        "cache": bool(args.cache),
+        "cache_file_mib": round(db_mib),
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "host_cpu_ms_per_prompt": round(1000 * cpu / done, 4),
+        "peak_rss_mib_before": round(rss0),
+        "peak_rss_mib": round(peak_rss_mib()),
+        "chunk_cpu_s_first_half_vs_second_half": [
+            round(sum(steps[:half]) / max(half, 1), 2),
+            round(sum(steps[half:]) / max(len(steps) - half, 1), 2),
+        ],
+        "marks": marks,
+    }
     print(json.dumps({k: v for k, v in out["scale"].items() if k != "marks"}, indent=1), flush=True)
 
 

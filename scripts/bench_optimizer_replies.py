@@ -20,8 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import apo_local  # noqa: F401
 from _bench_common import ROOT, machine, write_json
+
+import apo_local  # noqa: F401
 
 GRADIENT = "it does not say which details of the input decide the label."
 
@@ -46,31 +47,69 @@ def kinds(task, meta, rows, n, max_tokens):
 
     inst = task.initial_instruction
     labels = ", ".join(task.labels) if task.labels else "the answer"
-    steps = ["Read the input carefully.", f"Decide which label ({labels}) fits it best.", "Answer with that label only."]
+    steps = [
+        "Read the input carefully.",
+        f"Decide which label ({labels}) fits it best.",
+        "Answer with that label only.",
+    ]
     demo = "Step 1: read.\nStep 2: compare.\nStep 3: " + (task.labels[0] if task.labels else "answer")
     abo_parent = format_abo(steps, demo)
-    block = lambda i: meta.errors(rows[(3 * i) % len(rows):][:3] or rows[:3])  # noqa: E731
+    block = lambda i: meta.errors(rows[(3 * i) % len(rows) :][:3] or rows[:3])  # noqa: E731
     ex = lambda i: rows[i % len(rows)][0]  # noqa: E731
     same = lambda t: t  # noqa: E731
     one = tagged(1, max_tokens=max_tokens)
     return {
-        "gradient": ([meta.render("gradient", prompt=inst, errors=block(i), num_reasons=1, evaluated=True)
-                      for i in range(n)], one, None, inst),
-        "edit": ([meta.render("edit", prompt=inst, errors=block(i), gradient=GRADIENT, num_prompts=1, evaluated=True)
-                  for i in range(n)], one, same, inst),
-        "one_step": ([meta.render("one_step", prompt=inst, errors=block(i), num_prompts=1, evaluated=True)
-                      for i in range(n)], one, same, inst),
+        "gradient": (
+            [meta.render("gradient", prompt=inst, errors=block(i), num_reasons=1, evaluated=True) for i in range(n)],
+            one,
+            None,
+            inst,
+        ),
+        "edit": (
+            [
+                meta.render("edit", prompt=inst, errors=block(i), gradient=GRADIENT, num_prompts=1, evaluated=True)
+                for i in range(n)
+            ],
+            one,
+            same,
+            inst,
+        ),
+        "one_step": (
+            [meta.render("one_step", prompt=inst, errors=block(i), num_prompts=1, evaluated=True) for i in range(n)],
+            one,
+            same,
+            inst,
+        ),
         "rewrite": ([meta.render("rewrite", prompt=inst)] * n, one, same, inst),
         "improve": ([meta.render("improve", prompt=inst)] * n, one, same, inst),
         "paraphrase": ([meta.render("paraphrase", prompt=inst)] * n, None, same, inst),
-        "abo_init": ([meta.render("abo_init", prompt=inst, input=ex(i).input.strip(), label=ex(i).label,
-                                  demonstration=True) for i in range(n)],
-                     abo_steps(True, max_tokens=max_tokens), _abo_init, inst),
-        "abo_revise": ([meta.render("abo_revise", steps=numbered(steps), step=2, step_text=steps[1], errors=block(i))
-                        for i in range(n)], one,
-                       lambda t: format_abo(steps[:1] + [strip_marker(t, 2)] + steps[2:], demo), abo_parent),
-        "abo_demo": ([meta.render("abo_demo", steps=numbered(steps), input=ex(i).input.strip(), label=ex(i).label)
-                      for i in range(n)], one, lambda t: format_abo(steps, t), abo_parent),
+        "abo_init": (
+            [
+                meta.render("abo_init", prompt=inst, input=ex(i).input.strip(), label=ex(i).label, demonstration=True)
+                for i in range(n)
+            ],
+            abo_steps(True, max_tokens=max_tokens),
+            _abo_init,
+            inst,
+        ),
+        "abo_revise": (
+            [
+                meta.render("abo_revise", steps=numbered(steps), step=2, step_text=steps[1], errors=block(i))
+                for i in range(n)
+            ],
+            one,
+            lambda t: format_abo(steps[:1] + [strip_marker(t, 2)] + steps[2:], demo),
+            abo_parent,
+        ),
+        "abo_demo": (
+            [
+                meta.render("abo_demo", steps=numbered(steps), input=ex(i).input.strip(), label=ex(i).label)
+                for i in range(n)
+            ],
+            one,
+            lambda t: format_abo(steps, t),
+            abo_parent,
+        ),
     }
 
 
@@ -100,17 +139,25 @@ def run_kind(engine, cfg, kind, spec, hygiene, seed) -> dict:
             for item in calls.parse(text, kind, tagged=kind != "paraphrase")[:1]:
                 row["items"] += 1
                 cand = make(item) if make else item
-                why = "no steps" if cand is None else (is_degenerate(cand, parent) or
-                                                        (hygiene.reason(cand, parent) if make else None))
+                why = (
+                    "no steps"
+                    if cand is None
+                    else (is_degenerate(cand, parent) or (hygiene.reason(cand, parent) if make else None))
+                )
                 if why:
                     row["rejected"][rule(why)] = row["rejected"].get(rule(why), 0) + 1
                 else:
                     row["accepted"] += 1
     t = trace.totals["optimizer"]
     c = trace.counts
-    row.update(replies=c.get("replies", 0), truncated=c.get("replies_truncated", 0),
-               cut=c.get("replies_cut_repetition", 0),
-               used_whole=c.get("replies_used_whole", 0), seconds=round(t.seconds, 2), output_tokens=t.output_tokens)
+    row.update(
+        replies=c.get("replies", 0),
+        truncated=c.get("replies_truncated", 0),
+        cut=c.get("replies_cut_repetition", 0),
+        used_whole=c.get("replies_used_whole", 0),
+        seconds=round(t.seconds, 2),
+        output_tokens=t.output_tokens,
+    )
     return row
 
 
@@ -127,20 +174,35 @@ def main(argv=None) -> dict:
     task = load_task(args.task)
     train = task.split("train")
     rng = random.Random(args.seed)
-    rows = [(ex, rng.choice([lab for lab in task.labels if lab != ex.label] or ["(no answer)"]))
-            for ex in rng.sample(train, min(len(train), 3 * args.n))]
+    rows = [
+        (ex, rng.choice([lab for lab in task.labels if lab != ex.label] or ["(no answer)"]))
+        for ex in rng.sample(train, min(len(train), 3 * args.n))
+    ]
     specs = kinds(task, MetaPrompts(), rows, args.n, args.max_tokens)
     if args.kinds:
         specs = {k: v for k, v in specs.items() if k in args.kinds.split(",")}
     hygiene = Hygiene([ex.input for ex in train], task.labels)
     engine = load_engine(EngineSettings(model=args.model, seed=args.seed), cache_path=False)
     engine.generate([GenerationRequest("Say hello.", max_tokens=8)])  # warm-up: neither mode pays the first call
-    out = {"machine": machine(), "model": args.model, "task": task.name, "n": args.n, "max_tokens": args.max_tokens,
-           "temperature": args.temperature, "seed": args.seed, "kinds": {}}
+    out = {
+        "machine": machine(),
+        "model": args.model,
+        "task": task.name,
+        "n": args.n,
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "seed": args.seed,
+        "kinds": {},
+    }
     for kind, spec in specs.items():
         for mode, guided in (("free", False), ("guided", True)):
-            cfg = build_config({"task": args.task, "seed": args.seed, "optimizer": {
-                "max_tokens": args.max_tokens, "temperature": args.temperature, "guided": guided}})
+            cfg = build_config(
+                {
+                    "task": args.task,
+                    "seed": args.seed,
+                    "optimizer": {"max_tokens": args.max_tokens, "temperature": args.temperature, "guided": guided},
+                }
+            )
             r = run_kind(engine, cfg, kind, spec, hygiene, args.seed)
             out["kinds"].setdefault(kind, {})[mode] = r
             print(f"{kind:11} {mode:6} " + _line(r), flush=True)
@@ -149,8 +211,9 @@ def main(argv=None) -> dict:
         print(f"{'all':11} {m:6} " + _line(r))
     f, g = out["totals"]["free"], out["totals"]["guided"]
     if f["output_tokens"] and g["output_tokens"]:
-        out["guided_seconds_per_token_vs_free"] = round((g["seconds"] / g["output_tokens"]) /
-                                                        (f["seconds"] / f["output_tokens"]), 3)
+        out["guided_seconds_per_token_vs_free"] = round(
+            (g["seconds"] / g["output_tokens"]) / (f["seconds"] / f["output_tokens"]), 3
+        )
         print(f"guided / free seconds per output token: {out['guided_seconds_per_token_vs_free']}")
     write_json(args.out or ROOT / "runs" / "bench" / f"optimizer-replies-{task.name}.json", out)
     shutdown_engines()
@@ -158,8 +221,18 @@ def main(argv=None) -> dict:
 
 
 def _total(by_kind: dict, mode: str) -> dict:
-    tot = {"replies": 0, "tagged": 0, "truncated": 0, "cut": 0, "used_whole": 0, "items": 0, "accepted": 0, "seconds": 0.0,
-           "output_tokens": 0, "rejected": {}}
+    tot = {
+        "replies": 0,
+        "tagged": 0,
+        "truncated": 0,
+        "cut": 0,
+        "used_whole": 0,
+        "items": 0,
+        "accepted": 0,
+        "seconds": 0.0,
+        "output_tokens": 0,
+        "rejected": {},
+    }
     for modes in by_kind.values():
         r = modes[mode]
         for k in tot:
@@ -175,9 +248,11 @@ def _total(by_kind: dict, mode: str) -> dict:
 def _line(r: dict) -> str:
     n = r["replies"] or 1
     rej = ", ".join(f"{k} {v}" for k, v in sorted(r["rejected"].items())) or "-"
-    return (f"replies {r['replies']:3}  tagged {r['tagged'] / n:4.0%}  truncated {r['truncated'] / n:4.0%}  "
-            f"cut {r.get('cut', 0) / n:4.0%}  whole {r['used_whole'] / n:4.0%}  accepted {r['accepted'] / n:4.0%}  {r['seconds']:6.1f} s "
-            f"{r['output_tokens']:5} tok  rejected: {rej}")
+    return (
+        f"replies {r['replies']:3}  tagged {r['tagged'] / n:4.0%}  truncated {r['truncated'] / n:4.0%}  "
+        f"cut {r.get('cut', 0) / n:4.0%}  whole {r['used_whole'] / n:4.0%}  accepted {r['accepted'] / n:4.0%}  {r['seconds']:6.1f} s "
+        f"{r['output_tokens']:5} tok  rejected: {rej}"
+    )
 
 
 if __name__ == "__main__":

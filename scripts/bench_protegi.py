@@ -30,23 +30,42 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _bench_common import (
+    ROOT,
+    counter_delta,
+    enable_inprocess_stats,
+    inprocess_counters,
+    load_avg,
+    machine,
+    trace_by_phase,
+    tree_cpu_seconds,
+    write_json,
+)
+
 import apo_local  # noqa: F401
-from _bench_common import (ROOT, counter_delta, enable_inprocess_stats, inprocess_counters, load_avg, machine,
-                           trace_by_phase, tree_cpu_seconds, write_json)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted config override, e.g. search.rounds=1 (YAML value); repeatable")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted config override, e.g. search.rounds=1 (YAML value); repeatable",
+    )
     p.add_argument("--sides", default="apo,reference")
     p.add_argument("--target-workers", type=int, default=32)
     p.add_argument("--optimizer-workers", type=int, default=1)
     p.add_argument("--answer-tokens", type=int, default=4, help="reference side: max_tokens of a target answer")
-    p.add_argument("--reference-test-every-round", action=argparse.BooleanOptionalAction, default=True,
-                   help="reference side: evaluate the beam on the test rows after every round, as the reference's "
-                        "main.py does (default on)")
+    p.add_argument(
+        "--reference-test-every-round",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="reference side: evaluate the beam on the test rows after every round, as the reference's "
+        "main.py does (default on)",
+    )
     p.add_argument("--work-dir", default=str(ROOT / "runs" / "bench" / "protegi"))
     p.add_argument("--out", default=None, help="JSON result (default: WORK_DIR/protegi.json)")
     return p.parse_args(argv)
@@ -83,8 +102,9 @@ def run_apo(cfg, out: Path) -> dict:
         counters = [counter_delta(before[k], inprocess_counters(v)) for k, v in llms.items()]
     finally:
         shutdown_engines()
-    return summarize("apo-local (in-process, batched, log-prob scoring)", result, wall, load_s, out, counters,
-                     requests=None, cpu=cpu)
+    return summarize(
+        "apo-local (in-process, batched, log-prob scoring)", result, wall, load_s, out, counters, requests=None, cpu=cpu
+    )
 
 
 def prepare_task(cfg, task, target, trace) -> None:
@@ -94,9 +114,13 @@ def prepare_task(cfg, task, target, trace) -> None:
     if hasattr(opt, "preflight"):
         opt.preflight(cfg, task)
     if hasattr(task, "limit_length"):
-        task.limit_length(target.count_tokens, target.max_model_len - max(16, cfg.scoring.max_tokens),
-                          lambda ex, before, after: trace.event("example_truncated", example=ex.id,
-                                                                tokens_before=before, tokens_after=after))
+        task.limit_length(
+            target.count_tokens,
+            target.max_model_len - max(16, cfg.scoring.max_tokens),
+            lambda ex, before, after: trace.event(
+                "example_truncated", example=ex.id, tokens_before=before, tokens_after=after
+            ),
+        )
 
 
 def reference_scorer(task, engine, max_tokens: int):
@@ -115,7 +139,9 @@ def reference_scorer(task, engine, max_tokens: int):
             todo = {k: pair for k, pair in zip(keys, pairs) if k not in self.bandit_cache}
             if todo:
                 self.bandit_cache.update(zip(todo, Scorer.predict(self, list(todo.values()))))
-            return [self.task.metric.example_score(self.bandit_cache[k].label, ex.label) for k, (_, ex) in zip(keys, pairs)]
+            return [
+                self.task.metric.example_score(self.bandit_cache[k].label, ex.label) for k, (_, ex) in zip(keys, pairs)
+            ]
 
         def predict(self, pairs):
             keys = [(ins, ex.id) for ins, ex in pairs]
@@ -131,9 +157,10 @@ def reference_scorer(task, engine, max_tokens: int):
 
 
 def run_reference(cfg, out: Path, args) -> dict:
+    from http_engine import HttpEngine, LocalServer
+
     from apo_local.config import dump_config
     from apo_local.engine import RoleEngine, Trace
-    from http_engine import HttpEngine, LocalServer
     from apo_local.models import resolve_model
     from apo_local.run_dir import RunDir
     from apo_local.search import BeamSearch
@@ -141,19 +168,28 @@ def run_reference(cfg, out: Path, args) -> dict:
 
     if cfg.optimizer.model not in (None, cfg.target.model):
         raise SystemExit("the reference side serves one model; use the same model for both roles")
-    cfg = cfg.model_copy(update={"scoring": cfg.scoring.model_copy(update={"mode": "generate",
-                                                                           "max_tokens": args.answer_tokens}),
-                                 "evaluation": cfg.evaluation.model_copy(update={"per_round_test": args.reference_test_every_round})})
+    cfg = cfg.model_copy(
+        update={
+            "scoring": cfg.scoring.model_copy(update={"mode": "generate", "max_tokens": args.answer_tokens}),
+            "evaluation": cfg.evaluation.model_copy(update={"per_round_test": args.reference_test_every_round}),
+        }
+    )
     model_path = resolve_model(cfg.target.model)
     task = load_task(cfg.task)
     max_len = cfg.target.max_model_len or 2048
     t_load = time.perf_counter()
     with LocalServer(model_path, max_model_len=max_len, seed=cfg.seed) as server:
         load_s = time.perf_counter() - t_load
-        target_http = HttpEngine(server.base_url, str(model_path), workers=args.target_workers, max_model_len=max_len,
-                                 tokenizer=model_path)
-        optimizer_http = HttpEngine(server.base_url, str(model_path), workers=args.optimizer_workers,
-                                    max_model_len=max_len, tokenizer=model_path)
+        target_http = HttpEngine(
+            server.base_url, str(model_path), workers=args.target_workers, max_model_len=max_len, tokenizer=model_path
+        )
+        optimizer_http = HttpEngine(
+            server.base_url,
+            str(model_path),
+            workers=args.optimizer_workers,
+            max_model_len=max_len,
+            tokenizer=model_path,
+        )
         run_dir = RunDir(out)
         run_dir.open(dump_config(cfg), overwrite=True)
         try:
@@ -179,9 +215,17 @@ def run_reference(cfg, out: Path, args) -> dict:
             run_dir.close()
             target_http.close()
             optimizer_http.close()
-    return summarize(f"reference pattern (HTTP, 1 request/prompt, {args.target_workers} target / "
-                     f"{args.optimizer_workers} optimizer workers, 4-token answers)", result, wall, load_s, out,
-                     counters, requests={"target": target_http.requests_sent, "optimizer": optimizer_http.requests_sent}, cpu=cpu)
+    return summarize(
+        f"reference pattern (HTTP, 1 request/prompt, {args.target_workers} target / "
+        f"{args.optimizer_workers} optimizer workers, 4-token answers)",
+        result,
+        wall,
+        load_s,
+        out,
+        counters,
+        requests={"target": target_http.requests_sent, "optimizer": optimizer_http.requests_sent},
+        cpu=cpu,
+    )
 
 
 def summarize(name, result, wall, load_s, out: Path, counters: list[dict], requests, cpu=None) -> dict:
@@ -192,19 +236,35 @@ def summarize(name, result, wall, load_s, out: Path, counters: list[dict], reque
                 merged[k] = merged.get(k, 0) + v
     q = merged.get("prompt_tokens", 0)
     merged["prefix_cache_hit_rate"] = round(merged.get("prefix_cache_hit_tokens", 0) / q, 3) if q else None
-    return {"side": name, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1) if cpu is not None else None, "engine_start_s": round(load_s, 1), "load_avg": load_avg(),
-            "usage": result.usage, "http_requests": requests, "engine_counters": merged,
-            "by_phase": trace_by_phase(out / "trace.jsonl"), "rounds_completed": result.rounds_completed,
-            "stop_reason": result.stop_reason, "initial_test": result.initial_test["metrics"],
-            "best_test": result.best_test["metrics"], "best_prompt": result.best_prompt, "faults": result.faults,
-            "run_dir": str(out)}
+    return {
+        "side": name,
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1) if cpu is not None else None,
+        "engine_start_s": round(load_s, 1),
+        "load_avg": load_avg(),
+        "usage": result.usage,
+        "http_requests": requests,
+        "engine_counters": merged,
+        "by_phase": trace_by_phase(out / "trace.jsonl"),
+        "rounds_completed": result.rounds_completed,
+        "stop_reason": result.stop_reason,
+        "initial_test": result.initial_test["metrics"],
+        "best_test": result.best_test["metrics"],
+        "best_prompt": result.best_prompt,
+        "faults": result.faults,
+        "run_dir": str(out),
+    }
 
 
 def markdown(res: dict) -> str:
     sides = res["sides"]
-    lines = [f"Config: `{res['config_file']}` with {res['overrides'] or 'no overrides'}; hyperparameters: "
-             f"{res['hyperparameters']}", "",
-             "| | " + " | ".join(s["side"] for s in sides) + " |", "|---|" + "---:|" * len(sides)]
+    lines = [
+        f"Config: `{res['config_file']}` with {res['overrides'] or 'no overrides'}; hyperparameters: "
+        f"{res['hyperparameters']}",
+        "",
+        "| | " + " | ".join(s["side"] for s in sides) + " |",
+        "|---|" + "---:|" * len(sides),
+    ]
 
     def row(label, fn):
         vals = []
@@ -225,18 +285,27 @@ def markdown(res: dict) -> str:
         row(f"{role}: generated tokens", lambda s, r=role: s["usage"][r]["output_tokens"])
         row(f"{role}: engine seconds", lambda s, r=role: s["by_phase"]["total"][r]["seconds"])
     for phase in ("minibatch", "select", "test", "final"):
-        row(f"target prompts in phase {phase}", lambda s, ph=phase: s["by_phase"].get(ph, {}).get("target", {}).get("prompts", 0))
+        row(
+            f"target prompts in phase {phase}",
+            lambda s, ph=phase: s["by_phase"].get(ph, {}).get("target", {}).get("prompts", 0),
+        )
     row("all: prompt tokens seen by vLLM", lambda s: s["engine_counters"]["prompt_tokens"])
     row("all: prefilled tokens (prompt - prefix-cache hits)", lambda s: s["engine_counters"]["prefilled_tokens"])
     row("all: prefix-cache hit rate", lambda s: s["engine_counters"]["prefix_cache_hit_rate"])
     row("all: generated tokens seen by vLLM", lambda s: s["engine_counters"]["generated_tokens"])
-    row("test metric: initial -> best", lambda s: f"{list(s['initial_test'].values())[0]:.3f} -> {list(s['best_test'].values())[0]:.3f}")
+    row(
+        "test metric: initial -> best",
+        lambda s: f"{list(s['initial_test'].values())[0]:.3f} -> {list(s['best_test'].values())[0]:.3f}",
+    )
     row("load average at end", lambda s: s["load_avg"])
     if len(sides) == 2:
         a, b = sides
-        lines += ["", f"apo-local / reference: wall time {a['wall_s'] / b['wall_s']:.2f}, CPU seconds {a['cpu_s'] / b['cpu_s']:.2f}, prefilled tokens "
-                      f"{a['engine_counters'].get('prefilled_tokens', 0) / max(1, b['engine_counters'].get('prefilled_tokens', 1)):.2f}, "
-                      f"prompt tokens {(a['usage']['target']['input_tokens'] + a['usage']['optimizer']['input_tokens']) / max(1, b['usage']['target']['input_tokens'] + b['usage']['optimizer']['input_tokens']):.2f}"]
+        lines += [
+            "",
+            f"apo-local / reference: wall time {a['wall_s'] / b['wall_s']:.2f}, CPU seconds {a['cpu_s'] / b['cpu_s']:.2f}, prefilled tokens "
+            f"{a['engine_counters'].get('prefilled_tokens', 0) / max(1, b['engine_counters'].get('prefilled_tokens', 1)):.2f}, "
+            f"prompt tokens {(a['usage']['target']['input_tokens'] + a['usage']['optimizer']['input_tokens']) / max(1, b['usage']['target']['input_tokens'] + b['usage']['optimizer']['input_tokens']):.2f}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -257,12 +326,20 @@ def main(argv=None) -> dict:
         print({k: v for k, v in sides[-1].items() if k not in ("by_phase",)}, flush=True)
     s, sel = cfg.search, cfg.selection
     p = cfg.protegi
-    hyper = (f"rounds {s.rounds}, beam {s.beam_size}, minibatch {s.minibatch_size}, gradients {p.n_gradients} x "
-             f"{p.errors_per_gradient} errors, mc_samples {p.mc_samples}, max_expansion {s.max_expansion}, selector "
-             f"{sel.selector} budget {sel.budget} batch {sel.batch_size}, optimizer max_tokens {cfg.optimizer.max_tokens} "
-             f"T={cfg.optimizer.temperature}, test_limit {cfg.evaluation.test_limit}, seed {cfg.seed}")
-    res = {"machine": facts, "load_avg_end": load_avg(), "config_file": args.config, "overrides": args.set,
-           "hyperparameters": hyper, "sides": sides}
+    hyper = (
+        f"rounds {s.rounds}, beam {s.beam_size}, minibatch {s.minibatch_size}, gradients {p.n_gradients} x "
+        f"{p.errors_per_gradient} errors, mc_samples {p.mc_samples}, max_expansion {s.max_expansion}, selector "
+        f"{sel.selector} budget {sel.budget} batch {sel.batch_size}, optimizer max_tokens {cfg.optimizer.max_tokens} "
+        f"T={cfg.optimizer.temperature}, test_limit {cfg.evaluation.test_limit}, seed {cfg.seed}"
+    )
+    res = {
+        "machine": facts,
+        "load_avg_end": load_avg(),
+        "config_file": args.config,
+        "overrides": args.set,
+        "hyperparameters": hyper,
+        "sides": sides,
+    }
     out = Path(args.out or work / "protegi.json")
     write_json(out, res)
     md = markdown(res)

@@ -19,8 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import apo_local  # noqa: F401
 from _bench_common import ROOT, load_avg, machine, trace_by_phase, write_json
+
+import apo_local  # noqa: F401
 
 GROUPS = (("expansion", "expansion"), ("selection", "select"), ("final", "final"))
 
@@ -52,11 +53,17 @@ def main(argv=None) -> dict:
 
     args = parse_args(argv)
     overrides = {"search.rounds": 1, "cache": "off"}
-    flag_keys = {"beam_size": "search.beam_size", "minibatch_size": "search.minibatch_size",
-                 "n_gradients": "protegi.n_gradients", "mc_samples": "protegi.mc_samples",
-                 "max_expansion": "search.max_expansion", "budget": "selection.budget",
-                 "batch_size": "selection.batch_size", "test_limit": "evaluation.test_limit",
-                 "optimizer_max_tokens": "optimizer.max_tokens"}
+    flag_keys = {
+        "beam_size": "search.beam_size",
+        "minibatch_size": "search.minibatch_size",
+        "n_gradients": "protegi.n_gradients",
+        "mc_samples": "protegi.mc_samples",
+        "max_expansion": "search.max_expansion",
+        "budget": "selection.budget",
+        "batch_size": "selection.batch_size",
+        "test_limit": "evaluation.test_limit",
+        "optimizer_max_tokens": "optimizer.max_tokens",
+    }
     for attr, key in flag_keys.items():
         if getattr(args, attr) is not None:
             overrides[key] = getattr(args, attr)
@@ -76,13 +83,21 @@ def main(argv=None) -> dict:
         shutdown_engines()
     wall = time.perf_counter() - t0
     phases = trace_by_phase(out_dir / "trace.jsonl")
-    res = {"machine": facts, "load_avg_end": load_avg(), "config_file": args.config, "overrides": overrides,
-           "config": yaml.safe_load(dump_config(cfg)), "wall_s_including_engine_start": round(wall, 1),
-           "phases": {name: phases.get(key, {}) for name, key in GROUPS},
-           "by_trace_phase": {k: v for k, v in phases.items() if k not in ("expansion", "total", "faults")},
-           "total": phases.get("total", {}), "faults": phases.get("faults", {}),
-           "initial_test": result.initial_test["metrics"], "best_test": result.best_test["metrics"],
-           "run_dir": str(out_dir)}
+    res = {
+        "machine": facts,
+        "load_avg_end": load_avg(),
+        "config_file": args.config,
+        "overrides": overrides,
+        "config": yaml.safe_load(dump_config(cfg)),
+        "wall_s_including_engine_start": round(wall, 1),
+        "phases": {name: phases.get(key, {}) for name, key in GROUPS},
+        "by_trace_phase": {k: v for k, v in phases.items() if k not in ("expansion", "total", "faults")},
+        "total": phases.get("total", {}),
+        "faults": phases.get("faults", {}),
+        "initial_test": result.initial_test["metrics"],
+        "best_test": result.best_test["metrics"],
+        "run_dir": str(out_dir),
+    }
     out = Path(args.out or str(out_dir) + ".json")
     write_json(out, res)
     md = markdown(res)
@@ -92,22 +107,33 @@ def main(argv=None) -> dict:
 
 
 def markdown(res: dict) -> str:
-    lines = [f"Overrides on `{res['config_file']}`: {res['overrides']}", "",
-             "Indented rows are the trace phases that make up the expansion.", "",
-             "| phase | role | engine calls | prompts | prompt tokens | generated tokens | engine seconds |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Overrides on `{res['config_file']}`: {res['overrides']}",
+        "",
+        "Indented rows are the trace phases that make up the expansion.",
+        "",
+        "| phase | role | engine calls | prompts | prompt tokens | generated tokens | engine seconds |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     grouped = {key for _, key in GROUPS}
-    rows = (list(res["phases"].items())
-            + [(f"  {k}", v) for k, v in res["by_trace_phase"].items() if k not in grouped]
-            + [("total", res["total"])])
+    rows = (
+        list(res["phases"].items())
+        + [(f"  {k}", v) for k, v in res["by_trace_phase"].items() if k not in grouped]
+        + [("total", res["total"])]
+    )
     for name, by_role in rows:
         for role in ("target", "optimizer", "all"):
             t = by_role.get(role)
             if t:
-                lines.append(f"| {name} | {role} | {t['calls']} | {t['prompts']} | {t['input_tokens']} | "
-                             f"{t['output_tokens']} | {t['seconds']:.1f} |")
-    lines += ["", f"Wall time including engine start: {res['wall_s_including_engine_start']} s; faults {res['faults']}; "
-                  f"test {res['initial_test']} -> {res['best_test']}; load at end {res['load_avg_end']}"]
+                lines.append(
+                    f"| {name} | {role} | {t['calls']} | {t['prompts']} | {t['input_tokens']} | "
+                    f"{t['output_tokens']} | {t['seconds']:.1f} |"
+                )
+    lines += [
+        "",
+        f"Wall time including engine start: {res['wall_s_including_engine_start']} s; faults {res['faults']}; "
+        f"test {res['initial_test']} -> {res['best_test']}; load at end {res['load_avg_end']}",
+    ]
     return "\n".join(lines) + "\n"
 
 

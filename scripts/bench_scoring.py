@@ -38,13 +38,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _bench_common import (
+    ROOT,
+    counter_delta,
+    enable_inprocess_stats,
+    inprocess_counters,
+    load_avg,
+    load_instructions,
+    machine,
+    tree_cpu_seconds,
+    write_json,
+)
+
 import apo_local  # noqa: F401  (offline switches before vLLM is imported)
-from _bench_common import (ROOT, counter_delta, enable_inprocess_stats, inprocess_counters, load_avg,
-                           load_instructions, machine, tree_cpu_seconds, write_json)
 
 METHODS = ("http", "chat", "chat-apo-engine", "apo")
-NAMES = {"http": "1. HTTP, 1 request/prompt, 32 workers", "chat": "2. LLM.chat batch, 4 tokens (plain vllm.LLM)",
-         "chat-apo-engine": "2b. LLM.chat batch, 4 tokens, on apo-local's engine", "apo": "3. apo-local Scorer"}
+NAMES = {
+    "http": "1. HTTP, 1 request/prompt, 32 workers",
+    "chat": "2. LLM.chat batch, 4 tokens (plain vllm.LLM)",
+    "chat-apo-engine": "2b. LLM.chat batch, 4 tokens, on apo-local's engine",
+    "apo": "3. apo-local Scorer",
+}
 SCALING = ("http", "chat", "apo")
 FULL_GRID = [(c, e) for c in (4, 16, 64) for e in (16, 64, 256)]
 
@@ -59,8 +73,11 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=32, help="HTTP client threads (method 1)")
     p.add_argument("--max-tokens", type=int, default=4, help="answer tokens for methods 1 and 2")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--scaling", default="4x16,4x64,16x16,64x16",
-                   help="extra cells CxE (comma list), 'full' for the 4/16/64 x 16/64/256 grid, or 'none'")
+    p.add_argument(
+        "--scaling",
+        default="4x16,4x64,16x16,64x16",
+        help="extra cells CxE (comma list), 'full' for the 4/16/64 x 16/64/256 grid, or 'none'",
+    )
     p.add_argument("--scaling-methods", default="http,chat,apo", help="methods for the scaling cells")
     p.add_argument("--scaling-repeats", type=int, default=1)
     p.add_argument("--max-model-len", type=int, default=2048)
@@ -69,8 +86,12 @@ def parse_args(argv=None):
     p.add_argument("--eager", default=None, choices=("on", "off"), help="enforce_eager for all methods")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench" / "scoring.json"))
     p.add_argument("--server-log", default=None)
-    p.add_argument("--collect", nargs="*", metavar="RUN_DIR",
-                   help="rebuild scripts/bench_instructions.json from these run directories' rounds/*.json, then exit")
+    p.add_argument(
+        "--collect",
+        nargs="*",
+        metavar="RUN_DIR",
+        help="rebuild scripts/bench_instructions.json from these run directories' rounds/*.json, then exit",
+    )
     p.add_argument("--collect-count", type=int, default=64)
     return p.parse_args(argv)
 
@@ -113,8 +134,13 @@ def main(argv=None) -> dict:
             raise SystemExit(f"the {args.split} split has {len(rows)} rows, {e} asked")
         work[(c, e)] = (instructions, examples, [task.render(i, ex) for i in instructions for ex in examples])
     warm = [task.render(task.initial_instruction, ex) for ex in task.split("train")[:16]]
-    plan = {cell: ([m for m in methods] if cell == cells[0] else scaling_methods,
-                   args.repeats if cell == cells[0] else args.scaling_repeats) for cell in cells}
+    plan = {
+        cell: (
+            [m for m in methods] if cell == cells[0] else scaling_methods,
+            args.repeats if cell == cells[0] else args.scaling_repeats,
+        )
+        for cell in cells
+    }
     facts = machine()
     print(f"machine: {facts}", flush=True)
     settings, common = common_engine_args(args, model_path)
@@ -125,30 +151,57 @@ def main(argv=None) -> dict:
         instructions, examples, prompts = work[cell]
         golds = [ex.label for _ in instructions for ex in examples]
         counters = {("engine_" + k if k == "prompt_tokens" else k): v for k, v in counters.items()}
-        entry = dict(method=method, candidates=cell[0], examples=cell[1], prompts=len(prompts), repeat=rep,
-                     seconds=round(seconds, 2), cpu_s=round(cpu_s, 1), prompts_per_s=round(len(prompts) / seconds, 2),
-                     prompt_tokens=prompt_tokens, load_avg=load_avg(), **counters, **(extra or {}))
+        entry = dict(
+            method=method,
+            candidates=cell[0],
+            examples=cell[1],
+            prompts=len(prompts),
+            repeat=rep,
+            seconds=round(seconds, 2),
+            cpu_s=round(cpu_s, 1),
+            prompts_per_s=round(len(prompts) / seconds, 2),
+            prompt_tokens=prompt_tokens,
+            load_avg=load_avg(),
+            **counters,
+            **(extra or {}),
+        )
         entry["f1"] = round(task.metric.compute(labels, golds)[task.metric.name], 4)
-        entry["unparsed"] = sum(l is None for l in labels)
+        entry["unparsed"] = sum(label is None for label in labels)
         entry["labels"] = labels
         runs.append(entry)
-        print(f"{method:5s} {cell[0]:3d}x{cell[1]:<4d} rep {rep}: {seconds:7.1f} s  cpu {cpu_s:6.1f} s  {entry['prompts_per_s']:6.2f} prompts/s  "
-              f"prompt tokens {prompt_tokens}  prefilled {counters.get('prefilled_tokens')}  "
-              f"hit rate {counters.get('prefix_cache_hit_rate')}  load {entry['load_avg']}", flush=True)
+        print(
+            f"{method:5s} {cell[0]:3d}x{cell[1]:<4d} rep {rep}: {seconds:7.1f} s  cpu {cpu_s:6.1f} s  {entry['prompts_per_s']:6.2f} prompts/s  "
+            f"prompt tokens {prompt_tokens}  prefilled {counters.get('prefilled_tokens')}  "
+            f"hit rate {counters.get('prefix_cache_hit_rate')}  load {entry['load_avg']}",
+            flush=True,
+        )
 
     # -- 1. the reference pattern: a local server, one request per prompt -------------------
     if any("http" in plan[c][0] for c in cells):
-        from apo_local.engine import GenerationRequest
         from http_engine import HttpEngine, LocalServer
 
-        server = LocalServer(model_path, max_model_len=args.max_model_len, env={"VLLM_SERVER_DEV_MODE": "1"},
-                             log_path=args.server_log, kv_cache_bytes=common.get("kv_cache_memory_bytes"),
-                             gpu_memory_utilization=common["gpu_memory_utilization"],
-                             enforce_eager=common["enforce_eager"], extra_args=server_args(common))
+        from apo_local.engine import GenerationRequest
+
+        server = LocalServer(
+            model_path,
+            max_model_len=args.max_model_len,
+            env={"VLLM_SERVER_DEV_MODE": "1"},
+            log_path=args.server_log,
+            kv_cache_bytes=common.get("kv_cache_memory_bytes"),
+            gpu_memory_utilization=common["gpu_memory_utilization"],
+            enforce_eager=common["enforce_eager"],
+            extra_args=server_args(common),
+        )
         with server:
             print(f"server healthy after {server.startup_seconds:.0f} s", flush=True)
-            eng = HttpEngine(server.base_url, str(model_path), workers=args.workers, max_model_len=args.max_model_len,
-                             tokenizer=model_path, answer_tokens=args.max_tokens)
+            eng = HttpEngine(
+                server.base_url,
+                str(model_path),
+                workers=args.workers,
+                max_model_len=args.max_model_len,
+                tokenizer=model_path,
+                answer_tokens=args.max_tokens,
+            )
             eng.generate([GenerationRequest(p, temperature=0.0, max_tokens=args.max_tokens) for p in warm])  # warm-up
             for cell in cells:
                 if "http" not in plan[cell][0]:
@@ -157,14 +210,23 @@ def main(argv=None) -> dict:
                     server.reset_prefix_cache()
                     before = server.metrics()
                     c0, t0 = tree_cpu_seconds(os.getpid()), time.perf_counter()
-                    gens = eng.generate([GenerationRequest(p, temperature=0.0, max_tokens=args.max_tokens)
-                                         for p in work[cell][2]])
+                    gens = eng.generate(
+                        [GenerationRequest(p, temperature=0.0, max_tokens=args.max_tokens) for p in work[cell][2]]
+                    )
                     dt = time.perf_counter() - t0
                     cpu = tree_cpu_seconds(os.getpid()) - c0  # client threads + server (our child) + its engine
                     counters = counter_delta(before, server.metrics())
-                    record("http", cell, rep, dt, cpu, [parse_label(g.text, task.labels) for g in gens],
-                           sum(g.input_tokens for g in gens), counters,
-                           {"errors": sum(g.error is not None for g in gens)})
+                    record(
+                        "http",
+                        cell,
+                        rep,
+                        dt,
+                        cpu,
+                        [parse_label(g.text, task.labels) for g in gens],
+                        sum(g.input_tokens for g in gens),
+                        counters,
+                        {"errors": sum(g.error is not None for g in gens)},
+                    )
             eng.close()
 
     def time_inprocess(llm, method, cell, rep, run) -> None:
@@ -191,10 +253,9 @@ def main(argv=None) -> dict:
 
     # -- 2. a plain vllm.LLM: vLLM's defaults + the flags the server of method 1 gets ---------------
     if any("chat" in plan[c][0] for c in cells):
-        from apo_local.engine.settings import cpu_engine_environment, has_cuda_gpu
-
         from unittest import mock
 
+        from apo_local.engine.settings import cpu_engine_environment, has_cuda_gpu
         from apo_local.engine.vllm_engine import _start_environment, cpu_engine_in_process
 
         env, kwargs = {}, dict(common)
@@ -210,7 +271,7 @@ def main(argv=None) -> dict:
             for cell in cells:
                 if "chat" in plan[cell][0]:
                     for rep in range(plan[cell][1]):
-                        time_inprocess(llm, "chat", cell, rep, lambda: chat_run(llm, work[cell][2]))
+                        time_inprocess(llm, "chat", cell, rep, lambda cell=cell: chat_run(llm, work[cell][2]))
         finally:
             llm.llm_engine.engine_core.shutdown()
             del llm
@@ -220,7 +281,7 @@ def main(argv=None) -> dict:
 
     # -- 2b and 3: apo-local's engine: plain LLM.chat on it, and the scorer ------------------------
     if any(m in plan[c][0] for c in cells for m in ("chat-apo-engine", "apo")):
-        from apo_local.engine import EngineSettings, load_engine, shutdown_engines
+        from apo_local.engine import load_engine, shutdown_engines
         from apo_local.scoring import Scorer
 
         engine = load_engine(settings, cache_path=False)
@@ -229,8 +290,9 @@ def main(argv=None) -> dict:
         def apo_run(instructions, examples):
             evals = Scorer(task, engine).evaluate_many(instructions, examples)
             # prompt tokens: counted after the clock stops (time_inprocess), not a second tokenization inside it
-            return [p.label for ev in evals for p in ev.predictions], lambda: sum(engine.inner.count_tokens(
-                [task.render(i, ex) for i in instructions for ex in examples]))
+            return [p.label for ev in evals for p in ev.predictions], lambda: sum(
+                engine.inner.count_tokens([task.render(i, ex) for i in instructions for ex in examples])
+            )
 
         try:
             chat_run(llm, warm)  # warm-up, both paths
@@ -239,18 +301,23 @@ def main(argv=None) -> dict:
                 instructions, examples, prompts = work[cell]
                 order = [m for m in ("chat-apo-engine", "apo") if m in plan[cell][0]]
                 for rep in range(plan[cell][1]):
-                    for method in (order if rep % 2 == 0 else order[::-1]):  # alternate to spread load drift
+                    for method in order if rep % 2 == 0 else order[::-1]:  # alternate to spread load drift
                         if method == "apo":
-                            time_inprocess(llm, method, cell, rep, lambda: apo_run(instructions, examples))
+                            time_inprocess(llm, method, cell, rep, lambda i=instructions, e=examples: apo_run(i, e))
                         else:
-                            time_inprocess(llm, method, cell, rep, lambda: chat_run(llm, prompts))
+                            time_inprocess(llm, method, cell, rep, lambda p=prompts: chat_run(llm, p))
         finally:
             shutdown_engines()
 
-    result = {"machine": facts, "load_avg_end": load_avg(), "args": vars(args), "engine_args": common,
-              "warm_up": "each engine answered 16 other prompts (initial instruction x 16 train rows) before timing; "
-                         "prefix cache emptied before every timed measurement",
-              "runs": runs}
+    result = {
+        "machine": facts,
+        "load_avg_end": load_avg(),
+        "args": vars(args),
+        "engine_args": common,
+        "warm_up": "each engine answered 16 other prompts (initial instruction x 16 train rows) before timing; "
+        "prefix cache emptied before every timed measurement",
+        "runs": runs,
+    }
     result["summary"] = summarize(runs, cells[0])
     write_json(args.out, result)
     md = markdown(result, cells)
@@ -267,9 +334,13 @@ def common_engine_args(args, model_path):
     from apo_local.engine.vllm_engine import engine_kwargs
 
     eager = None if args.eager is None else args.eager == "on"
-    settings = EngineSettings(model=args.model, max_model_len=args.max_model_len,
-                              gpu_memory_utilization=args.gpu_memory_utilization, kv_cache_gb=args.kv_cache_gb,
-                              enforce_eager=eager)
+    settings = EngineSettings(
+        model=args.model,
+        max_model_len=args.max_model_len,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        kv_cache_gb=args.kv_cache_gb,
+        enforce_eager=eager,
+    )
     return settings, engine_kwargs(model_path, settings.resolved(), has_cuda_gpu())
 
 
@@ -304,7 +375,7 @@ def summarize(runs, cell) -> dict:
             agree_parsed[f"{a}~{b}"] = [round(sum(x == y for x, y in both) / len(both), 4) if both else None, len(both)]
     out["agreement"] = agree
     out["agreement_where_both_parsed"] = agree_parsed  # [fraction, number of prompts both parsed]
-    out["predicted"] = {m: dict(Counter(str(l) for l in best[m]["labels"])) for m in have}
+    out["predicted"] = {m: dict(Counter(str(label) for label in best[m]["labels"])) for m in have}
     return out
 
 
@@ -312,35 +383,53 @@ def markdown(result, cells) -> str:
     runs, s = result["runs"], result["summary"]
     m = result["machine"]
     shown = {k: v for k, v in result.get("engine_args", {}).items() if k != "model"}
-    lines = [f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('mem_gib')} GiB, GPU {m.get('gpu')}, "
-             f"vLLM {m.get('vllm')}; load at start {m['load_avg']}, at end {result['load_avg_end']}.", "",
-             f"Engine arguments, the same for every method: `{shown}`.", ""]
+    lines = [
+        f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('mem_gib')} GiB, GPU {m.get('gpu')}, "
+        f"vLLM {m.get('vllm')}; load at start {m['load_avg']}, at end {result['load_avg_end']}.",
+        "",
+        f"Engine arguments, the same for every method: `{shown}`.",
+        "",
+    ]
     c, e = cells[0]
-    lines += [f"**{c} candidates x {e} Liar rows = {c * e} prompts** (best of repeats)", "",
-              "| method | wall s | CPU s | prompts/s | prompt tokens | prefilled tokens | prefix-cache hit rate | generated tokens | F1 | unparsed | load (1/5/15 min) |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines += [
+        f"**{c} candidates x {e} Liar rows = {c * e} prompts** (best of repeats)",
+        "",
+        "| method | wall s | CPU s | prompts/s | prompt tokens | prefilled tokens | prefix-cache hit rate | generated tokens | F1 | unparsed | load (1/5/15 min) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for meth in METHODS:
         r = _best(runs, meth, (c, e))
         if r:
-            lines.append(f"| {NAMES[meth]} | {r['seconds']:.1f} | {r.get('cpu_s', '-')} | {r['prompts_per_s']:.2f} | {r['prompt_tokens']} | "
-                         f"{r.get('prefilled_tokens', '-')} | {r.get('prefix_cache_hit_rate', '-')} | "
-                         f"{r.get('generated_tokens', '-')} | {r['f1']:.3f} | {r['unparsed']} | {r['load_avg']} |")
-    lines += ["", f"Speed-ups: 3 over 1 = **{s.get('speedup_apo_over_http', '-')}x**, 3 over 2 = "
-                  f"**{s.get('speedup_apo_over_chat', '-')}x** (wall); CPU seconds 1/3 = {s.get('cpu_ratio_http_over_apo', '-')}, "
-                  f"2/3 = {s.get('cpu_ratio_chat_over_apo', '-')}. Decomposition: 2b/3 = {s.get('speedup_apo_over_chat-apo-engine', '-')}x "
-                  f"(label log-probs vs 4-token answers, same engine), 2/2b = {s.get('speedup_chat-apo-engine_over_chat', '-')}x "
-                  f"(apo-local's engine settings vs vLLM's defaults, same LLM.chat). Agreement of predictions (unparsed answers count as their own label): "
-                  f"{s['agreement']}; where both parsed [fraction, prompts]: {s['agreement_where_both_parsed']}.", ""]
+            lines.append(
+                f"| {NAMES[meth]} | {r['seconds']:.1f} | {r.get('cpu_s', '-')} | {r['prompts_per_s']:.2f} | {r['prompt_tokens']} | "
+                f"{r.get('prefilled_tokens', '-')} | {r.get('prefix_cache_hit_rate', '-')} | "
+                f"{r.get('generated_tokens', '-')} | {r['f1']:.3f} | {r['unparsed']} | {r['load_avg']} |"
+            )
+    lines += [
+        "",
+        f"Speed-ups: 3 over 1 = **{s.get('speedup_apo_over_http', '-')}x**, 3 over 2 = "
+        f"**{s.get('speedup_apo_over_chat', '-')}x** (wall); CPU seconds 1/3 = {s.get('cpu_ratio_http_over_apo', '-')}, "
+        f"2/3 = {s.get('cpu_ratio_chat_over_apo', '-')}. Decomposition: 2b/3 = {s.get('speedup_apo_over_chat-apo-engine', '-')}x "
+        f"(label log-probs vs 4-token answers, same engine), 2/2b = {s.get('speedup_chat-apo-engine_over_chat', '-')}x "
+        f"(apo-local's engine settings vs vLLM's defaults, same LLM.chat). Agreement of predictions (unparsed answers count as their own label): "
+        f"{s['agreement']}; where both parsed [fraction, prompts]: {s['agreement_where_both_parsed']}.",
+        "",
+    ]
     if len(cells) > 1:
-        lines += ["Scaling (wall seconds; prompts/s in brackets; best of repeats):", "",
-                  "| candidates x rows | prompts | " + " | ".join(NAMES[x] for x in SCALING) + " | 3/1 | 3/2 |",
-                  "|---|---:|" + "---:|" * (len(SCALING) + 2)]
+        lines += [
+            "Scaling (wall seconds; prompts/s in brackets; best of repeats):",
+            "",
+            "| candidates x rows | prompts | " + " | ".join(NAMES[x] for x in SCALING) + " | 3/1 | 3/2 |",
+            "|---|---:|" + "---:|" * (len(SCALING) + 2),
+        ]
         for cell in cells:
             rs = {x: _best(runs, x, cell) for x in METHODS}
             cellv = [f"{rs[x]['seconds']:.1f} ({rs[x]['prompts_per_s']:.1f})" if rs[x] else "-" for x in SCALING]
             r31 = f"{rs['http']['seconds'] / rs['apo']['seconds']:.2f}" if rs["http"] and rs["apo"] else "-"
             r32 = f"{rs['chat']['seconds'] / rs['apo']['seconds']:.2f}" if rs["chat"] and rs["apo"] else "-"
-            lines.append(f"| {cell[0]} x {cell[1]} | {cell[0] * cell[1]} | " + " | ".join(cellv) + f" | {r31} | {r32} |")
+            lines.append(
+                f"| {cell[0]} x {cell[1]} | {cell[0] * cell[1]} | " + " | ".join(cellv) + f" | {r31} | {r32} |"
+            )
     return "\n".join(lines) + "\n"
 
 

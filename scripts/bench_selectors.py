@@ -35,8 +35,8 @@ SCENARIOS = {
     # the close race: 36 arms (4 parents + 32 proposals) with accuracies 0.50 .. 0.65, evenly spread
     "close (36 arms, 0.50-0.65)": [0.50 + 0.15 * i / 35 for i in range(36)],
     # a few good proposals among many poor ones: the case best-arm identification is made for
-    "few good (36 arms: 4 at 0.62-0.68, 32 at 0.40-0.52)": [0.62, 0.64, 0.66, 0.68] + [0.40 + 0.12 * i / 31
-                                                                                        for i in range(32)],
+    "few good (36 arms: 4 at 0.62-0.68, 32 at 0.40-0.52)": [0.62, 0.64, 0.66, 0.68]
+    + [0.40 + 0.12 * i / 31 for i in range(32)],
     # ProTeGi's usual late round: 16 arms, a clear best
     "clear best (16 arms: 0.75, 0.65, 14 at 0.40-0.60)": [0.75, 0.65] + [0.40 + 0.20 * i / 13 for i in range(14)],
 }
@@ -77,8 +77,13 @@ def run(means, name, params, rho, shared, trials):
         perm = random.Random(t).sample(range(len(means)), len(means))  # the best arm at a seeded position
         arm_means = [means[p] for p in perm]
         top_t, best_t = {perm.index(i) for i in top}, perm.index(best)
-        sel = make_selector(name, budget=BUDGET, batch_size=BATCH, **(
-            {"arms_per_round": PER_ROUND} if name in ("ucb", "ucb-e") else {}), **params)
+        sel = make_selector(
+            name,
+            budget=BUDGET,
+            batch_size=BATCH,
+            **({"arms_per_round": PER_ROUND} if name in ("ucb", "ucb-e") else {}),
+            **params,
+        )
         res = sel.select(len(means), K, SimPull(arm_means, rho, shared, np.random.default_rng(t)), random.Random(t))
         overlaps.append(len(top_t & set(res.chosen)))
         hits.append(best_t in res.chosen)
@@ -102,10 +107,16 @@ def main() -> None:
                 ov, hits = run(means, name, params, args.rho, sample == "shared", args.trials)
                 diff = [a - b for a, b in zip(ov, base)]
                 se = statistics.stdev(diff) / math.sqrt(len(diff)) if any(diff) else 0.0
-                rows[f"{label} | {sample}"] = {"overlap": statistics.mean(ov), "vs_uniform": statistics.mean(diff),
-                                               "vs_uniform_se": se, "best_chosen": statistics.mean(hits)}
-                print(f"{label:42} {sample:12} {statistics.mean(ov):>14.2f} "
-                      f"{statistics.mean(diff):>+10.2f} ± {se:.2f} {statistics.mean(hits):>12.2f}")
+                rows[f"{label} | {sample}"] = {
+                    "overlap": statistics.mean(ov),
+                    "vs_uniform": statistics.mean(diff),
+                    "vs_uniform_se": se,
+                    "best_chosen": statistics.mean(hits),
+                }
+                print(
+                    f"{label:42} {sample:12} {statistics.mean(ov):>14.2f} "
+                    f"{statistics.mean(diff):>+10.2f} ± {se:.2f} {statistics.mean(hits):>12.2f}"
+                )
         out["scenarios"][scenario] = rows
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1))

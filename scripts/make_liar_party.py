@@ -27,8 +27,10 @@ def convert(line: str) -> dict | None:
     party = PARTIES.get(fields.get("Party", "").strip().lower())
     if party is None or not fields.get("Statement", "").strip():
         return None
-    return {"text": f"Statement: {fields['Statement'].strip()}\nContext: {fields.get('Context', '').strip()}",
-            "label": party}
+    return {
+        "text": f"Statement: {fields['Statement'].strip()}\nContext: {fields.get('Context', '').strip()}",
+        "label": party,
+    }
 
 
 def main() -> None:

@@ -50,14 +50,22 @@ def _tree_stats() -> dict:
             by_process[name] = round(by_process.get(name, 0) + r / 2**20, 1)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    return {"rss_mb": round(rss / 2**20, 1), "self_rss_mb": round(me.memory_info().rss / 2**20, 1),
-            "fds": fds, "self_fds": len(os.listdir("/proc/self/fd")), "processes": len(procs),
-            "rss_mb_by_process": by_process}
+    return {
+        "rss_mb": round(rss / 2**20, 1),
+        "self_rss_mb": round(me.memory_info().rss / 2**20, 1),
+        "fds": fds,
+        "self_fds": len(os.listdir("/proc/self/fd")),
+        "processes": len(procs),
+        "rss_mb_by_process": by_process,
+    }
 
 
 def _config(i: int, cache: str, kv_cache_gb: float | None) -> dict:
     return {
-        "task": "liar", "seed": i, "train_limit": 60 + 7 * i, "cache": cache,
+        "task": "liar",
+        "seed": i,
+        "train_limit": 60 + 7 * i,
+        "cache": cache,
         "target": {"kv_cache_gb": kv_cache_gb},
         "search": {"rounds": 1, "beam_size": 2, "minibatch_size": 8, "max_expansion": 2},
         "protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 1},
@@ -72,14 +80,26 @@ def main() -> int:
     ap.add_argument("-n", "--runs", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rss-tolerance-mb", type=float, default=128.0)
-    ap.add_argument("--self-rss-tolerance-mb", type=float, default=32.0,
-                    help="growth allowed to this process alone (apo-local's own code)")
+    ap.add_argument(
+        "--self-rss-tolerance-mb",
+        type=float,
+        default=32.0,
+        help="growth allowed to this process alone (apo-local's own code)",
+    )
     ap.add_argument("--fd-tolerance", type=int, default=8)
-    ap.add_argument("--cache", choices=["shared", "off"], default="shared",
-                    help="shared: one temporary result cache file for all runs; off: no disk cache")
-    ap.add_argument("--kv-cache-gb", type=float, default=None,
-                    help="engine KV cache size; vLLM touches its pages lazily, so the engine process grows until "
-                         "the cache is full: a small cache shows the plateau within a few runs")
+    ap.add_argument(
+        "--cache",
+        choices=["shared", "off"],
+        default="shared",
+        help="shared: one temporary result cache file for all runs; off: no disk cache",
+    )
+    ap.add_argument(
+        "--kv-cache-gb",
+        type=float,
+        default=None,
+        help="engine KV cache size; vLLM touches its pages lazily, so the engine process grows until "
+        "the cache is full: a small cache shows the plateau within a few runs",
+    )
     ap.add_argument("--out", default="soak-summary.json", help="JSON summary file")
     args = ap.parse_args()
     if args.runs < args.warmup + 3:
@@ -106,22 +126,38 @@ def main() -> int:
 
     base = samples[args.warmup : args.warmup + 3]
     last = samples[-3:]
-    growth = {key: round(statistics.median(s[key] for s in last) - statistics.median(s[key] for s in base), 1)
-              for key in ("rss_mb", "self_rss_mb", "fds", "self_fds")}
-    checks = {"rss_mb": growth["rss_mb"] <= args.rss_tolerance_mb,
-              "self_rss_mb": growth["self_rss_mb"] <= args.self_rss_tolerance_mb,
-              "fds": growth["fds"] <= args.fd_tolerance}
+    growth = {
+        key: round(statistics.median(s[key] for s in last) - statistics.median(s[key] for s in base), 1)
+        for key in ("rss_mb", "self_rss_mb", "fds", "self_fds")
+    }
+    checks = {
+        "rss_mb": growth["rss_mb"] <= args.rss_tolerance_mb,
+        "self_rss_mb": growth["self_rss_mb"] <= args.self_rss_tolerance_mb,
+        "fds": growth["fds"] <= args.fd_tolerance,
+    }
     ok = all(checks.values())
     summary = {
-        "ok": ok, "runs": args.runs, "warmup": args.warmup, "cache": args.cache, "kv_cache_gb": args.kv_cache_gb,
-        "tolerance": {"rss_mb": args.rss_tolerance_mb, "self_rss_mb": args.self_rss_tolerance_mb,
-                      "fds": args.fd_tolerance}, "checks": checks,
-        "growth_after_warmup": growth, "seconds": round(time.time() - started, 1), "samples": samples,
+        "ok": ok,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "cache": args.cache,
+        "kv_cache_gb": args.kv_cache_gb,
+        "tolerance": {
+            "rss_mb": args.rss_tolerance_mb,
+            "self_rss_mb": args.self_rss_tolerance_mb,
+            "fds": args.fd_tolerance,
+        },
+        "checks": checks,
+        "growth_after_warmup": growth,
+        "seconds": round(time.time() - started, 1),
+        "samples": samples,
     }
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"soak {'OK' if ok else 'FAILED'}: growth after warm-up {growth}, checks {checks} (tolerance: "
-          f"process tree {args.rss_tolerance_mb} MiB, this process {args.self_rss_tolerance_mb} MiB, "
-          f"fds {args.fd_tolerance}); summary: {args.out}")
+    print(
+        f"soak {'OK' if ok else 'FAILED'}: growth after warm-up {growth}, checks {checks} (tolerance: "
+        f"process tree {args.rss_tolerance_mb} MiB, this process {args.self_rss_tolerance_mb} MiB, "
+        f"fds {args.fd_tolerance}); summary: {args.out}"
+    )
     return 0 if ok else 1
 
 

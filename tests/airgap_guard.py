@@ -106,5 +106,3 @@ def netns_prefix() -> list[str]:
     if probe.returncode != 0:
         return []
     return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
-
-

@@ -17,7 +17,7 @@ def _share_the_cores_between_workers() -> None:
     cores = sorted(os.sched_getaffinity(0))
     per_worker = max(1, len(cores) // count)
     start = (int(worker.removeprefix("gw")) * per_worker) % len(cores)
-    mine = cores[start:start + per_worker]
+    mine = cores[start : start + per_worker]
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, mine)))
     os.environ.setdefault("OMP_NUM_THREADS", str(len(mine)))
 
@@ -40,8 +40,12 @@ try:  # property tests: no per-example deadline (a loaded 2-core machine makes t
     from hypothesis import HealthCheck, settings
 
     # derandomized: the same examples on every run and machine (a CI failure reproduces; no flaky health checks)
-    settings.register_profile("apo-local", deadline=None, derandomize=True,
-                              suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+    settings.register_profile(
+        "apo-local",
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow],
+    )
     settings.load_profile("apo-local")
 except ImportError:  # pragma: no cover
     pass
@@ -68,9 +72,7 @@ def engine_settings():
 @pytest.fixture(scope="session")
 def engine(engine_settings, tmp_path_factory):
     """The real engine, started once; its own result cache file."""
-    from apo_local.engine import load_engine
-
-    from apo_local.engine import shutdown_engines
+    from apo_local.engine import load_engine, shutdown_engines
 
     yield load_engine(engine_settings, tmp_path_factory.mktemp("cache") / "engine.sqlite")
     shutdown_engines()
@@ -134,11 +136,19 @@ def lock_runs(tmp_path_factory):
 
 
 # The least work that still prints the whole table: one round, one beam prompt, one expansion.
-CLI_RUN = {**TINY, "search": {**TINY["search"], "rounds": 1, "beam_size": 1, "max_expansion": 1},
-           "optimizer": {"max_tokens": 48}, "protegi": {**TINY["protegi"], "n_gradients": 1},
-           "selection": {**TINY["selection"], "budget": 16}, "evaluation": {**TINY["evaluation"], "test_limit": 8}}
-CLI_SECRETS = {"APO_TEST_SECRET": "sk-apotest-3f9c1e0b7a5d4c2e", "HF_TOKEN": "hf_apotestFAKEtoken9081726354",
-               "OPENAI_API_KEY": "sk-proj-apotest-00112233445566"}
+CLI_RUN = {
+    **TINY,
+    "search": {**TINY["search"], "rounds": 1, "beam_size": 1, "max_expansion": 1},
+    "optimizer": {"max_tokens": 48},
+    "protegi": {**TINY["protegi"], "n_gradients": 1},
+    "selection": {**TINY["selection"], "budget": 16},
+    "evaluation": {**TINY["evaluation"], "test_limit": 8},
+}
+CLI_SECRETS = {
+    "APO_TEST_SECRET": "sk-apotest-3f9c1e0b7a5d4c2e",
+    "HF_TOKEN": "hf_apotestFAKEtoken9081726354",
+    "OPENAI_API_KEY": "sk-proj-apotest-00112233445566",
+}
 
 
 @pytest.fixture(scope="session")
@@ -164,9 +174,25 @@ def airgapped_cli_run(tmp_path_factory):
         env.pop(key, None)
     (root / "tiny.yaml").write_text(yaml.safe_dump(CLI_RUN))
     run = root / "run"
-    proc = subprocess.run([*netns_prefix(), sys.executable, "-m", "apo_local.cli", "optimize", "--config",
-                           str(root / "tiny.yaml"), "--out", str(run)], env=env, cwd=Path(__file__).resolve().parents[1],
-                          capture_output=True, text=True, timeout=900, preexec_fn=lambda: os.umask(0o022))
+    proc = subprocess.run(
+        [
+            *netns_prefix(),
+            sys.executable,
+            "-m",
+            "apo_local.cli",
+            "optimize",
+            "--config",
+            str(root / "tiny.yaml"),
+            "--out",
+            str(run),
+        ],
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        preexec_fn=lambda: os.umask(0o022),
+    )
     return SimpleNamespace(proc=proc, run=run, cache=root / "cache", guard_log=log, env=env)
 
 
@@ -191,8 +217,16 @@ def vllm_server(tmp_path_factory):
     from http_engine import LocalServer
 
     folder = resolve_model(None)
-    extra = ["--served-model-name", SERVED, str(folder), "--dtype", EngineSettings().resolved().dtype,
-             "--block-size", "32", "--disable-log-stats"]
+    extra = [
+        "--served-model-name",
+        SERVED,
+        str(folder),
+        "--dtype",
+        EngineSettings().resolved().dtype,
+        "--block-size",
+        "32",
+        "--disable-log-stats",
+    ]
     template = chat_template_for(folder)
     if template:
         path = tmp_path_factory.mktemp("server") / "template.jinja"
@@ -277,6 +311,7 @@ def pytest_collection_modifyitems(config, items):
     weight: dict[str, float] = {}
     for item in items:
         group = groups.get(_module_of(item.nodeid), "")
-        weight[group] = weight.get(group, 0) + (10 if item.get_closest_marker("slow") else
-                                                3 if item.get_closest_marker("engine") else 0.1)
+        weight[group] = weight.get(group, 0) + (
+            10 if item.get_closest_marker("slow") else 3 if item.get_closest_marker("engine") else 0.1
+        )
     items.sort(key=lambda item: -weight[groups.get(_module_of(item.nodeid), "")])  # stable: module order kept

@@ -36,7 +36,7 @@ class FakeServer:
     seen: list[Seen] = field(default_factory=list)
     stand_in: StandIn = field(default_factory=StandIn)
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> FakeServer:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -91,11 +91,21 @@ class FakeServer:
         n_in = len(prompt) // 4
         if body.get("logprobs"):
             top = [{"token": c, "logprob": -(_h(prompt, c) % 900 / 100 + 0.01)} for c in map(chr, range(65, 91))]
-            choices = [{"index": 0, "message": {"role": "assistant", "content": "A"},
-                        "logprobs": {"content": [{"token": "A", "logprob": -0.1, "top_logprobs": top}]}}]
+            choices = [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "A"},
+                    "logprobs": {"content": [{"token": "A", "logprob": -0.1, "top_logprobs": top}]},
+                }
+            ]
             return {"choices": choices, "usage": {"prompt_tokens": n_in, "completion_tokens": 1}}
-        req = GenerationRequest(prompt, max_tokens=body.get("max_tokens", 16), n=body.get("n", 1),
-                                seed=body.get("seed"), temperature=body.get("temperature", 0.0))
+        req = GenerationRequest(
+            prompt,
+            max_tokens=body.get("max_tokens", 16),
+            n=body.get("n", 1),
+            seed=body.get("seed"),
+            temperature=body.get("temperature", 0.0),
+        )
         gen = self.stand_in.generate([req])[0]
         choices = [{"index": i, "message": {"role": "assistant", "content": t}} for i, t in enumerate(gen.texts)]
         return {"choices": choices, "usage": {"prompt_tokens": n_in, "completion_tokens": gen.output_tokens}}

@@ -45,8 +45,11 @@ class StandIn:
 
     def generate(self, requests):
         self.prompts += [r.prompt for r in requests]
-        return [Generation(texts, len(r.prompt) // 4, sum(len(t) // 4 for t in texts))
-                for r in requests for texts in [tuple(self._reply(r.prompt, r.seed, k) for k in range(r.n))]]
+        return [
+            Generation(texts, len(r.prompt) // 4, sum(len(t) // 4 for t in texts))
+            for r in requests
+            for texts in [tuple(self._reply(r.prompt, r.seed, k) for k in range(r.n))]
+        ]
 
     def score_choices(self, prompts, choices):
         return [ChoiceScores(tuple(-((_h(p, c) % 1000) / 100) for c in choices), len(p) // 4) for p in prompts]
@@ -55,6 +58,9 @@ class StandIn:
 def use_stand_in(monkeypatch) -> StandIn:
     """Both roles of every run in this test answered by one ``StandIn``."""
     engine = StandIn()
-    monkeypatch.setattr(runner, "engines_for", lambda cfg, trace: (RoleEngine(engine, "target", trace),
-                                                                   RoleEngine(engine, "optimizer", trace)))
+    monkeypatch.setattr(
+        runner,
+        "engines_for",
+        lambda cfg, trace: (RoleEngine(engine, "target", trace), RoleEngine(engine, "optimizer", trace)),
+    )
     return engine

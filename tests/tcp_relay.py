@@ -28,7 +28,7 @@ class Relay:
         while self.alive:
             try:
                 client, _ = self.listener.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -29,6 +29,7 @@ from tests.conftest import CLI_SECRETS
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
 def test_guard_refuses_and_records(tmp_path):
     env, log = guarded_env(tmp_path)
     code = (
@@ -59,21 +60,60 @@ def test_offline_environment_is_set_before_vllm_and_hf_import():
     env.pop("VLLM_HOST_IP", None)
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                                       "HF_HUB_DISABLE_TELEMETRY": "1", "VLLM_NO_USAGE_STATS": "1",
-                                       "VLLM_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1", "VLLM_HOST_IP": "127.0.0.1"}
+    assert json.loads(proc.stdout) == {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_DO_NOT_TRACK": "1",
+        "DO_NOT_TRACK": "1",
+        "VLLM_HOST_IP": "127.0.0.1",
+    }
 
 
-TRACE_CALL_KEYS = {"role", "op", "phase", "round", "prompts", "input_tokens", "output_tokens", "cache_hits", "seconds",
-                   "errors"}
-TRACE_EVENT_KEYS = {"event", "phase", "round", "purpose", "reason", "reply", "text", "error", "detail", "example",
-                    "tokens_before", "tokens_after", "parent", "candidate", "count", "max_tokens", "kept", "rule"}
+TRACE_CALL_KEYS = {
+    "role",
+    "op",
+    "phase",
+    "round",
+    "prompts",
+    "input_tokens",
+    "output_tokens",
+    "cache_hits",
+    "seconds",
+    "errors",
+}
+TRACE_EVENT_KEYS = {
+    "event",
+    "phase",
+    "round",
+    "purpose",
+    "reason",
+    "reply",
+    "text",
+    "error",
+    "detail",
+    "example",
+    "tokens_before",
+    "tokens_after",
+    "parent",
+    "candidate",
+    "count",
+    "max_tokens",
+    "kept",
+    "rule",
+}
 
 
 @pytest.mark.engine
 def test_complete_run_air_gapped_private_and_secret_free(airgapped_cli_run):
-    proc, run, cache, log = (airgapped_cli_run.proc, airgapped_cli_run.run, airgapped_cli_run.cache,
-                             airgapped_cli_run.guard_log)
+    proc, run, cache, log = (
+        airgapped_cli_run.proc,
+        airgapped_cli_run.run,
+        airgapped_cli_run.cache,
+        airgapped_cli_run.guard_log,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert json.loads((run / "results.json").read_text())["rounds_completed"] == 1
     netns = netns_prefix()

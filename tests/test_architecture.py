@@ -180,13 +180,16 @@ def _write(root: Path, files: dict[str, str]) -> None:
 def test_the_old_report_sweep_circle_is_caught(tmp_path):
     """The layout this package had: report/__init__ and report/plots import sweep inside functions,
     sweep imports report inside functions. Function-level imports count, so the circle is found."""
-    _write(tmp_path, {
-        "pkg/__init__.py": "",
-        "pkg/report/__init__.py": "def write_report(p):\n    from pkg.sweep import MANIFEST\n",
-        "pkg/report/plots.py": "def size_plot(rows):\n    from pkg.sweep import human_params\n",
-        "pkg/sweep.py": "def write_tables(out):\n    from pkg.report.plots import size_plot\n"
-                        "def cli():\n    from pkg.report import write_report\n",
-    })
+    _write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/report/__init__.py": "def write_report(p):\n    from pkg.sweep import MANIFEST\n",
+            "pkg/report/plots.py": "def size_plot(rows):\n    from pkg.sweep import human_params\n",
+            "pkg/sweep.py": "def write_tables(out):\n    from pkg.report.plots import size_plot\n"
+            "def cli():\n    from pkg.report import write_report\n",
+        },
+    )
     circles = find_cycles(import_graph(tmp_path, "pkg"))
     assert len(circles) == 1 and circles[0][0] == circles[0][-1] == "pkg.report" and "pkg.sweep" in circles[0]
     # the plots module alone: report/plots -> sweep -> report/plots
@@ -197,14 +200,17 @@ def test_the_old_report_sweep_circle_is_caught(tmp_path):
 
 
 def test_import_forms_are_resolved(tmp_path):
-    _write(tmp_path, {
-        "pkg/__init__.py": "from pkg.a import f\n",
-        "pkg/a/__init__.py": "",
-        "pkg/a/x.py": "from . import y\nfrom ..b import g\nimport pkg.c as c\nimport os\n",
-        "pkg/a/y.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.a import x\n",
-        "pkg/b.py": "def g():\n    from pkg.a.y import h\n",
-        "pkg/c.py": "",
-    })
+    _write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "from pkg.a import f\n",
+            "pkg/a/__init__.py": "",
+            "pkg/a/x.py": "from . import y\nfrom ..b import g\nimport pkg.c as c\nimport os\n",
+            "pkg/a/y.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.a import x\n",
+            "pkg/b.py": "def g():\n    from pkg.a.y import h\n",
+            "pkg/c.py": "",
+        },
+    )
     g = import_graph(tmp_path, "pkg")
     assert g["pkg.a.x"] == {"pkg.a.y", "pkg.b", "pkg.c"}  # own package pkg.a and root pkg: not edges
     assert g["pkg.a.y"] == set()  # TYPE_CHECKING only
@@ -230,10 +236,12 @@ def test_module_and_function_sizes(path):
     lines = path.read_text(encoding="utf-8").count("\n")
     limit = LONGER.get(str(path.relative_to(ROOT)), (MAX_MODULE_LINES, ""))[0]
     assert lines <= limit, f"{path.relative_to(ROOT)}: {lines} lines (limit {limit})"
-    long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    long = [
+        f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
     assert not long, f"{path.relative_to(ROOT)}: functions over {MAX_FUNCTION_LINES} lines: {', '.join(long)}"
 
 
@@ -245,7 +253,9 @@ def test_public_names_are_never_shadowed_by_a_submodule():
     import apo_local
 
     package = Path(apo_local.__file__).parent
-    submodules = {p.stem for p in package.glob("*.py")} | {p.name for p in package.iterdir() if (p / "__init__.py").exists()}
+    submodules = {p.stem for p in package.glob("*.py")} | {
+        p.name for p in package.iterdir() if (p / "__init__.py").exists()
+    }
     assert not submodules & set(apo_local.__all__)
     for module in set(apo_local._LAZY.values()):
         importlib.import_module(module)
@@ -262,6 +272,19 @@ def test_modules_that_share_a_session_fixture_run_on_one_worker():
     assert groups["test_search_logic_equivalence.py"] == groups["test_config_behaviours.py"]
     assert groups["test_airgap.py"] == groups["test_cli_output_e2e.py"]
     assert groups["test_http_engine.py"] == groups["test_openai_engine_e2e.py"]
-    assert len({groups[m] for m in ("test_optimize_e2e.py", "test_study_configs_e2e.py", "test_airgap.py",
-                                    "test_http_engine.py", "test_config_behaviours.py")}) == 5
+    assert (
+        len(
+            {
+                groups[m]
+                for m in (
+                    "test_optimize_e2e.py",
+                    "test_study_configs_e2e.py",
+                    "test_airgap.py",
+                    "test_http_engine.py",
+                    "test_config_behaviours.py",
+                )
+            }
+        )
+        == 5
+    )
     assert groups["test_chat.py"] == "test_chat.py"

@@ -20,15 +20,28 @@ PARA2 = "Say Yes if the Statement is a lie, otherwise No. Weigh the speaker's re
 
 
 def _c(cid, text, rnd, op, parent, gradient=None, status="beam"):
-    return {"id": cid, "text": text, "round": rnd, "operator": op, "parent": parent, "gradient": gradient,
-            "status": status}
+    return {
+        "id": cid,
+        "text": text,
+        "round": rnd,
+        "operator": op,
+        "parent": parent,
+        "gradient": gradient,
+        "status": status,
+    }
 
 
 def _rounds():
-    r1 = [_c("init", INITIAL, 0, "initial", None, status="kept"), _c("e1", EDIT1, 1, "edit", "init", "ignores records"),
-          _c("x1", "Other.", 1, "edit", "init", "noise", "not selected")]
-    r2 = [_c("e1", EDIT1, 1, "edit", "init", "ignores records", "kept"), _c("init", INITIAL, 0, "initial", None, status="kept"),
-          _c("p2", PARA2, 2, "paraphrase", "e1", None)]
+    r1 = [
+        _c("init", INITIAL, 0, "initial", None, status="kept"),
+        _c("e1", EDIT1, 1, "edit", "init", "ignores records"),
+        _c("x1", "Other.", 1, "edit", "init", "noise", "not selected"),
+    ]
+    r2 = [
+        _c("e1", EDIT1, 1, "edit", "init", "ignores records", "kept"),
+        _c("init", INITIAL, 0, "initial", None, status="kept"),
+        _c("p2", PARA2, 2, "paraphrase", "e1", None),
+    ]
     return [{"round": 1, "candidates": r1}, {"round": 2, "candidates": r2}]
 
 
@@ -65,8 +78,14 @@ def test_sentences_split_at_sentence_ends_and_line_breaks_only():
     text = 'Read the Statement. Is it a lie? Say "Yes." or No!  Use e.g. the Context.\n1. Be brief\n2. Be exact.'
     parts = A.sentences(text)
     assert "".join(parts) == text
-    assert [p.strip() for p in parts] == ["Read the Statement.", "Is it a lie?", 'Say "Yes." or No!',
-                                          "Use e.g. the Context.", "1. Be brief", "2. Be exact."]
+    assert [p.strip() for p in parts] == [
+        "Read the Statement.",
+        "Is it a lie?",
+        'Say "Yes." or No!',
+        "Use e.g. the Context.",
+        "1. Be brief",
+        "2. Be exact.",
+    ]
     assert A.sentences("") == [] and A.sentences("  ") == [] and A.sentences("One") == ["One"]
 
 
@@ -74,8 +93,10 @@ def test_ablations_remove_one_sentence_or_one_demonstration():
     units, total = A.ablations("First. Second. Third.")
     assert total == 3 and [u["ablated"] for u in units] == ["Second. Third.", "First. Third.", "First. Second."]
     assert [u["kind"] for u in units] == ["sentence"] * 3 and [u["index"] for u in units] == [0, 1, 2]
-    demos = [{"id": "t1", "input": "Tax cuts pay for themselves.", "label": "Yes"},
-             {"id": "t2", "input": "The sky is blue.", "label": "No"}]
+    demos = [
+        {"id": "t1", "input": "Tax cuts pay for themselves.", "label": "Yes"},
+        {"id": "t2", "input": "The sky is blue.", "label": "No"},
+    ]
     units, total = A.ablations(join_prompt("Is it a lie? Answer Yes or No.", demos))
     assert total == 4 and [u["kind"] for u in units] == ["sentence", "sentence", "demonstration", "demonstration"]
     assert units[0]["ablated"] == join_prompt("Answer Yes or No.", demos)
@@ -154,10 +175,10 @@ def test_the_cli_line_and_the_explain_lines():
     assert line.startswith("attribution (test accuracy): 2 steps (edit r1 +0.500 [")
     # the largest unit is picked on validation (+0.700) and reported with its test figure
     assert "paraphrase r2 -0.050 [" in line and "; 2 sentences, largest on validation +0.700 [" in line
-    assert "(test +0.350 [" in line and "\"Weigh the speaker's record.\"" in line
+    assert "(test +0.350 [" in line and '"Weigh the speaker\'s record."' in line
     assert line.endswith("1 of 2 step gains distinguishable from zero (Holm over 4 test gains)")
     text = "\n".join(A.explain_lines(a))
-    assert "lineage (initial -> selected):" in text and "from gradient \"ignores records\"" in text
+    assert "lineage (initial -> selected):" in text and 'from gradient "ignores records"' in text
     assert " *r1 edit" in text and "  r2 paraphrase" in text and "validation (used for selection) +0.800 [" in text
     assert "Holm over all 4 test gains" in text
     assert "units of the selected prompt" in text and "2 of 2 ablated" in text
@@ -181,8 +202,9 @@ def test_compute_scores_everything_in_one_batch_on_validation_then_test():
     validation = [NS(id=f"v{i}", label=g) for i, g in enumerate(GOLDS[:4])]
     test = [NS(id=f"t{i}", label=g) for i, g in enumerate(GOLDS)]
     scorer = Scorer()
-    a = A.compute(scorer, NS(metric=get_metric("accuracy")), A.candidate_records(_rounds()), PARA2, INITIAL,
-                  validation, test)
+    a = A.compute(
+        scorer, NS(metric=get_metric("accuracy")), A.candidate_records(_rounds()), PARA2, INITIAL, validation, test
+    )
     assert len(scorer.calls) == 1 and scorer.calls[0][1] == validation + test
     assert scorer.calls[0][0][:3] == [INITIAL, EDIT1, PARA2]
     assert a["rows"] == {"validation": 4, "test": 20} and all(s["test"]["diff"] == 0 for s in a["steps"])
@@ -194,15 +216,29 @@ def test_compute_scores_everything_in_one_batch_on_validation_then_test():
 
 
 def test_compare_reports_the_share_of_distinguishable_lineage_steps():
-    from apo_local.compare import CompareSpec, markdown, run_record, summarize
+    from apo_local.compare import CompareSpec, run_record, summarize
+    from apo_local.compare_tables import markdown
 
     def results(attribution):
         ev = {"metrics": {"accuracy": 0.5}}
-        return {"metric": "accuracy", "selected_test": ev, "best_test": ev, "initial_test": ev, "rounds_completed": 2,
-                "stop_reason": "completed", "history": [], "usage": {}, **({"attribution": attribution} if attribution else {})}
+        return {
+            "metric": "accuracy",
+            "selected_test": ev,
+            "best_test": ev,
+            "initial_test": ev,
+            "rounds_completed": 2,
+            "stop_reason": "completed",
+            "history": [],
+            "usage": {},
+            **({"attribution": attribution} if attribution else {}),
+        }
 
     a = _attribution()
-    runs = [run_record("protegi", 0, results(a)), run_record("protegi", 1, results(a)), run_record("mc", 0, results(None))]
+    runs = [
+        run_record("protegi", 0, results(a)),
+        run_record("protegi", 1, results(a)),
+        run_record("mc", 0, results(None)),
+    ]
     assert runs[0]["lineage_steps"] == 2 and runs[0]["lineage_steps_distinguishable"] == 1
     assert runs[2]["lineage_steps"] is None  # a run made before attribution existed
     spec = CompareSpec(base={}, methods={"protegi": {}, "mc": {}}, seeds=[0, 1])

@@ -32,15 +32,18 @@ def test_a_tiny_run_has_its_attribution(tiny_run):
     assert a["lineage"][0]["text"] == result.initial_prompt and a["lineage"][0]["operator"] == "initial"
     assert a["lineage"][-1]["text"] == result.selected_prompt
     assert len(a["steps"]) == len(a["lineage"]) - 1 and a["summary"]["steps"] == len(a["steps"])
-    records = {c["id"]: c for f in sorted((run / "rounds").glob("round-*.json"))
-               for c in json.loads(f.read_text())["candidates"]}
-    for step, node, parent in zip(a["steps"], a["lineage"][1:], a["lineage"]):
+    records = {
+        c["id"]: c
+        for f in sorted((run / "rounds").glob("round-*.json"))
+        for c in json.loads(f.read_text())["candidates"]
+    }
+    for step, _node, parent in zip(a["steps"], a["lineage"][1:], a["lineage"]):
         assert step["parent"] == parent["id"] and records[step["id"]]["operator"] == step["operator"]
         assert step["gradient"] == records[step["id"]]["gradient"]
         assert _has_interval(step["test"]) and _has_interval(step["validation"])
     assert a["units"] and all(_has_interval(u["test"]) and _has_interval(u["validation"]) for u in a["units"])
     assert {u["kind"] for u in a["units"]} == {"sentence"}
-    from apo_local.cli import summary_lines
+    from apo_local.run_summary import summary_lines
 
     line = next(x for x in summary_lines(result) if x.startswith("attribution (test f1): "))
     assert "step gains distinguishable from zero" in line and "sentence" in line

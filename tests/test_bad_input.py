@@ -26,20 +26,41 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = "{{ instruction }}\nText: {{ input }}\nAnswer ({{ labels }}):"
 ROWS = [{"text": f"statement {i}", "label": "Yes" if i % 2 else "No"} for i in range(12)]
 TASK = {
-    "name": "demo", "kind": "classification", "labels": ["Yes", "No"], "metric": "accuracy",
-    "template": "prompt.jinja", "instruction_text": "Is it a lie?",
+    "name": "demo",
+    "kind": "classification",
+    "labels": ["Yes", "No"],
+    "metric": "accuracy",
+    "template": "prompt.jinja",
+    "instruction_text": "Is it a lie?",
     "data": {"input_column": "text", "label_column": "label", "splits": {"train": "train.jsonl", "test": "test.jsonl"}},
 }
-SMALL = ["--rounds", "1", "--beam-size", "1", "--minibatch-size", "4", "--test-limit", "4", "--budget", "8",
-         "--batch-size", "4"]
+SMALL = [
+    "--rounds",
+    "1",
+    "--beam-size",
+    "1",
+    "--minibatch-size",
+    "4",
+    "--test-limit",
+    "4",
+    "--budget",
+    "8",
+    "--batch-size",
+    "4",
+]
 
 
 def jsonl(rows) -> str:
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
-def make_task(folder: Path, task: dict | None = None, train: str | bytes | None = None, test: str | None = None,
-              template: str = TEMPLATE) -> Path:
+def make_task(
+    folder: Path,
+    task: dict | None = None,
+    train: str | bytes | None = None,
+    test: str | None = None,
+    template: str = TEMPLATE,
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "prompt.jinja").write_text(template)
     for name, content in (("train.jsonl", train), ("test.jsonl", test)):
@@ -71,7 +92,7 @@ def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
     assert info.value.code == 2, err
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert "Traceback" not in err
-    return info.value.code, lines[0][len("error: "):]
+    return info.value.code, lines[0][len("error: ") :]
 
 
 def optimize_args(task: Path | str, out: Path, *extra: str) -> list[str]:
@@ -89,14 +110,30 @@ def optimize_args(task: Path | str, out: Path, *extra: str) -> list[str]:
         (jsonl(ROWS[:3]) + "[1, 2]\n", "train.jsonl line 4: expected a JSON object"),
         (jsonl(ROWS[:2] + [{"text": "  ", "label": "Yes"}]), "train.jsonl line 3: empty 'text'"),
         (jsonl(ROWS[:2] + [{"text": "x"}]), "train.jsonl line 3: empty 'label'"),
-        (jsonl(ROWS[:2] + [{"text": "x", "label": "Maybe"}]), "train.jsonl line 3: label 'Maybe' is not one of Yes, No"),
+        (
+            jsonl(ROWS[:2] + [{"text": "x", "label": "Maybe"}]),
+            "train.jsonl line 3: label 'Maybe' is not one of Yes, No",
+        ),
         (jsonl([{"body": "x", "label": "Yes"}]), "train.jsonl: no column 'text' (columns: body, label)"),
         ("\n\n", "split 'train' of task demo is empty"),
-        (jsonl([{"text": f"s{i}", "label": "Yes"} for i in range(8)]), "split 'train' of task demo has only one class ('Yes')"),
+        (
+            jsonl([{"text": f"s{i}", "label": "Yes"} for i in range(8)]),
+            "split 'train' of task demo has only one class ('Yes')",
+        ),
         (jsonl(ROWS[:3]), "split 'train' of task demo has 3 examples, fewer than search.minibatch_size of 4"),
     ],
-    ids=["not-utf8", "malformed-json", "not-an-object", "empty-input", "missing-label", "label-outside-set",
-         "wrong-column", "empty-split", "single-class", "too-small-for-minibatch"],
+    ids=[
+        "not-utf8",
+        "malformed-json",
+        "not-an-object",
+        "empty-input",
+        "missing-label",
+        "label-outside-set",
+        "wrong-column",
+        "empty-split",
+        "single-class",
+        "too-small-for-minibatch",
+    ],
 )
 def test_bad_training_data(tmp_path, monkeypatch, capsys, train, expected):
     task = make_task(tmp_path / "task", train=train)
@@ -111,8 +148,10 @@ def test_csv_with_the_wrong_columns(tmp_path, monkeypatch, capsys):
     make_task(folder)
     (folder / "train.csv").write_text("sentence,gold\nhello,Yes\n")
     (folder / "ragged.csv").write_text("text,label\nhello,Yes\nmore,No,extra\n")
-    for name, expected in (("train.csv", "train.csv: no column 'text' (columns: sentence, gold)"),
-                           ("ragged.csv", "ragged.csv line 3: 3 fields, but the header has 2")):
+    for name, expected in (
+        ("train.csv", "train.csv: no column 'text' (columns: sentence, gold)"),
+        ("ragged.csv", "ragged.csv line 3: 3 fields, but the header has 2"),
+    ):
         spec = json.loads(json.dumps(TASK))
         spec["data"]["splits"]["train"] = name
         (folder / "task.yaml").write_text(yaml.safe_dump(spec))
@@ -146,13 +185,15 @@ def test_test_limit_beyond_the_test_split_is_capped_with_one_line(tmp_path, monk
     from apo_local.tasks import load_task
 
     task = load_task(make_task(tmp_path / "task", test=jsonl(ROWS[:3])))
-    cfg = build_config({"task": str(tmp_path / "task" / "task.yaml"), "evaluation": {"test_limit": 4},
-                        "search": {"minibatch_size": 4}})
+    cfg = build_config(
+        {"task": str(tmp_path / "task" / "task.yaml"), "evaluation": {"test_limit": 4}, "search": {"minibatch_size": 4}}
+    )
     with caplog.at_level(logging.INFO, logger="apo_local"):
         capped = cap_test_limit(cfg, task)
     assert capped.evaluation.test_limit == 3 and cfg.evaluation.test_limit == 4
     assert [r.getMessage() for r in caplog.records] == [
-        "evaluation.test_limit=4 is larger than the test split (3 examples): using all 3"]
+        "evaluation.test_limit=4 is larger than the test split (3 examples): using all 3"
+    ]
     preflight(capped, task)  # no error
     assert cap_test_limit(capped, task) is capped
 
@@ -198,8 +239,14 @@ def test_bad_template(tmp_path, monkeypatch, capsys, template, expected):
         (["--target-model", "no-such-alias"], "target.model: unknown model 'no-such-alias'"),
         (["--optimizer-model", "no-such-alias"], "optimizer.model: unknown model 'no-such-alias'"),
         (["--scoring-mode", "vibes"], "--scoring-mode (scoring.mode): Input should be 'logprobs' or 'generate'"),
-        (["--target-backend", "onnx"], "--target-backend (target.backend): Input should be 'vllm', 'transformers' or 'openai'"),
-        (["--meta-prompts-edit", "/nonexistent/edit.jinja"], "meta_prompts.edit: file /nonexistent/edit.jinja does not exist"),
+        (
+            ["--target-backend", "onnx"],
+            "--target-backend (target.backend): Input should be 'vllm', 'transformers' or 'openai'",
+        ),
+        (
+            ["--meta-prompts-edit", "/nonexistent/edit.jinja"],
+            "meta_prompts.edit: file /nonexistent/edit.jinja does not exist",
+        ),
     ],
 )
 def test_unknown_names(tmp_path, monkeypatch, capsys, args, expected):
@@ -239,7 +286,10 @@ def test_model_folder_missing_or_not_a_model(tmp_path, monkeypatch, capsys):
         ({"selection": {"batch_size": -5}}, "selection.batch_size: Input should be greater than 0"),
         ({"evaluation": {"test_limit": 0}}, "evaluation.test_limit: Input should be greater than 0"),
         ({"budget": {"max_minutes": -1}}, "budget.max_minutes: Input should be greater than 0"),
-        ({"target": {"gpu_memory_utilization": 1.5}}, "target.gpu_memory_utilization: Input should be less than or equal to 1"),
+        (
+            {"target": {"gpu_memory_utilization": 1.5}},
+            "target.gpu_memory_utilization: Input should be less than or equal to 1",
+        ),
         ({"optimizer": {"max_tokens": 0}}, "optimizer.max_tokens: Input should be greater than 0"),
         ({"train_limit": -3}, "train_limit: Input should be greater than 0"),
         ({"search": ["rounds", 2]}, "search: Input should be a valid dictionary"),
@@ -266,9 +316,13 @@ def test_config_file_problems(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize(
     "flag, value, key",
-    [("--rounds", "0", "search.rounds"), ("--budget", "-1", "selection.budget"),
-     ("--beam-size", "two", "search.beam_size"), ("--max-target-calls", "0", "budget.max_target_calls"),
-     ("--optimizer-temperature", "-0.5", "optimizer.temperature")],
+    [
+        ("--rounds", "0", "search.rounds"),
+        ("--budget", "-1", "selection.budget"),
+        ("--beam-size", "two", "search.beam_size"),
+        ("--max-target-calls", "0", "budget.max_target_calls"),
+        ("--optimizer-temperature", "-0.5", "optimizer.temperature"),
+    ],
 )
 def test_bad_flag_names_the_key(tmp_path, monkeypatch, capsys, flag, value, key):
     msg = cli(monkeypatch, capsys, "optimize", "--out", tmp_path / "run", flag, value)[1]
@@ -347,9 +401,15 @@ def test_run_directory_is_private(tmp_path):
 
 def test_evaluate_bad_input(tmp_path, monkeypatch, capsys):
     assert "unknown split 'dev'" in cli(monkeypatch, capsys, "evaluate", "--split", "dev")[1]
-    assert cli(monkeypatch, capsys, "evaluate", "--prompt", tmp_path / "p.txt")[1] == f"prompt file {tmp_path / 'p.txt'} does not exist"
+    assert (
+        cli(monkeypatch, capsys, "evaluate", "--prompt", tmp_path / "p.txt")[1]
+        == f"prompt file {tmp_path / 'p.txt'} does not exist"
+    )
     (tmp_path / "p.txt").write_text("  \n")
-    assert cli(monkeypatch, capsys, "evaluate", "--prompt", tmp_path / "p.txt")[1] == f"prompt file {tmp_path / 'p.txt'} is empty"
+    assert (
+        cli(monkeypatch, capsys, "evaluate", "--prompt", tmp_path / "p.txt")[1]
+        == f"prompt file {tmp_path / 'p.txt'} is empty"
+    )
     (tmp_path / "p.txt").write_bytes(b"\xff\xfe")
     assert "not UTF-8" in cli(monkeypatch, capsys, "evaluate", "--prompt", tmp_path / "p.txt")[1]
     assert "unknown task" in cli(monkeypatch, capsys, "evaluate", "--task", "nope")[1]
@@ -363,7 +423,10 @@ def test_evaluate_bad_input(tmp_path, monkeypatch, capsys):
     "args, expected",
     [
         (["optimize", "--out", "{tmp}/run", "--task", "nope"], "unknown task 'nope'"),
-        (["optimize", "--out", "{tmp}/run", "--rounds", "-1"], "--rounds (search.rounds): Input should be greater than or equal to 1"),
+        (
+            ["optimize", "--out", "{tmp}/run", "--rounds", "-1"],
+            "--rounds (search.rounds): Input should be greater than or equal to 1",
+        ),
         (["optimize", "--out", "{tmp}/run", "--target-model", "{tmp}/missing"], "does not exist"),
         (["evaluate", "--task", "{tmp}/task/task.yaml"], "label 'Maybe' is not one of Yes, No"),
         (["optimize", "--bogus-flag", "1"], "No such option '--bogus-flag'"),
@@ -374,8 +437,9 @@ def test_real_process_one_line_exit_2(tmp_path, args, expected):
     make_task(tmp_path / "task", test=jsonl(ROWS[:2] + [{"text": "x", "label": "Maybe"}]))
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     env = {**os.environ, "APO_LOCAL_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "apo_local.cli", *args], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "apo_local.cli", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert "Traceback" not in proc.stderr

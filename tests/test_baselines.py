@@ -49,9 +49,11 @@ def test_a_generation_task_has_no_constant_baseline(tmp_path):
     (tmp_path / "train.jsonl").write_text('{"input": "1+1", "label": "2"}\n{"input": "2+2", "label": "4"}\n')
     (tmp_path / "t.jsonl").write_text('{"input": "3+3", "label": "6"}\n')
     (tmp_path / "t.jinja").write_text("{{ instruction }} {{ input }}")
-    (tmp_path / "task.yaml").write_text("name: sums\nkind: generation\nmetric: numeric_match\ntemplate: t.jinja\n"
-                                        "instruction_text: Add.\n"
-                                        "data: {input_column: input, label_column: label, splits: {train: train.jsonl, test: t.jsonl}}\n")
+    (tmp_path / "task.yaml").write_text(
+        "name: sums\nkind: generation\nmetric: numeric_match\ntemplate: t.jinja\n"
+        "instruction_text: Add.\n"
+        "data: {input_column: input, label_column: label, splits: {train: train.jsonl, test: t.jsonl}}\n"
+    )
     task = load_task(tmp_path / "task.yaml")
     assert constant_evaluations(task, task.split("test")) == {}
 
@@ -62,7 +64,9 @@ def test_balanced_accuracy_is_blind_to_a_shift_toward_one_label():
     assert balanced_accuracy([("No", g) for g in golds]) == pytest.approx(0.5)
     assert balanced_accuracy([(g, g) for g in golds]) == 1.0
     # recall Yes 40/52, recall No 24/48
-    mixed = [("Yes" if i < 40 else "No", "Yes") for i in range(52)] + [("No" if i < 24 else "Yes", "No") for i in range(48)]
+    mixed = [("Yes" if i < 40 else "No", "Yes") for i in range(52)] + [
+        ("No" if i < 24 else "Yes", "No") for i in range(48)
+    ]
     assert balanced_accuracy(mixed) == pytest.approx((40 / 52 + 24 / 48) / 2)
 
 
@@ -70,12 +74,20 @@ def _result(task, test, selected, initial, *, kept=False):
     stats = SplitStats(task.metric, test)
     consts = constant_evaluations(task, test)
     top = best_constant(consts, "f1", "Yes")
-    return {"metric": "f1", "selected_prompt": "i" if kept else "s", "initial_prompt": "i",
-            "selected_test": stats.summary(selected), "initial_test": stats.summary(initial),
-            "selected_vs_initial": stats.paired(selected, initial),
-            "constant_baselines": {"best": top, "majority_label": "Yes",
-                                   "by_label": {k: stats.summary(e) for k, e in consts.items()}},
-            "selected_vs_constant": stats.paired(selected, consts[top])}
+    return {
+        "metric": "f1",
+        "selected_prompt": "i" if kept else "s",
+        "initial_prompt": "i",
+        "selected_test": stats.summary(selected),
+        "initial_test": stats.summary(initial),
+        "selected_vs_initial": stats.paired(selected, initial),
+        "constant_baselines": {
+            "best": top,
+            "majority_label": "Yes",
+            "by_label": {k: stats.summary(e) for k, e in consts.items()},
+        },
+        "selected_vs_constant": stats.paired(selected, consts[top]),
+    }
 
 
 def test_headline_says_no_gain_when_a_constant_answer_scores_as_well(liar):
@@ -89,8 +101,10 @@ def test_headline_says_no_gain_when_a_constant_answer_scores_as_well(liar):
     assert "balanced_accuracy" in res["selected_vs_initial"]
     line = headline(res)
     # always-Yes scores what the selected prompt scores: said in plain words, not as "does not beat"
-    assert line.startswith("headline: no gain shown over a constant answer: the selected prompt scores the same as "
-                           "always answering 'Yes' (f1 0.684 vs 0.684), but these 100 test rows cannot tell them apart")
+    assert line.startswith(
+        "headline: no gain shown over a constant answer: the selected prompt scores the same as "
+        "always answering 'Yes' (f1 0.684 vs 0.684), but these 100 test rows cannot tell them apart"
+    )
 
 
 def test_a_prompt_that_answers_the_constant_on_every_row_is_named_as_that_constant(liar):
@@ -99,8 +113,10 @@ def test_a_prompt_that_answers_the_constant_on_every_row_is_named_as_that_consta
     initial = predicted(liar, "i", "N" * 40 + "Y" * 12 + "N" * 30 + "Y" * 18, test)
     selected = predicted(liar, "s", "Y" * 100, test)
     line = headline(_result(liar, test, selected, initial))
-    assert line == ("headline: no gain over a constant answer: the selected prompt answers 'Yes' on every one of "
-                    "these 100 test rows, so it is that constant answer (f1 0.684)")
+    assert line == (
+        "headline: no gain over a constant answer: the selected prompt answers 'Yes' on every one of "
+        "these 100 test rows, so it is that constant answer (f1 0.684)"
+    )
     one_no = predicted(liar, "s", "Y" * 99 + "N", test)  # one row differs: the general sentence
     assert "on every one of" not in headline(_result(liar, test, one_no, initial))
 
@@ -114,8 +130,10 @@ def test_headline_names_a_real_gain_only_when_it_beats_the_initial_and_the_const
     same = headline(_result(liar, test, selected, selected))
     assert same.startswith("headline: no detectable change")
     worse = headline(_result(liar, test, initial, selected))
-    assert worse.startswith("headline: no gain over a constant answer: the selected prompt scores below always "
-                            "answering 'Yes' on these 100 test rows")  # chance is no better than always-Yes
+    assert worse.startswith(
+        "headline: no gain over a constant answer: the selected prompt scores below always "
+        "answering 'Yes' on these 100 test rows"
+    )  # chance is no better than always-Yes
     kept = headline(_result(liar, test, selected, selected, kept=True))
     assert kept.startswith("headline: the search kept the initial prompt")
 
@@ -130,16 +148,22 @@ def test_headline_without_constant_baselines_reads_the_paired_interval(liar):
 
 
 def test_the_pick_uses_the_reward_and_lets_the_initial_prompt_compete():
-    scores = {"edit": {"f1": 0.68, REWARD: 0.50, "reward_name": "balanced_accuracy"},  # always-Yes-like
-              "other": {"f1": 0.55, REWARD: 0.58, "reward_name": "balanced_accuracy"},
-              "initial": {"f1": 0.40, REWARD: 0.61, "reward_name": "balanced_accuracy"}}
+    scores = {
+        "edit": {"f1": 0.68, REWARD: 0.50, "reward_name": "balanced_accuracy"},  # always-Yes-like
+        "other": {"f1": 0.55, REWARD: 0.58, "reward_name": "balanced_accuracy"},
+        "initial": {"f1": 0.40, REWARD: 0.61, "reward_name": "balanced_accuracy"},
+    }
     beam = ["edit", "other"]
     assert pick_on_validation(scores, REWARD, beam, "initial", 50) == (
-        "initial", "validation (50 rows, balanced accuracy; the initial prompt scored best)")
+        "initial",
+        "validation (50 rows, balanced accuracy; the initial prompt scored best)",
+    )
     reference = {k: v for k, v in scores.items() if k in beam}
     assert pick_on_validation(reference, "f1", beam, "initial", 50) == ("edit", "validation (50 rows)")
-    tie = {"edit": {"f1": 0.5, REWARD: 0.6, "reward_name": "accuracy"},
-           "initial": {"f1": 0.5, REWARD: 0.6, "reward_name": "accuracy"}}
+    tie = {
+        "edit": {"f1": 0.5, REWARD: 0.6, "reward_name": "accuracy"},
+        "initial": {"f1": 0.5, REWARD: 0.6, "reward_name": "accuracy"},
+    }
     assert pick_on_validation(tie, REWARD, ["edit"], "initial", 8)[0] == "edit"  # ties go to the beam
     kept = {"initial": {"f1": 0.5, REWARD: 0.6, "reward_name": "accuracy"}}
     assert pick_on_validation(kept, REWARD, ["initial"], "initial", 8) == ("initial", "validation (8 rows, accuracy)")

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from apo_local.cli import summary_lines
 from apo_local.config import build_config
+from apo_local.run_summary import summary_lines
 from apo_local.runner import optimize
 from apo_local.search.baselines import constant_instruction
 from tests.conftest import TINY
@@ -31,13 +31,19 @@ def test_the_table_shows_the_best_constant_answer_and_the_final_pick_includes_th
     share = golds.get("Yes", 0) / sum(golds.values())
     assert constant["by_label"]["Yes"]["metrics"]["f1"] == pytest.approx(2 * share / (1 + share))  # always-Yes f1
     assert constant["by_label"]["No"]["metrics"]["f1"] == 0.0
-    assert "balanced_accuracy" in results["selected_vs_initial"] and "balanced_accuracy" in results["selected_test"]["metrics"]
+    assert (
+        "balanced_accuracy" in results["selected_vs_initial"]
+        and "balanced_accuracy" in results["selected_test"]["metrics"]
+    )
     assert results["selected_vs_constant"]["f1"]["n"] == results["selected_vs_initial"]["n"]
     assert results["initial_validation"]["reward_name"] == "balanced_accuracy"  # the initial prompt competed
     assert all(set(b["validation"]) >= {"f1", "reward"} for b in results["beam"])
     picked = max([results["initial_validation"]["reward"]] + [b["validation"]["reward"] for b in results["beam"]])
-    chosen = results["initial_validation"] if results["selected_prompt"] == results["initial_prompt"] else next(
-        b["validation"] for b in results["beam"] if b["text"] == results["selected_prompt"])
+    chosen = (
+        results["initial_validation"]
+        if results["selected_prompt"] == results["initial_prompt"]
+        else next(b["validation"] for b in results["beam"] if b["text"] == results["selected_prompt"])
+    )
     assert chosen["reward"] == picked  # never below the initial prompt on the validation rows
     table = _table(result)
     assert table["headline"].startswith("headline: ") and table["headline"] == results["headline"]
@@ -47,8 +53,12 @@ def test_the_table_shows_the_best_constant_answer_and_the_final_pick_includes_th
 
 
 def test_a_run_whose_prompt_answers_the_majority_party_does_not_headline_a_gain(engine, tmp_path):
-    cfg = {**TINY, "task": "liar-party", "search": {**TINY["search"], "rounds": 1},
-           "evaluation": {"test_limit": 40, "validation_rows": 8}}
+    cfg = {
+        **TINY,
+        "task": "liar-party",
+        "search": {**TINY["search"], "rounds": 1},
+        "evaluation": {"test_limit": 40, "validation_rows": 8},
+    }
     result = optimize(build_config(cfg, {"cache": str(tmp_path / "cache.sqlite")}), tmp_path / "run")
     constant = result.constant_baselines
     assert constant["best"] == "Republican" == constant["majority_label"]
@@ -56,13 +66,22 @@ def test_a_run_whose_prompt_answers_the_majority_party_does_not_headline_a_gain(
     # Computed here from the predictions file, not from the code's own interval: on these rows the selected prompt
     # scores no higher than always answering Republican (the 135M target answers the majority party nearly always),
     # so whatever the interval, the headline must not call it a gain over the constant.
-    name = "test-selected.jsonl" if (tmp_path / "run" / "predictions" / "test-selected.jsonl").is_file() else "test-best.jsonl"
+    name = (
+        "test-selected.jsonl"
+        if (tmp_path / "run" / "predictions" / "test-selected.jsonl").is_file()
+        else "test-best.jsonl"
+    )
     rows = [json.loads(line) for line in (tmp_path / "run" / "predictions" / name).read_text().splitlines()]
     gold = [r["gold"] for r in rows]
-    assert _macro_f1([r["parsed"] for r in rows], gold) <= _macro_f1(["Republican"] * len(rows), gold) + 1e-9, \
+    assert _macro_f1([r["parsed"] for r in rows], gold) <= _macro_f1(["Republican"] * len(rows), gold) + 1e-9, (
         "the fixture no longer exercises this branch: the selected prompt beats the constant here"
-    assert lines[0].startswith(("headline: no gain over a constant answer",
-                                "headline: no gain shown over a constant answer")) and "'Republican'" in lines[0]
+    )
+    assert (
+        lines[0].startswith(
+            ("headline: no gain over a constant answer", "headline: no gain shown over a constant answer")
+        )
+        and "'Republican'" in lines[0]
+    )
     assert any(line.startswith("best constant answer = train majority") for line in lines)
 
 

@@ -12,8 +12,21 @@ from apo_local.engine.batch_tokens import BatchTokenizer, SplitPrompt
 from apo_local.scoring import Scorer
 
 ROOT = Path(__file__).resolve().parent.parent
-ODD = ["", "x", "Answer: ", "trailing space ", "ends with a newline\n", "  ", "two\n\nparagraphs\n\n",
-       "quote at the end '", "it's", "emoji 🙂 and ünïcödé", "<|im_end|> inside", "{{ braces }}", "tab\t"]
+ODD = [
+    "",
+    "x",
+    "Answer: ",
+    "trailing space ",
+    "ends with a newline\n",
+    "  ",
+    "two\n\nparagraphs\n\n",
+    "quote at the end '",
+    "it's",
+    "emoji 🙂 and ünïcödé",
+    "<|im_end|> inside",
+    "{{ braces }}",
+    "tab\t",
+]
 
 
 @pytest.fixture(scope="module")

@@ -33,9 +33,12 @@ def _candidates(run) -> list[dict]:
 
 
 def test_demonstrations_interleaved_with_instruction_edits(engine, liar, tmp_path):
-    data = dict(BASE, search=dict(BASE["search"], proposer="instruction+fewshot"),
-                protegi={"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 0},
-                fewshot={"samples_per_parent": 2, "max_demos": 2, "pool_size": 8})
+    data = dict(
+        BASE,
+        search=dict(BASE["search"], proposer="instruction+fewshot"),
+        protegi={"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 0},
+        fewshot={"samples_per_parent": 2, "max_demos": 2, "pool_size": 8},
+    )
     cfg = build_config(data, {"cache": str(tmp_path / "cache.sqlite")})
     result = optimize(cfg, tmp_path / "run")
     cands = _candidates(tmp_path / "run")
@@ -68,9 +71,12 @@ def test_demonstrations_interleaved_with_instruction_edits(engine, liar, tmp_pat
 
 
 def test_length_aware_selection_and_its_report(engine, liar, tmp_path):
-    data = dict(BASE, search=dict(BASE["search"], proposer="fewshot"),
-                fewshot={"samples_per_parent": 4, "max_demos": 2, "pool_size": 8},
-                selection=dict(BASE["selection"], length_objective="pareto", pick="shortest-within-ci"))
+    data = dict(
+        BASE,
+        search=dict(BASE["search"], proposer="fewshot"),
+        fewshot={"samples_per_parent": 4, "max_demos": 2, "pool_size": 8},
+        selection=dict(BASE["selection"], length_objective="pareto", pick="shortest-within-ci"),
+    )
     result = optimize(build_config(data, {"cache": str(tmp_path / "cache.sqlite")}), tmp_path / "run")
     length = result.history[0]["selection"]["length"]
     cands = {c["id"]: c for c in _candidates(tmp_path / "run")}
@@ -96,10 +102,19 @@ def test_length_aware_selection_and_its_report(engine, liar, tmp_path):
 def test_pareto_parents_against_beam_ucb_on_equal_budget(engine, tmp_path):
     from apo_local.compare import compare, spec_from_dict
 
-    base = dict(BASE, cache=str(tmp_path / "cache.sqlite"), search=dict(BASE["search"], proposer="fewshot"),
-                fewshot={"samples_per_parent": 3, "max_demos": 2, "pool_size": 8})
-    data = {"base": base, "methods": {"ucb": {}, "pareto": {"selection": {"selector": "pareto"}}}, "seeds": [0],
-            "budget": {"max_target_calls": 300}, "baseline": "ucb"}
+    base = dict(
+        BASE,
+        cache=str(tmp_path / "cache.sqlite"),
+        search=dict(BASE["search"], proposer="fewshot"),
+        fewshot={"samples_per_parent": 3, "max_demos": 2, "pool_size": 8},
+    )
+    data = {
+        "base": base,
+        "methods": {"ucb": {}, "pareto": {"selection": {"selector": "pareto"}}},
+        "seeds": [0],
+        "budget": {"max_target_calls": 300},
+        "baseline": "ucb",
+    }
     rows = compare(spec_from_dict(data), tmp_path / "cmp")
     assert [r["method"] for r in rows] == ["ucb", "pareto"]
     runs = {r["method"]: r for r in csv.DictReader((tmp_path / "cmp" / "runs.csv").open())}

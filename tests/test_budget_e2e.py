@@ -16,11 +16,17 @@ from apo_local.search.optimizer_calls import OptimizerCalls
 
 pytestmark = pytest.mark.engine
 
-CFG = {"task": "liar", "seed": 0, "train_limit": 40,
-       "search": {"rounds": 2, "beam_size": 2, "minibatch_size": 4, "max_expansion": 2},
-       "protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 1},
-       "selection": {"budget": 12, "batch_size": 4, "arms_per_round": 2},
-       "optimizer": {"max_tokens": 32}, "evaluation": {"test_limit": 6}, "budget": {"max_minutes": 1}}
+CFG = {
+    "task": "liar",
+    "seed": 0,
+    "train_limit": 40,
+    "search": {"rounds": 2, "beam_size": 2, "minibatch_size": 4, "max_expansion": 2},
+    "protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 1},
+    "selection": {"budget": 12, "batch_size": 4, "arms_per_round": 2},
+    "optimizer": {"max_tokens": 32},
+    "evaluation": {"test_limit": 6},
+    "budget": {"max_minutes": 1},
+}
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from apo_local import calibration as calib
 from apo_local.engine.protocol import ChoiceScores
 from apo_local.errors import ApoError
-from apo_local.scoring import Evaluation, Prediction, Scorer, make_evaluation, prediction_records
+from apo_local.scoring import Evaluation, Scorer, prediction_records
 from apo_local.search.baselines import constant_evaluations
 from apo_local.tasks import Example, load_task
 
@@ -91,8 +91,9 @@ class LeaningEngine:
 
 
 def rows(n_lies: int, n_true: int) -> list[Example]:
-    return ([Example(f"t-{i}", f"Statement: a lie number {i}", "Yes") for i in range(n_lies)]
-            + [Example(f"t-{n_lies + i}", f"Statement: a fact number {i}", "No") for i in range(n_true)])
+    return [Example(f"t-{i}", f"Statement: a lie number {i}", "Yes") for i in range(n_lies)] + [
+        Example(f"t-{n_lies + i}", f"Statement: a fact number {i}", "No") for i in range(n_true)
+    ]
 
 
 def test_the_scorer_predicts_with_offsets_and_stores_what_reproduces_them():
@@ -111,7 +112,7 @@ def test_the_scorer_predicts_with_offsets_and_stores_what_reproduces_them():
     assert [p.label for p in ev.predictions] == ["Yes"] * 3 + ["No"] * 5
     assert len(engine.prompts) == 3 + 8  # the three content-free prompts, once, then the rows
     assert ev.to_dict()["calibration"] == cal
-    for record, p in zip(prediction_records(task, test, ev), ev.predictions):  # each prediction reproduces
+    for record, _p in zip(prediction_records(task, test, ev), ev.predictions):  # each prediction reproduces
         lp = record["logprobs"]
         assert record["parsed"] == max(task.labels, key=lambda y: (lp[y] - cal["offsets"][y], -task.labels.index(y)))
     assert scorer.evaluate("Say Yes or No.", test).predictions == ev.predictions and len(engine.prompts) == 11

@@ -21,10 +21,25 @@ def evaluate(tmp_path, calibration: str) -> tuple[dict, list[dict]]:
     from apo_local.cli import cli
 
     preds = tmp_path / f"{calibration}.jsonl"
-    res = CliRunner().invoke(cli, ["evaluate", "--task", "liar", "--limit", str(ROWS), "--calibration", calibration,
-                                   "--cache", str(tmp_path / "cache.sqlite"), "--json", "--out", str(preds)])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            "--task",
+            "liar",
+            "--limit",
+            str(ROWS),
+            "--calibration",
+            calibration,
+            "--cache",
+            str(tmp_path / "cache.sqlite"),
+            "--json",
+            "--out",
+            str(preds),
+        ],
+    )
     assert res.exit_code == 0, (res.output[-2000:], res.exception)
-    report = json.loads(res.stdout[res.stdout.index("{"):])
+    report = json.loads(res.stdout[res.stdout.index("{") :])
     return report, [json.loads(line) for line in preds.read_text().splitlines()]
 
 
@@ -36,8 +51,10 @@ def test_batch_calibration_end_to_end(engine, liar, tmp_path):
     # The offsets are each label's mean (label-normalised) log-prob over the calibration inputs, scored here
     # again through the engine directly.
     inputs = calib.calibration_inputs("batch", [ex.input for ex in liar.split("train")])
-    scores = engine.score_choices([liar.render(liar.initial_instruction, Example(f"c{i}", text, ""))
-                                   for i, text in enumerate(inputs)], liar.labels)
+    scores = engine.score_choices(
+        [liar.render(liar.initial_instruction, Example(f"c{i}", text, "")) for i, text in enumerate(inputs)],
+        liar.labels,
+    )
     rows = [calib.normalised(s.logprobs) for s in scores]
     for j, label in enumerate(liar.labels):
         assert cal["offsets"][label] == pytest.approx(sum(r[j] for r in rows) / len(rows), abs=1e-4)
@@ -46,12 +63,14 @@ def test_batch_calibration_end_to_end(engine, liar, tmp_path):
     assert len(records) == ROWS
     for r in records:
         assert set(r["logprobs"]) == {"Yes", "No"} and all(math.isfinite(v) for v in r["logprobs"].values())
-        assert r["parsed"] == max(liar.labels, key=lambda y: (r["logprobs"][y] - cal["offsets"][y],
-                                                               -liar.labels.index(y)))
+        assert r["parsed"] == max(
+            liar.labels, key=lambda y: (r["logprobs"][y] - cal["offsets"][y], -liar.labels.index(y))
+        )
 
     # Uncalibrated, the same rows get the plain argmax of the same log-probs, and no offsets are reported.
     plain, plain_records = evaluate(tmp_path, "none")
     assert "calibration" not in plain
-    assert [r["parsed"] for r in plain_records] == [max(liar.labels, key=lambda y: (r["logprobs"][y], -liar.labels.index(y)))
-                                                    for r in records]
+    assert [r["parsed"] for r in plain_records] == [
+        max(liar.labels, key=lambda y: (r["logprobs"][y], -liar.labels.index(y))) for r in records
+    ]
     assert all("logprobs" not in r for r in plain_records)

@@ -88,8 +88,9 @@ def test_thinking_stripped_from_replies():
 def test_gemma_has_no_system_role_so_system_text_joins_the_user_turn(tokenizers):
     c = fmt(tokenizers, "gemma2")
     with pytest.raises(Exception, match="System role"):  # the template itself refuses a system turn
-        c.tokenizer.apply_chat_template([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}],
-                                        tokenize=False)
+        c.tokenizer.apply_chat_template(
+            [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}], tokenize=False
+        )
     text = c.render("Is it true?", system="Be brief.")
     assert text.startswith("<bos><start_of_turn>user\nBe brief.\n\nIs it true?<end_of_turn>")
 
@@ -98,7 +99,9 @@ def test_base_model_plain_mode_one_log_line(tokenizers, caplog):
     with caplog.at_level(logging.WARNING, logger="apo_local.engine.chat"):
         c = fmt(tokenizers, "base")
     assert c.plain and "|plain" in c.template_id
-    assert [r.getMessage() for r in caplog.records] == ["base has no chat template: prompts go in as plain text (base-model mode)"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "base has no chat template: prompts go in as plain text (base-model mode)"
+    ]
     assert c.render("Statement: x\nAnswer:") == "Statement: x\nAnswer:"
     assert tokens(c, c.label_ids(["No", "No way"])[0]) == ["\u2581No", "<0x0A>"]  # the reply ends at the line
 

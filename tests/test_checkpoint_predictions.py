@@ -11,8 +11,9 @@ from apo_local.search.state import RunState, predictions_log
 
 
 def _memo(n_ins: int, n_rows: int, start: int = 0) -> dict:
-    return {f"ins {i}": {f"r{r}": ["Yes" if r % 2 else "No", "", None] for r in range(start, n_rows)}
-            for i in range(n_ins)}
+    return {
+        f"ins {i}": {f"r{r}": ["Yes" if r % 2 else "No", "", None] for r in range(start, n_rows)} for i in range(n_ins)
+    }
 
 
 def _grow(state: RunState, memo: dict) -> None:
@@ -34,7 +35,7 @@ def test_each_save_appends_only_the_new_predictions(tmp_path):
     state.save(ckpt)
     second = predictions_log(ckpt).read_bytes()
     assert second.startswith(first)  # appended, the earlier bytes untouched
-    new_lines = second[len(first):].decode().splitlines()
+    new_lines = second[len(first) :].decode().splitlines()
     assert len(new_lines) == 4 and sum(len(json.loads(line)[1]) for line in new_lines) == 3 * 10 + 210
     state.save(ckpt)  # nothing new: nothing written
     assert predictions_log(ckpt).read_bytes() == second

@@ -42,7 +42,8 @@ def test_evaluate_json_has_the_constant_baseline_the_lean_warning_and_named_coun
     assert report["prompt_vs_constant"][report["metric"]]["diff"] == 0
     assert report["warnings"] == [
         f"warning: the prompt predicts 'No' for 0% of test rows (true share {no / 40:.0%}): the target leans this way "
-        "with this prompt: look at a constant answer's score"]
+        "with this prompt: look at a constant answer's score"
+    ]
 
 
 def test_evaluate_table_names_the_constant_and_warns(always_yes):

@@ -26,16 +26,23 @@ def test_optimize_help_is_grouped_by_section_with_value_names():
     assert headings[0] == "Run: config, run directory, size:"
     assert {"search (config section):", "selection (config section):", "target (config section):"} <= set(headings)
     assert " V " not in text and not any(line.rstrip().endswith(" V") for line in text.splitlines())
-    for flag, metavar in (("--rounds", "N"), ("--optimizer-temperature", "X"), ("--target-model", "ALIAS|DIR"),
-                          ("--selector", "NAME"), ("--acceptance", "bandit|naive|validated"),
-                          ("--optimizer-guided", "true|false"), ("--train-limit", "N")):
+    for flag, metavar in (
+        ("--rounds", "N"),
+        ("--optimizer-temperature", "X"),
+        ("--target-model", "ALIAS|DIR"),
+        ("--selector", "NAME"),
+        ("--acceptance", "bandit|naive|validated"),
+        ("--optimizer-guided", "true|false"),
+        ("--train-limit", "N"),
+    ):
         assert f"  {flag} {metavar} " in text or f"  {flag} {metavar}\n" in text, flag
     search = text.split("search (config section):")[1].split("(config section):")[0]
     assert "--rounds" in search and "--selector" not in search  # each flag under its own section
 
 
-@pytest.mark.parametrize("args", [["models", "list", "--verbose"], ["--verbose", "models", "list"],
-                                  ["models", "list", "-v"]])
+@pytest.mark.parametrize(
+    "args", [["models", "list", "--verbose"], ["--verbose", "models", "list"], ["models", "list", "-v"]]
+)
 def test_verbose_before_or_after_the_command(args, monkeypatch):
     monkeypatch.delenv("APO_LOCAL_VERBOSE", raising=False)
     res = invoke(*args)
@@ -60,12 +67,16 @@ def test_a_bad_flag_value_names_the_flag_and_a_bad_file_value_the_file(tmp_path)
 
 
 COMPARE = {
-    "base": {"task": "liar", "cache": "off", "train_limit": 60,
-             "search": {"rounds": 2, "beam_size": 2, "minibatch_size": 8, "max_expansion": 2, "hygiene": False},
-             "selection": {"budget": 32, "batch_size": 8, "arms_per_round": 2},
-             "optimizer": {"max_tokens": 32},
-             "protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 1},
-             "evaluation": {"test_limit": 12, "validation_rows": 8, "attribution": False}},
+    "base": {
+        "task": "liar",
+        "cache": "off",
+        "train_limit": 60,
+        "search": {"rounds": 2, "beam_size": 2, "minibatch_size": 8, "max_expansion": 2, "hygiene": False},
+        "selection": {"budget": 32, "batch_size": 8, "arms_per_round": 2},
+        "optimizer": {"max_tokens": 32},
+        "protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 1},
+        "evaluation": {"test_limit": 12, "validation_rows": 8, "attribution": False},
+    },
     "methods": {"protegi": {}, "greedy": {"search": {"beam_size": 1}}, "no-iteration": {"search": {"rounds": 1}}},
     "seeds": [3, 4, 5],
 }
@@ -81,8 +92,23 @@ def compare_config(tmp_path, monkeypatch):
 
 def test_compare_takes_seeds_methods_and_sizes_from_flags(compare_config, tmp_path):
     out = tmp_path / "cmp"
-    res = invoke("compare", "--config", compare_config, "--out", out, "--seeds", "1", "--methods", "greedy",
-                 "--rounds", "1", "--test-limit", "6", "--beam-size", "3")
+    res = invoke(
+        "compare",
+        "--config",
+        compare_config,
+        "--out",
+        out,
+        "--seeds",
+        "1",
+        "--methods",
+        "greedy",
+        "--rounds",
+        "1",
+        "--test-limit",
+        "6",
+        "--beam-size",
+        "3",
+    )
     assert res.exit_code == 0, (res.output, res.exception)
     assert sorted(p.relative_to(out).as_posix() for p in out.glob("*/seed-*")) == ["greedy/seed-3", "protegi/seed-3"]
     greedy = yaml.safe_load((out / "greedy" / "seed-3" / "config.yaml").read_text())
@@ -103,11 +129,14 @@ def test_compare_seeds_count_from_the_configs_first(compare_config, tmp_path):
     assert spec.seeds == [3, 4, 5, 6] and list(spec.methods) == list(COMPARE["methods"])
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--methods", "nope"], "--methods: unknown method 'nope' (the config's: protegi, greedy, no-iteration)"),
-    (["--rounds", "0"], "--rounds (search.rounds): "),
-    (["--seeds", "0"], "Invalid value for '--seeds'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--methods", "nope"], "--methods: unknown method 'nope' (the config's: protegi, greedy, no-iteration)"),
+        (["--rounds", "0"], "--rounds (search.rounds): "),
+        (["--seeds", "0"], "Invalid value for '--seeds'"),
+    ],
+)
 def test_compare_flag_errors_name_the_flag(compare_config, tmp_path, args, message):
     res = invoke("compare", "--config", compare_config, "--out", tmp_path / "cmp", *args)
     assert res.exit_code != 0 and message in (str(res.exception) + res.output), (res.output, res.exception)

@@ -19,16 +19,17 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "apo_local.cli"]
-TABLE = re.compile(r"^(|headline: .*|\s+train est\.\s+test f1 \[95% CI\]\s+test acc \(= micro-F1\)\s+prompt"
-                   r"|(selected \(.+?\)|initial|best constant answer( = train majority)?"
-                   r"|best of beam \(picked on test: optimistic\))\s+\S+\s+[\d.]+ \[[\d.]+, [\d.]+\]\s+.*"
-                   r"|selected - initial: f1 .*|selected - always '(Yes|No)': f1 .*|attribution \(test f1\): .*"
-                   r"|power: with .*|warning: the selected prompt predicts .*|warning: the final pick is made on \d+ validation rows.*"
-                   r"|(target|optimizer)\s+calls=.*|rounds=\d+ stop=.*|optimizer replies=\d+ .*|time: total .*|run directory: .*)$")
+TABLE = re.compile(
+    r"^(|headline: .*|\s+train est\.\s+test f1 \[95% CI\]\s+test acc \(= micro-F1\)\s+prompt"
+    r"|(selected \(.+?\)|initial|best constant answer( = train majority)?"
+    r"|best of beam \(picked on test: optimistic\))\s+\S+\s+[\d.]+ \[[\d.]+, [\d.]+\]\s+.*"
+    r"|selected - initial: f1 .*|selected - always '(Yes|No)': f1 .*|attribution \(test f1\): .*"
+    r"|power: with .*|warning: the selected prompt predicts .*|warning: the final pick is made on \d+ validation rows.*"
+    r"|(target|optimizer)\s+calls=.*|rounds=\d+ stop=.*|optimizer replies=\d+ .*|time: total .*|run directory: .*)$"
+)
 
 
 def _run(args: list, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -83,23 +84,53 @@ def _task(root: Path, rows: list[dict], kind: str, extra: dict) -> Path:
     for name in ("train.jsonl", "test.jsonl"):
         (root / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
     (root / "template.jinja").write_text("{{ instruction }}\n\nQuestion: {{ input }}\nAnswer:")
-    (root / "task.yaml").write_text(yaml.safe_dump({
-        "name": root.name, "kind": kind, "template": "template.jinja", **extra,
-        "data": {"input_column": "text", "label_column": "label", "splits": {"train": "train.jsonl", "test": "test.jsonl"}},
-    }))
+    (root / "task.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": root.name,
+                "kind": kind,
+                "template": "template.jinja",
+                **extra,
+                "data": {
+                    "input_column": "text",
+                    "label_column": "label",
+                    "splits": {"train": "train.jsonl", "test": "test.jsonl"},
+                },
+            }
+        )
+    )
     return root / "task.yaml"
 
 
 def test_evaluate_generation_task_stores_every_prediction(engine, tmp_path):
     from apo_local.cli import cli
 
-    rows = [{"text": f"How many apples are in a bag of {n} apples and {m} more apples?", "label": str(n + m)}
-            for n, m in ((2, 3), (4, 1), (10, 5), (7, 7))]
-    task = _task(tmp_path / "count", rows, "generation",
-                 {"metric": "numeric_match", "instruction_text": "Work it out, then give the number."})
+    rows = [
+        {"text": f"How many apples are in a bag of {n} apples and {m} more apples?", "label": str(n + m)}
+        for n, m in ((2, 3), (4, 1), (10, 5), (7, 7))
+    ]
+    task = _task(
+        tmp_path / "count",
+        rows,
+        "generation",
+        {"metric": "numeric_match", "instruction_text": "Work it out, then give the number."},
+    )
     out = tmp_path / "preds.jsonl"
-    res = CliRunner().invoke(cli, ["evaluate", "--task", str(task), "--max-tokens", "24", "--json", "--out", str(out),
-                                   "--cache", str(tmp_path / "c.sqlite")])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            "--task",
+            str(task),
+            "--max-tokens",
+            "24",
+            "--json",
+            "--out",
+            str(out),
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert report["mode"] == "generate" and report["max_tokens"] == 24 and report["metric"] == "numeric_match"
@@ -120,11 +151,16 @@ def test_evaluate_says_when_labels_were_mapped_and_when_the_limit_is_capped(engi
 
     liar = load_task("liar")
     rows = [{"text": ex.input, "label": ex.label.lower()} for ex in liar.split("test")[:4]]
-    task = _task(tmp_path / "lower", rows, "classification",
-                 {"labels": ["Yes", "No"], "metric": "accuracy", "instruction_text": liar.initial_instruction})
+    task = _task(
+        tmp_path / "lower",
+        rows,
+        "classification",
+        {"labels": ["Yes", "No"], "metric": "accuracy", "instruction_text": liar.initial_instruction},
+    )
     with caplog.at_level(logging.INFO, logger="apo_local"):
-        res = CliRunner().invoke(cli, ["evaluate", "--task", str(task), "--limit", "10",
-                                       "--cache", str(tmp_path / "c.sqlite")])
+        res = CliRunner().invoke(
+            cli, ["evaluate", "--task", str(task), "--limit", "10", "--cache", str(tmp_path / "c.sqlite")]
+        )
     assert res.exit_code == 0, res.output
     from collections import Counter
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from apo_local.compare import markdown, permutation_test, spec_from_dict, summarize, _csv
+from apo_local.compare import permutation_test, spec_from_dict, summarize
+from apo_local.compare_tables import csv_text, markdown
 from apo_local.errors import ApoError
 
 
@@ -33,18 +34,36 @@ def test_spec_validation():
         spec_from_dict({"methods": {"mc": {}}})
     with pytest.raises(ApoError, match="compare method 'mc'"):
         spec_from_dict({"methods": {"protegi": {}, "mc": {"search": {"n_grads": 0}}}})
-    spec = spec_from_dict({"base": {"search": {"rounds": 2}}, "methods": {"protegi": {}, "mc": {"protegi": {"n_gradients": 0}}},
-                           "seeds": [3], "budget": {"max_target_calls": 99}})
+    spec = spec_from_dict(
+        {
+            "base": {"search": {"rounds": 2}},
+            "methods": {"protegi": {}, "mc": {"protegi": {"n_gradients": 0}}},
+            "seeds": [3],
+            "budget": {"max_target_calls": 99},
+        }
+    )
     cfg = spec.config("mc", 3)
     assert (cfg.seed, cfg.search.rounds, cfg.protegi.n_gradients, cfg.budget.max_target_calls) == (3, 2, 0, 99)
     # a method can't change the shared budget
-    spec = spec_from_dict({"methods": {"protegi": {"budget": {"max_target_calls": 5}}}, "budget": {"max_target_calls": 99}})
+    spec = spec_from_dict(
+        {"methods": {"protegi": {"budget": {"max_target_calls": 5}}}, "budget": {"max_target_calls": 99}}
+    )
     assert spec.config("protegi", 0).budget.max_target_calls == 99
 
 
 def _run(method, seed, test, accepted, tokens):
-    row = {"method": method, "seed": seed, "metric": "f1", "test": test, "best_test": test, "initial_test": 0.5,
-           "rounds": len(tokens), "stop_reason": "completed", "accepted_steps": accepted, "prompt_tokens_per_step": tokens}
+    row = {
+        "method": method,
+        "seed": seed,
+        "metric": "f1",
+        "test": test,
+        "best_test": test,
+        "initial_test": 0.5,
+        "rounds": len(tokens),
+        "stop_reason": "completed",
+        "accepted_steps": accepted,
+        "prompt_tokens_per_step": tokens,
+    }
     for role in ("target", "optimizer"):
         for k in ("calls", "prompts", "input_tokens", "output_tokens"):
             row[f"{role}_{k}"] = 10
@@ -53,17 +72,23 @@ def _run(method, seed, test, accepted, tokens):
 
 def test_summary_and_tables():
     spec = spec_from_dict({"methods": {"protegi": {}, "mc": {}}, "seeds": [0, 1]})
-    runs = [_run("protegi", 0, 0.6, 1, [20, 30]), _run("protegi", 1, 0.8, 2, [22, 34]),
-            _run("mc", 0, 0.5, 0, [20]), _run("mc", 1, 0.5, 1, [24])]
+    runs = [
+        _run("protegi", 0, 0.6, 1, [20, 30]),
+        _run("protegi", 1, 0.8, 2, [22, 34]),
+        _run("mc", 0, 0.5, 0, [20]),
+        _run("mc", 1, 0.5, 1, [24]),
+    ]
     rows = summarize(spec, runs)
     by = {r["method"]: r for r in rows}
-    assert by["protegi"]["test_mean"] == pytest.approx(0.7) and by["protegi"]["test_std"] == pytest.approx(0.1414, abs=1e-3)
+    assert by["protegi"]["test_mean"] == pytest.approx(0.7) and by["protegi"]["test_std"] == pytest.approx(
+        0.1414, abs=1e-3
+    )
     assert by["protegi"]["p_vs_protegi"] is None and by["mc"]["p_vs_protegi"] == pytest.approx(0.5)  # paired, 2 seeds
     assert by["protegi"]["prompt_tokens_per_step"] == "21 → 32" and by["mc"]["accepted_steps_mean"] == 0.5
     md = markdown(spec, rows, runs)
     assert "| protegi | 2 | 0.7000 ± 0.1414 |" in md and "| mc | 1 | 0.5000 | 1 | 24 | completed |" in md
-    csv_text = _csv(runs)
-    assert csv_text.splitlines()[0].startswith("method,seed,metric,test") and "20;30" in csv_text
+    table = csv_text(runs)
+    assert table.splitlines()[0].startswith("method,seed,metric,test") and "20;30" in table
 
 
 def test_reflection_similarity_columns(tmp_path):
@@ -72,12 +97,17 @@ def test_reflection_similarity_columns(tmp_path):
     from apo_local.compare import add_reflection_similarity
 
     spec = spec_from_dict({"methods": {"protegi": {}, "pseudo": {}}, "seeds": [0]})
-    texts = {"protegi": {1: ["the prompt is vague"], 2: ["the prompt is vague"]}, "pseudo": {1: ["labels are noisy"], 2: []}}
+    texts = {
+        "protegi": {1: ["the prompt is vague"], 2: ["the prompt is vague"]},
+        "pseudo": {1: ["labels are noisy"], 2: []},
+    }
     for m, rounds in texts.items():
         (tmp_path / m / "seed-0" / "rounds").mkdir(parents=True)
         for r, grads in rounds.items():
             cands = [{"round": r, "operator": "edit", "gradient": g} for g in grads]
-            (tmp_path / m / "seed-0" / "rounds" / f"round-{r:02d}.json").write_text(json.dumps({"round": r, "candidates": cands}))
+            (tmp_path / m / "seed-0" / "rounds" / f"round-{r:02d}.json").write_text(
+                json.dumps({"round": r, "candidates": cands})
+            )
     runs = [_run("protegi", 0, 0.6, 1, [1, 2]), _run("pseudo", 0, 0.6, 1, [1, 2])]
     add_reflection_similarity(spec, runs, tmp_path)
     assert runs[0]["reflection_self_jaccard"] == 1.0 and runs[0]["reflection_vs_protegi_jaccard"] is None
@@ -94,8 +124,12 @@ def test_per_example_statistics_in_the_tables():
     from apo_local.tasks import get_metric
 
     spec = spec_from_dict({"methods": {"protegi": {}, "mc": {}}, "seeds": [0, 1]})
-    runs = [_run("protegi", 0, 0.5, 1, [20]), _run("protegi", 1, 0.5, 1, [20]),
-            _run("mc", 0, 0.65, 1, [20]), _run("mc", 1, 0.65, 1, [20])]
+    runs = [
+        _run("protegi", 0, 0.5, 1, [20]),
+        _run("protegi", 1, 0.5, 1, [20]),
+        _run("mc", 0, 0.65, 1, [20]),
+        _run("mc", 1, 0.65, 1, [20]),
+    ]
     base = {str(i): ("Yes" if i < 100 else "No", "Yes") for i in range(200)}
     better = {str(i): ("Yes" if i < 130 else "No", "Yes") for i in range(200)}
     per_row = {("protegi", 0): base, ("protegi", 1): base, ("mc", 0): better, ("mc", 1): better}
@@ -133,29 +167,60 @@ def test_verdict_reads_the_two_level_interval_and_says_what_detection_would_need
     assert line.startswith("verdict: mc vs protegi: better (accuracy +0.400 [") and "3 seeds × 100 test rows" in line
     worse = paired(metric, [b for _, b in strong], [a for a, _ in strong])
     assert verdict(worse) == "worse"
-    close = [_seed_rows([1] * 52 + [0] * 48, [1] * 50 + [0] * 50), _seed_rows([1] * 49 + [0] * 51, [1] * 50 + [0] * 50),
-             _seed_rows([1] * 51 + [0] * 49, [1] * 50 + [0] * 50)]
+    close = [
+        _seed_rows([1] * 52 + [0] * 48, [1] * 50 + [0] * 50),
+        _seed_rows([1] * 49 + [0] * 51, [1] * 50 + [0] * 50),
+        _seed_rows([1] * 51 + [0] * 49, [1] * 50 + [0] * 50),
+    ]
     vs = paired(metric, [a for a, _ in close], [b for _, b in close])
     line = verdict_line("mc", "protegi", vs, "accuracy")
-    assert verdict(vs) == "no detectable change" and "would need about" in line and "seeds at 100 test rows each" in line
+    assert (
+        verdict(vs) == "no detectable change" and "would need about" in line and "seeds at 100 test rows each" in line
+    )
     same = paired(metric, [b for _, b in close], [b for _, b in close])
     assert "no number of seeds or rows would detect it" in verdict_line("mc", "protegi", same, "accuracy")
-    assert verdict(None) == "no data" and verdict_line("mc", "protegi", None, "accuracy").endswith("no paired test rows")
+    assert verdict(None) == "no data" and verdict_line("mc", "protegi", None, "accuracy").endswith(
+        "no paired test rows"
+    )
 
 
 def test_the_markdown_has_a_verdict_section_and_names_methods_under_the_constant():
-    from apo_local.compare import CompareSpec, markdown
+    from apo_local.compare import CompareSpec
+    from apo_local.compare_tables import markdown
 
     spec = CompareSpec(base={}, methods={"protegi": {}, "mc": {}}, seeds=[0])
-    common = {"seeds": 1, "metric": "f1", "test_std": 0.0, "best_test_mean": 0.6, "p_vs_protegi": None,
-              "accepted_steps_mean": 1, "target_calls_mean": 1, "target_prompts_mean": 1, "optimizer_calls_mean": 1,
-              "optimizer_input_tokens_mean": 1, "optimizer_output_tokens_mean": 1, "prompt_tokens_per_step": "",
-              "initial_test_mean": 0.4, "constant_test_mean": 0.68, "constant_label": "Yes",
-              "reflection_self_jaccard_mean": None, "reflection_vs_protegi_jaccard_mean": None,
-              "lineage_steps": 2, "lineage_steps_distinguishable": 0, "lineage_distinguishable_share": 0.0}
-    rows = [{**common, "method": "protegi", "test_mean": 0.6, "test_ci": [0.5, 0.7]},
-            {**common, "method": "mc", "test_mean": 0.75, "test_ci": [0.70, 0.80],
-             "verdict_line": "verdict: mc vs protegi: better (f1 +0.150 [+0.050, +0.250], 1 seed × 100 test rows)"}]
+    common = {
+        "seeds": 1,
+        "metric": "f1",
+        "test_std": 0.0,
+        "best_test_mean": 0.6,
+        "p_vs_protegi": None,
+        "accepted_steps_mean": 1,
+        "target_calls_mean": 1,
+        "target_prompts_mean": 1,
+        "optimizer_calls_mean": 1,
+        "optimizer_input_tokens_mean": 1,
+        "optimizer_output_tokens_mean": 1,
+        "prompt_tokens_per_step": "",
+        "initial_test_mean": 0.4,
+        "constant_test_mean": 0.68,
+        "constant_label": "Yes",
+        "reflection_self_jaccard_mean": None,
+        "reflection_vs_protegi_jaccard_mean": None,
+        "lineage_steps": 2,
+        "lineage_steps_distinguishable": 0,
+        "lineage_distinguishable_share": 0.0,
+    }
+    rows = [
+        {**common, "method": "protegi", "test_mean": 0.6, "test_ci": [0.5, 0.7]},
+        {
+            **common,
+            "method": "mc",
+            "test_mean": 0.75,
+            "test_ci": [0.70, 0.80],
+            "verdict_line": "verdict: mc vs protegi: better (f1 +0.150 [+0.050, +0.250], 1 seed × 100 test rows)",
+        },
+    ]
     md = markdown(spec, rows, [])
     assert "0.68 (always Yes)" in md
     assert "Not above a constant answer: protegi (" in md  # its interval reaches 0.68; mc's does not
@@ -168,8 +233,11 @@ def test_not_above_a_constant_answer_reads_the_paired_interval():
     from apo_local.tasks import get_metric
 
     spec = spec_from_dict({"methods": {"protegi": {}, "mc": {}}, "seeds": [0, 1]})
-    runs = [dict(_run(m, s, 0.6, 1, [20]), constant_label="Yes", constant_test=0.5) for m in ("protegi", "mc")
-            for s in (0, 1)]
+    runs = [
+        dict(_run(m, s, 0.6, 1, [20]), constant_label="Yes", constant_test=0.5)
+        for m in ("protegi", "mc")
+        for s in (0, 1)
+    ]
     gold = ["Yes"] * 50 + ["No"] * 50
     # protegi: right on 55 rows of 100, always-Yes right on 50: above by 0.05 on the same rows, not detectably
     protegi = {str(i): ("Yes" if i < 30 or i >= 75 else "No", g) for i, g in enumerate(gold)}

@@ -25,9 +25,12 @@ BASE = {
 
 
 def test_compare_two_methods_two_seeds(engine, tmp_path):
-    data = {"base": dict(BASE, cache=str(tmp_path / "cache.sqlite")),
-            "methods": {"protegi": {}, "mc": {"protegi": {"n_gradients": 0}}},
-            "seeds": [0, 1], "budget": {"max_target_calls": 400, "max_optimizer_tokens": 50000}}
+    data = {
+        "base": dict(BASE, cache=str(tmp_path / "cache.sqlite")),
+        "methods": {"protegi": {}, "mc": {"protegi": {"n_gradients": 0}}},
+        "seeds": [0, 1],
+        "budget": {"max_target_calls": 400, "max_optimizer_tokens": 50000},
+    }
     out = tmp_path / "cmp"
     rows = compare(spec_from_dict(data), out)
 
@@ -40,8 +43,16 @@ def test_compare_two_methods_two_seeds(engine, tmp_path):
             assert cfg["seed"] == s and cfg["budget"]["max_target_calls"] == 400
     table = list(csv.DictReader((out / "results.csv").open()))
     assert [r["method"] for r in table] == ["protegi", "mc"]
-    assert {"test_mean", "test_std", "p_vs_protegi", "target_prompts_mean", "optimizer_input_tokens_mean",
-            "optimizer_output_tokens_mean", "accepted_steps_mean", "prompt_tokens_per_step"} <= set(table[0])
+    assert {
+        "test_mean",
+        "test_std",
+        "p_vs_protegi",
+        "target_prompts_mean",
+        "optimizer_input_tokens_mean",
+        "optimizer_output_tokens_mean",
+        "accepted_steps_mean",
+        "prompt_tokens_per_step",
+    } <= set(table[0])
     assert table[0]["p_vs_protegi"] == "" and 0 < float(table[1]["p_vs_protegi"]) <= 1
     assert all(r["seeds"] == "2" and float(r["target_prompts_mean"]) > 0 for r in table)
     assert float(table[0]["optimizer_output_tokens_mean"]) > 0
@@ -80,7 +91,9 @@ def test_compare_two_methods_two_seeds(engine, tmp_path):
         assert max(per_seed) < 0
     else:
         assert word == "no detectable change"
-        assert ("with 2 seeds the interval over seeds is ±12.7 standard errors" in last
-                or "the observed difference is zero" in last)
+        assert (
+            "with 2 seeds the interval over seeds is ±12.7 standard errors" in last
+            or "the observed difference is zero" in last
+        )
     assert "best constant answer" in md and table[0]["constant_label"] in ("Yes", "No")
     assert "## Reflections" in md and "reflection_self_jaccard_mean" in table[0]

@@ -31,7 +31,7 @@ def test_t_quantiles_match_the_table_beyond_df_10():
         assert t_critical(df) == pytest.approx(want, abs=1e-3)
     assert t_critical(2, 0.6) == pytest.approx(1.061, abs=1e-3)  # the 80th percentile (a power term)
     ci = t_interval([0.1, 0.2, 0.15])["ci"]
-    assert ci == pytest.approx([0.15 - 4.303 * 0.05 / 3 ** 0.5, 0.15 + 4.303 * 0.05 / 3 ** 0.5], abs=1e-3)
+    assert ci == pytest.approx([0.15 - 4.303 * 0.05 / 3**0.5, 0.15 + 4.303 * 0.05 / 3**0.5], abs=1e-3)
 
 
 @pytest.mark.parametrize("seeds", [3, 5])
@@ -94,7 +94,9 @@ def test_one_seed_is_not_established_and_two_seeds_say_why_they_cannot_tell():
     two = paired(ACC, [_seed(0.62, 100, rng), _seed(0.55, 100, rng)], [_seed(0.55, 100, rng), _seed(0.58, 100, rng)])
     assert verdict(two) == "no detectable change"
     assert "with 2 seeds the interval over seeds is ±12.7 standard errors" in verdict_line("a", "b", two, "accuracy")
-    assert verdict(None) == "no data" and verdict_line("mc", "protegi", None, "accuracy").endswith("no paired test rows")
+    assert verdict(None) == "no data" and verdict_line("mc", "protegi", None, "accuracy").endswith(
+        "no paired test rows"
+    )
 
 
 def test_mcnemar_is_per_seed_and_power_counts_distinct_rows():
@@ -155,8 +157,19 @@ def test_the_sweep_groups_t_interval_uses_the_right_quantile_beyond_10_seeds():
     from apo_local.sweep.tables import aggregate
 
     scores = [0.5 + 0.01 * k for k in range(12)]  # 12 seeds: df 11, t = 2.201 (the earlier table fell to 1.96)
-    rows = [{"kind": "cell", "cell": f"c{k}", "status": "done", "n": 1, "task": "liar", "seed": k, "metric": "f1",
-             "test_selected": v} for k, v in enumerate(scores)]
+    rows = [
+        {
+            "kind": "cell",
+            "cell": f"c{k}",
+            "status": "done",
+            "n": 1,
+            "task": "liar",
+            "seed": k,
+            "metric": "f1",
+            "test_selected": v,
+        }
+        for k, v in enumerate(scores)
+    ]
     mean = aggregate(rows)[0]
-    half = 2.201 * np.std(scores, ddof=1) / 12 ** 0.5
+    half = 2.201 * np.std(scores, ddof=1) / 12**0.5
     assert mean["test_selected_ci"] == f"[{np.mean(scores) - half:.3f}, {np.mean(scores) + half:.3f}]"

@@ -30,16 +30,27 @@ def _refused(data: dict, match: str) -> str:
 # -- per-method sections ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("data, key", [
-    ({"search": {"proposer": "abo"}, "protegi": {"n_gradients": 2}}, "protegi.n_gradients: not used by proposer abo"),
-    ({"search": {"proposer": "one-step"}, "protegi": {"reasons_per_gradient": 2}},
-     "protegi.reasons_per_gradient: not used by proposer one-step"),
-    ({"rewrite": {"samples_per_parent": 2}}, "rewrite.samples_per_parent: not used by proposer protegi"),
-    ({"search": {"proposer": "improve"}, "abo": {"demonstration": False}}, "abo.demonstration: not used by proposer improve"),
-    ({"selection": {"selector": "ucb-e", "ucb_c": 1.0}}, "selection.ucb_c: not used by selector ucb-e"),
-    ({"selection": {"ucb_e_a": 1.0}}, "selection.ucb_e_a: not used by selector ucb"),
-    ({"selection": {"validation_k": 2}}, "selection.validation_k: not used by selector ucb with acceptance bandit"),
-])
+@pytest.mark.parametrize(
+    "data, key",
+    [
+        (
+            {"search": {"proposer": "abo"}, "protegi": {"n_gradients": 2}},
+            "protegi.n_gradients: not used by proposer abo",
+        ),
+        (
+            {"search": {"proposer": "one-step"}, "protegi": {"reasons_per_gradient": 2}},
+            "protegi.reasons_per_gradient: not used by proposer one-step",
+        ),
+        ({"rewrite": {"samples_per_parent": 2}}, "rewrite.samples_per_parent: not used by proposer protegi"),
+        (
+            {"search": {"proposer": "improve"}, "abo": {"demonstration": False}},
+            "abo.demonstration: not used by proposer improve",
+        ),
+        ({"selection": {"selector": "ucb-e", "ucb_c": 1.0}}, "selection.ucb_c: not used by selector ucb-e"),
+        ({"selection": {"ucb_e_a": 1.0}}, "selection.ucb_e_a: not used by selector ucb"),
+        ({"selection": {"validation_k": 2}}, "selection.validation_k: not used by selector ucb with acceptance bandit"),
+    ],
+)
 def test_a_knob_the_method_ignores_is_refused(data, key):
     _refused(data, key)
 
@@ -49,16 +60,23 @@ def test_knobs_of_the_method_in_use_are_accepted():
     assert (cfg.abo.init_samples, cfg.abo.work_tokens, cfg.abo.revise_samples) == (2, 16, 4)
     cfg = build_config({"search": {"proposer": "three-stage"}, "protegi": {"reasons_per_gradient": 2}})
     assert cfg.protegi.reasons_per_gradient == 2
-    cfg = build_config({"selection": {"selector": "ucb-e", "ucb_e_a": 0.5, "acceptance": "validated", "validation_k": 2},
-                        "protegi": {"mc_samples": 0}})
+    cfg = build_config(
+        {
+            "selection": {"selector": "ucb-e", "ucb_e_a": 0.5, "acceptance": "validated", "validation_k": 2},
+            "protegi": {"mc_samples": 0},
+        }
+    )
     assert (cfg.selection.ucb_e_a, cfg.selection.validation_k) == (0.5, 2)
 
 
-@pytest.mark.parametrize("data, hint", [
-    ({"search": {"n_gradients": 2}}, "search.n_gradients: moved to protegi.n_gradients"),
-    ({"search": {"abo_work_tokens": 2}}, "search.abo_work_tokens: moved to abo.work_tokens"),
-    ({"selection": {"c": 1.0}}, "selection.c: moved to selection.ucb_c"),
-])
+@pytest.mark.parametrize(
+    "data, hint",
+    [
+        ({"search": {"n_gradients": 2}}, "search.n_gradients: moved to protegi.n_gradients"),
+        ({"search": {"abo_work_tokens": 2}}, "search.abo_work_tokens: moved to abo.work_tokens"),
+        ({"selection": {"c": 1.0}}, "selection.c: moved to selection.ucb_c"),
+    ],
+)
 def test_keys_of_the_flat_layout_are_refused_with_the_new_key(data, hint):
     _refused(data, hint)
 
@@ -68,8 +86,9 @@ def test_cli_refuses_an_ignored_knob_with_one_line_and_exit_2(monkeypatch, capsy
     with pytest.raises(SystemExit) as info:
         main()
     err = capsys.readouterr().err.splitlines()
-    assert info.value.code == 2 and err == ["error: --ucb-e-a (selection.ucb_e_a): not used by selector ucb with "
-                                            "acceptance bandit; remove it"]
+    assert info.value.code == 2 and err == [
+        "error: --ucb-e-a (selection.ucb_e_a): not used by selector ucb with acceptance bandit; remove it"
+    ]
 
 
 @pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: p.stem)
@@ -81,13 +100,22 @@ def test_shipped_configs_load_and_their_dump_loads_back_the_same(path):
 
 
 def test_resume_migrates_a_flat_config():
-    old = {"search": {"proposer": "rewrite", "n_gradients": 3, "edits_per_gradient": 2, "mc_samples": 1,
-                      "demonstration": True, "abo_work_tokens": 128},
-           "selection": {"selector": "ucb", "c": 1.5, "validation_k": 4, "validation_size": 32}}
+    old = {
+        "search": {
+            "proposer": "rewrite",
+            "n_gradients": 3,
+            "edits_per_gradient": 2,
+            "mc_samples": 1,
+            "demonstration": True,
+            "abo_work_tokens": 128,
+        },
+        "selection": {"selector": "ucb", "c": 1.5, "validation_k": 4, "validation_size": 32},
+    }
     cfg = build_config(old, resume=True)
     assert (cfg.rewrite.samples_per_parent, cfg.rewrite.mc_samples, cfg.selection.ucb_c) == (6, 1, 1.5)
-    abo = build_config({"search": {"proposer": "abo", "n_gradients": 0, "errors_per_gradient": 3,
-                                   "demonstration": False}}, resume=True).abo
+    abo = build_config(
+        {"search": {"proposer": "abo", "n_gradients": 0, "errors_per_gradient": 3, "demonstration": False}}, resume=True
+    ).abo
     assert (abo.init_samples, abo.revise_samples, abo.errors_per_revision, abo.demonstration) == (1, 1, 3, False)
     one = build_config({"search": {"proposer": "one-step", "n_gradients": 2, "reasons_per_gradient": 1}}, resume=True)
     assert one.protegi.n_gradients == 2
@@ -129,9 +157,12 @@ def test_every_optimize_flag_has_a_meaning_and_a_default():
     for dotted, flag in flag_names().items():
         block = blocks[f"--{flag}"]
         assert "[default: " in block and len(helps[dotted].split("[default:")[0].strip()) > 8, block
-    for flag, values in {"selector": "ucb | ucb-e | successive-rejects | successive-halving | uniform",
-                         "proposer": "protegi | one-step | three-stage | rewrite | improve | abo",
-                         "scoring-mode": "logprobs | generate", "acceptance": "bandit | naive | validated"}.items():
+    for flag, values in {
+        "selector": "ucb | ucb-e | successive-rejects | successive-halving | uniform",
+        "proposer": "protegi | one-step | three-stage | rewrite | improve | abo",
+        "scoring-mode": "logprobs | generate",
+        "acceptance": "bandit | naive | validated",
+    }.items():
         assert values.replace(" ", "") in blocks[f"--{flag}"].replace(" ", ""), flag
     assert "[default: 6]" in blocks["--rounds"] and "[default: 2048]" in blocks["--budget"]
     assert "--preset [smoke|demo|paper]" in text
@@ -160,8 +191,14 @@ def test_estimate_grows_with_the_config_and_follows_the_method():
     assert small.optimizer.output_tokens == (4 + 4 + 5 * 2) * 1024  # optimizer.max_tokens default: the reference value
     bigger = size({"search": {"rounds": 2}, "evaluation": {"test_limit": 10}})
     assert bigger.target.prompts > small.target.prompts and bigger.optimizer.prompts > small.optimizer.prompts
-    naive = size({"search": {"rounds": 1}, "evaluation": {"test_limit": 10}, "selection": {"acceptance": "naive"},
-                  "protegi": {"mc_samples": 0}})
+    naive = size(
+        {
+            "search": {"rounds": 1},
+            "evaluation": {"test_limit": 10},
+            "selection": {"acceptance": "naive"},
+            "protegi": {"mc_samples": 0},
+        }
+    )
     assert naive.target.prompts == small.target.prompts - 2048
     free = size({"search": {"rounds": 1, "proposer": "rewrite"}, "evaluation": {"test_limit": 10}})
     assert free.target.prompts == small.target.prompts - 64  # data-free: no minibatch scoring

@@ -40,8 +40,9 @@ def test_multi_token_labels_match_prompt_logprobs(engine, liar):
     assert all(s[-1] == backend.chat.end_of_turn_id() for s in scored)
     for label, lp, ids_ in zip(labels, got, scored):
         cont = list(ids_)
-        out = backend.llm.generate([TokensPrompt(prompt_token_ids=ids + cont)],
-                                   SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)[0]
+        out = backend.llm.generate(
+            [TokensPrompt(prompt_token_ids=ids + cont)], SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False
+        )[0]
         want = sum(out.prompt_logprobs[len(ids) + j][tok].logprob for j, tok in enumerate(cont))
         assert lp == pytest.approx(want, abs=0.05), label
     assert len(backend.chat.continuation_ids("True statement")) > 1
@@ -61,11 +62,13 @@ def test_both_roles_share_one_engine(engine, liar):
     target, optimizer = RoleEngine(engine, "target", trace), RoleEngine(engine, "optimizer", trace)
     assert target.engine is optimizer.engine
     target.score_choices([liar.render(liar.initial_instruction, liar.split("test")[5])], liar.labels)
-    gens = optimizer.generate([GenerationRequest("Rewrite: Decide if the statement is a lie.", temperature=0.7,
-                                                 max_tokens=24, n=2, seed=7)])
+    gens = optimizer.generate(
+        [GenerationRequest("Rewrite: Decide if the statement is a lie.", temperature=0.7, max_tokens=24, n=2, seed=7)]
+    )
     assert len(gens[0].texts) == 2 and gens[0].output_tokens > 0
-    again = optimizer.generate([GenerationRequest("Rewrite: Decide if the statement is a lie.", temperature=0.7,
-                                                  max_tokens=24, n=2, seed=7)])
+    again = optimizer.generate(
+        [GenerationRequest("Rewrite: Decide if the statement is a lie.", temperature=0.7, max_tokens=24, n=2, seed=7)]
+    )
     assert again[0].texts == gens[0].texts  # seeded: repeatable
     totals = trace.totals_dict()
     assert totals["target"]["prompts"] == 1 and totals["optimizer"]["prompts"] == 2
@@ -86,8 +89,25 @@ def test_evaluate_cli_both_modes(engine, mode, tmp_path):
 
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("Determine whether the Statement is a lie (Yes) or not (No).")
-    res = CliRunner().invoke(cli, ["evaluate", "--task", "liar", "--prompt", str(prompt), "--split", "test",
-                                   "--limit", "12", "--mode", mode, "--json", "--cache", str(tmp_path / "c.sqlite")])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            "--task",
+            "liar",
+            "--prompt",
+            str(prompt),
+            "--split",
+            "test",
+            "--limit",
+            "12",
+            "--mode",
+            mode,
+            "--json",
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert report["n"] == 12 and report["mode"] == mode
@@ -136,13 +156,16 @@ def test_cpu_engine_environment_reaches_the_engine(engine):
 
     if has_cuda_gpu():
         pytest.skip("CPU only")
+
     def started_here(p) -> bool:  # this process's own engine: its first ancestor outside vLLM is this process (not
-        q = p.parent()            # a vLLM server or a Ray worker that another test of this worker started)
+        q = p.parent()  # a vLLM server or a Ray worker that another test of this worker started)
         while q is not None and q.name().startswith("VLLM::"):
             q = q.parent()
         return q is not None and q.pid == os.getpid()
 
-    engine_procs = [p for p in psutil.Process().children(recursive=True) if p.name().startswith("VLLM::") and started_here(p)]
+    engine_procs = [
+        p for p in psutil.Process().children(recursive=True) if p.name().startswith("VLLM::") and started_here(p)
+    ]
     # what this process started with (/proc/self/environ: the environment at exec, before the engine set anything):
     # the user's own value is kept, else the engine's start must have set 0
     started = dict(kv.split("=", 1) for kv in open("/proc/self/environ").read().split("\0") if "=" in kv)
@@ -152,10 +175,14 @@ def test_cpu_engine_environment_reaches_the_engine(engine):
         assert os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY") == want_cache
         return
     assert engine_procs, "no vLLM engine process found"
-    want_tcmalloc = (cpu_allocator_preload({}, _TCMALLOC_DIRS) is not None
-                     and os.environ.get("APO_LOCAL_CPU_ALLOCATOR", "tcmalloc") == "tcmalloc")
+    want_tcmalloc = (
+        cpu_allocator_preload({}, _TCMALLOC_DIRS) is not None
+        and os.environ.get("APO_LOCAL_CPU_ALLOCATOR", "tcmalloc") == "tcmalloc"
+    )
     for p in engine_procs:
         env = dict(kv.split("=", 1) for kv in open(f"/proc/{p.pid}/environ").read().split("\0") if "=" in kv)
         assert env.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY") == want_cache
         if want_tcmalloc:
-            assert "libtcmalloc" in open(f"/proc/{p.pid}/maps").read(), f"{p.name()} (pid {p.pid}) runs without TCMalloc"
+            assert "libtcmalloc" in open(f"/proc/{p.pid}/maps").read(), (
+                f"{p.name()} (pid {p.pid}) runs without TCMalloc"
+            )

@@ -131,9 +131,20 @@ def test_engine_args_pass_through_and_win_over_defaults():
     from apo_local.config import build_config
     from apo_local.engine.vllm_engine import engine_kwargs
 
-    cfg = build_config({"target": {"engine_args": {"quantization": "awq", "trust_remote_code": True,
-                                                   "tokenizer_mode": "mistral", "pipeline_parallel_size": 2,
-                                                   "block_size": 16}, "max_model_len": 4096}})
+    cfg = build_config(
+        {
+            "target": {
+                "engine_args": {
+                    "quantization": "awq",
+                    "trust_remote_code": True,
+                    "tokenizer_mode": "mistral",
+                    "pipeline_parallel_size": 2,
+                    "block_size": 16,
+                },
+                "max_model_len": 4096,
+            }
+        }
+    )
     s = cfg.target.settings(0).resolved()
     hash(s)  # settings stay hashable (engines are keyed on them)
     kw = engine_kwargs(Path("/m"), s, cuda=False)
@@ -147,15 +158,22 @@ def test_engine_args_pass_through_and_win_over_defaults():
 
 def test_start_failure_hint_names_the_failing_role():
     from apo_local.engine.settings import EngineSettings
-    from apo_local.engine.vllm_engine import _start_failure
+    from apo_local.engine.start_failure import start_failure
 
     s = EngineSettings(gpu_memory_utilization=0.85)
-    exc = ValueError("Free memory on device (19.22/139.8 GiB) on startup is less than desired GPU memory "
-                     "utilization (0.85, 118.83 GiB).")
-    msg = _start_failure(Path("/models/big"), s, exc, [], role="optimizer")
+    exc = ValueError(
+        "Free memory on device (19.22/139.8 GiB) on startup is less than desired GPU memory "
+        "utilization (0.85, 118.83 GiB)."
+    )
+    msg = start_failure(Path("/models/big"), s, exc, [], role="optimizer")
     assert "--optimizer-gpu-memory-utilization" in msg and "--target-" not in msg and "\n" not in msg
-    bad = _start_failure(Path("/m"), EngineSettings(engine_args={"foo": 1}),
-                         TypeError("EngineArgs.__init__() got an unexpected keyword argument 'foo'"), [], role="target")
+    bad = start_failure(
+        Path("/m"),
+        EngineSettings(engine_args={"foo": 1}),
+        TypeError("EngineArgs.__init__() got an unexpected keyword argument 'foo'"),
+        [],
+        role="target",
+    )
     assert "target.engine_args" in bad and "foo" in bad
 
 

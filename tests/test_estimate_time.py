@@ -24,8 +24,10 @@ def test_time_is_unknown_until_a_run_was_measured_then_derived_from_the_record(t
     first = _estimate(cfg)
     assert first.seconds is None and any("time: unknown" in line for line in first.lines())
 
-    totals = {"target": {"prompts": 100, "cache_hits": 50, "seconds": 10.0, "output_tokens": 0},
-              "optimizer": {"prompts": 10, "cache_hits": 0, "seconds": 20.0, "output_tokens": 1000}}
+    totals = {
+        "target": {"prompts": 100, "cache_hits": 50, "seconds": 10.0, "output_tokens": 0},
+        "optimizer": {"prompts": 10, "cache_hits": 0, "seconds": 20.0, "output_tokens": 1000},
+    }
     est_mod.record_throughput(cfg, totals)
     rates = next(iter(json.loads((tmp_path / "throughput.json").read_text()).values()))
     assert rates == {"target": 10.0 / 50, "optimizer": 20.0 / 1000}  # cached prompts cost nothing
@@ -39,11 +41,12 @@ def test_time_is_unknown_until_a_run_was_measured_then_derived_from_the_record(t
 
 def test_a_run_answered_from_the_cache_records_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("APO_LOCAL_CACHE_DIR", str(tmp_path))
-    cached = {"target": {"prompts": 10, "cache_hits": 10, "seconds": 0.1, "output_tokens": 0},
-              "optimizer": {"prompts": 2, "cache_hits": 2, "seconds": 0.0, "output_tokens": 50}}
+    cached = {
+        "target": {"prompts": 10, "cache_hits": 10, "seconds": 0.1, "output_tokens": 0},
+        "optimizer": {"prompts": 2, "cache_hits": 2, "seconds": 0.0, "output_tokens": 50},
+    }
     est_mod.record_throughput(build_config(SMALL), cached)
     assert not (tmp_path / "throughput.json").exists()
-
 
 
 def test_a_judged_task_counts_the_judge_under_the_optimizer():
@@ -59,5 +62,8 @@ def test_a_judged_task_counts_the_judge_under_the_optimizer():
     assert judged.target.prompts == plain.target.prompts
     p, rounds, beam = data["protegi"], data["search"]["rounds"], data["search"]["beam_size"]
     groups = (1 + (rounds - 1) * beam) * p["n_gradients"]
-    assert judged.optimizer.prompts - plain.optimizer.prompts == judged.target.prompts + 1 + groups * p["errors_per_gradient"]
+    assert (
+        judged.optimizer.prompts - plain.optimizer.prompts
+        == judged.target.prompts + 1 + groups * p["errors_per_gradient"]
+    )
     assert judged.optimizer.calls - plain.optimizer.calls == judged.target.calls + 1 + groups

@@ -23,8 +23,13 @@ RUN_TAG = "APO_TEST_EXIT_RUN"  # marks the processes of one command (other tests
 
 def run(args: list[str], deadline: float, tag: str = "", **env) -> tuple[subprocess.CompletedProcess, float]:
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "apo_local.cli", *args], capture_output=True, text=True,
-                          timeout=deadline, env={**os.environ, **env, RUN_TAG: tag})
+    proc = subprocess.run(
+        [sys.executable, "-m", "apo_local.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=deadline,
+        env={**os.environ, **env, RUN_TAG: tag},
+    )
     return proc, time.monotonic() - start
 
 
@@ -45,8 +50,20 @@ def engine_processes(tag: str) -> set[int]:
 
 
 def test_engine_start_failure_exits_with_2_and_one_line(tmp_path):
-    proc, _ = run(["optimize", "--task", "liar", "--out", str(tmp_path / "run"), "--cache", "off",
-                   "--target-engine-args", "{no_such_engine_arg: 1}"], deadline=180)
+    proc, _ = run(
+        [
+            "optimize",
+            "--task",
+            "liar",
+            "--out",
+            str(tmp_path / "run"),
+            "--cache",
+            "off",
+            "--target-engine-args",
+            "{no_such_engine_arg: 1}",
+        ],
+        deadline=180,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: engine failed to start") and "no_such_engine_arg" in lines[-1]
@@ -59,10 +76,26 @@ def test_second_engine_failure_beside_a_running_engine_exits(tmp_path):
     """The target's engine (its engine core in its own process, as on a GPU) is up when the
     optimizer's fails: the command still ends at once, and leaves no engine process behind."""
     tag = uuid.uuid4().hex
-    proc, seconds = run(["optimize", "--task", "liar", "--out", str(tmp_path / "run"), "--cache", "off",
-                         "--optimizer-model", "smollm2-135m", "--optimizer-max-model-len", "1024",
-                         "--optimizer-engine-args", "{no_such_engine_arg: 1}"], deadline=300,
-                        tag=tag, APO_LOCAL_CPU_ENGINE="subprocess")
+    proc, seconds = run(
+        [
+            "optimize",
+            "--task",
+            "liar",
+            "--out",
+            str(tmp_path / "run"),
+            "--cache",
+            "off",
+            "--optimizer-model",
+            "smollm2-135m",
+            "--optimizer-max-model-len",
+            "1024",
+            "--optimizer-engine-args",
+            "{no_such_engine_arg: 1}",
+        ],
+        deadline=300,
+        tag=tag,
+        APO_LOCAL_CPU_ENGINE="subprocess",
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert "optimizer.engine_args" in last and "target.engine_args" not in last

@@ -56,8 +56,11 @@ def reference_logprob(engine, prompt_ids: list[int], label_ids: tuple[int, ...])
     """log P(label ids | prompt ids) from vLLM's own prompt log-probabilities of the joined sequence."""
     from vllm import SamplingParams, TokensPrompt
 
-    out = engine.inner.llm.generate([TokensPrompt(prompt_token_ids=prompt_ids + list(label_ids))],
-                                    SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)[0]
+    out = engine.inner.llm.generate(
+        [TokensPrompt(prompt_token_ids=prompt_ids + list(label_ids))],
+        SamplingParams(max_tokens=1, prompt_logprobs=0),
+        use_tqdm=False,
+    )[0]
     return sum(out.prompt_logprobs[len(prompt_ids) + j][tok].logprob for j, tok in enumerate(label_ids))
 
 
@@ -72,7 +75,7 @@ def test_one_bos_and_the_model_context(fam):
 
 
 def test_prefix_labels_scored_with_end_of_turn(fam):
-    """"No" vs "No way" and "1" vs "10": every label ends with the end-of-turn token, so a label that
+    """ "No" vs "No way" and "1" vs "10": every label ends with the end-of-turn token, so a label that
     extends another can win; the scores equal vLLM's prompt log-probs of prompt + label + end."""
     family, engine = fam
     chat = engine.inner.chat
@@ -81,8 +84,11 @@ def test_prefix_labels_scored_with_end_of_turn(fam):
         scored = chat.label_ids(labels)
         got = engine.score_choices([PROMPT], labels)[0]
         assert got.error is None
-        nested = any(a != b and b[: len(a)] == a for a in map(chat.continuation_ids, labels)
-                     for b in map(chat.continuation_ids, labels))
+        nested = any(
+            a != b and b[: len(a)] == a
+            for a in map(chat.continuation_ids, labels)
+            for b in map(chat.continuation_ids, labels)
+        )
         if not nested:  # e.g. "10" is one token in Llama 3's vocabulary: nothing to tell apart
             continue
         end = chat.end_of_turn_id()
@@ -125,8 +131,9 @@ def test_reasoning_opened_by_the_prompt_never_reaches_the_caller(family_dirs):
     closes it (random weights never do) is all reasoning and comes back empty, so it can never
     become a candidate prompt. The chat-template kwargs reach the template (engine identity too)."""
     model = str(family_dirs["r1"])
-    engine = load_engine(EngineSettings(model=model, kv_cache_gb=0.25,
-                                        chat_template_kwargs={"enable_thinking": True}), False)
+    engine = load_engine(
+        EngineSettings(model=model, kv_cache_gb=0.25, chat_template_kwargs={"enable_thinking": True}), False
+    )
     try:
         assert engine.inner.chat.opens_thinking
         g = engine.generate([GenerationRequest("Rewrite the instruction.", max_tokens=8, temperature=0.8, seed=1)])[0]
@@ -161,8 +168,9 @@ def test_engine_args_reach_vllm(family_dirs):
     """A vLLM argument apo-local does not know of passes through to vllm.LLM and into the engine's
     identity (cache keys); one it does set (block_size) is overridden."""
     model = str(family_dirs["llama3"])
-    engine = load_engine(EngineSettings(model=model, kv_cache_gb=0.25,
-                                        engine_args={"max_num_seqs": 7, "block_size": 128}), False)
+    engine = load_engine(
+        EngineSettings(model=model, kv_cache_gb=0.25, engine_args={"max_num_seqs": 7, "block_size": 128}), False
+    )
     try:
         config = engine.inner.llm.llm_engine.vllm_config
         assert config.scheduler_config.max_num_seqs == 7 and config.cache_config.block_size == 128

@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from apo_local.config import build_config
-from apo_local.runner import optimize, resume
 from apo_local.run_dir import RunDir, atomic_write
+from apo_local.runner import optimize, resume
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.engine
@@ -72,8 +72,11 @@ def _flocked(path: Path) -> bool:
     """Whether some process holds a flock on ``path`` (Linux /proc/locks), without touching the lock."""
     try:
         inode = os.stat(path).st_ino
-        return any(line.split()[1] == "FLOCK" and line.split()[5].endswith(f":{inode}")
-                   for line in Path("/proc/locks").read_text().splitlines() if len(line.split()) > 5)
+        return any(
+            line.split()[1] == "FLOCK" and line.split()[5].endswith(f":{inode}")
+            for line in Path("/proc/locks").read_text().splitlines()
+            if len(line.split()) > 5
+        )
     except FileNotFoundError:
         return False
 
@@ -84,8 +87,15 @@ class _Run(subprocess.Popen):
     def __init__(self, args: list[str]):
         # a progress line when every engine call starts (threshold 0): the kill points below wait for the event "a
         # batch of this phase has started", whatever the machine's speed
-        super().__init__([*CLI, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True, env={**os.environ, "APO_LOCAL_PROGRESS_AFTER_S": "0"})
+        super().__init__(
+            [*CLI, *args],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, "APO_LOCAL_PROGRESS_AFTER_S": "0"},
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
@@ -145,10 +155,14 @@ def test_kill9_at_several_points_then_resume_is_exact(reference, engine, tmp_pat
     while not _flocked(run / ".lock") and time.time() < deadline and p.poll() is None:
         time.sleep(0.1)
     assert _flocked(run / ".lock"), "the resumed run never took the lock"
-    for args in (["optimize", "--resume", str(run)],
-                 ["optimize", "--config", str(cfg_file), "--out", str(run), "--overwrite"]):
+    for args in (
+        ["optimize", "--resume", str(run)],
+        ["optimize", "--config", str(cfg_file), "--out", str(run), "--overwrite"],
+    ):
         second = subprocess.run([*CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert second.returncode == 2 and second.stderr.strip() == f"error: {run} is in use by another apo-local process", second.stderr
+        assert (
+            second.returncode == 2 and second.stderr.strip() == f"error: {run} is in use by another apo-local process"
+        ), second.stderr
     assert (run / "config.yaml").is_file(), "--overwrite must not wipe a live run"
     # a select batch is written to the trace when it ends, and round 1 may have one batch only (all arms on
     # one shared sample): the progress line of a running batch is the reliable "in the middle of selection"
@@ -178,7 +192,9 @@ def test_kill9_at_several_points_then_resume_is_exact(reference, engine, tmp_pat
         os.killpg(p.pid, signal.SIGKILL)
         p.wait(timeout=60)
         raise AssertionError("Ctrl-C did not stop the run within 180 s") from None
-    assert p.returncode == 130 and f"interrupted; continue with: apo-local optimize --resume {run}" in stderr, stderr[-2000:]
+    assert p.returncode == 130 and f"interrupted; continue with: apo-local optimize --resume {run}" in stderr, stderr[
+        -2000:
+    ]
     log.append(("ctrl-c", _checkpoint(run)))
     # interrupted in round 2's selection, or just after its checkpoint (the final evaluation): never done
     assert _checkpoint(run) in ((2, "expanded"), (2, "selected"), (2, "final")) and not (run / "results.json").exists()
@@ -234,11 +250,23 @@ def _long_task(root: Path) -> Path:
     for name, data in (("train.jsonl", train), ("test.jsonl", test)):
         (root / name).write_text("".join(json.dumps(r) + "\n" for r in data))
     (root / "template.jinja").write_text((Path(liar.template.origin)).read_text())
-    (root / "task.yaml").write_text(yaml.safe_dump({
-        "name": "liar-long", "labels": ["Yes", "No"], "positive_label": "Yes", "metric": "f1",
-        "template": "template.jinja", "instruction_text": liar.initial_instruction,
-        "data": {"input_column": "text", "label_column": "label", "splits": {"train": "train.jsonl", "test": "test.jsonl"}},
-    }))
+    (root / "task.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "liar-long",
+                "labels": ["Yes", "No"],
+                "positive_label": "Yes",
+                "metric": "f1",
+                "template": "template.jinja",
+                "instruction_text": liar.initial_instruction,
+                "data": {
+                    "input_column": "text",
+                    "label_column": "label",
+                    "splits": {"train": "train.jsonl", "test": "test.jsonl"},
+                },
+            }
+        )
+    )
     return root / "task.yaml"
 
 
@@ -259,10 +287,18 @@ def test_useless_optimizer_and_overlong_examples(short_context_engine, tmp_path,
     is kept, the run completes. Over-long examples are cut to fit the context and counted, never a crash."""
     engine = short_context_engine
     task_file = _long_task(tmp_path / "task")
-    cfg = build_config({**TINY, "task": str(task_file), "train_limit": None, "target": {"max_model_len": SHORT_CONTEXT},
-                        "search": {**TINY["search"], "parse_fallback": "none"},
-                        "optimizer": {"max_tokens": 1}, "evaluation": {"test_limit": 13},
-                        "cache": str(tmp_path / "cache.sqlite")})
+    cfg = build_config(
+        {
+            **TINY,
+            "task": str(task_file),
+            "train_limit": None,
+            "target": {"max_model_len": SHORT_CONTEXT},
+            "search": {**TINY["search"], "parse_fallback": "none"},
+            "optimizer": {"max_tokens": 1},
+            "evaluation": {"test_limit": 13},
+            "cache": str(tmp_path / "cache.sqlite"),
+        }
+    )
     import logging
 
     with caplog.at_level(logging.INFO, logger="apo_local"):
@@ -287,9 +323,11 @@ def test_useless_optimizer_and_overlong_examples(short_context_engine, tmp_path,
     firsts = {e["example"]: e for e in reversed(truncated)}  # the first cut of each row
     assert len(cut_lines) == len(firsts) and "test-12" in firsts  # the over-long test row, at least
     for e in firsts.values():
-        assert (f"example {e['example']}: input cut in the middle, prompt {e['tokens_before']} -> {e['tokens_after']} "
-                f"tokens ({e['tokens_before'] - e['tokens_after']} removed): the target model's context is "
-                f"{engine.max_model_len} tokens (max_model_len), 16 kept for the answer") in cut_lines
+        assert (
+            f"example {e['example']}: input cut in the middle, prompt {e['tokens_before']} -> {e['tokens_after']} "
+            f"tokens ({e['tokens_before'] - e['tokens_after']} removed): the target model's context is "
+            f"{engine.max_model_len} tokens (max_model_len), 16 kept for the answer"
+        ) in cut_lines
     assert result.initial_test["errors"] == 0 and result.initial_test["metrics"]["unparsed"] == 0
     assert result.initial_test["metrics"]["n"] == 13
 
@@ -314,21 +352,25 @@ def test_overlong_candidate_is_rejected_with_a_reason(engine, liar):
 
 def test_truncation_policy_on_the_real_tokenizer(engine, liar):
     from apo_local.tasks import Example
-    from apo_local.tasks.task import TRUNCATION_MARK
+    from apo_local.tasks.length import TRUNCATION_MARK
 
     cuts = []
     limit = 300
     liar.limit_length(engine.count_tokens, limit, lambda ex, a, b: cuts.append((ex.id, a, b)))
     try:
         short = Example("s", "Statement: taxes went up.", "Yes")
-        assert liar.render(liar.initial_instruction, short) == liar.template.render(liar.initial_instruction, short.input, liar.labels)
+        assert liar.render(liar.initial_instruction, short) == liar.template.render(
+            liar.initial_instruction, short.input, liar.labels
+        )
         text = "HEAD " + "lorem ipsum " * 2000 + " TAIL"
         out = liar.render(liar.initial_instruction, Example("l", text, "No"))
         n = engine.count_tokens([out])[0]
         assert limit - 20 <= n <= limit
         assert TRUNCATION_MARK in out and "HEAD" in out and "TAIL" in out  # middle cut: head and tail kept
         assert liar.initial_instruction in out
-        assert cuts == [("l", engine.count_tokens([liar.template.render(liar.initial_instruction, text, liar.labels)])[0], n)]
+        assert cuts == [
+            ("l", engine.count_tokens([liar.template.render(liar.initial_instruction, text, liar.labels)])[0], n)
+        ]
     finally:
         liar._length = None
 
@@ -339,8 +381,24 @@ def test_truncation_policy_on_the_real_tokenizer(engine, liar):
 def test_engine_start_failure_is_one_line_naming_the_setting(tmp_path):
     """An impossible KV cache: vLLM's engine process fails; the one line gives its root cause and the setting."""
     out = tmp_path / "run"
-    proc = subprocess.run([*CLI, "optimize", "--out", str(out), "--rounds", "1", "--cache", str(tmp_path / "c.sqlite"),
-                           "--target-kv-cache-gb", "10000"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            *CLI,
+            "optimize",
+            "--out",
+            str(out),
+            "--rounds",
+            "1",
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+            "--target-kv-cache-gb",
+            "10000",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -355,7 +413,7 @@ def test_engine_start_failure_messages():
     from pydantic import BaseModel, field_validator
 
     from apo_local.engine import EngineSettings
-    from apo_local.engine.vllm_engine import _start_failure
+    from apo_local.engine.start_failure import start_failure
 
     class ModelConfig(BaseModel):
         max_model_len: int
@@ -370,20 +428,26 @@ def test_engine_start_failure_messages():
     except Exception as e:  # noqa: BLE001
         pydantic_error = e
     s = EngineSettings(max_model_len=10**6, kv_cache_gb=2.0, gpu_memory_utilization=0.3)
-    msg = _start_failure(Path("/m"), s, pydantic_error, [], role="target")
-    assert msg == ("engine failed to start for /m: User-specified max_model_len (1000000) is greater than the derived "
-                   "max_model_len -- lower max_model_len (now 1000000; --target-max-model-len)")
+    msg = start_failure(Path("/m"), s, pydantic_error, [], role="target")
+    assert msg == (
+        "engine failed to start for /m: User-specified max_model_len (1000000) is greater than the derived "
+        "max_model_len -- lower max_model_len (now 1000000; --target-max-model-len)"
+    )
     # no role known (an engine started outside a run): both roles' flags are named
-    assert _start_failure(Path("/m"), s, pydantic_error, []).endswith(
-        "(now 1000000; --target-max-model-len / --optimizer-max-model-len)")
-    held = ["Traceback (most recent call last):", "  File ...",
-            "RuntimeError: Worker failed with error 'Available memory on node 0 (10.4/17.21 GiB) on kv cache allocation "
-            "is less than requested memory for kv (10000.0 GiB).', please check the stack trace above for the root cause"]
-    msg = _start_failure(Path("/m"), s, RuntimeError("Engine core initialization failed. See root cause above."), held)
+    assert start_failure(Path("/m"), s, pydantic_error, []).endswith(
+        "(now 1000000; --target-max-model-len / --optimizer-max-model-len)"
+    )
+    held = [
+        "Traceback (most recent call last):",
+        "  File ...",
+        "RuntimeError: Worker failed with error 'Available memory on node 0 (10.4/17.21 GiB) on kv cache allocation "
+        "is less than requested memory for kv (10000.0 GiB).', please check the stack trace above for the root cause",
+    ]
+    msg = start_failure(Path("/m"), s, RuntimeError("Engine core initialization failed. See root cause above."), held)
     assert msg.startswith("engine failed to start for /m: Available memory on node 0") and "-- lower kv_cache_gb" in msg
-    msg = _start_failure(Path("/m"), s, RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"), [])
+    msg = start_failure(Path("/m"), s, RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"), [])
     assert "-- lower gpu_memory_utilization (now 0.3" in msg
-    msg = _start_failure(Path("/m"), s, OSError("config.json: no such file\nmore"), [])
+    msg = start_failure(Path("/m"), s, OSError("config.json: no such file\nmore"), [])
     assert "\n" not in msg and "-- check the model folder" in msg
 
 

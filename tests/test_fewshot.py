@@ -10,13 +10,15 @@ import pytest
 
 from apo_local.config import build_config
 from apo_local.errors import ApoError
-from apo_local.search.proposers.fewshot import MOVES, demo_move
-from apo_local.search.proposers.fewshot import demo_pool
+from apo_local.search.proposers.fewshot import MOVES, demo_move, demo_pool
 from apo_local.search.splits import train_rows
 from apo_local.tasks import PromptTemplate, load_task
 from apo_local.tasks.demos import join_prompt, split_prompt
 
-DEMOS = [{"id": "train-1", "input": "Says taxes\nwent up.", "label": "Yes"}, {"id": "train-2", "input": "B", "label": "No"}]
+DEMOS = [
+    {"id": "train-1", "input": "Says taxes\nwent up.", "label": "Yes"},
+    {"id": "train-2", "input": "B", "label": "No"},
+]
 SLOTLESS = "# Task\n{{ instruction }}\n\n# Output format\nAnswer Yes or No as labels.\n\n# Prediction\nText: {{ input }}\nLabel:\n"
 
 
@@ -35,8 +37,9 @@ def test_the_builtin_template_renders_as_before_without_demonstrations_and_shows
     old = PromptTemplate.from_string(SLOTLESS)
     assert liar.template.takes_demonstrations and not old.takes_demonstrations
     for ex in liar.split("train")[:50]:
-        assert liar.template.render(liar.initial_instruction, ex.input, liar.labels) == \
-            old.render(liar.initial_instruction, ex.input, liar.labels)
+        assert liar.template.render(liar.initial_instruction, ex.input, liar.labels) == old.render(
+            liar.initial_instruction, ex.input, liar.labels
+        )
     shown = liar.template.render(join_prompt("Is it a lie?", DEMOS), "Q", liar.labels)
     assert "# Example\nText: Says taxes\nwent up.\nLabel: Yes\n\n# Example\nText: B\nLabel: No\n\n# Prediction" in shown
     assert shown.index("Is it a lie?") < shown.index("# Example") < shown.index("Text: Q")  # the shared prefix first
@@ -66,7 +69,9 @@ def test_the_pool_is_label_balanced_training_rows_kept_out_of_the_search():
     pool = demo_pool(liar, 0, 10)
     assert len(pool) == 10 and {ex.id.split("-")[0] for ex in pool} == {"train"}
     assert sorted(ex.label for ex in pool) == ["No"] * 5 + ["Yes"] * 5
-    assert [ex.id for ex in demo_pool(liar, 0, 10)] == [ex.id for ex in pool] != [ex.id for ex in demo_pool(liar, 1, 10)]
+    assert (
+        [ex.id for ex in demo_pool(liar, 0, 10)] == [ex.id for ex in pool] != [ex.id for ex in demo_pool(liar, 1, 10)]
+    )
     cfg = build_config({"search": {"proposer": "fewshot"}, "fewshot": {"pool_size": 10}, "train_limit": 100})
     rows = train_rows(liar, cfg)
     assert len(rows) == 100 and not {ex.id for ex in rows} & {ex.id for ex in pool}
@@ -81,8 +86,9 @@ def test_the_pool_is_label_balanced_training_rows_kept_out_of_the_search():
 
 
 def test_fewshot_knobs_belong_to_the_fewshot_proposers():
-    cfg = build_config({"search": {"proposer": "instruction+fewshot"}, "fewshot": {"max_demos": 2},
-                        "protegi": {"n_gradients": 1}})
+    cfg = build_config(
+        {"search": {"proposer": "instruction+fewshot"}, "fewshot": {"max_demos": 2}, "protegi": {"n_gradients": 1}}
+    )
     assert cfg.fewshot.max_demos == 2 and cfg.protegi.n_gradients == 1
     with pytest.raises(ApoError, match="fewshot.max_demos: not used by proposer protegi"):
         build_config({"fewshot": {"max_demos": 2}})

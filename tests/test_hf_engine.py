@@ -197,10 +197,14 @@ def test_guided_replies_keep_their_shape_and_truncation_is_reported(engine):
     from apo_local.search.reply_shapes import choice, tagged
 
     ask = "Write one short instruction for classifying statements. Wrap it with <START> and <END>."
-    free, guided, yes_no, cut = engine.generate([
-        GenerationRequest(ask, max_tokens=12), GenerationRequest(ask, max_tokens=64, shape=tagged(1)),
-        GenerationRequest("Is the sky green? Answer Yes or No.", max_tokens=8, shape=choice(["Yes", "No"])),
-        GenerationRequest(ask, max_tokens=3, shape=tagged(1))])
+    free, guided, yes_no, cut = engine.generate(
+        [
+            GenerationRequest(ask, max_tokens=12),
+            GenerationRequest(ask, max_tokens=64, shape=tagged(1)),
+            GenerationRequest("Is the sky green? Answer Yes or No.", max_tokens=8, shape=choice(["Yes", "No"])),
+            GenerationRequest(ask, max_tokens=3, shape=tagged(1)),
+        ]
+    )
     assert not free.text.startswith("<START>")  # the model's own first words, unguided
     assert guided.text.startswith("<START>")
     assert guided.finish_reasons == ("length",) or re.fullmatch(tagged(1).spec, guided.text)

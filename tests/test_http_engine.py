@@ -67,7 +67,9 @@ def test_score_choices_agrees_with_parsed_answer(engine, prompts):
 def test_too_long_prompt_is_a_result_not_a_crash(engine, prompts, server):
     task, ps = prompts
     long = task.render("word " * 3000, task.split("test")[0])
-    engine_remote = type(engine)(server.base_url, server.model_path, workers=2, max_model_len=2048)  # no local tokenizer
+    engine_remote = type(engine)(
+        server.base_url, server.model_path, workers=2, max_model_len=2048
+    )  # no local tokenizer
     for eng in (engine, engine_remote):
         gens = eng.generate([GenerationRequest(long, max_tokens=4), GenerationRequest(ps[0], max_tokens=4)])
         assert gens[0].error and not gens[0].texts

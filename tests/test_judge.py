@@ -88,8 +88,10 @@ def test_task_needs_a_rubric(tmp_path):
 
     (tmp_path / "t.jinja").write_text("{{ instruction }} {{ input }}")
     (tmp_path / "train.jsonl").write_text('{"text": "q", "label": "a"}\n')
-    doc = ("name: j\nkind: generation\nmetric: judge\ntemplate: t.jinja\ninstruction_text: Answer.\n"
-           "data: {format: jsonl, input_column: text, label_column: label, splits: {train: train.jsonl}}\n")
+    doc = (
+        "name: j\nkind: generation\nmetric: judge\ntemplate: t.jinja\ninstruction_text: Answer.\n"
+        "data: {format: jsonl, input_column: text, label_column: label, splits: {train: train.jsonl}}\n"
+    )
     (tmp_path / "task.yaml").write_text(doc)
     with pytest.raises(ApoError, match="judge.rubric"):
         load_task(tmp_path / "task.yaml")

@@ -35,13 +35,21 @@ def judged_run(engine, tmp_path_factory):
 
     shipped = yaml.safe_load((ROOT / "configs" / "judge.yaml").read_text())  # the shipped config, shrunk
     tracked = yaml.safe_load((ROOT / "configs" / "tracking.yaml").read_text())["tracking"]
-    cfg = apo.build_config({
-        **shipped, "task": str(TASK), "train_limit": 40, "cache": str(tmp_path_factory.mktemp("c") / "c.sqlite"),
-        "scoring": {**shipped["scoring"], "max_tokens": 4},
-        "search": {"rounds": 1, "beam_size": 1, "minibatch_size": 6, "max_expansion": 1},
-        "protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 0},
-        "selection": {"budget": 8, "batch_size": 4, "arms_per_round": 2},
-        "optimizer": {"max_tokens": 32}, "evaluation": {"test_limit": 6}, "tracking": tracked})
+    cfg = apo.build_config(
+        {
+            **shipped,
+            "task": str(TASK),
+            "train_limit": 40,
+            "cache": str(tmp_path_factory.mktemp("c") / "c.sqlite"),
+            "scoring": {**shipped["scoring"], "max_tokens": 4},
+            "search": {"rounds": 1, "beam_size": 1, "minibatch_size": 6, "max_expansion": 1},
+            "protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 0},
+            "selection": {"budget": 8, "batch_size": 4, "arms_per_round": 2},
+            "optimizer": {"max_tokens": 32},
+            "evaluation": {"test_limit": 6},
+            "tracking": tracked,
+        }
+    )
     out = tmp_path_factory.mktemp("run") / "run"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(RoleEngine, "generate", spy)
@@ -65,13 +73,16 @@ def test_judge_grades_outputs_and_explains_errors(judged_run):
     used = json.loads((out / "results.json").read_text())["usage"]
     for role in ("target", "optimizer"):
         assert used[role]["calls"] <= estimate[role]["calls"] and used[role]["prompts"] <= estimate[role]["prompts"], (
-            role, used[role], estimate[role])
+            role,
+            used[role],
+            estimate[role],
+        )
 
 
 def test_judge_calibration_and_agreement_on_real_outputs(engine, judged_run):
     from apo_local.engine import Trace
     from apo_local.tasks import load_task
-    from apo_local.tasks.judge import GRADES, CONTENT_FREE, agreement, attach_judge, judge_of
+    from apo_local.tasks.judge import CONTENT_FREE, GRADES, agreement, attach_judge, judge_of
 
     task = load_task(TASK)
     attach_judge(task, RoleEngine(engine, "optimizer", Trace()))
@@ -82,8 +93,9 @@ def test_judge_calibration_and_agreement_on_real_outputs(engine, judged_run):
     test = [json.loads(x) for x in (out / "predictions" / "test-best.jsonl").read_text().splitlines()]
     grades = judge.grade([(r["parsed"], r["gold"]) for r in test])
     assert grades == pytest.approx([r["score"] for r in test], abs=1e-4)  # the same grades, from the cache
-    report = agreement(grades, [r["parsed"] is not None and r["parsed"].strip().lower() == r["gold"].lower()
-                                for r in test])
+    report = agreement(
+        grades, [r["parsed"] is not None and r["parsed"].strip().lower() == r["gold"].lower() for r in test]
+    )
     assert report["n"] == len(test) and 0.0 <= report["agreement"] <= 1.0
 
 

@@ -42,7 +42,9 @@ def test_shortest_within_the_ci_of_the_best():
 
 
 def test_length_knobs_are_flags_and_checked():
-    cfg = build_config({"selection": {"length_objective": "penalty", "length_penalty": 0.02, "pick": "shortest-within-ci"}})
+    cfg = build_config(
+        {"selection": {"length_objective": "penalty", "length_penalty": 0.02, "pick": "shortest-within-ci"}}
+    )
     assert cfg.selection.length_objective == "penalty" and cfg.selection.pick == "shortest-within-ci"
     names = flag_names()
     assert names["selection.pick"] == "pick" and names["selection.length_objective"] == "length-objective"

@@ -60,6 +60,7 @@ def echo_method(tmp_path, monkeypatch):
     monkeypatch.setattr(proposers, "METHODS", dict(METHODS))
     monkeypatch.setattr(proposers, "PROPOSERS", dict(proposers.PROPOSERS))
     import apo_local.config as config
+
     monkeypatch.setattr(config, "METHODS", proposers.METHODS)
     found = declared_methods([str(package)], "my_methods")
     yield [register_method(m) for m in found]
@@ -67,8 +68,16 @@ def echo_method(tmp_path, monkeypatch):
 
 
 def test_the_built_in_methods_are_found_in_their_modules_in_the_order_of_the_docs():
-    assert list(METHODS) == ["protegi", "one-step", "three-stage", "rewrite", "improve", "abo", "fewshot",
-                             "instruction+fewshot"]
+    assert list(METHODS) == [
+        "protegi",
+        "one-step",
+        "three-stage",
+        "rewrite",
+        "improve",
+        "abo",
+        "fewshot",
+        "instruction+fewshot",
+    ]
     assert proposers.METHOD_SECTIONS == ("protegi", "rewrite", "improve", "abo", "fewshot")
     for name, method in METHODS.items():
         assert method.make().name == name  # each declaration builds its own proposer
@@ -92,9 +101,17 @@ def test_a_new_method_is_one_module(echo_method, tmp_path, monkeypatch):
     assert est.optimizer.calls == 0 and est.target.prompts > 0
     # the search runs it: its candidates, made by its operator, reach the round file
     use_stand_in(monkeypatch)
-    run = build_config({"task": "liar", "search": {"proposer": "echo", "rounds": 2, "hygiene": False},
-                        "train_limit": 40, "evaluation": {"test_limit": 6, "validation_rows": 4},
-                        "selection": {"budget": 8, "batch_size": 4}}, {"cache": "off"}, preset="smoke")
+    run = build_config(
+        {
+            "task": "liar",
+            "search": {"proposer": "echo", "rounds": 2, "hygiene": False},
+            "train_limit": 40,
+            "evaluation": {"test_limit": 6, "validation_rows": 4},
+            "selection": {"budget": 8, "batch_size": 4},
+        },
+        {"cache": "off"},
+        preset="smoke",
+    )
     optimize(run, tmp_path / "run")
     made = json.loads((tmp_path / "run" / "rounds" / "round-01.json").read_text())["candidates"]
     assert {c["operator"] for c in made} >= {"echo"}

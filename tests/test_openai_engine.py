@@ -26,10 +26,15 @@ def test_first_token_logprob():
     assert _first_token_logprob(top, "Perhaps") == -math.inf
 
 
-@pytest.mark.parametrize("given, root", [("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000"),
-                                         ("http://127.0.0.1:8000/v1/", "http://127.0.0.1:8000"),
-                                         ("http://gpu-box:8000", "http://gpu-box:8000"),
-                                         ("https://gpu-box/llm/v1", "https://gpu-box/llm")])
+@pytest.mark.parametrize(
+    "given, root",
+    [
+        ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000"),
+        ("http://127.0.0.1:8000/v1/", "http://127.0.0.1:8000"),
+        ("http://gpu-box:8000", "http://gpu-box:8000"),
+        ("https://gpu-box/llm/v1", "https://gpu-box/llm"),
+    ],
+)
 def test_client_talks_to_the_base_url_only(given, root):
     c = ServerClient(given, None)
     try:
@@ -47,9 +52,9 @@ def test_client_refuses_a_url_without_host():
 
 
 def test_unreachable_server_is_one_line():
+    import apo_local.engine.openai_client as oc
     from apo_local.engine import EngineSettings
     from apo_local.engine.openai_engine import OpenAIEngine
-    import apo_local.engine.openai_client as oc
 
     oc.RETRIES, old = 0, oc.RETRIES
     try:

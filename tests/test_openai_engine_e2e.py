@@ -15,10 +15,9 @@ from click.testing import CliRunner
 
 from apo_local.engine import EngineSettings, GenerationRequest, load_engine
 from apo_local.engine.openai_engine import OpenAIEngine
+from tests.conftest import SERVED
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]  # starts a server process
-
-from tests.conftest import SERVED
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +69,33 @@ def test_optimize_through_the_server(server, tmp_path):
     from apo_local.cli import cli
 
     out = tmp_path / "run"
-    flags = ["optimize", "--task", "liar", "--preset", "smoke", "--target-backend", "openai",
-             "--target-base-url", server, "--target-workers", "4", "--train-limit", "40", "--test-limit", "8",
-             "--beam-size", "1", "--max-expansion", "1", "--budget", "8", "--optimizer-max-tokens", "32",
-             "--cache", str(tmp_path / "cache.sqlite")]
+    flags = [
+        "optimize",
+        "--task",
+        "liar",
+        "--preset",
+        "smoke",
+        "--target-backend",
+        "openai",
+        "--target-base-url",
+        server,
+        "--target-workers",
+        "4",
+        "--train-limit",
+        "40",
+        "--test-limit",
+        "8",
+        "--beam-size",
+        "1",
+        "--max-expansion",
+        "1",
+        "--budget",
+        "8",
+        "--optimizer-max-tokens",
+        "32",
+        "--cache",
+        str(tmp_path / "cache.sqlite"),
+    ]
     res = CliRunner().invoke(cli, flags + ["--out", str(out)])
     assert res.exit_code == 0, res.output
     trace = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
@@ -131,8 +153,14 @@ def test_a_server_dying_mid_run_then_resume(vllm_server, tmp_path):
 
     (tmp_path / "terminal").mkdir()
     with open(tmp_path / "terminal" / "out", "w") as out, open(tmp_path / "terminal" / "err", "w") as err:
-        proc = subprocess.Popen([*cli, "optimize", "--config", str(tmp_path / "run.yaml"), "--out", str(run)],
-                                cwd=root, env=env, stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen(
+            [*cli, "optimize", "--config", str(tmp_path / "run.yaml"), "--out", str(run)],
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=err,
+            text=True,
+        )
     deadline = time.monotonic() + 600
     while phase() != (1, "expanded") and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -148,8 +176,9 @@ def test_a_server_dying_mid_run_then_resume(vllm_server, tmp_path):
 
     relay = Relay(upstream, port=relay.port, needle=f"authorization: bearer {KEY}".encode())  # the server is back
     try:
-        done = subprocess.run([*cli, "optimize", "--resume", str(run)], cwd=root, env=env, capture_output=True,
-                              text=True, timeout=600)
+        done = subprocess.run(
+            [*cli, "optimize", "--resume", str(run)], cwd=root, env=env, capture_output=True, text=True, timeout=600
+        )
     finally:
         relay.kill()
     assert done.returncode == 0, done.stderr[-3000:]

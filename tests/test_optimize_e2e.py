@@ -31,7 +31,10 @@ def test_run_directory_is_complete(tiny_run):
     assert {"gradient", "edit", "paraphrase", "minibatch", "select", "final"} <= {c["phase"] for c in engine_calls}
     assert all(c["input_tokens"] > 0 for c in engine_calls)
     optimizer_tokens = sum(c["input_tokens"] + c["output_tokens"] for c in engine_calls if c["role"] == "optimizer")
-    assert optimizer_tokens == results["usage"]["optimizer"]["input_tokens"] + results["usage"]["optimizer"]["output_tokens"]
+    assert (
+        optimizer_tokens
+        == results["usage"]["optimizer"]["input_tokens"] + results["usage"]["optimizer"]["output_tokens"]
+    )
 
     for r in (1, 2):
         rnd = json.loads((run / "rounds" / f"round-{r:02d}.json").read_text())

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from apo_local.errors import ApoError
 from apo_local.search.selectors import SELECTORS, make_selector
 from apo_local.search.selectors.pareto import example_wins, pareto_front, pareto_parents
 from tests.test_selectors import Recorder, check_result
@@ -40,7 +41,9 @@ def test_one_round_same_examples_for_every_arm_and_the_selector_contract():
     assert res.rounds == 1 and res.pulls == [10, 10, 10, 10]
     for n_arms, k, budget in [(0, 1, 10), (3, 5, 30), (5, 2, 3), (16, 4, 17), (2, 1, 2048)]:
         rec = Recorder([0.5] * n_arms, seed=1)
-        check_result(make_selector("pareto", budget=budget).select(n_arms, k, rec, random.Random(1)), n_arms, k, budget, rec)
+        check_result(
+            make_selector("pareto", budget=budget).select(n_arms, k, rec, random.Random(1)), n_arms, k, budget, rec
+        )
 
 
 def test_a_specialist_survives_where_the_best_mean_does_not_keep_it():
@@ -53,5 +56,5 @@ def test_a_specialist_survives_where_the_best_mean_does_not_keep_it():
     for name, kept in (("pareto", True), ("uniform", False)):
         res = make_selector(name, budget=24).select(3, 2, pull, random.Random(0))
         assert (2 in res.chosen) is kept, name
-    with pytest.raises(Exception):
+    with pytest.raises(ApoError, match="selector pareto: unknown parameter"):
         make_selector("pareto", c=1.0)

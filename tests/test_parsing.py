@@ -105,7 +105,7 @@ def test_markdown_inside_item_kept():
 
 
 def test_duplicates_removed_in_order():
-    res = extract_tagged("<START>b<END><START>a<END><START> b <END><START>\"a\"<END>")
+    res = extract_tagged('<START>b<END><START>a<END><START> b <END><START>"a"<END>')
     assert res.items == ["b", "a"] and res.failures == ["duplicate item", "duplicate item"]
 
 
@@ -151,10 +151,14 @@ if given is not None:
         assert len(set(res.items)) == len(res.items)
         for it in res.items:
             assert it and it == it.strip()
-        assert res.fallback_used == (fallback == "whole" and bool(res.items) and "no tags; used whole reply" in res.failures)
+        assert res.fallback_used == (
+            fallback == "whole" and bool(res.items) and "no tags; used whole reply" in res.failures
+        )
 
     tag_soup = st.lists(
-        st.sampled_from(["<START>", "<END>", "< start >", "</END>", "**<START>**", "x", " ", "\n", "y z", "`", '"', "<"]),
+        st.sampled_from(
+            ["<START>", "<END>", "< start >", "</END>", "**<START>**", "x", " ", "\n", "y z", "`", '"', "<"]
+        ),
         max_size=30,
     ).map("".join)
 

@@ -79,11 +79,16 @@ def test_weights_read_from_safetensors_headers(tmp_path):
 
     from apo_local.engine.modelinfo import kv_bytes_per_token, weight_bytes
 
-    header = json.dumps({"a": {"dtype": "BF16", "shape": [10, 4], "data_offsets": [0, 80]},
-                         "b": {"dtype": "F32", "shape": [3], "data_offsets": [80, 92]},
-                         "__metadata__": {"format": "pt"}}).encode()
+    header = json.dumps(
+        {
+            "a": {"dtype": "BF16", "shape": [10, 4], "data_offsets": [0, 80]},
+            "b": {"dtype": "F32", "shape": [3], "data_offsets": [80, 92]},
+            "__metadata__": {"format": "pt"},
+        }
+    ).encode()
     (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 92)
     assert weight_bytes(tmp_path) == 10 * 4 * 2 + 3 * 4
-    (tmp_path / "config.json").write_text(json.dumps({"num_hidden_layers": 2, "num_attention_heads": 4,
-                                                     "num_key_value_heads": 2, "hidden_size": 64}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_size": 64})
+    )
     assert kv_bytes_per_token(tmp_path) == 2 * 2 * 2 * 16 * 2

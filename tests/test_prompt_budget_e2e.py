@@ -17,11 +17,16 @@ from apo_local.tasks import load_task
 
 pytestmark = pytest.mark.engine
 
-CFG = {"task": "liar", "seed": 0, "train_limit": 60,
-       "search": {"rounds": 1, "beam_size": 2, "minibatch_size": 6, "max_expansion": 2},
-       "protegi": {"n_gradients": 2, "errors_per_gradient": 2, "mc_samples": 1},
-       "selection": {"budget": 12, "batch_size": 6, "arms_per_round": 2},
-       "optimizer": {"max_tokens": 64}, "evaluation": {"test_limit": 6, "validation_rows": 8}}
+CFG = {
+    "task": "liar",
+    "seed": 0,
+    "train_limit": 60,
+    "search": {"rounds": 1, "beam_size": 2, "minibatch_size": 6, "max_expansion": 2},
+    "protegi": {"n_gradients": 2, "errors_per_gradient": 2, "mc_samples": 1},
+    "selection": {"budget": 12, "batch_size": 6, "arms_per_round": 2},
+    "optimizer": {"max_tokens": 64},
+    "evaluation": {"test_limit": 6, "validation_rows": 8},
+}
 
 
 def _events(run):
@@ -45,7 +50,9 @@ def test_candidates_over_the_cap_are_rejected_before_scoring(engine, tmp_path, p
     assert result.replies["rejected"][OVER_BUDGET] == len(rejected)
     candidates = json.loads((run / "rounds" / "round-01.json").read_text())["candidates"]
     scored = [c for c in candidates if c.get("pulls")]
-    assert scored and all(prompt_tokens(task, engine, [c["text"]])[0] <= cap for c in scored)  # nothing over it was scored
+    assert scored and all(
+        prompt_tokens(task, engine, [c["text"]])[0] <= cap for c in scored
+    )  # nothing over it was scored
     over = {c["text"] for c in candidates if c["status"].startswith(f"rejected: {OVER_BUDGET}")}
     assert over and all(prompt_tokens(task, engine, [t])[0] > cap for t in over)
     assert prompt_tokens(task, engine, [result.selected_prompt])[0] <= cap
@@ -54,10 +61,27 @@ def test_candidates_over_the_cap_are_rejected_before_scoring(engine, tmp_path, p
 def test_an_initial_prompt_over_the_cap_is_one_line_and_exit_2(engine, tmp_path, monkeypatch, capsys):
     from apo_local.cli import _run_cli
 
-    monkeypatch.setattr(sys, "argv", ["apo-local", "optimize", "--task", "liar", "--preset", "smoke",
-                                      "--max-prompt-tokens", "20", "--out", str(tmp_path / "run"),
-                                      "--cache", str(tmp_path / "cache.sqlite")])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "apo-local",
+            "optimize",
+            "--task",
+            "liar",
+            "--preset",
+            "smoke",
+            "--max-prompt-tokens",
+            "20",
+            "--out",
+            str(tmp_path / "run"),
+            "--cache",
+            str(tmp_path / "cache.sqlite"),
+        ],
+    )
     assert _run_cli() == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(err) == 1 and "search.max_prompt_tokens: the initial prompt is" in err[0] and "over the cap of 20" in err[0]
+    assert (
+        len(err) == 1 and "search.max_prompt_tokens: the initial prompt is" in err[0] and "over the cap of 20" in err[0]
+    )
     assert not (tmp_path / "run" / "results.json").exists()

@@ -13,14 +13,13 @@ import json
 import tempfile
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from apo_local.errors import ApoError
 from apo_local.search.parsing import extract_tagged, is_degenerate
 from apo_local.tasks import Example, PromptTemplate, load_examples
-from apo_local.tasks.task import TRUNCATION_MARK, LengthLimit, cut_middle
+from apo_local.tasks.length import TRUNCATION_MARK, LengthLimit, cut_middle
 
 LABELS = ("Yes", "No")
 SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -28,8 +27,31 @@ FAST = settings(max_examples=300, deadline=None)
 
 # text a user file or a model reply might hold: any unicode, plus the characters that matter to the
 # formats and grammars under test
-_special = st.sampled_from(["\n", "\r\n", "\r", '"', ",", "\\", "{", "}", "{{", "}}", "{%", "%}", "<START>", "<END>",
-                            "\t", "\x00", "\ufeff", "\u2028", "é", "😀", "  "])
+_special = st.sampled_from(
+    [
+        "\n",
+        "\r\n",
+        "\r",
+        '"',
+        ",",
+        "\\",
+        "{",
+        "}",
+        "{{",
+        "}}",
+        "{%",
+        "%}",
+        "<START>",
+        "<END>",
+        "\t",
+        "\x00",
+        "\ufeff",
+        "\u2028",
+        "é",
+        "😀",
+        "  ",
+    ]
+)
 messy_text = st.lists(st.one_of(st.text(max_size=20), _special), max_size=12).map("".join)
 
 
@@ -43,7 +65,13 @@ def _one_line(e: ApoError) -> None:
 @FAST
 @given(st.lists(messy_text.filter(lambda s: s.strip()), min_size=1, max_size=5), messy_text)
 def test_tagged_items_round_trip(items, prose):
-    assume(not any(t in x.lower() for x in items + [prose] for t in ("<", ">", "start", "end", "`", '"', "'", "\u201c", "\u2018", "\u00ab", "*", "_")))
+    assume(
+        not any(
+            t in x.lower()
+            for x in items + [prose]
+            for t in ("<", ">", "start", "end", "`", '"', "'", "\u201c", "\u2018", "\u00ab", "*", "_")
+        )
+    )
     reply = prose + "".join(f"<START>{x}<END>{prose}" for x in items)
     result = extract_tagged(reply)
     expected = list(dict.fromkeys(x.strip() for x in items))
@@ -105,8 +133,10 @@ def _load(path: Path, **kw):
 def test_jsonl_input_round_trips(texts):
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "d.jsonl"
-        path.write_text("".join(json.dumps({"text": t, "label": LABELS[i % 2]}) + "\n" for i, t in enumerate(texts)),
-                        encoding="utf-8")
+        path.write_text(
+            "".join(json.dumps({"text": t, "label": LABELS[i % 2]}) + "\n" for i, t in enumerate(texts)),
+            encoding="utf-8",
+        )
         examples = _load(path, labels=LABELS)
     assert [ex.input for ex in examples] == texts
     assert [ex.label for ex in examples] == [LABELS[i % 2] for i in range(len(texts))]
@@ -146,10 +176,22 @@ def test_arbitrary_bytes_load_or_raise_one_apo_error(data, name):
 
 
 @SLOW
-@given(st.lists(st.dictionaries(st.sampled_from(["text", "label", "id", "x"]),
-                                st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
-                                          messy_text, st.lists(st.integers(), max_size=2))),
-                max_size=5))
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["text", "label", "id", "x"]),
+            st.one_of(
+                st.none(),
+                st.booleans(),
+                st.integers(),
+                st.floats(allow_nan=True),
+                messy_text,
+                st.lists(st.integers(), max_size=2),
+            ),
+        ),
+        max_size=5,
+    )
+)
 def test_arbitrary_json_records_load_or_raise_one_apo_error(records):
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "d.jsonl"
@@ -173,7 +215,7 @@ def test_cut_middle_keeps_head_and_tail(text, keep):
         assert out == text
     else:
         head, tail = keep - keep // 2, keep // 2
-        assert out.startswith(text[:head]) and out.endswith(text[len(text) - tail:] if tail else TRUNCATION_MARK)
+        assert out.startswith(text[:head]) and out.endswith(text[len(text) - tail :] if tail else TRUNCATION_MARK)
         assert len(out) == keep + len(TRUNCATION_MARK)
 
 

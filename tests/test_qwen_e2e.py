@@ -37,11 +37,27 @@ def test_as_target_label_scores(qwen, tmp_path):
     from apo_local.cli import cli
 
     preds = tmp_path / "preds.jsonl"
-    res = CliRunner().invoke(cli, ["evaluate", "--task", "liar", "--limit", "8", "--model", qwen,
-                                   "--calibration", "batch", "--cache", str(tmp_path / "cache.sqlite"), "--json",
-                                   "--out", str(preds)])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            "--task",
+            "liar",
+            "--limit",
+            "8",
+            "--model",
+            qwen,
+            "--calibration",
+            "batch",
+            "--cache",
+            str(tmp_path / "cache.sqlite"),
+            "--json",
+            "--out",
+            str(preds),
+        ],
+    )
     assert res.exit_code == 0, (res.output[-2000:], res.exception)
-    report = json.loads(res.stdout[res.stdout.index("{"):])
+    report = json.loads(res.stdout[res.stdout.index("{") :])
     assert report["n"] == 8 and report["engine_errors"] == 0 and sum(report["predicted_distribution"].values()) == 8
     records = [json.loads(line) for line in preds.read_text().splitlines()]
     for r in records:
@@ -63,8 +79,9 @@ def test_as_optimizer_one_guided_reply_parses(qwen):
     trace = Trace()
     calls = OptimizerCalls(RoleEngine(engine, "optimizer", trace), cfg.optimizer, "whole", Streams(0, 1))
     prompt = "Determine whether the Statement is a lie (Yes) or not (No) based on the Context."
-    replies = calls.ask("rewrite", [MetaPrompts().render("rewrite", prompt=prompt)], n=1,
-                        shape=tagged(1, max_tokens=96))
+    replies = calls.ask(
+        "rewrite", [MetaPrompts().render("rewrite", prompt=prompt)], n=1, shape=tagged(1, max_tokens=96)
+    )
     items = calls.sample_items(replies[0], "rewrite")
     assert trace.counts["replies_guided"] == 1 and trace.counts.get("replies_truncated", 0) == 0, trace.counts
     assert len(items) == 1 and len(items[0].split()) >= 3, replies[0].texts

@@ -85,6 +85,9 @@ def test_no_instruction_is_one_error_line_naming_the_template():
     from apo_local.tasks import load_task
 
     task = load_task("liar")
-    with pytest.raises(apo.ApoError, match=r"template.jinja: the instruction must be text, not NoneType \(a task's "
-                                           r"own is task.initial_instruction\)"):
+    with pytest.raises(
+        apo.ApoError,
+        match=r"template.jinja: the instruction must be text, not NoneType \(a task's "
+        r"own is task.initial_instruction\)",
+    ):
         task.template.render(None, "some input", task.labels)

@@ -12,22 +12,31 @@ import pytest
 from apo_local.config import build_config
 from apo_local.engine import Generation, RoleEngine, Trace
 from apo_local.engine.cache import CachedEngine, ResultCache
-from apo_local.engine.protocol import GenerationRequest, ReplyShape
+from apo_local.engine.protocol import GenerationRequest, ReplyShape, tail_repeats
 from apo_local.search.admission import Admission
 from apo_local.search.hygiene import Hygiene, rule
 from apo_local.search.optimizer_calls import OptimizerCalls
-from apo_local.engine.protocol import tail_repeats
 from apo_local.search.parsing import extract_tagged
 from apo_local.search.repetition import REPEAT_STOP, cut_loop, phrase_loop, tail_loop
-from apo_local.search.reply_shapes import (EOS_TOKENS, STEP_WORDS, TAG_TOKENS, TOKENS_PER_WORD, abo_budget,
-                                           abo_steps, choice, item_words, tagged)
+from apo_local.search.reply_shapes import (
+    EOS_TOKENS,
+    STEP_WORDS,
+    TAG_TOKENS,
+    TOKENS_PER_WORD,
+    abo_budget,
+    abo_steps,
+    choice,
+    item_words,
+    tagged,
+)
 from apo_local.search.result import replies_line, reply_summary
 from apo_local.search.state import Candidate, Status
 from apo_local.search.streams import Streams
 from apo_local.tasks import load_task
 
-LIAR_INSTRUCTION = ("Determine whether the Statement is a lie (Yes) or not (No) based on the Context and other "
-                    "information.")
+LIAR_INSTRUCTION = (
+    "Determine whether the Statement is a lie (Yes) or not (No) based on the Context and other information."
+)
 
 
 # -- shapes ----------------------------------------------------------------------------------------
@@ -71,8 +80,10 @@ def test_shapes_compile_for_the_model_tokenizer():
 
 def test_shape_is_part_of_the_request_settings_only_when_set():
     assert "shape" not in GenerationRequest("p").settings()  # unguided requests keep their cache keys
-    assert GenerationRequest("p", shape=choice(["yes", "no"])).settings()["shape"] == {"kind": "choice",
-                                                                                      "spec": "yes\nno"}
+    assert GenerationRequest("p", shape=choice(["yes", "no"])).settings()["shape"] == {
+        "kind": "choice",
+        "spec": "yes\nno",
+    }
     with pytest.raises(ValueError):
         ReplyShape("ebnf?", "x")
 
@@ -133,8 +144,9 @@ def test_a_truncated_reply_never_becomes_an_item_and_is_counted_with_its_reason(
 
 
 def test_a_truncated_single_reply_gives_nothing_not_a_whole_reply_fallback():
-    calls, _, trace = calls_for([(["This edit improves the prompt by making it clearer and more and more"],
-                                  ["length"])], guided=False)
+    calls, _, trace = calls_for(
+        [(["This edit improves the prompt by making it clearer and more and more"], ["length"])], guided=False
+    )
     reply = calls.ask("edit", ["p"])[0]
     assert calls.parse(reply.text, "edit") == [] and "replies_used_whole" not in trace.counts
 
@@ -162,16 +174,21 @@ def liar_hygiene():
     return Hygiene([ex.input for ex in task.split("train")], task.labels)
 
 
-@pytest.mark.parametrize("text, why", [
-    ("Please continue with your next prompt.", "chat filler"),
-    ("This edit improves the prompt by telling the model to answer Yes or No.", "chat filler"),
-    ("Sure! Decide whether the statement is a lie (Yes) or not (No).", "chat filler"),
-    ("I have revised the prompt: answer Yes or No.", "chat filler"),
-    ("No", "too short"),
-    ("Determine whether the Statement is true based on the Context.", "drops label words"),
-    ("Answer Yes if the statement is a lie. Answer Yes if the statement is a lie. Otherwise No.",
-     "repeated sentence"),
-])
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("Please continue with your next prompt.", "chat filler"),
+        ("This edit improves the prompt by telling the model to answer Yes or No.", "chat filler"),
+        ("Sure! Decide whether the statement is a lie (Yes) or not (No).", "chat filler"),
+        ("I have revised the prompt: answer Yes or No.", "chat filler"),
+        ("No", "too short"),
+        ("Determine whether the Statement is true based on the Context.", "drops label words"),
+        (
+            "Answer Yes if the statement is a lie. Answer Yes if the statement is a lie. Otherwise No.",
+            "repeated sentence",
+        ),
+    ],
+)
 def test_hygiene_rules_reject_what_small_models_write(liar_hygiene, text, why):
     assert rule(liar_hygiene.reason(text, LIAR_INSTRUCTION)) == why
 
@@ -181,12 +198,15 @@ def test_hygiene_rejects_a_copied_training_row(liar_hygiene):
     assert rule(liar_hygiene.reason(f"Yes or No. {row}", LIAR_INSTRUCTION)) == "copies training data"
 
 
-@pytest.mark.parametrize("text", [
-    LIAR_INSTRUCTION,
-    "Read the Statement and its Context. Answer Yes if the statement is false or misleading, otherwise No.",
-    "Follow these steps:\n1. Read the statement.\n2. Answer Yes or No.\n\nDemonstration:\n"
-    "Step 1: Says the Annies List political group supports third-trimester abortions on demand.\nStep 2: Yes",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        LIAR_INSTRUCTION,
+        "Read the Statement and its Context. Answer Yes if the statement is false or misleading, otherwise No.",
+        "Follow these steps:\n1. Read the statement.\n2. Answer Yes or No.\n\nDemonstration:\n"
+        "Step 1: Says the Annies List political group supports third-trimester abortions on demand.\nStep 2: Yes",
+    ],
+)
 def test_hygiene_keeps_real_instructions(liar_hygiene, text):
     assert liar_hygiene.reason(text, LIAR_INSTRUCTION) is None
 
@@ -206,8 +226,12 @@ def test_admission_counts_proposals_by_rule_and_the_summary_reports_them(liar_hy
     task, trace = load_task("liar"), Trace()
     admission = Admission(task, Target(), trace, max_expansion=4, hygiene=liar_hygiene)
     parent = Candidate(LIAR_INSTRUCTION, 0, "initial", status=Status.KEPT)
-    texts = ["Please continue with your next prompt.", "No", " " + LIAR_INSTRUCTION,
-             "Read the Statement and its Context; answer Yes if it is a lie, otherwise No."]
+    texts = [
+        "Please continue with your next prompt.",
+        "No",
+        " " + LIAR_INSTRUCTION,
+        "Read the Statement and its Context; answer Yes if it is a lie, otherwise No.",
+    ]
     out = admission.admit_and_cap([Candidate(t, 1, "edit", parent=parent.id) for t in texts], [parent], Streams(0, 1))
     assert [c.status for c in out] == [Status.REJECTED] * 3 + [Status.NEW]
     summary = reply_summary(trace.counts, guided=True)
@@ -270,8 +294,11 @@ def test_abo_steps_bounded_fit_within_max_tokens(max_tokens):
     steps, per_step, demo_words = abo_budget(max_tokens, True)
     assert 1 <= steps <= 8 and per_step >= STEP_WORDS
     shape = re.compile(abo_steps(True, max_tokens=max_tokens).spec)
-    full = ("<START>" + "\n".join(f"{i}. {_words(per_step)}" for i in range(1, steps + 1))
-            + f"\n\nDemonstration:\n{_words(demo_words)}<END>")
+    full = (
+        "<START>"
+        + "\n".join(f"{i}. {_words(per_step)}" for i in range(1, steps + 1))
+        + f"\n\nDemonstration:\n{_words(demo_words)}<END>"
+    )
     assert shape.fullmatch(full)
     assert not shape.fullmatch(full.replace("\n\nDemonstration", " more\n\nDemonstration"))  # a longer step
     assert not shape.fullmatch(full.replace("<END>", " more<END>"))  # a longer demonstration
@@ -294,13 +321,19 @@ def test_bounded_shapes_compile_and_mask_fast_for_the_model_tokenizer():
     compiler = xgr.GrammarCompiler(info, cache_enabled=False)
     reply = "<START>Read the Context.\n\n- Answer Yes or No.\nThen stop. <END>"
     for max_tokens in (96, 200, 1024):
-        for shape in (tagged(1, max_tokens=max_tokens), tagged(3, max_tokens=max_tokens),
-                      abo_steps(True, max_tokens=max_tokens), abo_steps(False, max_tokens=max_tokens)):
+        for shape in (
+            tagged(1, max_tokens=max_tokens),
+            tagged(3, max_tokens=max_tokens),
+            abo_steps(True, max_tokens=max_tokens),
+            abo_steps(False, max_tokens=max_tokens),
+        ):
             start = time.perf_counter()
             compiler.compile_regex(shape.spec)
             assert time.perf_counter() - start < 10, shape  # about 0.02 s (ABO: up to 0.8 s); generous
-        matcher, mask = xgr.GrammarMatcher(compiler.compile_regex(tagged(1, max_tokens=max_tokens).spec)), \
-            xgr.allocate_token_bitmask(1, info.vocab_size)
+        matcher, mask = (
+            xgr.GrammarMatcher(compiler.compile_regex(tagged(1, max_tokens=max_tokens).spec)),
+            xgr.allocate_token_bitmask(1, info.vocab_size),
+        )
         ids = tok.encode(reply, add_special_tokens=False)
         start = time.perf_counter()
         for i in ids:
@@ -317,43 +350,74 @@ def _tokenizer():
         transformers = pytest.importorskip("transformers")
         from apo_local.models import resolve_model
 
-        _TOK.append(transformers.AutoTokenizer.from_pretrained(str(resolve_model("smollm2-135m")),
-                                                               local_files_only=True))
+        _TOK.append(
+            transformers.AutoTokenizer.from_pretrained(str(resolve_model("smollm2-135m")), local_files_only=True)
+        )
     return _TOK[0]
 
 
 # -- loops: stopped by the engine, cut off the reply -----------------------------------------------
 
 
-@pytest.mark.parametrize("reply, stopped, kept, why", [
-    ("<START>Answer Yes if it is a lie. Answer Yes if it is a lie. Answer Yes if", False,
-     "<START>Answer Yes if it is a lie.<END>", "repeated sentence"),
-    ("<START>Read the Context. Answer Yes if it is a lie. Check the facts. Answer Yes if it is a lie.<END>", False,
-     "<START>Read the Context. Answer Yes if it is a lie. Check the facts.<END>", "repeated sentence"),
-    ("<START>Use the label of the statement the label of the statement the label of", False,
-     "<START>Use the label of the statement<END>", "repeated phrase"),
-    ("<START>1. Read the statement carefully.\n2. Read the statement carefully.\n3. Read the", True,
-     "<START>1. Read the statement carefully.<END>", "repeated sentence"),
-    ("<START>It is vague.<END>\n<START>Say Yes or No. Say Yes or No.<END>", False,
-     "<START>It is vague.<END>\n<START>Say Yes or No.<END>", "repeated sentence"),
-    ("<START>Decide Yes or No.<END>\n<START>Decide Yes or No.<END>\n<START>Decide Yes", True,
-     "<START>Decide Yes or No.<END>", "repeated tail"),
-    ("<START>Check the facts!!!!!!!!!!!!!!!!!!!!!!", True, "<START>Check the facts!<END>", "repeated tail"),
-    ("Answer No no no no no no no", False, "Answer No", "repeated phrase"),
-])
+@pytest.mark.parametrize(
+    "reply, stopped, kept, why",
+    [
+        (
+            "<START>Answer Yes if it is a lie. Answer Yes if it is a lie. Answer Yes if",
+            False,
+            "<START>Answer Yes if it is a lie.<END>",
+            "repeated sentence",
+        ),
+        (
+            "<START>Read the Context. Answer Yes if it is a lie. Check the facts. Answer Yes if it is a lie.<END>",
+            False,
+            "<START>Read the Context. Answer Yes if it is a lie. Check the facts.<END>",
+            "repeated sentence",
+        ),
+        (
+            "<START>Use the label of the statement the label of the statement the label of",
+            False,
+            "<START>Use the label of the statement<END>",
+            "repeated phrase",
+        ),
+        (
+            "<START>1. Read the statement carefully.\n2. Read the statement carefully.\n3. Read the",
+            True,
+            "<START>1. Read the statement carefully.<END>",
+            "repeated sentence",
+        ),
+        (
+            "<START>It is vague.<END>\n<START>Say Yes or No. Say Yes or No.<END>",
+            False,
+            "<START>It is vague.<END>\n<START>Say Yes or No.<END>",
+            "repeated sentence",
+        ),
+        (
+            "<START>Decide Yes or No.<END>\n<START>Decide Yes or No.<END>\n<START>Decide Yes",
+            True,
+            "<START>Decide Yes or No.<END>",
+            "repeated tail",
+        ),
+        ("<START>Check the facts!!!!!!!!!!!!!!!!!!!!!!", True, "<START>Check the facts!<END>", "repeated tail"),
+        ("Answer No no no no no no no", False, "Answer No", "repeated phrase"),
+    ],
+)
 def test_a_loop_is_cut_where_it_starts_and_the_item_closed(reply, stopped, kept, why):
     cut = cut_loop(reply, stopped)
     assert cut is not None and cut.text == kept and cut.reason == why and cut.dropped == len(reply) - len(kept)
 
 
-@pytest.mark.parametrize("reply", [
-    "<START>" + LIAR_INSTRUCTION + "<END>",
-    "<START>Answer step by step: read, then answer Yes or No.<END>",
-    "<START>1. Read the statement.\n2. Read the context.\n3. Answer Yes or No.\n\nDemonstration:\nStep 1: "
-    "read.\nStep 2: read.\nStep 3: No<END>",
-    "Yes, yes: a very very short reply.",
-    "<START>Check the facts!!<END>",
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "<START>" + LIAR_INSTRUCTION + "<END>",
+        "<START>Answer step by step: read, then answer Yes or No.<END>",
+        "<START>1. Read the statement.\n2. Read the context.\n3. Answer Yes or No.\n\nDemonstration:\nStep 1: "
+        "read.\nStep 2: read.\nStep 3: No<END>",
+        "Yes, yes: a very very short reply.",
+        "<START>Check the facts!!<END>",
+    ],
+)
 def test_replies_without_a_loop_are_not_cut(reply):
     assert cut_loop(reply) is None and cut_loop(reply, stopped=True) is None
 
@@ -365,9 +429,11 @@ def test_the_tail_rule_only_applies_when_the_engine_stopped_the_sample():
 
 
 def test_what_a_cut_keeps_passes_hygiene(liar_hygiene):
-    loops = ["Answer Yes or No. Read the Context. Answer Yes or No. Read the",
-             "Decide Yes or No. Decide Yes or No. Decide Yes or No. Decide Yes or No.",
-             "Answer Yes or No from the Context and the speaker of the speaker of the speaker of"]
+    loops = [
+        "Answer Yes or No. Read the Context. Answer Yes or No. Read the",
+        "Decide Yes or No. Decide Yes or No. Decide Yes or No. Decide Yes or No.",
+        "Answer Yes or No from the Context and the speaker of the speaker of the speaker of",
+    ]
     for loop in loops:
         assert liar_hygiene.reason(loop, LIAR_INSTRUCTION) is not None or phrase_loop(loop) is not None
         item = extract_tagged(cut_loop(f"<START>{loop}", stopped=True).text).items[0]
@@ -375,9 +441,18 @@ def test_what_a_cut_keeps_passes_hygiene(liar_hygiene):
 
 
 def test_a_looping_reply_is_cut_kept_and_counted_not_truncated(tmp_path):
-    calls, engine, trace = calls_for([(["<START>Answer Yes if it is a lie. Answer Yes if it is a lie. Answer",
-                                        "<START>Say Yes or No from the Context!!!!!!!!!!!!!!!!!!!!",
-                                        "<START>cut off in the midd"], ["length", "repetition", "length"])])
+    calls, engine, trace = calls_for(
+        [
+            (
+                [
+                    "<START>Answer Yes if it is a lie. Answer Yes if it is a lie. Answer",
+                    "<START>Say Yes or No from the Context!!!!!!!!!!!!!!!!!!!!",
+                    "<START>cut off in the midd",
+                ],
+                ["length", "repetition", "length"],
+            )
+        ]
+    )
     trace.path = tmp_path / "trace.jsonl"
     reply = calls.ask("edit", ["p"], n=3, shape=tagged(1, max_tokens=1024))[0]
     assert engine.requests[0].repetition == REPEAT_STOP
@@ -398,8 +473,9 @@ def test_a_reply_the_engine_stopped_without_a_loop_to_cut_counts_as_truncated():
 
 
 def test_free_text_replies_are_cut_too():
-    calls, engine, trace = calls_for([(["Classify it as Yes or No. Classify it as Yes or No. Classify"],
-                                       ["length"])], guided=False)
+    calls, engine, trace = calls_for(
+        [(["Classify it as Yes or No. Classify it as Yes or No. Classify"], ["length"])], guided=False
+    )
     reply = calls.ask("paraphrase", ["p"])[0]
     assert engine.requests[0].shape is None and engine.requests[0].repetition == REPEAT_STOP
     assert calls.parse(reply.text, "paraphrase", tagged=False) == ["Classify it as Yes or No."]
@@ -411,8 +487,8 @@ def test_tail_repeats_is_the_engine_stop_rule():
     assert tail_repeats(ids, *REPEAT_STOP) and not tail_repeats(ids[:-1], *REPEAT_STOP)
     assert tail_repeats([9] * 16, *REPEAT_STOP) and not tail_repeats([9] * 15, *REPEAT_STOP)
     try:
-        from vllm.v1.core.sched.utils import check_sequence_repetition
         from vllm.sampling_params import RepetitionDetectionParams
+        from vllm.v1.core.sched.utils import check_sequence_repetition
     except ImportError:
         return
     params = RepetitionDetectionParams(min_pattern_size=8, max_pattern_size=64, min_count=2)

@@ -21,12 +21,15 @@ pytestmark = pytest.mark.engine
 
 def test_vllm_structured_outputs_shape_the_reply_and_finish_reasons_tell_truncation(engine):
     ask = "Write one short instruction for classifying statements. Wrap it with <START> and <END>."
-    free, guided, steps, yes_no, cut = engine.generate([
-        GenerationRequest(ask, max_tokens=16, seed=3),
-        GenerationRequest(ask, max_tokens=96, seed=3, shape=tagged(1)),
-        GenerationRequest(ask, max_tokens=96, seed=3, shape=abo_steps(False)),
-        GenerationRequest("Is the sky green? Answer Yes or No.", max_tokens=8, shape=choice(["Yes", "No"])),
-        GenerationRequest(ask, max_tokens=4, seed=3, shape=tagged(1))])
+    free, guided, steps, yes_no, cut = engine.generate(
+        [
+            GenerationRequest(ask, max_tokens=16, seed=3),
+            GenerationRequest(ask, max_tokens=96, seed=3, shape=tagged(1)),
+            GenerationRequest(ask, max_tokens=96, seed=3, shape=abo_steps(False)),
+            GenerationRequest("Is the sky green? Answer Yes or No.", max_tokens=8, shape=choice(["Yes", "No"])),
+            GenerationRequest(ask, max_tokens=4, seed=3, shape=tagged(1)),
+        ]
+    )
     assert not free.text.startswith("<START>")  # unguided, the model starts with its own words
     for g, shape in ((guided, tagged(1)), (steps, abo_steps(False))):
         assert g.text.startswith("<START>")
@@ -61,7 +64,11 @@ def test_vllm_stops_a_sample_that_repeats_itself(engine):
     """A request's repetition rule reaches vLLM (``repetition_detection``): a reply forced to loop ends after
     two copies of an 8+ token block with finish reason ``repetition``, not at max_tokens."""
     loop = ReplyShape("regex", "(?:la ){200}")  # no way out but the token budget
-    stopped, free = engine.generate([GenerationRequest("Sing.", max_tokens=64, seed=1, shape=loop, repetition=REPEAT_STOP),
-                                     GenerationRequest("Sing.", max_tokens=64, seed=1, shape=loop)])
+    stopped, free = engine.generate(
+        [
+            GenerationRequest("Sing.", max_tokens=64, seed=1, shape=loop, repetition=REPEAT_STOP),
+            GenerationRequest("Sing.", max_tokens=64, seed=1, shape=loop),
+        ]
+    )
     assert stopped.finish_reasons == ("repetition",) and stopped.output_tokens < 64, stopped
     assert free.finish_reasons == ("length",) and free.output_tokens == 64

@@ -19,16 +19,33 @@ import yaml
 
 pytest.importorskip("matplotlib")
 
+from apo_local.errors import ApoError  # noqa: E402
 from apo_local.report import data as D  # noqa: E402
 from apo_local.report import plots as P  # noqa: E402
-from apo_local.errors import ApoError  # noqa: E402
 from apo_local.report import write_report  # noqa: E402
 
-CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
-                 if p and os.access(p, os.X_OK)), None)
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-default-apps", "--disable-extensions", "--hide-scrollbars", "--mute-audio"]
+CHROMIUM = next(
+    (
+        p
+        for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
+        if p and os.access(p, os.X_OK)
+    ),
+    None,
+)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--hide-scrollbars",
+    "--mute-audio",
+]
 
 
 def require_chromium() -> None:
@@ -54,8 +71,13 @@ needs_browser = pytest.mark.usefixtures("browser")
 
 def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
     profile = tmp / f"chromium-profile-{len(list(tmp.glob('chromium-profile-*')))}"
-    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
-                          timeout=180, env={**os.environ, "HOME": str(tmp)})
+    return subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "HOME": str(tmp)},
+    )
 
 
 def plots_loaded(html: Path, tmp: Path) -> tuple[int, int]:
@@ -70,8 +92,10 @@ def plots_loaded(html: Path, tmp: Path) -> tuple[int, int]:
 
 def screenshot(html: Path, tmp: Path, height: int = 2400) -> Path:
     png = tmp / f"{html.parent.name}-{html.stem}.png"
-    proc = _chromium([f"--screenshot={png}", f"--window-size=1280,{height}", "--virtual-time-budget=5000",
-                      html.resolve().as_uri()], tmp)
+    proc = _chromium(
+        [f"--screenshot={png}", f"--window-size=1280,{height}", "--virtual-time-budget=5000", html.resolve().as_uri()],
+        tmp,
+    )
     assert png.is_file(), f"no screenshot (rc={proc.returncode}): {proc.stderr[-1500:]}"
     return png
 
@@ -104,63 +128,168 @@ PARA = "Say Yes if the Statement is a lie, otherwise No, judging by the Context.
 
 
 def _cand(text, rnd, op, parent, cid, est, status, gradient=None):
-    return {"text": text, "round": rnd, "operator": op, "parent": parent, "gradient": gradient, "id": cid,
-            "estimate": est, "pulls": 16 if est is not None else 0, "status": status}
+    return {
+        "text": text,
+        "round": rnd,
+        "operator": op,
+        "parent": parent,
+        "gradient": gradient,
+        "id": cid,
+        "estimate": est,
+        "pulls": 16 if est is not None else 0,
+        "status": status,
+    }
 
 
 def _evaluation(f1, pred, confusion):
     true = {t: sum(r.values()) for t, r in confusion.items()}
-    return {"metrics": {"f1": f1, "accuracy": 0.5, "n": 20, "unparsed": 0}, "predicted_distribution": pred,
-            "true_distribution": true, "confusion": confusion, "errors": 0}
+    return {
+        "metrics": {"f1": f1, "accuracy": 0.5, "n": 20, "unparsed": 0},
+        "predicted_distribution": pred,
+        "true_distribution": true,
+        "confusion": confusion,
+        "errors": 0,
+    }
 
 
 def make_run(path: Path, *, finished: bool = True, best_pred: dict | None = None) -> Path:
     path.mkdir(parents=True)
     (path / "rounds").mkdir()
-    (path / "config.yaml").write_text(yaml.safe_dump({"task": "liar", "seed": 0, "search": {"rounds": 2, "proposer": "protegi"},
-                                                      "selection": {"selector": "ucb"}, "target": {"model": None},
-                                                      "optimizer": {"model": None}}))
+    (path / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "task": "liar",
+                "seed": 0,
+                "search": {"rounds": 2, "proposer": "protegi"},
+                "selection": {"selector": "ucb"},
+                "target": {"model": None},
+                "optimizer": {"model": None},
+            }
+        )
+    )
     grad = "The prompt ignores the speaker's history of false claims."
-    r1 = [_cand(INITIAL, 0, "initial", None, "init000001", 0.55, "beam"),
-          _cand(EDIT, 1, "edit", "init000001", "edit000001", 0.62, "beam", grad),
-          _cand(PARA, 1, "paraphrase", "edit000001", "para000001", 0.40, "not selected", grad)]
-    r2 = [_cand(INITIAL, 0, "initial", None, "init000001", 0.50, "not selected"),
-          _cand(EDIT, 1, "edit", "init000001", "edit000001", 0.70, "beam", grad),
-          _cand(EDIT + " Be strict.", 2, "edit", "edit000001", "edit000002", 0.75, "beam", "Too lenient."),
-          _cand(PARA + " Always.", 2, "paraphrase", "edit000002", "para000002", None, "dropped: over max_expansion",
-                "Too lenient.")]
+    r1 = [
+        _cand(INITIAL, 0, "initial", None, "init000001", 0.55, "beam"),
+        _cand(EDIT, 1, "edit", "init000001", "edit000001", 0.62, "beam", grad),
+        _cand(PARA, 1, "paraphrase", "edit000001", "para000001", 0.40, "not selected", grad),
+    ]
+    r2 = [
+        _cand(INITIAL, 0, "initial", None, "init000001", 0.50, "not selected"),
+        _cand(EDIT, 1, "edit", "init000001", "edit000001", 0.70, "beam", grad),
+        _cand(EDIT + " Be strict.", 2, "edit", "edit000001", "edit000002", 0.75, "beam", "Too lenient."),
+        _cand(
+            PARA + " Always.",
+            2,
+            "paraphrase",
+            "edit000002",
+            "para000002",
+            None,
+            "dropped: over max_expansion",
+            "Too lenient.",
+        ),
+    ]
     for r, cands in ((1, r1), (2, r2)):
-        (path / "rounds" / f"round-{r:02d}.json").write_text(json.dumps({"round": r, "phase": "selected", "candidates": cands}))
+        (path / "rounds" / f"round-{r:02d}.json").write_text(
+            json.dumps({"round": r, "phase": "selected", "candidates": cands})
+        )
     trace = [
-        {"role": "target", "op": "score_choices", "phase": "minibatch", "round": 1, "prompts": 8, "input_tokens": 900,
-         "output_tokens": 0, "cache_hits": 0, "seconds": 1.5, "errors": 0},
-        {"role": "optimizer", "op": "generate", "phase": "gradient", "round": 1, "prompts": 2, "input_tokens": 600,
-         "output_tokens": 180, "cache_hits": 0, "seconds": 4.0, "errors": 0},
+        {
+            "role": "target",
+            "op": "score_choices",
+            "phase": "minibatch",
+            "round": 1,
+            "prompts": 8,
+            "input_tokens": 900,
+            "output_tokens": 0,
+            "cache_hits": 0,
+            "seconds": 1.5,
+            "errors": 0,
+        },
+        {
+            "role": "optimizer",
+            "op": "generate",
+            "phase": "gradient",
+            "round": 1,
+            "prompts": 2,
+            "input_tokens": 600,
+            "output_tokens": 180,
+            "cache_hits": 0,
+            "seconds": 4.0,
+            "errors": 0,
+        },
         {"event": "parse_failure", "phase": "gradient", "round": 1, "reason": "no tags"},
-        {"role": "optimizer", "op": "generate", "phase": "edit", "round": 1, "prompts": 2, "input_tokens": 500,
-         "output_tokens": 90, "cache_hits": 1, "seconds": 2.0, "errors": 0},
-        {"role": "target", "op": "score_choices", "phase": "select", "round": 1, "prompts": 48, "input_tokens": 5000,
-         "output_tokens": 0, "cache_hits": 3, "seconds": 6.0, "errors": 0},
-        {"role": "target", "op": "score_choices", "phase": "final", "round": 2, "prompts": 60, "input_tokens": 6000,
-         "output_tokens": 0, "cache_hits": 0, "seconds": 7.0, "errors": 0},
+        {
+            "role": "optimizer",
+            "op": "generate",
+            "phase": "edit",
+            "round": 1,
+            "prompts": 2,
+            "input_tokens": 500,
+            "output_tokens": 90,
+            "cache_hits": 1,
+            "seconds": 2.0,
+            "errors": 0,
+        },
+        {
+            "role": "target",
+            "op": "score_choices",
+            "phase": "select",
+            "round": 1,
+            "prompts": 48,
+            "input_tokens": 5000,
+            "output_tokens": 0,
+            "cache_hits": 3,
+            "seconds": 6.0,
+            "errors": 0,
+        },
+        {
+            "role": "target",
+            "op": "score_choices",
+            "phase": "final",
+            "round": 2,
+            "prompts": 60,
+            "input_tokens": 6000,
+            "output_tokens": 0,
+            "cache_hits": 0,
+            "seconds": 7.0,
+            "errors": 0,
+        },
     ]
     (path / "trace.jsonl").write_text("".join(json.dumps(t) + "\n" for t in trace))
     if finished:
         best_pred = best_pred or {"Yes": 19, "No": 1}
         best_conf = {"Yes": {"Yes": 10}, "No": {"Yes": best_pred["Yes"] - 10, "No": best_pred["No"]}}
-        res = {"metric": "f1", "initial_prompt": INITIAL, "best_prompt": EDIT + " Be strict.",
-               "selected_prompt": EDIT + " Be strict.",
-               "initial_test": _evaluation(0.45, {"Yes": 9, "No": 11}, {"Yes": {"Yes": 5, "No": 5}, "No": {"Yes": 4, "No": 6}}),
-               "best_test": _evaluation(0.67, best_pred, best_conf), "selected_test": _evaluation(0.67, best_pred, best_conf),
-               "beam": [{"id": "edit000002", "text": EDIT + " Be strict.", "estimate": 0.75, "test": 0.67},
-                        {"id": "edit000001", "text": EDIT, "estimate": 0.70, "test": 0.6}],
-               "rounds_completed": 2, "stop_reason": "completed",
-               "usage": {"target": {"calls": 3, "prompts": 116, "input_tokens": 11900, "output_tokens": 0},
-                         "optimizer": {"calls": 2, "prompts": 4, "input_tokens": 1100, "output_tokens": 270}},
-               "faults": {"parse_failure": 1},
-               "history": [{"round": 1, "beam": [["edit000001", 0.62], ["init000001", 0.55]], "test": [0.6, 0.45]},
-                           {"round": 2, "beam": [["edit000002", 0.75], ["edit000001", 0.7]], "test": [0.67, 0.6]}],
-               "time": {"seconds": 20.5, "by_role": {"target": 14.5, "optimizer": 6.0}, "cache_hits": {"target": 3, "optimizer": 1}}}
+        res = {
+            "metric": "f1",
+            "initial_prompt": INITIAL,
+            "best_prompt": EDIT + " Be strict.",
+            "selected_prompt": EDIT + " Be strict.",
+            "initial_test": _evaluation(
+                0.45, {"Yes": 9, "No": 11}, {"Yes": {"Yes": 5, "No": 5}, "No": {"Yes": 4, "No": 6}}
+            ),
+            "best_test": _evaluation(0.67, best_pred, best_conf),
+            "selected_test": _evaluation(0.67, best_pred, best_conf),
+            "beam": [
+                {"id": "edit000002", "text": EDIT + " Be strict.", "estimate": 0.75, "test": 0.67},
+                {"id": "edit000001", "text": EDIT, "estimate": 0.70, "test": 0.6},
+            ],
+            "rounds_completed": 2,
+            "stop_reason": "completed",
+            "usage": {
+                "target": {"calls": 3, "prompts": 116, "input_tokens": 11900, "output_tokens": 0},
+                "optimizer": {"calls": 2, "prompts": 4, "input_tokens": 1100, "output_tokens": 270},
+            },
+            "faults": {"parse_failure": 1},
+            "history": [
+                {"round": 1, "beam": [["edit000001", 0.62], ["init000001", 0.55]], "test": [0.6, 0.45]},
+                {"round": 2, "beam": [["edit000002", 0.75], ["edit000001", 0.7]], "test": [0.67, 0.6]},
+            ],
+            "time": {
+                "seconds": 20.5,
+                "by_role": {"target": 14.5, "optimizer": 6.0},
+                "cache_hits": {"target": 3, "optimizer": 1},
+            },
+        }
         (path / "results.json").write_text(json.dumps(res))
     return path
 
@@ -198,8 +327,10 @@ def test_the_report_shows_the_selected_prompt_not_the_best_of_beam_picked_on_tes
     test rows, is optimistic and appears only in the summary's row that says so."""
     path = make_run(tmp_path / "run")
     res = json.loads((path / "results.json").read_text())
-    res.update(selected_prompt=EDIT, selected_test=_evaluation(0.6, {"Yes": 12, "No": 8},
-                                                               {"Yes": {"Yes": 8, "No": 2}, "No": {"Yes": 4, "No": 6}}))
+    res.update(
+        selected_prompt=EDIT,
+        selected_test=_evaluation(0.6, {"Yes": 12, "No": 8}, {"Yes": {"Yes": 8, "No": 2}, "No": {"Yes": 4, "No": 6}}),
+    )
     (path / "results.json").write_text(json.dumps(res))
     run = D.load_run(path)
     assert D.chosen(run.results) == (EDIT, res["selected_test"])
@@ -220,7 +351,8 @@ def test_prevalence_hacking_warning(tmp_path):
     res.update(selected_prompt=res["initial_prompt"], selected_test=res["best_test"])
     (kept / "results.json").write_text(json.dumps(res))
     assert [(w["prompt"], w["label"]) for w in D.classification(D.load_run(kept))["warnings"]] == [
-        ("selected (= initial)", "No")]  # the search kept the initial prompt: one warning, not two
+        ("selected (= initial)", "No")
+    ]  # the search kept the initial prompt: one warning, not two
     fine = D.classification(D.load_run(make_run(tmp_path / "fine", best_pred={"Yes": 11, "No": 9})))
     assert fine["warnings"] == []
     assert fine["true"] == {"Yes": 10, "No": 10}
@@ -240,8 +372,7 @@ def _titles_clear(fig) -> list[str]:
     """The panel titles the figure title overlaps (as drawn)."""
     renderer = _drawn(fig)
     top = fig._suptitle.get_window_extent(renderer)
-    return [ax.get_title() for ax in fig.axes if ax.get_title()
-            and top.overlaps(ax.title.get_window_extent(renderer))]
+    return [ax.get_title() for ax in fig.axes if ax.get_title() and top.overlaps(ax.title.get_window_extent(renderer))]
 
 
 def test_usage_plot_figure_title_clears_the_panel_titles(tmp_path):
@@ -253,10 +384,21 @@ def test_usage_plot_figure_title_clears_the_panel_titles(tmp_path):
 def test_optimizer_size_plot_figure_title_clears_the_panel_titles():
     from apo_local.sweep.size_view import optimizer_size_figure
 
-    rows = [{"series": "all", "optimizer": name, "parameters": n, "metric": "f1", "test_selected": 0.6,
-             "test_selected_std": 0.1, "test_initial": 0.45, "test_constant": 0.68, "optimizer_tokens": 1800.0,
-             "optimizer_tokens_std": 200.0}
-            for name, n in (("small", 135_000_000), ("big", 7_600_000_000))]
+    rows = [
+        {
+            "series": "all",
+            "optimizer": name,
+            "parameters": n,
+            "metric": "f1",
+            "test_selected": 0.6,
+            "test_selected_std": 0.1,
+            "test_initial": 0.45,
+            "test_constant": 0.68,
+            "optimizer_tokens": 1800.0,
+            "optimizer_tokens_std": 200.0,
+        }
+        for name, n in (("small", 135_000_000), ("big", 7_600_000_000))
+    ]
     assert _titles_clear(optimizer_size_figure(rows)) == []
 
 
@@ -335,8 +477,9 @@ def test_screenshot_check_fails_without_plots(tmp_path):
     """The screenshot test must catch a page whose plots do not render."""
     html_file = write_report(make_run(tmp_path / "run"))
     broken = html_file.with_name("broken.html")
-    broken.write_text(re.sub(r'src="data:image/png;base64,[^"]+"', 'src="data:image/png;base64,AAAA"',
-                             html_file.read_text()))
+    broken.write_text(
+        re.sub(r'src="data:image/png;base64,[^"]+"', 'src="data:image/png;base64,AAAA"', html_file.read_text())
+    )
     expected, loaded = plots_loaded(broken, tmp_path)
     assert expected >= 6 and loaded == 0
     with pytest.raises(AssertionError):
@@ -346,17 +489,46 @@ def test_screenshot_check_fails_without_plots(tmp_path):
 
 def test_report_has_the_optimizer_replies_section_with_reasons(tmp_path):
     run_dir = make_run(tmp_path / "run")
-    events = [{"event": "reply_truncated", "phase": "edit", "round": 1, "purpose": "edit", "reason": "max_tokens reached",
-               "reply": "<START>Answer Yes if Answer Yes if"},
-              {"event": "reply_cut_repetition", "phase": "edit", "round": 1, "purpose": "edit",
-               "reason": "a sentence repeated 3 times", "reply": "<START>Check the facts. Check the facts."},
-              {"event": "candidate_rejected", "phase": "edit", "round": 1, "reason": "chat filler", "rule": "chat filler",
-               "text": "Please continue with your next prompt."}]
+    events = [
+        {
+            "event": "reply_truncated",
+            "phase": "edit",
+            "round": 1,
+            "purpose": "edit",
+            "reason": "max_tokens reached",
+            "reply": "<START>Answer Yes if Answer Yes if",
+        },
+        {
+            "event": "reply_cut_repetition",
+            "phase": "edit",
+            "round": 1,
+            "purpose": "edit",
+            "reason": "a sentence repeated 3 times",
+            "reply": "<START>Check the facts. Check the facts.",
+        },
+        {
+            "event": "candidate_rejected",
+            "phase": "edit",
+            "round": 1,
+            "reason": "chat filler",
+            "rule": "chat filler",
+            "text": "Please continue with your next prompt.",
+        },
+    ]
     with (run_dir / "trace.jsonl").open("a") as f:
         f.write("".join(json.dumps(e) + "\n" for e in events))
     res = json.loads((run_dir / "results.json").read_text())
-    res["replies"] = {"guided": True, "replies": 4, "guided_replies": 4, "truncated": 1, "used_whole": 0,
-                      "proposals": 2, "accepted": 1, "accepted_share": 0.5, "rejected": {"chat filler": 1}}
+    res["replies"] = {
+        "guided": True,
+        "replies": 4,
+        "guided_replies": 4,
+        "truncated": 1,
+        "used_whole": 0,
+        "proposals": 2,
+        "accepted": 1,
+        "accepted_share": 0.5,
+        "rejected": {"chat filler": 1},
+    }
     (run_dir / "results.json").write_text(json.dumps(res))
     rows = {(r["event"], r["where"]): r for r in D.reply_outcomes(D.load_run(run_dir))}
     assert rows[("reply_truncated", "edit")]["reason"] == "max_tokens reached"

@@ -49,6 +49,7 @@ def _results_write_kills(real):
         if Path(path).name == "results.json":
             raise Killed
         return real(path, data)
+
     return write_json
 
 
@@ -57,12 +58,17 @@ KILL_POINTS = {
     # the rounds are over and FINAL is checkpointed; the final evaluation has not started
     "final evaluation starts": (lambda mp: mp.setattr(BeamSearch, "_final", _kill), "final", False),
     # in the middle of the final evaluation: test rows scored, constant answers being scored
-    "final evaluation midway": (lambda mp: mp.setattr("apo_local.search.beam.constant_evaluations", _kill),
-                                "final", False),
+    "final evaluation midway": (
+        lambda mp: mp.setattr("apo_local.search.beam.constant_evaluations", _kill),
+        "final",
+        False,
+    ),
     # the predictions are written, results.json is not
-    "before results.json": (lambda mp: mp.setattr("apo_local.runner.write_json",
-                                                  _results_write_kills(runner.write_json)),
-                            "final", False),
+    "before results.json": (
+        lambda mp: mp.setattr("apo_local.runner.write_json", _results_write_kills(runner.write_json)),
+        "final",
+        False,
+    ),
     # results.json is written, the checkpoint still says FINAL
     "before the DONE checkpoint": (lambda mp: mp.setattr(BeamSearch, "mark_done", _kill), "final", True),
 }

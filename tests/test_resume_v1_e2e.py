@@ -43,7 +43,8 @@ def test_a_version_1_run_resumes_and_keeps_what_it_had_computed(engine, tmp_path
     for role, totals in before["totals"].items():
         for key in ("calls", "prompts", "input_tokens", "output_tokens"):
             assert result["usage"][role][key] >= totals[key], (role, key)
-    assert result["usage"]["optimizer"] == {k: v for k, v in before["totals"]["optimizer"].items()
-                                            if k in result["usage"]["optimizer"]}  # nothing asked of the optimizer
+    assert result["usage"]["optimizer"] == {
+        k: v for k, v in before["totals"]["optimizer"].items() if k in result["usage"]["optimizer"]
+    }  # nothing asked of the optimizer
     assert result["replies"]["replies"] == 0
     assert (run / "predictions" / "test-initial.jsonl").is_file() and (run / "results.json").is_file()

@@ -40,8 +40,10 @@ def test_a_run_records_the_resolved_model_in_results_config_and_report(stand_in,
     assert target["name"] is None and {k: target[k] for k in default_model} == default_model
     assert results["models"]["optimizer"] == target
     header = (run / "config.yaml").read_text().splitlines()[:2]
-    assert header[0] == (f"# target model: smollm2-135m (the registry default), folder {default_model['folder']}, "
-                         f"weights {default_model['fingerprint']}")
+    assert header[0] == (
+        f"# target model: smollm2-135m (the registry default), folder {default_model['folder']}, "
+        f"weights {default_model['fingerprint']}"
+    )
     assert header[1] == "# optimizer model: the target's"
     page = Path(write_report(run)).read_text()
     assert f"target smollm2-135m ({default_model['fingerprint']})" in page and "optimizer = target" in page
@@ -52,7 +54,9 @@ def test_the_engine_plan_records_the_models(monkeypatch, tmp_path, default_model
     from apo_local.engine.settings import EngineSettings
 
     monkeypatch.setattr(E, "load_engine", lambda *a, **k: StandIn())
-    E.load_role_engines(EngineSettings(), EngineSettings(model=default_model["folder"]), False, tmp_path / "engines.json")
+    E.load_role_engines(
+        EngineSettings(), EngineSettings(model=default_model["folder"]), False, tmp_path / "engines.json"
+    )
     models = json.loads((tmp_path / "engines.json").read_text())["models"]
     assert models["target"]["alias"] == models["optimizer"]["alias"] == "smollm2-135m"
     assert models["optimizer"]["name"] == default_model["folder"]
@@ -62,7 +66,9 @@ def test_the_engine_plan_records_the_models(monkeypatch, tmp_path, default_model
 def test_throughput_is_keyed_by_the_resolved_model_not_its_spelling(default_model):
     from apo_local.search.estimate import throughput_key
 
-    keys = {throughput_key(build_config({"target": {"model": m}})) for m in (None, "smollm2-135m", default_model["folder"])}
+    keys = {
+        throughput_key(build_config({"target": {"model": m}})) for m in (None, "smollm2-135m", default_model["folder"])
+    }
     assert len(keys) == 1
     key = json.loads(keys.pop())
     assert key[0][0] == default_model["fingerprint"] and "null" not in json.dumps(key[0][:1])
@@ -94,7 +100,7 @@ def test_a_folder_outside_the_registry_has_no_alias(tmp_path):
 
 
 def test_too_few_validation_rows_are_warned_of_in_the_log_the_results_and_the_table(stand_in, tmp_path, caplog):
-    from apo_local.cli import summary_lines
+    from apo_local.run_summary import summary_lines
 
     run = tmp_path / "run"
     with caplog.at_level("WARNING", logger="apo_local"):
@@ -107,8 +113,10 @@ def test_too_few_validation_rows_are_warned_of_in_the_log_the_results_and_the_ta
 
 
 def test_enough_validation_rows_no_warning(stand_in, tmp_path):
-    result = O.optimize(build_config({**SMALL, "evaluation": {"attribution": False, "validation_rows": 40}},
-                                     preset="smoke"), tmp_path / "run")
+    result = O.optimize(
+        build_config({**SMALL, "evaluation": {"attribution": False, "validation_rows": 40}}, preset="smoke"),
+        tmp_path / "run",
+    )
     assert result.warnings == [] and "warnings" not in json.loads((tmp_path / "run" / "results.json").read_text())
 
 

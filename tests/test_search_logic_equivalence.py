@@ -16,8 +16,6 @@ import itertools
 import json
 from pathlib import Path
 
-import pytest
-
 import apo_local.runner as O
 from apo_local.config import build_config
 from tests.golden_files import check_golden
@@ -33,9 +31,12 @@ def test_three_rounds_of_every_method_match_the_golden(lock_runs):
 
 def test_no_two_configs_lock_the_same_search(lock_runs):
     """Each config changes something the search does: no two lock runs have the same rounds and history."""
-    same = [(a, b) for a, b in itertools.combinations(sorted(lock_runs), 2)
-            if (lock_runs[a].rounds, lock_runs[a].results["history"])
-            == (lock_runs[b].rounds, lock_runs[b].results["history"])]
+    same = [
+        (a, b)
+        for a, b in itertools.combinations(sorted(lock_runs), 2)
+        if (lock_runs[a].rounds, lock_runs[a].results["history"])
+        == (lock_runs[b].rounds, lock_runs[b].results["history"])
+    ]
     assert not same
 
 
@@ -56,8 +57,12 @@ def test_with_hygiene_every_admitted_candidate_passes_it(tmp_path, monkeypatch):
     task = load_task("liar")
     hygiene = Hygiene([ex.input for ex in task.split("train")], task.labels)
     rounds = [json.loads(p.read_text()) for p in sorted((tmp_path / "run" / "rounds").glob("*.json"))]
-    admitted = [c for r in rounds for c in r["candidates"] if c["operator"] != "initial"
-                and not c["status"].startswith(("rejected", "kept"))]
+    admitted = [
+        c
+        for r in rounds
+        for c in r["candidates"]
+        if c["operator"] != "initial" and not c["status"].startswith(("rejected", "kept"))
+    ]
     parents = {c["id"]: c["text"] for r in rounds for c in r["candidates"]}
     assert admitted and all(hygiene.reason(c["text"], parents[c["parent"]]) is None for c in admitted)
     r = result.replies
@@ -71,8 +76,11 @@ def test_max_target_calls_fires_between_bandit_rounds(tmp_path, monkeypatch):
     data["budget"] = {"max_target_calls": 17}  # 4 minibatch rows + a first bandit round of 12: under; the second: over
     data["search"]["hygiene"] = False  # the stand-in's replies name no labels: keep its candidates (see above)
     result = O.optimize(build_config(data, {"cache": "off"}), tmp_path / "run")
-    phases = [c["phase"] for c in map(json.loads, (tmp_path / "run" / "trace.jsonl").read_text().splitlines())
-              if "role" in c and c["role"] == "target"]
+    phases = [
+        c["phase"]
+        for c in map(json.loads, (tmp_path / "run" / "trace.jsonl").read_text().splitlines())
+        if "role" in c and c["role"] == "target"
+    ]
     assert result.stop_reason == "budget: max_target_calls (17) reached"
     # final: the beam on the validation rows (held out of train), then on the test rows, then the edit attribution
     assert phases == ["minibatch", "select", "select", "final", "final", "final"] and result.rounds_completed == 0
@@ -113,5 +121,6 @@ def test_instruction_edits_and_demonstration_moves_in_one_round(tmp_path, monkey
     assert "edit" in ops and ops & {"demo-add", "demo-swap", "demo-remove"}, ops
     by_id = {c["id"]: c for cands in rounds for c in cands}
     moves = [c for cands in rounds for c in cands if c["operator"].startswith("demo-")]
-    assert moves and all(split_prompt(c["text"])[0] == split_prompt(by_id[c["parent"]]["text"])[0]
-                         for c in moves if c["parent"] in by_id)  # a demonstration move keeps the instruction
+    assert moves and all(
+        split_prompt(c["text"])[0] == split_prompt(by_id[c["parent"]]["text"])[0] for c in moves if c["parent"] in by_id
+    )  # a demonstration move keeps the instruction

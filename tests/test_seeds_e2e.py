@@ -15,9 +15,27 @@ def test_three_seeds_end_with_a_verdict(engine, tmp_path):
     from apo_local.cli import cli
 
     out = tmp_path / "seeds"
-    args = ["optimize", "--task", "liar", "--preset", "smoke", "--seeds", "3", "--out", str(out),
-            "--cache", str(tmp_path / "cache.sqlite"), "--optimizer-max-tokens", "48", "--test-limit", "12",
-            "--validation-rows", "8", "--attribution", "false"]
+    args = [
+        "optimize",
+        "--task",
+        "liar",
+        "--preset",
+        "smoke",
+        "--seeds",
+        "3",
+        "--out",
+        str(out),
+        "--cache",
+        str(tmp_path / "cache.sqlite"),
+        "--optimizer-max-tokens",
+        "48",
+        "--test-limit",
+        "12",
+        "--validation-rows",
+        "8",
+        "--attribution",
+        "false",
+    ]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     lines = res.output.strip().splitlines()

@@ -6,8 +6,8 @@ import random
 import pytest
 
 from apo_local.errors import ApoError
-from apo_local.search.selectors import SELECTORS, make_selector
 from apo_local.search.proposers import target_answer
+from apo_local.search.selectors import SELECTORS, make_selector
 
 try:
     from hypothesis import given, settings
@@ -152,7 +152,9 @@ def test_index_policies_pull_every_arm_first(name):
 
 def test_index_policy_last_round_is_shrunk_to_fit():
     rec = Recorder(BEST_ONE, 0)
-    res = make_selector("ucb", budget=16 * 32 + 100, batch_size=32, arms_per_round=8).select(16, 1, rec, random.Random(0))
+    res = make_selector("ucb", budget=16 * 32 + 100, batch_size=32, arms_per_round=8).select(
+        16, 1, rec, random.Random(0)
+    )
     assert res.budget_used == 612 and res.rounds == 2
     assert sorted(n for _, n in rec.calls[1]) == [12] * 4 + [13] * 4
 
@@ -228,7 +230,9 @@ def test_successive_rejects_schedule_k1_matches_paper():
     assert [len(c) for c in rec.calls] == list(range(K, 1, -1))
 
 
-@pytest.mark.parametrize("n_arms,k,sizes", [(16, 1, [16, 8, 4, 2]), (16, 4, [16, 8]), (10, 3, [10, 5]), (5, 1, [5, 3, 2])])
+@pytest.mark.parametrize(
+    "n_arms,k,sizes", [(16, 1, [16, 8, 4, 2]), (16, 4, [16, 8]), (10, 3, [10, 5]), (5, 1, [5, 3, 2])]
+)
 def test_successive_halving_keeps_ceil_half(n_arms, k, sizes):
     rec = Recorder([i / n_arms for i in range(n_arms)], 0)
     res = make_selector("successive-halving", budget=4096).select(n_arms, k, rec, random.Random(0))
@@ -288,13 +292,18 @@ def test_liar_protegi_config_has_the_reference_hyperparameters():
     from pathlib import Path
 
     from apo_local.config import load_config
-    from apo_local.search.beam import selector_params
+    from apo_local.search.acceptance import selector_params
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "liar-protegi.yaml", {})
     s, p, sel = cfg.search, cfg.protegi, cfg.selection
     assert (s.rounds, s.beam_size, s.minibatch_size, s.max_expansion) == (6, 4, 64, 8)
     assert (p.n_gradients, p.errors_per_gradient, p.reasons_per_gradient, p.edits_per_gradient, p.mc_samples) == (
-        4, 4, 1, 1, 2)
+        4,
+        4,
+        1,
+        1,
+        2,
+    )
     assert (sel.selector, sel.budget, sel.batch_size, sel.arms_per_round) == ("ucb", 32 * 8 * 8, 32, 8)
     assert (sel.ucb_c, sel.ucb_t, sel.sample) == (1.0, "round", "shared")
     assert cfg.evaluation.test_limit == 400
@@ -305,11 +314,17 @@ def test_liar_protegi_config_has_the_reference_hyperparameters():
     # no validation split, the final beam's first prompt)
     ref = load_config(Path(__file__).resolve().parents[1] / "configs" / "liar-protegi-reference.yaml", {})
     assert (ref.search, ref.protegi, ref.evaluation.test_limit) == (
-        s.model_copy(update={"hygiene": "off"}), p, 400)  # the reference has no candidate hygiene
+        s.model_copy(update={"hygiene": "off"}),
+        p,
+        400,
+    )  # the reference has no candidate hygiene
     assert ref.selection.model_copy(update={"reward": "metric", "final_pick": "method"}) == sel
     assert (ref.scoring.mode, ref.scoring.max_tokens, ref.scoring.parse) == ("generate", 4, "positive-prefix")
     assert (ref.selection.reward, ref.selection.final_pick, ref.evaluation.validation_split) == (
-        "accuracy", "reference", "none")
+        "accuracy",
+        "reference",
+        "none",
+    )
     assert target_answer(ref) == ("generate", 4, "positive-prefix")
 
 
@@ -345,8 +360,15 @@ def test_class_balanced_rewards_reach_the_bandit_in_0_1_and_the_estimates_come_b
             seen.extend(r for arm in got for r in arm)
             return make_selector("uniform", budget=100).select(n_arms, k, lambda req: got, rng)
 
-    ctx = SimpleNamespace(streams=Streams(0, 1), selection_train=rows, budget=SimpleNamespace(check=lambda: None),
-                          trace=SimpleNamespace(at=lambda *a: None), scorer=Scorer(), beam_size=1, round=1)
+    ctx = SimpleNamespace(
+        streams=Streams(0, 1),
+        selection_train=rows,
+        budget=SimpleNamespace(check=lambda: None),
+        trace=SimpleNamespace(at=lambda *a: None),
+        scorer=Scorer(),
+        beam_size=1,
+        round=1,
+    )
     arms = [Candidate("a", 1, "edit"), Candidate("b", 1, "edit")]
     BanditAcceptance(Recording()).accept(arms, ctx)
     assert max(seen) == pytest.approx(1.0) and min(seen) == pytest.approx(weights["No"] / 3.125)

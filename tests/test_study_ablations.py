@@ -49,13 +49,18 @@ class Target:
     def score_choices(self, prompts, choices):
         self.scored += len(prompts)
         self.batches.append({_input(p) for p in prompts})
-        return [ChoiceScores(tuple(0.0 if c == self.answer(p) else -5.0 for c in choices), len(p) // 4)
-                for p in prompts]
+        return [
+            ChoiceScores(tuple(0.0 if c == self.answer(p) else -5.0 for c in choices), len(p) // 4) for p in prompts
+        ]
 
     def generate(self, requests):
         self.generated += [r.prompt for r in requests]
-        return [Generation((f"Step 1: I read the statement.\nStep 2: I compare it.\nAnswer: {self.answer(r.prompt)}",), 10, 10)
-                for r in requests]
+        return [
+            Generation(
+                (f"Step 1: I read the statement.\nStep 2: I compare it.\nAnswer: {self.answer(r.prompt)}",), 10, 10
+            )
+            for r in requests
+        ]
 
 
 class Optimizer:
@@ -84,20 +89,29 @@ class Optimizer:
 
 def _run(tmp_path, monkeypatch, data: dict, oracle: bool = True):
     target, optimizer = Target(oracle), Optimizer()
-    monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(target, "target", trace),
-                                                              RoleEngine(optimizer, "optimizer", trace)))
-    base = {"task": "liar", "train_limit": 40, "cache": "off",
-            "search": {"rounds": 1, "beam_size": 1, "minibatch_size": 8, "max_expansion": 4},
-            "protegi": {"n_gradients": 2, "errors_per_gradient": 4, "mc_samples": 1},
-            "selection": {"budget": 16, "batch_size": 4, "arms_per_round": 2}, "evaluation": {"test_limit": 4}}
+    monkeypatch.setattr(
+        O,
+        "engines_for",
+        lambda cfg, trace: (RoleEngine(target, "target", trace), RoleEngine(optimizer, "optimizer", trace)),
+    )
+    base = {
+        "task": "liar",
+        "train_limit": 40,
+        "cache": "off",
+        "search": {"rounds": 1, "beam_size": 1, "minibatch_size": 8, "max_expansion": 4},
+        "protegi": {"n_gradients": 2, "errors_per_gradient": 4, "mc_samples": 1},
+        "selection": {"budget": 16, "batch_size": 4, "arms_per_round": 2},
+        "evaluation": {"test_limit": 4},
+    }
     for key, value in data.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
     base = {k: v for k, v in base.items() if v is not None}
     run = tmp_path / "run"
     O.optimize(build_config(base), run)
     rnd = json.loads((run / "rounds" / "round-01.json").read_text())
-    phases = [(c["role"], c["phase"]) for c in map(json.loads, (run / "trace.jsonl").read_text().splitlines())
-              if "role" in c]
+    phases = [
+        (c["role"], c["phase"]) for c in map(json.loads, (run / "trace.jsonl").read_text().splitlines()) if "role" in c
+    ]
     return target, optimizer, rnd, phases
 
 
@@ -108,7 +122,9 @@ def _rows(prompts):
 
 def test_wrong_labels_reach_the_optimizer_and_the_bandit_rewards_use_the_true_ones(tmp_path, monkeypatch):
     # plain correctness as the reward, so "every row right" reads as an estimate of exactly 1.0
-    _, optimizer, rnd, _ = _run(tmp_path, monkeypatch, {"feedback": {"labels": "wrong"}, "selection": {"reward": "accuracy"}})
+    _, optimizer, rnd, _ = _run(
+        tmp_path, monkeypatch, {"feedback": {"labels": "wrong"}, "selection": {"reward": "accuracy"}}
+    )
     rows = _rows(optimizer.prompts)
     assert len(rows) >= 4
     for text, label, pred in rows:  # the target is right on every row: against the corrupted labels, all "errors"
@@ -142,7 +158,10 @@ def test_no_evaluation_shows_neither_labels_nor_correctness(tmp_path, monkeypatc
 def test_validated_acceptance_validates_on_rows_the_errors_never_came_from(tmp_path, monkeypatch):
     from apo_local.search.splits import train_rows, validation_rows
 
-    data = {"selection": {"acceptance": "validated", "validation_k": 2, "validation_size": 8}, "protegi": {"mc_samples": 0}}
+    data = {
+        "selection": {"acceptance": "validated", "validation_k": 2, "validation_size": 8},
+        "protegi": {"mc_samples": 0},
+    }
     target, _, rnd, phases = _run(tmp_path, monkeypatch, data)
     cfg = build_config({"train_limit": 40, "search": {"minibatch_size": 8}, **data})
     val = {ex.input.strip() for ex in validation_rows(TASK, cfg)}
@@ -154,14 +173,19 @@ def test_validated_acceptance_validates_on_rows_the_errors_never_came_from(tmp_p
     assert any(c.get("pulls") == 8 for c in rnd["candidates"])
 
 
-ABO_READY = ("Follow these steps:\n1. Read the statement.\n2. Compare it with known facts.\n3. Answer Yes or No."
-             "\n\nDemonstration:\nStep 1: It is about taxes.\nStep 2: It exaggerates.\nStep 3: Yes")
+ABO_READY = (
+    "Follow these steps:\n1. Read the statement.\n2. Compare it with known facts.\n3. Answer Yes or No."
+    "\n\nDemonstration:\nStep 1: It is about taxes.\nStep 2: It exaggerates.\nStep 3: Yes"
+)
 
 
 @pytest.mark.parametrize("answer", ["generate", "logprobs"])
 def test_abo_executes_the_steps_and_revises_the_step_the_optimizer_judged_failed(answer, tmp_path, monkeypatch):
-    data = {"search": {"proposer": "abo", "initial_prompt": ABO_READY, "max_expansion": 4}, "protegi": None,
-            "abo": {"revise_samples": 1, "errors_per_revision": 2, "work_tokens": 24, "answer": answer}}
+    data = {
+        "search": {"proposer": "abo", "initial_prompt": ABO_READY, "max_expansion": 4},
+        "protegi": None,
+        "abo": {"revise_samples": 1, "errors_per_revision": 2, "work_tokens": 24, "answer": answer},
+    }
     target, optimizer, rnd, phases = _run(tmp_path, monkeypatch, data, oracle=False)
     judged = [p for p in optimizer.prompts if "judge whether" in p]
     assert judged and all("Step 1: I read the statement. Step 2: I compare it." in p for p in judged)

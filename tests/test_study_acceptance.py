@@ -22,8 +22,14 @@ def _cand(cid: str, operator: str, parent: str | None, status: Status = Status.N
     return Candidate(f"text of {cid}", 1, operator, parent=parent, id=cid, status=status)
 
 
-ROUND = [_cand("P", "initial", None, Status.KEPT), _cand("E1", "edit", "P"), _cand("E2", "edit", "P"),
-         _cand("E1p", "paraphrase", "E1"), _cand("Pp", "paraphrase", "P"), _cand("E3", "edit", "P")]
+ROUND = [
+    _cand("P", "initial", None, Status.KEPT),
+    _cand("E1", "edit", "P"),
+    _cand("E2", "edit", "P"),
+    _cand("E1p", "paraphrase", "E1"),
+    _cand("Pp", "paraphrase", "P"),
+    _cand("E3", "edit", "P"),
+]
 
 
 class Ctx:
@@ -53,26 +59,41 @@ def test_naive_and_validated_choose_from_the_same_pool_of_updates():
 
 def _run(tmp_path, monkeypatch, target, data: dict, name: str):
     optimizer = Optimizer()
-    monkeypatch.setattr(O, "engines_for", lambda cfg, trace: (RoleEngine(target, "target", trace),
-                                                              RoleEngine(optimizer, "optimizer", trace)))
-    base = {"task": "liar", "train_limit": 40, "cache": "off",
-            "search": {"rounds": 1, "beam_size": 1, "minibatch_size": 8, "max_expansion": 4, "hygiene": "form"},
-            "protegi": {"n_gradients": 3, "errors_per_gradient": 4, "mc_samples": 0},
-            "selection": {"budget": 16, "batch_size": 4, "arms_per_round": 2},
-            "evaluation": {"test_limit": 4, "attribution": False}}
+    monkeypatch.setattr(
+        O,
+        "engines_for",
+        lambda cfg, trace: (RoleEngine(target, "target", trace), RoleEngine(optimizer, "optimizer", trace)),
+    )
+    base = {
+        "task": "liar",
+        "train_limit": 40,
+        "cache": "off",
+        "search": {"rounds": 1, "beam_size": 1, "minibatch_size": 8, "max_expansion": 4, "hygiene": "form"},
+        "protegi": {"n_gradients": 3, "errors_per_gradient": 4, "mc_samples": 0},
+        "selection": {"budget": 16, "batch_size": 4, "arms_per_round": 2},
+        "evaluation": {"test_limit": 4, "attribution": False},
+    }
     for key, value in data.items():
         base[key] = {**base.get(key, {}), **value}
     run = tmp_path / name
     O.optimize(build_config(base), run)
-    return (json.loads((run / "rounds" / "round-01.json").read_text())["candidates"],
-            json.loads((run / "results.json").read_text()))
+    return (
+        json.loads((run / "rounds" / "round-01.json").read_text())["candidates"],
+        json.loads((run / "results.json").read_text()),
+    )
 
 
 def test_a_naive_and_a_validated_run_see_the_same_proposals(tmp_path, monkeypatch):
     """Same seed, same operator: round 1 proposes the same updates to both rules; naive accepts one of them,
     validated scores every one of them against the parent."""
     naive, _ = _run(tmp_path, monkeypatch, Target(oracle=False), {"selection": {"acceptance": "naive"}}, "naive")
-    validated, _ = _run(tmp_path, monkeypatch, Target(oracle=False), {"selection": {"acceptance": "validated", "validation_k": 8, "validation_size": 8}}, "validated")
+    validated, _ = _run(
+        tmp_path,
+        monkeypatch,
+        Target(oracle=False),
+        {"selection": {"acceptance": "validated", "validation_k": 8, "validation_size": 8}},
+        "validated",
+    )
     proposed = lambda cands: [(c["text"], c["operator"]) for c in cands if c["round"] == 1]  # noqa: E731
     assert proposed(naive) == proposed(validated) and len(proposed(naive)) >= 2
     updates_made = {c["text"] for c in validated if c["round"] == 1 and c["status"] != "rejected"}
@@ -90,7 +111,8 @@ class InitialOnly(Target):
 
 
 def test_final_pick_method_reports_the_naive_update_where_the_guarded_pick_returns_the_initial_prompt(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     naive = {"selection": {"acceptance": "naive", "final_pick": "method"}}
     cands, method = _run(tmp_path, monkeypatch, InitialOnly(), naive, "method")
     accepted = [c["text"] for c in cands if c["status"] == "beam"]

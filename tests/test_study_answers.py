@@ -11,9 +11,9 @@ from apo_local.engine import RoleEngine, Trace
 from apo_local.engine.protocol import Generation
 from apo_local.errors import ApoError
 from apo_local.scoring import Scorer
+from apo_local.search.proposers import target_answer
 from apo_local.tasks import Example, load_task
 from apo_local.tasks.answers import answer_reader, final_line_answer, positive_prefix_answer
-from apo_local.search.proposers import target_answer
 
 LIAR = load_task("liar")
 
@@ -59,9 +59,13 @@ def test_the_answer_is_the_final_answer_line_not_a_label_word_in_the_work():
 
 
 def test_a_worked_reply_cut_at_its_token_budget_is_unparsed_and_counted():
-    engine = Scripted({"cut short": ("Step 1: The statement says yes, they", "length"),
-                       "cut after": ("Step 1: read\nAnswer: Yes\nStep 2: and then", "length"),
-                       "finished": ("Step 1: read\nAnswer: Yes", "stop")})
+    engine = Scripted(
+        {
+            "cut short": ("Step 1: The statement says yes, they", "length"),
+            "cut after": ("Step 1: read\nAnswer: Yes\nStep 2: and then", "length"),
+            "finished": ("Step 1: read\nAnswer: Yes", "stop"),
+        }
+    )
     trace = Trace()
     scorer = Scorer(LIAR, RoleEngine(engine, "target", trace), "generate", 16, answer="final-line")
     rows = _rows("cut short", "cut after", "finished")
@@ -83,7 +87,9 @@ def test_a_cut_reply_is_read_as_usual_where_the_answer_comes_first():
 
 def test_abo_runs_read_the_final_line_and_others_the_configured_parse():
     assert target_answer(build_config({"search": {"proposer": "abo"}})).reading == "final-line"
-    assert target_answer(build_config({"search": {"proposer": "abo"}, "abo": {"answer": "logprobs"}})).reading == "label"
+    assert (
+        target_answer(build_config({"search": {"proposer": "abo"}, "abo": {"answer": "logprobs"}})).reading == "label"
+    )
     assert target_answer(build_config({})).reading == "label"
     ref = build_config({"scoring": {"mode": "generate", "parse": "positive-prefix"}})
     assert target_answer(ref).reading == "positive-prefix"
@@ -101,7 +107,10 @@ def test_positive_prefix_is_the_reference_reading():
     engine = Scripted({"row-yes": (" YES", "length"), "row-maybe": ("Maybe", "length"), "row-no": ("no", "stop")})
     scorer = Scorer(LIAR, RoleEngine(engine, "target", Trace()), "generate", 4, answer="positive-prefix")
     assert [p.label for p in scorer.predict([("p", ex) for ex in _rows("row-yes", "row-maybe", "row-no")])] == [
-        "Yes", "No", "No"]
+        "Yes",
+        "No",
+        "No",
+    ]
 
 
 def test_positive_prefix_needs_a_binary_task_with_a_positive_label():

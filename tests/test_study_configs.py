@@ -32,14 +32,26 @@ STUDY_KEYS = {
     "ablation-wrong-labels.yaml": {"feedback.labels"},
     "ablation-no-evaluation.yaml": {"feedback.show_evaluation"},
     "ablation-naive-acceptance.yaml": {"selection.acceptance", "search.beam_size", "protegi.mc_samples"},
-    "ablation-validated-acceptance.yaml": {"selection.acceptance", "search.beam_size", "protegi.mc_samples",
-                                           "selection.validation_k", "selection.validation_size"},
+    "ablation-validated-acceptance.yaml": {
+        "selection.acceptance",
+        "search.beam_size",
+        "protegi.mc_samples",
+        "selection.validation_k",
+        "selection.validation_size",
+    },
     "pseudo-errors.yaml": {"feedback.errors"},
     "abo.yaml": {"search.proposer"},
     "abo-no-demo.yaml": {"search.proposer", "abo.demonstration"},
     "abo-logprob-ablation.yaml": {"search.proposer", "abo.answer"},
-    "liar-protegi-reference.yaml": {"scoring.mode", "scoring.max_tokens", "scoring.parse", "selection.reward",
-                                    "selection.final_pick", "evaluation.validation_split", "search.hygiene"},
+    "liar-protegi-reference.yaml": {
+        "scoring.mode",
+        "scoring.max_tokens",
+        "scoring.parse",
+        "selection.reward",
+        "selection.final_pick",
+        "evaluation.validation_split",
+        "search.hygiene",
+    },
 }
 
 
@@ -72,16 +84,27 @@ def test_the_compare_liar_methods_match_their_study_configs():
     assert naive.protegi.mc_samples == validated.protegi.mc_samples == 0
     assert naive.selection.final_pick == validated.selection.final_pick == "method"
     base, liar = _flat(spec.config("protegi", 0)), _flat(load_config(CONFIGS / BASE))
-    assert {k for k, v in base.items() if liar.get(k) != v} <= {"search.rounds", "budget.max_target_calls",
-                                                                "budget.max_optimizer_tokens", "selection.warmup"}
+    assert {k for k, v in base.items() if liar.get(k) != v} <= {
+        "search.rounds",
+        "budget.max_target_calls",
+        "budget.max_optimizer_tokens",
+        "selection.warmup",
+    }
     assert base["selection.warmup"] in (None, liar["selection.warmup"])  # unset: batch_size,
     assert base["selection.batch_size"] == liar["selection.warmup"]  # which is liar-protegi's warmup
-    for method, study in [("naive-acceptance", "ablation-naive-acceptance.yaml"),
-                          ("validated-acceptance", "ablation-validated-acceptance.yaml"), ("mc", "baseline-mc.yaml"),
-                          ("wrong-labels", "ablation-wrong-labels.yaml"), ("abo", "abo.yaml"), ("greedy",
-                          "baseline-greedy.yaml"), ("abo-no-demo", "abo-no-demo.yaml"), ("uniform",
-                          "baseline-uniform.yaml"), ("pseudo-errors", "pseudo-errors.yaml"), ("improve",
-                          "ablation-improve.yaml"), ("no-evaluation", "ablation-no-evaluation.yaml")]:
+    for method, study in [
+        ("naive-acceptance", "ablation-naive-acceptance.yaml"),
+        ("validated-acceptance", "ablation-validated-acceptance.yaml"),
+        ("mc", "baseline-mc.yaml"),
+        ("wrong-labels", "ablation-wrong-labels.yaml"),
+        ("abo", "abo.yaml"),
+        ("greedy", "baseline-greedy.yaml"),
+        ("abo-no-demo", "abo-no-demo.yaml"),
+        ("uniform", "baseline-uniform.yaml"),
+        ("pseudo-errors", "pseudo-errors.yaml"),
+        ("improve", "ablation-improve.yaml"),
+        ("no-evaluation", "ablation-no-evaluation.yaml"),
+    ]:
         mine, theirs = spec.config(method, 0), load_config(CONFIGS / study)
         changed = _diff(mine, base)
         assert changed == _diff(theirs, liar), method
@@ -126,9 +149,15 @@ def _write(path: Path, data: dict) -> Path:
 
 
 def test_extends_lays_a_config_over_its_base_and_the_run_config_holds_the_result(tmp_path):
-    _write(tmp_path / "base.yaml", {"task": "liar", "search": {"rounds": 3, "beam_size": 2},
-                                    "protegi": {"n_gradients": 2, "mc_samples": 1},
-                                    "selection": {"selector": "ucb", "ucb_c": 1.5, "warmup": 8}})
+    _write(
+        tmp_path / "base.yaml",
+        {
+            "task": "liar",
+            "search": {"rounds": 3, "beam_size": 2},
+            "protegi": {"n_gradients": 2, "mc_samples": 1},
+            "selection": {"selector": "ucb", "ucb_c": 1.5, "warmup": 8},
+        },
+    )
     (tmp_path / "sub").mkdir()
     _write(tmp_path / "sub" / "mid.yaml", {"extends": "../base.yaml", "search": {"beam_size": 1}})
     child = _write(tmp_path / "sub" / "child.yaml", {"extends": "mid.yaml", "seed": 3})
@@ -136,34 +165,49 @@ def test_extends_lays_a_config_over_its_base_and_the_run_config_holds_the_result
     assert "extends" not in data
     assert data["search"] == {"rounds": 3, "beam_size": 1} and data["seed"] == 3 and data["protegi"]["n_gradients"] == 2
     cfg = load_config(child)
-    assert cfg == build_config({"task": "liar", "seed": 3, "search": {"rounds": 3, "beam_size": 1},
-                                "protegi": {"n_gradients": 2, "mc_samples": 1},
-                                "selection": {"selector": "ucb", "ucb_c": 1.5, "warmup": 8}})
+    assert cfg == build_config(
+        {
+            "task": "liar",
+            "seed": 3,
+            "search": {"rounds": 3, "beam_size": 1},
+            "protegi": {"n_gradients": 2, "mc_samples": 1},
+            "selection": {"selector": "ucb", "ucb_c": 1.5, "warmup": 8},
+        }
+    )
     dumped = yaml.safe_load(dump_config(cfg))  # the run directory's config.yaml: resolved whole, no extends
     assert "extends" not in dumped and dumped["search"]["beam_size"] == 1 and dumped["selection"]["ucb_c"] == 1.5
 
 
 def test_extends_leaves_out_inherited_knobs_the_new_method_does_not_use(tmp_path):
-    _write(tmp_path / "base.yaml", {"protegi": {"n_gradients": 2, "mc_samples": 1},
-                                    "selection": {"selector": "ucb", "ucb_c": 1.5, "warmup": 8}})
-    improve = _write(tmp_path / "improve.yaml", {"extends": "base.yaml", "search": {"proposer": "improve"},
-                                                 "selection": {"selector": "uniform"}})
+    _write(
+        tmp_path / "base.yaml",
+        {"protegi": {"n_gradients": 2, "mc_samples": 1}, "selection": {"selector": "ucb", "ucb_c": 1.5, "warmup": 8}},
+    )
+    improve = _write(
+        tmp_path / "improve.yaml",
+        {"extends": "base.yaml", "search": {"proposer": "improve"}, "selection": {"selector": "uniform"}},
+    )
     cfg = load_config(improve)
     assert cfg.search.proposer == "improve" and cfg.selection.selector == "uniform"
     assert "protegi" not in read_run_config(improve) and "ucb_c" not in read_run_config(improve)["selection"]
-    own = _write(tmp_path / "own.yaml", {"extends": "base.yaml", "search": {"proposer": "improve"},
-                                         "protegi": {"n_gradients": 3}})
+    own = _write(
+        tmp_path / "own.yaml",
+        {"extends": "base.yaml", "search": {"proposer": "improve"}, "protegi": {"n_gradients": 3}},
+    )
     with pytest.raises(ApoError, match=r"protegi.n_gradients: not used by proposer improve"):
         load_config(own)  # a knob the file itself sets for a method it does not run is still refused
 
 
-@pytest.mark.parametrize("files, message", [
-    ({"a.yaml": {"extends": "b.yaml"}, "b.yaml": {"extends": "a.yaml"}}, "extends this file again"),
-    ({"a.yaml": {"extends": "a.yaml"}}, "extends this file again"),
-    ({"a.yaml": {"extends": "missing.yaml"}}, "missing.yaml does not exist"),
-    ({"a.yaml": {"extends": 3}}, "extends: expected the path of a run config file"),
-    ({"a.yaml": {"extends": "b.yaml"}, "b.yaml": {"search": {"rounds": "many"}}}, "search.rounds"),
-])
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({"a.yaml": {"extends": "b.yaml"}, "b.yaml": {"extends": "a.yaml"}}, "extends this file again"),
+        ({"a.yaml": {"extends": "a.yaml"}}, "extends this file again"),
+        ({"a.yaml": {"extends": "missing.yaml"}}, "missing.yaml does not exist"),
+        ({"a.yaml": {"extends": 3}}, "extends: expected the path of a run config file"),
+        ({"a.yaml": {"extends": "b.yaml"}, "b.yaml": {"search": {"rounds": "many"}}}, "search.rounds"),
+    ],
+)
 def test_a_bad_extends_is_one_error_line(tmp_path, files, message):
     for name, data in files.items():
         _write(tmp_path / name, data)

@@ -20,16 +20,35 @@ from tests.shipped_runs import tiny
 pytestmark = pytest.mark.engine
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-NOT_RUN_CONFIGS = {"demo.yaml",  # not a study: README command 1 (its logic: tests/test_config_behaviours.py)
-                   "judge.yaml", "tracking.yaml", "server.yaml",  # tests/test_judge_tracking_e2e.py, test_openai_engine_e2e.py
-                   "fewshot.yaml", "instruction+fewshot.yaml"}  # tests/test_beyond_e2e.py
+NOT_RUN_CONFIGS = {
+    "demo.yaml",  # not a study: README command 1 (its logic: tests/test_config_behaviours.py)
+    "judge.yaml",
+    "tracking.yaml",
+    "server.yaml",  # tests/test_judge_tracking_e2e.py, test_openai_engine_e2e.py
+    "fewshot.yaml",
+    "instruction+fewshot.yaml",
+}  # tests/test_beyond_e2e.py
 NOT_RUN_PREFIXES = ("compare-", "sweep-")  # not run configs: a comparison, sweeps (apo_local/sweep/)
-STUDY_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml")
-                       if p.name not in NOT_RUN_CONFIGS and not p.name.startswith(NOT_RUN_PREFIXES))
-SHIPPED = {"baseline-no-iteration", "baseline-greedy", "baseline-mc", "baseline-uniform", "ablation-one-step",
-           "ablation-three-stage", "ablation-improve", "ablation-wrong-labels",
-           "ablation-no-evaluation", "ablation-naive-acceptance", "ablation-validated-acceptance", "pseudo-errors",
-           "abo", "abo-no-demo", "abo-logprob-ablation"}
+STUDY_CONFIGS = sorted(
+    p.name for p in CONFIGS.glob("*.yaml") if p.name not in NOT_RUN_CONFIGS and not p.name.startswith(NOT_RUN_PREFIXES)
+)
+SHIPPED = {
+    "baseline-no-iteration",
+    "baseline-greedy",
+    "baseline-mc",
+    "baseline-uniform",
+    "ablation-one-step",
+    "ablation-three-stage",
+    "ablation-improve",
+    "ablation-wrong-labels",
+    "ablation-no-evaluation",
+    "ablation-naive-acceptance",
+    "ablation-validated-acceptance",
+    "pseudo-errors",
+    "abo",
+    "abo-no-demo",
+    "abo-logprob-ablation",
+}
 
 
 def test_every_study_config_is_listed():  # that each loads (compare and sweep too): tests/test_study_configs.py
@@ -39,8 +58,14 @@ def test_every_study_config_is_listed():  # that each loads (compare and sweep t
 
 
 # one config per kind of engine request; the rest differ in search logic only (checked on the scripted engine)
-ENGINE_PATHS = ["liar-protegi.yaml", "ablation-one-step.yaml", "ablation-three-stage.yaml", "ablation-improve.yaml",
-                "abo.yaml", "abo-no-demo.yaml"]
+ENGINE_PATHS = [
+    "liar-protegi.yaml",
+    "ablation-one-step.yaml",
+    "ablation-three-stage.yaml",
+    "ablation-improve.yaml",
+    "abo.yaml",
+    "abo-no-demo.yaml",
+]
 
 
 def test_the_engine_paths_are_shipped_configs():
@@ -71,10 +96,15 @@ def test_config_runs_end_to_end(name, shipped_run):
     new = [c for c in rnd["candidates"] if c["round"] == 1]
     expected_phases = {
         "protegi": {"gradient", "edit"} if cfg.protegi.n_gradients else {"paraphrase"},
-        "one-step": {"one_step"}, "three-stage": {"critique", "feedback", "edit"},
-        "rewrite": {"rewrite"}, "improve": {"improve"},
-        "abo": {"abo_check", "abo_revise"} | ({"abo_demo"} if cfg.abo.demonstration else set())
-        | ({"abo_work"} if cfg.abo.answer == "logprobs" else set()) if cfg.search.initial_prompt else {"abo_init"},
+        "one-step": {"one_step"},
+        "three-stage": {"critique", "feedback", "edit"},
+        "rewrite": {"rewrite"},
+        "improve": {"improve"},
+        "abo": {"abo_check", "abo_revise"}
+        | ({"abo_demo"} if cfg.abo.demonstration else set())
+        | ({"abo_work"} if cfg.abo.answer == "logprobs" else set())
+        if cfg.search.initial_prompt
+        else {"abo_init"},
     }[proposer]
     if results["replies"]["truncated"]:  # a step after a truncated reply may never be asked (nothing to build on)
         expected_phases -= {"edit", "feedback", "abo_demo"}
@@ -95,8 +125,13 @@ def test_config_runs_end_to_end(name, shipped_run):
             assert all(t.endswith(WORK) for t in texts)
         target_ops = {c["op"] for c in engine_calls if c["role"] == "target"}
         # generate (the paper): the target executes the steps for every score; logprobs: the labelled ablation
-        assert target_ops == ({"generate"} if cfg.abo.answer == "generate" else {"score_choices", "generate"}
-                              if cfg.search.initial_prompt else {"score_choices"})
+        assert target_ops == (
+            {"generate"}
+            if cfg.abo.answer == "generate"
+            else {"score_choices", "generate"}
+            if cfg.search.initial_prompt
+            else {"score_choices"}
+        )
     if acceptance == "naive":
         assert "select" not in phases and entry["selection"]["acceptance"] == "naive"
     elif acceptance == "validated":

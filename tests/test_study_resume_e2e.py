@@ -15,9 +15,17 @@ from tests.shipped_runs import ABO_READY
 pytestmark = pytest.mark.engine
 
 CFG = {
-    "task": "liar", "seed": 3, "train_limit": 100,
-    "search": {"proposer": "abo", "initial_prompt": ABO_READY, "rounds": 2, "beam_size": 1, "minibatch_size": 6,
-               "max_expansion": 2},
+    "task": "liar",
+    "seed": 3,
+    "train_limit": 100,
+    "search": {
+        "proposer": "abo",
+        "initial_prompt": ABO_READY,
+        "rounds": 2,
+        "beam_size": 1,
+        "minibatch_size": 6,
+        "max_expansion": 2,
+    },
     "abo": {"init_samples": 2, "revise_samples": 2, "errors_per_revision": 2, "work_tokens": 16},
     "selection": {"acceptance": "validated", "validation_k": 2, "validation_size": 6},
     "feedback": {"labels": "wrong"},

@@ -13,13 +13,19 @@ from apo_local.config import build_config, flag_names
 from apo_local.diagnostics import TfIdf, diagnose, jaccard, within_run
 from apo_local.errors import ApoError
 from apo_local.search import acceptance
-from apo_local.search.proposers.abo_format import (STRICT, WORK, blamed_step, fallback_steps, format_abo, parse_abo,
-                                                   parse_judgement)
 from apo_local.search.feedback import corrupt_examples, corrupt_label, pseudo_errors, real_errors
 from apo_local.search.meta_prompts import MetaPrompts
-from apo_local.search.proposers import PROPOSERS, make_proposer
+from apo_local.search.proposers import PROPOSERS, make_proposer, target_answer
+from apo_local.search.proposers.abo_format import (
+    STRICT,
+    WORK,
+    blamed_step,
+    fallback_steps,
+    format_abo,
+    parse_abo,
+    parse_judgement,
+)
 from apo_local.tasks import Example
-from apo_local.search.proposers import target_answer
 
 
 def _task(kind="classification", labels=("Yes", "No"), metric="f1"):
@@ -47,7 +53,9 @@ def test_multiclass_wrong_label_is_a_fixed_other_class():
     assert len(set(wrong)) == 3  # spread over the other classes by the hash of the id
     assert [corrupt_label(ex, MULTI, 1) for ex in exs] != wrong  # the seed changes the draw
     # a fixed input: same answer in every process (sha256, not Python's salted hash)
-    assert corrupt_label(Example("train-0", "x", "bug"), MULTI, 0) == corrupt_label(Example("train-0", "y", "bug"), MULTI, 0)
+    assert corrupt_label(Example("train-0", "x", "bug"), MULTI, 0) == corrupt_label(
+        Example("train-0", "y", "bug"), MULTI, 0
+    )
 
 
 def test_numeric_wrong_label_is_true_value_plus_bounded_nonzero_offset():
@@ -72,7 +80,11 @@ def test_corrupt_examples_keeps_ids_and_inputs():
 
 
 def test_pseudo_errors_are_correct_rows_with_flipped_predictions():
-    rows = [(Example("a", "x", "Yes"), "Yes", 1.0), (Example("b", "y", "No"), "Yes", 0.0), (Example("c", "z", "No"), "No", 1.0)]
+    rows = [
+        (Example("a", "x", "Yes"), "Yes", 1.0),
+        (Example("b", "y", "No"), "Yes", 0.0),
+        (Example("c", "z", "No"), "No", 1.0),
+    ]
     assert [(ex.id, pred) for ex, pred in pseudo_errors(rows, BINARY, 0)] == [("a", "No"), ("c", "Yes")]
     assert [(ex.id, pred) for ex, pred in real_errors(rows)] == [("b", "Yes")]
 
@@ -88,9 +100,14 @@ def test_error_block_without_evaluation_hides_labels():
 def test_default_gradient_and_edit_meta_prompts_are_unchanged():
     meta = MetaPrompts()
     g = meta.render("gradient", prompt="P", errors="E", num_reasons=1, evaluated=True)
-    assert "But this prompt gets the following examples wrong:\nE\n\ngive 1 reasons why the prompt could have gotten these examples wrong." in g
+    assert (
+        "But this prompt gets the following examples wrong:\nE\n\ngive 1 reasons why the prompt could have gotten these examples wrong."
+        in g
+    )
     assert meta.render("gradient", prompt="P", errors="E", num_reasons=1) == g  # user templates need no `evaluated`
-    assert "not checked for correctness" in meta.render("gradient", prompt="P", errors="E", num_reasons=1, evaluated=False)
+    assert "not checked for correctness" in meta.render(
+        "gradient", prompt="P", errors="E", num_reasons=1, evaluated=False
+    )
 
 
 # -- ABO -----------------------------------------------------------------------------------------
@@ -138,8 +155,16 @@ def test_the_worked_abo_prompt_asks_for_the_steps_and_a_final_answer_line_and_re
 
 
 def test_every_proposer_is_registered():
-    assert set(PROPOSERS) == {"protegi", "one-step", "three-stage", "rewrite", "improve", "abo", "fewshot",
-                              "instruction+fewshot"}
+    assert set(PROPOSERS) == {
+        "protegi",
+        "one-step",
+        "three-stage",
+        "rewrite",
+        "improve",
+        "abo",
+        "fewshot",
+        "instruction+fewshot",
+    }
     assert all(make_proposer(n).name == n for n in PROPOSERS)
 
 
@@ -192,36 +217,79 @@ def test_validation_rows_are_held_out_of_the_training_rows():
     from apo_local.tasks import load_task
 
     task = load_task("liar")
-    cfg = build_config({"train_limit": 100, "search": {"minibatch_size": 8},
-                        "protegi": {"mc_samples": 0}, "selection": {"acceptance": "validated", "validation_size": 20}})
+    cfg = build_config(
+        {
+            "train_limit": 100,
+            "search": {"minibatch_size": 8},
+            "protegi": {"mc_samples": 0},
+            "selection": {"acceptance": "validated", "validation_size": 20},
+        }
+    )
     train, val = train_rows(task, cfg), validation_rows(task, cfg)
     # the run's validation rows: a quarter of train_limit (25), at least validation_size for this rule
     assert len(val) == 25 and len(train) == 100 and not {ex.id for ex in val} & {ex.id for ex in train}
     assert [ex.id for ex in val] == [ex.id for ex in validation_rows(task, cfg)]  # fixed: every round, on resume
-    big = build_config({"train_limit": 40, "search": {"minibatch_size": 8},
-                        "protegi": {"mc_samples": 0}, "selection": {"acceptance": "validated", "validation_size": 20}})
+    big = build_config(
+        {
+            "train_limit": 40,
+            "search": {"minibatch_size": 8},
+            "protegi": {"mc_samples": 0},
+            "selection": {"acceptance": "validated", "validation_size": 20},
+        }
+    )
     assert len(validation_rows(task, big)) == 20  # raised to validation_size (a quarter of 40 would be 10)
-    none = build_config({"train_limit": 100, "search": {"minibatch_size": 8}, "evaluation": {"validation_split": "none"},
-                         "protegi": {"mc_samples": 0}, "selection": {"acceptance": "validated"}})
+    none = build_config(
+        {
+            "train_limit": 100,
+            "search": {"minibatch_size": 8},
+            "evaluation": {"validation_split": "none"},
+            "protegi": {"mc_samples": 0},
+            "selection": {"acceptance": "validated"},
+        }
+    )
     with pytest.raises(ApoError, match="validated needs validation rows"):
         validation_rows(task, none)
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"feedback": {"errors": "pseudo", "show_evaluation": False}}, "feedback.errors: pseudo shows fabricated errors"),
-    ({"search": {"proposer": "rewrite"}, "feedback": {"labels": "wrong"}}, "feedback.labels: wrong: proposer rewrite"),
-    ({"search": {"proposer": "improve"}, "feedback": {"errors": "pseudo"}}, "feedback.errors: pseudo: proposer improve"),
-    ({"protegi": {"n_gradients": 0}, "feedback": {"show_evaluation": False}}, "protegi with n_gradients: 0"),
-    ({"search": {"proposer": "abo"}, "feedback": {"show_evaluation": False}}, "abo revises the steps"),
-    ({"search": {"proposer": "abo"}, "scoring": {"mode": "logprobs"}}, "scoring.mode: not used by proposer abo"),
-    ({"selection": {"acceptance": "naive"}}, "protegi.mc_samples: naive acceptance accepts an update itself"),
-    ({"selection": {"acceptance": "validated"}}, "protegi.mc_samples: validated acceptance accepts an update itself"),
-    ({"selection": {"acceptance": "validated"}, "protegi": {"n_gradients": 0, "mc_samples": 0}}, "validated accepts an"),
-    ({"scoring": {"parse": "positive-prefix"}}, "scoring.parse: positive-prefix reads generated replies"),
-    ({"selection": {"acceptance": "naive"}, "protegi": {"n_gradients": 0, "mc_samples": 0}}, "makes none"),
-    ({"selection": {"acceptance": "naive"}, "protegi": {"mc_samples": 0}, "feedback": {"selection_labels": "wrong"}},
-     "naive acceptance scores nothing"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (
+            {"feedback": {"errors": "pseudo", "show_evaluation": False}},
+            "feedback.errors: pseudo shows fabricated errors",
+        ),
+        (
+            {"search": {"proposer": "rewrite"}, "feedback": {"labels": "wrong"}},
+            "feedback.labels: wrong: proposer rewrite",
+        ),
+        (
+            {"search": {"proposer": "improve"}, "feedback": {"errors": "pseudo"}},
+            "feedback.errors: pseudo: proposer improve",
+        ),
+        ({"protegi": {"n_gradients": 0}, "feedback": {"show_evaluation": False}}, "protegi with n_gradients: 0"),
+        ({"search": {"proposer": "abo"}, "feedback": {"show_evaluation": False}}, "abo revises the steps"),
+        ({"search": {"proposer": "abo"}, "scoring": {"mode": "logprobs"}}, "scoring.mode: not used by proposer abo"),
+        ({"selection": {"acceptance": "naive"}}, "protegi.mc_samples: naive acceptance accepts an update itself"),
+        (
+            {"selection": {"acceptance": "validated"}},
+            "protegi.mc_samples: validated acceptance accepts an update itself",
+        ),
+        (
+            {"selection": {"acceptance": "validated"}, "protegi": {"n_gradients": 0, "mc_samples": 0}},
+            "validated accepts an",
+        ),
+        ({"scoring": {"parse": "positive-prefix"}}, "scoring.parse: positive-prefix reads generated replies"),
+        ({"selection": {"acceptance": "naive"}, "protegi": {"n_gradients": 0, "mc_samples": 0}}, "makes none"),
+        (
+            {
+                "selection": {"acceptance": "naive"},
+                "protegi": {"mc_samples": 0},
+                "feedback": {"selection_labels": "wrong"},
+            },
+            "naive acceptance scores nothing",
+        ),
+    ],
+)
 def test_contradictory_settings_are_refused_with_one_line(data, message):
     with pytest.raises(ApoError, match=message) as err:
         build_config(data)
@@ -232,10 +300,17 @@ def test_consistent_study_settings_are_accepted():
     build_config({"selection": {"acceptance": "naive"}, "protegi": {"mc_samples": 0}})
     build_config({"search": {"proposer": "rewrite"}, "feedback": {"selection_labels": "wrong"}})
     assert target_answer(build_config({"search": {"proposer": "abo"}}))[:2] == ("generate", 128)
-    assert target_answer(build_config({"search": {"proposer": "abo"}, "abo": {"answer": "logprobs"}})).mode == "logprobs"
+    assert (
+        target_answer(build_config({"search": {"proposer": "abo"}, "abo": {"answer": "logprobs"}})).mode == "logprobs"
+    )
     old_run = {"search": {"proposer": "abo"}, "abo": {"work_tokens": 16}, "scoring": {"mode": "logprobs"}}
-    assert build_config(old_run, resume=True).abo.answer == "logprobs"  # a run started before abo.answer resumes as it ran
-    assert build_config({"search": {"proposer": "abo"}, "abo": {"answer": "generate"}}, resume=True).abo.answer == "generate"
+    assert (
+        build_config(old_run, resume=True).abo.answer == "logprobs"
+    )  # a run started before abo.answer resumes as it ran
+    assert (
+        build_config({"search": {"proposer": "abo"}, "abo": {"answer": "generate"}}, resume=True).abo.answer
+        == "generate"
+    )
 
 
 # -- reflection diagnostics ------------------------------------------------------------------------
@@ -283,10 +358,16 @@ def test_diagnose_reads_run_directories(tmp_path):
 
 def test_new_config_keys_and_flags():
     flags = flag_names()
-    for key, flag in {"selection.acceptance": "acceptance", "selection.validation_k": "validation-k",
-                      "feedback.labels": "feedback-labels", "feedback.selection_labels": "feedback-selection-labels",
-                      "feedback.show_evaluation": "feedback-show-evaluation", "feedback.errors": "feedback-errors",
-                      "abo.demonstration": "abo-demonstration", "meta_prompts.one_step": "meta-prompts-one-step"}.items():
+    for key, flag in {
+        "selection.acceptance": "acceptance",
+        "selection.validation_k": "validation-k",
+        "feedback.labels": "feedback-labels",
+        "feedback.selection_labels": "feedback-selection-labels",
+        "feedback.show_evaluation": "feedback-show-evaluation",
+        "feedback.errors": "feedback-errors",
+        "abo.demonstration": "abo-demonstration",
+        "meta_prompts.one_step": "meta-prompts-one-step",
+    }.items():
         assert flags[key] == flag
     cfg = build_config({}, {"feedback.labels": True, "selection.acceptance": "validated", "protegi.mc_samples": 0})
     assert cfg.feedback.labels == "true" and cfg.selection.acceptance == "validated"
@@ -370,8 +451,21 @@ def test_feedback_pool_without_evaluation_shows_every_row_without_labels():
 def test_a_contradictory_study_setting_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
     from apo_local.cli import _run_cli
 
-    monkeypatch.setattr("sys.argv", ["apo-local", "optimize", "--feedback-errors", "pseudo",
-                                     "--feedback-show-evaluation", "false", "--cache", "off", "--out", str(tmp_path / "r")])
+    monkeypatch.setattr(
+        "sys.argv",
+        [
+            "apo-local",
+            "optimize",
+            "--feedback-errors",
+            "pseudo",
+            "--feedback-show-evaluation",
+            "false",
+            "--cache",
+            "off",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert _run_cli() == 2
     err = capsys.readouterr().err
     assert "feedback.errors: pseudo shows fabricated errors" in err and len(err.strip().splitlines()) == 1

@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from apo_local import sweep as S
+from apo_local.errors import ApoError
 from apo_local.sweep import local as local_runner
 from apo_local.sweep.manifest import write_manifest
-from apo_local.errors import ApoError
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,8 +28,13 @@ def spec_of(data: dict):
 
 
 def test_grid_methods_and_names():
-    spec, base = spec_of({"base": TINY, "grid": {"seed": [0, 1], "optimizer.model": [None, "smollm2-135m"]},
-                          "methods": {"ucb": {}, "sh": {"selection": {"selector": "successive-halving"}}}})
+    spec, base = spec_of(
+        {
+            "base": TINY,
+            "grid": {"seed": [0, 1], "optimizer.model": [None, "smollm2-135m"]},
+            "methods": {"ucb": {}, "sh": {"selection": {"selector": "successive-halving"}}},
+        }
+    )
     cells = S.expand(spec, base)
     assert len(cells) == 8 and len({c.id for c in cells}) == 8
     sh = [c for c in cells if c.method == "sh"]
@@ -39,20 +44,34 @@ def test_grid_methods_and_names():
     assert c.id.startswith("sh__s1__null-") and c.labels["optimizer"] == "= target"
     assert c.labels["method"] == "sh" and c.labels["selector"] == "successive-halving"
     # the id hashes the resolved config: same grid, same ids; a changed base, new ids
-    assert [x.id for x in S.expand(*spec_of({"base": TINY, "grid": spec.grid, "methods": spec.methods}))] == [x.id for x in cells]
-    other = S.expand(*spec_of({"base": {**TINY, "seed": 0, "train_limit": 100}, "grid": spec.grid, "methods": spec.methods}))
+    assert [x.id for x in S.expand(*spec_of({"base": TINY, "grid": spec.grid, "methods": spec.methods}))] == [
+        x.id for x in cells
+    ]
+    other = S.expand(
+        *spec_of({"base": {**TINY, "seed": 0, "train_limit": 100}, "grid": spec.grid, "methods": spec.methods})
+    )
     assert not {x.id for x in other} & {x.id for x in cells}
 
 
 def test_cells_that_share_engines_are_adjacent():
-    spec, base = spec_of({"base": TINY, "grid": {"seed": [0, 1], "optimizer.model": ["smollm2-135m", None],
-                                                 "selection.selector": ["ucb", "uniform"]}})
+    spec, base = spec_of(
+        {
+            "base": TINY,
+            "grid": {
+                "seed": [0, 1],
+                "optimizer.model": ["smollm2-135m", None],
+                "selection.selector": ["ucb", "uniform"],
+            },
+        }
+    )
     order = [(c.config.optimizer.model, c.config.seed) for c in S.order_for_engines(S.expand(spec, base))]
     assert order == [("smollm2-135m", 0)] * 2 + [("smollm2-135m", 1)] * 2 + [(None, 0)] * 2 + [(None, 1)] * 2
 
 
 def test_alias_and_folder_get_distinct_labels():
-    spec, base = spec_of({"base": {"task": "liar"}, "grid": {"optimizer.model": ["smollm2-135m", "models/smollm2-135m"]}})
+    spec, base = spec_of(
+        {"base": {"task": "liar"}, "grid": {"optimizer.model": ["smollm2-135m", "models/smollm2-135m"]}}
+    )
     labels = {c.labels["optimizer"] for c in S.expand(spec, base)}
     assert labels == {"smollm2-135m", "models/smollm2-135m"}
 
@@ -79,22 +98,24 @@ def test_the_four_optimizer_sweep_pairs_every_optimizer_with_both_targets_and_ca
     assert calibration == {"smollm2-135m": {"none"}, "qwen2.5-coder-1.5b": {"batch"}}
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"grid": {"seed": []}}, "grid.seed: empty list"),
-    ({"grid": {"search.roundz": [1]}}, r"test.yaml \(cell search.roundz=1\): search.roundz: unknown key"),
-    ({"grid": {"seed": [0]}, "methods": {"m": {"seed": 1}}}, "methods.m and grid both set seed"),
-    ({"grd": {}}, "grd: unknown key"),
-    ({"base": "missing.yaml"}, "base: run config missing.yaml does not exist"),
-    ({"ray": {"num_gpus_per_cell": "many"}}, "num_gpus_per_cell"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"grid": {"seed": []}}, "grid.seed: empty list"),
+        ({"grid": {"search.roundz": [1]}}, r"test.yaml \(cell search.roundz=1\): search.roundz: unknown key"),
+        ({"grid": {"seed": [0]}, "methods": {"m": {"seed": 1}}}, "methods.m and grid both set seed"),
+        ({"grd": {}}, "grd: unknown key"),
+        ({"base": "missing.yaml"}, "base: run config missing.yaml does not exist"),
+        ({"ray": {"num_gpus_per_cell": "many"}}, "num_gpus_per_cell"),
+    ],
+)
 def test_bad_sweep_configs_name_the_key(data, message):
     with pytest.raises(ApoError, match=message):
         S.expand(*spec_of(data), origin="test.yaml")
 
 
 def test_example_configs_expand():
-    for name, n in (("sweep-example.yaml", 4), ("sweep-optimizer-size.yaml", 24),
-                    ("sweep-four-optimizers.yaml", 48)):
+    for name, n in (("sweep-example.yaml", 4), ("sweep-optimizer-size.yaml", 24), ("sweep-four-optimizers.yaml", 48)):
         spec, base = S.load_sweep(ROOT / "configs" / name)
         assert len(S.expand(spec, base)) == n
 
@@ -122,8 +143,12 @@ def _fake_sweep(tmp_path: Path, spec_data: dict, f1: dict) -> Path:
 
 
 OPT_SIZE = {"base": TINY, "grid": {"optimizer.model": ["smollm2-135m", "models/smollm2-135m"], "seed": [0, 1]}}
-F1 = {("smollm2-135m", 0): 0.5, ("smollm2-135m", 1): 0.7, ("models/smollm2-135m", 0): 0.6,
-      ("models/smollm2-135m", 1): 0.6}
+F1 = {
+    ("smollm2-135m", 0): 0.5,
+    ("smollm2-135m", 1): 0.7,
+    ("models/smollm2-135m", 0): 0.6,
+    ("models/smollm2-135m", 1): 0.6,
+}
 
 
 def test_results_tables_and_optimizer_size_view(tmp_path):
@@ -157,9 +182,17 @@ def test_optimizer_size_csv_keeps_the_paired_columns_of_later_rows(tmp_path, mon
     """A series' first (smallest) optimizer is the reference and has no paired columns; the larger ones do."""
     import apo_local.sweep.size_view as V
 
-    rows = [{"series": "liar / smollm2-135m", "optimizer": "smollm2-135m", "test_selected": 0.40},
-            {"series": "liar / smollm2-135m", "optimizer": "gemma3-270m", "test_selected": 0.45, "diff": 0.05,
-             "diff_ci": [-0.01, 0.11], "mcnemar_p": 0.5}]
+    rows = [
+        {"series": "liar / smollm2-135m", "optimizer": "smollm2-135m", "test_selected": 0.40},
+        {
+            "series": "liar / smollm2-135m",
+            "optimizer": "gemma3-270m",
+            "test_selected": 0.45,
+            "diff": 0.05,
+            "diff_ci": [-0.01, 0.11],
+            "mcnemar_p": 0.5,
+        },
+    ]
     monkeypatch.setattr(V, "optimizer_size_rows", lambda *a: [dict(r) for r in rows])
     monkeypatch.setattr(V, "_markdown", lambda size_rows: ["## Optimizer size"])
     monkeypatch.setattr(V, "optimizer_size_plot", lambda size_rows: b"png")
@@ -170,8 +203,7 @@ def test_optimizer_size_csv_keeps_the_paired_columns_of_later_rows(tmp_path, mon
 
 
 def test_no_optimizer_view_without_optimizer_axis(tmp_path):
-    out = _fake_sweep(tmp_path, {"base": TINY, "grid": {"seed": [0, 1]}},
-                      {("= target", 0): 0.5, ("= target", 1): 0.6})
+    out = _fake_sweep(tmp_path, {"base": TINY, "grid": {"seed": [0, 1]}}, {("= target", 0): 0.5, ("= target", 1): 0.6})
     S.write_tables(out)
     assert not (out / "optimizer-size.csv").exists() and "Optimizer size" not in (out / "results.md").read_text()
 
@@ -227,16 +259,27 @@ def test_cli_dry_run_and_report(tmp_path):
     from apo_local.cli import cli
 
     runner = CliRunner()
-    res = runner.invoke(cli, ["sweep", "--config", str(ROOT / "configs" / "sweep-example.yaml"), "--out",
-                              str(tmp_path / "dry"), "--dry-run"])
+    res = runner.invoke(
+        cli,
+        [
+            "sweep",
+            "--config",
+            str(ROOT / "configs" / "sweep-example.yaml"),
+            "--out",
+            str(tmp_path / "dry"),
+            "--dry-run",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert res.output.count("pending") == 4 and "4 cells" in res.output and not (tmp_path / "dry").exists()
     pytest.importorskip("matplotlib")
     out = _fake_sweep(tmp_path, OPT_SIZE, F1)
     res = runner.invoke(cli, ["report", str(out), "--no-cells"])
     assert res.exit_code == 0, res.output
-    assert res.output.strip() == str(out / "report.html") and not (out / next(
-        d.name for d in out.iterdir() if d.is_dir() and d.name != "plots") / "report.html").exists()
+    assert (
+        res.output.strip() == str(out / "report.html")
+        and not (out / next(d.name for d in out.iterdir() if d.is_dir() and d.name != "plots") / "report.html").exists()
+    )
 
 
 def test_a_failing_cell_does_not_stop_the_sweep(tmp_path, monkeypatch):
@@ -312,9 +355,12 @@ def test_optimizer_size_intervals_and_paired_differences_come_from_the_cells_pre
     for cell in (p for p in out.iterdir() if (p / "config.yaml").is_file()):
         opt = yaml.safe_load((cell / "config.yaml").read_text())["optimizer"]["model"]
         (cell / "predictions").mkdir(exist_ok=True)
-        (cell / "predictions" / "test-best.jsonl").write_text("".join(
-            json.dumps({"id": f"test-{i}", "parsed": a, "gold": g}) + "\n"
-            for i, (a, g) in enumerate(zip(answers[opt], golds))))
+        (cell / "predictions" / "test-best.jsonl").write_text(
+            "".join(
+                json.dumps({"id": f"test-{i}", "parsed": a, "gold": g}) + "\n"
+                for i, (a, g) in enumerate(zip(answers[opt], golds))
+            )
+        )
     S.write_tables(out)
     size = {r["optimizer"]: r for r in csv.DictReader((out / "optimizer-size.csv").open())}
     lo, hi = json.loads(size["smollm2-135m"]["test_ci"])

@@ -36,8 +36,12 @@ def interrupted_then_resumed(engine, tiny_run, tmp_path_factory):
     interrupted and a finished cell; the search itself is checked on that run)."""
     root = tmp_path_factory.mktemp("sweep")
     copy_cache(tiny_run[0].parent / "cache.sqlite", root / "cache.sqlite")
-    spec, base = S.parse_sweep({"base": {**TINY, "cache": str(root / "cache.sqlite")},
-                                "grid": {"selection.selector": ["ucb", "successive-halving"]}})
+    spec, base = S.parse_sweep(
+        {
+            "base": {**TINY, "cache": str(root / "cache.sqlite")},
+            "grid": {"selection.selector": ["ucb", "successive-halving"]},
+        }
+    )
     out = root / "sweep"
     cells = S.order_for_engines(S.expand(spec, base))
     first, victim = cells[0].id, cells[1].id

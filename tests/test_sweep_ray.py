@@ -21,11 +21,14 @@ ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install '
 from apo_local import sweep as S  # noqa: E402
 from tests.conftest import TINY  # noqa: E402
 
-SMALL = {**TINY, "search": {**TINY["search"], "rounds": 1, "max_expansion": 1},
-         "protegi": {**TINY["protegi"], "n_gradients": 1},
-         "selection": {**TINY["selection"], "budget": 16},
-         "optimizer": {"max_tokens": 32},  # names no model: shares the target's engine
-         "evaluation": {"test_limit": 8}}
+SMALL = {
+    **TINY,
+    "search": {**TINY["search"], "rounds": 1, "max_expansion": 1},
+    "protegi": {**TINY["protegi"], "n_gradients": 1},
+    "selection": {**TINY["selection"], "budget": 16},
+    "optimizer": {"max_tokens": 32},  # names no model: shares the target's engine
+    "evaluation": {"test_limit": 8},
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +37,14 @@ def local_ray():
     # Ray's OOM killer watches the whole node; on a shared test box other processes' memory (and this
     # session's vLLM engine) can push it over its threshold and kill the small cell worker.
     os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
-    ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, object_store_memory=100 * 1024**2,
-             log_to_driver=False, configure_logging=False)
+    ray.init(
+        num_cpus=1,
+        num_gpus=0,
+        include_dashboard=False,
+        object_store_memory=100 * 1024**2,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     yield
     ray.shutdown()
 
@@ -43,9 +52,13 @@ def local_ray():
 @pytest.mark.engine
 @pytest.mark.slow  # each cell's Ray worker starts its own engine
 def test_two_cells_as_ray_tasks(local_ray, tmp_path):
-    spec, base = S.parse_sweep({"base": {**SMALL, "cache": str(tmp_path / "cache.sqlite")},
-                                "grid": {"selection.selector": ["ucb", "uniform"]},
-                                "ray": {"num_cpus_per_cell": 1}})
+    spec, base = S.parse_sweep(
+        {
+            "base": {**SMALL, "cache": str(tmp_path / "cache.sqlite")},
+            "grid": {"selection.selector": ["ucb", "uniform"]},
+            "ray": {"num_cpus_per_cell": 1},
+        }
+    )
     out = tmp_path / "sweep"
     result = S.run_sweep(spec, base, out, use_ray=True)
     assert set(result.status.values()) == {"ran"}, result.status
@@ -55,7 +68,9 @@ def test_two_cells_as_ray_tasks(local_ray, tmp_path):
         assert res["rounds_completed"] == 1 and res["usage"]["optimizer"]["output_tokens"] > 0
         assert yaml.safe_load((out / c.id / "config.yaml").read_text())["target"]["backend"] == "vllm"
         assert (out / c.id / "trace.jsonl").is_file() and (out / c.id / "rounds" / "round-01.json").is_file()
-    with sqlite3.connect(tmp_path / "cache.sqlite") as db:  # the engine that answered: vLLM's (transformers' ends |hf...)
+    with sqlite3.connect(
+        tmp_path / "cache.sqlite"
+    ) as db:  # the engine that answered: vLLM's (transformers' ends |hf...)
         values = [json.loads(v) for (v,) in db.execute("SELECT value FROM results") if v.startswith("{")]
     ids = {v.get("model_id") for v in values if isinstance(v, dict)} - {None}
     assert len(ids) == 1 and "|hf" not in ids.pop()
@@ -67,8 +82,15 @@ def test_two_cells_as_ray_tasks(local_ray, tmp_path):
 
 
 def test_cells_ask_for_their_tensor_parallel_gpus():
-    spec, base = S.parse_sweep({"base": {**SMALL, "target": {"tensor_parallel_size": 2},
-                                         "optimizer": {"model": "smollm2-135m", "tensor_parallel_size": 4}}})
+    spec, base = S.parse_sweep(
+        {
+            "base": {
+                **SMALL,
+                "target": {"tensor_parallel_size": 2},
+                "optimizer": {"model": "smollm2-135m", "tensor_parallel_size": 4},
+            }
+        }
+    )
     # Different tensor-parallel sizes: two engines, each on its own GPUs: 2 + 4
     assert S.gpus_for(S.expand(spec, base)[0].config) == 6
     spec, base = S.parse_sweep({"base": {**SMALL, "target": {"tensor_parallel_size": 4}}})

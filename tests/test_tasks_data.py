@@ -121,11 +121,16 @@ def test_malformed_json_names_the_line(tmp_path):
     assert error(load, path) == f"{path} line 1: expected a JSON object, got list"
 
 
-@pytest.mark.parametrize("name, content", [("d.jsonl", jsonl({"body": "a", "label": "Yes"})), ("d.csv", "body,label\na,Yes\n")])
+@pytest.mark.parametrize(
+    "name, content", [("d.jsonl", jsonl({"body": "a", "label": "Yes"})), ("d.csv", "body,label\na,Yes\n")]
+)
 def test_missing_column_lists_the_columns(tmp_path, name, content):
     path = write(tmp_path, name, content)
     assert error(load, path) == f"{path}: no column 'text' (columns: body, label)"
-    assert error(load, path, input_column="body", label_column="gold") == f"{path}: no column 'gold' (columns: body, label)"
+    assert (
+        error(load, path, input_column="body", label_column="gold")
+        == f"{path}: no column 'gold' (columns: body, label)"
+    )
 
 
 def test_empty_input_and_label_name_line_and_field(tmp_path):
@@ -169,7 +174,9 @@ def test_parquet_errors_name_the_row(tmp_path):
 
 
 def test_duplicate_ids(tmp_path):
-    path = write(tmp_path, "d.jsonl", jsonl({"id": 1, "text": "a", "label": "Yes"}, {"id": 1, "text": "b", "label": "No"}))
+    path = write(
+        tmp_path, "d.jsonl", jsonl({"id": 1, "text": "a", "label": "Yes"}, {"id": 1, "text": "b", "label": "No"})
+    )
     assert error(load, path, id_column="id") == f"{path} line 2: duplicate id '1' in column 'id'"
 
 
@@ -225,7 +232,10 @@ def test_overrides(tmp_path):
 
 
 def test_unknown_task_name():
-    assert error(load_task, "nope") == "unknown task 'nope' (built-in tasks: ethos, liar, liar-party; or give a path to a task .yaml)"
+    assert (
+        error(load_task, "nope")
+        == "unknown task 'nope' (built-in tasks: ethos, liar, liar-party; or give a path to a task .yaml)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -235,7 +245,10 @@ def test_unknown_task_name():
         (("  input_column: text\n", "  input_column: text\n  sheet: 1\n"), "unknown key 'data.sheet'"),
         (("name: demo\n", ""), "missing required key 'name'"),
         (("  label_column: label\n", ""), "missing required key 'data.label_column'"),
-        (("labels: [Yes, No]", "labels: [Yes]"), "labels: a classification task needs at least two labels, got ['Yes']"),
+        (
+            ("labels: [Yes, No]", "labels: [Yes]"),
+            "labels: a classification task needs at least two labels, got ['Yes']",
+        ),
         (("labels: [Yes, No]", "labels: [Yes, yes]"), "labels: 'yes' is given twice"),
         (("positive_label: yes", "positive_label: Maybe"), "positive_label: 'Maybe' is not one of Yes, No"),
         (("positive_label: yes\n", ""), "metric 'f1' needs positive_label"),
@@ -289,7 +302,12 @@ def test_custom_metric_next_to_the_yaml(tmp_path):
     write(tmp_path, "my_metric_mod.py", "def score(predictions, golds):\n    return 0.25\n")
     path.write_text(path.read_text().replace("metric: f1", "metric: my_metric_mod:score"))
     task = load_task(str(path))
-    assert task.metric.compute(["Yes"], ["Yes"]) == {"my_metric_mod:score": 0.25, "accuracy": 1.0, "n": 1, "unparsed": 0}
+    assert task.metric.compute(["Yes"], ["Yes"]) == {
+        "my_metric_mod:score": 0.25,
+        "accuracy": 1.0,
+        "n": 1,
+        "unparsed": 0,
+    }
 
 
 def test_generation_task(tmp_path):
@@ -381,7 +399,11 @@ def test_numeric_answers_take_the_last_number_and_count_unparsed(tmp_path):
     assert task.parse_answer("about -2.5 cups") == "-2.5"
     assert task.parse_answer("no idea") is None
     assert task.metric.compute([task.parse_answer("so 8."), None], ["8", "3"]) == {
-        "numeric_match": 0.5, "accuracy": 0.5, "n": 2, "unparsed": 1}
+        "numeric_match": 0.5,
+        "accuracy": 0.5,
+        "n": 2,
+        "unparsed": 1,
+    }
 
 
 def test_answer_pattern_picks_the_answer(tmp_path):
@@ -392,7 +414,8 @@ def test_answer_pattern_picks_the_answer(tmp_path):
     task = _generation_task(tmp_path / "x", metric="exact_match", extra="answer_pattern: 'A: (?P<answer>.*)$'\n")
     assert task.parse_answer("thinking...\nA: Paris") == "Paris"
     assert error(_generation_task, tmp_path / "y", extra="answer_pattern: '(unclosed'\n").endswith(
-        "answer_pattern: invalid regular expression (missing ), unterminated subpattern at position 0)")
+        "answer_pattern: invalid regular expression (missing ), unterminated subpattern at position 0)"
+    )
 
 
 def test_answer_pattern_on_a_classification_task(tmp_path):

@@ -51,8 +51,16 @@ def test_normalized_match():
 
 @pytest.mark.parametrize(
     "text, number",
-    [("42", 42.0), ("The answer is -3.5 apples", -3.5), ("$1,234.50", 1234.5), ("1,2", 2.0), ("x = .5e2", 50.0), ("none", None),
-     ("I have 4 stoves and 8 instruments, so 8.", 8.0), ("3 apples + 2 pears = 5", 5.0)],
+    [
+        ("42", 42.0),
+        ("The answer is -3.5 apples", -3.5),
+        ("$1,234.50", 1234.5),
+        ("1,2", 2.0),
+        ("x = .5e2", 50.0),
+        ("none", None),
+        ("I have 4 stoves and 8 instruments, so 8.", 8.0),
+        ("3 apples + 2 pears = 5", 5.0),
+    ],
 )
 def test_parse_number(text, number):
     assert parse_number(text) == number

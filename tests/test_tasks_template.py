@@ -21,7 +21,10 @@ def error(text: str, origin: str = "t.jinja") -> str:
 def test_render():
     template = PromptTemplate.from_string(LIAR)
     prompt = template.render("Is it a lie?", "Statement: x", ("Yes", "No"))
-    assert prompt == "# Task\nIs it a lie?\n\n# Output format\nAnswer Yes / No.\n\n# Prediction\nText: Statement: x\nLabel:"
+    assert (
+        prompt
+        == "# Task\nIs it a lie?\n\n# Output format\nAnswer Yes / No.\n\n# Prediction\nText: Statement: x\nLabel:"
+    )
     assert template.source == LIAR and template.origin == "<string>"
 
 
@@ -58,7 +61,9 @@ def test_render_errors_surface_at_load():
 
 
 def test_control_flow_is_allowed():
-    template = PromptTemplate.from_string("{{ instruction }}{% if labels %} [{{ labels }}]{% endif %}\n{{ input | trim }}")
+    template = PromptTemplate.from_string(
+        "{{ instruction }}{% if labels %} [{{ labels }}]{% endif %}\n{{ input | trim }}"
+    )
     assert template.render("Go", "  x  ") == "Go\nx"
     assert template.render("Go", "x", ["A", "B"]) == "Go [A / B]\nx"
 

@@ -20,15 +20,26 @@ def test_off_by_default_and_flags():
 
 
 def test_flat_params():
-    assert flat_params({"a": {"b": 1, "c": {"d": "x"}}, "e": None, "f": {}}) == {"a.b": "1", "a.c.d": "x",
-                                                                                 "e": "null", "f": "{}"}
+    assert flat_params({"a": {"b": 1, "c": {"d": "x"}}, "e": None, "f": {}}) == {
+        "a.b": "1",
+        "a.c.d": "x",
+        "e": "null",
+        "f": "{}",
+    }
 
 
 def test_round_metrics():
-    entry = {"round": 2, "beam": [["c1", 0.6], ["c2", 0.4]], "accepted": True, "prompt_tokens": [120, 80],
-             "test": [0.55, 0.5]}
-    totals = {"target": {"prompts": 100, "input_tokens": 5000, "output_tokens": 0},
-              "optimizer": {"prompts": 4, "input_tokens": 900, "output_tokens": 300}}
+    entry = {
+        "round": 2,
+        "beam": [["c1", 0.6], ["c2", 0.4]],
+        "accepted": True,
+        "prompt_tokens": [120, 80],
+        "test": [0.55, 0.5],
+    }
+    totals = {
+        "target": {"prompts": 100, "input_tokens": 5000, "output_tokens": 0},
+        "optimizer": {"prompts": 4, "input_tokens": 900, "output_tokens": 300},
+    }
     m = round_metrics(entry, totals, "f1")
     assert m["beam_best"] == 0.6 and m["beam_mean"] == pytest.approx(0.5) and m["accepted"] == 1.0
     assert m["best_prompt_tokens"] == 120 and m["test_f1_best"] == 0.55

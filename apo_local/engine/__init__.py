@@ -19,9 +19,24 @@ from apo_local.engine.settings import EngineSettings, has_cuda_gpu
 from apo_local.errors import ApoError
 
 __all__ = [
-    "CachedEngine", "ChoiceScores", "Engine", "EngineSettings", "Generation", "GenerationRequest",
-    "LazyBackend", "ROLES", "RoleEngine", "Trace", "load_engine", "load_role_engines", "engine_key", "has_cuda_gpu",
-    "running_engines", "shutdown_engines", "model_of", "role_models",
+    "CachedEngine",
+    "ChoiceScores",
+    "Engine",
+    "EngineSettings",
+    "Generation",
+    "GenerationRequest",
+    "LazyBackend",
+    "ROLES",
+    "RoleEngine",
+    "Trace",
+    "load_engine",
+    "load_role_engines",
+    "engine_key",
+    "has_cuda_gpu",
+    "running_engines",
+    "shutdown_engines",
+    "model_of",
+    "role_models",
 ]
 
 log = logging.getLogger("apo_local")
@@ -41,8 +56,13 @@ def engine_key(settings: EngineSettings) -> tuple:
     return (settings.backend, replace(settings.resolved(), model=str(resolve_model(settings.model)), seed=0))
 
 
-def load_engine(settings: EngineSettings, cache_path: Path | str | None | bool = None,
-                role: str | None = None, *, lazy: bool = False) -> CachedEngine:
+def load_engine(
+    settings: EngineSettings,
+    cache_path: Path | str | None | bool = None,
+    role: str | None = None,
+    *,
+    lazy: bool = False,
+) -> CachedEngine:
     """Start (or reuse) the backend for ``settings``. ``cache_path``: None = default, False = no disk cache.
     ``role`` (target / optimizer) only names the settings to change in a start failure's message.
 
@@ -66,8 +86,9 @@ def load_engine(settings: EngineSettings, cache_path: Path | str | None | bool =
         _CACHED[(key, cache_file)] = CachedEngine(_LOADED[key], _cache_for(key, cache_file))
     cached = _CACHED[(key, cache_file)]
     if cached.cache is not None and not isinstance(cached.inner, LazyBackend) and settings.backend != "openai":
-        cached.cache.put_identity(_identity_key(key, path), {"model_id": cached.model_id,
-                                                              "max_model_len": cached.max_model_len})
+        cached.cache.put_identity(
+            _identity_key(key, path), {"model_id": cached.model_id, "max_model_len": cached.max_model_len}
+        )
     return cached
 
 
@@ -111,7 +132,9 @@ def _start_backend(settings: EngineSettings, path: Path, role: str | None = None
         from apo_local.engine.hf_engine import TransformersEngine
 
         if settings.engine_args:
-            raise ApoError(f"{role or 'target'}.engine_args: vLLM engine arguments; the transformers backend takes none")
+            raise ApoError(
+                f"{role or 'target'}.engine_args: vLLM engine arguments; the transformers backend takes none"
+            )
         backend = TransformersEngine(path, settings)
     else:
         raise ApoError(f"unknown engine backend {settings.backend!r} (use vllm, transformers or openai)")
@@ -152,9 +175,12 @@ class LazyBackend:
             self.real.close()
 
 
-def load_role_engines(target: EngineSettings, optimizer: EngineSettings,
-                      cache_path: Path | str | None | bool = None,
-                      record: Path | None = None) -> tuple[CachedEngine, CachedEngine]:
+def load_role_engines(
+    target: EngineSettings,
+    optimizer: EngineSettings,
+    cache_path: Path | str | None | bool = None,
+    record: Path | None = None,
+) -> tuple[CachedEngine, CachedEngine]:
     """The target's and the optimizer's engines: one shared engine when they are the same model and
     settings; otherwise two, placed on their own GPUs or splitting the GPU memory (engine/placement.py).
     ``record``: a file to write the plan to once both engines run (the run directory's ``engines.json``)."""
@@ -166,8 +192,9 @@ def load_role_engines(target: EngineSettings, optimizer: EngineSettings,
     gpus = cuda_devices() if has_cuda_gpu() else 0
     vllm_pair = target.backend == optimizer.backend == "vllm"
     paths = (Path(kt[1].model), Path(ko[1].model)) if vllm_pair else None  # a server's model is no folder here
-    plan = plan_engines(target, optimizer, shared or not vllm_pair, gpus, paths,
-                        gpu_memory_gib() if gpus and not shared else None)
+    plan = plan_engines(
+        target, optimizer, shared or not vllm_pair, gpus, paths, gpu_memory_gib() if gpus and not shared else None
+    )
     first = load_engine(plan.target, cache_path, role="target")
     second = load_engine(plan.optimizer, cache_path, role="optimizer")
     if record is not None:  # once both run: a run that failed to start leaves nothing behind

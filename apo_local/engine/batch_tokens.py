@@ -19,7 +19,7 @@ What ``ChatFormatter.prompt_ids`` does for one prompt, done for many:
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class BatchTokenizer:
         self._tokenize_tails({t[1] for t in plan if t is not None})
         out: list[list[int] | None] = []
         rest = []
-        for i, (p, t) in enumerate(zip(prompts, plan)):
+        for i, (_p, t) in enumerate(zip(prompts, plan)):
             if t is None:
                 out.append(None)
                 rest.append(i)
@@ -120,8 +120,10 @@ class BatchTokenizer:
             out[i] = ids
         first = next((i for i, t in enumerate(plan) if t is not None), None)
         if first is not None and out[first] != self.whole([prompts[first]])[0]:
-            log.warning("joined token ids differ from the full tokenization for this tokenizer: "
-                        "prompts are tokenized whole from now on")
+            log.warning(
+                "joined token ids differ from the full tokenization for this tokenizer: "
+                "prompts are tokenized whole from now on"
+            )
             self.join = False
             return self.ids(prompts)
         self.stats["joined"] += len(prompts) - len(rest)

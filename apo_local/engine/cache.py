@@ -16,12 +16,11 @@ import hashlib
 import json
 import os
 import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Callable, Sequence
 
 from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
-
 
 CHUNK = 32_768  # inputs per engine call and per cache transaction
 BUSY_MS = 60_000  # how long a writer waits for another process's transaction
@@ -50,9 +49,7 @@ class ResultCache:
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), 500):
             chunk = unique[start : start + 500]
-            rows = self.db.execute(
-                f"SELECT key, value FROM results WHERE key IN ({','.join('?' * len(chunk))})", chunk
-            )
+            rows = self.db.execute(f"SELECT key, value FROM results WHERE key IN ({','.join('?' * len(chunk))})", chunk)
             found.update(rows.fetchall())
         return found
 
@@ -134,8 +131,10 @@ class CachedEngine:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         # A seeded request is reproducible on its own; an unseeded one depends on the engine's seed too.
         # "generate/2": entries carry each sample's finish reason (older ones did not: recomputed once).
-        keys = [_key(self.model_id, None if r.seed is not None else self.seed, "generate/2", r.prompt, r.settings())
-                for r in requests]
+        keys = [
+            _key(self.model_id, None if r.seed is not None else self.seed, "generate/2", r.prompt, r.settings())
+            for r in requests
+        ]
         return self._cached(keys, requests, self.inner.generate, _load_generation)
 
     def score_choices(self, prompts: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:
@@ -161,8 +160,9 @@ class CachedEngine:
 
 
 def _load_generation(d: dict) -> Generation:
-    return Generation(tuple(d["texts"]), d["input_tokens"], d["output_tokens"], d.get("error"),
-                      tuple(d.get("finish_reasons") or ()))  # entries written before finish reasons: unknown
+    return Generation(
+        tuple(d["texts"]), d["input_tokens"], d["output_tokens"], d.get("error"), tuple(d.get("finish_reasons") or ())
+    )  # entries written before finish reasons: unknown
 
 
 def _load_scores(d: dict) -> ChoiceScores:

@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from apo_local.errors import ApoError
 
@@ -39,7 +39,7 @@ def strip_thinking(text: str) -> str:
     the block in the prompt), or nothing when a ``<think>`` block never closed (the budget ran out)."""
     closes = list(_THINK_CLOSE.finditer(text))
     if closes:
-        return text[closes[-1].end():].lstrip()
+        return text[closes[-1].end() :].lstrip()
     if _THINK_OPEN.match(text):
         return ""
     return text
@@ -48,8 +48,9 @@ def strip_thinking(text: str) -> str:
 class ChatFormatter:
     """Renders and tokenizes prompts for one model (tokenizer + template + template kwargs)."""
 
-    def __init__(self, tokenizer, chat_template: str | None = None, template_kwargs: dict | None = None,
-                 name: str = "model"):
+    def __init__(
+        self, tokenizer, chat_template: str | None = None, template_kwargs: dict | None = None, name: str = "model"
+    ):
         self.tokenizer = tokenizer
         # None: the tokenizer's own (registry: chat_template: builtin); "": none (chat_template: plain)
         self.chat_template = chat_template
@@ -112,7 +113,10 @@ class ChatFormatter:
 
     def _apply(self, messages: list[dict], generation: bool) -> str:
         return self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=generation, tokenize=False, chat_template=self.chat_template,
+            messages,
+            add_generation_prompt=generation,
+            tokenize=False,
+            chat_template=self.chat_template,
             **self.template_kwargs,
         )
 
@@ -156,7 +160,7 @@ class ChatFormatter:
                 prefix = self.prompt_ids("x")
                 spaced = " " + label if self.plain and not label[:1].isspace() else label
                 full = self._encode_rendered(self.tokenizer.decode(prefix) + spaced)
-                ids = tuple(full[len(prefix):]) if full[: len(prefix)] == prefix and len(full) > len(prefix) else bare
+                ids = tuple(full[len(prefix) :]) if full[: len(prefix)] == prefix and len(full) > len(prefix) else bare
             if not ids:
                 raise ApoError(f"label {label!r} tokenizes to nothing")
             self._label_ids[label] = ids
@@ -181,7 +185,7 @@ class ChatFormatter:
                 try:
                     full = self.render("x", reply=_MARK)
                     at = full.find(_MARK)
-                    tail = full[at + len(_MARK):] if at >= 0 else ""
+                    tail = full[at + len(_MARK) :] if at >= 0 else ""
                 except ApoError:
                     tail = ""
             end = None
@@ -207,8 +211,10 @@ class ChatFormatter:
         end = self.end_of_turn_id()
         if end is None:
             shown = ", ".join(repr(lab) for lab in labels)
-            raise ApoError(f"labels {shown}: one is a prefix of another and the model has no end-of-turn "
-                           f"token to tell them apart; rename the labels")
+            raise ApoError(
+                f"labels {shown}: one is a prefix of another and the model has no end-of-turn "
+                f"token to tell them apart; rename the labels"
+            )
         return [i + (end,) for i in ids]
 
     def clean_reply(self, text: str) -> str:

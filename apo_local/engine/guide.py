@@ -26,8 +26,9 @@ class TokenGuide:
         import xgrammar as xgr
 
         if self._compiler is None:
-            info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.vocab_size,
-                                                      stop_token_ids=self.stop_ids or None)
+            info = xgr.TokenizerInfo.from_huggingface(
+                self.tokenizer, vocab_size=self.vocab_size, stop_token_ids=self.stop_ids or None
+            )
             self._compiler = xgr.GrammarCompiler(info)
         if shape.kind == "regex":
             return self._compiler.compile_regex(shape.spec)
@@ -36,7 +37,7 @@ class TokenGuide:
         choices = "|".join(json.dumps(c) for c in shape.spec.split("\n"))  # EBNF string literals
         return self._compiler.compile_grammar(f"root ::= {choices}")
 
-    def matcher(self, shape) -> "RowMatcher | None":
+    def matcher(self, shape) -> RowMatcher | None:
         """A fresh matcher for ``shape``, or None (free text) when xgrammar is not installed."""
         if shape is None or not self.available:
             return None
@@ -45,8 +46,10 @@ class TokenGuide:
                 self._compiled[shape] = self._compile(shape)
             except ImportError:
                 self.available = False
-                log.warning("xgrammar is not installed: the transformers backend decodes optimizer replies "
-                            "unguided (their checks still apply)")
+                log.warning(
+                    "xgrammar is not installed: the transformers backend decodes optimizer replies "
+                    "unguided (their checks still apply)"
+                )
                 return None
         return RowMatcher(self._compiled[shape], self.vocab_size)
 

@@ -21,24 +21,28 @@ else shares its batch. Greedy when temperature == 0. A reply shape masks every s
 from __future__ import annotations
 
 import logging
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
-from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest, tail_repeats
 from apo_local.engine.chat import ChatFormatter
-from apo_local.engine.modelinfo import model_fingerprint
-from apo_local.quiet import quiet_transformers
+from apo_local.engine.modelinfo import eos_ids, loaded_context_length, model_fingerprint
+from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest, tail_repeats
 from apo_local.engine.settings import EngineSettings, has_cuda_gpu
 from apo_local.errors import ApoError
+from apo_local.quiet import quiet_transformers
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {
-    "float32": "float32", "fp32": "float32", "float": "float32",
-    "bfloat16": "bfloat16", "bf16": "bfloat16",
-    "float16": "float16", "fp16": "float16", "half": "float16",
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
 }
 
 
@@ -74,7 +78,9 @@ class TransformersEngine:
 
         model_path = Path(model_path)
         self.settings = settings
-        self.device = torch.device("cuda" if has_cuda_gpu() and torch.cuda.is_available() else "cpu")  # no vLLM fork here
+        self.device = torch.device(
+            "cuda" if has_cuda_gpu() and torch.cuda.is_available() else "cpu"
+        )  # no vLLM fork here
         torch.manual_seed(settings.seed)
         problem = model_folder_problem(model_path)
         if problem:
@@ -98,15 +104,16 @@ class TransformersEngine:
         self.dtype = dtype
         from apo_local.models import chat_template_for
 
-        self.chat = ChatFormatter(tokenizer, chat_template_for(model_path), settings.template_kwargs(),
-                                  name=str(model_path))
+        self.chat = ChatFormatter(
+            tokenizer, chat_template_for(model_path), settings.template_kwargs(), name=str(model_path)
+        )
 
         config = model.config
-        self.max_model_len = _context_length(config, settings.max_model_len)
+        self.max_model_len = loaded_context_length(config, settings.max_model_len)
         dtype_name = str(dtype).removeprefix("torch.")
         self.model_id = f"{model_fingerprint(model_path)}|{dtype_name}|{self.max_model_len}|hf{self.chat.template_id}"
 
-        eos = _eos_ids(model, config, tokenizer)
+        eos = eos_ids(model, config, tokenizer)
         self.eos_ids = frozenset(eos)
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (min(eos) if eos else 0)
@@ -131,7 +138,9 @@ class TransformersEngine:
             if not isinstance(dt, torch.dtype):
                 dt = torch.float32
             if dt == torch.float16 and self.device.type == "cpu":
-                dt = torch.bfloat16  # fp16 kernels are slow or missing on CPU; bf16 has the same range as the weights need
+                dt = (
+                    torch.bfloat16
+                )  # fp16 kernels are slow or missing on CPU; bf16 has the same range as the weights need
             return dt
         if name not in _DTYPES:
             raise ApoError(f"unknown engine dtype {name!r} (use auto, float32, bfloat16 or float16)")
@@ -216,8 +225,20 @@ class TransformersEngine:
                         seed = int(torch.randint(0, 2**62, (1,), generator=self._seed_rng))
                     gen = torch.Generator(device=self.device).manual_seed(seed)
                 stop = tuple(s for s in req.stop if s)
-                rows.append(_Row(i, k, ids, max_new, req.temperature, req.top_p, stop, gen, self.guide.matcher(req.shape),
-                                 req.repetition))
+                rows.append(
+                    _Row(
+                        i,
+                        k,
+                        ids,
+                        max_new,
+                        req.temperature,
+                        req.top_p,
+                        stop,
+                        gen,
+                        self.guide.matcher(req.shape),
+                        req.repetition,
+                    )
+                )
 
         order = sorted(range(len(rows)), key=lambda r: len(rows[r].prompt_ids))
         lengths = [len(r.prompt_ids) + r.max_new for r in rows]
@@ -303,7 +324,7 @@ class TransformersEngine:
         next_pos = positions[:, -1:] + 1
         feed = input_ids
         with torch.inference_mode():
-            for step in range(steps):
+            for _step in range(steps):
                 out = self._call(feed, mask, positions, keep=1, use_cache=True, past_key_values=cache)
                 cache = out.past_key_values
                 logits = out.logits[:, -1].float()  # [batch, vocab]
@@ -328,7 +349,6 @@ class TransformersEngine:
             r.done = True
 
     def _pick(self, logits, r: _Row) -> int:
-        import torch
 
         if r.guide is not None:
             r.guide.mask(logits)
@@ -373,27 +393,3 @@ class TransformersEngine:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         cuts = [text.find(s) for s in r.stop if s and s in text]
         return self.chat.clean_reply(text[: min(cuts)] if cuts else text)
-
-
-def _context_length(config, wanted: int | None) -> int:
-    """The settings' ``max_model_len`` within the model's own limit (2048 when neither bounds it)."""
-    limit = None
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, name, None) or getattr(config.get_text_config(), name, None)
-        if isinstance(value, int) and value > 0:
-            limit = value
-            break
-    max_len = min(wanted or math.inf, limit if limit is not None else math.inf)
-    return 2048 if max_len == math.inf else int(max_len)
-
-
-def _eos_ids(model, config, tokenizer) -> set[int]:
-    """Every end-of-sequence id the generation config, model config or tokenizer names."""
-    eos: set[int] = set()
-    for src in (getattr(model, "generation_config", None), config, tokenizer):
-        value = getattr(src, "eos_token_id", None) if src is not None else None
-        if isinstance(value, int):
-            eos.add(value)
-        elif isinstance(value, (list, tuple)):
-            eos.update(v for v in value if isinstance(v, int))
-    return eos

@@ -1,15 +1,31 @@
 """What a model folder says about itself, read from its files without loading it: identity,
-context length, weight bytes (safetensors headers) and the KV-cache bytes per token."""
+context length, weight bytes (safetensors headers) and the KV-cache bytes per token; and, from its loaded
+config, the context length and end-of-sequence ids the transformers backend uses."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from pathlib import Path
 
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "F4": 1}
+_DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "F8_E8M0": 1,
+    "F4": 1,
+}
 
 
 def model_fingerprint(path: Path) -> str:
@@ -77,3 +93,27 @@ def kv_bytes_per_token(path: Path, dtype_bytes: int = 2) -> int | None:
     kv_heads = cfg.get("num_key_value_heads") or heads
     head_dim = cfg.get("head_dim") or hidden // heads
     return 2 * layers * kv_heads * head_dim * dtype_bytes
+
+
+def loaded_context_length(config, wanted: int | None) -> int:
+    """The settings' ``max_model_len`` within the model's own limit (2048 when neither bounds it)."""
+    limit = None
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None) or getattr(config.get_text_config(), name, None)
+        if isinstance(value, int) and value > 0:
+            limit = value
+            break
+    max_len = min(wanted or math.inf, limit if limit is not None else math.inf)
+    return 2048 if max_len == math.inf else int(max_len)
+
+
+def eos_ids(model, config, tokenizer) -> set[int]:
+    """Every end-of-sequence id the generation config, model config or tokenizer names."""
+    eos: set[int] = set()
+    for src in (getattr(model, "generation_config", None), config, tokenizer):
+        value = getattr(src, "eos_token_id", None) if src is not None else None
+        if isinstance(value, int):
+            eos.add(value)
+        elif isinstance(value, (list, tuple)):
+            eos.update(v for v in value if isinstance(v, int))
+    return eos

@@ -31,8 +31,13 @@ class ServerClient:
         self.root = str(url.copy_with(path=path.removesuffix("/v1") or "/")).rstrip("/")  # /tokenize lives here
         self.base = self.root + "/v1"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(timeout=timeout, trust_env=False, follow_redirects=False, headers=headers,
-                                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+        self.http = httpx.Client(
+            timeout=timeout,
+            trust_env=False,
+            follow_redirects=False,
+            headers=headers,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -49,18 +54,20 @@ class ServerClient:
                 r = self.http.request(method, url, json=body)
             except httpx.TransportError as exc:
                 if attempt == RETRIES:
-                    raise ServerError(f"server at {self.base} unreachable ({RETRIES + 1} tries): "
-                                      f"{type(exc).__name__}: {exc}") from None
+                    raise ServerError(
+                        f"server at {self.base} unreachable ({RETRIES + 1} tries): {type(exc).__name__}: {exc}"
+                    ) from None
             else:
                 if r.status_code in RETRY_STATUS and attempt < RETRIES:
                     pass
                 elif r.status_code >= 400:
                     tries = f" ({RETRIES + 1} tries)" if r.status_code in RETRY_STATUS else ""
-                    raise ServerError(f"server at {self.base}: {path} -> {r.status_code}{tries}: {_message(r)}",
-                                      r.status_code)
+                    raise ServerError(
+                        f"server at {self.base}: {path} -> {r.status_code}{tries}: {_message(r)}", r.status_code
+                    )
                 else:
                     return r.json()
-            time.sleep(BACKOFF_S * 2 ** attempt)
+            time.sleep(BACKOFF_S * 2**attempt)
         raise ServerError(f"server at {self.base}: {path} kept failing", None)  # not reached
 
     def post(self, path: str, body: dict, root: bool = False) -> dict:

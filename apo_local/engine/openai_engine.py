@@ -24,8 +24,8 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
 from apo_local.engine.chat import strip_thinking
 from apo_local.engine.openai_client import ServerClient, ServerError
@@ -43,8 +43,10 @@ _PROBE = "Reply with one word."
 class OpenAIEngine:
     def __init__(self, settings: EngineSettings, role: str | None = None):
         if not settings.base_url:
-            raise ApoError(f"{role or 'target'}.base_url: the openai backend needs the server's URL "
-                           f"(e.g. http://127.0.0.1:8000/v1)")
+            raise ApoError(
+                f"{role or 'target'}.base_url: the openai backend needs the server's URL "
+                f"(e.g. http://127.0.0.1:8000/v1)"
+            )
         self.settings = settings
         self.client = ServerClient(settings.base_url, os.environ.get("APO_LOCAL_OPENAI_API_KEY"))
         self.pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="apo-openai")
@@ -56,16 +58,25 @@ class OpenAIEngine:
         self.model = card["id"]
         self.max_model_len = settings.max_model_len or card.get("max_model_len") or 0
         if not self.max_model_len:
-            raise ApoError(f"{role or 'target'}.max_model_len: the server at {self.client.base} does not say its "
-                           f"context length; set it")
+            raise ApoError(
+                f"{role or 'target'}.max_model_len: the server at {self.client.base} does not say its "
+                f"context length; set it"
+            )
         self.kwargs = settings.template_kwargs()
         self._label_ids: dict[tuple[str, ...], list[tuple[int, ...]]] = {}
         self.can_tokenize = self._tokenize_works()
         self.scoring = self._scoring_mode(settings.server_scoring)
-        self.model_id = (f"openai:{self.client.base}|{self.model}|{card.get('root') or ''}|{self.max_model_len}"
-                         f"|{self.scoring}" + (f"|kw:{sorted(self.kwargs.items())}" if self.kwargs else ""))
-        log.info("server %s: model %s, context %d, label scoring by %s", self.client.base, self.model,
-                 self.max_model_len, self.scoring)
+        self.model_id = (
+            f"openai:{self.client.base}|{self.model}|{card.get('root') or ''}|{self.max_model_len}"
+            f"|{self.scoring}" + (f"|kw:{sorted(self.kwargs.items())}" if self.kwargs else "")
+        )
+        log.info(
+            "server %s: model %s, context %d, label scoring by %s",
+            self.client.base,
+            self.model,
+            self.max_model_len,
+            self.scoring,
+        )
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -124,12 +135,14 @@ class OpenAIEngine:
                 whole = self._chat_tokens(turn, add_generation_prompt=False)
                 if open_[: len(head)] != head or len(open_) <= len(head):
                     raise ApoError(f"label {label!r}: the server's chat template does not continue the prompt")
-                ids.append(tuple(open_[len(head):]))
+                ids.append(tuple(open_[len(head) :]))
                 ends.append(whole[len(open_)] if len(whole) > len(open_) else None)
             nested = any(a != b and b[: len(a)] == a for a in ids for b in ids)
             if nested and None in ends:
-                raise ApoError("labels: one is a prefix of another and the server's template has no end-of-turn "
-                               "token to tell them apart; rename the labels")
+                raise ApoError(
+                    "labels: one is a prefix of another and the server's template has no end-of-turn "
+                    "token to tell them apart; rename the labels"
+                )
             self._label_ids[key] = [i + (e,) for i, e in zip(ids, ends)] if nested else ids
         return self._label_ids[key]
 
@@ -149,8 +162,14 @@ class OpenAIEngine:
         copies = [(req.n, req.seed)] if req.seed is None else [(1, req.seed + k) for k in range(req.n)]
         texts, n_in, n_out = [], 0, 0
         for n, seed in copies:
-            body = {"model": self.model, "messages": [{"role": "user", "content": req.prompt}], "n": n,
-                    "temperature": req.temperature, "top_p": req.top_p, "max_tokens": min(req.max_tokens, room)}
+            body = {
+                "model": self.model,
+                "messages": [{"role": "user", "content": req.prompt}],
+                "n": n,
+                "temperature": req.temperature,
+                "top_p": req.top_p,
+                "max_tokens": min(req.max_tokens, room),
+            }
             if seed is not None:
                 body["seed"] = seed
             if req.stop:
@@ -204,8 +223,14 @@ class OpenAIEngine:
         return ChoiceScores(tuple(sum(got[lab[:d]][lab[d]] for d in range(len(lab))) for lab in labels), len(ids))
 
     def _completion(self, ids: list[int], **extra) -> dict:
-        body = {"model": self.model, "prompt": ids, "max_tokens": 1, "temperature": 0.0,
-                "return_tokens_as_token_ids": True, **extra}
+        body = {
+            "model": self.model,
+            "prompt": ids,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "return_tokens_as_token_ids": True,
+            **extra,
+        }
         return self.client.post("/v1/completions", body)["choices"][0]["logprobs"]
 
     def _next_logprobs(self, ids: list[int], wanted: list[int]) -> dict[int, float]:
@@ -215,11 +240,15 @@ class OpenAIEngine:
 
     def _echo_logprob(self, ids: list[int], label: tuple[int, ...]) -> float:
         lp = self._completion(ids + list(label), logprobs=0, echo=True)["token_logprobs"]
-        return sum(_finite(x) for x in lp[len(ids): len(ids) + len(label)])
+        return sum(_finite(x) for x in lp[len(ids) : len(ids) + len(label)])
 
     def _score_by_chat(self, prompt: str, choices: Sequence[str], mode: str) -> ChoiceScores:
-        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0.0,
-                "max_tokens": 1 if mode == "top-logprobs" else max(8, max(len(c) for c in choices) // 2)}
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": 0.0,
+            "max_tokens": 1 if mode == "top-logprobs" else max(8, max(len(c) for c in choices) // 2),
+        }
         if mode == "top-logprobs":
             body.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
         if self.kwargs:

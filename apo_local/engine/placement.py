@@ -41,14 +41,26 @@ class EnginePlan:
     detail: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"how": self.how, **self.detail,
-                           "target": _role_view(self.target), "optimizer": _role_view(self.optimizer)}, indent=2)
+        return json.dumps(
+            {
+                "how": self.how,
+                **self.detail,
+                "target": _role_view(self.target),
+                "optimizer": _role_view(self.optimizer),
+            },
+            indent=2,
+        )
 
 
 def _role_view(s: EngineSettings) -> dict:
-    return {"model": s.model, "gpu_memory_utilization": s.gpu_memory_utilization, "device": s.device,
-            "tensor_parallel_size": s.tensor_parallel_size, "max_model_len": s.max_model_len,
-            "kv_cache_gb": s.kv_cache_gb}
+    return {
+        "model": s.model,
+        "gpu_memory_utilization": s.gpu_memory_utilization,
+        "device": s.device,
+        "tensor_parallel_size": s.tensor_parallel_size,
+        "max_model_len": s.max_model_len,
+        "kv_cache_gb": s.kv_cache_gb,
+    }
 
 
 def ray_gpus(target_tp: int, optimizer_tp: int, shared: bool) -> int:
@@ -61,12 +73,16 @@ def place_devices(target_tp: int, optimizer_tp: int, visible: list[str]) -> tupl
     are GPUs enough for each engine to have its own; None otherwise."""
     if len(visible) < target_tp + optimizer_tp:
         return None
-    return ",".join(visible[:target_tp]), ",".join(visible[target_tp:target_tp + optimizer_tp])
+    return ",".join(visible[:target_tp]), ",".join(visible[target_tp : target_tp + optimizer_tp])
 
 
-def memory_split(weights: tuple[float, float], kv_per_token: tuple[float | None, float | None],
-                 total: float | None, fixed: tuple[float | None, float | None] = (None, None),
-                 budget: float = BUDGET) -> tuple[float, float]:
+def memory_split(
+    weights: tuple[float, float],
+    kv_per_token: tuple[float | None, float | None],
+    total: float | None,
+    fixed: tuple[float | None, float | None] = (None, None),
+    budget: float = BUDGET,
+) -> tuple[float, float]:
     """GPU memory fractions (target, optimizer) for two engines sharing GPUs.
 
     ``weights``: bytes per GPU of each model; ``kv_per_token``: KV bytes per token (None: unknown,
@@ -116,9 +132,15 @@ def visible_devices(gpus: int, environ: dict | None = None) -> list[str]:
     return [str(i) for i in range(gpus)]
 
 
-def plan_engines(target: EngineSettings, optimizer: EngineSettings, shared: bool, gpus: int,
-                 model_paths: tuple[Path, Path] | None = None, gpu_gib: float | None = None,
-                 environ: dict | None = None) -> EnginePlan:
+def plan_engines(
+    target: EngineSettings,
+    optimizer: EngineSettings,
+    shared: bool,
+    gpus: int,
+    model_paths: tuple[Path, Path] | None = None,
+    gpu_gib: float | None = None,
+    environ: dict | None = None,
+) -> EnginePlan:
     """The settings each role's engine starts with (see the module docstring)."""
     if shared:
         return EnginePlan(target, optimizer, "shared engine")
@@ -142,9 +164,15 @@ def plan_engines(target: EngineSettings, optimizer: EngineSettings, shared: bool
     total = gpu_gib * (1 << 30) if gpu_gib else None
     ft, fo = memory_split(weights, kv, total, (target.gpu_memory_utilization, optimizer.gpu_memory_utilization))
     how = "as configured" if target.gpu_memory_utilization and optimizer.gpu_memory_utilization else "memory split"
-    detail = {"gpus": gpus, "gpu_gib": round(gpu_gib, 1) if gpu_gib else None,
-              "weights_gib": [round(w / (1 << 30), 3) for w in weights], "budget": BUDGET}
-    return EnginePlan(replace(target, gpu_memory_utilization=ft), replace(optimizer, gpu_memory_utilization=fo), how, detail)
+    detail = {
+        "gpus": gpus,
+        "gpu_gib": round(gpu_gib, 1) if gpu_gib else None,
+        "weights_gib": [round(w / (1 << 30), 3) for w in weights],
+        "budget": BUDGET,
+    }
+    return EnginePlan(
+        replace(target, gpu_memory_utilization=ft), replace(optimizer, gpu_memory_utilization=fo), how, detail
+    )
 
 
 def _per_gpu(value: int | None, tp: int) -> float | None:

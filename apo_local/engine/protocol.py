@@ -16,8 +16,9 @@ sample whose last tokens repeat: ``tail_repeats``; vLLM's ``repetition_detection
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class ChoiceScores:
         return max(range(len(self.logprobs)), key=lambda i: (self.logprobs[i], -i))
 
     @classmethod
-    def failed(cls, n_choices: int, input_tokens: int, error: str) -> "ChoiceScores":
+    def failed(cls, n_choices: int, input_tokens: int, error: str) -> ChoiceScores:
         return cls(tuple([-math.inf] * n_choices), input_tokens, error)
 
 

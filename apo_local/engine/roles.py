@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 import threading
+import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
 
@@ -57,7 +57,17 @@ class Trace:
     def at(self, phase: str, round: int | None) -> None:
         self.phase, self.round = phase, round
 
-    def record(self, role: str, op: str, prompts: int, input_tokens: int, output_tokens: int, cache_hits: int, seconds: float, **extra) -> None:
+    def record(
+        self,
+        role: str,
+        op: str,
+        prompts: int,
+        input_tokens: int,
+        output_tokens: int,
+        cache_hits: int,
+        seconds: float,
+        **extra,
+    ) -> None:
         t = self.totals[role]
         t.calls += 1
         t.prompts += prompts
@@ -67,9 +77,18 @@ class Trace:
         t.seconds += seconds
         self.phase_seconds[self.phase] = self.phase_seconds.get(self.phase, 0.0) + seconds
         if self.path:
-            line = dict(role=role, op=op, phase=self.phase, round=self.round, prompts=prompts,
-                        input_tokens=input_tokens, output_tokens=output_tokens, cache_hits=cache_hits,
-                        seconds=round(seconds, 3), **extra)
+            line = dict(
+                role=role,
+                op=op,
+                phase=self.phase,
+                round=self.round,
+                prompts=prompts,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cache_hits=cache_hits,
+                seconds=round(seconds, 3),
+                **extra,
+            )
             _append(self.path, json.dumps(line) + "\n")
 
     def event(self, kind: str, **detail) -> None:
@@ -109,9 +128,16 @@ class RoleEngine:
         with _progress(self.role, "generation", len(requests), self.trace):
             out = self.engine.generate(requests)
         _stop_if_interrupted()
-        self.trace.record(self.role, "generate", len(requests), sum(g.input_tokens for g in out),
-                          sum(g.output_tokens for g in out), self.engine.hits - hits, time.perf_counter() - start,
-                          errors=sum(g.error is not None for g in out))
+        self.trace.record(
+            self.role,
+            "generate",
+            len(requests),
+            sum(g.input_tokens for g in out),
+            sum(g.output_tokens for g in out),
+            self.engine.hits - hits,
+            time.perf_counter() - start,
+            errors=sum(g.error is not None for g in out),
+        )
         return out
 
     def score_choices(self, prompts: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:
@@ -121,9 +147,16 @@ class RoleEngine:
         with _progress(self.role, "scoring", len(prompts), self.trace):
             out = self.engine.score_choices(prompts, choices)
         _stop_if_interrupted()
-        self.trace.record(self.role, "score_choices", len(prompts), sum(s.input_tokens for s in out), 0,
-                          self.engine.hits - hits, time.perf_counter() - start,
-                          errors=sum(s.error is not None for s in out))
+        self.trace.record(
+            self.role,
+            "score_choices",
+            len(prompts),
+            sum(s.input_tokens for s in out),
+            0,
+            self.engine.hits - hits,
+            time.perf_counter() - start,
+            errors=sum(s.error is not None for s in out),
+        )
         return out
 
 
@@ -149,14 +182,16 @@ def _progress(role: str, what: str, n: int, trace: Trace):
     finished = threading.Event()
     start = time.perf_counter()
     with tracking() as progress:
+
         def beat() -> None:
             if finished.wait(PROGRESS_AFTER_S):
                 return
             log.info("%s ...", label)
             while not finished.wait(HEARTBEAT_S):
                 so_far = progress.describe()
-                log.info("%s: still running, %.0f s%s", label, time.perf_counter() - start,
-                         f" ({so_far})" if so_far else "")
+                log.info(
+                    "%s: still running, %.0f s%s", label, time.perf_counter() - start, f" ({so_far})" if so_far else ""
+                )
 
         threading.Thread(target=beat, daemon=True, name="apo-heartbeat").start()
         try:

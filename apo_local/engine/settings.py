@@ -59,7 +59,7 @@ class EngineSettings:
     def template_kwargs(self) -> dict:
         return thaw(self.chat_template_kwargs) if self.chat_template_kwargs else {}
 
-    def resolved(self) -> "EngineSettings":
+    def resolved(self) -> EngineSettings:
         """Fill the None defaults for this machine."""
         gpu = has_cuda_gpu()
         return replace(
@@ -201,7 +201,9 @@ def cpu_allocator_preload(environ: dict | None = None, search_dirs=_TCMALLOC_DIR
     import glob
 
     for d in search_dirs:
-        found = sorted(glob.glob(os.path.join(d, "libtcmalloc_minimal.so.*")) + glob.glob(os.path.join(d, "libtcmalloc.so.*")))
+        found = sorted(
+            glob.glob(os.path.join(d, "libtcmalloc_minimal.so.*")) + glob.glob(os.path.join(d, "libtcmalloc.so.*"))
+        )
         if found:
             env["LD_PRELOAD"] = found[0] + (":" + current if current else "")
             return found[0]

@@ -9,12 +9,11 @@ summing the per-token log-probabilities.
 
 from __future__ import annotations
 
-import os
-import re
-import sys
 import logging
+import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 from unittest import mock
 
 from apo_local.engine.batch_tokens import BatchTokenizer
@@ -22,8 +21,9 @@ from apo_local.engine.chat import ChatFormatter
 from apo_local.engine.modelinfo import model_fingerprint
 from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
 from apo_local.engine.settings import EngineSettings, cpu_engine_environment, cuda_start_environment, has_cuda_gpu
-from apo_local.quiet import StartupTap, drop_vllm_noise, quiet
+from apo_local.engine.start_failure import start_failure
 from apo_local.errors import ApoError
+from apo_local.quiet import StartupTap, drop_vllm_noise, quiet
 
 __all__ = ["ChatFormatter", "VLLMEngine", "model_fingerprint"]  # the first two re-exported for old imports
 
@@ -38,57 +38,11 @@ def _progress(n: int):
     return ProgressBar.drawn(n >= 256 and sys.stderr.isatty())
 
 
-_CAUSE = re.compile(r"\b(?:[A-Za-z_.]*(?:Error|Exception)|ValueError|RuntimeError): (.+)")
-_WRAPPED = re.compile(r"Worker failed with error '(.+)', please check the stack trace")
-
-
-def _root_cause(exc: Exception, held: list[str]) -> str:
-    """The most specific error line: ``exc``'s own, unless it only points at the engine process's
-    output ("See root cause above"), whose last error line is then used."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
-    own = lines[0]
-    if re.match(r"\d+ validation errors? for ", own) and len(lines) > 1:  # pydantic: the message follows
-        message = next((line for line in lines[1:] if " [type=" in line), lines[1])
-        own = re.sub(r"^Value error, ", "", message).split(" [type=")[0]
-    if "initialization failed" in own or "root cause" in own:
-        for line in reversed(held):
-            m = _CAUSE.search(line)
-            if m and "initialization failed" not in m.group(1) and "root cause above" not in m.group(1):
-                cause = m.group(1).strip()
-                wrapped = _WRAPPED.search(cause)
-                return (wrapped.group(1) if wrapped else cause)[:300]
-    return own[:300]
-
-
 def _digest(obj) -> str:
     import hashlib
     import json
 
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
-
-
-def _start_failure(model_path: Path, s: EngineSettings, exc: Exception, held: list[str], role: str | None = None) -> str:
-    """One line: what failed and which setting to change (config key under target/optimizer, or flag)."""
-    cause = _root_cause(exc, held)
-    low = cause.lower()
-    roles = [role] if role else ["target", "optimizer"]
-    flag = lambda name: " / ".join(f"--{r}-{name}" for r in roles)  # noqa: E731
-    if "kv" in low and ("memory" in low or "cache" in low):
-        fix = (f"lower kv_cache_gb (now {s.kv_cache_gb}; {flag('kv-cache-gb')}) "
-               f"or max_model_len (now {s.max_model_len}; {flag('max-model-len')})")
-    elif "memory" in low or "oom" in low.split() or "out of memory" in low:
-        fix = (f"lower gpu_memory_utilization (now {s.gpu_memory_utilization}; {flag('gpu-memory-utilization')}), "
-               f"kv_cache_gb (now {s.kv_cache_gb}) or max_model_len (now {s.max_model_len}), "
-               f"or free memory used by other processes")
-    elif "max_model_len" in low or "max_position_embeddings" in low or "context length" in low:
-        fix = f"lower max_model_len (now {s.max_model_len}; {flag('max-model-len')})"
-    elif "unexpected keyword" in low or "engine_args" in low or "engineargs" in low or "unrecognized" in low:
-        fix = f"check {' / '.join(f'{r}.engine_args' for r in roles)} (now {s.engine_kwargs()})"
-    else:
-        fix = (f"check the model folder (target.model / optimizer.model), or lower gpu_memory_utilization "
-               f"(now {s.gpu_memory_utilization}), kv_cache_gb (now {s.kv_cache_gb}) or max_model_len "
-               f"(now {s.max_model_len})")
-    return f"engine failed to start for {model_path}: {cause} -- {fix}"
 
 
 def cpu_engine_in_process() -> bool:
@@ -117,8 +71,9 @@ def _label_params(SamplingParams, token_ids: list[int]):
         if "logprob_token_ids" in str(exc):
             import vllm
 
-            raise ApoError(f"vLLM {vllm.__version__} has no SamplingParams.logprob_token_ids; "
-                           f"apo-local needs vLLM 0.26 or newer") from None
+            raise ApoError(
+                f"vLLM {vllm.__version__} has no SamplingParams.logprob_token_ids; apo-local needs vLLM 0.26 or newer"
+            ) from None
         raise
 
 
@@ -143,8 +98,9 @@ def _repetition(rule) -> dict:
     except ImportError:
         return {}
     low, high, copies = rule
-    return {"repetition_detection": RepetitionDetectionParams(min_pattern_size=low, max_pattern_size=high,
-                                                              min_count=copies)}
+    return {
+        "repetition_detection": RepetitionDetectionParams(min_pattern_size=low, max_pattern_size=high, min_count=copies)
+    }
 
 
 def engine_kwargs(model_path: Path, s: EngineSettings, cuda: bool) -> dict:
@@ -214,7 +170,7 @@ class VLLMEngine:
         except Exception as exc:  # vLLM raises many types; the user needs one actionable line
             held = tap.release(replay=False) if tap else []
             tap = None
-            raise ApoError(_start_failure(model_path, settings, exc, held, role)) from None
+            raise ApoError(start_failure(model_path, settings, exc, held, role)) from None
         finally:
             if tap:
                 tap.release(replay=False)  # quiet: start-up chatter is not the user's business
@@ -224,8 +180,9 @@ class VLLMEngine:
         self.model_id = f"{model_fingerprint(model_path)}|{settings.dtype}|{self.max_model_len}"
         from apo_local.models import chat_template_for
 
-        self.chat = ChatFormatter(self.llm.get_tokenizer(), chat_template_for(model_path), settings.template_kwargs(),
-                                  name=str(model_path))
+        self.chat = ChatFormatter(
+            self.llm.get_tokenizer(), chat_template_for(model_path), settings.template_kwargs(), name=str(model_path)
+        )
         self.model_id += self.chat.template_id
         self.tokens = BatchTokenizer(self.chat)
         if settings.engine_args:  # arguments that may change outputs (quantization, tokenizer, ...)
@@ -295,12 +252,27 @@ class VLLMEngine:
             # seeded n > 1 ("CPU Generator does not use offset"), and this way sample k is the same on any device.
             copies = [(req.n, req.seed)] if req.seed is None else [(1, req.seed + k) for k in range(req.n)]
             for n, seed in copies:
-                key = (n, req.temperature, req.top_p, min(req.max_tokens, room), seed, req.stop, req.shape,
-                       req.repetition)
+                key = (
+                    n,
+                    req.temperature,
+                    req.top_p,
+                    min(req.max_tokens, room),
+                    seed,
+                    req.stop,
+                    req.shape,
+                    req.repetition,
+                )
                 if key not in shared:
-                    shared[key] = SamplingParams(n=n, temperature=req.temperature, top_p=req.top_p,
-                                                 max_tokens=key[3], seed=seed, stop=list(req.stop) or None,
-                                                 structured_outputs=_guide(req.shape), **_repetition(req.repetition))
+                    shared[key] = SamplingParams(
+                        n=n,
+                        temperature=req.temperature,
+                        top_p=req.top_p,
+                        max_tokens=key[3],
+                        seed=seed,
+                        stop=list(req.stop) or None,
+                        structured_outputs=_guide(req.shape),
+                        **_repetition(req.repetition),
+                    )
                 batch.append({"prompt_token_ids": ids})
                 params.append(shared[key])
                 index.append(i)

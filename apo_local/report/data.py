@@ -65,8 +65,9 @@ def model_name(m: dict | None) -> str | None:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and ((path / "results.json").is_file() or (path / "checkpoint.json").is_file()
-                                                 or (path / "rounds").is_dir())
+    return (path / "config.yaml").is_file() and (
+        (path / "results.json").is_file() or (path / "checkpoint.json").is_file() or (path / "rounds").is_dir()
+    )
 
 
 def load_run(path: str | Path) -> RunData:
@@ -147,14 +148,26 @@ def score_per_round(data: RunData) -> dict:
     for h in res.get("history", []):
         if h.get("test"):
             test.append((h["round"], max(h["test"])))
-    initial_est = next((c["estimate"] for rnd in data.rounds[:1] for c in rnd["candidates"]
-                        if c.get("operator") == "initial" and c.get("estimate") is not None), None)
+    initial_est = next(
+        (
+            c["estimate"]
+            for rnd in data.rounds[:1]
+            for c in rnd["candidates"]
+            if c.get("operator") == "initial" and c.get("estimate") is not None
+        ),
+        None,
+    )
     m = res.get("metric")
     return {
-        "candidates": points, "beam": beam, "best_estimate": best_est, "test": test,
+        "candidates": points,
+        "beam": beam,
+        "best_estimate": best_est,
+        "test": test,
         "initial_test": res["initial_test"]["metrics"][m] if res else None,
         "selected_test": chosen(res)[1]["metrics"][m] if res else None,
-        "initial_estimate": initial_est, "rounds": len(data.rounds), "metric": m,
+        "initial_estimate": initial_est,
+        "rounds": len(data.rounds),
+        "metric": m,
     }
 
 
@@ -167,10 +180,21 @@ def lineage(data: RunData) -> list[dict]:
     for rnd in data.rounds:
         r = rnd["round"]
         for c in rnd["candidates"]:
-            n = nodes.setdefault(c["id"], {"id": c["id"], "round": c.get("round", r), "parent": c.get("parent"),
-                                           "operator": c.get("operator"), "gradient": c.get("gradient"),
-                                           "text": c["text"], "estimate": None, "pulls": 0, "status": None,
-                                           "kept_rounds": []})
+            n = nodes.setdefault(
+                c["id"],
+                {
+                    "id": c["id"],
+                    "round": c.get("round", r),
+                    "parent": c.get("parent"),
+                    "operator": c.get("operator"),
+                    "gradient": c.get("gradient"),
+                    "text": c["text"],
+                    "estimate": None,
+                    "pulls": 0,
+                    "status": None,
+                    "kept_rounds": [],
+                },
+            )
             if c.get("round", r) < r:
                 n["kept_rounds"].append(r)
             if c.get("estimate") is not None:
@@ -195,8 +219,19 @@ def usage_by_role_phase(data: RunData) -> list[dict]:
     agg: dict[tuple, dict] = {}
     for c in data.calls:
         key = (c["role"], c.get("phase") or "-")
-        a = agg.setdefault(key, {"role": key[0], "phase": key[1], "calls": 0, "prompts": 0, "input_tokens": 0,
-                                 "output_tokens": 0, "cache_hits": 0, "seconds": 0.0})
+        a = agg.setdefault(
+            key,
+            {
+                "role": key[0],
+                "phase": key[1],
+                "calls": 0,
+                "prompts": 0,
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "cache_hits": 0,
+                "seconds": 0.0,
+            },
+        )
         a["calls"] += 1
         for k in ("prompts", "input_tokens", "output_tokens", "cache_hits"):
             a[k] += int(c.get(k) or 0)
@@ -222,8 +257,16 @@ def reply_outcomes(data: RunData) -> list[dict]:
             continue
         where = e.get("rule") or e.get("purpose") or e.get("phase") or "-"
         key = (e["event"], where, str(e.get("reason") if e["event"] != "candidate_rejected" else where))
-        row = agg.setdefault(key, {"event": key[0], "where": where, "reason": key[2], "count": 0,
-                                   "example": " ".join(str(e.get("text") or e.get("reply") or "").split())[:120]})
+        row = agg.setdefault(
+            key,
+            {
+                "event": key[0],
+                "where": where,
+                "reason": key[2],
+                "count": 0,
+                "example": " ".join(str(e.get("text") or e.get("reply") or "").split())[:120],
+            },
+        )
         row["count"] += 1
     return sorted(agg.values(), key=lambda r: (r["event"], -r["count"]))
 
@@ -236,9 +279,16 @@ def prompt_lengths(data: RunData) -> list[dict]:
         if not beam:
             continue
         words = [len(t.split()) for t in beam]
-        out.append({"round": rnd["round"], "beam": len(beam), "words_mean": sum(words) / len(words),
-                    "words_min": min(words), "words_max": max(words),
-                    "chars_mean": sum(len(t) for t in beam) / len(beam)})
+        out.append(
+            {
+                "round": rnd["round"],
+                "beam": len(beam),
+                "words_mean": sum(words) / len(words),
+                "words_min": min(words),
+                "words_max": max(words),
+                "chars_mean": sum(len(t) for t in beam) / len(beam),
+            }
+        )
     return out
 
 
@@ -253,11 +303,24 @@ def classification(data: RunData) -> dict | None:
         return None
     true = data.true_distribution
     n_true = sum(true.values()) or 1
-    labels = list(dict.fromkeys([*sorted(true), *sorted(selected["predicted_distribution"]),
-                                 *sorted(res["initial_test"].get("predicted_distribution", {}))]))
-    out = {"labels": labels, "true": true, "initial": res["initial_test"].get("predicted_distribution", {}),
-           "selected": selected["predicted_distribution"], "confusion": selected.get("confusion") or {},
-           "initial_confusion": res["initial_test"].get("confusion") or {}, "warnings": []}
+    labels = list(
+        dict.fromkeys(
+            [
+                *sorted(true),
+                *sorted(selected["predicted_distribution"]),
+                *sorted(res["initial_test"].get("predicted_distribution", {})),
+            ]
+        )
+    )
+    out = {
+        "labels": labels,
+        "true": true,
+        "initial": res["initial_test"].get("predicted_distribution", {}),
+        "selected": selected["predicted_distribution"],
+        "confusion": selected.get("confusion") or {},
+        "initial_confusion": res["initial_test"].get("confusion") or {},
+        "warnings": [],
+    }
     same = prompt == res.get("initial_prompt")  # the search kept the initial prompt: one warning, not two
     for which in ("selected",) if same else ("selected", "initial"):
         pred = out[which]
@@ -265,8 +328,14 @@ def classification(data: RunData) -> dict | None:
         for lab, cnt in true.items():
             share_t, share_p = cnt / n_true, pred.get(lab, 0) / n_pred
             if share_t >= MIN_SHARE and share_p < SUPPRESSION_RATIO * share_t:
-                out["warnings"].append({"prompt": "selected (= initial)" if same else which, "label": lab,
-                                        "true_share": share_t, "predicted_share": share_p})
+                out["warnings"].append(
+                    {
+                        "prompt": "selected (= initial)" if same else which,
+                        "label": lab,
+                        "true_share": share_t,
+                        "predicted_share": share_p,
+                    }
+                )
     return out
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;margin:24px auto;max-width:1200px;
@@ -57,7 +57,7 @@ class Page:
         self.parts.append(f"<h{level}{a}>{esc(text)}</h{level}>")
 
     def p(self, text: str, cls: str | None = None) -> None:
-        self.parts.append(f'<p{f" class={chr(34)}{cls}{chr(34)}" if cls else ""}>{esc(text)}</p>')
+        self.parts.append(f"<p{f' class={chr(34)}{cls}{chr(34)}' if cls else ''}>{esc(text)}</p>")
 
     def raw(self, markup: str) -> None:
         self.parts.append(markup)
@@ -74,8 +74,13 @@ class Page:
             (self.plots_dir / name).write_bytes(png)
         self.img(png, alt)
 
-    def table(self, header: list[str], rows: Iterable[list], classes: Iterable[str] | None = None,
-              raw_cols: set[int] = frozenset()) -> None:
+    def table(
+        self,
+        header: list[str],
+        rows: Iterable[list],
+        classes: Iterable[str] | None = None,
+        raw_cols: set[int] = frozenset(),
+    ) -> None:
         out = ["<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>"]
         classes = list(classes) if classes is not None else None
         for k, row in enumerate(rows):
@@ -90,12 +95,16 @@ class Page:
         self.parts.append("".join(out))
 
     def render(self, subtitle: str = "") -> str:
-        return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-                f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-                f"<title>{esc(self.title)}</title><style>{CSS}</style></head>\n"
-                f'<body data-plots-expected="{self.plots}" data-plots-loaded="0">'
-                f"<h1>{esc(self.title)}</h1>" + (f'<p class="meta">{esc(subtitle)}</p>' if subtitle else "")
-                + "\n".join(self.parts) + f"<script>{SCRIPT}</script></body></html>\n")
+        return (
+            f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{esc(self.title)}</title><style>{CSS}</style></head>\n"
+            f'<body data-plots-expected="{self.plots}" data-plots-loaded="0">'
+            f"<h1>{esc(self.title)}</h1>"
+            + (f'<p class="meta">{esc(subtitle)}</p>' if subtitle else "")
+            + "\n".join(self.parts)
+            + f"<script>{SCRIPT}</script></body></html>\n"
+        )
 
 
 def fmt(v) -> str:

@@ -64,16 +64,30 @@ def _test_panel(ax, s: dict) -> None:
     if s["initial_test"] is not None:
         ax.axhline(s["initial_test"], color="#d62728", ls="--", lw=1.2, label=f"initial prompt, test {metric}")
     if s["selected_test"] is not None and s["rounds"]:
-        ax.scatter([s["rounds"]], [s["selected_test"]], marker="*", s=180, color="#d62728", zorder=5,
-                   label=f"selected prompt, test {metric}")
+        ax.scatter(
+            [s["rounds"]],
+            [s["selected_test"]],
+            marker="*",
+            s=180,
+            color="#d62728",
+            zorder=5,
+            label=f"selected prompt, test {metric}",
+        )
     ax.set_ylabel(f"test {metric}")
     ax.set_title(f"Test {metric} (held-out split; not seen by the search)", fontsize=10)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="best")
     else:
-        ax.text(0.5, 0.5, "no test scores yet (run not finished)", ha="center", va="center",
-                transform=ax.transAxes, color="#666666")
+        ax.text(
+            0.5,
+            0.5,
+            "no test scores yet (run not finished)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            color="#666666",
+        )
 
 
 def score_plot(s: dict) -> bytes:
@@ -100,12 +114,24 @@ def _lineage_edges(ax, nodes: list[dict], pos: dict) -> None:
     for n in nodes:
         if n["parent"] in pos:
             (x0, y0), (x1, y1) = pos[n["parent"]], pos[n["id"]]
-            ax.plot([x0, x1], [y0, y1], ":" if is_unscored(n["fate"]) else "-",
-                    color=OPERATOR_COLORS.get(n["operator"], "#999999"), lw=1.1, alpha=0.8, zorder=1)
+            ax.plot(
+                [x0, x1],
+                [y0, y1],
+                ":" if is_unscored(n["fate"]) else "-",
+                color=OPERATOR_COLORS.get(n["operator"], "#999999"),
+                lw=1.1,
+                alpha=0.8,
+                zorder=1,
+            )
         for r in n["kept_rounds"][-1:]:  # carried over up to round r: a "kept" edge to itself
             x0, y0 = pos[n["id"]]
-            ax.annotate("", xy=(r, y0), xytext=(x0, y0), arrowprops=dict(arrowstyle="-", color=OPERATOR_COLORS["kept"],
-                                                                        ls=":", lw=1.0), zorder=1)
+            ax.annotate(
+                "",
+                xy=(r, y0),
+                xytext=(x0, y0),
+                arrowprops=dict(arrowstyle="-", color=OPERATOR_COLORS["kept"], ls=":", lw=1.0),
+                zorder=1,
+            )
 
 
 def _lineage_node(ax, n: dict, x: float, y: float) -> None:
@@ -114,11 +140,25 @@ def _lineage_node(ax, n: dict, x: float, y: float) -> None:
         ax.scatter([x], [y], s=55, marker="x", color=color, linewidths=1.6, zorder=3, gid=f"node:{n['id']}")
         label = n["id"][:6] + " " + n["fate"].split(":")[0]
     else:
-        ax.scatter([x], [y], s=60, color=color, zorder=3, gid=f"node:{n['id']}",
-                   edgecolors=FATE_EDGE.get(n["fate"], "white"), linewidths=2.2 if n["fate"] in FATE_EDGE else 0.5)
+        ax.scatter(
+            [x],
+            [y],
+            s=60,
+            color=color,
+            zorder=3,
+            gid=f"node:{n['id']}",
+            edgecolors=FATE_EDGE.get(n["fate"], "white"),
+            linewidths=2.2 if n["fate"] in FATE_EDGE else 0.5,
+        )
         label = n["id"][:6] + ("" if n["estimate"] is None else f" {n['estimate']:.2f}")
-    ax.annotate(label, (x, y), xytext=(5, 3), textcoords="offset points", fontsize=7,
-                color="#999999" if is_unscored(n["fate"]) else "#333333")
+    ax.annotate(
+        label,
+        (x, y),
+        xytext=(5, 3),
+        textcoords="offset points",
+        fontsize=7,
+        color="#999999" if is_unscored(n["fate"]) else "#333333",
+    )
 
 
 def lineage_figure(nodes: list[dict]) -> Figure:
@@ -150,8 +190,11 @@ def lineage_plot(nodes: list[dict]) -> bytes:
 
 def distribution_plot(cls: dict) -> bytes:
     labels = cls["labels"]
-    series = [("true", cls["true"], "#7f7f7f"), ("initial prompt", cls["initial"], "#1f77b4"),
-              ("selected prompt", cls["selected"], "#ff7f0e")]
+    series = [
+        ("true", cls["true"], "#7f7f7f"),
+        ("initial prompt", cls["initial"], "#1f77b4"),
+        ("selected prompt", cls["selected"], "#ff7f0e"),
+    ]
     fig = Figure(figsize=(max(5.0, 1.2 * len(labels) + 3), 3.6))
     ax = fig.add_subplot()
     w = 0.8 / len(series)
@@ -168,8 +211,9 @@ def distribution_plot(cls: dict) -> bytes:
     return _png(fig)
 
 
-def confusion_plot(confusion: dict, labels: list[str],
-                   title: str = "Confusion matrix (selected prompt, test)") -> bytes:
+def confusion_plot(
+    confusion: dict, labels: list[str], title: str = "Confusion matrix (selected prompt, test)"
+) -> bytes:
     preds = list(dict.fromkeys([*labels, *(p for row in confusion.values() for p in row)]))
     trues = [t for t in labels if t in confusion] or list(confusion)
     m = [[confusion.get(t, {}).get(p, 0) for p in preds] for t in trues]
@@ -196,8 +240,13 @@ def usage_figure(rows: list[dict]) -> Figure:
     phases = list(dict.fromkeys(r["phase"] for r in rows))
     fig = Figure(figsize=(9, 3.9), layout="constrained")  # constrained: the figure title clears the panel titles
     axes = fig.subplots(1, 2)
-    for ax, (title, value) in zip(axes, (("tokens (input + output)", lambda r: r["input_tokens"] + r["output_tokens"]),
-                                        ("seconds", lambda r: r["seconds"]))):
+    for ax, (title, value) in zip(
+        axes,
+        (
+            ("tokens (input + output)", lambda r: r["input_tokens"] + r["output_tokens"]),
+            ("seconds", lambda r: r["seconds"]),
+        ),
+    ):
         bottom = [0.0] * len(phases)
         for role in ("target", "optimizer"):
             vals = [sum(value(r) for r in rows if r["role"] == role and r["phase"] == ph) for ph in phases]
@@ -220,8 +269,14 @@ def prompt_length_plot(rows: list[dict]) -> bytes:
     fig = Figure(figsize=(6, 3.2))
     ax = fig.add_subplot()
     xs = [r["round"] for r in rows]
-    ax.fill_between(xs, [r["words_min"] for r in rows], [r["words_max"] for r in rows], alpha=0.25,
-                    color="#1f77b4", label="beam min-max")
+    ax.fill_between(
+        xs,
+        [r["words_min"] for r in rows],
+        [r["words_max"] for r in rows],
+        alpha=0.25,
+        color="#1f77b4",
+        label="beam min-max",
+    )
     ax.plot(xs, [r["words_mean"] for r in rows], "o-", color="#1f77b4", label="beam mean")
     ax.set_xticks(xs)
     ax.set_xlabel("round")

@@ -16,9 +16,22 @@ from apo_local.sweep.tables import group_columns, shown_columns, write_tables
 
 log = logging.getLogger("apo_local")
 
-VALUE_COLUMNS = ["test_selected_ci", "test_selected", "test_initial", "test_constant", "test_best", "test_gain", "rounds", "target_calls", "target_prompts",
-                 "target_input_tokens", "optimizer_calls", "optimizer_input_tokens", "optimizer_output_tokens",
-                 "wall_seconds"]
+VALUE_COLUMNS = [
+    "test_selected_ci",
+    "test_selected",
+    "test_initial",
+    "test_constant",
+    "test_best",
+    "test_gain",
+    "rounds",
+    "target_calls",
+    "target_prompts",
+    "target_input_tokens",
+    "optimizer_calls",
+    "optimizer_input_tokens",
+    "optimizer_output_tokens",
+    "wall_seconds",
+]
 
 
 def write_sweep_report(path: str | Path, *, cells: bool = False) -> Path:
@@ -55,18 +68,56 @@ def _optimizer_size(page: Page, out: Path, cell_rows: list[dict]) -> None:
     if not size_rows:
         return
     page.h("Optimizer size", anchor="optimizer-size")
-    page.p("Same task and target, different optimizer models: test metric of the prompt each search selected "
-           "(initial prompt dotted, best constant answer dashed) and optimizer tokens, mean ± std over seeds; each "
-           "larger optimizer against the series' smallest on the same seeds and test rows.", "meta")
+    page.p(
+        "Same task and target, different optimizer models: test metric of the prompt each search selected "
+        "(initial prompt dotted, best constant answer dashed) and optimizer tokens, mean ± std over seeds; each "
+        "larger optimizer against the series' smallest on the same seeds and test rows.",
+        "meta",
+    )
     page.plot("optimizer-size.png", optimizer_size_plot(size_rows), "optimizer size comparison")
-    page.table(["series", "optimizer", "params", "n", "test selected", "± std", "95% CI", "test initial",
-                "test constant", "vs smallest: diff", "diff 95% CI", "optimizer tokens", "T s", "O s", "truncated",
-                "accepted share", "wall s"],
-               [[r["series"], r["optimizer"], human_params(r["parameters"]), r["n"], r["test_selected"],
-                 r["test_selected_std"], interval(r.get("test_ci")), r["test_initial"], r["test_constant"],
-                 r.get("diff"), interval(r.get("diff_ci")), r["optimizer_tokens"], r["target_seconds"],
-                 r["optimizer_seconds"], r["replies_truncated"], r["accepted_share"], r["wall_seconds"]]
-                for r in size_rows])
+    page.table(
+        [
+            "series",
+            "optimizer",
+            "params",
+            "n",
+            "test selected",
+            "± std",
+            "95% CI",
+            "test initial",
+            "test constant",
+            "vs smallest: diff",
+            "diff 95% CI",
+            "optimizer tokens",
+            "T s",
+            "O s",
+            "truncated",
+            "accepted share",
+            "wall s",
+        ],
+        [
+            [
+                r["series"],
+                r["optimizer"],
+                human_params(r["parameters"]),
+                r["n"],
+                r["test_selected"],
+                r["test_selected_std"],
+                interval(r.get("test_ci")),
+                r["test_initial"],
+                r["test_constant"],
+                r.get("diff"),
+                interval(r.get("diff_ci")),
+                r["optimizer_tokens"],
+                r["target_seconds"],
+                r["optimizer_seconds"],
+                r["replies_truncated"],
+                r["accepted_share"],
+                r["wall_seconds"],
+            ]
+            for r in size_rows
+        ],
+    )
 
 
 def _results(page: Page, out: Path, cell_rows: list[dict], rows: list[dict]) -> None:
@@ -77,15 +128,33 @@ def _results(page: Page, out: Path, cell_rows: list[dict], rows: list[dict]) -> 
         return f'<a href="{esc(r["cell"])}/report.html">{esc(r["cell"])}</a>' if rep.is_file() else esc(r["cell"])
 
     header = ["cell", "status", *shown, "seed", *(SHORT.get(c, c) for c in VALUE_COLUMNS)]
-    body = [[link(r), esc(r["status"]), *(esc(r.get(k)) for k in shown), esc(r.get("seed")),
-             *(r.get(c) for c in VALUE_COLUMNS)] for r in cell_rows]
+    body = [
+        [
+            link(r),
+            esc(r["status"]),
+            *(esc(r.get(k)) for k in shown),
+            esc(r.get("seed")),
+            *(r.get(c) for c in VALUE_COLUMNS),
+        ]
+        for r in cell_rows
+    ]
     page.table(header, body, raw_cols=set(range(len(shown) + 3)))
     means = [a for a in rows if a["kind"] == "mean"]
     stds = [a for a in rows if a["kind"] == "std"]
     if means:
         page.h("Mean ± std over seeds", 3)
-        page.table([*shown, "n", *(SHORT.get(c, c) for c in VALUE_COLUMNS)],
-                   [[*("" if m.get(k) is None else str(m.get(k)) for k in shown), m["n"],
-                     *((m.get(c) or "") if c.endswith("_ci") else plus_minus(m.get(c), s.get(c), c)
-                       for c in VALUE_COLUMNS)] for m, s in zip(means, stds)],
-                   ["agg"] * len(means))
+        page.table(
+            [*shown, "n", *(SHORT.get(c, c) for c in VALUE_COLUMNS)],
+            [
+                [
+                    *("" if m.get(k) is None else str(m.get(k)) for k in shown),
+                    m["n"],
+                    *(
+                        (m.get(c) or "") if c.endswith("_ci") else plus_minus(m.get(c), s.get(c), c)
+                        for c in VALUE_COLUMNS
+                    ),
+                ]
+                for m, s in zip(means, stds)
+            ],
+            ["agg"] * len(means),
+        )

@@ -7,8 +7,21 @@ round's ingredients work with), ``proposers/``, ``acceptance/`` (with ``selector
 from apo_local.search.beam import BeamSearch
 from apo_local.search.proposers import PROPOSERS, Proposer, make_proposer
 from apo_local.search.result import RunResult
-from apo_local.search.selectors import SELECTORS, Selector, SelectionResult, make_selector
+from apo_local.search.selectors import SELECTORS, SelectionResult, Selector, make_selector
 from apo_local.search.state import Candidate, Phase, RunState, Status
 
-__all__ = ["BeamSearch", "Candidate", "PROPOSERS", "Phase", "Proposer", "RunResult", "RunState", "SELECTORS",
-           "SelectionResult", "Selector", "Status", "make_proposer", "make_selector"]
+__all__ = [
+    "BeamSearch",
+    "Candidate",
+    "PROPOSERS",
+    "Phase",
+    "Proposer",
+    "RunResult",
+    "RunState",
+    "SELECTORS",
+    "SelectionResult",
+    "Selector",
+    "Status",
+    "make_proposer",
+    "make_selector",
+]

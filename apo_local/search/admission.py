@@ -5,7 +5,7 @@ most ``max_expansion`` new candidates per beam parent (a seeded pick). Every pro
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from apo_local.engine import Trace
 from apo_local.search.hygiene import Hygiene, rule
@@ -26,8 +26,15 @@ def prompt_tokens(task: Task, engine, texts: Sequence[str]) -> list[int]:
 
 
 class Admission:
-    def __init__(self, task: Task, target, trace: Trace, max_expansion: int, hygiene: Hygiene | None = None,
-                 max_prompt_tokens: int | None = None):
+    def __init__(
+        self,
+        task: Task,
+        target,
+        trace: Trace,
+        max_expansion: int,
+        hygiene: Hygiene | None = None,
+        max_prompt_tokens: int | None = None,
+    ):
         self.task, self.target, self.trace, self.max_expansion = task, target, trace, max_expansion
         self.hygiene, self.max_prompt_tokens = hygiene, max_prompt_tokens
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Sequence
 from types import SimpleNamespace
-from typing import Iterable, Sequence
 
 from apo_local.search.headline import SplitStats
 from apo_local.stats import fmt_diff
@@ -59,8 +59,16 @@ def lineage(records: dict[str, dict], selected: str, initial: str) -> tuple[list
             break
         node = records.get(node["parent"])
     if not chain:  # not in the records (e.g. the initial prompt of a run with no round): the root alone
-        chain = [{"id": candidate_id(selected), "round": 0, "operator": "initial", "parent": None, "gradient": None,
-                  "text": selected}]
+        chain = [
+            {
+                "id": candidate_id(selected),
+                "round": 0,
+                "operator": "initial",
+                "parent": None,
+                "gradient": None,
+                "text": selected,
+            }
+        ]
     chain.reverse()
     return chain, chain[0]["text"] == initial
 
@@ -73,7 +81,7 @@ def sentences(text: str) -> list[str]:
     out, start = [], 0
     for m in _BOUNDARY.finditer(text):
         if m.start() > start:
-            out.append(text[start:m.end()])
+            out.append(text[start : m.end()])
             start = m.end()
     if start < len(text):
         out.append(text[start:])
@@ -93,11 +101,16 @@ def ablations(text: str, max_units: int = MAX_UNITS) -> tuple[list[dict], int]:
     parts = sentences(instruction)
     units = []
     for i, part in enumerate(parts):
-        rest = "".join(parts[:i] + parts[i + 1:]).strip()
+        rest = "".join(parts[:i] + parts[i + 1 :]).strip()
         units.append({"kind": "sentence", "text": part.strip(), "ablated": join_prompt(rest, demos)})
     for i, d in enumerate(demos):
-        units.append({"kind": "demonstration", "text": f"{d['input']} -> {d['label']}",
-                      "ablated": join_prompt(instruction, demos[:i] + demos[i + 1:])})
+        units.append(
+            {
+                "kind": "demonstration",
+                "text": f"{d['input']} -> {d['label']}",
+                "ablated": join_prompt(instruction, demos[:i] + demos[i + 1 :]),
+            }
+        )
     return [{"index": n, **u} for n, u in enumerate(units[:max_units])], len(units)
 
 
@@ -116,11 +129,18 @@ def gain(metric, golds: Sequence, a: Sequence, b: Sequence) -> dict | None:
     if not golds:
         return None
     stats = SplitStats(metric, [SimpleNamespace(label=g) for g in golds])
-    paired = stats.paired(*(SimpleNamespace(predictions=[SimpleNamespace(label=x) for x in labels]) for labels in (a, b)))
+    paired = stats.paired(
+        *(SimpleNamespace(predictions=[SimpleNamespace(label=x) for x in labels]) for labels in (a, b))
+    )
     d = paired[metric.name]
     lo, hi = d["ci"]
-    return {"diff": d["diff"], "ci": [lo, hi], "p": d["p"], "n": len(golds),
-            "excludes_zero": bool(not math.isnan(lo) and (lo > 0 or hi < 0))}
+    return {
+        "diff": d["diff"],
+        "ci": [lo, hi],
+        "p": d["p"],
+        "n": len(golds),
+        "excludes_zero": bool(not math.isnan(lo) and (lo > 0 or hi < 0)),
+    }
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -143,25 +163,42 @@ def flag_family(gains: Sequence[dict | None], alpha: float = 0.05) -> None:
         g.update(p_holm=adjusted, flagged=bool(adjusted < alpha and g["excludes_zero"]), family=len(family))
 
 
-def attribute(metric, golds: dict[str, Sequence], labels: dict[str, dict[str, Sequence]], chain: list[dict],
-              complete: bool, units: list[dict], total_units: int) -> dict:
+def attribute(
+    metric,
+    golds: dict[str, Sequence],
+    labels: dict[str, dict[str, Sequence]],
+    chain: list[dict],
+    complete: bool,
+    units: list[dict],
+    total_units: int,
+) -> dict:
     """The attribution record from predicted labels: ``golds`` split -> gold labels, ``labels`` prompt text ->
     split -> predicted labels (splits: validation, test). Steps: each lineage prompt against its parent; units:
     the selected prompt (the lineage's last) against it without the unit."""
+
     def on_splits(a: str, b: str) -> dict:
         return {s: gain(metric, golds[s], labels[a][s], labels[b][s]) for s in ("test", "validation")}
 
     selected = chain[-1]["text"]
-    steps = [{k: node[k] for k in ("id", "round", "operator", "parent", "gradient")} | on_splits(node["text"], prev["text"])
-             for prev, node in zip(chain, chain[1:])]
+    steps = [
+        {k: node[k] for k in ("id", "round", "operator", "parent", "gradient")} | on_splits(node["text"], prev["text"])
+        for prev, node in zip(chain, chain[1:])
+    ]
     units = [{k: u[k] for k in ("index", "kind", "text")} | on_splits(selected, u["ablated"]) for u in units]
     flag_family([s["test"] for s in steps] + [u["test"] for u in units])  # the "*" flags: one family on test
-    return {"metric": metric.name, "rows": {s: len(golds[s]) for s in ("validation", "test")},
-            "selected_id": chain[-1]["id"], "lineage_complete": complete,
-            "lineage": [{**node, "scores": {s: _score(metric, golds[s], labels[node["text"]][s]) for s in golds}}
-                        for node in chain],
-            "steps": steps,
-            "units": units, "units_total": total_units, "summary": summary(steps)}
+    return {
+        "metric": metric.name,
+        "rows": {s: len(golds[s]) for s in ("validation", "test")},
+        "selected_id": chain[-1]["id"],
+        "lineage_complete": complete,
+        "lineage": [
+            {**node, "scores": {s: _score(metric, golds[s], labels[node["text"]][s]) for s in golds}} for node in chain
+        ],
+        "steps": steps,
+        "units": units,
+        "units_total": total_units,
+        "summary": summary(steps),
+    }
 
 
 def _score(metric, golds: Sequence, predicted: Sequence) -> float | None:
@@ -173,9 +210,11 @@ def _score(metric, golds: Sequence, predicted: Sequence) -> float | None:
 def summary(steps: list[dict]) -> dict:
     """How many lineage steps there are, how many test gains have an interval that excludes zero (each on its
     own), and how many are distinguishable from zero with family-wise control (``flagged``)."""
-    return {"steps": len(steps),
-            "steps_excluding_zero": sum(bool((s.get("test") or {}).get("excludes_zero")) for s in steps),
-            "steps_flagged": sum(bool(is_flagged(s.get("test"))) for s in steps)}
+    return {
+        "steps": len(steps),
+        "steps_excluding_zero": sum(bool((s.get("test") or {}).get("excludes_zero")) for s in steps),
+        "steps_flagged": sum(bool(is_flagged(s.get("test"))) for s in steps),
+    }
 
 
 def is_flagged(g: dict | None) -> bool:
@@ -196,8 +235,9 @@ def step_tally(attribution: dict | None) -> tuple[int | None, int | None]:
 # -- the engine side --------------------------------------------------------------------------------------------
 
 
-def compute(scorer, task, records: dict[str, dict], selected: str, initial: str, validation: Sequence,
-            test: Sequence) -> dict:
+def compute(
+    scorer, task, records: dict[str, dict], selected: str, initial: str, validation: Sequence, test: Sequence
+) -> dict:
     """The attribution of ``selected``: every lineage and ablated prompt scored in ONE ``evaluate_many`` call
     on ``validation`` + ``test`` (the memo and the result cache answer what was scored before)."""
     chain, complete = lineage(records, selected, initial)
@@ -249,21 +289,30 @@ def attribution_line(a: dict) -> str:
     validation, with its test figure), and how many step gains are distinguishable from zero (family-wise)."""
     steps, units = a.get("steps") or [], a.get("units") or []
     if steps:
-        head = f"{len(steps)} step{'s' * (len(steps) != 1)} (" + ", ".join(
-            f"{s['operator']} r{s['round']} {fmt_gain(s.get('test'))}" for s in steps) + ")"
+        head = (
+            f"{len(steps)} step{'s' * (len(steps) != 1)} ("
+            + ", ".join(f"{s['operator']} r{s['round']} {fmt_gain(s.get('test'))}" for s in steps)
+            + ")"
+        )
     else:
         head = "no lineage steps (the selected prompt is the initial prompt)"
     largest, picked = largest_unit(units)
     part = _units_phrase(units)
     if largest and picked == "validation":
-        part += (f", largest on validation {fmt_gain(largest['validation'])} (test {fmt_gain(largest.get('test'))}) "
-                 f"{_quote(largest['text'])}")
+        part += (
+            f", largest on validation {fmt_gain(largest['validation'])} (test {fmt_gain(largest.get('test'))}) "
+            f"{_quote(largest['text'])}"
+        )
     elif largest:
-        part += f", largest on test (optimistic: picked on the rows it is reported on) {fmt_gain(largest['test'])} " \
-                f"{_quote(largest['text'])}"
+        part += (
+            f", largest on test (optimistic: picked on the rows it is reported on) {fmt_gain(largest['test'])} "
+            f"{_quote(largest['text'])}"
+        )
     s = summary(steps)
-    return (f"attribution (test {a.get('metric')}): {head}; {part}; {s['steps_flagged']} of {s['steps']} "
-            f"step gains distinguishable from zero (Holm over {_family(a)} test gains)")
+    return (
+        f"attribution (test {a.get('metric')}): {head}; {part}; {s['steps_flagged']} of {s['steps']} "
+        f"step gains distinguishable from zero (Holm over {_family(a)} test gains)"
+    )
 
 
 def _family(a: dict) -> int:
@@ -274,24 +323,34 @@ def _family(a: dict) -> int:
 def explain_lines(a: dict) -> list[str]:
     """``apo-local explain``'s report: every lineage step and every unit with test and validation intervals."""
     m, rows = a.get("metric"), a.get("rows") or {}
-    lines = [f"edit attribution ({m}; paired bootstrap 95% intervals on {rows.get('test', 0)} test and "
-             f"{rows.get('validation', 0)} validation rows; * = the test gain is distinguishable from zero with the "
-             f"family-wise error held at 5%, Holm over all {_family(a)} test gains below; the validation rows chose "
-             "this prompt, so its validation gains were used for selection and are optimistic)", "",
-             "lineage (initial -> selected):" + ("" if a.get("lineage_complete", True) else
-                                                 " (incomplete: a parent is missing from the round records)")]
+    lines = [
+        f"edit attribution ({m}; paired bootstrap 95% intervals on {rows.get('test', 0)} test and "
+        f"{rows.get('validation', 0)} validation rows; * = the test gain is distinguishable from zero with the "
+        f"family-wise error held at 5%, Holm over all {_family(a)} test gains below; the validation rows chose "
+        "this prompt, so its validation gains were used for selection and are optimistic)",
+        "",
+        "lineage (initial -> selected):"
+        + ("" if a.get("lineage_complete", True) else " (incomplete: a parent is missing from the round records)"),
+    ]
     lines.append(f"  root {a['lineage'][0]['id']}: {_quote(a['lineage'][0]['text'], 90)}")
     for s, node in zip(a.get("steps") or [], a["lineage"][1:]):
         mark = "*" if is_flagged(s.get("test")) else " "
-        lines.append(f" {mark}r{s['round']} {s['operator']:<10} {s['id']}: test {fmt_gain(s.get('test')):<26} "
-                     f"validation (used for selection) {fmt_gain(s.get('validation')):<26} {_quote(node['text'], 60)}")
+        lines.append(
+            f" {mark}r{s['round']} {s['operator']:<10} {s['id']}: test {fmt_gain(s.get('test')):<26} "
+            f"validation (used for selection) {fmt_gain(s.get('validation')):<26} {_quote(node['text'], 60)}"
+        )
         if s.get("gradient"):
             lines.append(f"      from gradient {_quote(s['gradient'], 100)}")
     total = a.get("units_total", len(a.get("units") or []))
-    lines += ["", f"units of the selected prompt (selected minus selected-without-it; {len(a.get('units') or [])} of "
-                  f"{total} ablated):"]
+    lines += [
+        "",
+        f"units of the selected prompt (selected minus selected-without-it; {len(a.get('units') or [])} of "
+        f"{total} ablated):",
+    ]
     for u in a.get("units") or []:
         mark = "*" if is_flagged(u.get("test")) else " "
-        lines.append(f" {mark}{u['index']:>2} {u['kind']:<13} test {fmt_gain(u.get('test')):<26} validation (used "
-                     f"for selection) {fmt_gain(u.get('validation')):<26} {_quote(u['text'], 60)}")
+        lines.append(
+            f" {mark}{u['index']:>2} {u['kind']:<13} test {fmt_gain(u.get('test')):<26} validation (used "
+            f"for selection) {fmt_gain(u.get('validation')):<26} {_quote(u['text'], 60)}"
+        )
     return lines + ["", attribution_line(a)]

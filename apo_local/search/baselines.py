@@ -10,7 +10,7 @@ best constant on the task metric is the bar the selected prompt must clear (``se
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 from apo_local.scoring import Evaluation, Prediction, make_evaluation
 from apo_local.tasks import Example, Task
@@ -25,8 +25,10 @@ def constant_evaluations(task: Task, rows: Sequence[Example]) -> dict[str, Evalu
     """label -> the evaluation of always answering it on ``rows`` ({} for a task without a label set)."""
     if task.kind != "classification" or not task.labels or not rows:
         return {}
-    return {label: make_evaluation(task, constant_instruction(label), [Prediction(label)] * len(rows), rows)
-            for label in task.labels}
+    return {
+        label: make_evaluation(task, constant_instruction(label), [Prediction(label)] * len(rows), rows)
+        for label in task.labels
+    }
 
 
 def majority_label(task: Task, train: Sequence[Example]) -> str | None:

@@ -17,25 +17,25 @@ from dataclasses import replace
 
 from apo_local.config_schema import RunConfig
 from apo_local.engine import RoleEngine, Trace
+from apo_local.errors import ApoError
 from apo_local.run_dir import RunDir, write_json
 from apo_local.scoring import Scorer
-from apo_local.search.acceptance import ACCEPTANCE, Acceptance, BanditAcceptance, ValidatedAcceptance
-from apo_local.search.acceptance.length import LengthAware, prompt_tokens, shortest_within_ci
 from apo_local.search import attribution as attr
-from apo_local.errors import ApoError
+from apo_local.search.acceptance import make_acceptance
+from apo_local.search.acceptance.length import prompt_tokens, shortest_within_ci
 from apo_local.search.admission import Admission
-from apo_local.search.hygiene import make_hygiene
+from apo_local.search.baselines import best_constant, constant_evaluations, majority_label
 from apo_local.search.budget import Budget, BudgetStop
 from apo_local.search.context import RoundContext
 from apo_local.search.feedback import corrupt_examples, make_feedback
 from apo_local.search.final_pick import REWARD, guarded_beside, pick_on_validation, validation_scores
+from apo_local.search.headline import SplitStats, headline
+from apo_local.search.hygiene import make_hygiene
 from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.optimizer_calls import OptimizerCalls
 from apo_local.search.proposers import make_proposer, target_answer
-from apo_local.search.baselines import best_constant, constant_evaluations, majority_label
-from apo_local.search.headline import SplitStats, headline
 from apo_local.search.result import RunResult, reply_summary
-from apo_local.search.selectors import make_selector, reward_scale
+from apo_local.search.selectors import reward_scale
 from apo_local.search.splits import eval_rows, train_rows, validation_rows
 from apo_local.search.state import Candidate, Phase, RunState, Status
 from apo_local.search.streams import Streams
@@ -44,33 +44,13 @@ from apo_local.tasks.metrics import selection_weights
 
 log = logging.getLogger("apo_local")
 
-__all__ = ["BeamSearch", "RunResult", "make_acceptance", "selector_params"]
-
-
-def selector_params(cfg: RunConfig) -> dict:
-    sel = cfg.selection
-    params = dict(budget=sel.budget, batch_size=sel.batch_size)
-    if sel.selector == "ucb":
-        params.update(c=sel.ucb_c, t_unit=sel.ucb_t, arms_per_round=sel.arms_per_round, warmup=sel.warmup)
-    elif sel.selector == "ucb-e":
-        params.update(a=sel.ucb_e_a, arms_per_round=sel.arms_per_round, warmup=sel.warmup)
-    return params
-
-
-def make_acceptance(cfg: RunConfig) -> Acceptance:
-    sel = cfg.selection
-    selector = make_selector(sel.selector, **selector_params(cfg))  # refused when unknown, whatever the rule
-    if sel.acceptance == "bandit":
-        rule: Acceptance = BanditAcceptance(selector, shared=sel.sample == "shared")
-    elif sel.acceptance == "validated":
-        rule = ValidatedAcceptance(sel.validation_k, sel.validation_size)
-    else:
-        rule = ACCEPTANCE[sel.acceptance]()
-    return rule if sel.length_objective == "off" else LengthAware(rule, sel.length_objective, sel.length_penalty)
+__all__ = ["BeamSearch", "RunResult"]
 
 
 class BeamSearch:
-    def __init__(self, task: Task, target: RoleEngine, optimizer: RoleEngine, cfg: RunConfig, run_dir: RunDir | None = None):
+    def __init__(
+        self, task: Task, target: RoleEngine, optimizer: RoleEngine, cfg: RunConfig, run_dir: RunDir | None = None
+    ):
         self.task, self.cfg, self.run_dir, self.optimizer = task, cfg, run_dir, optimizer
         self.trace: Trace = target.trace
         self.proposer = make_proposer(cfg.search.proposer, cfg)
@@ -78,24 +58,48 @@ class BeamSearch:
         self.train = train_rows(task, cfg)
         self.validation = validation_rows(task, cfg)
         self.test = eval_rows(task, cfg)
-        self.scorer = Scorer(task, target, *target_answer(cfg)[:2], answer=target_answer(cfg).reading,
-                             calibration=cfg.scoring.calibration)
+        self.scorer = Scorer(
+            task,
+            target,
+            *target_answer(cfg)[:2],
+            answer=target_answer(cfg).reading,
+            calibration=cfg.scoring.calibration,
+        )
         self.meta = MetaPrompts(cfg.meta_prompts.model_dump())
         f = cfg.feedback  # labels the selection rewards are computed against (same example ids)
         if "wrong" in (f.labels, f.selection_labels) or f.errors == "pseudo":
-            corrupt_examples(self.train[:1], task, cfg.seed, f.numeric_offset)  # refuse a task that can't be corrupted, now
+            corrupt_examples(
+                self.train[:1], task, cfg.seed, f.numeric_offset
+            )  # refuse a task that can't be corrupted, now
         self.selection_train = self.train
         if f.selection_labels == "wrong":  # the selection (bandit, validation, final pick) sees the wrong labels
-            self.selection_train, self.validation = (corrupt_examples(rows, task, cfg.seed, f.numeric_offset)
-                                                     for rows in (self.train, self.validation))
+            self.selection_train, self.validation = (
+                corrupt_examples(rows, task, cfg.seed, f.numeric_offset) for rows in (self.train, self.validation)
+            )
         if cfg.selection.reward == "metric":  # the selection follows the task's metric (F1: class-balanced)
             self.scorer.reward_weights = selection_weights(task.metric.name, [ex.label for ex in self.selection_train])
         self.budget = Budget(cfg.budget, self.trace)
-        self.feedback = make_feedback(f, task, cfg.seed, self.train, self.scorer, self.trace, self.meta,
-                                      cfg.search.minibatch_size, before_call=self._check_budget)
-        self.admission = Admission(task, target, self.trace, cfg.search.max_expansion, hygiene=make_hygiene(
-            cfg.search.hygiene, [ex.input for ex in self.train], task.labels, cfg.search.copy_overlap),
-            max_prompt_tokens=cfg.search.max_prompt_tokens)
+        self.feedback = make_feedback(
+            f,
+            task,
+            cfg.seed,
+            self.train,
+            self.scorer,
+            self.trace,
+            self.meta,
+            cfg.search.minibatch_size,
+            before_call=self._check_budget,
+        )
+        self.admission = Admission(
+            task,
+            target,
+            self.trace,
+            cfg.search.max_expansion,
+            hygiene=make_hygiene(
+                cfg.search.hygiene, [ex.input for ex in self.train], task.labels, cfg.search.copy_overlap
+            ),
+            max_prompt_tokens=cfg.search.max_prompt_tokens,
+        )
         self.on_round = lambda entry: None  # called with each round's history entry
         self._records: dict[str, dict] = {}  # every candidate record of this process's rounds (no run directory)
 
@@ -104,13 +108,26 @@ class BeamSearch:
 
     def context(self, rnd: int) -> RoundContext:
         streams = Streams(self.cfg.seed, rnd)
-        calls = OptimizerCalls(self.optimizer, self.cfg.optimizer, self.cfg.search.parse_fallback, streams,
-                               before_call=self._check_budget)
-        return RoundContext(round=rnd, seed=self.cfg.seed, task=self.task, train=self.train,
-                            selection_train=self.selection_train, scorer=self.scorer, trace=self.trace,
-                            streams=streams, optimizer=calls, feedback=self.feedback, admission=self.admission,
-                            meta=self.meta, budget=self.budget, beam_size=self.cfg.search.beam_size,
-                            validation=self.validation)
+        calls = OptimizerCalls(
+            self.optimizer, self.cfg.optimizer, self.cfg.search.parse_fallback, streams, before_call=self._check_budget
+        )
+        return RoundContext(
+            round=rnd,
+            seed=self.cfg.seed,
+            task=self.task,
+            train=self.train,
+            selection_train=self.selection_train,
+            scorer=self.scorer,
+            trace=self.trace,
+            streams=streams,
+            optimizer=calls,
+            feedback=self.feedback,
+            admission=self.admission,
+            meta=self.meta,
+            budget=self.budget,
+            beam_size=self.cfg.search.beam_size,
+            validation=self.validation,
+        )
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -154,8 +171,10 @@ class BeamSearch:
         if cap is not None:
             n = prompt_tokens(self.task, self.scorer.engine, [initial])[0]
             if n > cap:
-                raise ApoError(f"search.max_prompt_tokens: the initial prompt is {n} target tokens, over the cap of "
-                               f"{cap} (the template rendered with an empty input); raise the cap or shorten the prompt")
+                raise ApoError(
+                    f"search.max_prompt_tokens: the initial prompt is {n} target tokens, over the cap of "
+                    f"{cap} (the template rendered with an empty input); raise the cap or shorten the prompt"
+                )
 
     # -- phases --------------------------------------------------------------------------
 
@@ -183,14 +202,22 @@ class BeamSearch:
         state.phase = Phase.SELECTED
         self._write_round(state)
         self._checkpoint(state)
-        log.info("round %d: beam estimates %s; best: %s", state.round,
-                 [round(c.estimate or 0, 3) for c in beam], _short(beam[0].text))
+        log.info(
+            "round %d: beam estimates %s; best: %s",
+            state.round,
+            [round(c.estimate or 0, 3) for c in beam],
+            _short(beam[0].text),
+        )
 
     def _history_entry(self, rnd: int, beam: list[Candidate], selection: dict, parent_ids: set[str]) -> dict:
         texts = [c.text for c in beam]
-        entry = {"round": rnd, "beam": [(c.id, c.estimate) for c in beam], "selection": selection,
-                 "accepted": any(c.id not in parent_ids for c in beam),
-                 "prompt_tokens": self.scorer.engine.count_tokens(texts) if texts else []}
+        entry = {
+            "round": rnd,
+            "beam": [(c.id, c.estimate) for c in beam],
+            "selection": selection,
+            "accepted": any(c.id not in parent_ids for c in beam),
+            "prompt_tokens": self.scorer.engine.count_tokens(texts) if texts else [],
+        }
         if self.cfg.evaluation.per_round_test:
             self.trace.at("test", rnd)
             evals = self.scorer.evaluate_many(texts, self.test)
@@ -204,47 +231,87 @@ class BeamSearch:
         elapsed = self.budget.elapsed
         name = self.task.metric.name
         guarded = self.cfg.selection.final_pick in ("guarded", "method")  # method: the guarded pick recorded beside
-        on_validation = validation_scores(self.scorer, self.validation,
-                                          list(dict.fromkeys(beam_texts + ([initial] if guarded else []))), name)
+        on_validation = validation_scores(
+            self.scorer, self.validation, list(dict.fromkeys(beam_texts + ([initial] if guarded else []))), name
+        )
         evals = self.scorer.evaluate_many(list(dict.fromkeys(beam_texts + [initial])), self.test)
         by_text = {e.instruction: e for e in evals}
         best = max(beam_texts, key=lambda t: (by_text[t].metrics[name], -beam_texts.index(t)))
         selected, pick, selected_by = self._pick(beam, on_validation, initial)
         attribution = self._attribution(state, selected) if self.cfg.evaluation.attribution else None
         stats = SplitStats(self.task.metric, self.test)
-        constants = constant_evaluations(self.task, self.test)
-        majority = majority_label(self.task, self.train)
-        top = best_constant(constants, name, majority)
-        totals = self.trace.totals_dict()
         result = RunResult(
-            metric=name, initial_prompt=initial, best_prompt=best, selected_prompt=selected,
-            initial_test=stats.summary(by_text[initial]), best_test=stats.summary(by_text[best]),
-            selected_test=stats.summary(by_text[selected]), pick=pick,
-            beam=[dict(id=c.id, text=c.text, estimate=c.estimate, validation=on_validation.get(c.text),
-                       test=by_text[c.text].metrics[name]) for c in beam],
-            rounds_completed=len(state.history), stop_reason=stop_reason,
-            usage={r: {k: v for k, v in t.items() if k not in ("seconds", "cache_hits")} for r, t in totals.items()},
-            faults=dict(sorted(self.trace.faults.items())), history=state.history,
-            replies=reply_summary(self.trace.counts, self.cfg.optimizer.guided),
-            time={"seconds": round(elapsed, 1), "by_role": {r: round(t["seconds"], 1) for r, t in totals.items()},
-                  "cache_hits": {r: t["cache_hits"] for r, t in totals.items()}},
+            metric=name,
+            initial_prompt=initial,
+            best_prompt=best,
+            selected_prompt=selected,
+            initial_test=stats.summary(by_text[initial]),
+            best_test=stats.summary(by_text[best]),
+            selected_test=stats.summary(by_text[selected]),
+            pick=pick,
+            beam=[
+                dict(
+                    id=c.id,
+                    text=c.text,
+                    estimate=c.estimate,
+                    validation=on_validation.get(c.text),
+                    test=by_text[c.text].metrics[name],
+                )
+                for c in beam
+            ],
+            rounds_completed=len(state.history),
+            stop_reason=stop_reason,
+            history=state.history,
             selected_by=selected_by,
             selected_vs_initial=stats.paired(by_text[selected], by_text[initial]),
             initial_validation=on_validation.get(initial),
-            constant_baselines=None if top is None else {
-                "best": top, "majority_label": majority,
-                "by_label": {label: stats.summary(e) for label, e in constants.items()}},
-            selected_vs_constant=None if top is None else stats.paired(by_text[selected], constants[top]),
             attribution=attribution,
+            **self._ledger(elapsed),
+            **self._constant_baselines(stats, by_text[selected]),
         )
         result.headline = headline(result.to_dict())
         return result
 
+    def _ledger(self, elapsed: float) -> dict:
+        """The run's usage, faults, optimizer replies and time, from the trace."""
+        totals = self.trace.totals_dict()
+        return dict(
+            usage={r: {k: v for k, v in t.items() if k not in ("seconds", "cache_hits")} for r, t in totals.items()},
+            faults=dict(sorted(self.trace.faults.items())),
+            replies=reply_summary(self.trace.counts, self.cfg.optimizer.guided),
+            time={
+                "seconds": round(elapsed, 1),
+                "by_role": {r: round(t["seconds"], 1) for r, t in totals.items()},
+                "cache_hits": {r: t["cache_hits"] for r, t in totals.items()},
+            },
+        )
+
+    def _constant_baselines(self, stats: SplitStats, selected) -> dict:
+        """What always answering one label scores on the test rows, the best of them, and the selected prompt
+        minus that best constant (none for a task without labels)."""
+        constants = constant_evaluations(self.task, self.test)
+        majority = majority_label(self.task, self.train)
+        top = best_constant(constants, self.task.metric.name, majority)
+        if top is None:
+            return dict(constant_baselines=None, selected_vs_constant=None)
+        by_label = {label: stats.summary(e) for label, e in constants.items()}
+        return dict(
+            constant_baselines={"best": top, "majority_label": majority, "by_label": by_label},
+            selected_vs_constant=stats.paired(selected, constants[top]),
+        )
+
     def _attribution(self, state: RunState, selected: str) -> dict:
         """Edit attribution of the selected prompt (``search/attribution.py``) on the true validation rows and the
         test rows; its engine calls belong to the final evaluation (the trace's phase "final")."""
-        return attr.compute(self.scorer, self.task, self._round_records(), selected, state.initial,
-                            validation_rows(self.task, self.cfg), self.test)
+        return attr.compute(
+            self.scorer,
+            self.task,
+            self._round_records(),
+            selected,
+            state.initial,
+            validation_rows(self.task, self.cfg),
+            self.test,
+        )
 
     def _round_records(self) -> dict[str, dict]:
         """Every candidate record of the run's rounds: the round files (a resumed run's earlier rounds too)."""
@@ -253,7 +320,9 @@ class BeamSearch:
             return attr.candidate_records(json.loads(f.read_text(encoding="utf-8")) for f in files)
         return self._records
 
-    def _pick(self, beam: list[Candidate], on_validation: dict[str, dict], initial: str) -> tuple[str, dict | None, str]:
+    def _pick(
+        self, beam: list[Candidate], on_validation: dict[str, dict], initial: str
+    ) -> tuple[str, dict | None, str]:
         """The selected prompt (``selection.pick``), the pick's record and how it was chosen: by default the
         best prompt on the validation rows by the selection's reward (F1-type metrics: balanced accuracy), the
         initial prompt competing with the final beam (``selection.final_pick: guarded``; ties go to the beam, in
@@ -271,11 +340,18 @@ class BeamSearch:
             best, how = pick_on_validation(on_validation, key, [c.text for c in beam], initial, len(self.validation))
             return best, None, how
         tokens = prompt_tokens(self.task, self.scorer.engine, [c.text for c in beam])
-        i = shortest_within_ci([c.estimate for c in beam], [c.pulls for c in beam], tokens,
-                               reward_scale(self.scorer.reward_weights))
-        return beam[i].text, {"rule": "shortest-within-ci", "selected_id": beam[i].id,
-                              "beam": [[c.id, c.estimate, c.pulls, t] for c, t in zip(beam, tokens)]}, \
-            "shortest within the CI of the best estimate"
+        i = shortest_within_ci(
+            [c.estimate for c in beam], [c.pulls for c in beam], tokens, reward_scale(self.scorer.reward_weights)
+        )
+        return (
+            beam[i].text,
+            {
+                "rule": "shortest-within-ci",
+                "selected_id": beam[i].id,
+                "beam": [[c.id, c.estimate, c.pulls, t] for c, t in zip(beam, tokens)],
+            },
+            "shortest within the CI of the best estimate",
+        )
 
     # -- state ---------------------------------------------------------------------------
 
@@ -298,8 +374,14 @@ class BeamSearch:
     def _write_round(self, state: RunState) -> None:
         self._records.update({c.id: c.to_dict() for c in state.candidates if c.id not in self._records})
         if self.run_dir:
-            write_json(self.run_dir.round_file(state.round), {"round": state.round, "phase": state.phase.value,
-                                                              "candidates": [c.to_dict() for c in state.candidates]})
+            write_json(
+                self.run_dir.round_file(state.round),
+                {
+                    "round": state.round,
+                    "phase": state.phase.value,
+                    "candidates": [c.to_dict() for c in state.candidates],
+                },
+            )
 
 
 def _short(text: str, n: int = 90) -> str:

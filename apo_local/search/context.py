@@ -36,7 +36,9 @@ class RoundContext:
     meta: MetaPrompts
     budget: Budget
     beam_size: int
-    validation: list[Example] = field(default_factory=list)  # rows kept apart from training and test (validated acceptance, the final pick)
+    validation: list[Example] = field(
+        default_factory=list
+    )  # rows kept apart from training and test (validated acceptance, the final pick)
 
     def admit(self, proposals, parents):
         return self.admission.admit_and_cap(proposals, parents, self.streams)

@@ -45,8 +45,10 @@ class Estimate:
     target: RoleSize = field(default_factory=RoleSize)
     optimizer: RoleSize = field(default_factory=RoleSize)
     rounds: int = 0
-    note: str = ("upper bounds from the config: a full beam every round, every proposal admitted, every reply at "
-                 "max_tokens; tokens at about 4 characters per token")
+    note: str = (
+        "upper bounds from the config: a full beam every round, every proposal admitted, every reply at "
+        "max_tokens; tokens at about 4 characters per token"
+    )
     seconds: float | None = None  # at most this long on this machine (from its recorded throughput), or unknown
 
     def to_dict(self) -> dict:
@@ -56,11 +58,16 @@ class Estimate:
         out = [f"pre-run estimate ({self.rounds} rounds; {self.note}):"]
         for role in ("target", "optimizer"):
             r = getattr(self, role)
-            out.append(f"  {role:9} calls<={r.calls:<5} prompts<={r.prompts:<7,} in_tokens~{r.input_tokens:<11,} "
-                       f"out_tokens<={r.output_tokens:,}")
-        out.append(f"  time<={self.seconds / 60:.1f} min on this machine (engine start not included; from its last "
-                   "finished run of these models)" if self.seconds is not None else
-                   "  time: unknown until a run of these models has finished on this machine")
+            out.append(
+                f"  {role:9} calls<={r.calls:<5} prompts<={r.prompts:<7,} in_tokens~{r.input_tokens:<11,} "
+                f"out_tokens<={r.output_tokens:,}"
+            )
+        out.append(
+            f"  time<={self.seconds / 60:.1f} min on this machine (engine start not included; from its last "
+            "finished run of these models)"
+            if self.seconds is not None
+            else "  time: unknown until a run of these models has finished on this machine"
+        )
         return out
 
 
@@ -109,7 +116,7 @@ def record_throughput(cfg: RunConfig, totals: dict) -> None:
         pass  # a record that can't be written only leaves the next estimate without a time
 
 
-def _seconds(cfg: RunConfig, est: "Estimate") -> float | None:
+def _seconds(cfg: RunConfig, est: Estimate) -> float | None:
     try:
         rates = json.loads(throughput_path().read_text(encoding="utf-8")).get(throughput_key(cfg))
     except (OSError, ValueError):
@@ -123,8 +130,9 @@ def _tokens(text: str) -> int:
     return max(1, len(text) // CHARS_PER_TOKEN)
 
 
-def estimate(cfg: RunConfig, task: Task, train: list[Example], test: list[Example],
-             validation: list[Example] = ()) -> Estimate:
+def estimate(
+    cfg: RunConfig, task: Task, train: list[Example], test: list[Example], validation: list[Example] = ()
+) -> Estimate:
     """The size of the search ``cfg`` describes on ``task`` (``train`` / ``test`` / ``validation``: the rows it
     uses; the final beam is scored on the validation rows)."""
     instruction = cfg.search.initial_prompt or task.initial_instruction
@@ -139,8 +147,9 @@ def estimate(cfg: RunConfig, task: Task, train: list[Example], test: list[Exampl
     est = Estimate(rounds=cfg.search.rounds)
     for rnd in range(1, cfg.search.rounds + 1):
         parents = 1 if rnd == 1 else cfg.search.beam_size
-        new = method.cost(Expansion(cfg, est.target, est.optimizer, parents, rnd, target_in, META_OVERHEAD + prompt,
-                                    row, judge))  # adds the round's expansion; the most proposals it makes
+        new = method.cost(
+            Expansion(cfg, est.target, est.optimizer, parents, rnd, target_in, META_OVERHEAD + prompt, row, judge)
+        )  # adds the round's expansion; the most proposals it makes
         _select(cfg, est, parents, min(new, parents * cfg.search.max_expansion), target_in)
         if cfg.evaluation.per_round_test:
             est.target.add(cfg.search.beam_size * len(test), target_in)
@@ -168,15 +177,16 @@ class _JudgeSize:
     reason_in: int  # tokens of one reason prompt
 
     @classmethod
-    def of(cls, task: Task, answer_tokens: int, sample: list[Example], show_evaluation: bool) -> "_JudgeSize | None":
+    def of(cls, task: Task, answer_tokens: int, sample: list[Example], show_evaluation: bool) -> _JudgeSize | None:
         from apo_local.tasks.judge import judge_of
 
         judge = judge_of(task)
         if judge is None:
             return None
         pair = answer_tokens + sum(_tokens(ex.label) for ex in sample) // max(1, len(sample))  # output + reference
-        return cls(_tokens(judge.prompt("", "")) + pair,
-                   _tokens(judge.reason_prompt("", "")) + pair if show_evaluation else 0)
+        return cls(
+            _tokens(judge.prompt("", "")) + pair, _tokens(judge.reason_prompt("", "")) + pair if show_evaluation else 0
+        )
 
     def grading(self, est: Estimate) -> None:
         """Every target scoring call is followed by one grading batch of its outputs (at most one prompt per

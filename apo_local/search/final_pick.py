@@ -16,7 +16,7 @@ beside it (``guarded_beside``), so both can be read.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from apo_local.tasks.metrics import balanced_accuracy
 
@@ -32,14 +32,17 @@ def validation_scores(scorer, rows: Sequence, texts: Sequence[str], metric: str)
     out = {}
     for e in scorer.evaluate_many(list(texts), rows):
         pairs = [(p.label, ex.label) for p, ex in zip(e.predictions, rows)]
-        out[e.instruction] = {metric: e.metrics[metric],
-                              REWARD: balanced_accuracy(pairs) if balanced else e.metrics["accuracy"],
-                              "reward_name": "balanced_accuracy" if balanced else "accuracy"}
+        out[e.instruction] = {
+            metric: e.metrics[metric],
+            REWARD: balanced_accuracy(pairs) if balanced else e.metrics["accuracy"],
+            "reward_name": "balanced_accuracy" if balanced else "accuracy",
+        }
     return out
 
 
-def pick_on_validation(scores: dict[str, dict], key: str, beam_texts: Sequence[str], initial: str,
-                       n_rows: int) -> tuple[str, str]:
+def pick_on_validation(
+    scores: dict[str, dict], key: str, beam_texts: Sequence[str], initial: str, n_rows: int
+) -> tuple[str, str]:
     """(the picked text, how it was picked) among the prompts in ``scores`` (in order: the beam, then the
     initial prompt when it competes), by ``scores[text][key]``; ties go to the earlier prompt."""
     texts = list(scores)

@@ -6,7 +6,7 @@ below their true share, and the one plain-word headline sentence that says what 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from apo_local.stats import bootstrap_ci, examples_needed, fmt_diff, mcnemar, mean, paired_bootstrap
 from apo_local.tasks import Example
@@ -61,7 +61,10 @@ class SplitStats:
         if self.metric.aggregate is None:  # a mean of per-row scores: the same interval, vectorized
             out = {"n": len(self.golds), self.metric.name: paired_bootstrap(ca, cb, mean)}
         else:
-            out = {"n": len(self.golds), self.metric.name: paired_bootstrap(self._rows(a), self._rows(b), self._statistic)}
+            out = {
+                "n": len(self.golds),
+                self.metric.name: paired_bootstrap(self._rows(a), self._rows(b), self._statistic),
+            }
         if self.metric.name != "accuracy":
             out["accuracy"] = paired_bootstrap(ca, cb, mean)
         if self.balanced:
@@ -81,15 +84,21 @@ def power(n: int, discordant: float) -> dict:
     for _ in range(40):
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if examples_needed(mid, d) <= n else (mid, hi)
-    return {"discordant": round(discordant, 4), "assumed_discordant": round(d, 4),
-            "detectable_accuracy_difference": round(hi, 4) if n else None,
-            "delta": POWER_DELTA, "examples_needed": examples_needed(POWER_DELTA, d)}
+    return {
+        "discordant": round(discordant, 4),
+        "assumed_discordant": round(d, 4),
+        "detectable_accuracy_difference": round(hi, 4) if n else None,
+        "delta": POWER_DELTA,
+        "examples_needed": examples_needed(POWER_DELTA, d),
+    }
 
 
 def power_line(p: dict, n: int) -> str:
-    return (f"power: with {n} test rows (prompts disagree on {p['discordant']:.0%} of them) the smallest accuracy "
-            f"difference detectable (80% power, 5% level) is {p['detectable_accuracy_difference']:.3f}; "
-            f"a {p['delta']} difference needs about {p['examples_needed']} rows")
+    return (
+        f"power: with {n} test rows (prompts disagree on {p['discordant']:.0%} of them) the smallest accuracy "
+        f"difference detectable (80% power, 5% level) is {p['detectable_accuracy_difference']:.3f}; "
+        f"a {p['delta']} difference needs about {p['examples_needed']} rows"
+    )
 
 
 def suppressed_labels(test: dict) -> list[tuple[str, float, float]]:
@@ -142,11 +151,16 @@ def kept_reason(result: dict) -> str:
     if replies and not replies.get("accepted"):
         proposals = replies.get("proposals", 0)
         if proposals:
-            return (f"no proposal survived: all {proposals} proposal{'s' * (proposals != 1)} were rejected"
-                    f"{_rejections(replies)}")
+            return (
+                f"no proposal survived: all {proposals} proposal{'s' * (proposals != 1)} were rejected"
+                f"{_rejections(replies)}"
+            )
         n = replies.get("replies", 0)
-        return (f"no proposal survived: the optimizer's {n} repl{'ies' if n != 1 else 'y'} gave no candidate prompt"
-                if n else "no proposal survived: the optimizer made no proposal")
+        return (
+            f"no proposal survived: the optimizer's {n} repl{'ies' if n != 1 else 'y'} gave no candidate prompt"
+            if n
+            else "no proposal survived: the optimizer made no proposal"
+        )
     selected_by = result.get("selected_by") or ""
     if result.get("initial_validation") is not None or selected_by.startswith("validation"):
         return "no final beam prompt beat it on the validation rows"
@@ -178,14 +192,20 @@ def headline(result: dict) -> str:
         n = (result.get("selected_vs_constant") or {}).get("n") or vs_constant.get("n")
         rows = f"these {n} test rows" if n else "these test rows"
         if _only_answer(result["selected_test"]) == label:
-            return (f"headline: no gain over a constant answer: {subject} answers {label!r} on every one of {rows}, "
-                    f"so it is that constant answer ({m} {value:.3f}){why}")
+            return (
+                f"headline: no gain over a constant answer: {subject} answers {label!r} on every one of {rows}, "
+                f"so it is that constant answer ({m} {value:.3f}){why}"
+            )
         if _below_zero(vs_constant):
-            return (f"headline: no gain over a constant answer: {subject} scores below always answering {label!r} on "
-                    f"{rows} ({m} {value:.3f} vs {bar:.3f}; difference {fmt_diff(vs_constant)}){why}")
-        return (f"headline: no gain shown over a constant answer: {subject} {_relation(value, bar)} always answering "
-                f"{label!r} ({m} {value:.3f} vs {bar:.3f}), but {rows} cannot tell them apart: difference "
-                f"{fmt_diff(vs_constant)}{why}")
+            return (
+                f"headline: no gain over a constant answer: {subject} scores below always answering {label!r} on "
+                f"{rows} ({m} {value:.3f} vs {bar:.3f}; difference {fmt_diff(vs_constant)}){why}"
+            )
+        return (
+            f"headline: no gain shown over a constant answer: {subject} {_relation(value, bar)} always answering "
+            f"{label!r} ({m} {value:.3f} vs {bar:.3f}), but {rows} cannot tell them apart: difference "
+            f"{fmt_diff(vs_constant)}{why}"
+        )
     beats = f"; it beats always answering {label!r} ({m} {fmt_diff(vs_constant)})" if label is not None else ""
     if kept:
         return f"headline: the search kept the initial prompt: {kept_reason(result)}{beats}"
@@ -194,11 +214,15 @@ def headline(result: dict) -> str:
     balanced = (result.get("selected_vs_initial") or {}).get("balanced_accuracy")
     if _above_zero(vs_initial):
         if balanced and not _above_zero(balanced):
-            return (f"headline: {m} rose ({fmt_diff(vs_initial)}) but balanced accuracy did not "
-                    f"({fmt_diff(balanced)}): the rise may come from answering one label more often, not from a "
-                    f"better classifier{beats}")
+            return (
+                f"headline: {m} rose ({fmt_diff(vs_initial)}) but balanced accuracy did not "
+                f"({fmt_diff(balanced)}): the rise may come from answering one label more often, not from a "
+                f"better classifier{beats}"
+            )
         return f"headline: better than the initial prompt ({m} {fmt_diff(vs_initial)}){beats}"
     if _below_zero(vs_initial):
         return f"headline: worse than the initial prompt ({m} {fmt_diff(vs_initial)}){beats}"
-    return (f"headline: no detectable change from the initial prompt ({m} {fmt_diff(vs_initial)}: the interval "
-            f"includes zero){beats}")
+    return (
+        f"headline: no detectable change from the initial prompt ({m} {fmt_diff(vs_initial)}: the interval "
+        f"includes zero){beats}"
+    )

@@ -27,7 +27,7 @@ the study configs'); docs/vs-papers.md lists hygiene as a difference from the pa
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from apo_local.errors import ApoError
 from apo_local.tasks.demos import split_prompt
@@ -36,20 +36,29 @@ NGRAM = 6
 MIN_WORDS = 3
 COPY_SPAN = 12  # words in a row copied from one training input that make a pasted example
 
-_FILLER = re.compile("|".join([
-    r"\bplease (?:continue|proceed|provide|let me know|note that (?:this|the) (?:prompt|edit))\b",
-    r"\b(?:your|the) next (?:prompt|question|message)\b",
-    r"\blet me know\b", r"\bhope (?:this|that|it) helps\b", r"\bas an ai\b", r"\bfeel free to\b",
-    r"\bi(?:'m| am) (?:sorry|happy to|glad to|here to)\b", r"\bi (?:can(?:not|'t)|would be happy)\b",
-    r"\bthis (?:edit|change|revision|rewrite|version|update|modification) (?:improves|makes|clarifies|adds|helps|"
-    r"ensures|should|will|is)\b",
-    r"\b(?:the|this|my) (?:above|new|improved|revised|updated|rewritten) (?:prompt|instruction|version)s? "
-    r"(?:is|are|will|should|improves|makes|helps|clarifies)\b",
-    r"\bi (?:have |'ve )?(?:revised|rewritten|improved|updated|modified|changed|edited)\b",
-    r"\bhere(?:'s| is| are) (?:the|a|an|my) (?:new |improved |revised |updated |rewritten )?"
-    r"(?:prompt|version|instruction)",
-    r"^(?:sure|certainly|of course|okay|great|absolutely)\b[,!.]",
-]), re.IGNORECASE | re.MULTILINE)
+_FILLER = re.compile(
+    "|".join(
+        [
+            r"\bplease (?:continue|proceed|provide|let me know|note that (?:this|the) (?:prompt|edit))\b",
+            r"\b(?:your|the) next (?:prompt|question|message)\b",
+            r"\blet me know\b",
+            r"\bhope (?:this|that|it) helps\b",
+            r"\bas an ai\b",
+            r"\bfeel free to\b",
+            r"\bi(?:'m| am) (?:sorry|happy to|glad to|here to)\b",
+            r"\bi (?:can(?:not|'t)|would be happy)\b",
+            r"\bthis (?:edit|change|revision|rewrite|version|update|modification) (?:improves|makes|clarifies|adds|helps|"
+            r"ensures|should|will|is)\b",
+            r"\b(?:the|this|my) (?:above|new|improved|revised|updated|rewritten) (?:prompt|instruction|version)s? "
+            r"(?:is|are|will|should|improves|makes|helps|clarifies)\b",
+            r"\bi (?:have |'ve )?(?:revised|rewritten|improved|updated|modified|changed|edited)\b",
+            r"\bhere(?:'s| is| are) (?:the|a|an|my) (?:new |improved |revised |updated |rewritten )?"
+            r"(?:prompt|version|instruction)",
+            r"^(?:sure|certainly|of course|okay|great|absolutely)\b[,!.]",
+        ]
+    ),
+    re.IGNORECASE | re.MULTILINE,
+)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORD = re.compile(r"[a-z0-9']+")
 _DEMO = re.compile(r"^\s*\**\s*demonstration\s*\**\s*:", re.IGNORECASE | re.MULTILINE)
@@ -74,8 +83,9 @@ def _has_word(text: str, word: str) -> bool:
 class Hygiene:
     """The rules above for one task: its training inputs (for copies) and its label words."""
 
-    def __init__(self, train_inputs: Iterable[str], labels: Sequence[str], copy_overlap: float = 0.5,
-                 rules: str = "all"):
+    def __init__(
+        self, train_inputs: Iterable[str], labels: Sequence[str], copy_overlap: float = 0.5, rules: str = "all"
+    ):
         self.labels, self.copy_overlap, self.form_only = tuple(labels), copy_overlap, rules == "form"
         self.data: set[tuple[str, ...]] = set()
         for text in train_inputs:
@@ -115,9 +125,13 @@ class Hygiene:
         value = rf"[\"'*]*(?:{label})[\"'*]*"
         if re.search(rf"\b{_LABEL_FIELD}\s*:\s*{value}[\s.,;|]*{_ANSWER_FIELD}\s*:\s*{value}", text, re.IGNORECASE):
             return "a Label/Prediction pair"
-        if (re.search(rf"\b{_INPUT_FIELD}\s*:\s*\"[^\"\n]{{10,}}\"\s*{_LABEL_FIELD}\s*:\s*{value}(?!\w)", text, re.IGNORECASE)
-                or re.search(rf"^\W*{_INPUT_FIELD}\s*:[^\n]{{10,}}\n(?:[^\n]*\n){{0,6}}?\W*{_LABEL_FIELD}\s*:\s*{value}\W*$",
-                             text, re.IGNORECASE | re.MULTILINE)):
+        if re.search(
+            rf"\b{_INPUT_FIELD}\s*:\s*\"[^\"\n]{{10,}}\"\s*{_LABEL_FIELD}\s*:\s*{value}(?!\w)", text, re.IGNORECASE
+        ) or re.search(
+            rf"^\W*{_INPUT_FIELD}\s*:[^\n]{{10,}}\n(?:[^\n]*\n){{0,6}}?\W*{_LABEL_FIELD}\s*:\s*{value}\W*$",
+            text,
+            re.IGNORECASE | re.MULTILINE,
+        ):
             return "an Input/Label row"
         span = self.copied_span(text)
         if span >= COPY_SPAN:
@@ -156,7 +170,8 @@ def rule(reason: str) -> str:
     return reason.split(" (", 1)[0]
 
 
-def make_hygiene(rules: str, train_inputs: Iterable[str], labels: Sequence[str],
-                 copy_overlap: float = 0.5) -> Hygiene | None:
+def make_hygiene(
+    rules: str, train_inputs: Iterable[str], labels: Sequence[str], copy_overlap: float = 0.5
+) -> Hygiene | None:
     """The hygiene of ``search.hygiene`` (``all`` | ``form`` | ``off``: None)."""
     return None if rules == "off" else Hygiene(train_inputs, labels, copy_overlap, rules)

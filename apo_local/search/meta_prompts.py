@@ -5,8 +5,8 @@ Built-ins live in ``search/prompts/*.jinja``; a run config can point any of them
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import jinja2
 
@@ -36,16 +36,23 @@ class MetaPrompts:
         except jinja2.UndefinedError as exc:
             raise ApoError(f"meta-prompt {name!r}: {exc.message}") from None
 
-    def errors(self, rows: Sequence[tuple[Example, str | None]], evaluated: bool = True,
-               notes: Sequence[str] | None = None) -> str:
+    def errors(
+        self, rows: Sequence[tuple[Example, str | None]], evaluated: bool = True, notes: Sequence[str] | None = None
+    ) -> str:
         """The error block shown to the optimizer: input, gold label, the prompt's prediction.
 
         ``evaluated=False`` (``feedback.show_evaluation: false``): input and output only (``error_noeval``).
         ``notes``: one per row (the judge's reasons, metric judge), shown as ``judge``."""
         name = "error" if evaluated else "error_noeval"
         return "\n".join(
-            self.render(name, number=i + 1, input=ex.input.strip(), label=ex.label, prediction=pred or "(no answer)",
-                        judge=notes[i] if notes else None)
+            self.render(
+                name,
+                number=i + 1,
+                input=ex.input.strip(),
+                label=ex.label,
+                prediction=pred or "(no answer)",
+                judge=notes[i] if notes else None,
+            )
             + "\n"
             for i, (ex, pred) in enumerate(rows)
         )

@@ -12,8 +12,8 @@ candidate. Every reply is counted (``replies``, ``replies_guided``, ``replies_tr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 from apo_local.config_schema import OptimizerConfig
 from apo_local.engine import Generation, GenerationRequest, RoleEngine
@@ -24,8 +24,14 @@ from apo_local.search.streams import Streams
 
 
 class OptimizerCalls:
-    def __init__(self, engine: RoleEngine, settings: OptimizerConfig, parse_fallback: str, streams: Streams,
-                 before_call=lambda: None):
+    def __init__(
+        self,
+        engine: RoleEngine,
+        settings: OptimizerConfig,
+        parse_fallback: str,
+        streams: Streams,
+        before_call=lambda: None,
+    ):
         self.engine, self.settings, self.parse_fallback, self.streams = engine, settings, parse_fallback, streams
         self.before_call = before_call  # the budget check between engine batches
 
@@ -42,8 +48,14 @@ class OptimizerCalls:
     def cut_repetition(self) -> bool:
         return self.settings.cut_repetition
 
-    def ask(self, purpose: str, prompts: Sequence[str], n: int = 1, shape: ReplyShape | None = None,
-            keep_truncated: bool = False) -> list[Generation]:
+    def ask(
+        self,
+        purpose: str,
+        prompts: Sequence[str],
+        n: int = 1,
+        shape: ReplyShape | None = None,
+        keep_truncated: bool = False,
+    ) -> list[Generation]:
         """One batched optimizer call; request i is seeded from (seed, round, purpose, i).
 
         ``shape``: the reply's shape, enforced when ``optimizer.guided`` is on. A loop is cut off the
@@ -52,9 +64,19 @@ class OptimizerCalls:
         o = self.settings
         guide = shape if getattr(o, "guided", True) else None
         stop = REPEAT_STOP if self.cut_repetition else None
-        reqs = [GenerationRequest(p, temperature=o.temperature, top_p=o.top_p, max_tokens=o.max_tokens, n=n,
-                                  seed=self.streams.request_seed(purpose, i), shape=guide, repetition=stop)
-                for i, p in enumerate(prompts)]
+        reqs = [
+            GenerationRequest(
+                p,
+                temperature=o.temperature,
+                top_p=o.top_p,
+                max_tokens=o.max_tokens,
+                n=n,
+                seed=self.streams.request_seed(purpose, i),
+                shape=guide,
+                repetition=stop,
+            )
+            for i, p in enumerate(prompts)
+        ]
         self.before_call()
         self.trace.at(purpose, self.streams.round)
         out = self.engine.generate(reqs)
@@ -75,14 +97,26 @@ class OptimizerCalls:
             cut = cut_loop(text, stopped=finish == "repetition") if self.cut_repetition else None
             if cut is not None:
                 count("replies_cut_repetition")
-                self.trace.event("reply_cut_repetition", purpose=purpose, reason=cut.reason, finish=finish or None,
-                                 dropped_chars=cut.dropped, reply=text[:300])
+                self.trace.event(
+                    "reply_cut_repetition",
+                    purpose=purpose,
+                    reason=cut.reason,
+                    finish=finish or None,
+                    dropped_chars=cut.dropped,
+                    reply=text[:300],
+                )
                 text = cut.text
             elif g.truncated(i) or finish == "repetition":
                 count("replies_truncated")
                 why = "max_tokens reached" if g.truncated(i) else "stopped repeating itself, no loop found to cut"
-                self.trace.event("reply_truncated", purpose=purpose, reason=why, max_tokens=self.settings.max_tokens,
-                                 kept=keep_truncated, reply=text[:300])
+                self.trace.event(
+                    "reply_truncated",
+                    purpose=purpose,
+                    reason=why,
+                    max_tokens=self.settings.max_tokens,
+                    kept=keep_truncated,
+                    reply=text[:300],
+                )
                 if not keep_truncated:
                     continue
             elif not text.strip():

@@ -86,9 +86,7 @@ def _strip_preface(text: str) -> str:
     return rest if rest.strip() else text
 
 
-def extract_tagged(
-    text: str, start: str = "<START>", end: str = "<END>", *, fallback: str = "none"
-) -> ParseResult:
+def extract_tagged(text: str, start: str = "<START>", end: str = "<END>", *, fallback: str = "none") -> ParseResult:
     """Extract the items between ``start`` and ``end`` tags (see module doc).
 
     ``fallback="whole"``: if the reply has no ``start`` tag at all, the whole reply (tags

@@ -27,9 +27,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from apo_local.search.hygiene import MIN_WORDS
 from apo_local.search.hygiene import _SENTENCE as _SENTENCE_END  # split and keyed as hygiene's repeated-sentence rule
-from apo_local.search.hygiene import _WORD
+from apo_local.search.hygiene import _WORD, MIN_WORDS
 from apo_local.search.parsing import _tag_re
 
 REPEAT_STOP = (8, 64, 2)  # (smallest, largest block in tokens, copies in a row): the engine stops the sample
@@ -37,8 +36,9 @@ MAX_PHRASE = 32  # longest repeated phrase looked for, in words
 SHORT_COPIES = 4  # a phrase of 1 or 2 words is a loop at this many copies in a row
 TAIL_CHARS = 12  # a repeated tail covers at least this many characters
 
-_DANGLING = re.compile(r"(?:^|\s)(?:\d{1,2}[.)]|[-*\u2022]|step\s*\d+\s*:?|(?:step|demonstration)\s*:)\s*\Z",
-                       re.IGNORECASE)
+_DANGLING = re.compile(
+    r"(?:^|\s)(?:\d{1,2}[.)]|[-*\u2022]|step\s*\d+\s*:?|(?:step|demonstration)\s*:)\s*\Z", re.IGNORECASE
+)
 _PARTIAL_TAG = re.compile(r"<[^<>\s]{0,8}\Z")
 
 
@@ -101,9 +101,13 @@ def tail_loop(text: str) -> int | None:
 def loop_start(text: str, stopped: bool = False) -> tuple[int, str] | None:
     """(where the loop starts, its kind) in one item's text, or None. ``stopped``: the engine ended the
     sample on a repetition inside this text (the tail rule applies too)."""
-    found = [(at, rank, why) for rank, (at, why) in enumerate(((sentence_loop(text), "repeated sentence"),
-                                                               (phrase_loop(text), "repeated phrase")))
-             if at is not None]
+    found = [
+        (at, rank, why)
+        for rank, (at, why) in enumerate(
+            ((sentence_loop(text), "repeated sentence"), (phrase_loop(text), "repeated phrase"))
+        )
+        if at is not None
+    ]
     if found:
         at, _, why = min(found)
         return at, why
@@ -123,7 +127,7 @@ def _close(text: str) -> str:
     """``text`` with an item it ends in closed (``<END>``), and an item opened with nothing in it dropped."""
     tags = list(_tag_re("<START>", "<END>").finditer(text))
     if tags and tags[-1].group("open") and not tags[-1].group("slash"):
-        if not text[tags[-1].end():].strip():
+        if not text[tags[-1].end() :].strip():
             return text[: tags[-1].start()].rstrip()
         return text.rstrip() + "<END>"
     return text

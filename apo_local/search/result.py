@@ -36,7 +36,14 @@ class RunResult:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for key in ("pick", "initial_validation", "constant_baselines", "selected_vs_constant", "attribution", "models"):
+        for key in (
+            "pick",
+            "initial_validation",
+            "constant_baselines",
+            "selected_vs_constant",
+            "attribution",
+            "models",
+        ):
             if d[key] is None:
                 del d[key]
         if not d["warnings"]:
@@ -57,18 +64,27 @@ def reply_summary(counts: dict, guided: bool) -> dict:
     and their share, and the proposals rejected by each rule (``search/hygiene.py``, ``parsing.is_degenerate``)."""
     proposals, accepted = counts.get("proposals", 0), counts.get("proposals_accepted", 0)
     rejected = {k.split(":", 1)[1]: v for k, v in sorted(counts.items()) if k.startswith("rejected:")}
-    return {"guided": guided, "replies": counts.get("replies", 0), "guided_replies": counts.get("replies_guided", 0),
-            "truncated": counts.get("replies_truncated", 0), "cut_repetition": counts.get("replies_cut_repetition", 0),
-            "used_whole": counts.get("replies_used_whole", 0),
-            "proposals": proposals, "accepted": accepted,
-            "accepted_share": round(accepted / proposals, 3) if proposals else None, "rejected": rejected}
+    return {
+        "guided": guided,
+        "replies": counts.get("replies", 0),
+        "guided_replies": counts.get("replies_guided", 0),
+        "truncated": counts.get("replies_truncated", 0),
+        "cut_repetition": counts.get("replies_cut_repetition", 0),
+        "used_whole": counts.get("replies_used_whole", 0),
+        "proposals": proposals,
+        "accepted": accepted,
+        "accepted_share": round(accepted / proposals, 3) if proposals else None,
+        "rejected": rejected,
+    }
 
 
 def replies_line(r: dict) -> str:
     """One line for the CLI table and the report: the optimizer's replies and what became of them."""
     share = "-" if r.get("accepted_share") is None else f"{r['accepted_share']:.0%}"
     rejected = ", ".join(f"{k} {v}" for k, v in r.get("rejected", {}).items()) or "none"
-    return (f"optimizer replies={r['replies']} ({'guided' if r['guided'] else 'free text'}) "
-            f"truncated={r['truncated']} cut={r.get('cut_repetition', 0)} used_whole={r['used_whole']} | "
-            f"candidates proposed={r['proposals']} "
-            f"accepted={r['accepted']} ({share}) rejected: {rejected}")
+    return (
+        f"optimizer replies={r['replies']} ({'guided' if r['guided'] else 'free text'}) "
+        f"truncated={r['truncated']} cut={r.get('cut_repetition', 0)} used_whole={r['used_whole']} | "
+        f"candidates proposed={r['proposals']} "
+        f"accepted={r['accepted']} ({share}) rejected: {rejected}"
+    )

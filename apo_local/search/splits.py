@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from apo_local.config_schema import RunConfig
 from apo_local.errors import ApoError
-from apo_local.stats import examples_needed
 from apo_local.search.proposers import method_of
 from apo_local.search.streams import seeded_order_key
+from apo_local.stats import examples_needed
 from apo_local.tasks import Example, Task
 
 
@@ -39,8 +39,10 @@ def validation_rows(task: Task, cfg: RunConfig) -> list[Example]:
     split = cfg.evaluation.validation_split
     if split == "none":
         if cfg.selection.acceptance == "validated":
-            raise ApoError("selection.acceptance: validated needs validation rows; set evaluation.validation_split "
-                           "to auto or a split name (not none)")
+            raise ApoError(
+                "selection.acceptance: validated needs validation rows; set evaluation.validation_split "
+                "to auto or a split name (not none)"
+            )
         return []
     if split == "auto" and "validation" not in task.split_names:
         pool = _pool_ids(task, cfg)
@@ -49,8 +51,10 @@ def validation_rows(task: Task, cfg: RunConfig) -> list[Example]:
         return order[: _holdout_size(cfg, len(train))]
     name = "validation" if split == "auto" else split
     if name in (cfg.evaluation.test_split, "train"):
-        raise ApoError(f"evaluation.validation_split {name!r} is the {'test' if name != 'train' else 'training'} "
-                       f"split; name another split, auto or none")
+        raise ApoError(
+            f"evaluation.validation_split {name!r} is the {'test' if name != 'train' else 'training'} "
+            f"split; name another split, auto or none"
+        )
     return task.check_split(name)
 
 
@@ -61,17 +65,22 @@ def train_rows(task: Task, cfg: RunConfig) -> list[Example]:
     minibatch = cfg.search.minibatch_size
     if cfg.train_limit:
         if cfg.train_limit < minibatch:
-            raise ApoError(f"train_limit ({cfg.train_limit}) is smaller than search.minibatch_size "
-                           f"({minibatch}); raise train_limit or lower minibatch_size")
+            raise ApoError(
+                f"train_limit ({cfg.train_limit}) is smaller than search.minibatch_size "
+                f"({minibatch}); raise train_limit or lower minibatch_size"
+            )
         subset = sorted(train, key=lambda ex: seeded_order_key(cfg.seed, ex.id))[: cfg.train_limit]
         if task.kind == "classification" and len({ex.label for ex in subset}) < 2:
-            raise ApoError(f"the first train_limit={cfg.train_limit} training examples hold only one class; "
-                           f"raise train_limit")
+            raise ApoError(
+                f"the first train_limit={cfg.train_limit} training examples hold only one class; raise train_limit"
+            )
         return subset
     if len(train) < minibatch:
-        raise ApoError(f"split 'train' of task {task.name} has {len(train)} examples"
-                       f"{f' ({len(held_out)} held out as validation or demonstrations)' if held_out else ''}, "
-                       f"fewer than search.minibatch_size of {minibatch}")
+        raise ApoError(
+            f"split 'train' of task {task.name} has {len(train)} examples"
+            f"{f' ({len(held_out)} held out as validation or demonstrations)' if held_out else ''}, "
+            f"fewer than search.minibatch_size of {minibatch}"
+        )
     return train
 
 
@@ -94,7 +103,9 @@ def validation_warning(n: int) -> str | None:
     if n <= 0 or n >= need:
         return None
     finer = examples_needed(FINER_DELTA, ASSUMED_DISCORDANT)
-    return (f"warning: the final pick is made on {n} validation rows, too few to tell prompts apart: detecting an "
-            f"accuracy difference of {SEPARATE_DELTA:.2f} needs about {need} rows, {FINER_DELTA:.2f} about {finer} "
-            f"(80% power, 5% level, prompts disagreeing on {ASSUMED_DISCORDANT:.0%} of rows); give the task a "
-            f"validation split or raise evaluation.validation_rows")
+    return (
+        f"warning: the final pick is made on {n} validation rows, too few to tell prompts apart: detecting an "
+        f"accuracy difference of {SEPARATE_DELTA:.2f} needs about {need} rows, {FINER_DELTA:.2f} about {finer} "
+        f"(80% power, 5% level, prompts disagreeing on {ASSUMED_DISCORDANT:.0%} of rows); give the task a "
+        f"validation split or raise evaluation.validation_rows"
+    )

@@ -81,7 +81,7 @@ class Candidate:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Candidate":
+    def from_dict(cls, d: dict) -> Candidate:
         d = dict(d)
         status, _, reason = str(d.pop("status", "new")).partition(": ")
         return cls(**d, status=Status(status), reason=reason or None)
@@ -111,28 +111,47 @@ class RunState:
         self.phase = Phase(self.phase)
 
     @classmethod
-    def fresh(cls, initial: str) -> "RunState":
+    def fresh(cls, initial: str) -> RunState:
         return cls(initial=initial, beam=[Candidate(initial, 0, "initial")])
 
     def to_dict(self) -> dict:
-        return {"version": self.VERSION, "round": self.round, "phase": self.phase.value, "initial": self.initial,
-                "elapsed": self.elapsed, "beam": [c.to_dict() for c in self.beam],
-                "candidates": [c.to_dict() for c in self.candidates], "history": self.history,
-                "totals": self.totals, "faults": self.faults, "counts": self.counts, "predictions": self.predictions,
-                "stop_reason": self.stop_reason}
+        return {
+            "version": self.VERSION,
+            "round": self.round,
+            "phase": self.phase.value,
+            "initial": self.initial,
+            "elapsed": self.elapsed,
+            "beam": [c.to_dict() for c in self.beam],
+            "candidates": [c.to_dict() for c in self.candidates],
+            "history": self.history,
+            "totals": self.totals,
+            "faults": self.faults,
+            "counts": self.counts,
+            "predictions": self.predictions,
+            "stop_reason": self.stop_reason,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunState":
+    def from_dict(cls, d: dict[str, Any]) -> RunState:
         version = d.get("version")
         if version == 1:
             d = migrate_v1(d)
         elif version != cls.VERSION:
             raise ApoError(f"checkpoint version {version!r} is not supported (this apo-local reads 1 and 2)")
-        return cls(initial=d["initial"], round=d["round"], phase=Phase(d["phase"]), elapsed=d["elapsed"],
-                   beam=[Candidate.from_dict(c) for c in d["beam"]],
-                   candidates=[Candidate.from_dict(c) for c in d["candidates"]], history=d["history"],
-                   totals=d["totals"], faults=d["faults"], counts=d.get("counts", {}),
-                   predictions=d.get("predictions", {}), stop_reason=d.get("stop_reason"))
+        return cls(
+            initial=d["initial"],
+            round=d["round"],
+            phase=Phase(d["phase"]),
+            elapsed=d["elapsed"],
+            beam=[Candidate.from_dict(c) for c in d["beam"]],
+            candidates=[Candidate.from_dict(c) for c in d["candidates"]],
+            history=d["history"],
+            totals=d["totals"],
+            faults=d["faults"],
+            counts=d.get("counts", {}),
+            predictions=d.get("predictions", {}),
+            stop_reason=d.get("stop_reason"),
+        )
 
     def save(self, path: Path) -> None:
         """The new predictions appended to the log, then the checkpoint (atomic replace) pointing at it."""
@@ -156,7 +175,7 @@ class RunState:
         write_json(path, d)
 
     @classmethod
-    def load(cls, path: Path) -> "RunState | None":
+    def load(cls, path: Path) -> RunState | None:
         if not path.is_file():
             return None
         try:
@@ -193,7 +212,16 @@ def predictions_log(checkpoint: Path) -> Path:
 def migrate_v1(d: dict) -> dict:
     """Version 1 (``{version, round, phase, totals, faults, state: {...}, predictions}``) -> version 2 (flat)."""
     s = d["state"]
-    return {"version": 2, "round": s["round"], "phase": s["phase"], "initial": s["initial"],
-            "elapsed": s.get("elapsed", 0.0), "beam": s["beam"], "candidates": s["candidates"],
-            "history": s["history"], "totals": d["totals"], "faults": d["faults"],
-            "predictions": d.get("predictions", {})}
+    return {
+        "version": 2,
+        "round": s["round"],
+        "phase": s["phase"],
+        "initial": s["initial"],
+        "elapsed": s.get("elapsed", 0.0),
+        "beam": s["beam"],
+        "candidates": s["candidates"],
+        "history": s["history"],
+        "totals": d["totals"],
+        "faults": d["faults"],
+        "predictions": d.get("predictions", {}),
+    }

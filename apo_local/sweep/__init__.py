@@ -51,8 +51,29 @@ from apo_local.sweep.size_view import optimizer_size_rows
 from apo_local.sweep.spec import RayOptions, SweepConfig, load_sweep, parse_sweep
 from apo_local.sweep.tables import aggregate, cell_rows, group_columns, write_tables
 
-__all__ = ["MANIFEST", "SWEEP_CONFIG", "Cell", "RayOptions", "SweepConfig", "SweepResult", "aggregate",
-           "cell_rows", "engine_keys", "expand", "gpus_for", "group_columns", "human_params", "initial_status",
-           "is_sweep_dir", "load_manifest", "load_sweep", "model_parameters", "optimizer_size_rows",
-           "order_for_engines", "parse_sweep", "run_cell", "run_sweep", "write_tables"]
-
+__all__ = [
+    "MANIFEST",
+    "SWEEP_CONFIG",
+    "Cell",
+    "RayOptions",
+    "SweepConfig",
+    "SweepResult",
+    "aggregate",
+    "cell_rows",
+    "engine_keys",
+    "expand",
+    "gpus_for",
+    "group_columns",
+    "human_params",
+    "initial_status",
+    "is_sweep_dir",
+    "load_manifest",
+    "load_sweep",
+    "model_parameters",
+    "optimizer_size_rows",
+    "order_for_engines",
+    "parse_sweep",
+    "run_cell",
+    "run_sweep",
+    "write_tables",
+]

@@ -20,7 +20,7 @@ _HELD: frozenset = frozenset()  # engine keys the previous cell of this process 
 
 
 def initial_status(d: Path) -> str:
-    """"done" (results.json), "interrupted" (a checkpoint) or "pending" (nothing usable yet)."""
+    """ "done" (results.json), "interrupted" (a checkpoint) or "pending" (nothing usable yet)."""
     if (d / "results.json").is_file():
         return "done"
     return "interrupted" if (d / "checkpoint.json").is_file() else "pending"

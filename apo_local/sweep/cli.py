@@ -15,9 +15,16 @@ from apo_local.sweep.spec import load_sweep
 
 
 @click.command("sweep", context_settings={"max_content_width": 120})
-@click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False),
-              help="Sweep config YAML (base, grid, methods, ray); see configs/sweep-example.yaml.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep directory (one run directory per cell).")
+@click.option(
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Sweep config YAML (base, grid, methods, ray); see configs/sweep-example.yaml.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="Sweep directory (one run directory per cell)."
+)
 @click.option("--ray", "use_ray", is_flag=True, help="Run every cell as a Ray task (local instance, or ray.address).")
 @click.option("--ray-address", help="Connect to this Ray cluster (overrides ray.address; implies --ray).")
 @click.option("--dry-run", is_flag=True, help="List the cells and their state; run nothing.")
@@ -30,8 +37,10 @@ def sweep_command(config_file, out, use_ray, ray_address, dry_run, with_report):
     if dry_run:
         cells = order_for_engines(expand(spec, base, str(config_file)))
         for c in cells:
-            click.echo(f"{initial_status(Path(out) / c.id):<12} {c.id}  "
-                       + " ".join(f"{k}={v}" for k, v in c.overrides.items()))
+            click.echo(
+                f"{initial_status(Path(out) / c.id):<12} {c.id}  "
+                + " ".join(f"{k}={v}" for k, v in c.overrides.items())
+            )
         click.echo(f"{len(cells)} cells")
         return
     try:

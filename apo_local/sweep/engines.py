@@ -29,8 +29,9 @@ def engine_keys(cfg: RunConfig) -> frozenset:
 
 
 def _pair(cfg: RunConfig) -> str:
-    return json.dumps([cfg.target.model_dump(mode="json"), cfg.optimizer_engine_config().model_dump(mode="json")],
-                      sort_keys=True)
+    return json.dumps(
+        [cfg.target.model_dump(mode="json"), cfg.optimizer_engine_config().model_dump(mode="json")], sort_keys=True
+    )
 
 
 def order_for_engines(cells: list[Cell]) -> list[Cell]:
@@ -44,5 +45,6 @@ def order_for_engines(cells: list[Cell]) -> list[Cell]:
 def gpus_for(cfg: RunConfig) -> int:
     from apo_local.engine.placement import ray_gpus  # both engines' GPUs when the roles load different models
 
-    return ray_gpus(cfg.target.tensor_parallel_size, cfg.optimizer_engine_config().tensor_parallel_size,
-                    len(engine_keys(cfg)) == 1)
+    return ray_gpus(
+        cfg.target.tensor_parallel_size, cfg.optimizer_engine_config().tensor_parallel_size, len(engine_keys(cfg)) == 1
+    )

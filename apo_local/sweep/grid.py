@@ -51,8 +51,9 @@ def expand(spec: SweepConfig, base: dict, origin: str = "sweep") -> list[Cell]:
     return cells
 
 
-def _cell(base: dict, method: str | None, m_over: dict, g_over: dict, varying: list[str], n_methods: int,
-          origin: str) -> Cell:
+def _cell(
+    base: dict, method: str | None, m_over: dict, g_over: dict, varying: list[str], n_methods: int, origin: str
+) -> Cell:
     overrides = {**m_over, **g_over}
     point = ", ".join(f"{k}={v}" for k, v in g_over.items()) + (f", method={method}" if method else "")
     cfg = build_config(json.loads(json.dumps(base)), overrides, origin=f"{origin} (cell {point})")
@@ -101,10 +102,15 @@ def _axis_slug(key: str, value: Any) -> str:
 
 
 def _labels(cfg: RunConfig, method: str | None, g_over: dict) -> dict[str, Any]:
-    labels = {"task": cfg.task, "method": method or cfg.search.proposer, "proposer": cfg.search.proposer,
-              "selector": cfg.selection.selector, "target": model_label(cfg.target.model),
-              "optimizer": model_label(cfg.optimizer.model) if cfg.optimizer.model is not None else "= target",
-              "seed": cfg.seed}
+    labels = {
+        "task": cfg.task,
+        "method": method or cfg.search.proposer,
+        "proposer": cfg.search.proposer,
+        "selector": cfg.selection.selector,
+        "target": model_label(cfg.target.model),
+        "optimizer": model_label(cfg.optimizer.model) if cfg.optimizer.model is not None else "= target",
+        "seed": cfg.seed,
+    }
     for k, v in g_over.items():
         if k not in FIXED_LABEL_KEYS:
             labels[k] = v

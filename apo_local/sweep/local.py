@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from apo_local.errors import ApoError
 from apo_local.sweep.cell import run_cell
@@ -14,8 +14,9 @@ from apo_local.sweep.manifest import write_manifest
 log = logging.getLogger("apo_local")
 
 
-def run_local(cells: list[Cell], out: Path, status: dict[str, str],
-              on_cell: Callable[[Cell, str], None] | None = None) -> None:
+def run_local(
+    cells: list[Cell], out: Path, status: dict[str, str], on_cell: Callable[[Cell, str], None] | None = None
+) -> None:
     """Run every cell not done yet, in order; a failing cell is recorded and the others go on.
 
     ``cells`` come ordered by ``order_for_engines``, so ``run_cell`` loads each engine pair once."""

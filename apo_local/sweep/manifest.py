@@ -24,10 +24,23 @@ def is_sweep_dir(path: str | Path) -> bool:
 
 def write_manifest(out: Path, cells: list[Cell], status: dict[str, str]) -> None:
     """Every cell with its status; a cell with results.json is "done" unless it failed this time."""
-    write_json(out / MANIFEST, {"cells": [
-        {"id": c.id, "method": c.method, "overrides": c.overrides, "labels": c.labels,
-         "status": "done" if (out / c.id / "results.json").is_file() and not status[c.id].startswith("failed")
-         else status[c.id]} for c in cells]})
+    write_json(
+        out / MANIFEST,
+        {
+            "cells": [
+                {
+                    "id": c.id,
+                    "method": c.method,
+                    "overrides": c.overrides,
+                    "labels": c.labels,
+                    "status": "done"
+                    if (out / c.id / "results.json").is_file() and not status[c.id].startswith("failed")
+                    else status[c.id],
+                }
+                for c in cells
+            ]
+        },
+    )
 
 
 def load_manifest(out: str | Path) -> list[dict]:

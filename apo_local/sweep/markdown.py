@@ -6,14 +6,29 @@ import math
 from typing import Any
 
 # Column headers in results.md and on the report page.
-SHORT = {"test_initial": "test initial", "test_constant": "test constant", "test_best": "test best (picked on test)", "test_selected": "test selected",
-         "test_selected_ci": "95% CI (selected)",
-         "test_gain": "gain (selected - initial)", "target_calls": "T calls", "target_prompts": "T prompts",
-         "target_input_tokens": "T in tok", "target_output_tokens": "T out tok", "optimizer_calls": "O calls",
-         "optimizer_prompts": "O prompts", "optimizer_input_tokens": "O in tok",
-         "optimizer_output_tokens": "O out tok", "optimizer_tokens": "O tokens", "target_seconds": "T s", "optimizer_seconds": "O s",
-         "replies": "O replies", "replies_truncated": "truncated", "accepted_share": "accepted share",
-         "wall_seconds": "wall s"}
+SHORT = {
+    "test_initial": "test initial",
+    "test_constant": "test constant",
+    "test_best": "test best (picked on test)",
+    "test_selected": "test selected",
+    "test_selected_ci": "95% CI (selected)",
+    "test_gain": "gain (selected - initial)",
+    "target_calls": "T calls",
+    "target_prompts": "T prompts",
+    "target_input_tokens": "T in tok",
+    "target_output_tokens": "T out tok",
+    "optimizer_calls": "O calls",
+    "optimizer_prompts": "O prompts",
+    "optimizer_input_tokens": "O in tok",
+    "optimizer_output_tokens": "O out tok",
+    "optimizer_tokens": "O tokens",
+    "target_seconds": "T s",
+    "optimizer_seconds": "O s",
+    "replies": "O replies",
+    "replies_truncated": "truncated",
+    "accepted_share": "accepted share",
+    "wall_seconds": "wall s",
+}
 
 
 def fmt(v: Any, col: str = "") -> str:
@@ -30,7 +45,7 @@ def fmt(v: Any, col: str = "") -> str:
 
 
 def plus_minus(mean: Any, std: Any, col: str = "") -> str:
-    """"mean ± std" ("" for a missing mean)."""
+    """ "mean ± std" ("" for a missing mean)."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return ""
     return f"{fmt(float(mean), col)} ± {fmt(float(std or 0.0), col)}"

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from apo_local.errors import ApoError
 from apo_local.sweep.cell import run_cell
@@ -57,7 +58,8 @@ def _submit(ray, opts: RayOptions, cells: list[Cell], out: Path, status: dict[st
         g = opts.num_gpus_per_cell
         gpus = (gpus_for(cell.config) if has_gpus else 0) if g == "auto" else int(g)
         task = (remote_gpu if gpus else remote_cpu).options(
-            num_gpus=gpus, num_cpus=opts.num_cpus_per_cell, name=f"apo-cell:{cell.id}", max_retries=0)
+            num_gpus=gpus, num_cpus=opts.num_cpus_per_cell, name=f"apo-cell:{cell.id}", max_retries=0
+        )
         pending[task.remote(str((out / cell.id).resolve()), cell.config_text, opts.ship_back)] = cell
         status[cell.id] = "queued"
     return pending
@@ -77,8 +79,13 @@ def _collect(ray, ref, cell: Cell, out: Path, status: dict[str, str]) -> None:
         log.error("cell %s failed: %s", cell.id, msg)
 
 
-def run_on_ray(opts: RayOptions, cells: list[Cell], out: Path, status: dict[str, str],
-               on_cell: Callable[[Cell, str], None] | None = None) -> None:
+def run_on_ray(
+    opts: RayOptions,
+    cells: list[Cell],
+    out: Path,
+    status: dict[str, str],
+    on_cell: Callable[[Cell, str], None] | None = None,
+) -> None:
     """Submit every cell not done yet, record each as it finishes; Ctrl-C cancels the rest."""
     if all(status[c.id] == "done" for c in cells):
         return

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -34,8 +34,15 @@ class SweepResult:
         return [c for c, s in self.status.items() if s.startswith("failed")]
 
 
-def run_sweep(spec: SweepConfig, base: dict, out: str | Path, *, use_ray: bool = False,
-              origin: str = "sweep", on_cell: Callable[[Cell, str], None] | None = None) -> SweepResult:
+def run_sweep(
+    spec: SweepConfig,
+    base: dict,
+    out: str | Path,
+    *,
+    use_ray: bool = False,
+    origin: str = "sweep",
+    on_cell: Callable[[Cell, str], None] | None = None,
+) -> SweepResult:
     """Run every cell that has no results yet; write the manifest and the results tables."""
     out = Path(out)
     cells = order_for_engines(expand(spec, base, origin))
@@ -43,12 +50,19 @@ def run_sweep(spec: SweepConfig, base: dict, out: str | Path, *, use_ray: bool =
     lock = SweepLock(out)
     try:
         os.chmod(out, 0o700)
-        atomic_write(out / SWEEP_CONFIG, yaml.safe_dump(
-            {**spec.model_dump(mode="json", exclude={"base"}), "base": base}, sort_keys=False))
+        atomic_write(
+            out / SWEEP_CONFIG,
+            yaml.safe_dump({**spec.model_dump(mode="json", exclude={"base"}), "base": base}, sort_keys=False),
+        )
         status = {c.id: initial_status(out / c.id) for c in cells}
         write_manifest(out, cells, status)
-        log.info("sweep: %d cells (%d done) in %s%s", len(cells), sum(s == "done" for s in status.values()), out,
-                 " on Ray" if on_ray else "")
+        log.info(
+            "sweep: %d cells (%d done) in %s%s",
+            len(cells),
+            sum(s == "done" for s in status.values()),
+            out,
+            " on Ray" if on_ray else "",
+        )
         if on_ray:
             from apo_local.sweep.ray_runner import run_on_ray
 

@@ -23,9 +23,22 @@ from apo_local.sweep.params import human_params, model_parameters
 
 log = logging.getLogger("apo_local")
 
-_VALUES = ("test_selected", "test_initial", "test_constant", "test_best", "test_gain", "target_prompts",
-           "target_input_tokens", "optimizer_tokens", "target_seconds", "optimizer_seconds", "replies",
-           "replies_truncated", "accepted_share", "wall_seconds")
+_VALUES = (
+    "test_selected",
+    "test_initial",
+    "test_constant",
+    "test_best",
+    "test_gain",
+    "target_prompts",
+    "target_input_tokens",
+    "optimizer_tokens",
+    "target_seconds",
+    "optimizer_seconds",
+    "replies",
+    "replies_truncated",
+    "accepted_share",
+    "wall_seconds",
+)
 
 
 def optimizer_size_rows(rows: list[dict], group_keys: list[str], out: Path | None = None) -> list[dict]:
@@ -44,10 +57,16 @@ def optimizer_size_rows(rows: list[dict], group_keys: list[str], out: Path | Non
     for (series, opt), members in groups.items():
         if opt not in params:
             params[opt] = model_parameters(members[0], opt)
-        row = {"series": " / ".join(s for s, k in zip(series, series_keys)
-                                    if len({str(x.get(k)) for x in done}) > 1) or "all",
-               "task": members[0]["task"], "target": members[0]["target"], "optimizer": opt,
-               "parameters": params[opt], "n": len(members), "metric": members[0]["metric"]}
+        row = {
+            "series": " / ".join(s for s, k in zip(series, series_keys) if len({str(x.get(k)) for x in done}) > 1)
+            or "all",
+            "task": members[0]["task"],
+            "target": members[0]["target"],
+            "optimizer": opt,
+            "parameters": params[opt],
+            "n": len(members),
+            "metric": members[0]["metric"],
+        }
         for col in _VALUES:
             vals = [float(m[col]) for m in members if m.get(col) is not None]
             row[col] = statistics.fmean(vals) if vals else math.nan
@@ -87,8 +106,16 @@ def _add_paired(size_rows: list[dict], sweep_dir: Path) -> None:
         if vs:
             # p beside the interval it goes with: the t test over seeds (one seed: the rows' paired bootstrap)
             p = vs["seed_p"] if vs["seeds"] > 1 else vs["p_bootstrap"]
-            row.update(vs_optimizer=ref["optimizer"], diff=vs["diff"], diff_ci=vs["ci"], diff_p=p, verdict=verdict(vs),
-                       mcnemar_p_per_seed=[t["p"] for t in vs["mcnemar"]], paired_seeds=vs["seeds"], paired_rows=vs["examples"])
+            row.update(
+                vs_optimizer=ref["optimizer"],
+                diff=vs["diff"],
+                diff_ci=vs["ci"],
+                diff_p=p,
+                verdict=verdict(vs),
+                mcnemar_p_per_seed=[t["p"] for t in vs["mcnemar"]],
+                paired_seeds=vs["seeds"],
+                paired_rows=vs["examples"],
+            )
     for row in size_rows:
         row.pop("_rows", None)
 
@@ -101,29 +128,71 @@ def interval(ci) -> str:
 def _diff(r: dict) -> str:
     if r.get("diff") is None:
         return "(reference)" if r.get("paired_rows") is None else ""
-    return (f"{r['diff']:+.3f} {interval(r['diff_ci'])} (p={r['diff_p']:.2f}; {r['paired_seeds']} seeds × rows: "
-            f"{r['verdict']})")
+    return (
+        f"{r['diff']:+.3f} {interval(r['diff_ci'])} (p={r['diff_p']:.2f}; {r['paired_seeds']} seeds × rows: "
+        f"{r['verdict']})"
+    )
 
 
 def _markdown(size_rows: list[dict]) -> list[str]:
-    md = ["", "## Optimizer size", "", "Same task and target, different optimizer models, sorted by parameter count: "
-          "the test metric of the prompt each search selected (mean ± std over seeds; 95% CI: Student t over the "
-          "seeds, widened to the test rows' bootstrap), the initial prompt and the best constant answer on the same "
-          "rows, and each larger optimizer minus the series' smallest on the same seeds and test rows (the same "
-          "paired interval, its p from the t test over seeds, and the verdict: a change only when the interval "
-          "excludes zero). "
-          "T = target, O = optimizer; seconds are engine seconds per role.", ""]
-    md.append(md_table(["series", "optimizer", "params", "n", "test selected", "95% CI", "test initial",
-                        "test constant", "vs smallest optimizer", "O tokens", "T prompts", "T s", "O s",
-                        "O replies", "truncated", "accepted share", "wall s"],
-                       [[r["series"], r["optimizer"], human_params(r["parameters"]), str(r["n"]),
-                         plus_minus(r["test_selected"], r["test_selected_std"], "test_"), interval(r.get("test_ci")),
-                         fmt(r["test_initial"], "test_"), fmt(r["test_constant"], "test_"), _diff(r),
-                         plus_minus(r["optimizer_tokens"], r["optimizer_tokens_std"]),
-                         fmt(r["target_prompts"]), plus_minus(r["target_seconds"], r["target_seconds_std"]),
-                         plus_minus(r["optimizer_seconds"], r["optimizer_seconds_std"]), fmt(r["replies"]),
-                         fmt(r["replies_truncated"]), fmt(r["accepted_share"], "accepted_share"),
-                         plus_minus(r["wall_seconds"], r["wall_seconds_std"])] for r in size_rows]))
+    md = [
+        "",
+        "## Optimizer size",
+        "",
+        "Same task and target, different optimizer models, sorted by parameter count: "
+        "the test metric of the prompt each search selected (mean ± std over seeds; 95% CI: Student t over the "
+        "seeds, widened to the test rows' bootstrap), the initial prompt and the best constant answer on the same "
+        "rows, and each larger optimizer minus the series' smallest on the same seeds and test rows (the same "
+        "paired interval, its p from the t test over seeds, and the verdict: a change only when the interval "
+        "excludes zero). "
+        "T = target, O = optimizer; seconds are engine seconds per role.",
+        "",
+    ]
+    md.append(
+        md_table(
+            [
+                "series",
+                "optimizer",
+                "params",
+                "n",
+                "test selected",
+                "95% CI",
+                "test initial",
+                "test constant",
+                "vs smallest optimizer",
+                "O tokens",
+                "T prompts",
+                "T s",
+                "O s",
+                "O replies",
+                "truncated",
+                "accepted share",
+                "wall s",
+            ],
+            [
+                [
+                    r["series"],
+                    r["optimizer"],
+                    human_params(r["parameters"]),
+                    str(r["n"]),
+                    plus_minus(r["test_selected"], r["test_selected_std"], "test_"),
+                    interval(r.get("test_ci")),
+                    fmt(r["test_initial"], "test_"),
+                    fmt(r["test_constant"], "test_"),
+                    _diff(r),
+                    plus_minus(r["optimizer_tokens"], r["optimizer_tokens_std"]),
+                    fmt(r["target_prompts"]),
+                    plus_minus(r["target_seconds"], r["target_seconds_std"]),
+                    plus_minus(r["optimizer_seconds"], r["optimizer_seconds_std"]),
+                    fmt(r["replies"]),
+                    fmt(r["replies_truncated"]),
+                    fmt(r["accepted_share"], "accepted_share"),
+                    plus_minus(r["wall_seconds"], r["wall_seconds_std"]),
+                ]
+                for r in size_rows
+            ],
+        )
+    )
     return md
 
 
@@ -160,7 +229,9 @@ def optimizer_size_figure(rows: list[dict]):
     series: dict[str, list[dict]] = {}
     for r in rows:
         series.setdefault(r["series"], []).append(r)
-    models = list(dict.fromkeys(r["optimizer"] for r in sorted(rows, key=lambda r: (r["parameters"] or 0, r["optimizer"]))))
+    models = list(
+        dict.fromkeys(r["optimizer"] for r in sorted(rows, key=lambda r: (r["parameters"] or 0, r["optimizer"])))
+    )
     params = {r["optimizer"]: r["parameters"] for r in rows}
     fig = Figure(figsize=(10, 4.3), layout="constrained")  # constrained: the figure title clears the panel titles
     ax1, ax2 = fig.subplots(1, 2)
@@ -168,15 +239,34 @@ def optimizer_size_figure(rows: list[dict]):
     for k, (name, rs) in enumerate(series.items()):
         rs = sorted(rs, key=lambda r: models.index(r["optimizer"]))
         xs = [models.index(r["optimizer"]) + (k - (n - 1) / 2) * 0.08 for r in rs]
-        line = ax1.errorbar(xs, [r["test_selected"] for r in rs], yerr=[r["test_selected_std"] for r in rs], fmt="o-",
-                            capsize=4, label=f"{name}: selected prompt")
+        line = ax1.errorbar(
+            xs,
+            [r["test_selected"] for r in rs],
+            yerr=[r["test_selected_std"] for r in rs],
+            fmt="o-",
+            capsize=4,
+            label=f"{name}: selected prompt",
+        )
         ax1.plot(xs, [r["test_initial"] for r in rs], "x:", color=line[0].get_color(), label=f"{name}: initial prompt")
         if any(r["test_constant"] == r["test_constant"] for r in rs):  # not all nan: a classification task
-            ax1.plot(xs, [r["test_constant"] for r in rs], "_--", color=line[0].get_color(), markersize=14,
-                     label=f"{name}: best constant answer")
+            ax1.plot(
+                xs,
+                [r["test_constant"] for r in rs],
+                "_--",
+                color=line[0].get_color(),
+                markersize=14,
+                label=f"{name}: best constant answer",
+            )
         w = 0.8 / n
-        ax2.bar([models.index(r["optimizer"]) + (k - (n - 1) / 2) * w for r in rs], [r["optimizer_tokens"] for r in rs],
-                w, yerr=[r["optimizer_tokens_std"] for r in rs], capsize=4, label=name, color=line[0].get_color())
+        ax2.bar(
+            [models.index(r["optimizer"]) + (k - (n - 1) / 2) * w for r in rs],
+            [r["optimizer_tokens"] for r in rs],
+            w,
+            yerr=[r["optimizer_tokens_std"] for r in rs],
+            capsize=4,
+            label=name,
+            color=line[0].get_color(),
+        )
     ticks = [f"{m}\n({human_params(params[m])})" for m in models]
     metric = rows[0]["metric"] if rows else "metric"
     for ax, title in ((ax1, f"test {metric}"), (ax2, "optimizer tokens (input + output)")):
@@ -188,4 +278,3 @@ def optimizer_size_figure(rows: list[dict]):
     ax1.legend(fontsize=7)
     fig.suptitle("Optimizer size: same task and target, different optimizer models (mean ± std over seeds)")
     return fig
-

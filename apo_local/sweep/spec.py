@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -14,7 +14,7 @@ from apo_local.errors import ApoError
 class RayOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    address: Optional[str] = None  # "auto", "ray://host:10001", ...; None: start a local instance
+    address: str | None = None  # "auto", "ray://host:10001", ...; None: start a local instance
     num_gpus_per_cell: int | str = "auto"  # "auto": max tensor-parallel size of the cell's engines (0 without GPUs)
     num_cpus_per_cell: float = Field(1, gt=0)
     ship_back: bool = True  # return finished cells as archives when the driver can't see the worker's files
@@ -23,10 +23,10 @@ class RayOptions(BaseModel):
 class SweepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Optional[str] = None
+    name: str | None = None
     base: dict[str, Any] | str = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
-    methods: Optional[dict[str, Optional[dict[str, Any]]]] = None
+    methods: dict[str, dict[str, Any] | None] | None = None
     ray: RayOptions = RayOptions()
 
 

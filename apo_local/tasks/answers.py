@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from apo_local.errors import ApoError
 
@@ -46,8 +46,10 @@ def binary_labels(task) -> tuple[str, str]:
     labels = tuple(getattr(task, "labels", ()) or ())
     positive = getattr(task, "positive_label", None)
     if getattr(task, "kind", None) != "classification" or len(labels) != 2 or positive not in labels:
-        raise ApoError(f"scoring.parse: positive-prefix needs a binary classification task with a positive_label "
-                       f"(task {getattr(task, 'name', '?')} has labels {list(labels)}, positive_label {positive})")
+        raise ApoError(
+            f"scoring.parse: positive-prefix needs a binary classification task with a positive_label "
+            f"(task {getattr(task, 'name', '?')} has labels {list(labels)}, positive_label {positive})"
+        )
     return positive, next(label for label in labels if label != positive)
 
 

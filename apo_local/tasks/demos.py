@@ -35,8 +35,9 @@ def join_prompt(instruction: str, demos: Sequence[dict]) -> str:
     """The prompt text of ``instruction`` with ``demos`` (the instruction alone when there are none)."""
     if not demos:
         return instruction
-    lines = [json.dumps({"id": d.get("id"), "input": d["input"], "label": d["label"]}, ensure_ascii=False)
-             for d in demos]
+    lines = [
+        json.dumps({"id": d.get("id"), "input": d["input"], "label": d["label"]}, ensure_ascii=False) for d in demos
+    ]
     return instruction.rstrip() + "\n" + _MARK + "\n".join(lines) + "\n" + CLOSE
 
 

@@ -114,7 +114,9 @@ def _format(path: Path, format: str | None) -> str:
     if format is None:
         format = _EXTENSIONS.get(path.suffix.lower())
         if format is None:
-            raise ApoError(f"{path}: cannot tell the format from the extension; set data.format to one of {', '.join(FORMATS)}")
+            raise ApoError(
+                f"{path}: cannot tell the format from the extension; set data.format to one of {', '.join(FORMATS)}"
+            )
     elif format not in FORMATS:
         raise ApoError(f"{path}: unknown data format {format!r} (formats: {', '.join(FORMATS)})")
     return format
@@ -169,7 +171,11 @@ def _load_dataset(path: Path, fmt: str, **kwargs):
     """Read through HF datasets, in memory; its cache goes to a temporary folder, not ~/.cache."""
     import datasets  # imported here: heavy, and only needed once data is read
 
-    reader = {"jsonl": datasets.Dataset.from_json, "csv": datasets.Dataset.from_csv, "parquet": datasets.Dataset.from_parquet}[fmt]
+    reader = {
+        "jsonl": datasets.Dataset.from_json,
+        "csv": datasets.Dataset.from_csv,
+        "parquet": datasets.Dataset.from_parquet,
+    }[fmt]
     bars_were_disabled = datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()
     try:

@@ -13,8 +13,8 @@ reason (one short greedy generation per shown error) added to the error block.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from apo_local.errors import ApoError
 
@@ -100,8 +100,12 @@ class Judge:
         """The judge's one-sentence reason per (output, reference) pair (greedy, seeded: cached and resumable)."""
         from apo_local.engine.protocol import GenerationRequest
 
-        requests = [GenerationRequest(self.reason_prompt(o or "(no answer)", r), temperature=0.0,
-                                      max_tokens=REASON_TOKENS, seed=0) for o, r in pairs]
+        requests = [
+            GenerationRequest(
+                self.reason_prompt(o or "(no answer)", r), temperature=0.0, max_tokens=REASON_TOKENS, seed=0
+            )
+            for o, r in pairs
+        ]
         out = self._need_engine().generate(requests)
         return [" ".join(g.text.split()) or "(no reason given)" for g in out]
 
@@ -140,8 +144,9 @@ def attach_judge(task, default_engine, trace=None) -> None:
     if judge.model is not None:
         from apo_local.engine import EngineSettings, RoleEngine, Trace, load_engine
 
-        engine = RoleEngine(load_engine(EngineSettings(model=judge.model), role="optimizer"), "optimizer",
-                            trace or Trace())
+        engine = RoleEngine(
+            load_engine(EngineSettings(model=judge.model), role="optimizer"), "optimizer", trace or Trace()
+        )
     judge.attach(engine)
 
 
@@ -158,7 +163,14 @@ def agreement(grades: Sequence[float], matches: Sequence[bool]) -> dict:
     pj, pm = sum(judged) / n, sum(matches) / n
     chance = pj * pm + (1 - pj) * (1 - pm)
     kappa = (observed - chance) / (1 - chance) if chance < 1 else 1.0
-    return {"n": n, "agreement": round(observed, 4), "kappa": round(kappa, 4), "judge_pass": sum(judged),
-            "match_pass": sum(matches), "both_pass": both, "both_fail": neither,
-            "judge_only": sum(j and not m for j, m in zip(judged, matches)),
-            "match_only": sum(m and not j for j, m in zip(judged, matches))}
+    return {
+        "n": n,
+        "agreement": round(observed, 4),
+        "kappa": round(kappa, 4),
+        "judge_pass": sum(judged),
+        "match_pass": sum(matches),
+        "both_pass": both,
+        "both_fail": neither,
+        "judge_only": sum(j and not m for j, m in zip(judged, matches)),
+        "match_only": sum(m and not j for j, m in zip(judged, matches)),
+    }

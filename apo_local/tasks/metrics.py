@@ -37,9 +37,7 @@ _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)
 def parse_number(text: str) -> float | None:
     """The last number in the text ('$1,234.5' -> 1234.5; 'I have 4 stoves and 8 instruments, so 8.' -> 8),
     or None. The last one, because an answer usually ends with it after any working."""
-    match = None
-    for match in _NUMBER.finditer(text):
-        pass
+    match = next(reversed(list(_NUMBER.finditer(text))), None)
     return float(match.group().replace(",", "")) if match else None
 
 

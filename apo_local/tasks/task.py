@@ -5,22 +5,35 @@ from __future__ import annotations
 import re
 import sys
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import yaml
 
 from apo_local.errors import ApoError
 from apo_local.tasks.examples import FORMATS, Example, first_line, load_examples, read_text
 from apo_local.tasks.judge import judge_metric
+from apo_local.tasks.length import LengthLimit
 from apo_local.tasks.metrics import Metric, get_metric, parse_label, parse_number
 from apo_local.tasks.template import PromptTemplate
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 KINDS = ("classification", "generation")
-_KEYS = ("name", "kind", "labels", "positive_label", "metric", "template", "instruction", "instruction_text", "data",
-         "answer_pattern", "judge")
+_KEYS = (
+    "name",
+    "kind",
+    "labels",
+    "positive_label",
+    "metric",
+    "template",
+    "instruction",
+    "instruction_text",
+    "data",
+    "answer_pattern",
+    "judge",
+)
 _DATA_KEYS = ("format", "input_column", "label_column", "id_column", "splits", "label_map")
 
 
@@ -47,10 +60,10 @@ class Task:
     positive_label: str | None
     source: str  # path of the task YAML, or "<builtin:NAME>"
     data: DataSpec = field(repr=False)
-    answer_pattern: "re.Pattern | None" = None  # where the answer is in a generated reply (default: all of it)
+    answer_pattern: re.Pattern | None = None  # where the answer is in a generated reply (default: all of it)
     _mapped: dict[str, dict[str, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
     _splits: dict[str, list[Example]] = field(default_factory=dict, init=False, repr=False, compare=False)
-    _length: "LengthLimit | None" = field(default=None, init=False, repr=False, compare=False)
+    _length: LengthLimit | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def split_names(self) -> list[str]:
@@ -91,9 +104,7 @@ class Task:
         (``parse_label``); ``numeric_match`` -> the last number; other metrics -> the stripped text.
         """
         if self.answer_pattern is not None:
-            match = None
-            for match in self.answer_pattern.finditer(text):
-                pass
+            match = next(reversed(list(self.answer_pattern.finditer(text))), None)
             if match is None:
                 return None
             groups = match.groupdict()
@@ -124,8 +135,12 @@ class Task:
         text = self.template.render(instruction, example.input, self.labels)
         return text if self._length is None else self._length.fit(self, instruction, example, text)
 
-    def limit_length(self, count_tokens: Callable[[Sequence[str]], list[int]], max_tokens: int,
-                     on_truncate: Callable[[Example, int, int], None] | None = None) -> None:
+    def limit_length(
+        self,
+        count_tokens: Callable[[Sequence[str]], list[int]],
+        max_tokens: int,
+        on_truncate: Callable[[Example, int, int], None] | None = None,
+    ) -> None:
         """From now on ``render`` fits every prompt into ``max_tokens`` (the target's context minus room
         for the answer) by cutting the middle of an over-long example input (see ``LengthLimit``)."""
         self._length = LengthLimit(count_tokens, max_tokens, on_truncate)
@@ -133,66 +148,6 @@ class Task:
     def label_distribution(self, split: str) -> dict[str, int]:
         counts = Counter(example.label for example in self.split(split))
         return {label: counts[label] for label in self.labels} if self.labels else dict(counts)
-
-
-TRUNCATION_MARK = " [...] "
-
-
-def cut_middle(text: str, keep: int) -> str:
-    """``text`` with its middle replaced by TRUNCATION_MARK, keeping ``keep`` characters (head and tail)."""
-    if keep >= len(text):
-        return text
-    tail = keep // 2
-    return text[: keep - tail] + TRUNCATION_MARK + (text[len(text) - tail :] if tail else "")
-
-
-@dataclass
-class LengthLimit:
-    """Truncation policy for over-long examples: never a crash, always counted.
-
-    A prompt is the instruction, the fixed template sections and one example input. When the rendered
-    prompt has more than ``max_tokens`` tokens, the *example input* is cut in the middle (its head and
-    tail are kept, joined by " [...] "), to the longest cut that fits, found by bisection on characters.
-    The instruction and the template are never cut. Each truncation calls ``on_truncate(example,
-    tokens_before, tokens_after)`` (the run counts it as an ``example_truncated`` fault). If the prompt
-    does not fit even with an empty input, it is left as is: the engine refuses it ("prompt too long")
-    and the scorer counts it as a wrong prediction; a candidate instruction that long is rejected at
-    admission.
-
-    Token counts are only taken when needed: a prompt whose instruction-with-empty-input token count
-    plus the input's UTF-8 byte length (a byte-level BPE token is at least one byte) plus a margin fits
-    is passed through uncounted.
-    """
-
-    count_tokens: Callable[[Sequence[str]], list[int]]
-    max_tokens: int
-    on_truncate: Callable[[Example, int, int], None] | None = None
-    slack: int = 8  # tokens allowed for merges across the input's boundaries
-    _base: dict[str, int] = field(default_factory=dict, repr=False)
-
-    def fit(self, task: "Task", instruction: str, example: Example, text: str) -> str:
-        if instruction not in self._base:
-            if len(self._base) > 4096:
-                self._base.clear()
-            self._base[instruction] = self.count_tokens([task.template.render(instruction, "", task.labels)])[0]
-        base = self._base[instruction]
-        if base + len(example.input.encode("utf-8")) + self.slack <= self.max_tokens or base + self.slack > self.max_tokens:
-            return text
-        before = self.count_tokens([text])[0]
-        if before <= self.max_tokens:
-            return text
-        render = lambda keep: task.template.render(instruction, cut_middle(example.input, keep), task.labels)  # noqa: E731
-        lo, hi = 0, len(example.input) - 1  # characters kept: lo always fits (or is 0), hi+1 never does
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.count_tokens([render(mid)])[0] <= self.max_tokens:
-                lo = mid
-            else:
-                hi = mid - 1
-        out = render(lo)
-        if self.on_truncate is not None:
-            self.on_truncate(example, before, self.count_tokens([out])[0])
-        return out
 
 
 def builtin_task_names() -> list[str]:
@@ -228,7 +183,9 @@ _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def _read_yaml(path: Path) -> dict:
@@ -240,7 +197,9 @@ def _read_yaml(path: Path) -> dict:
     except yaml.YAMLError as e:
         raise ApoError(f"{path}: invalid YAML ({first_line(e)})") from None
     if not isinstance(doc, dict):
-        raise ApoError(f"{path}: expected a mapping of task settings, got {type(doc).__name__ if doc is not None else 'nothing'}")
+        raise ApoError(
+            f"{path}: expected a mapping of task settings, got {type(doc).__name__ if doc is not None else 'nothing'}"
+        )
     return doc
 
 
@@ -301,8 +260,11 @@ def _build(doc: dict, path: Path, source: str) -> Task:
     metric_name = top.get("metric") or ("accuracy" if labels else "exact_match")
     sys.path.insert(0, str(folder))  # a custom "module:function" metric may live next to the YAML
     try:
-        metric = (judge_metric(top.get("judge", (dict,)), folder, str(path)) if metric_name == "judge" else
-                  get_metric(metric_name, positive_label=positive_label, labels=labels or None))
+        metric = (
+            judge_metric(top.get("judge", (dict,)), folder, str(path))
+            if metric_name == "judge"
+            else get_metric(metric_name, positive_label=positive_label, labels=labels or None)
+        )
     except ApoError as e:
         raise ApoError(f"{path}: {e}") from None
     finally:
@@ -350,7 +312,9 @@ def _canonical(value: str, labels: tuple[str, ...], section: _Section, key: str)
     for label in labels:
         if label.casefold() == value.strip().casefold():
             return label
-    raise section.error(key, f"{value!r} is not one of {', '.join(labels) or 'the labels (a generation task has none)'}")
+    raise section.error(
+        key, f"{value!r} is not one of {', '.join(labels) or 'the labels (a generation task has none)'}"
+    )
 
 
 def _data(data: _Section, labels: tuple[str, ...]) -> DataSpec:

@@ -57,17 +57,22 @@ class PromptTemplate:
     def render(self, instruction: str, input: str, labels: Sequence[str] = ()) -> str:
         """``instruction`` is the prompt text: the instruction, then its demonstrations block if any."""
         if not isinstance(instruction, str):  # e.g. None from a library caller: one line, not a TypeError
-            raise ApoError(f"{self.origin}: the instruction must be text, not {type(instruction).__name__} "
-                           "(a task's own is task.initial_instruction)")
+            raise ApoError(
+                f"{self.origin}: the instruction must be text, not {type(instruction).__name__} "
+                "(a task's own is task.initial_instruction)"
+            )
         demos: list[dict] = []
         if OPEN in instruction:
             instruction, demos = split_prompt(instruction)
             if demos and not self.takes_demonstrations:
-                raise ApoError(f"{self.origin}: the prompt has demonstrations but the template has no "
-                               "{{ demonstrations }} slot")
+                raise ApoError(
+                    f"{self.origin}: the prompt has demonstrations but the template has no "
+                    "{{ demonstrations }} slot"
+                )
         try:
-            return self._template.render(instruction=instruction, input=input, labels=" / ".join(labels),
-                                         demonstrations=demos)
+            return self._template.render(
+                instruction=instruction, input=input, labels=" / ".join(labels), demonstrations=demos
+            )
         except Exception as e:  # user template code: filters, attribute access, arithmetic
             raise ApoError(f"{self.origin}: cannot render the template ({first_line(e)})") from None
 

@@ -44,7 +44,7 @@ class BanditAcceptance:
             rewards = [r / scale for r in ctx.scorer.rewards(pairs)]
             out, pos = [], 0
             for n in sizes:
-                out.append(rewards[pos: pos + n])
+                out.append(rewards[pos : pos + n])
                 pos += n
             return out
 
@@ -53,5 +53,9 @@ class BanditAcceptance:
             arm.estimate, arm.pulls = (None if math.isnan(est) else est * scale), pulls
         beam = [replace(arms[i], status=Status.BEAM) for i in res.chosen]
         sample = "shared" if shared else "independent"
-        return beam, {"selector": self.selector.name, "budget_used": res.budget_used, "bandit_rounds": res.rounds,
-                      "sample": sample}
+        return beam, {
+            "selector": self.selector.name,
+            "budget_used": res.budget_used,
+            "bandit_rounds": res.rounds,
+            "sample": sample,
+        }

@@ -21,8 +21,8 @@ in [0, 1]: the interval of a proportion over the best candidate's pulls).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 from apo_local.search.admission import prompt_tokens  # the prompt's size, as admission measures it
 from apo_local.search.state import Status
@@ -76,8 +76,9 @@ def wilson_lower(p: float, n: int, z: float = 1.96) -> float:
     return (centre - half) / (1 + z * z / n)
 
 
-def shortest_within_ci(estimates: Sequence[float | None], pulls: Sequence[int], tokens: Sequence[int],
-                       scale: float = 1.0) -> int:
+def shortest_within_ci(
+    estimates: Sequence[float | None], pulls: Sequence[int], tokens: Sequence[int], scale: float = 1.0
+) -> int:
     """Index of the shortest prompt whose estimate is within the best one's 95% CI (ties: higher estimate).
     ``scale``: the largest per-row reward (``selectors.reward_scale``); the interval is taken on rewards divided
     by it, in [0, 1], where a mean's variance is at most p (1 - p), and scaled back."""
@@ -105,8 +106,13 @@ class LengthAware:
         tokens = prompt_tokens(ctx.task, ctx.scorer.engine, [c.text for c in scored])
         points = [(c.estimate, t) for c, t in zip(scored, tokens)]
         chosen = length_beam(points, ctx.beam_size, self.objective, self.penalty)
-        selection = dict(selection, length={
-            "objective": self.objective, **({"penalty": self.penalty} if self.objective == "penalty" else {}),
-            "points": [[c.id, c.estimate, t] for c, t in zip(scored, tokens)],
-            "front": [scored[i].id for i in fronts(points)[0]]})
+        selection = dict(
+            selection,
+            length={
+                "objective": self.objective,
+                **({"penalty": self.penalty} if self.objective == "penalty" else {}),
+                "points": [[c.id, c.estimate, t] for c, t in zip(scored, tokens)],
+                "front": [scored[i].id for i in fronts(points)[0]],
+            },
+        )
         return [replace(scored[i], status=Status.BEAM) for i in chosen], selection

@@ -7,8 +7,8 @@ parents fill the beam only when there are too few updates."""
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 from apo_local.search.acceptance.pool import updates
 from apo_local.search.state import Status

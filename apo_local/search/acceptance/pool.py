@@ -9,7 +9,7 @@ validation rows. (The config refuses ``mc_samples`` with either rule: the paraph
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from apo_local.search.state import Candidate, Status
 

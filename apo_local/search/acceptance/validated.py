@@ -7,8 +7,8 @@ is strictly higher. The beam keeps one slot per parent."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 from apo_local.search.acceptance.pool import updates
 from apo_local.search.state import Candidate, Status
@@ -56,7 +56,7 @@ class ValidatedAcceptance:
         ctx.budget.check()
         ctx.trace.at("select", ctx.round)
         rewards = ctx.scorer.rewards([(t, ex) for t in texts for ex in val])
-        score = {t: sum(rewards[i * len(val): (i + 1) * len(val)]) / max(1, len(val)) for i, t in enumerate(texts)}
+        score = {t: sum(rewards[i * len(val) : (i + 1) * len(val)]) / max(1, len(val)) for i, t in enumerate(texts)}
         beam = []
         for p, props in groups:
             for c in [p, *props]:
@@ -64,5 +64,7 @@ class ValidatedAcceptance:
             win = validated_choice(score[p.text], [score[c.text] for c in props])
             beam.append(p if win is None else props[win])
         beam.sort(key=lambda c: -(c.estimate or 0.0))
-        return ([replace(c, status=Status.BEAM) for c in beam],
-                {"acceptance": "validated", "budget_used": len(texts) * len(val), "validation_size": len(val)})
+        return (
+            [replace(c, status=Status.BEAM) for c in beam],
+            {"acceptance": "validated", "budget_used": len(texts) * len(val), "validation_size": len(val)},
+        )

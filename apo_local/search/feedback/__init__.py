@@ -8,11 +8,19 @@ itself is pure and seeded (``corruption.py``).
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from apo_local.config_schema import FeedbackConfig
-from apo_local.search.feedback.corruption import (corrupt_examples, corrupt_label, corrupt_value, is_numeric_task,
-                                                  pseudo_errors, real_errors, with_label)
+from apo_local.search.feedback.corruption import (
+    corrupt_examples,
+    corrupt_label,
+    corrupt_value,
+    is_numeric_task,
+    pseudo_errors,
+    real_errors,
+    with_label,
+)
 from apo_local.search.feedback.views import PseudoErrors, RealErrors, TrueLabels, Unevaluated, WrongLabels
 from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.state import Candidate
@@ -20,8 +28,18 @@ from apo_local.search.streams import Streams
 from apo_local.tasks import Example, Task
 from apo_local.tasks.judge import judge_of
 
-__all__ = ["Feedback", "MinibatchFeedback", "make_feedback", "corrupt_examples", "corrupt_label", "corrupt_value",
-           "is_numeric_task", "pseudo_errors", "real_errors", "with_label"]
+__all__ = [
+    "Feedback",
+    "MinibatchFeedback",
+    "make_feedback",
+    "corrupt_examples",
+    "corrupt_label",
+    "corrupt_value",
+    "is_numeric_task",
+    "pseudo_errors",
+    "real_errors",
+    "with_label",
+]
 
 Pools = dict[str, list[tuple[Example, "str | None"]]]
 
@@ -35,8 +53,9 @@ class Feedback(Protocol):
     def pools(self, parents: list[Candidate], streams: Streams) -> Pools:
         """Per parent id: the (example, prediction) rows the optimizer may be shown this round."""
 
-    def groups(self, parents: list[Candidate], streams: Streams, n_groups: int, rows_per_group: int
-               ) -> list[tuple[Candidate, str]]:
+    def groups(
+        self, parents: list[Candidate], streams: Streams, n_groups: int, rows_per_group: int
+    ) -> list[tuple[Candidate, str]]:
         """(parent, rendered example block) groups: ``n_groups`` per parent that has rows."""
 
     def block(self, rows: Sequence[tuple[Example, str | None]]) -> str:
@@ -44,8 +63,18 @@ class Feedback(Protocol):
 
 
 class MinibatchFeedback:
-    def __init__(self, task: Task, train: list[Example], scorer, trace, meta: MetaPrompts, minibatch_size: int,
-                 labels, rows, before_call: Callable[[], None] = lambda: None):
+    def __init__(
+        self,
+        task: Task,
+        train: list[Example],
+        scorer,
+        trace,
+        meta: MetaPrompts,
+        minibatch_size: int,
+        labels,
+        rows,
+        before_call: Callable[[], None] = lambda: None,
+    ):
         self.task, self.train, self.scorer, self.trace, self.meta = task, train, scorer, trace, meta
         self.minibatch_size, self.labels, self.rows, self.before_call = minibatch_size, labels, rows, before_call
 
@@ -66,7 +95,7 @@ class MinibatchFeedback:
             judge.grade([(pr.label, ex.label) for ex, pr in zip(shown * len(parents), preds)])
         pools = {}
         for k, parent in enumerate(parents):
-            chunk = preds[k * len(minibatch): (k + 1) * len(minibatch)]
+            chunk = preds[k * len(minibatch) : (k + 1) * len(minibatch)]
             rows = [(ex, pr.label, self.task.metric.example_score(pr.label, ex.label)) for ex, pr in zip(shown, chunk)]
             pools[parent.id] = self.rows.select(rows)
         return pools
@@ -89,8 +118,17 @@ class MinibatchFeedback:
         return self.meta.errors(rows, evaluated=self.evaluated, notes=notes)
 
 
-def make_feedback(cfg: FeedbackConfig, task: Task, seed: int, train: list[Example], scorer, trace, meta: MetaPrompts,
-                  minibatch_size: int, before_call: Callable[[], None] = lambda: None) -> MinibatchFeedback:
+def make_feedback(
+    cfg: FeedbackConfig,
+    task: Task,
+    seed: int,
+    train: list[Example],
+    scorer,
+    trace,
+    meta: MetaPrompts,
+    minibatch_size: int,
+    before_call: Callable[[], None] = lambda: None,
+) -> MinibatchFeedback:
     labels = TrueLabels() if cfg.labels == "true" else WrongLabels(task, seed, cfg.numeric_offset)
     if not cfg.show_evaluation:
         rows = Unevaluated()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 from apo_local.errors import ApoError
 from apo_local.tasks import Example
@@ -57,8 +57,10 @@ def corrupt_value(value: str, example_id: str, task, seed: int, numeric_offset: 
         while offset == 0.0:
             offset = rng.uniform(-k, k)
         return f"{number + offset:.6g}"
-    raise ApoError(f"task {task.name}: wrong labels need a classification or numeric_match task "
-                   f"(metric {getattr(task.metric, 'name', '?')})")
+    raise ApoError(
+        f"task {task.name}: wrong labels need a classification or numeric_match task "
+        f"(metric {getattr(task.metric, 'name', '?')})"
+    )
 
 
 def corrupt_label(example: Example, task, seed: int, numeric_offset: float = 5.0) -> str:
@@ -76,13 +78,17 @@ def corrupt_examples(examples: Sequence[Example], task, seed: int, numeric_offse
     return [with_label(ex, corrupt_label(ex, task, seed, numeric_offset)) for ex in examples]
 
 
-def pseudo_errors(rows: Sequence[tuple[Example, str | None, float]], task, seed: int,
-                  numeric_offset: float = 5.0) -> list[tuple[Example, str]]:
+def pseudo_errors(
+    rows: Sequence[tuple[Example, str | None, float]], task, seed: int, numeric_offset: float = 5.0
+) -> list[tuple[Example, str]]:
     """Ma et al.'s pseudo errors: the CORRECT rows (score 1; a graded score: at least one half), each shown with a flipped prediction.
 
     ``rows`` are (example as shown, prediction, score against the shown label)."""
-    return [(ex, corrupt_value(ex.label, ex.id, task, seed + 7919, numeric_offset))
-            for ex, _pred, score in rows if score >= 0.5 and not math.isnan(score)]
+    return [
+        (ex, corrupt_value(ex.label, ex.id, task, seed + 7919, numeric_offset))
+        for ex, _pred, score in rows
+        if score >= 0.5 and not math.isnan(score)
+    ]
 
 
 def real_errors(rows: Sequence[tuple[Example, str | None, float]]) -> list[tuple[Example, str | None]]:

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from apo_local.search.feedback.corruption import corrupt_label, pseudo_errors, real_errors, with_label
 from apo_local.tasks import Example, Task

@@ -32,8 +32,20 @@ from apo_local.search.context import RoundContext
 from apo_local.search.proposers.method import Expansion, Method, TargetAnswer
 from apo_local.search.state import Candidate
 
-__all__ = ["METHODS", "METHOD_SECTIONS", "PROPOSERS", "Expansion", "Method", "Proposer", "TargetAnswer",
-           "declared_methods", "make_proposer", "method_of", "register_method", "target_answer"]
+__all__ = [
+    "METHODS",
+    "METHOD_SECTIONS",
+    "PROPOSERS",
+    "Expansion",
+    "Method",
+    "Proposer",
+    "TargetAnswer",
+    "declared_methods",
+    "make_proposer",
+    "method_of",
+    "register_method",
+    "target_answer",
+]
 
 
 class Proposer(Protocol):
@@ -63,8 +75,9 @@ def register_method(method: Method) -> Method:
     Its knobs must live in the existing method sections (``METHOD_SECTIONS``)."""
     unknown = set(method.knobs) - set(METHOD_SECTIONS)
     if unknown:
-        raise ApoError(f"method {method.name!r}: no config section {sorted(unknown)[0]!r} "
-                       f"(known: {', '.join(METHOD_SECTIONS)})")
+        raise ApoError(
+            f"method {method.name!r}: no config section {sorted(unknown)[0]!r} (known: {', '.join(METHOD_SECTIONS)})"
+        )
     METHODS[method.name] = method
     PROPOSERS[method.name] = method.proposer
     return method

@@ -49,14 +49,17 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-
 HEADER = "Follow these steps:"
 STRICT = "Follow the steps strictly."
-WORK = ('Work through the steps one by one, one line per step ("Step 1: ..."), then end with one last line '
-        '"Answer: <label>".')
+WORK = (
+    'Work through the steps one by one, one line per step ("Step 1: ..."), then end with one last line '
+    '"Answer: <label>".'
+)
 FIXED = (STRICT, WORK)  # lines format_abo adds, never part of the steps or the demonstration
-SHOW_WORK = ('Follow the steps above one by one and show your work, one line per step '
-             '("Step 1: ...", "Step 2: ..."), then give the label.')
+SHOW_WORK = (
+    "Follow the steps above one by one and show your work, one line per step "
+    '("Step 1: ...", "Step 2: ..."), then give the label.'
+)
 
 _STEP_LINE = re.compile(r"^\s*(?:step\s*)?(\d{1,2})\s*[.):]\s*(.+?)\s*$", re.IGNORECASE)
 _DEMO = re.compile(r"^\s*\**\s*demonstration\s*\**\s*:?\s*\**\s*(.*)$", re.IGNORECASE)

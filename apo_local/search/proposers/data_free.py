@@ -19,11 +19,17 @@ class DataFreeProposer(UpdateThenParaphrase):
         self.samples_per_parent = samples_per_parent
 
     def _updates(self, parents, ctx):
-        replies = ctx.optimizer.ask(self.template, [ctx.meta.render(self.template, prompt=p.text) for p in parents],
-                                    n=self.samples_per_parent, shape=tagged(1, max_tokens=ctx.optimizer.max_tokens))
-        return [Candidate(item, ctx.round, self.name, parent=parent.id)
-                for parent, reply in zip(parents, replies)
-                for item in ctx.optimizer.sample_items(reply, self.template)]
+        replies = ctx.optimizer.ask(
+            self.template,
+            [ctx.meta.render(self.template, prompt=p.text) for p in parents],
+            n=self.samples_per_parent,
+            shape=tagged(1, max_tokens=ctx.optimizer.max_tokens),
+        )
+        return [
+            Candidate(item, ctx.round, self.name, parent=parent.id)
+            for parent, reply in zip(parents, replies)
+            for item in ctx.optimizer.sample_items(reply, self.template)
+        ]
 
 
 def data_free_method(proposer: type[DataFreeProposer], rank: int) -> Method:
@@ -36,10 +42,17 @@ def data_free_method(proposer: type[DataFreeProposer], rank: int) -> Method:
         updates = x.parents * s.samples_per_parent
         return updates + x.paraphrases(updates, s.mc_samples)
 
-    return Method(name=name, proposer=proposer, knobs={name: section_keys(SamplingConfig)}, cost=cost,
-                  presets={"smoke": {name: {"samples_per_parent": 1, "mc_samples": 1}},
-                           "demo": {name: {"samples_per_parent": 2, "mc_samples": 1}}},
-                  data_free=lambda cfg: f"proposer {name}",
-                  makes_updates=lambda cfg: getattr(cfg, name).samples_per_parent > 0,
-                  paraphrase_knob=lambda cfg: f"{name}.mc_samples" if getattr(cfg, name).mc_samples else None,
-                  rank=rank)
+    return Method(
+        name=name,
+        proposer=proposer,
+        knobs={name: section_keys(SamplingConfig)},
+        cost=cost,
+        presets={
+            "smoke": {name: {"samples_per_parent": 1, "mc_samples": 1}},
+            "demo": {name: {"samples_per_parent": 2, "mc_samples": 1}},
+        },
+        data_free=lambda cfg: f"proposer {name}",
+        makes_updates=lambda cfg: getattr(cfg, name).samples_per_parent > 0,
+        paraphrase_knob=lambda cfg: f"{name}.mc_samples" if getattr(cfg, name).mc_samples else None,
+        rank=rank,
+    )

@@ -20,8 +20,8 @@ by the search, so a prompt is never evaluated on its own demonstrations).
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 from apo_local.config_schema import FewShotConfig, RunConfig
 from apo_local.search.context import RoundContext
@@ -36,14 +36,20 @@ from apo_local.tasks.demos import demo, join_prompt, split_prompt
 MOVES = ("add", "remove", "swap")
 
 
-def demo_move(demos: Sequence[dict], pool: Sequence[dict], max_demos: int, rng: random.Random
-              ) -> tuple[str, list[dict]] | None:
+def demo_move(
+    demos: Sequence[dict], pool: Sequence[dict], max_demos: int, rng: random.Random
+) -> tuple[str, list[dict]] | None:
     """One seeded move on ``demos`` with rows of ``pool`` not in use: (move, new demonstrations), or None
     when no move is possible."""
     used = {d["id"] for d in demos}
     free = [p for p in pool if p["id"] not in used]
-    possible = [m for m in MOVES if (m == "add" and free and len(demos) < max_demos)
-                or (m == "remove" and demos) or (m == "swap" and demos and free)]
+    possible = [
+        m
+        for m in MOVES
+        if (m == "add" and free and len(demos) < max_demos)
+        or (m == "remove" and demos)
+        or (m == "swap" and demos and free)
+    ]
     if not possible:
         return None
     move, out = rng.choice(possible), list(demos)
@@ -89,8 +95,9 @@ class FewShotProposer:
             for _ in range(self.samples_per_parent):
                 moved = demo_move(demos, pool, self.max_demos, rng)
                 if moved:
-                    out.append(Candidate(join_prompt(instruction, moved[1]), ctx.round, f"demo-{moved[0]}",
-                                         parent=parent.id))
+                    out.append(
+                        Candidate(join_prompt(instruction, moved[1]), ctx.round, f"demo-{moved[0]}", parent=parent.id)
+                    )
         return out
 
 
@@ -116,8 +123,10 @@ class _WholePromptFeedback:
 
     def groups(self, parents, streams, n_groups, rows_per_group):
         bare = {self.whole[p.id].id: p for p in parents}
-        return [(bare[w.id], block) for w, block in
-                self.inner.groups([self.whole[p.id] for p in parents], streams, n_groups, rows_per_group)]
+        return [
+            (bare[w.id], block)
+            for w, block in self.inner.groups([self.whole[p.id] for p in parents], streams, n_groups, rows_per_group)
+        ]
 
 
 class InstructionFewShotProposer:
@@ -130,7 +139,9 @@ class InstructionFewShotProposer:
         split = {p.id: split_prompt(p.text) for p in parents}
         bare = {p.id: replace(p, text=split[p.id][0], id="") for p in parents}
         whole = {bare[p.id].id: p for p in parents}
-        edits = self.edits.propose(list(bare.values()), replace(ctx, feedback=_WholePromptFeedback(ctx.feedback, whole)))
+        edits = self.edits.propose(
+            list(bare.values()), replace(ctx, feedback=_WholePromptFeedback(ctx.feedback, whole))
+        )
         return ctx.admit(self._with_demos(edits, whole, split, ctx) + self.demos.moves(parents, ctx), parents)
 
     @staticmethod
@@ -140,8 +151,14 @@ class InstructionFewShotProposer:
         for c in edits:
             root[c.id] = root.get(c.parent, c.parent)
             text = join_prompt(c.text, split[root[c.id]][1])
-            d = Candidate(text, c.round, c.operator, parent=new_id.get(c.parent, c.parent), gradient=c.gradient,
-                          critique=c.critique)
+            d = Candidate(
+                text,
+                c.round,
+                c.operator,
+                parent=new_id.get(c.parent, c.parent),
+                gradient=c.gradient,
+                critique=c.critique,
+            )
             new_id[c.id] = d.id
             if c.status in (Status.REJECTED, Status.DROPPED):
                 d.mark(c.status, c.reason)
@@ -171,11 +188,27 @@ def _instruction_options(cfg: RunConfig) -> dict:
 
 
 METHODS = (
-    Method(name="fewshot", proposer=FewShotProposer, knobs={"fewshot": FEWSHOT_KNOBS}, cost=_moves,
-           demonstrations=_max_demos, held_out=_pool_ids, rank=6),
-    Method(name="instruction+fewshot", proposer=InstructionFewShotProposer,
-           knobs={"fewshot": FEWSHOT_KNOBS, "protegi": PROTEGI.knobs["protegi"]},
-           cost=lambda x: _moves(x) + PROTEGI.cost(x), presets=PROTEGI.presets, options=_instruction_options,
-           data_free=PROTEGI.data_free, makes_updates=PROTEGI.makes_updates, paraphrase_knob=PROTEGI.paraphrase_knob,
-           demonstrations=_max_demos, held_out=_pool_ids, rank=7),
+    Method(
+        name="fewshot",
+        proposer=FewShotProposer,
+        knobs={"fewshot": FEWSHOT_KNOBS},
+        cost=_moves,
+        demonstrations=_max_demos,
+        held_out=_pool_ids,
+        rank=6,
+    ),
+    Method(
+        name="instruction+fewshot",
+        proposer=InstructionFewShotProposer,
+        knobs={"fewshot": FEWSHOT_KNOBS, "protegi": PROTEGI.knobs["protegi"]},
+        cost=lambda x: _moves(x) + PROTEGI.cost(x),
+        presets=PROTEGI.presets,
+        options=_instruction_options,
+        data_free=PROTEGI.data_free,
+        makes_updates=PROTEGI.makes_updates,
+        paraphrase_knob=PROTEGI.paraphrase_knob,
+        demonstrations=_max_demos,
+        held_out=_pool_ids,
+        rank=7,
+    ),
 )

@@ -10,8 +10,9 @@ there. A library user registers a method of their own with ``register_method``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from apo_local.config_schema import RunConfig
 
@@ -34,8 +35,8 @@ class Expansion:
     engine calls to, with the sizes it needs. Tokens are the estimate's (about 4 characters each)."""
 
     cfg: RunConfig
-    target: "RoleSize"
-    optimizer: "RoleSize"
+    target: RoleSize
+    optimizer: RoleSize
     parents: int  # beam prompts expanded this round
     round: int
     target_in: int  # tokens of one target prompt
@@ -83,7 +84,7 @@ def _zero(cfg: RunConfig) -> int:
     return 0
 
 
-def _nothing_held_out(task: "Task", cfg: RunConfig) -> set[str]:
+def _nothing_held_out(task: Task, cfg: RunConfig) -> set[str]:
     return set()
 
 
@@ -118,13 +119,13 @@ class Method:
     answer: Callable[[RunConfig], TargetAnswer] | None = None
     refuse: Callable[[RunConfig], str | None] = _none
     demonstrations: Callable[[RunConfig], int] = _zero
-    held_out: Callable[["Task", RunConfig], set[str]] = _nothing_held_out
+    held_out: Callable[[Task, RunConfig], set[str]] = _nothing_held_out
     rank: int = 100
 
     def options_of(self, cfg: RunConfig) -> dict:
         if self.options is not None:
             return self.options(cfg)
-        (section, keys), = self.knobs.items()
+        ((section, keys),) = self.knobs.items()
         return {k: v for k, v in getattr(cfg, section).model_dump().items() if k in keys}
 
     def make(self, cfg: RunConfig | None = None):

@@ -14,18 +14,33 @@ class OneStepProposer(UpdateThenParaphrase):
 
     def __init__(self, n_gradients=4, errors_per_gradient=4, edits_per_gradient=1, mc_samples=2):
         super().__init__(mc_samples, updates=n_gradients > 0)
-        self.n_gradients, self.errors_per_gradient, self.edits_per_gradient = (n_gradients, errors_per_gradient,
-                                                                               edits_per_gradient)
+        self.n_gradients, self.errors_per_gradient, self.edits_per_gradient = (
+            n_gradients,
+            errors_per_gradient,
+            edits_per_gradient,
+        )
 
     def _updates(self, parents, ctx):
         groups = ctx.feedback.groups(parents, ctx.streams, self.n_gradients, self.errors_per_gradient)
-        replies = ctx.optimizer.ask("one_step", [
-            ctx.meta.render("one_step", prompt=p.text, errors=block, num_prompts=self.edits_per_gradient,
-                            evaluated=ctx.feedback.evaluated) for p, block in groups],
-            shape=tagged(self.edits_per_gradient, max_tokens=ctx.optimizer.max_tokens))
-        return [Candidate(text, ctx.round, "one-step", parent=parent.id)
-                for (parent, _), reply in zip(groups, replies)
-                for text in ctx.optimizer.parse(reply.text, "one_step")[: self.edits_per_gradient]]
+        replies = ctx.optimizer.ask(
+            "one_step",
+            [
+                ctx.meta.render(
+                    "one_step",
+                    prompt=p.text,
+                    errors=block,
+                    num_prompts=self.edits_per_gradient,
+                    evaluated=ctx.feedback.evaluated,
+                )
+                for p, block in groups
+            ],
+            shape=tagged(self.edits_per_gradient, max_tokens=ctx.optimizer.max_tokens),
+        )
+        return [
+            Candidate(text, ctx.round, "one-step", parent=parent.id)
+            for (parent, _), reply in zip(groups, replies)
+            for text in ctx.optimizer.parse(reply.text, "one_step")[: self.edits_per_gradient]
+        ]
 
 
 def _rewrites(x: Expansion, groups: int, shown: int) -> int:
@@ -33,5 +48,6 @@ def _rewrites(x: Expansion, groups: int, shown: int) -> int:
     return groups * x.cfg.protegi.edits_per_gradient
 
 
-METHOD = error_group_method("one-step", OneStepProposer, _rewrites, rank=1,
-                            knobs=PROTEGI_KNOBS - {"reasons_per_gradient"})
+METHOD = error_group_method(
+    "one-step", OneStepProposer, _rewrites, rank=1, knobs=PROTEGI_KNOBS - {"reasons_per_gradient"}
+)

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from apo_local.config_schema import ProTeGiConfig, RunConfig
 from apo_local.search.proposers.base import ErrorGroupProposer, edit, reasons
@@ -19,19 +19,32 @@ class ProTeGiProposer(ErrorGroupProposer):
 
     def _updates(self, parents, ctx):
         groups = self._groups(parents, ctx)
-        replies = ctx.optimizer.ask("gradient", [
-            ctx.meta.render("gradient", prompt=p.text, errors=block, num_reasons=self.reasons_per_gradient,
-                            evaluated=ctx.feedback.evaluated) for p, block in groups],
-            shape=tagged(self.reasons_per_gradient, max_tokens=ctx.optimizer.max_tokens))
-        return edit(reasons(groups, replies, "gradient", self.reasons_per_gradient, ctx), "edit",
-                    self.edits_per_gradient, ctx)
+        replies = ctx.optimizer.ask(
+            "gradient",
+            [
+                ctx.meta.render(
+                    "gradient",
+                    prompt=p.text,
+                    errors=block,
+                    num_reasons=self.reasons_per_gradient,
+                    evaluated=ctx.feedback.evaluated,
+                )
+                for p, block in groups
+            ],
+            shape=tagged(self.reasons_per_gradient, max_tokens=ctx.optimizer.max_tokens),
+        )
+        return edit(
+            reasons(groups, replies, "gradient", self.reasons_per_gradient, ctx), "edit", self.edits_per_gradient, ctx
+        )
 
 
 # -- the method, and the shape of its operator ablations (one-step, three-stage: the same section and checks) ---
 
 PROTEGI_KNOBS = section_keys(ProTeGiConfig)
-PROTEGI_PRESETS = {"smoke": {"protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 1}},
-                   "demo": {"protegi": {"n_gradients": 2, "errors_per_gradient": 3, "mc_samples": 1}}}
+PROTEGI_PRESETS = {
+    "smoke": {"protegi": {"n_gradients": 1, "errors_per_gradient": 2, "mc_samples": 1}},
+    "demo": {"protegi": {"n_gradients": 2, "errors_per_gradient": 3, "mc_samples": 1}},
+}
 
 
 def no_gradients(cfg: RunConfig) -> str | None:
@@ -49,13 +62,21 @@ def error_group_cost(updates: Callable[[Expansion, int, int], int]) -> Callable[
     return cost
 
 
-def error_group_method(name: str, proposer, updates: Callable[[Expansion, int, int], int], rank: int,
-                       knobs: frozenset[str] = PROTEGI_KNOBS) -> Method:
+def error_group_method(
+    name: str, proposer, updates: Callable[[Expansion, int, int], int], rank: int, knobs: frozenset[str] = PROTEGI_KNOBS
+) -> Method:
     """A method that reads the ``protegi`` section: ProTeGi and its update-operator ablations."""
-    return Method(name=name, proposer=proposer, knobs={"protegi": knobs}, cost=error_group_cost(updates),
-                  presets=PROTEGI_PRESETS, data_free=no_gradients,
-                  makes_updates=lambda cfg: cfg.protegi.n_gradients > 0,
-                  paraphrase_knob=lambda cfg: "protegi.mc_samples" if cfg.protegi.mc_samples else None, rank=rank)
+    return Method(
+        name=name,
+        proposer=proposer,
+        knobs={"protegi": knobs},
+        cost=error_group_cost(updates),
+        presets=PROTEGI_PRESETS,
+        data_free=no_gradients,
+        makes_updates=lambda cfg: cfg.protegi.n_gradients > 0,
+        paraphrase_knob=lambda cfg: "protegi.mc_samples" if cfg.protegi.mc_samples else None,
+        rank=rank,
+    )
 
 
 def _gradients_then_edits(x: Expansion, groups: int, shown: int) -> int:

@@ -13,15 +13,35 @@ class ThreeStageProposer(ErrorGroupProposer):
 
     def _updates(self, parents, ctx):
         groups = self._groups(parents, ctx)
-        critiques = ctx.optimizer.ask("critique", [
-            ctx.meta.render("critique", prompt=p.text, errors=block, evaluated=ctx.feedback.evaluated)
-            for p, block in groups], keep_truncated=True)  # free text read as context, never a candidate
-        replies = ctx.optimizer.ask("feedback", [
-            ctx.meta.render("feedback", prompt=p.text, critique=c.text.strip() or "(no critique)",
-                            num_reasons=self.reasons_per_gradient)
-            for (p, _), c in zip(groups, critiques)], shape=tagged(self.reasons_per_gradient, max_tokens=ctx.optimizer.max_tokens))
-        notes = reasons(groups, replies, "feedback", self.reasons_per_gradient, ctx,
-                        extra=lambda i: {"critique": critiques[i].text.strip()})
+        critiques = ctx.optimizer.ask(
+            "critique",
+            [
+                ctx.meta.render("critique", prompt=p.text, errors=block, evaluated=ctx.feedback.evaluated)
+                for p, block in groups
+            ],
+            keep_truncated=True,
+        )  # free text read as context, never a candidate
+        replies = ctx.optimizer.ask(
+            "feedback",
+            [
+                ctx.meta.render(
+                    "feedback",
+                    prompt=p.text,
+                    critique=c.text.strip() or "(no critique)",
+                    num_reasons=self.reasons_per_gradient,
+                )
+                for (p, _), c in zip(groups, critiques)
+            ],
+            shape=tagged(self.reasons_per_gradient, max_tokens=ctx.optimizer.max_tokens),
+        )
+        notes = reasons(
+            groups,
+            replies,
+            "feedback",
+            self.reasons_per_gradient,
+            ctx,
+            extra=lambda i: {"critique": critiques[i].text.strip()},
+        )
         return edit(notes, "three-stage", self.edits_per_gradient, ctx)
 
 

@@ -14,8 +14,8 @@ for every arm) it falls back to the uniform policy.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from apo_local.errors import ApoError
 from apo_local.search.selectors.base import PullFn, SelectionResult, _Base, _Tracker
@@ -39,8 +39,11 @@ def example_wins(rows: Sequence[Sequence[float]]) -> list[int]:
 def pareto_front(rows: Sequence[Sequence[float]]) -> list[int]:
     """Arms best on some example and dominated by no other arm (per-example rewards ``rows[arm][example]``)."""
     wins = example_wins(rows)
-    return [i for i in range(len(rows)) if wins[i] > 0
-            and not any(dominates(rows[o], rows[i]) for o in range(len(rows)) if o != i)]
+    return [
+        i
+        for i in range(len(rows))
+        if wins[i] > 0 and not any(dominates(rows[o], rows[i]) for o in range(len(rows)) if o != i)
+    ]
 
 
 def pareto_parents(rows: Sequence[Sequence[float]], k: int, rng: random.Random) -> list[int]:

@@ -29,8 +29,9 @@ class _IndexSelector(_Base):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._check_positive_int("arms_per_round")
-        if self.warmup is not None and (isinstance(self.warmup, bool) or not isinstance(self.warmup, int)
-                                        or self.warmup < 0):
+        if self.warmup is not None and (
+            isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0
+        ):
             raise ApoError(f"selector {self.name}: warmup must be an integer >= 0, got {self.warmup!r}")
 
     def _index(self, t: _Tracker, i: int) -> float:
