@@ -250,7 +250,7 @@ def optimize(config_file, out, resume_dir, overwrite, n_seeds, preset, **flags):
         if not out:
             raise ApoError("give --out DIR (the run directory to write)")
         if n_seeds is not None:
-            from apo_local.seeds import optimize_seeds, seeds_lines
+            from apo_local.experiments.seeds import optimize_seeds, seeds_lines
 
             _INTERRUPT_HINT[:] = ["continue with the same command (finished seeds are skipped)"]
             click.echo("\n".join(["", *seeds_lines(optimize_seeds(cfg, out, n_seeds))]))
@@ -263,15 +263,15 @@ def optimize(config_file, out, resume_dir, overwrite, n_seeds, preset, **flags):
 
 
 # Commands of their own modules register here.
-from apo_local.compare_cli import compare_command  # noqa: E402
 from apo_local.diagnostics import diagnose_command  # noqa: E402
+from apo_local.experiments.compare_cli import compare_command  # noqa: E402
 from apo_local.explain import explain_command  # noqa: E402
 
 cli.add_command(compare_command)
 cli.add_command(diagnose_command)
 cli.add_command(explain_command)
+from apo_local.experiments.sweep.cli import sweep_command  # noqa: E402
 from apo_local.report.cli import report_command  # noqa: E402
-from apo_local.sweep.cli import sweep_command  # noqa: E402
 
 cli.add_command(sweep_command)
 cli.add_command(report_command)

@@ -109,7 +109,7 @@ class RunDir:
         return json.loads(self.checkpoint.read_text(encoding="utf-8"))
 
 
-COMPARE_SPEC = "compare.yaml"  # what marks a compare directory (apo_local/compare.py writes it first)
+COMPARE_SPEC = "compare.yaml"  # what marks a compare directory (apo_local/experiments/compare.py writes it first)
 
 
 def is_compare_dir(path: str | Path) -> bool:

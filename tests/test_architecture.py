@@ -155,11 +155,11 @@ def test_no_import_circles():
 
 def test_sweep_sits_below_report():
     graph = import_graph(ROOT)
-    sweep = [m for m in graph if m == "apo_local.sweep" or m.startswith("apo_local.sweep.")]
+    sweep = [m for m in graph if m == "apo_local.experiments.sweep" or m.startswith("apo_local.experiments.sweep.")]
     assert len(sweep) >= 8
     upward = {m: sorted(t for t in graph[m] if t.startswith("apo_local.report")) for m in sweep}
     assert not any(upward.values()), f"sweep/ imports report/: {upward}"
-    assert any(t.startswith("apo_local.sweep") for t in graph["apo_local.report.sweep_page"])
+    assert any(t.startswith("apo_local.experiments.sweep") for t in graph["apo_local.report.sweep_page"])
 
 
 def test_cycle_finder_on_synthetic_graphs():

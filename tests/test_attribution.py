@@ -216,8 +216,8 @@ def test_compute_scores_everything_in_one_batch_on_validation_then_test():
 
 
 def test_compare_reports_the_share_of_distinguishable_lineage_steps():
-    from apo_local.compare import CompareSpec, run_record, summarize
-    from apo_local.compare_tables import markdown
+    from apo_local.experiments.compare import CompareSpec, run_record, summarize
+    from apo_local.experiments.compare_tables import markdown
 
     def results(attribution):
         ev = {"metrics": {"accuracy": 0.5}}

@@ -100,7 +100,7 @@ def test_length_aware_selection_and_its_report(engine, liar, tmp_path):
 
 
 def test_pareto_parents_against_beam_ucb_on_equal_budget(engine, tmp_path):
-    from apo_local.compare import compare, spec_from_dict
+    from apo_local.experiments.compare import compare, spec_from_dict
 
     base = dict(
         BASE,

@@ -122,8 +122,8 @@ def test_compare_takes_seeds_methods_and_sizes_from_flags(compare_config, tmp_pa
 
 
 def test_compare_seeds_count_from_the_configs_first(compare_config, tmp_path):
-    from apo_local.compare import load_spec
-    from apo_local.compare_cli import with_overrides
+    from apo_local.experiments.compare import load_spec
+    from apo_local.experiments.compare_cli import with_overrides
 
     spec = with_overrides(load_spec(compare_config), n_seeds=4)
     assert spec.seeds == [3, 4, 5, 6] and list(spec.methods) == list(COMPARE["methods"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from apo_local.compare import permutation_test, spec_from_dict, summarize
-from apo_local.compare_tables import csv_text, markdown
 from apo_local.errors import ApoError
+from apo_local.experiments.compare import permutation_test, spec_from_dict, summarize
+from apo_local.experiments.compare_tables import csv_text, markdown
 
 
 def test_permutation_test_exact_values():
@@ -94,7 +94,7 @@ def test_summary_and_tables():
 def test_reflection_similarity_columns(tmp_path):
     import json
 
-    from apo_local.compare import add_reflection_similarity
+    from apo_local.experiments.compare import add_reflection_similarity
 
     spec = spec_from_dict({"methods": {"protegi": {}, "pseudo": {}}, "seeds": [0]})
     texts = {
@@ -156,7 +156,7 @@ def _seed_rows(correct_a: list[int], correct_b: list[int]):
 
 
 def test_verdict_reads_the_two_level_interval_and_says_what_detection_would_need():
-    from apo_local.compare_stats import paired, verdict, verdict_line
+    from apo_local.experiments.compare_stats import paired, verdict, verdict_line
     from apo_local.tasks.metrics import get_metric
 
     metric = get_metric("accuracy")
@@ -185,8 +185,8 @@ def test_verdict_reads_the_two_level_interval_and_says_what_detection_would_need
 
 
 def test_the_markdown_has_a_verdict_section_and_names_methods_under_the_constant():
-    from apo_local.compare import CompareSpec
-    from apo_local.compare_tables import markdown
+    from apo_local.experiments.compare import CompareSpec
+    from apo_local.experiments.compare_tables import markdown
 
     spec = CompareSpec(base={}, methods={"protegi": {}, "mc": {}}, seeds=[0])
     common = {

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from apo_local.compare import compare, spec_from_dict
+from apo_local.experiments.compare import compare, spec_from_dict
 
 pytestmark = pytest.mark.engine
 

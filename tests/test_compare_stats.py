@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from apo_local.compare_stats import needed, paired, score_ci, verdict, verdict_line
+from apo_local.experiments.compare_stats import needed, paired, score_ci, verdict, verdict_line
 from apo_local.stats import seeds_needed, t_critical, t_interval
 from apo_local.tasks.metrics import get_metric
 
@@ -154,7 +154,7 @@ def test_score_interval_over_seeds_is_t_widened_to_the_rows():
 
 
 def test_the_sweep_groups_t_interval_uses_the_right_quantile_beyond_10_seeds():
-    from apo_local.sweep.tables import aggregate
+    from apo_local.experiments.sweep.tables import aggregate
 
     scores = [0.5 + 0.01 * k for k in range(12)]  # 12 seeds: df 11, t = 2.201 (the earlier table fell to 1.96)
     rows = [

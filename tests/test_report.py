@@ -382,7 +382,7 @@ def test_usage_plot_figure_title_clears_the_panel_titles(tmp_path):
 
 
 def test_optimizer_size_plot_figure_title_clears_the_panel_titles():
-    from apo_local.sweep.size_view import optimizer_size_figure
+    from apo_local.experiments.sweep.size_view import optimizer_size_figure
 
     rows = [
         {

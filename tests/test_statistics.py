@@ -46,7 +46,7 @@ def test_bootstrap_ci_covers_the_mean_and_shrinks_with_rows():
 def test_paired_bootstrap_sees_a_difference_the_seed_permutation_cannot():
     """Three seeds of a prompt 5 points better on 400 rows: the permutation test over the 3 seed scores can
     never go below 0.25; the per-example paired interval excludes 0."""
-    from apo_local.compare import permutation_test
+    from apo_local.experiments.compare import permutation_test
 
     rng = random.Random(0)
     base = [float(rng.random() < 0.6) for _ in range(400)]
@@ -216,7 +216,7 @@ def test_test_stats_give_intervals_and_a_paired_comparison():
 
 
 def test_compare_per_example_statistics_over_seeds():
-    from apo_local.compare_stats import paired, score_ci
+    from apo_local.experiments.compare_stats import paired, score_ci
 
     metric = get_metric("accuracy")
     rng = random.Random(3)
@@ -281,7 +281,7 @@ def test_cli_table_headlines_the_selected_prompt_with_its_interval_and_warns_on_
 
 
 def test_sweep_tables_headline_the_selected_prompt():
-    from apo_local.sweep.tables import _result_values
+    from apo_local.experiments.sweep.tables import _result_values
 
     res = {
         "metric": "f1",

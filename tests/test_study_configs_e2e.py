@@ -28,7 +28,7 @@ NOT_RUN_CONFIGS = {
     "fewshot.yaml",
     "instruction+fewshot.yaml",
 }  # tests/test_beyond_e2e.py
-NOT_RUN_PREFIXES = ("compare-", "sweep-")  # not run configs: a comparison, sweeps (apo_local/sweep/)
+NOT_RUN_PREFIXES = ("compare-", "sweep-")  # not run configs: a comparison, sweeps (apo_local/experiments/sweep/)
 STUDY_CONFIGS = sorted(
     p.name for p in CONFIGS.glob("*.yaml") if p.name not in NOT_RUN_CONFIGS and not p.name.startswith(NOT_RUN_PREFIXES)
 )

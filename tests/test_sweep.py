@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from apo_local import sweep as S
 from apo_local.errors import ApoError
-from apo_local.sweep import local as local_runner
-from apo_local.sweep.manifest import write_manifest
+from apo_local.experiments import sweep as S
+from apo_local.experiments.sweep import local as local_runner
+from apo_local.experiments.sweep.manifest import write_manifest
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,7 +180,7 @@ def test_results_tables_and_optimizer_size_view(tmp_path):
 
 def test_optimizer_size_csv_keeps_the_paired_columns_of_later_rows(tmp_path, monkeypatch):
     """A series' first (smallest) optimizer is the reference and has no paired columns; the larger ones do."""
-    import apo_local.sweep.size_view as V
+    import apo_local.experiments.sweep.size_view as V
 
     rows = [
         {"series": "liar / smollm2-135m", "optimizer": "smollm2-135m", "test_selected": 0.40},
@@ -323,7 +323,7 @@ def test_cli_sweep_with_report(tmp_path, monkeypatch):
 
 def test_cell_archive_round_trip(tmp_path):
     """A finished cell shipped back from a Ray worker as an archive arrives whole, without its lock."""
-    from apo_local.sweep.packing import pack, unpack
+    from apo_local.experiments.sweep.packing import pack, unpack
     from tests.test_report import make_run
 
     src = make_run(tmp_path / "worker" / "cell")
@@ -336,7 +336,7 @@ def test_cell_archive_round_trip(tmp_path):
 
 
 def test_a_cells_wall_seconds_are_its_whole_run_not_only_the_search(tmp_path):
-    from apo_local.sweep.tables import _result_values
+    from apo_local.experiments.sweep.tables import _result_values
     from tests.test_report import make_run
 
     res = json.loads((make_run(tmp_path / "run") / "results.json").read_text())

@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from apo_local import sweep as S
+from apo_local.experiments import sweep as S
 from apo_local.search.beam import BeamSearch
 from tests.conftest import TINY
 

@@ -18,7 +18,7 @@ import yaml
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'apo-local[ray]'")
 
-from apo_local import sweep as S  # noqa: E402
+from apo_local.experiments import sweep as S  # noqa: E402
 from tests.conftest import TINY  # noqa: E402
 
 SMALL = {

@@ -12,7 +12,7 @@ metric per cell, and the optimizer-size view when the grid varies the optimizer 
 
 Modules: ``data`` (reading a run directory), ``plots`` (matplotlib figures), ``html`` (the page),
 ``run_page`` and ``sweep_page`` (what each page shows), ``cli`` (the command). This package reads
-sweeps through ``apo_local.sweep`` (which never imports it).
+sweeps through ``apo_local.experiments.sweep`` (which never imports it).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def _need_matplotlib():
 def write_report(path: str | Path, *, cells: bool = False) -> Path | list[Path]:
     """Report for a run directory or a sweep directory (``cells``: also each cell's own report); for a
     ``compare`` directory, each of its runs' reports (its tables are its results.md)."""
+    from apo_local.experiments.sweep.manifest import is_sweep_dir
     from apo_local.run_dir import compare_runs, is_compare_dir
-    from apo_local.sweep.manifest import is_sweep_dir
 
     p = Path(path)
     if not p.is_dir():

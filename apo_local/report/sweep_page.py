@@ -1,18 +1,18 @@
 """The report page of a sweep directory: optimizer-size view, results per cell (linked to each
-cell's own report) and mean ± std per group. Tables come from ``apo_local.sweep``."""
+cell's own report) and mean ± std per group. Tables come from ``apo_local.experiments.sweep``."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+from apo_local.experiments.sweep.markdown import SHORT, plus_minus
+from apo_local.experiments.sweep.params import human_params
+from apo_local.experiments.sweep.size_view import interval, optimizer_size_plot, optimizer_size_rows
+from apo_local.experiments.sweep.tables import group_columns, shown_columns, write_tables
 from apo_local.report import plots as P
 from apo_local.report.html import Page, esc
 from apo_local.report.run_page import write_run_report
-from apo_local.sweep.markdown import SHORT, plus_minus
-from apo_local.sweep.params import human_params
-from apo_local.sweep.size_view import interval, optimizer_size_plot, optimizer_size_rows
-from apo_local.sweep.tables import group_columns, shown_columns, write_tables
 
 log = logging.getLogger("apo_local")
 

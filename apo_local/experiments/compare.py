@@ -11,7 +11,7 @@ The config names a base run config, the methods as overrides of it, the seeds an
     baseline: protegi            # the method every p-value is computed against (default: protegi)
 
 Every (method, seed) cell is a normal run directory ``OUT/<method>/seed-<s>/`` run by the sweep's
-cell runner (``apo_local.sweep.cell``); the budget is applied last, so no method can change it.
+cell runner (``apo_local.experiments.sweep.cell``); the budget is applied last, so no method can change it.
 Engines load once per process, so all cells share one engine session. A cell with ``results.json``
 is skipped, an interrupted one is resumed: re-running the same command continues a comparison.
 
@@ -35,12 +35,12 @@ from pathlib import Path
 
 import yaml
 
-from apo_local.compare_tables import csv_text, markdown
 from apo_local.config import RunConfig, build_config, deep_merge, dump_config, inherit, read_yaml_mapping
 from apo_local.errors import ApoError
+from apo_local.experiments.compare_tables import csv_text, markdown
+from apo_local.experiments.sweep.cell import initial_status
+from apo_local.experiments.sweep.cell import run_cell as run_or_resume
 from apo_local.run_dir import COMPARE_SPEC
-from apo_local.sweep.cell import initial_status
-from apo_local.sweep.cell import run_cell as run_or_resume
 
 log = logging.getLogger("apo_local")
 _KEYS = {"base", "methods", "seeds", "budget", "baseline"}
@@ -216,7 +216,7 @@ def summarize(spec: CompareSpec, runs: list[dict], per_row: dict | None = None, 
     """One row per method. With ``per_row`` ((method, seed) -> test row id -> (parsed, gold)) and the task's
     ``metric``: the per-example statistics too (``compare_stats``: the test score's interval, and against the
     baseline the paired difference with its interval, McNemar and the power line)."""
-    from apo_local.compare_stats import per_example
+    from apo_local.experiments.compare_stats import per_example
 
     by = {m: [r for r in runs if r["method"] == m] for m in spec.methods}
     base = {r["seed"]: r["test"] for r in by.get(spec.baseline, [])}
@@ -295,7 +295,7 @@ def compare(spec: CompareSpec, out: str | Path) -> list[dict]:
     )
     runs = [run_cell(spec, m, s, out) for m in spec.methods for s in spec.seeds]
     add_reflection_similarity(spec, runs, out)
-    from apo_local.compare_stats import selected_rows
+    from apo_local.experiments.compare_stats import selected_rows
     from apo_local.tasks import load_task
 
     per_row = {(r["method"], r["seed"]): selected_rows(out / r["method"] / f"seed-{r['seed']}") for r in runs}

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import yaml
 
+from apo_local.experiments.sweep.cell import initial_status
+from apo_local.experiments.sweep.engines import order_for_engines
+from apo_local.experiments.sweep.grid import Cell, expand
+from apo_local.experiments.sweep.local import run_local
+from apo_local.experiments.sweep.manifest import SWEEP_CONFIG, SweepLock, write_manifest
+from apo_local.experiments.sweep.spec import SweepConfig
+from apo_local.experiments.sweep.tables import write_tables
 from apo_local.run_dir import atomic_write
-from apo_local.sweep.cell import initial_status
-from apo_local.sweep.engines import order_for_engines
-from apo_local.sweep.grid import Cell, expand
-from apo_local.sweep.local import run_local
-from apo_local.sweep.manifest import SWEEP_CONFIG, SweepLock, write_manifest
-from apo_local.sweep.spec import SweepConfig
-from apo_local.sweep.tables import write_tables
 
 log = logging.getLogger("apo_local")
 
@@ -64,7 +64,7 @@ def run_sweep(
             " on Ray" if on_ray else "",
         )
         if on_ray:
-            from apo_local.sweep.ray_runner import run_on_ray
+            from apo_local.experiments.sweep.ray_runner import run_on_ray
 
             run_on_ray(spec.ray, cells, out, status, on_cell)
         else:

@@ -12,7 +12,7 @@ import yaml
 
 from apo_local.config import build_config
 from apo_local.errors import ApoError
-from apo_local.sweep.engines import engine_keys
+from apo_local.experiments.sweep.engines import engine_keys
 
 log = logging.getLogger("apo_local")
 

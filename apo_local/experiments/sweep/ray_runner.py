@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from apo_local.errors import ApoError
-from apo_local.sweep.cell import run_cell
-from apo_local.sweep.engines import gpus_for
-from apo_local.sweep.grid import Cell
-from apo_local.sweep.manifest import write_manifest
-from apo_local.sweep.packing import pack, unpack
-from apo_local.sweep.spec import RayOptions
+from apo_local.experiments.sweep.cell import run_cell
+from apo_local.experiments.sweep.engines import gpus_for
+from apo_local.experiments.sweep.grid import Cell
+from apo_local.experiments.sweep.manifest import write_manifest
+from apo_local.experiments.sweep.packing import pack, unpack
+from apo_local.experiments.sweep.spec import RayOptions
 
 log = logging.getLogger("apo_local")
 

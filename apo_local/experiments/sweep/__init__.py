@@ -33,7 +33,7 @@ driver as archives.
 
 Modules, one concept each (read in this order): ``spec`` (the config file), ``grid`` (cells),
 ``engines`` (grouping cells by engine), ``cell`` (run / resume / skip one run directory, also used by
-``apo_local.compare``), ``manifest`` (cells.json and the lock), ``run`` (``run_sweep``), ``local`` and
+``apo_local.experiments.compare``), ``manifest`` (cells.json and the lock), ``run`` (``run_sweep``), ``local`` and
 ``ray_runner`` (the two runners), ``packing`` (cells as archives), ``tables`` / ``markdown`` /
 ``size_view`` / ``params`` (results files), ``cli`` (the command). This package sits below
 ``apo_local.report`` and never imports it.
@@ -41,15 +41,15 @@ Modules, one concept each (read in this order): ``spec`` (the config file), ``gr
 
 from __future__ import annotations
 
-from apo_local.sweep.cell import initial_status, run_cell
-from apo_local.sweep.engines import engine_keys, gpus_for, order_for_engines
-from apo_local.sweep.grid import Cell, expand
-from apo_local.sweep.manifest import MANIFEST, SWEEP_CONFIG, is_sweep_dir, load_manifest
-from apo_local.sweep.params import human_params, model_parameters
-from apo_local.sweep.run import SweepResult, run_sweep
-from apo_local.sweep.size_view import optimizer_size_rows
-from apo_local.sweep.spec import RayOptions, SweepConfig, load_sweep, parse_sweep
-from apo_local.sweep.tables import aggregate, cell_rows, group_columns, write_tables
+from apo_local.experiments.sweep.cell import initial_status, run_cell
+from apo_local.experiments.sweep.engines import engine_keys, gpus_for, order_for_engines
+from apo_local.experiments.sweep.grid import Cell, expand
+from apo_local.experiments.sweep.manifest import MANIFEST, SWEEP_CONFIG, is_sweep_dir, load_manifest
+from apo_local.experiments.sweep.params import human_params, model_parameters
+from apo_local.experiments.sweep.run import SweepResult, run_sweep
+from apo_local.experiments.sweep.size_view import optimizer_size_rows
+from apo_local.experiments.sweep.spec import RayOptions, SweepConfig, load_sweep, parse_sweep
+from apo_local.experiments.sweep.tables import aggregate, cell_rows, group_columns, write_tables
 
 __all__ = [
     "MANIFEST",

@@ -6,7 +6,7 @@ import json
 
 from apo_local.config import RunConfig
 from apo_local.errors import ApoError
-from apo_local.sweep.grid import Cell
+from apo_local.experiments.sweep.grid import Cell
 
 
 def engine_keys(cfg: RunConfig) -> frozenset:

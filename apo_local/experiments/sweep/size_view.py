@@ -17,9 +17,9 @@ import math
 import statistics
 from pathlib import Path
 
+from apo_local.experiments.sweep.markdown import fmt, md_table, plus_minus
+from apo_local.experiments.sweep.params import human_params, model_parameters
 from apo_local.run_dir import atomic_write
-from apo_local.sweep.markdown import fmt, md_table, plus_minus
-from apo_local.sweep.params import human_params, model_parameters
 
 log = logging.getLogger("apo_local")
 
@@ -85,7 +85,7 @@ def _add_paired(size_rows: list[dict], sweep_dir: Path) -> None:
     """Each row's interval of the selected prompt's test metric (``compare_stats.score_ci``), and against the
     smallest optimizer of its series (same seeds, same test rows) the paired difference with its interval and
     McNemar's p per seed (``compare_stats.paired``)."""
-    from apo_local.compare_stats import paired, score_ci, selected_rows, verdict
+    from apo_local.experiments.compare_stats import paired, score_ci, selected_rows, verdict
     from apo_local.tasks import load_task
 
     metrics: dict[str, object] = {}

@@ -9,7 +9,7 @@ import io
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from apo_local.compare import CompareSpec
+    from apo_local.experiments.compare import CompareSpec
 
 
 def _fmt(v) -> str:

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from apo_local.errors import ApoError
-from apo_local.sweep.cell import run_cell
-from apo_local.sweep.grid import Cell
-from apo_local.sweep.manifest import write_manifest
+from apo_local.experiments.sweep.cell import run_cell
+from apo_local.experiments.sweep.grid import Cell
+from apo_local.experiments.sweep.manifest import write_manifest
 
 log = logging.getLogger("apo_local")
 

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 from apo_local.errors import ApoError
+from apo_local.experiments.sweep.grid import Cell
 from apo_local.run_dir import write_json
-from apo_local.sweep.grid import Cell
 
 MANIFEST = "cells.json"
 SWEEP_CONFIG = "sweep.yaml"
