@@ -24,6 +24,8 @@ _LAZY = {
     "resume": "apo_local.runner",
     "RunResult": "apo_local.search",
     "show_progress": "apo_local.library_logging",
+    "Method": "apo_local.search.proposers",
+    "register_method": "apo_local.search.proposers",
 }
 __all__ = ["ApoError", *_LAZY]
 

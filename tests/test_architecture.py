@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,29 @@ def test_no_import_circles():
     assert len(graph) > 30 and graph["apo_local.report.sweep_page"]  # the scan sees the package
     circles = find_cycles(graph)
     assert not circles, "import circles:\n" + "\n".join(" -> ".join(c) for c in circles)
+
+
+def house(graph: dict[str, set[str]]) -> tuple[int, int, int]:
+    """(rooms, arrows, circles): the package's top-level modules and folders, the distinct imports between two
+    of them, and the import circles between them."""
+
+    def room(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    arrows = {(room(a), room(b)) for a, targets in graph.items() for b in targets if room(a) != room(b)}
+    rooms = {room(m) for m in graph}
+    between: dict[str, set[str]] = {r: set() for r in rooms}
+    for a, b in arrows:
+        between[a].add(b)
+    return len(rooms), len(arrows), len(find_cycles(between))
+
+
+def test_the_house_is_as_docs_architecture_records_it():
+    """docs/architecture.md records the import graph's rooms, arrows and circles; a change to them updates it."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    recorded = re.search(r"rooms / arrows / circles: (\d+) / (\d+) / (\d+) now", text)
+    assert recorded, "docs/architecture.md: no 'rooms / arrows / circles: R / A / C now' line"
+    assert house(import_graph(ROOT)) == tuple(map(int, recorded.groups()))
 
 
 def test_sweep_sits_below_report():

@@ -118,6 +118,12 @@ def test_a_new_method_is_one_module(echo_method, tmp_path, monkeypatch):
     assert any(c["text"].endswith("Answer Yes or No (1).") for c in made)
 
 
+def test_a_library_user_reaches_the_registry_from_the_package():
+    import apo_local as apo
+
+    assert apo.register_method is register_method and apo.Method is Method
+
+
 def test_a_method_whose_knobs_live_in_no_section_is_refused():
     stray = Method(name="stray", proposer=object, knobs={"nowhere": frozenset({"k"})}, cost=lambda x: 0)
     with pytest.raises(ApoError, match="method 'stray': no config section 'nowhere'"):
