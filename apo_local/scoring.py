@@ -155,7 +155,7 @@ class Scorer:
             return self.task.render(instruction, example)
         head, after = around
         text = head + example.input + after
-        length = getattr(self.task, "_length", None)
+        length = self.task.length_limit
         if length is not None:
             fitted = length.fit(self.task, instruction, example, text)  # what task.render would return
             if fitted != text:

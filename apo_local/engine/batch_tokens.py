@@ -77,7 +77,7 @@ class BatchTokenizer:
         if backend is None or backend.normalizer is not None or backend.pre_tokenizer is None:
             return False
         try:
-            if self.chat._dummy_prefix():
+            if self.chat.dummy_prefix():
                 return False
         except Exception:
             return False
@@ -97,7 +97,7 @@ class BatchTokenizer:
         texts = [self.rendered(p) for p in prompts]
         if self.chat.plain:
             return self.tok(texts)["input_ids"]
-        one_bos = self.chat._one_bos
+        one_bos = self.chat.one_bos
         return [one_bos(ids) for ids in self.tok(texts, add_special_tokens=False)["input_ids"]]
 
     def ids(self, prompts: Sequence[str]) -> list[list[int]]:
@@ -154,7 +154,7 @@ class BatchTokenizer:
         s = next(span[0] for _, span in pieces[1:] if span[0] >= c - _WINDOW or span[0] == pieces[-2][1][0])
         if not 0 < s < c:
             return None, 0, 0
-        ids = self.chat._one_bos(self.tok(self.wrap[0] + head[:c], add_special_tokens=False)["input_ids"])
+        ids = self.chat.one_bos(self.tok(self.wrap[0] + head[:c], add_special_tokens=False)["input_ids"])
         return ids, c, s
 
     def _safe_joint(self, left: str, right: str) -> bool:

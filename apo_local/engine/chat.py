@@ -125,9 +125,9 @@ class ChatFormatter:
         if self.plain:
             return self.tokenizer(text)["input_ids"]  # the tokenizer's own BOS, as in pre-training
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return self._one_bos(ids)
+        return self.one_bos(ids)
 
-    def _one_bos(self, ids: list[int]) -> list[int]:
+    def one_bos(self, ids: list[int]) -> list[int]:
         """A template that writes its BOS into the text, tokenized by a tokenizer that adds one too,
         would start with two: keep one."""
         bos = self.bos_id
@@ -154,7 +154,7 @@ class ChatFormatter:
         prompt after a space ("Answer: Yes")."""
         if label not in self._label_ids:
             bare = tuple(self.tokenizer(label, add_special_tokens=False)["input_ids"])
-            if not self.plain and self._dummy_prefix():
+            if not self.plain and self.dummy_prefix():
                 ids = bare
             else:
                 prefix = self.prompt_ids("x")
@@ -167,9 +167,9 @@ class ChatFormatter:
         return self._label_ids[label]
 
     def _encode_rendered(self, text: str) -> list[int]:
-        return self._one_bos(self.tokenizer(text, add_special_tokens=self.plain)["input_ids"])
+        return self.one_bos(self.tokenizer(text, add_special_tokens=self.plain)["input_ids"])
 
-    def _dummy_prefix(self) -> bool:
+    def dummy_prefix(self) -> bool:
         """Whether the tokenizer starts a lone word with SentencePiece's "▁" (adds a dummy prefix)."""
         ids = self.tokenizer("a", add_special_tokens=False)["input_ids"]
         first = self.tokenizer.convert_ids_to_tokens(ids[:1])

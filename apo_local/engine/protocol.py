@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 
@@ -110,18 +110,6 @@ class ChoiceScores:
     @classmethod
     def failed(cls, n_choices: int, input_tokens: int, error: str) -> ChoiceScores:
         return cls(tuple([-math.inf] * n_choices), input_tokens, error)
-
-
-@dataclass
-class EngineStats:
-    calls: int = 0
-    prompts: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
-    seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 @runtime_checkable

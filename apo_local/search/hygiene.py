@@ -59,8 +59,8 @@ _FILLER = re.compile(
     ),
     re.IGNORECASE | re.MULTILINE,
 )
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-_WORD = re.compile(r"[a-z0-9']+")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+WORD = re.compile(r"[a-z0-9']+")
 _DEMO = re.compile(r"^\s*\**\s*demonstration\s*\**\s*:", re.IGNORECASE | re.MULTILINE)
 _ANSWER_FIELD = r"(?:prediction|predicted(?:\s+label)?|model(?:'s)?\s+(?:output|answer)|output|its\s+answer)"
 _INPUT_FIELD = r"(?:input|text)"
@@ -68,7 +68,7 @@ _LABEL_FIELD = r"(?:correct\s+|true\s+|gold\s+)?label"
 
 
 def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    return WORD.findall(text.lower())
 
 
 def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
@@ -150,7 +150,7 @@ class Hygiene:
     @staticmethod
     def _repeats(text: str) -> bool:
         seen = set()
-        for sentence in _SENTENCE.split(text):
+        for sentence in SENTENCE_END.split(text):
             key = " ".join(words(sentence))
             if len(key.split()) >= MIN_WORDS:
                 if key in seen:

@@ -30,7 +30,7 @@ class ParseResult:
 
 
 @lru_cache(maxsize=16)
-def _tag_re(start: str, end: str) -> re.Pattern[str]:
+def tag_re(start: str, end: str) -> re.Pattern[str]:
     names = []
     for tag in (start, end):
         m = re.fullmatch(r"\s*<\s*([^<>]+?)\s*>\s*", tag)
@@ -97,7 +97,7 @@ def extract_tagged(text: str, start: str = "<START>", end: str = "<END>", *, fal
     if fallback not in ("none", "whole"):
         raise ApoError(f"fallback must be 'none' or 'whole', got {fallback!r}")
     text = text or ""
-    tag = _tag_re(start, end)
+    tag = tag_re(start, end)
     s_name, e_name = start.strip(), end.strip()
     raw: list[str] = []
     failures: list[str] = []

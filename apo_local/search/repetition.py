@@ -27,9 +27,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from apo_local.search.hygiene import _SENTENCE as _SENTENCE_END  # split and keyed as hygiene's repeated-sentence rule
-from apo_local.search.hygiene import _WORD, MIN_WORDS
-from apo_local.search.parsing import _tag_re
+from apo_local.search.hygiene import (
+    MIN_WORDS,
+    SENTENCE_END,  # split and keyed as hygiene's repeated-sentence rule
+    WORD,
+)
+from apo_local.search.parsing import tag_re
 
 REPEAT_STOP = (8, 64, 2)  # (smallest, largest block in tokens, copies in a row): the engine stops the sample
 MAX_PHRASE = 32  # longest repeated phrase looked for, in words
@@ -52,9 +55,9 @@ class Cut:
 def sentence_loop(text: str) -> int | None:
     """Where the first sentence that repeats an earlier one (3+ words) starts."""
     seen, start = set(), 0
-    for m in [*_SENTENCE_END.finditer(text), None]:
+    for m in [*SENTENCE_END.finditer(text), None]:
         end = m.start() if m else len(text)
-        key = " ".join(_WORD.findall(text[start:end].lower()))
+        key = " ".join(WORD.findall(text[start:end].lower()))
         if key.count(" ") + 1 >= MIN_WORDS:
             if key in seen:
                 return start
@@ -67,7 +70,7 @@ def sentence_loop(text: str) -> int | None:
 def phrase_loop(text: str) -> int | None:
     """Where the second copy of the first phrase said again right after itself starts (3+ words; 1 or 2
     words only at ``SHORT_COPIES`` copies in a row)."""
-    spans = [(m.group(), m.start()) for m in _WORD.finditer(text.lower())]
+    spans = [(m.group(), m.start()) for m in WORD.finditer(text.lower())]
     w = [s for s, _ in spans]
     for j in range(1, len(w)):
         for p in range(1, min(MAX_PHRASE, j, len(w) - j) + 1):
@@ -125,7 +128,7 @@ def _trim(kept: str) -> str:
 
 def _close(text: str) -> str:
     """``text`` with an item it ends in closed (``<END>``), and an item opened with nothing in it dropped."""
-    tags = list(_tag_re("<START>", "<END>").finditer(text))
+    tags = list(tag_re("<START>", "<END>").finditer(text))
     if tags and tags[-1].group("open") and not tags[-1].group("slash"):
         if not text[tags[-1].end() :].strip():
             return text[: tags[-1].start()].rstrip()
@@ -136,7 +139,7 @@ def _close(text: str) -> str:
 def cut_loop(reply: str, stopped: bool = False) -> Cut | None:
     """``reply`` with every item's loop cut off (the rest of that item dropped, later items kept), or None
     when it has none. ``stopped``: the engine ended the sample on a repetition (finish reason)."""
-    tags = list(_tag_re("<START>", "<END>").finditer(reply))
+    tags = list(tag_re("<START>", "<END>").finditer(reply))
     bounds = [0] + [x for m in tags for x in (m.start(), m.end())] + [len(reply)]
     pieces = [reply[bounds[i] : bounds[i + 1]] for i in range(len(bounds) - 1)]  # text, tag, text, ..., text
     last = max((i for i in range(0, len(pieces), 2) if pieces[i].strip()), default=-1)

@@ -135,6 +135,11 @@ class Task:
         text = self.template.render(instruction, example.input, self.labels)
         return text if self._length is None else self._length.fit(self, instruction, example, text)
 
+    @property
+    def length_limit(self) -> LengthLimit | None:
+        """The fit ``render`` applies (``limit_length``), or None."""
+        return self._length
+
     def limit_length(
         self,
         count_tokens: Callable[[Sequence[str]], list[int]],

@@ -31,7 +31,7 @@ from dataclasses import fields
 from typing import Protocol
 
 from apo_local.errors import ApoError
-from apo_local.search.selectors.base import PullFn, SelectionResult, _Base, reward_scale
+from apo_local.search.selectors.base import PullFn, SelectionResult, SelectorBase, reward_scale
 from apo_local.search.selectors.pareto import ParetoSelector
 from apo_local.search.selectors.successive import SuccessiveHalvingSelector, SuccessiveRejectsSelector
 from apo_local.search.selectors.ucb import UCBESelector, UCBSelector
@@ -46,7 +46,7 @@ class Selector(Protocol):
     def select(self, n_arms: int, k: int, pull: PullFn, rng: random.Random) -> SelectionResult: ...
 
 
-SELECTORS: dict[str, type[_Base]] = {
+SELECTORS: dict[str, type[SelectorBase]] = {
     cls.name: cls
     for cls in (UniformSelector, UCBSelector, UCBESelector, SuccessiveRejectsSelector, SuccessiveHalvingSelector)
 }

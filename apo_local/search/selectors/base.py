@@ -31,7 +31,7 @@ class SelectionResult:
     rounds: int  # number of pull() calls
 
 
-class _Tracker:
+class PullTracker:
     """Running sums per arm; the only place that calls ``pull`` (and checks the budget)."""
 
     def __init__(self, n_arms: int, pull: PullFn, budget: int):
@@ -97,7 +97,7 @@ class _Tracker:
 
 
 @dataclass
-class _Base:
+class SelectorBase:
     budget: int = 2048
     batch_size: int = 32
     name = "base"
@@ -114,7 +114,7 @@ class _Base:
     def select(self, n_arms: int, k: int, pull: PullFn, rng: random.Random) -> SelectionResult:
         if n_arms < 0 or k < 1:
             raise ApoError(f"selector {self.name}: need n_arms >= 0 and k >= 1, got n_arms={n_arms}, k={k}")
-        t = _Tracker(n_arms, pull, self.budget)
+        t = PullTracker(n_arms, pull, self.budget)
         if n_arms == 0:
             return t.result([])
         if k >= n_arms:
@@ -122,5 +122,5 @@ class _Base:
             return t.result(t.ranked())
         return t.result(self._run(t, n_arms, k, rng))
 
-    def _run(self, t: _Tracker, n_arms: int, k: int, rng: random.Random) -> list[int]:
+    def _run(self, t: PullTracker, n_arms: int, k: int, rng: random.Random) -> list[int]:
         raise NotImplementedError

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from apo_local.errors import ApoError
-from apo_local.search.selectors.base import PullFn, SelectionResult, _Base, _Tracker
+from apo_local.search.selectors.base import PullFn, PullTracker, SelectionResult, SelectorBase
 
 
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
@@ -62,7 +62,7 @@ def pareto_parents(rows: Sequence[Sequence[float]], k: int, rng: random.Random) 
 
 
 @dataclass
-class ParetoSelector(_Base):
+class ParetoSelector(SelectorBase):
     name = "pareto"
     shared_sample = True  # every arm of a round is scored on the same examples (read by the bandit acceptance)
 
@@ -77,7 +77,7 @@ class ParetoSelector(_Base):
                 rows[i].extend(float(r) for r in rewards)
             return replies
 
-        t = _Tracker(n_arms, recording, self.budget)
+        t = PullTracker(n_arms, recording, self.budget)
         if n_arms == 0:
             return t.result([])
         t.spread(list(range(n_arms)), self.budget, rng)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from apo_local.search.selectors.base import _Base
+from apo_local.search.selectors.base import SelectorBase
 
 
 @dataclass
-class SuccessiveRejectsSelector(_Base):
+class SuccessiveRejectsSelector(SelectorBase):
     """Successive Rejects (Audibert & Bubeck 2010), stopped when ``k`` arms remain.
 
     Phase ``p = 1 .. K-k`` brings every surviving arm to
@@ -43,7 +43,7 @@ class SuccessiveRejectsSelector(_Base):
 
 
 @dataclass
-class SuccessiveHalvingSelector(_Base):
+class SuccessiveHalvingSelector(SelectorBase):
     """Sequential Halving (Karnin, Koren & Somekh 2013), stopped at ``k`` arms.
 
     ``R = max(1, ceil(log2(K / k)))`` rounds. Round ``r`` spreads ``remaining // (rounds

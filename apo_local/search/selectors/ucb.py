@@ -6,11 +6,11 @@ import math
 from dataclasses import dataclass
 
 from apo_local.errors import ApoError
-from apo_local.search.selectors.base import _Base, _Tracker
+from apo_local.search.selectors.base import PullTracker, SelectorBase
 
 
 @dataclass
-class _IndexSelector(_Base):
+class _IndexSelector(SelectorBase):
     """Shared batching for index policies (UCB1, UCB-E).
 
     Round 1 (the warm-up) pulls every arm ``min(warmup, budget // n_arms)`` examples
@@ -34,7 +34,7 @@ class _IndexSelector(_Base):
         ):
             raise ApoError(f"selector {self.name}: warmup must be an integer >= 0, got {self.warmup!r}")
 
-    def _index(self, t: _Tracker, i: int) -> float:
+    def _index(self, t: PullTracker, i: int) -> float:
         raise NotImplementedError
 
     def _run(self, t, n_arms, k, rng):

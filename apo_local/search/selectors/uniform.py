@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from apo_local.search.selectors.base import _Base
+from apo_local.search.selectors.base import SelectorBase
 
 
 @dataclass
-class UniformSelector(_Base):
+class UniformSelector(SelectorBase):
     """Brute force: every arm gets ``budget // n_arms`` examples in a single round.
 
     ``batch_size`` is not used. If ``budget < n_arms``, ``budget`` arms drawn with ``rng``
