@@ -212,3 +212,20 @@ def test_cpu_kv_cache_default_from_the_environment(monkeypatch):
         monkeypatch.setenv("APO_LOCAL_CPU_KV_CACHE_GB", raw)
         with pytest.raises(ApoError, match="APO_LOCAL_CPU_KV_CACHE_GB"):
             S.EngineSettings().resolved()
+
+
+def test_an_engine_start_environment_is_undone_whole():
+    """The start's variables hold while it runs; afterwards the values are back and keys it added are gone."""
+    import os
+
+    from apo_local.engine.settings import scoped_environment
+
+    os.environ["APO_LOCAL_TEST_KEPT"] = "before"
+    try:
+        with scoped_environment({"APO_LOCAL_TEST_KEPT": "during", "APO_LOCAL_TEST_NEW": "1"}):
+            assert os.environ["APO_LOCAL_TEST_KEPT"] == "during" and os.environ["APO_LOCAL_TEST_NEW"] == "1"
+            os.environ["APO_LOCAL_TEST_ENGINE_OWN"] = "set by the engine"
+        assert os.environ["APO_LOCAL_TEST_KEPT"] == "before"
+        assert "APO_LOCAL_TEST_NEW" not in os.environ and "APO_LOCAL_TEST_ENGINE_OWN" not in os.environ
+    finally:
+        os.environ.pop("APO_LOCAL_TEST_KEPT", None)

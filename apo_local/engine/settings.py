@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -230,3 +231,16 @@ def cpu_engine_environment(environ: dict | None = None, search_dirs=_TCMALLOC_DI
     if cpu_allocator_preload(env, search_dirs) and env.get("LD_PRELOAD") != before:
         applied["LD_PRELOAD"] = env["LD_PRELOAD"]
     return applied
+
+
+@contextmanager
+def scoped_environment(overrides: dict[str, str]):
+    """``os.environ`` with ``overrides`` set while the block runs (an engine's start), then exactly as it was before:
+    values restored, and keys the block added (the engine's own, too) removed."""
+    saved = dict(os.environ)
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -14,13 +14,18 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from unittest import mock
 
 from apo_local.engine.batch_tokens import BatchTokenizer
 from apo_local.engine.chat import ChatFormatter
 from apo_local.engine.modelinfo import model_fingerprint
 from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
-from apo_local.engine.settings import EngineSettings, cpu_engine_environment, cuda_start_environment, has_cuda_gpu
+from apo_local.engine.settings import (
+    EngineSettings,
+    cpu_engine_environment,
+    cuda_start_environment,
+    has_cuda_gpu,
+    scoped_environment,
+)
 from apo_local.engine.start_failure import start_failure
 from apo_local.errors import ApoError
 from apo_local.quiet import StartupTap, drop_vllm_noise, quiet
@@ -165,7 +170,7 @@ class VLLMEngine:
         if in_process:
             drop_vllm_noise()
         try:
-            with mock.patch.dict(os.environ, _start_environment(settings, in_process)):
+            with scoped_environment(_start_environment(settings, in_process)):
                 self.llm = LLM(**kwargs)
         except Exception as exc:  # vLLM raises many types; the user needs one actionable line
             held = tap.release(replay=False) if tap else []
