@@ -106,8 +106,9 @@ def _run(cfg: RunConfig, run_dir: RunDir | None, task: Task | None) -> RunResult
     # Over-long examples are cut in the middle to fit the target's context (tasks.length.LengthLimit),
     # leaving room for the answer; each cut is logged and counted as an "example_truncated" fault.
     limit_length(task, target, max(16, target_answer(cfg).max_tokens), trace)
-    beam_search = BeamSearch(task, target, optimizer, cfg, run_dir)
-    tracker = tracking.start(cfg, run_dir.path if run_dir else None, beam_search, trace, task.metric.name)
+    tracker = tracking.start(cfg, run_dir.path if run_dir else None)
+    on_round = tracking.round_logger(tracker, trace, task.metric.name)
+    beam_search = BeamSearch(task, target, optimizer, cfg, run_dir, on_round=on_round)
     result = beam_search.run()
     result.models = models  # which models this run used (also in engines.json and config.yaml's header)
     result.warnings = warnings

@@ -148,14 +148,16 @@ def check(cfg) -> None:
             )
 
 
-def start(cfg, run_dir: Path | None, beam_search, trace, metric: str):
-    """A tracker for this run: parameters logged now, per-round metrics as each selection ends."""
+def start(cfg, run_dir: Path | None):
+    """A tracker for this run, its parameters logged now."""
     tracker = make_tracker(cfg.tracking.logger, cfg.tracking.dir, cfg.tracking.experiment, run_dir)
     tracker.params(flat_params(cfg.model_dump(mode="json")))
-    beam_search.on_round = lambda entry: tracker.metrics(
-        round_metrics(entry, trace.totals_dict(), metric), int(entry["round"])
-    )
     return tracker
+
+
+def round_logger(tracker, trace, metric: str):
+    """What the search calls as each selection ends (``BeamSearch(on_round=...)``): the round's metrics logged."""
+    return lambda entry: tracker.metrics(round_metrics(entry, trace.totals_dict(), metric), int(entry["round"]))
 
 
 def finish(tracker, result, run_dir: Path | None) -> None:

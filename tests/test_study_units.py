@@ -15,7 +15,7 @@ from apo_local.errors import ApoError
 from apo_local.search import acceptance
 from apo_local.search.feedback import corrupt_examples, corrupt_label, pseudo_errors, real_errors
 from apo_local.search.meta_prompts import MetaPrompts
-from apo_local.search.proposers import PROPOSERS, make_proposer, target_answer
+from apo_local.search.proposers import target_answer
 from apo_local.search.proposers.abo_format import (
     STRICT,
     WORK,
@@ -152,20 +152,6 @@ def test_the_worked_abo_prompt_asks_for_the_steps_and_a_final_answer_line_and_re
     no_demo = format_abo(STEPS, None, with_demo=False, work=True)
     assert no_demo.endswith(STRICT + "\n\n" + WORK) and parse_abo(no_demo).demonstration is None
     assert WORK not in format_abo(STEPS, "Step 1: read.")  # the log-prob ablation: the target never works
-
-
-def test_every_proposer_is_registered():
-    assert set(PROPOSERS) == {
-        "protegi",
-        "one-step",
-        "three-stage",
-        "rewrite",
-        "improve",
-        "abo",
-        "fewshot",
-        "instruction+fewshot",
-    }
-    assert all(make_proposer(n).name == n for n in PROPOSERS)
 
 
 # -- acceptance ----------------------------------------------------------------------------------

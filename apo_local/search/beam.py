@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 from apo_local.config_schema import RunConfig
@@ -49,8 +50,15 @@ __all__ = ["BeamSearch", "RunResult"]
 
 class BeamSearch:
     def __init__(
-        self, task: Task, target: RoleEngine, optimizer: RoleEngine, cfg: RunConfig, run_dir: RunDir | None = None
+        self,
+        task: Task,
+        target: RoleEngine,
+        optimizer: RoleEngine,
+        cfg: RunConfig,
+        run_dir: RunDir | None = None,
+        on_round: Callable[[dict], None] | None = None,
     ):
+        """``on_round``: called with each round's history entry when its selection ends (experiment tracking)."""
         self.task, self.cfg, self.run_dir, self.optimizer = task, cfg, run_dir, optimizer
         self.trace: Trace = target.trace
         self.proposer = make_proposer(cfg.search.proposer, cfg)
@@ -100,7 +108,7 @@ class BeamSearch:
             ),
             max_prompt_tokens=cfg.search.max_prompt_tokens,
         )
-        self.on_round = lambda entry: None  # called with each round's history entry
+        self.on_round = on_round or (lambda entry: None)
         self._records: dict[str, dict] = {}  # every candidate record of this process's rounds (no run directory)
 
     def _check_budget(self) -> None:
