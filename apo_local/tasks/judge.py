@@ -125,13 +125,11 @@ def judge_metric(spec: dict | None, folder: Path, where: str):
     if not path.is_file():
         raise ApoError(f"{where}: judge.rubric: file {path} does not exist")
     judge = Judge(read_text(path), spec.get("model"), f"{where}: judge.rubric")
-    metric = Metric("judge", judge.score)
-    object.__setattr__(metric, "judge", judge)  # the scorer grades new outputs in batches through it
-    return metric
+    return Metric("judge", judge.score, judge=judge)
 
 
 def judge_of(task) -> Judge | None:
-    return getattr(task.metric, "judge", None)
+    return task.metric.judge
 
 
 def attach_judge(task, default_engine, trace=None) -> None:

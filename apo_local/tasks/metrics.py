@@ -8,6 +8,7 @@ import re
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from apo_local.errors import ApoError
 from apo_local.tasks.examples import first_line
@@ -55,6 +56,8 @@ class Metric:
     matches: Callable[[str, str], bool] = field(repr=False)  # one prediction vs its gold
     aggregate: Callable[[Predictions, Sequence[str]], float] | None = field(default=None, repr=False)  # None: mean
     parses: Callable[[str], bool] | None = field(default=None, repr=False)  # None: any text is an answer
+    # metric judge: the Judge that grades its outputs (the scorer grades new outputs in batches through it)
+    judge: Any = field(default=None, repr=False, compare=False)
 
     def example_score(self, prediction: str | None, gold: str) -> float:
         """Correctness in [0, 1]; an unparsed (None) prediction scores 0."""
