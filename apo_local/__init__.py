@@ -6,8 +6,8 @@ result = apo.optimize(cfg, out="runs/demo", overwrite=True)
 print(result.selected_prompt)  # the prompt to deploy
 """
 
-from apo_local import _offline  # noqa: F401  (must run before vllm/transformers import)
-from apo_local.errors import ApoError
+from apo_local.support import _offline  # noqa: F401  (must run before vllm/transformers import)
+from apo_local.support.errors import ApoError
 
 __version__ = "0.1.0"
 
@@ -23,7 +23,7 @@ _LAZY = {
     "optimize": "apo_local.runner",
     "resume": "apo_local.runner",
     "RunResult": "apo_local.search",
-    "show_progress": "apo_local.library_logging",
+    "show_progress": "apo_local.support.library_logging",
     "Method": "apo_local.search.proposers",
     "register_method": "apo_local.search.proposers",
 }

@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 # Supported vLLM releases (the engine's APIs were checked against this range) and their torch pins.
 VERIFIED_PINS = {

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import click
 
-from apo_local import _offline  # noqa: F401  (offline env before anything heavy)
 from apo_local.baseline_lines import constant_baseline, constant_lines, lean_warnings
 from apo_local.cli_flags import (
     RUN_OPTIONS,
@@ -26,8 +25,9 @@ from apo_local.cli_flags import (
     setup_logging,
 )
 from apo_local.config import PRESETS, load_config
-from apo_local.errors import ApoError
 from apo_local.run_summary import print_summary
+from apo_local.support import _offline  # noqa: F401  (offline env before anything heavy)
+from apo_local.support.errors import ApoError
 
 # What to tell the user on Ctrl-C: set by a command once it knows (e.g. the run directory to resume).
 _INTERRUPT_HINT: list[str] = []

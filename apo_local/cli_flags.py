@@ -130,7 +130,7 @@ def flag_overrides(flags: dict) -> tuple[dict, dict]:
 
 def setup_logging(verbose: bool) -> None:
     """stdout carries results only; logs, progress and (with --verbose) engine logs go to stderr."""
-    from apo_local.quiet import set_verbosity
+    from apo_local.support.quiet import set_verbosity
 
     set_verbosity(verbose)  # before vLLM / transformers are imported: they read the environment then
     logging.basicConfig(level=logging.INFO if not verbose else logging.DEBUG, format="%(message)s", stream=sys.stderr)

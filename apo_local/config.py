@@ -32,8 +32,8 @@ from apo_local.config_schema import (  # noqa: F401  (the schema is re-exported:
     SearchConfig,
     SelectionConfig,
 )
-from apo_local.errors import ApoError
 from apo_local.search.proposers import METHOD_SECTIONS, METHODS, method_of
+from apo_local.support.errors import ApoError
 
 
 def _one_line(err: ValidationError, origin: str, sources: dict[str, str] | None = None) -> str:

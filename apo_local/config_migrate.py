@@ -7,8 +7,8 @@ from __future__ import annotations
 import copy
 
 from apo_local.config_schema import ProTeGiConfig
-from apo_local.errors import ApoError
 from apo_local.search.proposers import METHODS
+from apo_local.support.errors import ApoError
 
 # keys of the earlier flat layout -> where they live now (refused with this hint; migrated on resume)
 MOVED = {

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 FIELDS = ("gradient", "critique")

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 _BLOCK = 8 << 20  # bytes per read when joining GGUF parts
 log = logging.getLogger("apo_local")
@@ -239,7 +239,7 @@ def convert_gguf(gguf: Path, out: Path, plain: bool = False) -> None:
         kwargs["quantization_config"] = GgufConfig(dequantize=True)
     except ImportError:  # older transformers always dequantize GGUF
         pass
-    from apo_local.quiet import quiet_transformers
+    from apo_local.support.quiet import quiet_transformers
 
     adds_bos = _gguf_adds_bos(gguf)
     with quiet_transformers(capture_stderr=True):

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from apo_local import model_sources
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 log = logging.getLogger("apo_local")
 

@@ -22,7 +22,7 @@ import os
 import shutil
 from pathlib import Path
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -16,7 +16,6 @@ from pathlib import Path
 from apo_local import tracking
 from apo_local.config import RunConfig, dump_config, load_config
 from apo_local.engine import RoleEngine, Trace, load_role_engines, role_models
-from apo_local.errors import ApoError
 from apo_local.run_dir import RunDir, write_json
 from apo_local.scoring import limit_length
 from apo_local.search import BeamSearch, RunResult
@@ -24,6 +23,7 @@ from apo_local.search.estimate import estimate, record_throughput
 from apo_local.search.proposers import make_proposer, target_answer
 from apo_local.search.splits import eval_rows, train_rows, validation_rows, validation_warning
 from apo_local.search.state import Phase, RunState
+from apo_local.support.errors import ApoError
 from apo_local.tasks import Task, load_task
 from apo_local.tasks.judge import attach_judge
 

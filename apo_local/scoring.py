@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from apo_local import calibration as calib
 from apo_local.engine import GenerationRequest
 from apo_local.engine.batch_tokens import SplitPrompt
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 from apo_local.tasks import Example, Task
 from apo_local.tasks.answers import answer_reader
 from apo_local.tasks.judge import judge_of

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from apo_local.config import flatten_keys
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 LOGGERS = ("off", "files", "mlflow")
 

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 
 class HttpEngine:
@@ -234,8 +234,8 @@ class LocalServer:
 
         import httpx
 
-        from apo_local._offline import OFFLINE_ENV
         from apo_local.engine.settings import cpu_engine_environment, has_cuda_gpu
+        from apo_local.support._offline import OFFLINE_ENV
 
         env = dict(os.environ, **OFFLINE_ENV, **self.extra_env)
         if not has_cuda_gpu():

@@ -210,8 +210,8 @@ def vllm_server(tmp_path_factory):
     from types import SimpleNamespace
 
     from apo_local.engine import EngineSettings
-    from apo_local.errors import ApoError
     from apo_local.models import chat_template_for, resolve_model
+    from apo_local.support.errors import ApoError
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     from http_engine import LocalServer

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from apo_local.cli import main
-from apo_local.errors import ApoError
 from apo_local.run_dir import RunDir
+from apo_local.support.errors import ApoError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -363,7 +363,7 @@ def test_second_process_is_refused_by_the_lock(tmp_path):
     first.open("seed: 0\n")
     try:
         code = (
-            "import sys\nfrom apo_local.run_dir import RunDir\nfrom apo_local.errors import ApoError\n"
+            "import sys\nfrom apo_local.run_dir import RunDir\nfrom apo_local.support.errors import ApoError\n"
             f"try:\n    RunDir({str(tmp_path / 'run')!r}).open('', resume=True)\n"
             "except ApoError as e:\n    print(e); sys.exit(2)\n"
         )

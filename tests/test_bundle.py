@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from apo_local.bundle import TORCH_FAMILY, VERIFIED_PINS, install_script, pick_vllm, torch_pin
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 
 def test_torch_pin_read_from_requires_dist():

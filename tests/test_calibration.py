@@ -10,9 +10,9 @@ import pytest
 
 from apo_local import calibration as calib
 from apo_local.engine.protocol import ChoiceScores
-from apo_local.errors import ApoError
 from apo_local.scoring import Evaluation, Scorer, prediction_records
 from apo_local.search.baselines import constant_evaluations
+from apo_local.support.errors import ApoError
 from apo_local.tasks import Example, load_task
 
 LN = math.log

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import family_models  # noqa: E402
 
 from apo_local.engine.chat import ChatFormatter, strip_thinking  # noqa: E402
-from apo_local.errors import ApoError  # noqa: E402
+from apo_local.support.errors import ApoError  # noqa: E402
 
 
 @pytest.fixture(scope="module")

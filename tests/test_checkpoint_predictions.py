@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from apo_local.errors import ApoError
 from apo_local.search.state import RunState, predictions_log
+from apo_local.support.errors import ApoError
 
 
 def _memo(n_ins: int, n_rows: int, start: int = 0) -> dict:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from apo_local.errors import ApoError
 from apo_local.experiments.compare import permutation_test, spec_from_dict, summarize
 from apo_local.experiments.compare_tables import csv_text, markdown
+from apo_local.support.errors import ApoError
 
 
 def test_permutation_test_exact_values():

@@ -11,8 +11,8 @@ import yaml
 
 from apo_local.cli import main
 from apo_local.config import PRESETS, build_config, dump_config, flag_help, flag_names, load_config
-from apo_local.errors import ApoError
 from apo_local.search.state import Candidate, Phase, RunState, Status
+from apo_local.support.errors import ApoError
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith(("compare-", "sweep-")))

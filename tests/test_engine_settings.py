@@ -199,7 +199,7 @@ def test_cpu_kv_cache_default_from_the_environment(monkeypatch):
     import pytest
 
     from apo_local.engine import settings as S
-    from apo_local.errors import ApoError
+    from apo_local.support.errors import ApoError
 
     monkeypatch.setattr(S, "has_cuda_gpu", lambda: False)
     monkeypatch.delenv("APO_LOCAL_CPU_KV_CACHE_GB", raising=False)

@@ -455,8 +455,8 @@ def test_engine_start_failure_context_too_long():
     """Refused while vLLM checks its configuration (in this process: nothing is spawned)."""
     from apo_local.engine import EngineSettings
     from apo_local.engine.vllm_engine import VLLMEngine
-    from apo_local.errors import ApoError
     from apo_local.models import resolve_model
+    from apo_local.support.errors import ApoError
 
     with pytest.raises(ApoError) as info:
         VLLMEngine(resolve_model(None), EngineSettings(max_model_len=1_000_000))

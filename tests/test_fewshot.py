@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from apo_local.config import build_config
-from apo_local.errors import ApoError
 from apo_local.search.proposers.fewshot import MOVES, demo_move, demo_pool
 from apo_local.search.splits import train_rows
+from apo_local.support.errors import ApoError
 from apo_local.tasks import PromptTemplate, load_task
 from apo_local.tasks.demos import join_prompt, split_prompt
 

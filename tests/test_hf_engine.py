@@ -19,7 +19,7 @@ pytest.importorskip("transformers")
 from apo_local.engine.hf_engine import TransformersEngine  # noqa: E402
 from apo_local.engine.protocol import Engine, GenerationRequest  # noqa: E402
 from apo_local.engine.settings import EngineSettings  # noqa: E402
-from apo_local.errors import ApoError  # noqa: E402
+from apo_local.support.errors import ApoError  # noqa: E402
 
 LIAR = Path(__file__).resolve().parents[1] / "apo_local" / "tasks" / "builtin" / "liar" / "train.jsonl"
 TOO_LONG = "lorem ipsum dolor " * 1000  # ~3000 tokens > max_model_len 2048

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from apo_local.engine.protocol import ChoiceScores, Generation
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 from apo_local.tasks.judge import CONTENT_FREE, Judge, agreement
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from apo_local.config import build_config, flag_names
-from apo_local.errors import ApoError
 from apo_local.search.acceptance.length import fronts, length_beam, shortest_within_ci, spread, wilson_lower
+from apo_local.support.errors import ApoError
 
 POINTS = [(0.80, 300), (0.78, 120), (0.60, 100), (0.80, 310), (0.50, 400), (0.79, 200)]
 

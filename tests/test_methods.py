@@ -11,12 +11,12 @@ import textwrap
 import pytest
 
 from apo_local.config import build_config, dump_config
-from apo_local.errors import ApoError
 from apo_local.runner import optimize
 from apo_local.search import proposers
 from apo_local.search.estimate import estimate
 from apo_local.search.proposers import METHODS, Method, declared_methods, method_of, register_method
 from apo_local.search.splits import eval_rows, train_rows, validation_rows
+from apo_local.support.errors import ApoError
 from apo_local.tasks import load_task
 from tests.stand_in import use_stand_in
 

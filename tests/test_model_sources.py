@@ -15,8 +15,8 @@ import pytest
 
 import apo_local.model_sources as model_sources
 import apo_local.models as models
-from apo_local.errors import ApoError
 from apo_local.models import list_models, load_registry, prepare_model
+from apo_local.support.errors import ApoError
 
 REPO = Path(__file__).resolve().parents[1]
 N_PARTS = 11  # part1 .. part11: name order (part1, part10, part11, part2, ...) is not the join order

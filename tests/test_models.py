@@ -6,8 +6,8 @@ import pytest
 
 import apo_local.model_sources as model_sources
 import apo_local.models as models
-from apo_local.errors import ApoError
 from apo_local.models import list_models, load_registry, models_dir, prepare_model, resolve_model
+from apo_local.support.errors import ApoError
 
 
 def write_registry(tmp_path: Path, text: str, monkeypatch) -> Path:

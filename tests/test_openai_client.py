@@ -15,7 +15,7 @@ import apo_local.engine.openai_client as oc
 from apo_local.cli import cli
 from apo_local.engine import EngineSettings, GenerationRequest
 from apo_local.engine.openai_engine import OpenAIEngine
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 from tests.conftest import CLI_RUN
 from tests.fake_server import SERVED, FakeServer
 

@@ -9,7 +9,7 @@ import pytest
 from apo_local.config import build_config
 from apo_local.engine.openai_client import ServerClient, ServerError
 from apo_local.engine.openai_engine import _first_token_logprob, parse_label
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 
 def test_parse_label_takes_the_longest_label_the_reply_starts_with():

@@ -59,7 +59,7 @@ def test_resume_of_a_finished_run_loads_no_model(tiny_run, monkeypatch):
 
 
 def test_refuses_to_mix_runs(tiny_run):
-    from apo_local.errors import ApoError
+    from apo_local.support.errors import ApoError
 
     run, _ = tiny_run
     with pytest.raises(ApoError, match="already holds a run"):

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from apo_local.errors import ApoError
 from apo_local.search.selectors import SELECTORS, make_selector
 from apo_local.search.selectors.pareto import example_wins, pareto_front, pareto_parents
+from apo_local.support.errors import ApoError
 from tests.test_selectors import Recorder, check_result
 
 ROWS = [

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from apo_local.errors import ApoError
 from apo_local.search.parsing import ParseResult, extract_tagged, is_degenerate
+from apo_local.support.errors import ApoError
 
 try:
     from hypothesis import assume, given, settings

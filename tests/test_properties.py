@@ -16,8 +16,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from apo_local.errors import ApoError
 from apo_local.search.parsing import extract_tagged, is_degenerate
+from apo_local.support.errors import ApoError
 from apo_local.tasks import Example, PromptTemplate, load_examples
 from apo_local.tasks.length import TRUNCATION_MARK, LengthLimit, cut_middle
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from apo_local.quiet import StartupTap
+from apo_local.support.quiet import StartupTap
 
 
 def test_startup_output_is_held_off_stdout_and_stderr(capfd):

@@ -19,10 +19,10 @@ import yaml
 
 pytest.importorskip("matplotlib")
 
-from apo_local.errors import ApoError  # noqa: E402
 from apo_local.report import data as D  # noqa: E402
 from apo_local.report import plots as P  # noqa: E402
 from apo_local.report import write_report  # noqa: E402
+from apo_local.support.errors import ApoError  # noqa: E402
 
 CHROMIUM = next(
     (
@@ -460,7 +460,7 @@ def test_unfinished_run_still_reports(tmp_path):
 
 
 def test_not_a_run_dir(tmp_path):
-    from apo_local.errors import ApoError
+    from apo_local.support.errors import ApoError
 
     with pytest.raises(ApoError, match="neither a run directory"):
         write_report(tmp_path)

@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from apo_local.errors import ApoError
 from apo_local.search.proposers import target_answer
 from apo_local.search.selectors import SELECTORS, make_selector
+from apo_local.support.errors import ApoError
 
 try:
     from hypothesis import given, settings

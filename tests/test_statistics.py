@@ -10,7 +10,6 @@ import pytest
 
 from apo_local.config import build_config
 from apo_local.engine.protocol import ChoiceScores
-from apo_local.errors import ApoError
 from apo_local.scoring import Scorer
 from apo_local.search.acceptance.bandit import BanditAcceptance
 from apo_local.search.headline import SplitStats, power, suppressed_labels
@@ -19,6 +18,7 @@ from apo_local.search.splits import train_rows, validation_rows
 from apo_local.search.state import Candidate
 from apo_local.search.streams import Streams
 from apo_local.stats import bootstrap_ci, examples_needed, mcnemar, paired_bootstrap
+from apo_local.support.errors import ApoError
 from apo_local.tasks import Example, load_task
 from apo_local.tasks.metrics import get_metric, metric_value, selection_weights
 

@@ -9,9 +9,9 @@ import pytest
 from apo_local.config import build_config
 from apo_local.engine import RoleEngine, Trace
 from apo_local.engine.protocol import Generation
-from apo_local.errors import ApoError
 from apo_local.scoring import Scorer
 from apo_local.search.proposers import target_answer
+from apo_local.support.errors import ApoError
 from apo_local.tasks import Example, load_task
 from apo_local.tasks.answers import answer_reader, final_line_answer, positive_prefix_answer
 

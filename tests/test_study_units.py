@@ -11,7 +11,6 @@ import pytest
 
 from apo_local.config import build_config, flag_names
 from apo_local.diagnostics import TfIdf, diagnose, jaccard, within_run
-from apo_local.errors import ApoError
 from apo_local.search import acceptance
 from apo_local.search.feedback import corrupt_examples, corrupt_label, pseudo_errors, real_errors
 from apo_local.search.meta_prompts import MetaPrompts
@@ -25,6 +24,7 @@ from apo_local.search.proposers.abo_format import (
     parse_abo,
     parse_judgement,
 )
+from apo_local.support.errors import ApoError
 from apo_local.tasks import Example
 
 

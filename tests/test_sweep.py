@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from apo_local.errors import ApoError
 from apo_local.experiments import sweep as S
 from apo_local.experiments.sweep import local as local_runner
 from apo_local.experiments.sweep.manifest import write_manifest
+from apo_local.support.errors import ApoError
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]

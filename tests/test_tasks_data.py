@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 from apo_local.tasks import Example, builtin_task_names, load_examples, load_task
 
 LABELS = ("Yes", "No")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 from apo_local.tasks import get_metric, normalize_answer, parse_label, parse_number
 
 LABELS = ("Yes", "No")

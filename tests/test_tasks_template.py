@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 from apo_local.tasks import PromptTemplate
 
 LIAR = "# Task\n{{ instruction }}\n\n# Output format\nAnswer {{ labels }}.\n\n# Prediction\nText: {{ input }}\nLabel:\n"

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from apo_local.config import build_config, flag_names
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 from apo_local.tracking import FileTracker, check, flat_params, make_tracker, round_metrics
 
 

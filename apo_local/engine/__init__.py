@@ -16,7 +16,7 @@ from apo_local.engine.cache import CachedEngine, ResultCache, default_cache_path
 from apo_local.engine.protocol import ChoiceScores, Engine, Generation, GenerationRequest
 from apo_local.engine.roles import ROLES, RoleEngine, Trace
 from apo_local.engine.settings import EngineSettings, has_cuda_gpu
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 __all__ = [
     "CachedEngine",

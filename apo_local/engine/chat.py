@@ -25,7 +25,7 @@ import logging
 import re
 from collections.abc import Sequence
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from apo_local.engine.chat import ChatFormatter
 from apo_local.engine.modelinfo import eos_ids, loaded_context_length, model_fingerprint
 from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest, tail_repeats
 from apo_local.engine.settings import EngineSettings, has_cuda_gpu
-from apo_local.errors import ApoError
-from apo_local.quiet import quiet_transformers
+from apo_local.support.errors import ApoError
+from apo_local.support.quiet import quiet_transformers
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from apo_local.engine.chat import strip_thinking
 from apo_local.engine.openai_client import ServerClient, ServerError
 from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
 from apo_local.engine.settings import EngineSettings
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 log = logging.getLogger(__name__)
 

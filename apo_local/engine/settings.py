@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 
 def freeze(value: Any) -> Any:

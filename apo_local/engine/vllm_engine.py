@@ -27,8 +27,8 @@ from apo_local.engine.settings import (
     scoped_environment,
 )
 from apo_local.engine.start_failure import start_failure
-from apo_local.errors import ApoError
-from apo_local.quiet import StartupTap, drop_vllm_noise, quiet
+from apo_local.support.errors import ApoError
+from apo_local.support.quiet import StartupTap, drop_vllm_noise, quiet
 
 __all__ = ["ChatFormatter", "VLLMEngine", "model_fingerprint"]  # the first two re-exported for old imports
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 
 from apo_local.config import build_config, deep_merge
-from apo_local.errors import ApoError
 from apo_local.experiments.compare import CompareSpec, compare, load_spec
+from apo_local.support.errors import ApoError
 
 log = logging.getLogger("apo_local")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 __all__ = ["write_report", "write_run_report", "write_sweep_report"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 log = logging.getLogger("apo_local")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from apo_local.figures import png
+from apo_local.support.figures import png
 
 
 def length_front(results: dict | None) -> dict | None:

@@ -1,4 +1,4 @@
-"""Report plots (matplotlib Figure objects, no pyplot, no display), rendered to PNG by ``apo_local.figures``.
+"""Report plots (matplotlib Figure objects, no pyplot, no display), rendered to PNG by ``apo_local.support.figures``.
 
 Each ``*_plot`` function takes the plain data of ``apo_local.report.data`` and returns PNG bytes;
 ``score_figure``, ``lineage_figure`` and ``usage_figure`` return the Figure itself (tests read its parts).
@@ -10,7 +10,7 @@ import math
 
 from matplotlib.figure import Figure
 
-from apo_local.figures import png as _png
+from apo_local.support.figures import png as _png
 
 OPERATOR_COLORS = {"initial": "#444444", "edit": "#1f77b4", "paraphrase": "#ff7f0e", "kept": "#2ca02c"}
 FATE_EDGE = {"selected": "#d62728", "beam": "#2ca02c"}

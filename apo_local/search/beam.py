@@ -18,7 +18,6 @@ from dataclasses import replace
 
 from apo_local.config_schema import RunConfig
 from apo_local.engine import RoleEngine, Trace
-from apo_local.errors import ApoError
 from apo_local.run_dir import RunDir, write_json
 from apo_local.scoring import Scorer
 from apo_local.search import attribution as attr
@@ -40,6 +39,7 @@ from apo_local.search.selectors import reward_scale
 from apo_local.search.splits import eval_rows, train_rows, validation_rows
 from apo_local.search.state import Candidate, Phase, RunState, Status
 from apo_local.search.streams import Streams
+from apo_local.support.errors import ApoError
 from apo_local.tasks import Task
 from apo_local.tasks.metrics import selection_weights
 
@@ -58,7 +58,6 @@ class BeamSearch:
         run_dir: RunDir | None = None,
         on_round: Callable[[dict], None] | None = None,
     ):
-        """``on_round``: called with each round's history entry when its selection ends (experiment tracking)."""
         self.task, self.cfg, self.run_dir, self.optimizer = task, cfg, run_dir, optimizer
         self.trace: Trace = target.trace
         self.proposer = make_proposer(cfg.search.proposer, cfg)
@@ -108,7 +107,7 @@ class BeamSearch:
             ),
             max_prompt_tokens=cfg.search.max_prompt_tokens,
         )
-        self.on_round = on_round or (lambda entry: None)
+        self.on_round = on_round or (lambda entry: None)  # each round's history entry, as its selection ends
         self._records: dict[str, dict] = {}  # every candidate record of this process's rounds (no run directory)
 
     def _check_budget(self) -> None:

@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from apo_local.config_schema import RunConfig
-from apo_local.errors import ApoError
 from apo_local.run_dir import atomic_write
 from apo_local.search.proposers import Expansion, method_of
+from apo_local.support.errors import ApoError
 from apo_local.tasks import Example, Task
 
 CHARS_PER_TOKEN = 4

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import jinja2
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 from apo_local.tasks import Example
 
 BUILTIN_DIR = Path(__file__).parent / "prompts"

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 
 @dataclass

@@ -23,8 +23,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
 
-from apo_local.errors import ApoError
 from apo_local.run_dir import write_json
+from apo_local.support.errors import ApoError
 
 
 def candidate_id(text: str) -> str:

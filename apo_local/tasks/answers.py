@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 READINGS = ("label", "positive-prefix", "final-line")
 ANSWER_LINE = re.compile(r"^[\s*_#>-]*(?:final\s+)?answer[\s*_]*[:=][\s*_]*(.*?)[\s*_.]*$", re.IGNORECASE)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 OPEN, CLOSE = "<demonstrations>", "</demonstrations>"
 _MARK = "\n" + OPEN + "\n"

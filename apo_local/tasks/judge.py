@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 GRADES = ("Yes", "No")
 CONTENT_FREE = "N/A"

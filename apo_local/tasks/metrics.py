@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 from apo_local.tasks.examples import first_line
 
 BUILTIN_METRICS = ("accuracy", "f1", "macro_f1", "exact_match", "normalized_match", "numeric_match")

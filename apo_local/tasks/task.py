@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 from apo_local.tasks.examples import FORMATS, Example, first_line, load_examples, read_text
 from apo_local.tasks.judge import judge_metric
 from apo_local.tasks.length import LengthLimit

@@ -8,7 +8,7 @@ from pathlib import Path
 import jinja2
 from jinja2 import meta
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 from apo_local.tasks.demos import OPEN, join_prompt, split_prompt
 from apo_local.tasks.examples import first_line, read_text
 

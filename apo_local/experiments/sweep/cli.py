@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from apo_local.errors import ApoError
 from apo_local.experiments.sweep.cell import initial_status
 from apo_local.experiments.sweep.engines import order_for_engines
 from apo_local.experiments.sweep.grid import expand
 from apo_local.experiments.sweep.run import SweepResult, run_sweep
 from apo_local.experiments.sweep.spec import load_sweep
+from apo_local.support.errors import ApoError
 
 
 @click.command("sweep", context_settings={"max_content_width": 120})

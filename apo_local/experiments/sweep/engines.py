@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from apo_local.config import RunConfig
-from apo_local.errors import ApoError
 from apo_local.experiments.sweep.grid import Cell
+from apo_local.support.errors import ApoError
 
 
 def engine_keys(cfg: RunConfig) -> frozenset:

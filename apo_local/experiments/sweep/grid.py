@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apo_local.config import RunConfig, build_config, dump_config, flatten_keys
-from apo_local.errors import ApoError
 from apo_local.experiments.sweep.spec import SweepConfig
+from apo_local.support.errors import ApoError
 
 # Labels every cell has (the results tables' identity columns); other varied keys are added after them.
 FIXED_LABEL_KEYS = ("task", "seed", "target.model", "optimizer.model", "search.proposer", "selection.selector")

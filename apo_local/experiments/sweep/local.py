@@ -6,10 +6,10 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from apo_local.errors import ApoError
 from apo_local.experiments.sweep.cell import run_cell
 from apo_local.experiments.sweep.grid import Cell
 from apo_local.experiments.sweep.manifest import write_manifest
+from apo_local.support.errors import ApoError
 
 log = logging.getLogger("apo_local")
 

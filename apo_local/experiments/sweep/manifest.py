@@ -10,9 +10,9 @@ import json
 import os
 from pathlib import Path
 
-from apo_local.errors import ApoError
 from apo_local.experiments.sweep.grid import Cell
 from apo_local.run_dir import write_json
+from apo_local.support.errors import ApoError
 
 MANIFEST = "cells.json"
 SWEEP_CONFIG = "sweep.yaml"

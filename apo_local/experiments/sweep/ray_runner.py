@@ -14,13 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from apo_local.errors import ApoError
 from apo_local.experiments.sweep.cell import run_cell
 from apo_local.experiments.sweep.engines import gpus_for
 from apo_local.experiments.sweep.grid import Cell
 from apo_local.experiments.sweep.manifest import write_manifest
 from apo_local.experiments.sweep.packing import pack, unpack
 from apo_local.experiments.sweep.spec import RayOptions
+from apo_local.support.errors import ApoError
 
 log = logging.getLogger("apo_local")
 

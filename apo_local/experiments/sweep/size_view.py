@@ -217,7 +217,7 @@ def write_size_view(out: Path, rows: list[dict], group_keys: list[str]) -> list[
 
 
 def optimizer_size_plot(rows: list[dict]) -> bytes:
-    from apo_local.figures import png
+    from apo_local.support.figures import png
 
     return png(optimizer_size_figure(rows))
 

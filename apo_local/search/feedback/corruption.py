@@ -21,7 +21,7 @@ import math
 import random
 from collections.abc import Sequence
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 from apo_local.tasks import Example
 from apo_local.tasks.metrics import parse_number
 

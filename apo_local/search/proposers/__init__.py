@@ -27,10 +27,10 @@ import pkgutil
 from typing import Protocol
 
 from apo_local.config_schema import RunConfig
-from apo_local.errors import ApoError
 from apo_local.search.context import RoundContext
 from apo_local.search.proposers.method import Expansion, Method, TargetAnswer
 from apo_local.search.state import Candidate
+from apo_local.support.errors import ApoError
 
 __all__ = [
     "METHODS",

@@ -30,12 +30,12 @@ import random
 from dataclasses import fields
 from typing import Protocol
 
-from apo_local.errors import ApoError
 from apo_local.search.selectors.base import PullFn, SelectionResult, SelectorBase, reward_scale
 from apo_local.search.selectors.pareto import ParetoSelector
 from apo_local.search.selectors.successive import SuccessiveHalvingSelector, SuccessiveRejectsSelector
 from apo_local.search.selectors.ucb import UCBESelector, UCBSelector
 from apo_local.search.selectors.uniform import UniformSelector
+from apo_local.support.errors import ApoError
 
 __all__ = ["PullFn", "SELECTORS", "SelectionResult", "Selector", "make_selector", "reward_scale"]
 

@@ -8,7 +8,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from apo_local.errors import ApoError
+from apo_local.support.errors import ApoError
 
 PullFn = Callable[[list[tuple[int, int]]], list[list[float]]]
 

@@ -17,8 +17,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from apo_local.errors import ApoError
 from apo_local.search.selectors.base import PullFn, PullTracker, SelectionResult, SelectorBase
+from apo_local.support.errors import ApoError
 
 
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:

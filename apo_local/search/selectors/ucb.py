@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from apo_local.errors import ApoError
 from apo_local.search.selectors.base import PullTracker, SelectorBase
+from apo_local.support.errors import ApoError
 
 
 @dataclass
