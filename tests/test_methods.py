@@ -129,3 +129,21 @@ def test_a_method_whose_knobs_live_in_no_section_is_refused():
     with pytest.raises(ApoError, match="method 'stray': no config section 'nowhere'"):
         register_method(stray)
     assert "stray" not in METHODS
+
+
+def test_the_readmes_own_method_example_runs(monkeypatch):
+    """README "Your own method": its block registers a method and builds a config that names it."""
+    import re
+    from pathlib import Path
+
+    import apo_local.config as config
+
+    monkeypatch.setattr(proposers, "METHODS", dict(METHODS))
+    monkeypatch.setattr(proposers, "PROPOSERS", dict(proposers.PROPOSERS))
+    monkeypatch.setattr(config, "METHODS", proposers.METHODS)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Your own method\n", 1)[1].split("\n### ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    scope: dict = {}
+    exec(block, scope)
+    assert scope["cfg"].search.proposer == "hedge" and "hedge" in proposers.METHODS
