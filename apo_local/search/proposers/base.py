@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from apo_local.search.context import RoundContext
 from apo_local.search.reply_shapes import tagged
 from apo_local.search.state import Candidate
 
-# (parent, example block, reason or feedback text, extra Candidate fields)
-Reason = tuple[Candidate, str, str, dict]
+
+class Reason(NamedTuple):
+    """One reason an update is asked for: a gradient (or three-stage feedback) on one group of examples."""
+
+    parent: Candidate
+    examples: str  # the example block the optimizer was shown
+    text: str  # the reason (gradient) or feedback
+    extra: dict  # more Candidate fields for the updates it makes (e.g. the critique)
 
 
 class UpdateThenParaphrase:
@@ -58,7 +66,7 @@ def reasons(
 ) -> list[Reason]:
     """Up to ``limit`` parsed items per (parent, example block) group, as ``Reason`` tuples."""
     return [
-        (parent, block, item, extra(i))
+        Reason(parent, block, item, extra(i))
         for i, ((parent, block), reply) in enumerate(zip(groups, replies))
         for item in ctx.optimizer.parse(reply.text, purpose)[:limit]
     ]
