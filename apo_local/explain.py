@@ -62,11 +62,13 @@ def explain(path: str | Path) -> dict:
         cfg = cap_test_limit(cfg, task)
         trace = Trace()
         trace.at("attribution", results.get("rounds_completed"))
+        answer = target_answer(cfg)
         scorer = Scorer(
             task,
             _engines(cfg, task, trace),
-            *target_answer(cfg)[:2],
-            answer=target_answer(cfg).reading,
+            answer.mode,
+            answer.max_tokens,
+            answer=answer.reading,
             calibration=cfg.scoring.calibration,
         )
         records = attr.candidate_records(

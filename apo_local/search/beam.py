@@ -65,13 +65,8 @@ class BeamSearch:
         self.train = train_rows(task, cfg)
         self.validation = validation_rows(task, cfg)
         self.test = eval_rows(task, cfg)
-        self.scorer = Scorer(
-            task,
-            target,
-            *target_answer(cfg)[:2],
-            answer=target_answer(cfg).reading,
-            calibration=cfg.scoring.calibration,
-        )
+        answer = target_answer(cfg)
+        self.scorer = Scorer(task, target, *answer[:2], answer=answer.reading, calibration=cfg.scoring.calibration)
         self.meta = MetaPrompts(cfg.meta_prompts.model_dump())
         f = cfg.feedback  # labels the selection rewards are computed against (same example ids)
         if "wrong" in (f.labels, f.selection_labels) or f.errors == "pseudo":
