@@ -12,17 +12,17 @@ from apo_local.support.errors import ApoError
 __version__ = "0.1.0"
 
 _LAZY = {
-    "build_config": "apo_local.config",
-    "load_config": "apo_local.config",
-    "RunConfig": "apo_local.config",
+    "build_config": "apo_local.run.config",
+    "load_config": "apo_local.run.config",
+    "RunConfig": "apo_local.run.config",
     "EngineSettings": "apo_local.engine",
     "load_engine": "apo_local.engine",
     "load_task": "apo_local.tasks",
     "Task": "apo_local.tasks",
     "Scorer": "apo_local.scoring",
-    "optimize": "apo_local.runner",
-    "resume": "apo_local.runner",
-    "RunResult": "apo_local.search",
+    "optimize": "apo_local.run.optimize",
+    "resume": "apo_local.run.optimize",
+    "RunResult": "apo_local.run.result",
     "show_progress": "apo_local.support.library_logging",
     "Method": "apo_local.search.proposers",
     "register_method": "apo_local.search.proposers",

@@ -69,7 +69,7 @@ def stub_engine(model: str | None = None, max_model_len: int = 2048):
 
     from apo_local.engine.chat import ChatFormatter
     from apo_local.engine.vllm_engine import VLLMEngine
-    from apo_local.models import chat_template_for, resolve_model
+    from apo_local.models.registry import chat_template_for, resolve_model
 
     path = resolve_model(model)
     eng = VLLMEngine.__new__(VLLMEngine)

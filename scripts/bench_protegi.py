@@ -74,7 +74,7 @@ def parse_args(argv=None):
 def build_cfg(args):
     import yaml
 
-    from apo_local.config import load_config
+    from apo_local.run.config import load_config
 
     overrides = {"cache": "off"}
     for kv in args.set:
@@ -86,7 +86,7 @@ def build_cfg(args):
 def run_apo(cfg, out: Path) -> dict:
     """(a) exactly ``apo_local.optimize``; the engine is started first (and timed apart), then reused."""
     from apo_local.engine import Trace, shutdown_engines
-    from apo_local.runner import engines_for, optimize
+    from apo_local.run.optimize import engines_for, optimize
 
     enable_inprocess_stats()
     try:
@@ -159,10 +159,10 @@ def reference_scorer(task, engine, max_tokens: int):
 def run_reference(cfg, out: Path, args) -> dict:
     from http_engine import HttpEngine, LocalServer
 
-    from apo_local.config import dump_config
+    from apo_local.run.config import dump_config
     from apo_local.engine import RoleEngine, Trace
-    from apo_local.models import resolve_model
-    from apo_local.run_dir import RunDir
+    from apo_local.models.registry import resolve_model
+    from apo_local.run.run_dir import RunDir
     from apo_local.search import BeamSearch
     from apo_local.tasks import load_task
 

@@ -47,9 +47,9 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     import yaml
 
-    from apo_local.config import dump_config, load_config
+    from apo_local.run.config import dump_config, load_config
     from apo_local.engine import shutdown_engines
-    from apo_local.runner import optimize
+    from apo_local.run.optimize import optimize
 
     args = parse_args(argv)
     overrides = {"search.rounds": 1, "cache": "off"}

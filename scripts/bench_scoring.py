@@ -109,7 +109,7 @@ def cells_of(args) -> list[tuple[int, int]]:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from apo_local.models import resolve_model
+    from apo_local.models.registry import resolve_model
     from apo_local.tasks import load_task, parse_label
 
     model_path = resolve_model(args.model)

@@ -95,8 +95,8 @@ def _stop_the_engines_a_test_started():
 def tiny_run(engine, tmp_path_factory):
     """One uninterrupted TINY run, in-process on the shared engine with a fresh result cache (every engine
     call computed): the reference that resumed and checked runs are compared with. (run directory, result)"""
-    from apo_local.config import build_config
-    from apo_local.runner import optimize
+    from apo_local.run.config import build_config
+    from apo_local.run.optimize import optimize
 
     root = tmp_path_factory.mktemp("tiny-run")
     result = optimize(build_config(TINY, {"cache": str(root / "cache.sqlite")}), root / "run")
@@ -107,8 +107,8 @@ def tiny_run(engine, tmp_path_factory):
 def shipped_run(engine, tmp_path_factory):
     """``shipped_run(name)``: the run directory of a shipped config at its tiny size (tests/shipped_runs.py), run
     once per session with a result cache of its own (independent of the other configs and of test order)."""
-    from apo_local.config import build_config
-    from apo_local.runner import optimize
+    from apo_local.run.config import build_config
+    from apo_local.run.optimize import optimize
     from tests.shipped_runs import tiny
 
     runs: dict = {}
@@ -179,7 +179,7 @@ def airgapped_cli_run(tmp_path_factory):
             *netns_prefix(),
             sys.executable,
             "-m",
-            "apo_local.cli",
+            "apo_local.commands.cli",
             "optimize",
             "--config",
             str(root / "tiny.yaml"),
@@ -210,7 +210,7 @@ def vllm_server(tmp_path_factory):
     from types import SimpleNamespace
 
     from apo_local.engine import EngineSettings
-    from apo_local.models import chat_template_for, resolve_model
+    from apo_local.models.registry import chat_template_for, resolve_model
     from apo_local.support.errors import ApoError
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from apo_local.config import read_run_config
+from apo_local.run.config import read_run_config
 from apo_local.search.proposers import method_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,8 +124,8 @@ def lock_run(name: str, out: Path, monkeypatch, **overrides) -> LockRun:
     (tests/stand_in.py), with ``overrides`` (section -> keys) on top. Candidate hygiene is off: the stand-in's
     hash-made replies never name the labels (Yes / No), so it would reject nearly every proposal and the rounds would
     exercise no search logic (hygiene has its own tests)."""
-    from apo_local.config import build_config
-    from apo_local.runner import optimize
+    from apo_local.run.config import build_config
+    from apo_local.run.optimize import optimize
     from tests.stand_in import use_stand_in
 
     data = tiny(name, LOCK_SIZE)

@@ -1,12 +1,12 @@
 """The scripted engine of the search-logic tests: deterministic replies (hash-based, in the shapes the meta-prompts
 ask for) and hash-based label scores, so every shipped config runs three rounds in seconds, without a model.
-``use_stand_in(monkeypatch)`` makes ``apo_local.runner`` serve both roles from it."""
+``use_stand_in(monkeypatch)`` makes ``apo_local.run.optimize`` serve both roles from it."""
 
 from __future__ import annotations
 
 import hashlib
 
-import apo_local.runner as runner
+import apo_local.run.optimize as runner
 from apo_local.engine import RoleEngine
 from apo_local.engine.protocol import ChoiceScores, Generation
 

@@ -1,4 +1,4 @@
-"""Edit attribution's arithmetic (apo_local/search/attribution.py), no engine: the lineage walk on synthetic candidate
+"""Edit attribution's arithmetic (apo_local/run/attribution.py), no engine: the lineage walk on synthetic candidate
 records, sentence splitting and the ablated prompts, gains with paired intervals on synthetic predictions, the
 one-batch scoring, the lines people read, compare's share, the estimate's bound and the report section."""
 
@@ -9,8 +9,8 @@ import math
 
 import pytest
 
-from apo_local.search import attribution as A
-from apo_local.search.headline import SplitStats
+from apo_local.run import attribution as A
+from apo_local.run.headline import SplitStats
 from apo_local.tasks.demos import join_prompt
 from apo_local.tasks.metrics import get_metric
 
@@ -250,8 +250,8 @@ def test_compare_reports_the_share_of_distinguishable_lineage_steps():
 
 
 def test_the_estimate_counts_the_attribution_prompts():
-    from apo_local.config import build_config
-    from apo_local.search.estimate import estimate
+    from apo_local.run.config import build_config
+    from apo_local.run.estimate import estimate
     from apo_local.search.splits import eval_rows, train_rows, validation_rows
     from apo_local.tasks import load_task
 

@@ -43,7 +43,7 @@ def test_a_tiny_run_has_its_attribution(tiny_run):
         assert _has_interval(step["test"]) and _has_interval(step["validation"])
     assert a["units"] and all(_has_interval(u["test"]) and _has_interval(u["validation"]) for u in a["units"])
     assert {u["kind"] for u in a["units"]} == {"sentence"}
-    from apo_local.run_summary import summary_lines
+    from apo_local.commands.summary import summary_lines
 
     line = next(x for x in summary_lines(result) if x.startswith("attribution (test f1): "))
     assert "step gains distinguishable from zero" in line and "sentence" in line
@@ -51,7 +51,7 @@ def test_a_tiny_run_has_its_attribution(tiny_run):
 
 
 def test_explain_recomputes_it_from_the_cache_and_writes_it(tiny_run, tmp_path, monkeypatch, capsys):
-    from apo_local.cli import _run_cli
+    from apo_local.commands.cli import _run_cli
 
     run, result = tiny_run
     copy = _copy(run, tmp_path / "run")
@@ -67,7 +67,7 @@ def test_explain_recomputes_it_from_the_cache_and_writes_it(tiny_run, tmp_path, 
 
 
 def test_explain_works_on_a_run_made_before_attribution(tiny_run, tmp_path):
-    from apo_local.explain import explain
+    from apo_local.commands.explain import explain
 
     run, result = tiny_run
     copy = _copy(run, tmp_path / "old")

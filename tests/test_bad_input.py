@@ -1,7 +1,7 @@
 """Bad input through the CLI: one line on stderr, exit code 2, no engine started, nothing written.
 
-Most cases call ``apo_local.cli.main`` in this process (cheap, same code path as the console
-script); a few run ``python -m apo_local.cli`` in a subprocess to check the real process: exit
+Most cases call ``apo_local.commands.cli.main`` in this process (cheap, same code path as the console
+script); a few run ``python -m apo_local.commands.cli`` in a subprocess to check the real process: exit
 status 2, exactly one stderr line, no traceback. No case here may start an engine: the vLLM
 backend's constructor is replaced by one that fails the test.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from apo_local.cli import main
-from apo_local.run_dir import RunDir
+from apo_local.commands.cli import main
+from apo_local.run.run_dir import RunDir
 from apo_local.support.errors import ApoError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,8 +180,8 @@ def test_test_limit_beyond_the_test_split_is_capped_with_one_line(tmp_path, monk
     """Like evaluate --limit: a test_limit larger than the test split uses the whole split and says so."""
     import logging
 
-    from apo_local.config import build_config
-    from apo_local.runner import cap_test_limit, preflight
+    from apo_local.run.config import build_config
+    from apo_local.run.optimize import cap_test_limit, preflight
     from apo_local.tasks import load_task
 
     task = load_task(make_task(tmp_path / "task", test=jsonl(ROWS[:3])))
@@ -363,7 +363,7 @@ def test_second_process_is_refused_by_the_lock(tmp_path):
     first.open("seed: 0\n")
     try:
         code = (
-            "import sys\nfrom apo_local.run_dir import RunDir\nfrom apo_local.support.errors import ApoError\n"
+            "import sys\nfrom apo_local.run.run_dir import RunDir\nfrom apo_local.support.errors import ApoError\n"
             f"try:\n    RunDir({str(tmp_path / 'run')!r}).open('', resume=True)\n"
             "except ApoError as e:\n    print(e); sys.exit(2)\n"
         )
@@ -438,7 +438,7 @@ def test_real_process_one_line_exit_2(tmp_path, args, expected):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     env = {**os.environ, "APO_LOCAL_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run(
-        [sys.executable, "-m", "apo_local.cli", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
+        [sys.executable, "-m", "apo_local.commands.cli", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
     )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -450,7 +450,7 @@ def test_real_process_one_line_exit_2(tmp_path, args, expected):
 
 def test_an_unexpected_error_shows_its_traceback_and_exit_1(monkeypatch, capsys):
     """A bug is not bad input: its traceback reaches the terminal (the exit path must not swallow it)."""
-    import apo_local.cli as cli_module
+    import apo_local.commands.cli as cli_module
 
     def broken():
         raise ValueError("a bug in a table writer")

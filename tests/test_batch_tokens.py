@@ -34,7 +34,7 @@ def chat():
     from transformers import AutoTokenizer
 
     from apo_local.engine.chat import ChatFormatter
-    from apo_local.models import chat_template_for, resolve_model
+    from apo_local.models.registry import chat_template_for, resolve_model
 
     path = resolve_model(None)
     return ChatFormatter(AutoTokenizer.from_pretrained(str(path)), chat_template_for(path), {}, name=str(path))

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from apo_local.config import build_config
-from apo_local.runner import optimize
+from apo_local.run.config import build_config
+from apo_local.run.optimize import optimize
 from apo_local.search.acceptance.length import length_beam, prompt_tokens, shortest_within_ci
 from apo_local.search.proposers.fewshot import demo_pool
 from apo_local.search.splits import train_rows

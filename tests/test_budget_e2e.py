@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from apo_local.config import build_config
-from apo_local.runner import optimize
+from apo_local.run.config import build_config
+from apo_local.run.optimize import optimize
 from apo_local.search.beam import BeamSearch
-from apo_local.search.budget import Budget
+from apo_local.ledger import Budget
 from apo_local.search.optimizer_calls import OptimizerCalls
 
 pytestmark = pytest.mark.engine

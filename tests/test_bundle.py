@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from apo_local.bundle import TORCH_FAMILY, VERIFIED_PINS, install_script, pick_vllm, torch_pin
+from apo_local.commands.bundle import TORCH_FAMILY, VERIFIED_PINS, install_script, pick_vllm, torch_pin
 from apo_local.support.errors import ApoError
 
 
@@ -48,7 +48,7 @@ def test_install_script_is_offline_and_lists_every_wheel():
 
 
 def test_platform_tags_cover_older_glibc():
-    from apo_local.bundle import platform_tags
+    from apo_local.commands.bundle import platform_tags
 
     tags = platform_tags("manylinux_2_28_x86_64")
     assert tags[0] == "manylinux_2_28_x86_64" and "manylinux_2_17_x86_64" in tags and "manylinux2014_x86_64" in tags

@@ -11,7 +11,7 @@ import pytest
 from apo_local import calibration as calib
 from apo_local.engine.protocol import ChoiceScores
 from apo_local.scoring import Evaluation, Scorer, prediction_records
-from apo_local.search.baselines import constant_evaluations
+from apo_local.run.baselines import constant_evaluations
 from apo_local.support.errors import ApoError
 from apo_local.tasks import Example, load_task
 
@@ -161,7 +161,7 @@ def test_bad_calibration_and_generate_mode():
 
 
 def test_the_config_key_reaches_the_schema():
-    from apo_local.config import build_config
+    from apo_local.run.config import build_config
 
     assert build_config({}).scoring.calibration in calib.CALIBRATIONS
     assert build_config({"scoring": {"calibration": "batch"}}).scoring.calibration == "batch"
@@ -172,7 +172,7 @@ def test_the_config_key_reaches_the_schema():
 def test_the_offsets_reach_the_results_summary_of_the_prompt():
     """results.json's initial_test / best_test / selected_test are ``SplitStats.summary`` of the evaluation: the
     prompt's offsets go with it."""
-    from apo_local.search.headline import SplitStats
+    from apo_local.run.headline import SplitStats
 
     task = load_task("liar")
     test = rows(3, 5)

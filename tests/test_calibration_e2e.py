@@ -18,7 +18,7 @@ ROWS = 16
 
 
 def evaluate(tmp_path, calibration: str) -> tuple[dict, list[dict]]:
-    from apo_local.cli import cli
+    from apo_local.commands.cli import cli
 
     preds = tmp_path / f"{calibration}.jsonl"
     res = CliRunner().invoke(

@@ -9,7 +9,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from apo_local.cli import cli
+from apo_local.commands.cli import cli
 from apo_local.engine.protocol import ChoiceScores
 from apo_local.tasks import load_task
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from apo_local.cli import cli
+from apo_local.commands.cli import cli
 from tests.stand_in import use_stand_in
 
 

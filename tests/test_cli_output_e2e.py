@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "apo_local.cli"]
+CLI = [sys.executable, "-m", "apo_local.commands.cli"]
 TABLE = re.compile(
     r"^(|headline: .*|\s+train est\.\s+test f1 \[95% CI\]\s+test acc \(= micro-F1\)\s+prompt"
     r"|(selected \(.+?\)|initial|best constant answer( = train majority)?"
@@ -103,7 +103,7 @@ def _task(root: Path, rows: list[dict], kind: str, extra: dict) -> Path:
 
 
 def test_evaluate_generation_task_stores_every_prediction(engine, tmp_path):
-    from apo_local.cli import cli
+    from apo_local.commands.cli import cli
 
     rows = [
         {"text": f"How many apples are in a bag of {n} apples and {m} more apples?", "label": str(n + m)}
@@ -146,7 +146,7 @@ def test_evaluate_generation_task_stores_every_prediction(engine, tmp_path):
 
 
 def test_evaluate_says_when_labels_were_mapped_and_when_the_limit_is_capped(engine, tmp_path, caplog):
-    from apo_local.cli import cli
+    from apo_local.commands.cli import cli
     from apo_local.tasks import load_task
 
     liar = load_task("liar")

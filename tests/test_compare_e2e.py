@@ -62,7 +62,7 @@ def test_compare_two_methods_two_seeds(engine, tmp_path):
     assert "| protegi | 2 |" in md and "| mc | 2 |" in md and "vs protegi: diff [95% CI]" in md and "McNemar p" in md
 
     # Re-running continues (here: nothing left to do) and prints the same table, through the CLI.
-    from apo_local.cli import cli
+    from apo_local.commands.cli import cli
 
     spec_file = tmp_path / "cmp.yaml"
     spec_file.write_text(yaml.safe_dump(data, sort_keys=False))

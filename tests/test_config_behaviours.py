@@ -178,7 +178,7 @@ def test_ucb_and_uniform_choose_differently_on_the_same_candidates(tmp_path, mon
 @pytest.mark.parametrize("name", RUN_CONFIGS)
 def test_the_pre_run_estimate_bounds_the_engine_calls(name, lock_runs):
     """The estimate from the config is an upper bound of the calls and prompts its lock run made, per role."""
-    from apo_local.search.estimate import estimate
+    from apo_local.run.estimate import estimate
     from apo_local.search.splits import eval_rows, train_rows, validation_rows
 
     run = lock_runs[name]

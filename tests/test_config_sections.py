@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from apo_local.cli import main
-from apo_local.config import PRESETS, build_config, dump_config, flag_help, flag_names, load_config
+from apo_local.commands.cli import main
+from apo_local.run.config import PRESETS, build_config, dump_config, flag_help, flag_names, load_config
 from apo_local.search.state import Candidate, Phase, RunState, Status
 from apo_local.support.errors import ApoError
 
@@ -148,7 +148,7 @@ def test_preset_lies_under_the_file_and_the_flags(tmp_path):
 def test_every_optimize_flag_has_a_meaning_and_a_default():
     from click.testing import CliRunner
 
-    from apo_local.cli import cli
+    from apo_local.commands.cli import cli
 
     out = CliRunner().invoke(cli, ["optimize", "--help"]).output
     text = " ".join(out.split())
@@ -172,7 +172,7 @@ def test_every_optimize_flag_has_a_meaning_and_a_default():
 
 
 def test_estimate_grows_with_the_config_and_follows_the_method():
-    from apo_local.search.estimate import estimate
+    from apo_local.run.estimate import estimate
     from apo_local.search.splits import eval_rows, train_rows
     from apo_local.tasks import load_task
 
@@ -183,7 +183,7 @@ def test_estimate_grows_with_the_config_and_follows_the_method():
         return estimate(cfg, task, train_rows(task, cfg), eval_rows(task, cfg))
 
     small = size({"search": {"rounds": 1}, "evaluation": {"test_limit": 10}})
-    from apo_local.search.attribution import MAX_UNITS
+    from apo_local.run.attribution import MAX_UNITS
 
     # minibatch, selection budget, final test of beam + initial, edit attribution (lineage of 1 round + ablations)
     assert small.target.prompts == 1 * 64 + 2048 + 5 * 10 + (1 + 1 + MAX_UNITS) * 10
@@ -241,7 +241,7 @@ def test_a_version_1_checkpoint_written_by_the_earlier_layout_migrates():
 
 def test_resume_keeps_the_method_section_of_a_config_in_todays_layout():
     """A run directory's own config.yaml (today's layout) read back for --resume keeps its protegi knobs."""
-    from apo_local.config import build_config, dump_config
+    from apo_local.run.config import build_config, dump_config
 
     cfg = build_config({"protegi": {"n_gradients": 2, "mc_samples": 1}, "selection": {"ucb_c": 1.5}})
     again = build_config(yaml.safe_load(dump_config(cfg)), resume=True)

@@ -85,7 +85,7 @@ def test_too_long_prompt_is_an_error_result_not_a_crash(engine):
 
 @pytest.mark.parametrize("mode", ["logprobs", "generate"])
 def test_evaluate_cli_both_modes(engine, mode, tmp_path):
-    from apo_local.cli import cli
+    from apo_local.commands.cli import cli
 
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("Determine whether the Statement is a lie (Yes) or not (No).")
@@ -137,7 +137,7 @@ def test_two_engines_side_by_side(engine, engine_settings, liar, tmp_path):
 def test_aliases_and_seeds_share_one_engine(engine, engine_settings):
     from dataclasses import replace
 
-    from apo_local.models import resolve_model
+    from apo_local.models.registry import resolve_model
 
     same = load_engine(replace(engine_settings, model=str(resolve_model(None)), seed=123), False)
     assert same.inner is engine.inner

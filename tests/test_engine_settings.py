@@ -128,7 +128,7 @@ def test_spawn_is_the_default_start_on_cuda_unless_the_user_chose():
 def test_engine_args_pass_through_and_win_over_defaults():
     from pathlib import Path
 
-    from apo_local.config import build_config
+    from apo_local.run.config import build_config
     from apo_local.engine.vllm_engine import engine_kwargs
 
     cfg = build_config(

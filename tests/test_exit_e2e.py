@@ -24,7 +24,7 @@ RUN_TAG = "APO_TEST_EXIT_RUN"  # marks the processes of one command (other tests
 def run(args: list[str], deadline: float, tag: str = "", **env) -> tuple[subprocess.CompletedProcess, float]:
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "apo_local.cli", *args],
+        [sys.executable, "-m", "apo_local.commands.cli", *args],
         capture_output=True,
         text=True,
         timeout=deadline,

@@ -22,15 +22,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from apo_local.config import build_config
-from apo_local.run_dir import RunDir, atomic_write
-from apo_local.runner import optimize, resume
+from apo_local.run.config import build_config
+from apo_local.run.run_dir import RunDir, atomic_write
+from apo_local.run.optimize import optimize, resume
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.engine
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "apo_local.cli"]
+CLI = [sys.executable, "-m", "apo_local.commands.cli"]
 
 
 def _comparable(results: dict) -> dict:
@@ -219,7 +219,7 @@ def test_kill9_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path)
         code = (
             "import os, signal, json\n"
             "from pathlib import Path\n"
-            "import apo_local.run_dir as rd\n"
+            "import apo_local.run.run_dir as rd\n"
             f"target = {where}\n"
             f"def die(*a, **k):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
             f"{where.replace('os.', 'rd.os.')} = die\n"
@@ -455,7 +455,7 @@ def test_engine_start_failure_context_too_long():
     """Refused while vLLM checks its configuration (in this process: nothing is spawned)."""
     from apo_local.engine import EngineSettings
     from apo_local.engine.vllm_engine import VLLMEngine
-    from apo_local.models import resolve_model
+    from apo_local.models.registry import resolve_model
     from apo_local.support.errors import ApoError
 
     with pytest.raises(ApoError) as info:

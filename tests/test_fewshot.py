@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from apo_local.config import build_config
+from apo_local.run.config import build_config
 from apo_local.search.proposers.fewshot import MOVES, demo_move, demo_pool
 from apo_local.search.splits import train_rows
 from apo_local.support.errors import ApoError
@@ -94,14 +94,14 @@ def test_fewshot_knobs_belong_to_the_fewshot_proposers():
         build_config({"fewshot": {"max_demos": 2}})
     with pytest.raises(ApoError, match="protegi.n_gradients: not used by proposer fewshot"):
         build_config({"search": {"proposer": "fewshot"}, "protegi": {"n_gradients": 1}})
-    from apo_local.config import flag_names
+    from apo_local.run.config import flag_names
 
     assert flag_names()["fewshot.max_demos"] == "fewshot-max-demos"
 
 
 def test_shipped_fewshot_configs_load():
     root = Path(__file__).resolve().parent.parent / "configs"
-    from apo_local.config import load_config
+    from apo_local.run.config import load_config
 
     assert load_config(root / "fewshot.yaml").search.proposer == "fewshot"
     assert load_config(root / "instruction+fewshot.yaml").search.proposer == "instruction+fewshot"

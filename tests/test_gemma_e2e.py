@@ -19,7 +19,7 @@ import yaml
 from click.testing import CliRunner
 
 from apo_local.engine import EngineSettings, GenerationRequest, engine_key, load_engine, shutdown_engines
-from apo_local.models import load_registry, prepare_model
+from apo_local.models.registry import load_registry, prepare_model
 from tests.conftest import CLI_RUN
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
@@ -97,7 +97,7 @@ def test_gemma_as_the_target_of_evaluate(gemma, liar, tmp_path):
     """``apo-local evaluate --model gemma3-270m`` on 8 test rows, in-process: the module's Gemma engine is the target
     (no other engine starts), each prediction is the label Gemma scores highest on that row, the metrics are the
     task's."""
-    from apo_local.cli import cli
+    from apo_local.commands.cli import cli
     from apo_local.engine import running_engines
 
     rows = liar.split("test")[:8]
@@ -135,7 +135,7 @@ def test_gemma_as_the_target_of_evaluate(gemma, liar, tmp_path):
 def test_optimize_with_gemma_as_the_optimizer_beside_smollm2(engine, gemma, tmp_path):
     """``apo-local optimize --optimizer-model gemma3-270m`` (target: the default SmolLM2), in-process on the two
     engines already running: two different models side by side in one process, each with its own KV cache."""
-    from apo_local.cli import cli
+    from apo_local.commands.cli import cli
 
     config = {**CLI_RUN, "cache": str(tmp_path / "cache.sqlite")}
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))

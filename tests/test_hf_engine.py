@@ -38,7 +38,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def engine() -> TransformersEngine:
-    from apo_local.models import resolve_model
+    from apo_local.models.registry import resolve_model
 
     path = resolve_model(None)
     return TransformersEngine(path, EngineSettings(backend="transformers", dtype="float32", max_model_len=2048))

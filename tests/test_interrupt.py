@@ -41,7 +41,7 @@ def test_swallowed_ctrl_c_stops_at_the_next_engine_call(tmp_path):
 def _main(monkeypatch, capsys, *args) -> tuple[int, str]:
     import sys
 
-    from apo_local.cli import main
+    from apo_local.commands.cli import main
 
     monkeypatch.setattr(sys, "argv", ["apo-local", *map(str, args)])
     with pytest.raises(SystemExit) as info:
@@ -55,7 +55,7 @@ def test_ctrl_c_hint_names_the_actual_run_directory(tmp_path, monkeypatch, capsy
 
     import importlib
 
-    module = importlib.import_module("apo_local.runner")  # the module behind apo.optimize
+    module = importlib.import_module("apo_local.run.optimize")  # the module behind apo.optimize
     monkeypatch.setattr(module, "optimize", interrupted)
     monkeypatch.setattr(module, "resume", interrupted)
     run = tmp_path / "my-run"

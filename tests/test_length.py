@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from apo_local.config import build_config, flag_names
+from apo_local.run.config import build_config, flag_names
 from apo_local.search.acceptance.length import fronts, length_beam, shortest_within_ci, spread, wilson_lower
 from apo_local.support.errors import ApoError
 

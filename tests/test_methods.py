@@ -10,10 +10,10 @@ import textwrap
 
 import pytest
 
-from apo_local.config import build_config, dump_config
-from apo_local.runner import optimize
+from apo_local.run.config import build_config, dump_config
+from apo_local.run.optimize import optimize
 from apo_local.search import proposers
-from apo_local.search.estimate import estimate
+from apo_local.run.estimate import estimate
 from apo_local.search.proposers import METHODS, Method, declared_methods, method_of, register_method
 from apo_local.search.splits import eval_rows, train_rows, validation_rows
 from apo_local.support.errors import ApoError
@@ -59,7 +59,7 @@ def echo_method(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(proposers, "METHODS", dict(METHODS))
     monkeypatch.setattr(proposers, "PROPOSERS", dict(proposers.PROPOSERS))
-    import apo_local.config as config
+    import apo_local.run.config as config
 
     monkeypatch.setattr(config, "METHODS", proposers.METHODS)
     found = declared_methods([str(package)], "my_methods")
@@ -136,7 +136,7 @@ def test_the_readmes_own_method_example_runs(monkeypatch):
     import re
     from pathlib import Path
 
-    import apo_local.config as config
+    import apo_local.run.config as config
 
     monkeypatch.setattr(proposers, "METHODS", dict(METHODS))
     monkeypatch.setattr(proposers, "PROPOSERS", dict(proposers.PROPOSERS))

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-import apo_local.model_sources as model_sources
-import apo_local.models as models
-from apo_local.models import list_models, load_registry, prepare_model
+import apo_local.models.sources as model_sources
+import apo_local.models.registry as models
+from apo_local.models.registry import list_models, load_registry, prepare_model
 from apo_local.support.errors import ApoError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,7 +101,7 @@ def test_a_sha256_mismatch_is_one_error_line_and_exit_2(tmp_path):
     """The real command line: the parts join, their sha256 is not the registry's: one line, exit 2, no model."""
     site, joined, env = parts_setup(tmp_path, sha="ab" * 32)
     proc = subprocess.run(
-        [sys.executable, "-m", "apo_local.cli", "models", "prepare", "q"],
+        [sys.executable, "-m", "apo_local.commands.cli", "models", "prepare", "q"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -171,7 +171,7 @@ def test_the_shipped_registry_lists_both_qwen_models(monkeypatch):
 def test_models_list_shows_them(monkeypatch):
     from click.testing import CliRunner
 
-    from apo_local.cli import cli
+    from apo_local.commands.cli import cli
 
     monkeypatch.delenv(models.REGISTRY_ENV, raising=False)
     out = CliRunner().invoke(cli, ["models", "list"]).output

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-import apo_local.model_sources as model_sources
-import apo_local.models as models
-from apo_local.models import list_models, load_registry, models_dir, prepare_model, resolve_model
+import apo_local.models.sources as model_sources
+import apo_local.models.registry as models
+from apo_local.models.registry import list_models, load_registry, models_dir, prepare_model, resolve_model
 from apo_local.support.errors import ApoError
 
 
@@ -272,7 +272,7 @@ def test_registry_chat_template_override_reaches_the_engine_formatter(tmp_path, 
     from transformers import AutoTokenizer
 
     from apo_local.engine.vllm_engine import ChatFormatter
-    from apo_local.models import chat_template_for, resolve_model
+    from apo_local.models.registry import chat_template_for, resolve_model
 
     folder = resolve_model(None)
     (tmp_path / "plain.jinja").write_text("{% for m in messages %}USER SAYS: {{ m['content'] }}\n{% endfor %}ANSWER:")
@@ -407,7 +407,7 @@ def test_chat_template_plain_forces_plain_mode(tmp_path, monkeypatch):
     from transformers import AutoTokenizer
 
     from apo_local.engine.chat import ChatFormatter
-    from apo_local.models import chat_template_for
+    from apo_local.models.registry import chat_template_for
 
     folder = resolve_model(None)
     write_registry(tmp_path, f"models:\n  mine: {{path: {folder}, chat_template: plain}}\n", monkeypatch)
@@ -422,7 +422,7 @@ def test_chat_template_plain_forces_plain_mode(tmp_path, monkeypatch):
 
 
 def test_the_first_use_line_says_how_long(tmp_path, monkeypatch, caplog):
-    from apo_local.models import prepare_minutes
+    from apo_local.models.registry import prepare_minutes
 
     assert prepare_minutes(253_000_000) == "about 3 min" and prepare_minutes(None) == "a few minutes"
     write_registry(tmp_path, REGISTRY, monkeypatch)

@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 import apo_local.engine.openai_client as oc
-from apo_local.cli import cli
+from apo_local.commands.cli import cli
 from apo_local.engine import EngineSettings, GenerationRequest
 from apo_local.engine.openai_engine import OpenAIEngine
 from apo_local.support.errors import ApoError

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from apo_local.config import build_config
+from apo_local.run.config import build_config
 from apo_local.engine.openai_client import ServerClient, ServerError
 from apo_local.engine.openai_engine import _first_token_logprob, parse_label
 from apo_local.support.errors import ApoError
@@ -65,8 +65,8 @@ def test_unreachable_server_is_one_line():
 
 
 def test_config_flags_and_checks():
-    from apo_local.config import flag_names
-    from apo_local.runner import preflight
+    from apo_local.run.config import flag_names
+    from apo_local.run.optimize import preflight
     from apo_local.tasks import load_task
 
     flags = flag_names()

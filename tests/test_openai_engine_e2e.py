@@ -66,7 +66,7 @@ def test_generate_and_parse_and_top_logprobs(server, liar):
 
 def test_optimize_through_the_server(server, tmp_path):
     """A tiny run with --target-backend openai: the trace records the server's calls; a rerun is all cache."""
-    from apo_local.cli import cli
+    from apo_local.commands.cli import cli
 
     out = tmp_path / "run"
     flags = [
@@ -137,7 +137,7 @@ def test_a_server_dying_mid_run_then_resume(vllm_server, tmp_path):
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     run = tmp_path / "run"
     env = {**os.environ, "APO_LOCAL_OPENAI_API_KEY": KEY, "APO_LOCAL_CACHE_DIR": str(tmp_path / "user-cache")}
-    cli = [sys.executable, "-m", "apo_local.cli"]
+    cli = [sys.executable, "-m", "apo_local.commands.cli"]
     root = Path(__file__).resolve().parents[1]
 
     def phase():

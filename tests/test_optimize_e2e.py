@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 
-from apo_local.config import build_config
-from apo_local.runner import optimize, resume
+from apo_local.run.config import build_config
+from apo_local.run.optimize import optimize, resume
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.engine
@@ -54,7 +54,7 @@ def test_resume_of_a_finished_run_loads_no_model(tiny_run, monkeypatch):
     def no_engine(*args, **kwargs):
         raise AssertionError("a finished run needs no engine")
 
-    monkeypatch.setattr(importlib.import_module("apo_local.runner"), "engines_for", no_engine)
+    monkeypatch.setattr(importlib.import_module("apo_local.run.optimize"), "engines_for", no_engine)
     assert resume(run).to_dict() == json.loads((run / "results.json").read_text())
 
 

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from apo_local.config import build_config
-from apo_local.runner import optimize
+from apo_local.run.config import build_config
+from apo_local.run.optimize import optimize
 from apo_local.search.acceptance.length import prompt_tokens
 from apo_local.search.admission import OVER_BUDGET
 from apo_local.tasks import load_task
@@ -59,7 +59,7 @@ def test_candidates_over_the_cap_are_rejected_before_scoring(engine, tmp_path, p
 
 
 def test_an_initial_prompt_over_the_cap_is_one_line_and_exit_2(engine, tmp_path, monkeypatch, capsys):
-    from apo_local.cli import _run_cli
+    from apo_local.commands.cli import _run_cli
 
     monkeypatch.setattr(
         sys,

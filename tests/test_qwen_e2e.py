@@ -11,7 +11,7 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from apo_local.models import load_registry, model_folder_problem
+from apo_local.models.registry import load_registry, model_folder_problem
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 QWEN = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
@@ -34,7 +34,7 @@ def qwen(request):
 
 
 def test_as_target_label_scores(qwen, tmp_path):
-    from apo_local.cli import cli
+    from apo_local.commands.cli import cli
 
     preds = tmp_path / "preds.jsonl"
     res = CliRunner().invoke(
@@ -67,7 +67,7 @@ def test_as_target_label_scores(qwen, tmp_path):
 
 
 def test_as_optimizer_one_guided_reply_parses(qwen):
-    from apo_local.config import build_config
+    from apo_local.run.config import build_config
     from apo_local.engine import EngineSettings, RoleEngine, Trace, load_engine
     from apo_local.search.meta_prompts import MetaPrompts
     from apo_local.search.optimizer_calls import OptimizerCalls

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import apo_local.runner as O
+import apo_local.run.optimize as O
 from tests.stand_in import StandIn, use_stand_in
 
 ROOT = Path(__file__).resolve().parent.parent

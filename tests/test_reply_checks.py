@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from apo_local.config import build_config
+from apo_local.run.config import build_config
 from apo_local.engine import Generation, RoleEngine, Trace
 from apo_local.engine.cache import CachedEngine, ResultCache
 from apo_local.engine.protocol import GenerationRequest, ReplyShape, tail_repeats
@@ -29,7 +29,7 @@ from apo_local.search.reply_shapes import (
     item_words,
     tagged,
 )
-from apo_local.search.result import replies_line, reply_summary
+from apo_local.run.result import replies_line, reply_summary
 from apo_local.search.state import Candidate, Status
 from apo_local.search.streams import Streams
 from apo_local.tasks import load_task
@@ -70,7 +70,7 @@ def test_shapes_compile_for_the_model_tokenizer():
     """The grammar backend (xgrammar, what vLLM uses by default) takes every shape the optimizer declares."""
     xgr = pytest.importorskip("xgrammar")
     transformers = pytest.importorskip("transformers")
-    from apo_local.models import resolve_model
+    from apo_local.models.registry import resolve_model
 
     tok = transformers.AutoTokenizer.from_pretrained(str(resolve_model("smollm2-135m")), local_files_only=True)
     compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tok))
@@ -348,7 +348,7 @@ _TOK = []
 def _tokenizer():
     if not _TOK:
         transformers = pytest.importorskip("transformers")
-        from apo_local.models import resolve_model
+        from apo_local.models.registry import resolve_model
 
         _TOK.append(
             transformers.AutoTokenizer.from_pretrained(str(resolve_model("smollm2-135m")), local_files_only=True)

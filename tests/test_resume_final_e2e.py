@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from apo_local import runner
-from apo_local.config import build_config
-from apo_local.runner import optimize, resume
+from apo_local.run.config import build_config
+from apo_local.run.optimize import optimize, resume
 from apo_local.search.beam import BeamSearch
 from tests.conftest import TINY
 
@@ -65,7 +65,7 @@ KILL_POINTS = {
     ),
     # the predictions are written, results.json is not
     "before results.json": (
-        lambda mp: mp.setattr("apo_local.runner.write_json", _results_write_kills(runner.write_json)),
+        lambda mp: mp.setattr("apo_local.run.optimize.write_json", _results_write_kills(runner.write_json)),
         "final",
         False,
     ),
@@ -121,6 +121,6 @@ def test_resuming_a_finished_run_starts_no_engine_and_changes_nothing(reference,
     reference_run, want = reference
     cfg, run = _fresh_run(reference_run, tmp_path)
     optimize(cfg, run)
-    monkeypatch.setattr("apo_local.runner.engines_for", _kill)  # a finished run needs no model
+    monkeypatch.setattr("apo_local.run.optimize.engines_for", _kill)  # a finished run needs no model
     assert {k: v for k, v in resume(run).to_dict().items() if k != "time"} == want["results"]
     assert _comparable(run) == want

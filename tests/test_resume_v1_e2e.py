@@ -20,7 +20,7 @@ V1_RUN = Path(__file__).resolve().parent / "golden" / "v1-run"
 
 
 def test_a_version_1_run_resumes_and_keeps_what_it_had_computed(engine, tmp_path):
-    from apo_local.runner import resume
+    from apo_local.run.optimize import resume
 
     run = tmp_path / "run"
     shutil.copytree(V1_RUN, run)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import apo_local.runner as O
-from apo_local.config import build_config
-from apo_local.models import model_record, resolve_model, weights_fingerprint
+import apo_local.run.optimize as O
+from apo_local.run.config import build_config
+from apo_local.models.registry import model_record, resolve_model, weights_fingerprint
 from apo_local.search.splits import validation_warning
 from tests.stand_in import StandIn, use_stand_in
 
@@ -64,7 +64,7 @@ def test_the_engine_plan_records_the_models(monkeypatch, tmp_path, default_model
 
 
 def test_throughput_is_keyed_by_the_resolved_model_not_its_spelling(default_model):
-    from apo_local.search.estimate import throughput_key
+    from apo_local.run.estimate import throughput_key
 
     keys = {
         throughput_key(build_config({"target": {"model": m}})) for m in (None, "smollm2-135m", default_model["folder"])
@@ -100,7 +100,7 @@ def test_a_folder_outside_the_registry_has_no_alias(tmp_path):
 
 
 def test_too_few_validation_rows_are_warned_of_in_the_log_the_results_and_the_table(stand_in, tmp_path, caplog):
-    from apo_local.run_summary import summary_lines
+    from apo_local.commands.summary import summary_lines
 
     run = tmp_path / "run"
     with caplog.at_level("WARNING", logger="apo_local"):

@@ -16,8 +16,8 @@ import itertools
 import json
 from pathlib import Path
 
-import apo_local.runner as O
-from apo_local.config import build_config
+import apo_local.run.optimize as O
+from apo_local.run.config import build_config
 from tests.golden_files import check_golden
 from tests.shipped_runs import LOCK_SIZE, tiny
 from tests.stand_in import use_stand_in
@@ -90,7 +90,7 @@ def test_max_target_calls_fires_between_bandit_rounds(tmp_path, monkeypatch):
 def test_the_estimate_is_printed_before_the_search_and_kept_in_the_run_directory(tmp_path, monkeypatch, capsys):
     from click.testing import CliRunner
 
-    from apo_local.cli import cli
+    from apo_local.commands.cli import cli
 
     use_stand_in(monkeypatch)
     res = CliRunner().invoke(cli, ["optimize", "--preset", "smoke", "--cache", "off", "--out", str(tmp_path / "run")])

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.engine
 
 
 def test_three_seeds_end_with_a_verdict(engine, tmp_path):
-    from apo_local.cli import cli
+    from apo_local.commands.cli import cli
 
     out = tmp_path / "seeds"
     args = [

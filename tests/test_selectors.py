@@ -291,7 +291,7 @@ def test_liar_protegi_config_has_the_reference_hyperparameters():
     """configs/liar-protegi.yaml against microsoft/LMOps prompt_optimization (main.py defaults, --evaluator ucb)."""
     from pathlib import Path
 
-    from apo_local.config import load_config
+    from apo_local.run.config import load_config
     from apo_local.search.acceptance import selector_params
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "liar-protegi.yaml", {})

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from apo_local.config import build_config
+from apo_local.run.config import build_config
 from apo_local.engine.protocol import ChoiceScores
 from apo_local.scoring import Scorer
 from apo_local.search.acceptance.bandit import BanditAcceptance
-from apo_local.search.headline import SplitStats, power, suppressed_labels
+from apo_local.run.headline import SplitStats, power, suppressed_labels
 from apo_local.search.selectors import make_selector
 from apo_local.search.splits import train_rows, validation_rows
 from apo_local.search.state import Candidate
@@ -234,8 +234,8 @@ def test_compare_per_example_statistics_over_seeds():
 
 
 def test_cli_table_headlines_the_selected_prompt_with_its_interval_and_warns_on_prevalence():
-    from apo_local.run_summary import summary_lines
-    from apo_local.search.result import RunResult
+    from apo_local.commands.summary import summary_lines
+    from apo_local.run.result import RunResult
 
     metric = get_metric("f1", positive_label="Yes", labels=["Yes", "No"])
     golds = ["Yes"] * 16 + ["No"] * 84
@@ -298,7 +298,7 @@ def test_sweep_tables_headline_the_selected_prompt():
 def test_a_run_from_before_resumes_with_the_selection_it_started_with():
     from pathlib import Path
 
-    from apo_local.config import dump_config, load_config
+    from apo_local.run.config import dump_config, load_config
 
     old = load_config(Path(__file__).resolve().parent / "golden" / "v1-run" / "config.yaml", resume=True)
     s = old.selection

@@ -14,8 +14,8 @@ import re
 
 import pytest
 
-import apo_local.runner as O
-from apo_local.config import build_config
+import apo_local.run.optimize as O
+from apo_local.run.config import build_config
 from apo_local.engine import RoleEngine
 from apo_local.engine.protocol import ChoiceScores, Generation
 from apo_local.search.proposers.abo_format import WORK

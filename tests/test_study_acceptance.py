@@ -9,8 +9,8 @@ import json
 import random
 from types import SimpleNamespace
 
-import apo_local.runner as O
-from apo_local.config import build_config
+import apo_local.run.optimize as O
+from apo_local.run.config import build_config
 from apo_local.engine import RoleEngine
 from apo_local.search.acceptance import NaiveAcceptance, ValidatedAcceptance
 from apo_local.search.acceptance.pool import updates

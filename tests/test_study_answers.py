@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from apo_local.config import build_config
+from apo_local.run.config import build_config
 from apo_local.engine import RoleEngine, Trace
 from apo_local.engine.protocol import Generation
 from apo_local.scoring import Scorer

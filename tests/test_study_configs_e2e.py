@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from apo_local.config import build_config
+from apo_local.run.config import build_config
 from apo_local.search.proposers.abo_format import WORK
 from tests.shipped_runs import tiny
 
@@ -143,7 +143,7 @@ def test_config_runs_end_to_end(name, shipped_run):
         assert "gradient" in phases and ("edit" in phases or results["replies"]["truncated"])
 
     # the pre-run estimate is an upper bound of what the real run used (input tokens: a rough figure)
-    from apo_local.search.estimate import estimate
+    from apo_local.run.estimate import estimate
     from apo_local.search.splits import eval_rows, train_rows, validation_rows
     from apo_local.tasks import load_task
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from apo_local.config import build_config
-from apo_local.runner import optimize, resume
+from apo_local.run.config import build_config
+from apo_local.run.optimize import optimize, resume
 from apo_local.search.beam import BeamSearch
 from tests.shipped_runs import ABO_READY
 

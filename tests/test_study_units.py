@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from apo_local.config import build_config, flag_names
-from apo_local.diagnostics import TfIdf, diagnose, jaccard, within_run
+from apo_local.run.config import build_config, flag_names
+from apo_local.experiments.diagnostics import TfIdf, diagnose, jaccard, within_run
 from apo_local.search import acceptance
 from apo_local.search.feedback import corrupt_examples, corrupt_label, pseudo_errors, real_errors
 from apo_local.search.meta_prompts import MetaPrompts
@@ -364,7 +364,7 @@ def test_new_config_keys_and_flags():
 def test_diagnose_command_prints_json(tmp_path):
     from click.testing import CliRunner
 
-    from apo_local.cli import cli
+    from apo_local.commands.cli import cli
 
     a = _fake_run(tmp_path / "a", {1: ["the prompt is vague"], 2: ["the labels are noisy"]})
     b = _fake_run(tmp_path / "b", {1: ["the prompt is vague"]})
@@ -435,7 +435,7 @@ def test_feedback_pool_without_evaluation_shows_every_row_without_labels():
 
 
 def test_a_contradictory_study_setting_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
-    from apo_local.cli import _run_cli
+    from apo_local.commands.cli import _run_cli
 
     monkeypatch.setattr(
         "sys.argv",

@@ -256,7 +256,7 @@ def test_sweep_report_renders_in_chromium(tmp_path):
 def test_cli_dry_run_and_report(tmp_path):
     from click.testing import CliRunner
 
-    from apo_local.cli import cli
+    from apo_local.commands.cli import cli
 
     runner = CliRunner()
     res = runner.invoke(
@@ -303,7 +303,7 @@ def test_cli_sweep_with_report(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     from click.testing import CliRunner
 
-    from apo_local.cli import cli
+    from apo_local.commands.cli import cli
     from tests.test_report import make_run
 
     def finished_run(d, text, **kw):

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from apo_local.config import build_config, flag_names
+from apo_local.run.config import build_config, flag_names
 from apo_local.support.errors import ApoError
-from apo_local.tracking import FileTracker, check, flat_params, make_tracker, round_metrics
+from apo_local.run.tracking import FileTracker, check, flat_params, make_tracker, round_metrics
 
 
 def test_off_by_default_and_flags():
@@ -79,7 +79,7 @@ def test_mlflow_file_store_without_network(tmp_path, monkeypatch):
         pytest.skip(why)
     import socket
 
-    from apo_local.tracking import MLflowTracker
+    from apo_local.run.tracking import MLflowTracker
 
     attempts = []
     monkeypatch.setattr(socket.socket, "connect", lambda self, addr: attempts.append(addr))

@@ -49,7 +49,7 @@ _CACHED: dict[tuple, CachedEngine] = {}
 def engine_key(settings: EngineSettings) -> tuple:
     """The backend's identity: the model folder and the settings that change its outputs or memory. Not the
     alias spelling, and not the seed (every request carries its own), so seeds and aliases share one engine."""
-    from apo_local.models import resolve_model
+    from apo_local.models.registry import resolve_model
 
     if settings.backend == "openai":  # the model is a served name, not a folder here
         return (settings.backend, replace(settings, seed=0))
@@ -200,7 +200,7 @@ def load_role_engines(
     if record is not None:  # once both run: a run that failed to start leaves nothing behind
         import json
 
-        from apo_local.run_dir import atomic_write
+        from apo_local.run.run_dir import atomic_write
 
         view = {**json.loads(plan.to_json()), "models": role_models(target, optimizer)}
         atomic_write(Path(record), json.dumps(view, indent=2) + "\n")  # user-only, as the whole run directory
@@ -212,7 +212,7 @@ def model_of(settings: EngineSettings) -> dict:
     fingerprint); a server's model is the name it serves, with the backend and URL."""
     if settings.backend == "openai":
         return {"name": settings.model, "backend": "openai", "base_url": settings.base_url}
-    from apo_local.models import model_record
+    from apo_local.models.registry import model_record
 
     return {**model_record(settings.model), "backend": settings.backend}
 

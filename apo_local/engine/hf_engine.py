@@ -74,7 +74,7 @@ class TransformersEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from apo_local.models import model_folder_problem
+        from apo_local.models.registry import model_folder_problem
 
         model_path = Path(model_path)
         self.settings = settings
@@ -102,7 +102,7 @@ class TransformersEngine:
         self.model = model
         self.tokenizer = tokenizer
         self.dtype = dtype
-        from apo_local.models import chat_template_for
+        from apo_local.models.registry import chat_template_for
 
         self.chat = ChatFormatter(
             tokenizer, chat_template_for(model_path), settings.template_kwargs(), name=str(model_path)

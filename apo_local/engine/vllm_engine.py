@@ -183,7 +183,7 @@ class VLLMEngine:
             _IN_PROCESS.add(self)
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.model_id = f"{model_fingerprint(model_path)}|{settings.dtype}|{self.max_model_len}"
-        from apo_local.models import chat_template_for
+        from apo_local.models.registry import chat_template_for
 
         self.chat = ChatFormatter(
             self.llm.get_tokenizer(), chat_template_for(model_path), settings.template_kwargs(), name=str(model_path)

@@ -35,11 +35,11 @@ from pathlib import Path
 
 import yaml
 
-from apo_local.config import RunConfig, build_config, deep_merge, dump_config, inherit, read_yaml_mapping
+from apo_local.run.config import RunConfig, build_config, deep_merge, dump_config, inherit, read_yaml_mapping
 from apo_local.experiments.compare_tables import csv_text, markdown
 from apo_local.experiments.sweep.cell import initial_status
 from apo_local.experiments.sweep.cell import run_cell as run_or_resume
-from apo_local.run_dir import COMPARE_SPEC
+from apo_local.run.run_dir import COMPARE_SPEC
 from apo_local.support.errors import ApoError
 
 log = logging.getLogger("apo_local")
@@ -146,7 +146,7 @@ def _std(xs):
 
 
 def run_record(method: str, seed: int, results: dict) -> dict:
-    from apo_local.search.attribution import step_tally
+    from apo_local.run.attribution import step_tally
 
     m = results["metric"]
     lineage_steps, distinguishable = step_tally(results.get("attribution"))
@@ -200,7 +200,7 @@ def run_cell(spec: CompareSpec, method: str, seed: int, out: Path) -> dict:
 def add_reflection_similarity(spec: CompareSpec, runs: list[dict], out: Path) -> None:
     """Per run: mean Jaccard similarity of its reflections across rounds, and to the baseline's
     reflections with the same seed (Ma et al., 2024: generic feedback looks alike everywhere)."""
-    from apo_local.diagnostics import between_runs, reflections, within_run
+    from apo_local.experiments.diagnostics import between_runs, reflections, within_run
 
     refl = {(r["method"], r["seed"]): reflections(out / r["method"] / f"seed-{r['seed']}") for r in runs}
     for r in runs:

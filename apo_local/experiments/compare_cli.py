@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from apo_local.config import build_config, deep_merge
+from apo_local.run.config import build_config, deep_merge
 from apo_local.experiments.compare import CompareSpec, compare, load_spec
 from apo_local.support.errors import ApoError
 

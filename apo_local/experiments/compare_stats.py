@@ -33,7 +33,7 @@ import math
 import statistics
 from pathlib import Path
 
-from apo_local.search.headline import power
+from apo_local.run.headline import power
 from apo_local.stats import (
     CONFIDENCE,
     RESAMPLES,

@@ -35,7 +35,7 @@ def write_report(path: str | Path, *, cells: bool = False) -> Path | list[Path]:
     """Report for a run directory or a sweep directory (``cells``: also each cell's own report); for a
     ``compare`` directory, each of its runs' reports (its tables are its results.md)."""
     from apo_local.experiments.sweep.manifest import is_sweep_dir
-    from apo_local.run_dir import compare_runs, is_compare_dir
+    from apo_local.run.run_dir import compare_runs, is_compare_dir
 
     p = Path(path)
     if not p.is_dir():

@@ -8,7 +8,7 @@ from apo_local.report import data as D
 from apo_local.report import plots as P
 from apo_local.report.front import front_plot, length_front
 from apo_local.report.html import Page, diff_markup, esc
-from apo_local.run_dir import is_compare_dir
+from apo_local.run.run_dir import is_compare_dir
 
 
 def write_run_report(path: str | Path) -> Path:
@@ -48,7 +48,7 @@ def _replies(page: Page, run: D.RunData) -> None:
         return
     page.h("Optimizer replies and rejected candidates", anchor="replies")
     if summary:
-        from apo_local.search.result import replies_line
+        from apo_local.run.result import replies_line
 
         page.p(replies_line(summary), "meta")
     if rows:
@@ -101,7 +101,7 @@ def _summary(page: Page, run: D.RunData) -> None:
     ]
     constant = res.get("constant_baselines") or {}
     if constant.get("best") is not None:
-        from apo_local.search.baselines import constant_instruction
+        from apo_local.run.baselines import constant_instruction
 
         majority = " = train majority" if constant["best"] == constant.get("majority_label") else ""
         rows.append(
@@ -114,7 +114,7 @@ def _summary(page: Page, run: D.RunData) -> None:
     rows.append(row("best of beam (picked on test: optimistic)", res["best_test"], res["best_prompt"]))
     page.table(["", f"test {m} [95% CI]", "accuracy (= micro-F1) [95% CI]", "n", "prompt"], rows)
     _paired_lines(page, res, m, constant)
-    from apo_local.search.result import wall_seconds
+    from apo_local.run.result import wall_seconds
 
     page.p(
         f"stop: {res['stop_reason']} · rounds completed: {res['rounds_completed']} · wall: {wall_seconds(res)} s · "
@@ -125,7 +125,7 @@ def _summary(page: Page, run: D.RunData) -> None:
 
 def _paired_lines(page: Page, res: dict, m: str, constant: dict) -> None:
     """The selected prompt minus the initial one and minus the best constant answer, on the same test rows."""
-    from apo_local.search.headline import power_line
+    from apo_local.run.headline import power_line
     from apo_local.stats import fmt_diff
 
     paired = res.get("selected_vs_initial") or {}
@@ -148,7 +148,7 @@ def _paired_lines(page: Page, res: dict, m: str, constant: dict) -> None:
 
 
 def _headline(res: dict) -> str:
-    from apo_local.search.headline import headline
+    from apo_local.run.headline import headline
 
     return res.get("headline") or headline(res)
 
@@ -236,7 +236,7 @@ def _lineage(page: Page, run: D.RunData) -> None:
 def _attribution(page: Page, run: D.RunData) -> None:
     """Which part of the selected prompt helped (results.json "attribution"): each lineage step's gain over its
     parent and each unit's contribution, with paired 95% intervals on the test and validation rows."""
-    from apo_local.search.attribution import attribution_line
+    from apo_local.run.attribution import attribution_line
 
     a = (run.results or {}).get("attribution")
     if not a:
@@ -257,13 +257,13 @@ def _attribution(page: Page, run: D.RunData) -> None:
 
 def _zero(g: dict | None) -> str:
     """Whether a gain is distinguishable from zero (family-wise), "-" where there is none."""
-    from apo_local.search.attribution import is_flagged
+    from apo_local.run.attribution import is_flagged
 
     return "-" if not g else "yes" if is_flagged(g) else "no"
 
 
 def _attribution_steps(page: Page, a: dict) -> None:
-    from apo_local.search.attribution import fmt_gain
+    from apo_local.run.attribution import fmt_gain
 
     zero, texts = _zero, {n["id"]: n["text"] for n in a["lineage"]}
     page.table(
@@ -312,7 +312,7 @@ def _attribution_steps(page: Page, a: dict) -> None:
 
 
 def _attribution_units(page: Page, a: dict) -> None:
-    from apo_local.search.attribution import fmt_gain
+    from apo_local.run.attribution import fmt_gain
 
     zero = _zero
     page.table(

@@ -6,7 +6,6 @@ round's ingredients work with), ``proposers/``, ``acceptance/`` (with ``selector
 
 from apo_local.search.beam import BeamSearch
 from apo_local.search.proposers import PROPOSERS, Proposer, make_proposer
-from apo_local.search.result import RunResult
 from apo_local.search.selectors import SELECTORS, SelectionResult, Selector, make_selector
 from apo_local.search.state import Candidate, Phase, RunState, Status
 
@@ -16,7 +15,6 @@ __all__ = [
     "PROPOSERS",
     "Phase",
     "Proposer",
-    "RunResult",
     "RunState",
     "SELECTORS",
     "SelectionResult",

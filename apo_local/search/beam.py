@@ -16,25 +16,25 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
-from apo_local.config_schema import RunConfig
+from apo_local.config.schema import RunConfig
 from apo_local.engine import RoleEngine, Trace
-from apo_local.run_dir import RunDir, write_json
+from apo_local.run.run_dir import RunDir, write_json
 from apo_local.scoring import Scorer
-from apo_local.search import attribution as attr
+from apo_local.run import attribution as attr
 from apo_local.search.acceptance import make_acceptance
 from apo_local.search.acceptance.length import prompt_tokens, shortest_within_ci
 from apo_local.search.admission import Admission
-from apo_local.search.baselines import best_constant, constant_evaluations, majority_label
-from apo_local.search.budget import Budget, BudgetStop
+from apo_local.run.baselines import best_constant, constant_evaluations, majority_label
+from apo_local.ledger import Budget, BudgetStop
 from apo_local.search.context import RoundContext
 from apo_local.search.feedback import corrupt_examples, make_feedback
-from apo_local.search.final_pick import REWARD, guarded_beside, pick_on_validation, validation_scores
-from apo_local.search.headline import SplitStats, headline
+from apo_local.run.final_pick import REWARD, guarded_beside, pick_on_validation, validation_scores
+from apo_local.run.headline import SplitStats, headline
 from apo_local.search.hygiene import make_hygiene
 from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.optimizer_calls import OptimizerCalls
 from apo_local.search.proposers import make_proposer, target_answer
-from apo_local.search.result import RunResult, reply_summary
+from apo_local.run.result import RunResult, reply_summary
 from apo_local.search.selectors import reward_scale
 from apo_local.search.splits import eval_rows, train_rows, validation_rows
 from apo_local.search.state import Candidate, Phase, RunState, Status
@@ -200,7 +200,7 @@ class BeamSearch:
                 c.mark(Status.BEAM if c.id in chosen else Status.NOT_SELECTED)
         state.beam = beam
         state.history.append(self._history_entry(state.round, beam, selection, parent_ids))
-        self.on_round(state.history[-1])  # e.g. experiment tracking (runner.py)
+        self.on_round(state.history[-1])  # e.g. experiment tracking (run/optimize.py)
         state.phase = Phase.SELECTED
         self._write_round(state)
         self._checkpoint(state)
@@ -303,7 +303,7 @@ class BeamSearch:
         )
 
     def _attribution(self, state: RunState, selected: str) -> dict:
-        """Edit attribution of the selected prompt (``search/attribution.py``) on the true validation rows and the
+        """Edit attribution of the selected prompt (``run/attribution.py``) on the true validation rows and the
         test rows; its engine calls belong to the final evaluation (the trace's phase "final")."""
         return attr.compute(
             self.scorer,

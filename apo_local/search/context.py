@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from apo_local.engine import Trace
 from apo_local.scoring import Scorer
 from apo_local.search.admission import Admission
-from apo_local.search.budget import Budget
+from apo_local.ledger import Budget
 from apo_local.search.feedback import Feedback
 from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.optimizer_calls import OptimizerCalls

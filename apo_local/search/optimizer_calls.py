@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from apo_local.config_schema import OptimizerConfig
+from apo_local.config.schema import OptimizerConfig
 from apo_local.engine import Generation, GenerationRequest, RoleEngine
 from apo_local.engine.protocol import ReplyShape
 from apo_local.search.parsing import extract_tagged

@@ -14,7 +14,7 @@ of them): rows the errors were never drawn from. It needs them: with ``validatio
 
 from __future__ import annotations
 
-from apo_local.config_schema import RunConfig
+from apo_local.config.schema import RunConfig
 from apo_local.search.proposers import method_of
 from apo_local.search.streams import seeded_order_key
 from apo_local.stats import examples_needed

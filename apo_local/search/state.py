@@ -23,7 +23,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
 
-from apo_local.run_dir import write_json
+from apo_local.run.run_dir import write_json
 from apo_local.support.errors import ApoError
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from apo_local.config import build_config
+from apo_local.run.config import build_config
 from apo_local.experiments.sweep.engines import engine_keys
 from apo_local.support.errors import ApoError
 
@@ -30,7 +30,7 @@ def run_cell(cell_dir: str | Path, config_text: str, release: bool = True) -> st
     """Run, resume or skip one cell; returns "skipped", "resumed" or "ran". Frees the engines the
     previous cell of this process used when this one needs others (``release``)."""
     global _HELD
-    from apo_local.runner import optimize, resume
+    from apo_local.run.optimize import optimize, resume
 
     d = Path(cell_dir)
     if (d / "results.json").is_file():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from apo_local.config import RunConfig
+from apo_local.run.config import RunConfig
 from apo_local.experiments.sweep.grid import Cell
 from apo_local.support.errors import ApoError
 
@@ -17,7 +17,7 @@ def engine_keys(cfg: RunConfig) -> frozenset:
     public = getattr(eng, "engine_key", None)
     if public is not None:
         return frozenset(public(s) for s in settings)
-    from apo_local.models import resolve_model
+    from apo_local.models.registry import resolve_model
 
     def folder(name):
         try:

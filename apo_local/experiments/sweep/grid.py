@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from apo_local.config import RunConfig, build_config, dump_config, flatten_keys
+from apo_local.run.config import RunConfig, build_config, dump_config, flatten_keys
 from apo_local.experiments.sweep.spec import SweepConfig
 from apo_local.support.errors import ApoError
 

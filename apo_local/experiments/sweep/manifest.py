@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from apo_local.experiments.sweep.grid import Cell
-from apo_local.run_dir import write_json
+from apo_local.run.run_dir import write_json
 from apo_local.support.errors import ApoError
 
 MANIFEST = "cells.json"

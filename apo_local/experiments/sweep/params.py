@@ -11,7 +11,7 @@ def model_parameters(row: dict, label: str) -> int | None:
     """Parameter count of the optimizer ``label`` of a results row (None if unknown).
 
     ``label`` "= target" means the row's target model; "default" the registry default."""
-    from apo_local.models import resolve_model
+    from apo_local.models.registry import resolve_model
 
     name = row["target"] if label == "= target" else label
     try:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from apo_local.config import read_run_config, read_yaml_mapping
+from apo_local.run.config import read_run_config, read_yaml_mapping
 from apo_local.support.errors import ApoError
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from apo_local.config_schema import RunConfig
+from apo_local.config.schema import RunConfig
 from apo_local.search.acceptance.bandit import BanditAcceptance
 from apo_local.search.acceptance.length import LengthAware
 from apo_local.search.acceptance.naive import NaiveAcceptance, naive_beam

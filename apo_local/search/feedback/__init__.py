@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from apo_local.config_schema import FeedbackConfig
+from apo_local.config.schema import FeedbackConfig
 from apo_local.search.feedback.corruption import (
     corrupt_examples,
     corrupt_label,

@@ -26,7 +26,7 @@ import importlib
 import pkgutil
 from typing import Protocol
 
-from apo_local.config_schema import RunConfig
+from apo_local.config.schema import RunConfig
 from apo_local.search.context import RoundContext
 from apo_local.search.proposers.method import Expansion, Method, TargetAnswer
 from apo_local.search.state import Candidate

@@ -5,7 +5,7 @@ The prompt form, the judgement's reading and the method's notes are in ``abo_for
 
 from __future__ import annotations
 
-from apo_local.config_schema import ABOConfig, RunConfig
+from apo_local.config.schema import ABOConfig, RunConfig
 from apo_local.engine import GenerationRequest
 from apo_local.search.context import RoundContext
 from apo_local.search.proposers.abo_format import (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from apo_local.config_schema import SamplingConfig
+from apo_local.config.schema import SamplingConfig
 from apo_local.search.proposers.base import UpdateThenParaphrase
 from apo_local.search.proposers.method import Expansion, Method, section_keys
 from apo_local.search.reply_shapes import tagged

@@ -23,7 +23,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import replace
 
-from apo_local.config_schema import FewShotConfig, RunConfig
+from apo_local.config.schema import FewShotConfig, RunConfig
 from apo_local.search.context import RoundContext
 from apo_local.search.proposers.method import Expansion, Method, section_keys
 from apo_local.search.proposers.protegi import METHOD as PROTEGI

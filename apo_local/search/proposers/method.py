@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from apo_local.config_schema import RunConfig
+from apo_local.config.schema import RunConfig
 
 if TYPE_CHECKING:
-    from apo_local.search.estimate import RoleSize
+    from apo_local.run.estimate import RoleSize
     from apo_local.tasks import Task
 
 

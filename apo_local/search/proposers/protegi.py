@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from apo_local.config_schema import ProTeGiConfig, RunConfig
+from apo_local.config.schema import ProTeGiConfig, RunConfig
 from apo_local.search.proposers.base import ErrorGroupProposer, edit, reasons
 from apo_local.search.proposers.method import Expansion, Method, section_keys
 from apo_local.search.reply_shapes import tagged

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 
-from apo_local.config_schema import ProTeGiConfig
+from apo_local.config.schema import ProTeGiConfig
 from apo_local.search.proposers import METHODS
 from apo_local.support.errors import ApoError
 

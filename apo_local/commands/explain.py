@@ -2,7 +2,7 @@
 
 Loads the run's config, task and target engine (the run's settings and result cache, so what the run scored
 comes from the cache and the model loads only for prompts it never scored), computes the attribution of the
-selected prompt (``search/attribution.py``: lineage gains, unit contributions, paired bootstrap intervals),
+selected prompt (``run/attribution.py``: lineage gains, unit contributions, paired bootstrap intervals),
 prints it (stdout; logs go to stderr) and writes it into the run's ``results.json`` (``attribution``) and
 ``attribution.json``. Works on a run made before attribution existed.
 """
@@ -38,12 +38,12 @@ def _engines(cfg, task, trace):
 
 def explain(path: str | Path) -> dict:
     """Compute, write and return the attribution of the finished run in ``path``."""
-    from apo_local.config import load_config
+    from apo_local.run.config import load_config
     from apo_local.engine import Trace
-    from apo_local.run_dir import RunDir, write_json
-    from apo_local.runner import cap_test_limit
+    from apo_local.run.run_dir import RunDir, write_json
+    from apo_local.run.optimize import cap_test_limit
     from apo_local.scoring import Scorer
-    from apo_local.search import attribution as attr
+    from apo_local.run import attribution as attr
     from apo_local.search.proposers import target_answer
     from apo_local.search.splits import eval_rows, validation_rows
     from apo_local.tasks import load_task
@@ -101,7 +101,7 @@ def explain(path: str | Path) -> dict:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def explain_command(run_dir):
     """Which part of a finished run's selected prompt helped: lineage gains and sentence contributions."""
-    from apo_local.search.attribution import explain_lines
+    from apo_local.run.attribution import explain_lines
 
     result = explain(run_dir)
     for line in explain_lines(result):

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Sequence
 from types import SimpleNamespace
 
-from apo_local.search.headline import SplitStats
+from apo_local.run.headline import SplitStats
 from apo_local.stats import fmt_diff
 from apo_local.tasks.demos import join_prompt, split_prompt
 

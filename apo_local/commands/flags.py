@@ -10,7 +10,7 @@ import sys
 import click
 import yaml
 
-from apo_local.config import RunConfig, flag_help, flag_names
+from apo_local.run.config import RunConfig, flag_help, flag_names
 
 
 class SectionOption(click.Option):

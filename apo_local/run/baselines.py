@@ -4,7 +4,7 @@ A classification prompt that shifts its answers toward one label can raise an F1
 classifier gets no better; the constant answers bound what "no skill" scores on these rows. For every label
 of the task, "always answer this label" is scored on the test rows (no engine: the prediction is known), and
 the majority label of the training split is named (the constant a user would deploy without a model). The
-best constant on the task metric is the bar the selected prompt must clear (``search/headline.py``).
+best constant on the task metric is the bar the selected prompt must clear (``run/headline.py``).
 """
 
 from __future__ import annotations

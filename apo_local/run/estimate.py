@@ -15,8 +15,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from apo_local.config_schema import RunConfig
-from apo_local.run_dir import atomic_write
+from apo_local.config.schema import RunConfig
+from apo_local.run.run_dir import atomic_write
 from apo_local.search.proposers import Expansion, method_of
 from apo_local.support.errors import ApoError
 from apo_local.tasks import Example, Task
@@ -157,7 +157,7 @@ def estimate(
     est.target.add((cfg.search.beam_size + (cfg.selection.final_pick != "reference")) * len(validation), target_in)
     est.target.add((cfg.search.beam_size + 1) * len(test), target_in)  # the final test
     if cfg.evaluation.attribution:  # the selected prompt's lineage (rounds + 1) and its ablated prompts, one batch
-        from apo_local.search.attribution import MAX_UNITS
+        from apo_local.run.attribution import MAX_UNITS
 
         est.target.add((cfg.search.rounds + 1 + MAX_UNITS) * (len(validation) + len(test)), target_in)
     if mode == "generate":

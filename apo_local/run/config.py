@@ -14,8 +14,8 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from apo_local.config_migrate import keep_earlier_selection, migrate_flat_keys, refuse_moved
-from apo_local.config_schema import (  # noqa: F401  (the schema is re-exported: one import for callers)
+from apo_local.run.config_migrate import keep_earlier_selection, migrate_flat_keys, refuse_moved
+from apo_local.config.schema import (  # noqa: F401  (the schema is re-exported: one import for callers)
     SELECTOR_NAMES,
     ABOConfig,
     BudgetConfig,
@@ -33,6 +33,7 @@ from apo_local.config_schema import (  # noqa: F401  (the schema is re-exported:
     SelectionConfig,
 )
 from apo_local.search.proposers import METHOD_SECTIONS, METHODS, method_of
+from apo_local.config.presets import PRESETS
 from apo_local.support.errors import ApoError
 
 
@@ -295,25 +296,6 @@ def dump_config(cfg: RunConfig) -> str:
         if not data[section]:
             del data[section]
     return yaml.safe_dump(data, sort_keys=False)
-
-
-# Size presets (``--preset``), applied under the config file and the flags: the run's sizes here, the method's
-# knobs from its own ``Method.presets``. ``paper`` is the ProTeGi reference (the defaults).
-PRESETS: dict[str, dict] = {
-    "smoke": {
-        "search": {"rounds": 1, "beam_size": 2, "minibatch_size": 8, "max_expansion": 2},
-        "selection": {"budget": 32, "batch_size": 8, "arms_per_round": 2},
-        "optimizer": {"max_tokens": 96},
-        "evaluation": {"test_limit": 16, "validation_rows": 16},
-    },
-    "demo": {
-        "search": {"rounds": 2, "beam_size": 2, "minibatch_size": 16, "max_expansion": 3},
-        "selection": {"budget": 128, "batch_size": 16, "arms_per_round": 4},
-        "optimizer": {"max_tokens": 200},
-        "evaluation": {"test_limit": 100, "validation_rows": 50},
-    },
-    "paper": {},
-}
 
 
 def preset_values(name: str, proposer: str) -> dict:

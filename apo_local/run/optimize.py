@@ -13,13 +13,14 @@ import logging
 import time
 from pathlib import Path
 
-from apo_local import tracking
-from apo_local.config import RunConfig, dump_config, load_config
+from apo_local.run import tracking
+from apo_local.run.config import RunConfig, dump_config, load_config
 from apo_local.engine import RoleEngine, Trace, load_role_engines, role_models
-from apo_local.run_dir import RunDir, write_json
+from apo_local.run.run_dir import RunDir, write_json
 from apo_local.scoring import limit_length
-from apo_local.search import BeamSearch, RunResult
-from apo_local.search.estimate import estimate, record_throughput
+from apo_local.run.result import RunResult
+from apo_local.search import BeamSearch
+from apo_local.run.estimate import estimate, record_throughput
 from apo_local.search.proposers import make_proposer, target_answer
 from apo_local.search.splits import eval_rows, train_rows, validation_rows, validation_warning
 from apo_local.search.state import Phase, RunState
@@ -50,7 +51,7 @@ def optimize(
 ) -> RunResult:
     """Run a search; with ``out``, write a run directory there (refused if it holds another run).
 
-    Before any engine starts, the search's size (``search/estimate.py``) is logged, or handed to
+    Before any engine starts, the search's size (``run/estimate.py``) is logged, or handed to
     ``on_estimate(estimate)``, and written to the run directory as ``estimate.json``."""
     task = task or load_task(cfg.task)
     cfg = cap_test_limit(cfg, task)
@@ -213,7 +214,7 @@ def preflight(cfg: RunConfig, task: Task) -> None:
     that are empty, single-class, or smaller than what the config asks of them end here as one
     ``ApoError`` line naming the split and the config key.
     """
-    from apo_local.models import resolve_model
+    from apo_local.models.registry import resolve_model
     from apo_local.search.acceptance import make_acceptance
 
     for role, engine_cfg in (("target", cfg.target), ("optimizer", cfg.optimizer_engine_config())):

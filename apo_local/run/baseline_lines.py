@@ -12,9 +12,9 @@ if TYPE_CHECKING:
 
 def constant_baseline(task: Task, rows, evaluation) -> dict:
     """Classification: what always answering one label scores on the same rows (the functions optimize's final
-    evaluation uses: ``search/baselines.py``), and the prompt minus the best of them, paired. {} otherwise."""
-    from apo_local.search.baselines import best_constant, constant_evaluations, majority_label
-    from apo_local.search.headline import SplitStats
+    evaluation uses: ``run/baselines.py``), and the prompt minus the best of them, paired. {} otherwise."""
+    from apo_local.run.baselines import best_constant, constant_evaluations, majority_label
+    from apo_local.run.headline import SplitStats
 
     constants = constant_evaluations(task, rows)
     if not constants:
@@ -35,7 +35,7 @@ def constant_baseline(task: Task, rows, evaluation) -> dict:
 def lean_warnings(evaluation: dict, who: str, rows: str, why: str) -> list[str]:
     """One warning line per label ``who`` predicts far below its true share (``headline.suppressed_labels``):
     optimize's table and evaluate say it the same way."""
-    from apo_local.search.headline import suppressed_labels
+    from apo_local.run.headline import suppressed_labels
 
     return [
         f"warning: {who} predicts {label!r} for {share_p:.0%} of {rows} (true share {share_t:.0%}): {why}"

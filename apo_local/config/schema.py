@@ -1,6 +1,6 @@
 """The run configuration's schema: every section, its keys, their defaults and one-line meanings.
 
-Loading, flags, presets and migration of older layouts live in ``apo_local.config``.
+Loading, flags, presets and migration of older layouts live in ``apo_local.run.config``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from apo_local.config_schema import BudgetConfig
+from apo_local.config.schema import BudgetConfig
 from apo_local.engine import Trace
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from apo_local import model_sources
+from apo_local.models import sources as model_sources
 from apo_local.support.errors import ApoError
 
 log = logging.getLogger("apo_local")

@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from apo_local.config import flatten_keys
+from apo_local.run.config import flatten_keys
 from apo_local.support.errors import ApoError
 
 LOGGERS = ("off", "files", "mlflow")
@@ -53,12 +53,12 @@ class FileTracker:
         self._metrics = self.folder / "metrics.jsonl"
 
     def params(self, params: dict[str, str]) -> None:
-        from apo_local.run_dir import write_json
+        from apo_local.run.run_dir import write_json
 
         write_json(self.folder / "params.json", params)
 
     def metrics(self, values: dict[str, float], step: int) -> None:
-        from apo_local.run_dir import atomic_write
+        from apo_local.run.run_dir import atomic_write
 
         lines = (
             [json.loads(x) for x in self._metrics.read_text(encoding="utf-8").splitlines()]
@@ -69,7 +69,7 @@ class FileTracker:
         atomic_write(self._metrics, "".join(json.dumps(x) + "\n" for x in sorted(lines, key=lambda x: x["step"])))
 
     def artifacts(self, run_dir: Path) -> None:
-        from apo_local.run_dir import write_json
+        from apo_local.run.run_dir import write_json
 
         files = sorted(
             str(p.relative_to(run_dir))

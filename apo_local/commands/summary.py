@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from apo_local.baseline_lines import lean_warnings, vs_constant_line
+from apo_local.run.baseline_lines import lean_warnings, vs_constant_line
 
 
 def summary_lines(result) -> list[str]:
@@ -14,8 +14,8 @@ def summary_lines(result) -> list[str]:
     its test score with its 95% interval; the initial prompt; the best constant answer (classification);
     best-of-beam last, labelled as picked with the test split. Then the paired differences selected - initial
     and selected - best constant, the power line and any prevalence warning."""
-    from apo_local.search.baselines import constant_instruction
-    from apo_local.search.headline import headline
+    from apo_local.run.baselines import constant_instruction
+    from apo_local.run.headline import headline
     from apo_local.stats import fmt_ci
 
     m = result.metric
@@ -52,7 +52,7 @@ def summary_lines(result) -> list[str]:
 
 def _paired_lines(result, constant: dict) -> list[str]:
     """Selected minus initial and minus the best constant answer, power, attribution and the lean warnings."""
-    from apo_local.search.headline import power_line
+    from apo_local.run.headline import power_line
     from apo_local.stats import fmt_diff
 
     m, lines = result.metric, []
@@ -72,7 +72,7 @@ def _paired_lines(result, constant: dict) -> list[str]:
     if paired:
         lines.append(power_line(paired["power"], paired["n"]))
     if result.attribution:
-        from apo_local.search.attribution import attribution_line
+        from apo_local.run.attribution import attribution_line
 
         lines.append(attribution_line(result.attribution))
     kept = result.selected_prompt == result.initial_prompt  # then the lean is the target's, not the search's doing
@@ -114,7 +114,7 @@ def print_summary(result, out) -> None:
         )
     click.echo(f"rounds={result.rounds_completed} stop={result.stop_reason} faults={result.faults or 'none'}")
     if result.replies:
-        from apo_local.search.result import replies_line
+        from apo_local.run.result import replies_line
 
         click.echo(replies_line(result.replies))
     click.echo(time_line(result.time))
