@@ -164,8 +164,8 @@ def run_kind(engine, cfg, kind, spec, hygiene, seed) -> dict:
 def main(argv=None) -> dict:
     import random
 
-    from apo_local.run.config import build_config
     from apo_local.engine import EngineSettings, GenerationRequest, load_engine, shutdown_engines
+    from apo_local.run.config import build_config
     from apo_local.search.hygiene import Hygiene
     from apo_local.search.meta_prompts import MetaPrompts
     from apo_local.tasks import load_task

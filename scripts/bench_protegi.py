@@ -85,7 +85,8 @@ def build_cfg(args):
 
 def run_apo(cfg, out: Path) -> dict:
     """(a) exactly ``apo_local.optimize``; the engine is started first (and timed apart), then reused."""
-    from apo_local.engine import Trace, shutdown_engines
+    from apo_local.engine import shutdown_engines
+    from apo_local.ledger import Trace
     from apo_local.run.optimize import engines_for, optimize
 
     enable_inprocess_stats()
@@ -105,22 +106,6 @@ def run_apo(cfg, out: Path) -> dict:
     return summarize(
         "apo-local (in-process, batched, log-prob scoring)", result, wall, load_s, out, counters, requests=None, cpu=cpu
     )
-
-
-def prepare_task(cfg, task, target, trace) -> None:
-    """What ``optimize._run`` does before the search (input checks, over-long examples cut)."""
-    from apo_local import optimize as opt
-
-    if hasattr(opt, "preflight"):
-        opt.preflight(cfg, task)
-    if hasattr(task, "limit_length"):
-        task.limit_length(
-            target.count_tokens,
-            target.max_model_len - max(16, cfg.scoring.max_tokens),
-            lambda ex, before, after: trace.event(
-                "example_truncated", example=ex.id, tokens_before=before, tokens_after=after
-            ),
-        )
 
 
 def reference_scorer(task, engine, max_tokens: int):
@@ -159,11 +144,17 @@ def reference_scorer(task, engine, max_tokens: int):
 def run_reference(cfg, out: Path, args) -> dict:
     from http_engine import HttpEngine, LocalServer
 
-    from apo_local.run.config import dump_config
-    from apo_local.engine import RoleEngine, Trace
+    from apo_local.engine import RoleEngine
+    from apo_local.ledger import Budget, Trace
     from apo_local.models.registry import resolve_model
+    from apo_local.run.checkpoint import Checkpoint
+    from apo_local.run.config import dump_config
+    from apo_local.run.finish import Finish
+    from apo_local.run.plan import RunPlan
+    from apo_local.run.recorder import RunRecorder
     from apo_local.run.run_dir import RunDir
-    from apo_local.search import BeamSearch
+    from apo_local.scoring import limit_length
+    from apo_local.search import BeamSearch, RunState
     from apo_local.tasks import load_task
 
     if cfg.optimizer.model not in (None, cfg.target.model):
@@ -195,19 +186,21 @@ def run_reference(cfg, out: Path, args) -> dict:
         try:
             trace = Trace(run_dir.trace)
             target = RoleEngine(target_http, "target", trace)
-            prepare_task(cfg, task, target, trace)
-            search = BeamSearch(task, target, RoleEngine(optimizer_http, "optimizer", trace), cfg, run_dir)
-            search.scorer = search.ctx.scorer = reference_scorer(task, target, args.answer_tokens)
-            final = search._final
-
-            def final_report(*a, **k):
-                search.scorer.final = True
-                return final(*a, **k)
-
-            search._final = final_report
+            plan = RunPlan.build(cfg, task)  # what optimize() checks and computes before the search
+            limit_length(task, target, max(16, plan.answer.max_tokens), trace)  # over-long examples cut, as it does
+            scorer, budget = reference_scorer(task, target, args.answer_tokens), Budget(cfg.budget, trace)
+            recorder = RunRecorder(run_dir, Checkpoint(run_dir.checkpoint), trace, scorer, budget)
+            optimizer = RoleEngine(optimizer_http, "optimizer", trace)
+            search = BeamSearch(
+                task, cfg, plan.splits, plan.proposer, plan.acceptance, scorer, optimizer, budget, recorder
+            )
             before = server.metrics()
             c0, t0 = tree_cpu_seconds(os.getpid()), time.perf_counter()
-            result = search.run()
+            budget.start()
+            state = search.run(RunState.fresh(cfg.search.initial_prompt or task.initial_instruction))
+            budget.stop()
+            scorer.final = True  # the report: the last per-round test line (only unseen prompts are sent)
+            result = Finish(task, cfg, plan.splits, scorer, trace).result(state, budget.elapsed, recorder.records)
             wall = time.perf_counter() - t0
             cpu = tree_cpu_seconds(os.getpid()) - c0  # client + server (our child) + its engine
             counters = [counter_delta(before, server.metrics())]

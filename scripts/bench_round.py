@@ -47,8 +47,8 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     import yaml
 
-    from apo_local.run.config import dump_config, load_config
     from apo_local.engine import shutdown_engines
+    from apo_local.run.config import dump_config, load_config
     from apo_local.run.optimize import optimize
 
     args = parse_args(argv)

@@ -105,8 +105,8 @@ def main() -> int:
     if args.runs < args.warmup + 3:
         ap.error(f"--runs must be at least --warmup + 3 ({args.warmup + 3})")
 
-    from apo_local.run.config import build_config
     from apo_local.engine import shutdown_engines
+    from apo_local.run.config import build_config
     from apo_local.run.optimize import optimize
 
     samples, started = [], time.time()

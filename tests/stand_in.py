@@ -61,6 +61,9 @@ def use_stand_in(monkeypatch) -> StandIn:
     monkeypatch.setattr(
         runner,
         "engines_for",
-        lambda cfg, trace: (RoleEngine(engine, "target", trace), RoleEngine(engine, "optimizer", trace)),
+        lambda cfg, trace, budget=None: (
+            RoleEngine(engine, "target", trace, budget),
+            RoleEngine(engine, "optimizer", trace, budget),
+        ),
     )
     return engine

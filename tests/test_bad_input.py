@@ -181,7 +181,7 @@ def test_test_limit_beyond_the_test_split_is_capped_with_one_line(tmp_path, monk
     import logging
 
     from apo_local.run.config import build_config
-    from apo_local.run.optimize import cap_test_limit, preflight
+    from apo_local.run.plan import RunPlan, cap_test_limit
     from apo_local.tasks import load_task
 
     task = load_task(make_task(tmp_path / "task", test=jsonl(ROWS[:3])))
@@ -194,7 +194,7 @@ def test_test_limit_beyond_the_test_split_is_capped_with_one_line(tmp_path, monk
     assert [r.getMessage() for r in caplog.records] == [
         "evaluation.test_limit=4 is larger than the test split (3 examples): using all 3"
     ]
-    preflight(capped, task)  # no error
+    RunPlan.build(capped, task)  # no error
     assert cap_test_limit(capped, task) is capped
 
 
@@ -438,7 +438,12 @@ def test_real_process_one_line_exit_2(tmp_path, args, expected):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     env = {**os.environ, "APO_LOCAL_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run(
-        [sys.executable, "-m", "apo_local.commands.cli", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
+        [sys.executable, "-m", "apo_local.commands.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
     )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()

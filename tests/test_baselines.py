@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from apo_local.scoring import Prediction, make_evaluation
 from apo_local.run.baselines import best_constant, constant_evaluations, majority_label
 from apo_local.run.final_pick import REWARD, pick_on_validation
 from apo_local.run.headline import SplitStats, headline
+from apo_local.scoring import Prediction, make_evaluation
 from apo_local.tasks import Example, load_task
 from apo_local.tasks.metrics import balanced_accuracy
 

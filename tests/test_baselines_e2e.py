@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from apo_local.run.config import build_config
 from apo_local.commands.summary import summary_lines
-from apo_local.run.optimize import optimize
 from apo_local.run.baselines import constant_instruction
+from apo_local.run.config import build_config
+from apo_local.run.optimize import optimize
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.engine

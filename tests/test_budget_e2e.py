@@ -8,10 +8,10 @@ import json
 
 import pytest
 
+from apo_local.ledger import Budget
 from apo_local.run.config import build_config
 from apo_local.run.optimize import optimize
-from apo_local.search.beam import BeamSearch
-from apo_local.ledger import Budget
+from apo_local.run.recorder import RunRecorder
 from apo_local.search.optimizer_calls import OptimizerCalls
 
 pytestmark = pytest.mark.engine
@@ -45,14 +45,14 @@ def _run(tmp_path):
 
 
 def test_max_minutes_fires_at_the_boundary_between_expansion_and_selection(engine, tmp_path, clock, monkeypatch):
-    original = BeamSearch._checkpoint
+    original = RunRecorder.checkpoint
 
     def slow_expansion(self, state):
         original(self, state)
         if state.phase == "expanded" and state.round == 1:
             clock["elapsed"] = 3600.0  # the expansion took an hour
 
-    monkeypatch.setattr(BeamSearch, "_checkpoint", slow_expansion)
+    monkeypatch.setattr(RunRecorder, "checkpoint", slow_expansion)
     run, results, phases = _run(tmp_path)
     assert results["stop_reason"] == "budget: max_minutes (1.0) reached"
     assert results["rounds_completed"] == 0 and "select" not in phases and phases[-1] == "final"

@@ -10,8 +10,8 @@ import pytest
 
 from apo_local import calibration as calib
 from apo_local.engine.protocol import ChoiceScores
-from apo_local.scoring import Evaluation, Scorer, prediction_records
 from apo_local.run.baselines import constant_evaluations
+from apo_local.scoring import Evaluation, Scorer, prediction_records
 from apo_local.support.errors import ApoError
 from apo_local.tasks import Example, load_task
 

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from apo_local.commands.cli import main
+from apo_local.run.checkpoint import Checkpoint
 from apo_local.run.config import PRESETS, build_config, dump_config, flag_help, flag_names, load_config
 from apo_local.search.state import Candidate, Phase, RunState, Status
 from apo_local.support.errors import ApoError
@@ -221,10 +222,10 @@ def test_candidate_status_is_typed_and_serializes_as_before():
 def test_run_state_round_trips_and_refuses_unknown_versions(tmp_path):
     state = RunState.fresh("Is it a lie?")
     state.history.append({"round": 1})
-    state.save(tmp_path / "checkpoint.json")
+    Checkpoint(tmp_path / "checkpoint.json").save(state)
     data = json.loads((tmp_path / "checkpoint.json").read_text())
     assert data["version"] == 2 and data["phase"] == "start"
-    assert RunState.load(tmp_path / "checkpoint.json") == state
+    assert Checkpoint(tmp_path / "checkpoint.json").load() == state
     with pytest.raises(ApoError, match="checkpoint version 3"):
         RunState.from_dict(dict(data, version=3))
 

@@ -128,8 +128,8 @@ def test_spawn_is_the_default_start_on_cuda_unless_the_user_chose():
 def test_engine_args_pass_through_and_win_over_defaults():
     from pathlib import Path
 
-    from apo_local.run.config import build_config
     from apo_local.engine.vllm_engine import engine_kwargs
+    from apo_local.run.config import build_config
 
     cfg = build_config(
         {

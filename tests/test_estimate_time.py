@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from apo_local.run.config import build_config
 from apo_local.run import estimate as est_mod
+from apo_local.run.config import build_config
 from apo_local.search.splits import eval_rows, train_rows
 from apo_local.tasks import load_task
 

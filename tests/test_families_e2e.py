@@ -144,19 +144,16 @@ def test_reasoning_opened_by_the_prompt_never_reaches_the_caller(family_dirs):
 
 def test_two_different_models_for_the_roles_and_the_plan_in_the_run_directory(family_dirs, tmp_path):
     """A Llama 3 target beside a Qwen 2.5 optimizer: two engines in one process, and engines.json
-    says how they were placed (on CPU: as configured, no GPU split)."""
-    import json
-
+    (engines.json in a run directory) says how they were placed (on CPU: as configured, no GPU split)."""
     from apo_local.engine import load_role_engines
 
     t = EngineSettings(model=str(family_dirs["llama3"]), kv_cache_gb=0.25)
     o = EngineSettings(model=str(family_dirs["qwen2.5"]), kv_cache_gb=0.25)
-    target, optimizer = load_role_engines(t, o, False, tmp_path / "engines.json")
+    target, optimizer, plan = load_role_engines(t, o, False)
     try:
         assert target.inner is not optimizer.inner
         assert target.score_choices([PROMPT], ["Yes", "No"])[0].error is None
         assert optimizer.generate([GenerationRequest("Rewrite: be brief.", max_tokens=4)])[0].output_tokens > 0
-        plan = json.loads((tmp_path / "engines.json").read_text())
         assert plan["how"] == "cpu" and plan["target"]["model"].endswith("llama3")
         assert plan["optimizer"]["model"].endswith("qwen2.5")
     finally:

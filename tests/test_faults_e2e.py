@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from apo_local.run.config import build_config
-from apo_local.run.run_dir import RunDir, atomic_write
 from apo_local.run.optimize import optimize, resume
+from apo_local.run.run_dir import RunDir, atomic_write
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.engine

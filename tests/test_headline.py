@@ -6,9 +6,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from apo_local.scoring import Prediction, make_evaluation
 from apo_local.run.baselines import best_constant, constant_evaluations
 from apo_local.run.headline import SplitStats, headline
+from apo_local.scoring import Prediction, make_evaluation
 from apo_local.tasks import Example, load_task
 
 

@@ -11,9 +11,9 @@ import textwrap
 import pytest
 
 from apo_local.run.config import build_config, dump_config
+from apo_local.run.estimate import estimate
 from apo_local.run.optimize import optimize
 from apo_local.search import proposers
-from apo_local.run.estimate import estimate
 from apo_local.search.proposers import METHODS, Method, declared_methods, method_of, register_method
 from apo_local.search.splits import eval_rows, train_rows, validation_rows
 from apo_local.support.errors import ApoError

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-import apo_local.models.sources as model_sources
 import apo_local.models.registry as models
+import apo_local.models.sources as model_sources
 from apo_local.models.registry import list_models, load_registry, prepare_model
 from apo_local.support.errors import ApoError
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-import apo_local.models.sources as model_sources
 import apo_local.models.registry as models
+import apo_local.models.sources as model_sources
 from apo_local.models.registry import list_models, load_registry, models_dir, prepare_model, resolve_model
 from apo_local.support.errors import ApoError
 
@@ -143,7 +143,7 @@ def test_missing_registry_file(tmp_path, monkeypatch):
 def test_env_overrides(tmp_path, monkeypatch):
     monkeypatch.delenv(models.MODELS_DIR_ENV, raising=False)
     monkeypatch.delenv(models.REGISTRY_ENV, raising=False)
-    repo_models = Path(models.__file__).resolve().parents[1] / "models"
+    repo_models = Path(models.__file__).resolve().parents[2] / "models"
     assert models_dir() == repo_models
     assert models.registry_path() == repo_models / "registry.yaml"
     monkeypatch.setenv(models.MODELS_DIR_ENV, str(tmp_path / "m"))

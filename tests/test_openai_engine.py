@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from apo_local.run.config import build_config
 from apo_local.engine.openai_client import ServerClient, ServerError
 from apo_local.engine.openai_engine import _first_token_logprob, parse_label
+from apo_local.run.config import build_config
 from apo_local.support.errors import ApoError
 
 
@@ -66,15 +66,15 @@ def test_unreachable_server_is_one_line():
 
 def test_config_flags_and_checks():
     from apo_local.run.config import flag_names
-    from apo_local.run.optimize import preflight
+    from apo_local.run.plan import RunPlan
     from apo_local.tasks import load_task
 
     flags = flag_names()
     assert flags["target.base_url"] == "target-base-url" and flags["optimizer.base_url"] == "optimizer-base-url"
     cfg = build_config({"target": {"backend": "openai", "base_url": "http://127.0.0.1:8000/v1"}})
     assert cfg.optimizer_engine_config().backend == "openai"  # the optimizer shares the server
-    preflight(cfg, load_task("liar"))  # no model folder needed
+    RunPlan.build(cfg, load_task("liar"))  # no model folder needed
     with pytest.raises(ApoError, match="target.base_url"):
-        preflight(build_config({"target": {"backend": "openai"}}), load_task("liar"))
+        RunPlan.build(build_config({"target": {"backend": "openai"}}), load_task("liar"))
     with pytest.raises(ApoError, match="optimizer.base_url: only for backend openai"):
-        preflight(build_config({"optimizer": {"base_url": "http://x:1/v1"}}), load_task("liar"))
+        RunPlan.build(build_config({"optimizer": {"base_url": "http://x:1/v1"}}), load_task("liar"))

@@ -20,8 +20,8 @@ def test_ray_asks_for_both_engines_gpus_when_models_differ():
 
 
 def test_sweep_gpu_count_sums_roles_with_different_models(tmp_path):
-    from apo_local.run.config import build_config
     from apo_local.experiments.sweep import gpus_for
+    from apo_local.run.config import build_config
 
     assert gpus_for(build_config({})) == 1  # both roles: the same engine
     other = build_config({"optimizer": {"model": "smollm2-135m", "max_model_len": 1024, "tensor_parallel_size": 2}})

@@ -67,8 +67,8 @@ def test_as_target_label_scores(qwen, tmp_path):
 
 
 def test_as_optimizer_one_guided_reply_parses(qwen):
-    from apo_local.run.config import build_config
     from apo_local.engine import EngineSettings, RoleEngine, Trace, load_engine
+    from apo_local.run.config import build_config
     from apo_local.search.meta_prompts import MetaPrompts
     from apo_local.search.optimizer_calls import OptimizerCalls
     from apo_local.search.reply_shapes import tagged

@@ -27,7 +27,7 @@ def library_examples() -> list[str]:
 
 
 def runner_example() -> str:
-    doc = O.__doc__.split("\n\n", 1)[1]
+    doc = O.__doc__.split("\n\n")[1]  # the docstring's second paragraph: the example
     return textwrap.dedent(doc)
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from apo_local.run.config import build_config
 from apo_local.engine import Generation, RoleEngine, Trace
 from apo_local.engine.cache import CachedEngine, ResultCache
 from apo_local.engine.protocol import GenerationRequest, ReplyShape, tail_repeats
+from apo_local.run.config import build_config
+from apo_local.run.result import replies_line, reply_summary
 from apo_local.search.admission import Admission
 from apo_local.search.hygiene import Hygiene, rule
 from apo_local.search.optimizer_calls import OptimizerCalls
@@ -29,7 +30,6 @@ from apo_local.search.reply_shapes import (
     item_words,
     tagged,
 )
-from apo_local.run.result import replies_line, reply_summary
 from apo_local.search.state import Candidate, Status
 from apo_local.search.streams import Streams
 from apo_local.tasks import load_task
@@ -247,12 +247,13 @@ def test_hygiene_off_admits_filler():
 
 
 def test_counts_travel_in_the_checkpoint(tmp_path: Path):
+    from apo_local.run.checkpoint import Checkpoint
     from apo_local.search.state import RunState
 
     state = RunState.fresh("x")
     state.counts = {"replies": 3, "rejected:chat filler": 1}
-    state.save(tmp_path / "c.json")
-    assert RunState.load(tmp_path / "c.json").counts == state.counts
+    Checkpoint(tmp_path / "c.json").save(state)
+    assert Checkpoint(tmp_path / "c.json").load().counts == state.counts
 
 
 # -- bounded items: every item closes within max_tokens ----------------------------------------------

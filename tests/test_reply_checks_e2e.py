@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from apo_local.run.config import build_config
 from apo_local.engine import GenerationRequest, RoleEngine, Trace
 from apo_local.engine.protocol import ReplyShape
+from apo_local.run.config import build_config
 from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.optimizer_calls import OptimizerCalls
 from apo_local.search.repetition import REPEAT_STOP

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from apo_local import runner
+import apo_local.run.optimize as runner
 from apo_local.run.config import build_config
+from apo_local.run.finish import Finish
 from apo_local.run.optimize import optimize, resume
-from apo_local.search.beam import BeamSearch
+from apo_local.run.recorder import RunRecorder
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.engine
@@ -56,10 +57,10 @@ def _results_write_kills(real):
 # (name, what to patch, phase the checkpoint must show after the kill, results.json there or not)
 KILL_POINTS = {
     # the rounds are over and FINAL is checkpointed; the final evaluation has not started
-    "final evaluation starts": (lambda mp: mp.setattr(BeamSearch, "_final", _kill), "final", False),
+    "final evaluation starts": (lambda mp: mp.setattr(Finish, "result", _kill), "final", False),
     # in the middle of the final evaluation: test rows scored, constant answers being scored
     "final evaluation midway": (
-        lambda mp: mp.setattr("apo_local.search.beam.constant_evaluations", _kill),
+        lambda mp: mp.setattr("apo_local.run.finish.constant_evaluations", _kill),
         "final",
         False,
     ),
@@ -70,7 +71,7 @@ KILL_POINTS = {
         False,
     ),
     # results.json is written, the checkpoint still says FINAL
-    "before the DONE checkpoint": (lambda mp: mp.setattr(BeamSearch, "mark_done", _kill), "final", True),
+    "before the DONE checkpoint": (lambda mp: mp.setattr(RunRecorder, "done", _kill), "final", True),
 }
 
 

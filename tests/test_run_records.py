@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import apo_local.run.optimize as O
-from apo_local.run.config import build_config
 from apo_local.models.registry import model_record, resolve_model, weights_fingerprint
+from apo_local.run.config import build_config
 from apo_local.search.splits import validation_warning
 from tests.stand_in import StandIn, use_stand_in
 
@@ -54,10 +54,8 @@ def test_the_engine_plan_records_the_models(monkeypatch, tmp_path, default_model
     from apo_local.engine.settings import EngineSettings
 
     monkeypatch.setattr(E, "load_engine", lambda *a, **k: StandIn())
-    E.load_role_engines(
-        EngineSettings(), EngineSettings(model=default_model["folder"]), False, tmp_path / "engines.json"
-    )
-    models = json.loads((tmp_path / "engines.json").read_text())["models"]
+    *_, plan = E.load_role_engines(EngineSettings(), EngineSettings(model=default_model["folder"]), False)
+    models = plan["models"]
     assert models["target"]["alias"] == models["optimizer"]["alias"] == "smollm2-135m"
     assert models["optimizer"]["name"] == default_model["folder"]
     assert models["target"]["fingerprint"] == models["optimizer"]["fingerprint"] == default_model["fingerprint"]

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from apo_local.run.config import build_config
 from apo_local.engine.protocol import ChoiceScores
+from apo_local.run.config import build_config
+from apo_local.run.headline import SplitStats, power, suppressed_labels
 from apo_local.scoring import Scorer
 from apo_local.search.acceptance.bandit import BanditAcceptance
-from apo_local.run.headline import SplitStats, power, suppressed_labels
 from apo_local.search.selectors import make_selector
 from apo_local.search.splits import train_rows, validation_rows
 from apo_local.search.state import Candidate

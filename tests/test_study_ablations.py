@@ -15,9 +15,9 @@ import re
 import pytest
 
 import apo_local.run.optimize as O
-from apo_local.run.config import build_config
 from apo_local.engine import RoleEngine
 from apo_local.engine.protocol import ChoiceScores, Generation
+from apo_local.run.config import build_config
 from apo_local.search.proposers.abo_format import WORK
 from apo_local.tasks import load_task
 
@@ -92,7 +92,10 @@ def _run(tmp_path, monkeypatch, data: dict, oracle: bool = True):
     monkeypatch.setattr(
         O,
         "engines_for",
-        lambda cfg, trace: (RoleEngine(target, "target", trace), RoleEngine(optimizer, "optimizer", trace)),
+        lambda cfg, trace, budget=None: (
+            RoleEngine(target, "target", trace, budget),
+            RoleEngine(optimizer, "optimizer", trace, budget),
+        ),
     )
     base = {
         "task": "liar",

@@ -10,8 +10,8 @@ import random
 from types import SimpleNamespace
 
 import apo_local.run.optimize as O
-from apo_local.run.config import build_config
 from apo_local.engine import RoleEngine
+from apo_local.run.config import build_config
 from apo_local.search.acceptance import NaiveAcceptance, ValidatedAcceptance
 from apo_local.search.acceptance.pool import updates
 from apo_local.search.state import Candidate, Status
@@ -62,7 +62,10 @@ def _run(tmp_path, monkeypatch, target, data: dict, name: str):
     monkeypatch.setattr(
         O,
         "engines_for",
-        lambda cfg, trace: (RoleEngine(target, "target", trace), RoleEngine(optimizer, "optimizer", trace)),
+        lambda cfg, trace, budget=None: (
+            RoleEngine(target, "target", trace, budget),
+            RoleEngine(optimizer, "optimizer", trace, budget),
+        ),
     )
     base = {
         "task": "liar",

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from apo_local.run.config import build_config
 from apo_local.engine import RoleEngine, Trace
 from apo_local.engine.protocol import Generation
+from apo_local.run.config import build_config
 from apo_local.scoring import Scorer
 from apo_local.search.proposers import target_answer
 from apo_local.support.errors import ApoError

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from apo_local.run.config import build_config, dump_config, flatten_keys, load_config, read_run_config, unused_knobs
 from apo_local.experiments.compare import load_spec
 from apo_local.experiments.sweep.grid import expand
 from apo_local.experiments.sweep.spec import load_sweep
+from apo_local.run.config import build_config, dump_config, flatten_keys, load_config, read_run_config, unused_knobs
 from apo_local.support.errors import ApoError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from apo_local.run.config import build_config, flag_names
 from apo_local.experiments.diagnostics import TfIdf, diagnose, jaccard, within_run
+from apo_local.run.config import build_config, flag_names
 from apo_local.search import acceptance
 from apo_local.search.feedback import corrupt_examples, corrupt_label, pseudo_errors, real_errors
 from apo_local.search.meta_prompts import MetaPrompts

@@ -15,7 +15,7 @@ import json
 import pytest
 
 from apo_local.experiments import sweep as S
-from apo_local.search.beam import BeamSearch
+from apo_local.run.recorder import RunRecorder
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.engine
@@ -45,7 +45,7 @@ def interrupted_then_resumed(engine, tiny_run, tmp_path_factory):
     out = root / "sweep"
     cells = S.order_for_engines(S.expand(spec, base))
     first, victim = cells[0].id, cells[1].id
-    original = BeamSearch._checkpoint
+    original = RunRecorder.checkpoint
 
     def ctrl_c_after_expansion(self, state):
         original(self, state)
@@ -53,7 +53,7 @@ def interrupted_then_resumed(engine, tiny_run, tmp_path_factory):
             raise KeyboardInterrupt
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(BeamSearch, "_checkpoint", ctrl_c_after_expansion)
+        mp.setattr(RunRecorder, "checkpoint", ctrl_c_after_expansion)
         with pytest.raises(KeyboardInterrupt):
             S.run_sweep(spec, base, out)
     after_interrupt = {

@@ -9,8 +9,8 @@ import os
 import pytest
 
 from apo_local.run.config import build_config, flag_names
-from apo_local.support.errors import ApoError
 from apo_local.run.tracking import FileTracker, check, flat_params, make_tracker, round_metrics
+from apo_local.support.errors import ApoError
 
 
 def test_off_by_default_and_flags():

@@ -181,7 +181,7 @@ def build_bundle(
     """Write ``out/wheels/*.whl``, ``out/install.sh`` and ``out/bundle.json``; returns the manifest.
     ``vllm``: a version, None (the newest pinning ``torch_version``) or "none" (apo-local alone)."""
     out = Path(out)
-    project = project or Path(__file__).resolve().parents[1]
+    project = project or Path(__file__).resolve().parents[2]
     if vllm is None:
         pins = pins if pins is not None else read_pins(list(VERIFIED_PINS), python, platform, vllm_package)
         vllm = pick_vllm(torch_version, pins)

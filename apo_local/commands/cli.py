@@ -14,7 +14,6 @@ from pathlib import Path
 
 import click
 
-from apo_local.run.baseline_lines import constant_baseline, constant_lines, lean_warnings
 from apo_local.commands.flags import (
     RUN_OPTIONS,
     SectionedCommand,
@@ -24,9 +23,10 @@ from apo_local.commands.flags import (
     flag_overrides,
     setup_logging,
 )
-from apo_local.config.presets import PRESETS
-from apo_local.run.config import load_config
 from apo_local.commands.summary import print_summary
+from apo_local.config.presets import PRESETS
+from apo_local.run.baseline_lines import constant_baseline, constant_lines, lean_warnings
+from apo_local.run.config import load_config
 from apo_local.support import _offline  # noqa: F401  (offline env before anything heavy)
 from apo_local.support.errors import ApoError
 
@@ -264,9 +264,9 @@ def optimize(config_file, out, resume_dir, overwrite, n_seeds, preset, **flags):
 
 
 # Commands of their own modules register here.
-from apo_local.experiments.diagnostics import diagnose_command  # noqa: E402
-from apo_local.experiments.compare_cli import compare_command  # noqa: E402
 from apo_local.commands.explain import explain_command  # noqa: E402
+from apo_local.experiments.compare_cli import compare_command  # noqa: E402
+from apo_local.experiments.diagnostics import diagnose_command  # noqa: E402
 
 cli.add_command(compare_command)
 cli.add_command(diagnose_command)

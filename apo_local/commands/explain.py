@@ -38,12 +38,12 @@ def _engines(cfg, task, trace):
 
 def explain(path: str | Path) -> dict:
     """Compute, write and return the attribution of the finished run in ``path``."""
-    from apo_local.run.config import load_config
     from apo_local.engine import Trace
-    from apo_local.run.run_dir import RunDir, write_json
-    from apo_local.run.optimize import cap_test_limit
-    from apo_local.scoring import Scorer
     from apo_local.run import attribution as attr
+    from apo_local.run.config import load_config
+    from apo_local.run.plan import cap_test_limit
+    from apo_local.run.run_dir import RunDir, write_json
+    from apo_local.scoring import Scorer
     from apo_local.search.proposers import target_answer
     from apo_local.search.splits import eval_rows, validation_rows
     from apo_local.tasks import load_task

@@ -82,7 +82,9 @@ def _paired_lines(result, constant: dict) -> list[str]:
         else "a metric can rise this way while the classifier gets worse"
     )
     lines.extend(lean_warnings(result.selected_test, "the selected prompt", "test rows", why))
-    lines.extend(result.warnings)  # e.g. a validation split too small to tell prompts apart (runner.run_warnings)
+    lines.extend(
+        result.warnings
+    )  # e.g. a validation split too small to tell prompts apart (run/plan.py: RunPlan.warnings)
     return lines
 
 

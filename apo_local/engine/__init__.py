@@ -179,11 +179,10 @@ def load_role_engines(
     target: EngineSettings,
     optimizer: EngineSettings,
     cache_path: Path | str | None | bool = None,
-    record: Path | None = None,
-) -> tuple[CachedEngine, CachedEngine]:
+) -> tuple[CachedEngine, CachedEngine, dict]:
     """The target's and the optimizer's engines: one shared engine when they are the same model and
     settings; otherwise two, placed on their own GPUs or splitting the GPU memory (engine/placement.py).
-    ``record``: a file to write the plan to once both engines run (the run directory's ``engines.json``)."""
+    Returns the two engines and the placement plan with the models (what a run writes as ``engines.json``)."""
     from apo_local.engine.placement import gpu_memory_gib, plan_engines
     from apo_local.engine.settings import cuda_devices
 
@@ -197,14 +196,9 @@ def load_role_engines(
     )
     first = load_engine(plan.target, cache_path, role="target")
     second = load_engine(plan.optimizer, cache_path, role="optimizer")
-    if record is not None:  # once both run: a run that failed to start leaves nothing behind
-        import json
+    import json
 
-        from apo_local.run.run_dir import atomic_write
-
-        view = {**json.loads(plan.to_json()), "models": role_models(target, optimizer)}
-        atomic_write(Path(record), json.dumps(view, indent=2) + "\n")  # user-only, as the whole run directory
-    return first, second
+    return first, second, {**json.loads(plan.to_json()), "models": role_models(target, optimizer)}
 
 
 def model_of(settings: EngineSettings) -> dict:

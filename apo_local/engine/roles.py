@@ -1,122 +1,36 @@
 """Roles: the target model (being prompted) and the optimizer model (writing gradients and edits).
 
-A ``RoleEngine`` is an engine seen through one role. It records every call in the run's trace
-(role, phase, round, prompts, tokens, cache hits, seconds) and keeps per-role totals that budget
-caps read. Totals count logical work (cache hits included), so they are identical whether a run
-was resumed or not.
+A ``RoleEngine`` is an engine seen through one role. It records every call in the run's ledger (``ledger.Trace``:
+role, phase, round, prompts, tokens, cache hits, seconds), and before every call it asks the run's budget
+(``ledger.Budget``) whether a cap has been reached: the one budget gate of a run, so nothing the search calls has
+to check the budget itself.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from apo_local.engine.protocol import ChoiceScores, Generation, GenerationRequest
-
-ROLES = ("target", "optimizer")
-
-
-@dataclass
-class RoleTotals:
-    calls: int = 0  # engine calls (batches)
-    prompts: int = 0  # requests inside them
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_hits: int = 0
-    seconds: float = 0.0
-
-
-def _append(path: Path, line: str) -> None:
-    """One whole line, appended; the file is created user-only (the trace holds prompts and outputs)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, line.encode("utf-8"))
-    finally:
-        os.close(fd)
-
-
-class Trace:
-    """Appends one JSON line per engine call to ``trace.jsonl`` (or keeps totals only)."""
-
-    def __init__(self, path: Path | None = None):
-        self.path = Path(path) if path else None
-        self.phase = ""
-        self.round: int | None = None
-        self.totals = {role: RoleTotals() for role in ROLES}
-        self.faults: dict[str, int] = {}
-        self.counts: dict[str, int] = {}  # tallies that are not faults (optimizer replies, candidates)
-        self.phase_seconds: dict[str, float] = {}  # engine seconds by phase, this process only
-
-    def at(self, phase: str, round: int | None) -> None:
-        self.phase, self.round = phase, round
-
-    def record(
-        self,
-        role: str,
-        op: str,
-        prompts: int,
-        input_tokens: int,
-        output_tokens: int,
-        cache_hits: int,
-        seconds: float,
-        **extra,
-    ) -> None:
-        t = self.totals[role]
-        t.calls += 1
-        t.prompts += prompts
-        t.input_tokens += input_tokens
-        t.output_tokens += output_tokens
-        t.cache_hits += cache_hits
-        t.seconds += seconds
-        self.phase_seconds[self.phase] = self.phase_seconds.get(self.phase, 0.0) + seconds
-        if self.path:
-            line = dict(
-                role=role,
-                op=op,
-                phase=self.phase,
-                round=self.round,
-                prompts=prompts,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cache_hits=cache_hits,
-                seconds=round(seconds, 3),
-                **extra,
-            )
-            _append(self.path, json.dumps(line) + "\n")
-
-    def event(self, kind: str, **detail) -> None:
-        """A counted fault or fallback (unparseable reply, rejected candidate, ...), logged in the trace."""
-        self.faults[kind] = self.faults.get(kind, 0) + 1
-        if self.path:
-            _append(self.path, json.dumps(dict(event=kind, phase=self.phase, round=self.round, **detail)) + "\n")
-
-    def count(self, kind: str, n: int = 1) -> None:
-        """A tally (not a fault): kept with the faults in the checkpoint, reported in results.json."""
-        self.counts[kind] = self.counts.get(kind, 0) + n
-
-    def totals_dict(self) -> dict:
-        return {role: asdict(t) for role, t in self.totals.items()}
-
-    def restore(self, totals: dict, faults: dict, counts: dict | None = None) -> None:
-        self.totals = {role: RoleTotals(**totals.get(role, {})) for role in ROLES}
-        self.faults = dict(faults)
-        self.counts = dict(counts or {})
+from apo_local.ledger import ROLES, Budget, Trace
 
 
 class RoleEngine:
-    def __init__(self, engine, role: str, trace: Trace):
+    def __init__(self, engine, role: str, trace: Trace, budget: Budget | None = None):
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
-        self.engine, self.role, self.trace = engine, role, trace
+        self.engine, self.role, self.trace, self.budget = engine, role, trace, budget
         self.model_id = engine.model_id
         self.max_model_len = engine.max_model_len
+
+    def _gate(self) -> None:
+        """Before every engine call: ``BudgetStop`` once a cap is reached (while the budget is enforced)."""
+        if self.budget is not None:
+            self.budget.check()
 
     def count_tokens(self, prompts: Sequence[str]) -> list[int]:
         return self.engine.count_tokens(prompts)
@@ -124,6 +38,7 @@ class RoleEngine:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         if not requests:
             return []
+        self._gate()
         hits, start = self.engine.hits, time.perf_counter()
         with _progress(self.role, "generation", len(requests), self.trace):
             out = self.engine.generate(requests)
@@ -143,6 +58,7 @@ class RoleEngine:
     def score_choices(self, prompts: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:
         if not prompts:
             return []
+        self._gate()
         hits, start = self.engine.hits, time.perf_counter()
         with _progress(self.role, "scoring", len(prompts), self.trace):
             out = self.engine.score_choices(prompts, choices)

@@ -35,10 +35,10 @@ from pathlib import Path
 
 import yaml
 
-from apo_local.run.config import RunConfig, build_config, deep_merge, dump_config, inherit, read_yaml_mapping
 from apo_local.experiments.compare_tables import csv_text, markdown
 from apo_local.experiments.sweep.cell import initial_status
 from apo_local.experiments.sweep.cell import run_cell as run_or_resume
+from apo_local.run.config import RunConfig, build_config, deep_merge, dump_config, inherit, read_yaml_mapping
 from apo_local.run.run_dir import COMPARE_SPEC
 from apo_local.support.errors import ApoError
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from apo_local.run.config import build_config, deep_merge
 from apo_local.experiments.compare import CompareSpec, compare, load_spec
+from apo_local.run.config import build_config, deep_merge
 from apo_local.support.errors import ApoError
 
 log = logging.getLogger("apo_local")

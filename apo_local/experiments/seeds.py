@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from apo_local.run.config import RunConfig, dump_config
 from apo_local.experiments.compare_stats import paired, prediction_rows, selected_rows, verdict, verdict_line
 from apo_local.experiments.sweep.cell import run_cell
-from apo_local.run.run_dir import write_json
+from apo_local.run.config import RunConfig, dump_config
+from apo_local.support.files import write_json
 from apo_local.tasks import load_task
 
 

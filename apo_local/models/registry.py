@@ -39,7 +39,7 @@ _SOURCE_KEYS = {  # per kind: the keys it takes
 _SOURCE_KINDS = tuple(_SOURCE_KEYS)
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
+_REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 @dataclass(frozen=True)

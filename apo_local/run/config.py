@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from apo_local.run.config_migrate import keep_earlier_selection, migrate_flat_keys, refuse_moved
+from apo_local.config.presets import PRESETS
 from apo_local.config.schema import (  # noqa: F401  (the schema is re-exported: one import for callers)
     SELECTOR_NAMES,
     ABOConfig,
@@ -32,8 +32,8 @@ from apo_local.config.schema import (  # noqa: F401  (the schema is re-exported:
     SearchConfig,
     SelectionConfig,
 )
+from apo_local.run.config_migrate import keep_earlier_selection, migrate_flat_keys, refuse_moved
 from apo_local.search.proposers import METHOD_SECTIONS, METHODS, method_of
-from apo_local.config.presets import PRESETS
 from apo_local.support.errors import ApoError
 
 

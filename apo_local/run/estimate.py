@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from apo_local.config.schema import RunConfig
-from apo_local.run.run_dir import atomic_write
+from apo_local.search.acceptance import RULES, SelectionCost
 from apo_local.search.proposers import Expansion, method_of
 from apo_local.support.errors import ApoError
+from apo_local.support.files import atomic_write
 from apo_local.tasks import Example, Task
 
 CHARS_PER_TOKEN = 4
@@ -131,10 +133,20 @@ def _tokens(text: str) -> int:
 
 
 def estimate(
-    cfg: RunConfig, task: Task, train: list[Example], test: list[Example], validation: list[Example] = ()
+    cfg: RunConfig,
+    task: Task,
+    train: list[Example],
+    test: list[Example],
+    validation: list[Example] = (),
+    *,
+    proposer_cost: Callable[[Expansion], int] | None = None,
+    selection_cost: Callable[[SelectionCost], None] | None = None,
 ) -> Estimate:
     """The size of the search ``cfg`` describes on ``task`` (``train`` / ``test`` / ``validation``: the rows it
-    uses; the final beam is scored on the validation rows)."""
+    uses; the final beam is scored on the validation rows): the sum of what the method's expansions (its
+    ``Method.cost``) and the acceptance rule's selections (its ``Rule.cost``) declare they cost each round, and
+    the final evaluation. ``proposer_cost`` / ``selection_cost``: those of strategy objects passed to
+    ``optimize`` instead of the configured names' (``cost`` attributes)."""
     instruction = cfg.search.initial_prompt or task.initial_instruction
     sample = train[:50]
     row = sum(_tokens(ex.input) for ex in sample) // max(1, len(sample)) + 8  # one example shown to the optimizer
@@ -145,12 +157,14 @@ def estimate(
     mode, answer_tokens, _ = method.target_answer(cfg)
     judge = _JudgeSize.of(task, answer_tokens, sample, cfg.feedback.show_evaluation)
     est = Estimate(rounds=cfg.search.rounds)
+    expand = proposer_cost or method.cost
+    select = selection_cost or RULES[cfg.selection.acceptance].cost
     for rnd in range(1, cfg.search.rounds + 1):
         parents = 1 if rnd == 1 else cfg.search.beam_size
-        new = method.cost(
+        new = expand(
             Expansion(cfg, est.target, est.optimizer, parents, rnd, target_in, META_OVERHEAD + prompt, row, judge)
         )  # adds the round's expansion; the most proposals it makes
-        _select(cfg, est, parents, min(new, parents * cfg.search.max_expansion), target_in)
+        select(SelectionCost(cfg, est.target, parents, min(new, parents * cfg.search.max_expansion), target_in))
         if cfg.evaluation.per_round_test:
             est.target.add(cfg.search.beam_size * len(test), target_in)
     # the final pick, on the validation rows: the final beam, and the initial prompt (guarded; method: beside it)
@@ -203,31 +217,3 @@ class _JudgeSize:
 
         for _ in range(groups if self.reason_in else 0):
             optimizer.add(per_group, self.reason_in, per_group * REASON_TOKENS)
-
-
-def _select(cfg: RunConfig, est: Estimate, parents: int, new: int, target_in: int) -> None:
-    sel = cfg.selection
-    if sel.acceptance == "naive":
-        return
-    if sel.acceptance == "validated":
-        est.target.add(parents * (1 + min(sel.validation_k, new)) * sel.validation_size, target_in)
-        return
-    arms = parents + new
-    if arms <= cfg.search.beam_size or sel.selector == "uniform":
-        rounds = 1  # every arm kept: the budget is spread in one round
-    elif sel.selector in ("ucb", "ucb-e"):  # the most bandit rounds any number of arms up to ``arms`` can take
-        rounds = max(_index_policy_rounds(sel, n) for n in range(1, arms + 1))
-    else:
-        rounds = arms - cfg.search.beam_size  # successive rejects: one phase per rejected arm (halving: fewer)
-    est.target.prompts += sel.budget
-    est.target.calls += rounds
-    est.target.input_tokens += sel.budget * target_in
-
-
-def _index_policy_rounds(sel, arms: int) -> int:
-    """Bandit rounds of UCB / UCB-E on ``arms`` arms (selectors/ucb.py): the warm-up spreads ``warmup`` examples per
-    arm evenly (what does not divide is left over), then rounds of ``arms_per_round`` arms of ``batch_size``."""
-    warm = sel.batch_size if sel.warmup is None else sel.warmup
-    spread = min(sel.budget, arms * warm)
-    rest = sel.budget - (spread if spread < arms else spread // arms * arms)
-    return (1 if spread else 0) + -(-rest // (sel.batch_size * min(sel.arms_per_round, arms)))

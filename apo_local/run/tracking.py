@@ -53,12 +53,12 @@ class FileTracker:
         self._metrics = self.folder / "metrics.jsonl"
 
     def params(self, params: dict[str, str]) -> None:
-        from apo_local.run.run_dir import write_json
+        from apo_local.support.files import write_json
 
         write_json(self.folder / "params.json", params)
 
     def metrics(self, values: dict[str, float], step: int) -> None:
-        from apo_local.run.run_dir import atomic_write
+        from apo_local.support.files import atomic_write
 
         lines = (
             [json.loads(x) for x in self._metrics.read_text(encoding="utf-8").splitlines()]
@@ -69,7 +69,7 @@ class FileTracker:
         atomic_write(self._metrics, "".join(json.dumps(x) + "\n" for x in sorted(lines, key=lambda x: x["step"])))
 
     def artifacts(self, run_dir: Path) -> None:
-        from apo_local.run.run_dir import write_json
+        from apo_local.support.files import write_json
 
         files = sorted(
             str(p.relative_to(run_dir))
@@ -155,9 +155,21 @@ def start(cfg, run_dir: Path | None):
     return tracker
 
 
-def round_logger(tracker, trace, metric: str):
-    """What the search calls as each selection ends (``BeamSearch(on_round=...)``): the round's metrics logged."""
-    return lambda entry: tracker.metrics(round_metrics(entry, trace.totals_dict(), metric), int(entry["round"]))
+class RoundMetrics:
+    """A recorder of the search (``search/events.py``): as each selection ends, the round's metrics logged."""
+
+    def __init__(self, tracker, trace, metric: str):
+        self.tracker, self.trace, self.metric = tracker, trace, metric
+
+    def expanded(self, state) -> None:
+        pass
+
+    def selected(self, state) -> None:
+        entry = state.history[-1]
+        self.tracker.metrics(round_metrics(entry, self.trace.totals_dict(), self.metric), int(entry["round"]))
+
+    def finished(self, state) -> None:
+        pass
 
 
 def finish(tracker, result, run_dir: Path | None) -> None:

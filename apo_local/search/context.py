@@ -2,7 +2,8 @@
 
 ``streams`` derives the round's randomness; ``optimizer`` asks the optimizer model and parses its replies;
 ``feedback`` decides what the optimizer is shown; ``admission`` turns proposals into candidates;
-``scorer`` scores prompts with the target; ``budget.check()`` stops the search between engine batches.
+``scorer`` scores prompts with the target. Budget caps are not theirs to check: every engine call asks the
+run's budget first (``engine/roles.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from dataclasses import dataclass, field
 from apo_local.engine import Trace
 from apo_local.scoring import Scorer
 from apo_local.search.admission import Admission
-from apo_local.ledger import Budget
 from apo_local.search.feedback import Feedback
 from apo_local.search.meta_prompts import MetaPrompts
 from apo_local.search.optimizer_calls import OptimizerCalls
@@ -34,7 +34,6 @@ class RoundContext:
     feedback: Feedback
     admission: Admission
     meta: MetaPrompts
-    budget: Budget
     beam_size: int
     validation: list[Example] = field(
         default_factory=list

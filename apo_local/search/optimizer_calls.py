@@ -30,10 +30,8 @@ class OptimizerCalls:
         settings: OptimizerConfig,
         parse_fallback: str,
         streams: Streams,
-        before_call=lambda: None,
     ):
         self.engine, self.settings, self.parse_fallback, self.streams = engine, settings, parse_fallback, streams
-        self.before_call = before_call  # the budget check between engine batches
 
     @property
     def trace(self):
@@ -77,7 +75,6 @@ class OptimizerCalls:
             )
             for i, p in enumerate(prompts)
         ]
-        self.before_call()
         self.trace.at(purpose, self.streams.round)
         out = self.engine.generate(reqs)
         return [self._screen(g, purpose, guide is not None, keep_truncated) for g in out]

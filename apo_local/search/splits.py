@@ -14,7 +14,10 @@ of them): rows the errors were never drawn from. It needs them: with ``validatio
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from apo_local.config.schema import RunConfig
+from apo_local.search.feedback import corrupt_examples
 from apo_local.search.proposers import method_of
 from apo_local.search.streams import seeded_order_key
 from apo_local.stats import examples_needed
@@ -34,8 +37,36 @@ def _holdout_size(cfg: RunConfig, n_train: int) -> int:
     return size
 
 
-def validation_rows(task: Task, cfg: RunConfig) -> list[Example]:
-    """The validation rows ([] when there are none)."""
+@dataclass(frozen=True)
+class Splits:
+    """The rows of one run, computed once before any engine starts (``split_rows``)."""
+
+    train: list[Example]  # the training rows proposers draw errors from
+    validation: list[Example]  # the validation rows, true labels ([] with validation_split: none)
+    test: list[Example]
+    selection_train: list[Example]  # ``train`` with the labels the selection rewards use (wrong labels: corrupted)
+    selection_validation: list[Example]  # ``validation`` likewise (validated acceptance, the final pick)
+
+
+def split_rows(task: Task, cfg: RunConfig) -> Splits:
+    """Every split of a run, with the checks that refuse one too small; the held-out pool drawn once."""
+    pool = _pool_ids(task, cfg)
+    validation = validation_rows(task, cfg, pool)
+    train = train_rows(task, cfg, pool, validation)
+    test = eval_rows(task, cfg)
+    f = cfg.feedback
+    if "wrong" in (f.labels, f.selection_labels) or f.errors == "pseudo":
+        corrupt_examples(train[:1], task, cfg.seed, f.numeric_offset)  # refuse a task that can't be corrupted, now
+    selection_train, selection_validation = train, validation
+    if f.selection_labels == "wrong":  # the selection (bandit, validation, final pick) sees the wrong labels
+        selection_train, selection_validation = (
+            corrupt_examples(rows, task, cfg.seed, f.numeric_offset) for rows in (train, validation)
+        )
+    return Splits(train, validation, test, selection_train, selection_validation)
+
+
+def validation_rows(task: Task, cfg: RunConfig, pool: set[str] | None = None) -> list[Example]:
+    """The validation rows ([] when there are none); ``pool``: the method's held-out rows, when known."""
     split = cfg.evaluation.validation_split
     if split == "none":
         if cfg.selection.acceptance == "validated":
@@ -45,7 +76,7 @@ def validation_rows(task: Task, cfg: RunConfig) -> list[Example]:
             )
         return []
     if split == "auto" and "validation" not in task.split_names:
-        pool = _pool_ids(task, cfg)
+        pool = _pool_ids(task, cfg) if pool is None else pool
         train = [ex for ex in task.check_split("train") if ex.id not in pool]
         order = sorted(train, key=lambda ex: seeded_order_key(cfg.seed, "validation:" + ex.id))
         return order[: _holdout_size(cfg, len(train))]
@@ -58,9 +89,16 @@ def validation_rows(task: Task, cfg: RunConfig) -> list[Example]:
     return task.check_split(name)
 
 
-def train_rows(task: Task, cfg: RunConfig) -> list[Example]:
-    held_out = {ex.id for ex in validation_rows(task, cfg)} if cfg.evaluation.validation_split == "auto" else set()
-    held_out |= _pool_ids(task, cfg)  # the demonstration pool is never scored by the search
+def train_rows(
+    task: Task, cfg: RunConfig, pool: set[str] | None = None, validation: list[Example] | None = None
+) -> list[Example]:
+    """The training rows: less the validation rows held out of train and the method's held-out pool."""
+    pool = _pool_ids(task, cfg) if pool is None else pool
+    if cfg.evaluation.validation_split != "auto":
+        held_out: set[str] = set()
+    else:
+        held_out = {ex.id for ex in (validation_rows(task, cfg, pool) if validation is None else validation)}
+    held_out |= pool  # the demonstration pool is never scored by the search
     train = [ex for ex in task.check_split("train") if ex.id not in held_out]
     minibatch = cfg.search.minibatch_size
     if cfg.train_limit:

@@ -2,28 +2,17 @@
 
 ``RunState`` is everything a resumed run needs: the round and phase reached, the current beam and the
 round's candidates, the per-round history, the trace totals and faults, and the scorer's predictions.
-It is saved as ``checkpoint.json`` (``version: 2``); a version-1 checkpoint (the untyped layout written
-before) is migrated on load.
-
-The scorer's predictions (up to one per scored (instruction, row) pair: 10^6 in a large run) are not
-rewritten at every checkpoint: they go to ``checkpoint-predictions.jsonl`` beside it, append-only (one
-line per instruction and save, holding only the pairs new since the last save), and the checkpoint
-records how many bytes of that file belong to it. A save appends, then replaces the checkpoint; a kill
-between the two leaves bytes past the recorded length, which a load ignores and the next save cuts
-off. A checkpoint with its predictions inline (written before) still loads.
+Its dict form (``to_dict`` / ``from_dict``) is the checkpoint's ``version: 2`` layout; a version-1 checkpoint (the
+untyped layout written before) is migrated by ``from_dict``. The files are the run's (``run/checkpoint.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from dataclasses import dataclass, field, fields
 from enum import Enum
-from pathlib import Path
 from typing import Any, ClassVar
 
-from apo_local.run.run_dir import write_json
 from apo_local.support.errors import ApoError
 
 
@@ -104,8 +93,6 @@ class RunState:
     predictions: dict = field(default_factory=dict)  # the scorer's memo (a resume asks nothing twice)
     stop_reason: str | None = None  # why the search ended (set with phase FINAL): "completed" or a budget cap
     # what of ``predictions`` the log file already holds: rows per instruction, and the file's length
-    _logged: dict = field(default_factory=dict, compare=False, repr=False)
-    _log_bytes: int = field(default=0, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.phase = Phase(self.phase)
@@ -152,61 +139,6 @@ class RunState:
             predictions=d.get("predictions", {}),
             stop_reason=d.get("stop_reason"),
         )
-
-    def save(self, path: Path) -> None:
-        """The new predictions appended to the log, then the checkpoint (atomic replace) pointing at it."""
-        log_path = predictions_log(path)
-        fd = os.open(log_path, os.O_RDWR | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "r+b") as f:
-            f.truncate(self._log_bytes)  # bytes of a save that never reached its checkpoint
-            f.seek(self._log_bytes)
-            for ins, rows in self.predictions.items():
-                done = self._logged.get(ins, 0)
-                if len(rows) > done:
-                    new = dict(list(rows.items())[done:])
-                    f.write((json.dumps([ins, new], ensure_ascii=False) + "\n").encode("utf-8"))
-                    self._logged[ins] = len(rows)
-            f.flush()
-            os.fsync(f.fileno())
-            self._log_bytes = f.tell()
-        d = self.to_dict()
-        del d["predictions"]
-        d["predictions_log"] = {"file": log_path.name, "bytes": self._log_bytes}
-        write_json(path, d)
-
-    @classmethod
-    def load(cls, path: Path) -> RunState | None:
-        if not path.is_file():
-            return None
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ApoError(f"{path}: not a valid checkpoint ({exc})") from None
-        state = cls.from_dict(data)
-        if "predictions_log" in data:
-            state._read_log(predictions_log(path), int(data["predictions_log"]["bytes"]))
-        return state
-
-    def _read_log(self, log_path: Path, size: int) -> None:
-        try:
-            with open(log_path, "rb") as f:
-                blob = f.read(size)
-        except OSError as exc:
-            raise ApoError(f"{log_path}: the checkpoint's predictions are missing ({exc.strerror})") from None
-        if len(blob) < size:
-            raise ApoError(f"{log_path}: the checkpoint's predictions are cut short ({len(blob)} of {size} bytes)")
-        try:
-            for line in blob.decode("utf-8").splitlines():
-                ins, rows = json.loads(line)
-                self.predictions.setdefault(ins, {}).update(rows)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApoError(f"{log_path}: not a valid predictions log ({exc})") from None
-        self._logged = {ins: len(rows) for ins, rows in self.predictions.items()}
-        self._log_bytes = size
-
-
-def predictions_log(checkpoint: Path) -> Path:
-    return Path(checkpoint).with_name("checkpoint-predictions.jsonl")
 
 
 def migrate_v1(d: dict) -> dict:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from apo_local.run.config import build_config
 from apo_local.experiments.sweep.engines import engine_keys
+from apo_local.run.config import build_config
 from apo_local.support.errors import ApoError
 
 log = logging.getLogger("apo_local")

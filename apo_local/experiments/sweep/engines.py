@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from apo_local.run.config import RunConfig
 from apo_local.experiments.sweep.grid import Cell
+from apo_local.run.config import RunConfig
 from apo_local.support.errors import ApoError
 
 

@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from apo_local.run.config import RunConfig, build_config, dump_config, flatten_keys
 from apo_local.experiments.sweep.spec import SweepConfig
+from apo_local.run.config import RunConfig, build_config, dump_config, flatten_keys
 from apo_local.support.errors import ApoError
 
 # Labels every cell has (the results tables' identity columns); other varied keys are added after them.

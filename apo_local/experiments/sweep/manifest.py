@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 from apo_local.experiments.sweep.grid import Cell
-from apo_local.run.run_dir import write_json
 from apo_local.support.errors import ApoError
+from apo_local.support.files import write_json
 
 MANIFEST = "cells.json"
 SWEEP_CONFIG = "sweep.yaml"

@@ -17,7 +17,7 @@ from apo_local.experiments.sweep.local import run_local
 from apo_local.experiments.sweep.manifest import SWEEP_CONFIG, SweepLock, write_manifest
 from apo_local.experiments.sweep.spec import SweepConfig
 from apo_local.experiments.sweep.tables import write_tables
-from apo_local.run.run_dir import atomic_write
+from apo_local.support.files import atomic_write
 
 log = logging.getLogger("apo_local")
 

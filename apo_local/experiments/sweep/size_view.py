@@ -19,7 +19,7 @@ from pathlib import Path
 
 from apo_local.experiments.sweep.markdown import fmt, md_table, plus_minus
 from apo_local.experiments.sweep.params import human_params, model_parameters
-from apo_local.run.run_dir import atomic_write
+from apo_local.support.files import atomic_write
 
 log = logging.getLogger("apo_local")
 

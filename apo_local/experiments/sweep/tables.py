@@ -15,9 +15,9 @@ from pathlib import Path
 from apo_local.experiments.sweep.manifest import load_manifest
 from apo_local.experiments.sweep.markdown import SHORT, fmt, md_table, plus_minus
 from apo_local.experiments.sweep.size_view import write_size_view
-from apo_local.run.run_dir import atomic_write
 from apo_local.run.result import wall_seconds
 from apo_local.stats import t_critical
+from apo_local.support.files import atomic_write
 
 ID_COLUMNS = ["task", "method", "proposer", "selector", "target", "optimizer", "seed"]
 VALUE_COLUMNS = [

@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from apo_local.search.selectors import Selector, reward_scale
+from apo_local.config.schema import RunConfig
+from apo_local.search.acceptance.rule import Rule, SelectionCost
+from apo_local.search.selectors import Selector, make_selector, reward_scale
 from apo_local.search.state import Status
 
 
@@ -33,7 +35,6 @@ class BanditAcceptance:
         scale = reward_scale(getattr(ctx.scorer, "reward_weights", None))  # the selector sees rewards in [0, 1]
 
         def pull(requests: list[tuple[int, int]]) -> list[list[float]]:
-            ctx.budget.check()  # between bandit rounds: every cap holds inside the selection too
             pairs, sizes = [], []
             common = draw(rng, train, max(n for _, n in requests)) if shared else None
             for arm, n in requests:
@@ -59,3 +60,49 @@ class BanditAcceptance:
             "bandit_rounds": res.rounds,
             "sample": sample,
         }
+
+
+def selector_params(cfg: RunConfig) -> dict:
+    sel = cfg.selection
+    params = dict(budget=sel.budget, batch_size=sel.batch_size)
+    if sel.selector == "ucb":
+        params.update(c=sel.ucb_c, t_unit=sel.ucb_t, arms_per_round=sel.arms_per_round, warmup=sel.warmup)
+    elif sel.selector == "ucb-e":
+        params.update(a=sel.ucb_e_a, arms_per_round=sel.arms_per_round, warmup=sel.warmup)
+    return params
+
+
+def _bandit_cost(size: SelectionCost) -> None:
+    """The selection budget of example evaluations, in as many engine calls as the selector's bandit rounds."""
+    cfg, sel = size.cfg, size.cfg.selection
+    arms = size.parents + size.new
+    if arms <= cfg.search.beam_size or sel.selector == "uniform":
+        rounds = 1  # every arm kept: the budget is spread in one round
+    elif sel.selector in ("ucb", "ucb-e"):  # the most bandit rounds any number of arms up to ``arms`` can take
+        rounds = max(_index_policy_rounds(sel, n) for n in range(1, arms + 1))
+    else:
+        rounds = arms - cfg.search.beam_size  # successive rejects: one phase per rejected arm (halving: fewer)
+    size.target.prompts += sel.budget
+    size.target.calls += rounds
+    size.target.input_tokens += sel.budget * size.target_in
+
+
+def _index_policy_rounds(sel, arms: int) -> int:
+    """Bandit rounds of UCB / UCB-E on ``arms`` arms (selectors/ucb.py): the warm-up spreads ``warmup`` examples per
+    arm evenly (what does not divide is left over), then rounds of ``arms_per_round`` arms of ``batch_size``."""
+    warm = sel.batch_size if sel.warmup is None else sel.warmup
+    spread = min(sel.budget, arms * warm)
+    rest = sel.budget - (spread if spread < arms else spread // arms * arms)
+    return (1 if spread else 0) + -(-rest // (sel.batch_size * min(sel.arms_per_round, arms)))
+
+
+RULE = Rule(
+    "bandit",
+    make=lambda cfg: BanditAcceptance(
+        make_selector(cfg.selection.selector, **selector_params(cfg)), shared=cfg.selection.sample == "shared"
+    ),
+    knobs=frozenset(
+        {"selector", "budget", "batch_size", "arms_per_round", "ucb_c", "ucb_t", "warmup", "sample", "ucb_e_a"}
+    ),
+    cost=_bandit_cost,
+)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from apo_local.search.acceptance.pool import updates
+from apo_local.search.acceptance.rule import Rule
 from apo_local.search.state import Status
 
 
@@ -29,3 +30,6 @@ class NaiveAcceptance:
         kept = [c for c in candidates if c.status == Status.KEPT]
         beam = naive_beam(new, kept, ctx.beam_size, ctx.streams.rng("accept"))
         return [replace(c, status=Status.BEAM) for c in beam], {"acceptance": "naive", "budget_used": 0}
+
+
+RULE = Rule("naive", make=lambda cfg: NaiveAcceptance(), knobs=frozenset(), cost=lambda size: None)  # no engine call

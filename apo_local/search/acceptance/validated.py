@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from apo_local.search.acceptance.pool import updates
+from apo_local.search.acceptance.rule import Rule, SelectionCost
 from apo_local.search.state import Candidate, Status
 
 
@@ -53,7 +54,6 @@ class ValidatedAcceptance:
             mine = [c for c in pool if root.get(c.id) == p.id]
             groups.append((p, ctx.streams.rng("validate", p.id).sample(mine, min(self.k, len(mine)))))
         texts = list(dict.fromkeys(c.text for p, props in groups for c in [p, *props]))
-        ctx.budget.check()
         ctx.trace.at("select", ctx.round)
         rewards = ctx.scorer.rewards([(t, ex) for t in texts for ex in val])
         score = {t: sum(rewards[i * len(val) : (i + 1) * len(val)]) / max(1, len(val)) for i, t in enumerate(texts)}
@@ -68,3 +68,17 @@ class ValidatedAcceptance:
             [replace(c, status=Status.BEAM) for c in beam],
             {"acceptance": "validated", "budget_used": len(texts) * len(val), "validation_size": len(val)},
         )
+
+
+def _validated_cost(size: SelectionCost) -> None:
+    """Each parent and up to ``validation_k`` of its proposals on the ``validation_size`` rows, one batch."""
+    sel = size.cfg.selection
+    size.target.add(size.parents * (1 + min(sel.validation_k, size.new)) * sel.validation_size, size.target_in)
+
+
+RULE = Rule(
+    "validated",
+    make=lambda cfg: ValidatedAcceptance(cfg.selection.validation_k, cfg.selection.validation_size),
+    knobs=frozenset({"validation_k", "validation_size"}),
+    cost=_validated_cost,
+)

@@ -8,7 +8,7 @@ itself is pure and seeded (``corruption.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from apo_local.config.schema import FeedbackConfig
@@ -73,10 +73,9 @@ class MinibatchFeedback:
         minibatch_size: int,
         labels,
         rows,
-        before_call: Callable[[], None] = lambda: None,
     ):
         self.task, self.train, self.scorer, self.trace, self.meta = task, train, scorer, trace, meta
-        self.minibatch_size, self.labels, self.rows, self.before_call = minibatch_size, labels, rows, before_call
+        self.minibatch_size, self.labels, self.rows = minibatch_size, labels, rows
 
     @property
     def evaluated(self) -> bool:
@@ -87,7 +86,6 @@ class MinibatchFeedback:
 
     def pools(self, parents: list[Candidate], streams: Streams) -> Pools:
         minibatch = streams.rng("minibatch").sample(self.train, min(self.minibatch_size, len(self.train)))
-        self.before_call()
         self.trace.at("minibatch", streams.round)
         preds = self.scorer.predict([(p.text, ex) for p in parents for ex in minibatch])
         shown = [self.shown(ex) for ex in minibatch]
@@ -127,7 +125,6 @@ def make_feedback(
     trace,
     meta: MetaPrompts,
     minibatch_size: int,
-    before_call: Callable[[], None] = lambda: None,
 ) -> MinibatchFeedback:
     labels = TrueLabels() if cfg.labels == "true" else WrongLabels(task, seed, cfg.numeric_offset)
     if not cfg.show_evaluation:
@@ -136,4 +133,4 @@ def make_feedback(
         rows = PseudoErrors(task, seed, cfg.numeric_offset)
     else:
         rows = RealErrors()
-    return MinibatchFeedback(task, train, scorer, trace, meta, minibatch_size, labels, rows, before_call)
+    return MinibatchFeedback(task, train, scorer, trace, meta, minibatch_size, labels, rows)

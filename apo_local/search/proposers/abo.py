@@ -148,7 +148,6 @@ class ABOProposer:
         if self.answer == "generate":
             works = [p.raw for p in ctx.scorer.predict([(parent.text, ex) for parent, ex, _ in rows])]
         else:
-            ctx.budget.check()
             ctx.trace.at("abo_work", ctx.round)
             works = [
                 g.text
