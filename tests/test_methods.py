@@ -147,3 +147,80 @@ def test_the_readmes_own_method_example_runs(monkeypatch):
     scope: dict = {}
     exec(block, scope)
     assert scope["cfg"].search.proposer == "hedge" and "hedge" in proposers.METHODS
+
+
+class _Echo:
+    """A proposer a library user passes as an object (no registry): one plain sentence added to each parent."""
+
+    name = "echo-object"
+
+    def propose(self, parents, ctx):
+        from apo_local.search.state import Candidate
+
+        made = [Candidate(p.text + " Answer Yes or No.", ctx.round, "echo", parent=p.id) for p in parents]
+        return ctx.admit(made, parents)
+
+    @staticmethod
+    def cost(expansion) -> int:
+        return expansion.parents  # no engine call, one proposal per parent
+
+
+class _KeepParents:
+    """An acceptance rule passed as an object: the kept parents stay the beam, unscored."""
+
+    name = "keep-parents"
+
+    def accept(self, candidates, ctx):
+        from apo_local.search.state import Status
+
+        kept = [c for c in candidates if c.status == Status.KEPT]
+        return kept, {"rule": self.name}
+
+    @staticmethod
+    def cost(size) -> None:
+        size.target.add(7, 1)  # a marker the estimate must carry
+
+
+def test_a_library_user_passes_strategy_objects_not_names(tmp_path, monkeypatch):
+    """optimize(cfg, proposer=..., acceptance=...) runs the objects, costs them by their own ``cost``, and says so
+    in the run directory's config; resume continues with the same objects."""
+    use_stand_in(monkeypatch)
+    cfg = build_config({"task": "liar", "search": {"rounds": 1}}, preset="smoke")
+    sizes = []
+    result = optimize(cfg, tmp_path / "run", proposer=_Echo(), acceptance=_KeepParents(), on_estimate=sizes.append)
+    rounds = json.loads((tmp_path / "run" / "rounds" / "round-01.json").read_text())
+    assert {c["operator"] for c in rounds["candidates"]} == {"initial", "echo"}  # the object proposed
+    assert result.history[0]["selection"] == {"rule": "keep-parents"}  # the object selected
+    assert result.selected_prompt == result.initial_prompt
+    header = (tmp_path / "run" / "config.yaml").read_text().splitlines()
+    assert any("search.proposer: a strategy object (" in line and "_Echo" in line for line in header)
+    assert any("selection.acceptance: a strategy object (" in line for line in header)
+    named = estimate(
+        cfg,
+        load_task("liar"),
+        train_rows(load_task("liar"), cfg),
+        eval_rows(load_task("liar"), cfg),
+        validation_rows(load_task("liar"), cfg),
+    )
+    assert sizes[0].optimizer.calls == 0 < named.optimizer.calls  # the echo object's cost: no optimizer call
+    assert sizes[0].target.calls < named.target.calls  # the rule's marker instead of the bandit's rounds
+
+
+def test_every_acceptance_rule_declares_itself_in_its_module():
+    """``selection.acceptance`` names a rule of the registry; each rule module declares its options, the selection
+    keys it reads (each one a real key) and its cost."""
+    from apo_local.config.schema import SelectionConfig
+    from apo_local.run.estimate import RoleSize
+    from apo_local.search.acceptance import RULES, SelectionCost, make_acceptance
+
+    assert sorted(RULES) == ["bandit", "naive", "validated"]
+    cfg = build_config({"task": "liar"})
+    for name, rule in RULES.items():
+        assert rule.knobs <= set(SelectionConfig.model_fields), name
+        made = make_acceptance(
+            build_config({"task": "liar", "selection": {"acceptance": name}, "protegi": {"mc_samples": 0}})
+        )
+        assert made.name == name
+        target = RoleSize()
+        rule.cost(SelectionCost(cfg, target, parents=2, new=6, target_in=100))
+        assert (target.prompts > 0) == (name != "naive"), name  # naive scores nothing

@@ -1,7 +1,9 @@
 """Prompt search as a composition: proposer x acceptance (selector) x beam x feedback, run by one loop.
 
-Read in this order: ``state.py`` (Candidate, RunState), ``beam.py`` (the loop), ``context.py`` (what a
-round's ingredients work with), ``proposers/``, ``acceptance/`` (with ``selectors/``), ``feedback/``.
+Read in this order: ``state.py`` (Candidate, RunState), ``beam.py`` (the loop), ``events.py`` (what the loop
+reports), ``context.py`` (what a round's ingredients work with), ``proposers/``, ``acceptance/`` (with
+``selectors/``), ``feedback/``. Nothing here writes a file: before round 1 and after the last is the run's
+(``apo_local/run/``).
 """
 
 from apo_local.search.beam import BeamSearch
