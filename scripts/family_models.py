@@ -1,6 +1,6 @@
 """Tiny random-weight models of the common chat-model families, on their real tokenizers and templates.
 
-The end-to-end family tests (tests/test_families_e2e.py) need each family's *real* tokenizer and
+The end-to-end family tests (tests/engine/test_families_e2e.py) need each family's *real* tokenizer and
 chat template -- that is where families differ (BOS handling, SentencePiece "▁Yes", end-of-turn
 tokens, thinking switches, no system role) -- but not real weights: random weights give the real
 shapes and code paths in a few MB, and the tests check formatting and exact scoring arithmetic,

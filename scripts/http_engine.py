@@ -1,7 +1,7 @@
 """The benchmarks' reference client: an OpenAI-compatible HTTP engine, one request per prompt.
 
 Not part of the apo_local package: it serves ``bench_protegi.py`` and ``bench_scoring.py`` (and
-``tests/test_http_engine.py``), which import it from this folder. A first-class backend for
+``tests/engine/test_http_engine.py``), which import it from this folder. A first-class backend for
 OpenAI-compatible servers would be designed as its own backend behind the ``Engine`` protocol.
 
 This is the way the ProTeGi reference code, DSPy and GEPA use a local model: every (prompt,

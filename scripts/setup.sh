@@ -19,7 +19,7 @@ fi
 # the client-only mlflow-skinny is enough).
 $PIP install -q "ray>=2.9" "mlflow-skinny>=3"
 # System packages, from apt where there is one:
-#  - Chromium: reports are checked in a real headless browser (tests/test_report*.py);
+#  - Chromium: reports are checked in a real headless browser (tests/report/test_report*.py);
 #  - on CPU, TCMalloc: vLLM's CPU backend asks for it in its engine processes (apo-local preloads it;
 #    with glibc's allocator the engine's memory grows twice as fast, see docs/benchmarks.md).
 apt_pkgs=()

@@ -105,11 +105,11 @@ def tiny_run(engine, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def shipped_run(engine, tmp_path_factory):
-    """``shipped_run(name)``: the run directory of a shipped config at its tiny size (tests/shipped_runs.py), run
+    """``shipped_run(name)``: the run directory of a shipped config at its tiny size (tests/helpers/shipped_runs.py), run
     once per session with a result cache of its own (independent of the other configs and of test order)."""
     from apo_local.run.config import build_config
     from apo_local.run.optimize import optimize
-    from tests.shipped_runs import tiny
+    from tests.helpers.shipped_runs import tiny
 
     runs: dict = {}
 
@@ -125,10 +125,10 @@ def shipped_run(engine, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def lock_runs(tmp_path_factory):
-    """Every shipped run config at the lock size (tests/shipped_runs.py), three rounds (baseline-no-iteration: its
-    one), on the scripted engine (tests/stand_in.py) with candidate hygiene off, so candidates are admitted and
+    """Every shipped run config at the lock size (tests/helpers/shipped_runs.py), three rounds (baseline-no-iteration: its
+    one), on the scripted engine (tests/helpers/stand_in.py) with candidate hygiene off, so candidates are admitted and
     beams change: ``{name: LockRun}`` for the search-logic golden and the per-config behaviour checks."""
-    from tests.shipped_runs import RUN_CONFIGS, lock_run
+    from tests.helpers.shipped_runs import RUN_CONFIGS, lock_run
 
     root = tmp_path_factory.mktemp("lock")
     with pytest.MonkeyPatch.context() as mp:
@@ -156,7 +156,7 @@ def airgapped_cli_run(tmp_path_factory):
     """One ``apo-local optimize`` subprocess (its own engine) for the session, run as a user would and as the air-gap
     checks need: a socket guard in every process, a network namespace with loopback only where the machine allows
     it, fake secrets in the environment, a permissive umask, the default cache location under APO_LOCAL_CACHE_DIR,
-    no PYTHONWARNINGS. tests/test_airgap.py reads what it left; tests/test_cli_output_e2e.py reads what it printed.
+    no PYTHONWARNINGS. tests/project/test_airgap.py reads what it left; tests/commands/test_cli_output_e2e.py reads what it printed.
     ``.proc`` (stdout/stderr text), ``.run``, ``.cache``, ``.guard_log``, ``.env``."""
     import os
     import subprocess
@@ -166,7 +166,7 @@ def airgapped_cli_run(tmp_path_factory):
 
     import yaml
 
-    from tests.airgap_guard import guarded_env, netns_prefix
+    from tests.helpers.airgap_guard import guarded_env, netns_prefix
 
     root = tmp_path_factory.mktemp("cli-run")
     env, log = guarded_env(root, APO_LOCAL_CACHE_DIR=str(root / "cache"), **CLI_SECRETS)
@@ -256,10 +256,12 @@ SHARED_SESSION_FIXTURES = ("tiny_run", "shipped_run", "airgapped_cli_run", "vllm
 
 
 def module_groups() -> dict[str, str]:
-    """tests/<module>.py name -> its group: modules that name the same shared session fixture join one group."""
+    """Each test module, as its path relative to tests/ (``run/test_optimize_e2e.py``) -> its group: modules that
+    name the same shared session fixture join one group."""
     import re
     from pathlib import Path
 
+    here = Path(__file__).parent
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -267,17 +269,25 @@ def module_groups() -> dict[str, str]:
             x = parent[x]
         return x
 
-    modules = sorted(Path(__file__).parent.glob("test_*.py"))
+    # in file-name order (then path): the order the groups were joined in when tests/ was flat
+    modules = sorted(here.rglob("test_*.py"), key=lambda p: (p.name, p.relative_to(here).as_posix()))
     for path in modules:
+        key = path.relative_to(here).as_posix()
         text = path.read_text(encoding="utf-8")
         for fixture in SHARED_SESSION_FIXTURES:
             if re.search(rf"\b{fixture}\b", text):
-                parent[find(path.name)] = find(fixture)
-    return {path.name: find(path.name) for path in modules}
+                parent[find(key)] = find(fixture)
+    return {key: find(key) for key in (path.relative_to(here).as_posix() for path in modules)}
 
 
 def _module_of(nodeid: str) -> str:
-    return nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    """A node id's module as a key of ``module_groups``: ``tests/run/test_x.py::test_y[a/b]`` -> ``run/test_x.py``
+    (node ids are relative to the rootdir; the path after this folder's name is the key)."""
+    from pathlib import Path
+
+    parts = nodeid.split("::", 1)[0].split("/")
+    tests = Path(__file__).parent.name
+    return "/".join(parts[len(parts) - parts[::-1].index(tests) :] if tests in parts else parts)
 
 
 def pytest_xdist_make_scheduler(config, log):

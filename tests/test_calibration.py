@@ -14,6 +14,7 @@ from apo_local.run.baselines import constant_evaluations
 from apo_local.scoring import Evaluation, Scorer, prediction_records
 from apo_local.support.errors import ApoError
 from apo_local.tasks import Example, load_task
+from tests.helpers.scripted import ScriptedEngine
 
 LN = math.log
 
@@ -73,21 +74,17 @@ def test_batch_calibration_inputs_are_a_fixed_sample_of_training_inputs():
 # -- the scorer, on a fake engine -------------------------------------------------------------------------------
 
 
-class LeaningEngine:
+def _leaning_scores(prompt: str, labels) -> ChoiceScores:
     """Label log-probs from the prompt text, for every instruction: P(Yes) = 0.9 for a row whose input mentions
-    "lie", 0.6 for one that mentions "fact", else 0.75 (a model that leans to Yes); records what it was asked."""
+    "lie", 0.6 for one that mentions "fact", else 0.75 (a model that leans to Yes)."""
+    row = prompt.split("# Prediction")[-1]
+    p_yes = 0.9 if "lie" in row else 0.6 if "fact" in row else 0.75
+    return ChoiceScores((LN(p_yes), LN(1 - p_yes)), 10)
 
-    def __init__(self):
-        self.prompts: list[str] = []
 
-    def score_choices(self, prompts, labels):
-        self.prompts += [str(p) for p in prompts]
-        out = []
-        for p in prompts:
-            row = str(p).split("# Prediction")[-1]
-            p_yes = 0.9 if "lie" in row else 0.6 if "fact" in row else 0.75
-            out.append(ChoiceScores((LN(p_yes), LN(1 - p_yes)), 10))
-        return out
+def LeaningEngine() -> ScriptedEngine:
+    """The shared scripted engine with the leaning script; ``scored``: what it was asked."""
+    return ScriptedEngine(scores=_leaning_scores)
 
 
 def rows(n_lies: int, n_true: int) -> list[Example]:
@@ -110,12 +107,12 @@ def test_the_scorer_predicts_with_offsets_and_stores_what_reproduces_them():
     assert cal["method"] == "content-free" and cal["inputs"] == 3
     assert cal["offsets"] == pytest.approx({"Yes": LN(0.75), "No": LN(0.25)})  # the content-free inputs' lean
     assert [p.label for p in ev.predictions] == ["Yes"] * 3 + ["No"] * 5
-    assert len(engine.prompts) == 3 + 8  # the three content-free prompts, once, then the rows
+    assert len(engine.scored) == 3 + 8  # the three content-free prompts, once, then the rows
     assert ev.to_dict()["calibration"] == cal
     for record, _p in zip(prediction_records(task, test, ev), ev.predictions):  # each prediction reproduces
         lp = record["logprobs"]
         assert record["parsed"] == max(task.labels, key=lambda y: (lp[y] - cal["offsets"][y], -task.labels.index(y)))
-    assert scorer.evaluate("Say Yes or No.", test).predictions == ev.predictions and len(engine.prompts) == 11
+    assert scorer.evaluate("Say Yes or No.", test).predictions == ev.predictions and len(engine.scored) == 11
 
 
 def test_batch_calibration_scores_a_fixed_training_sample_once_per_prompt():
@@ -124,12 +121,12 @@ def test_batch_calibration_scores_a_fixed_training_sample_once_per_prompt():
     scorer = Scorer(task, engine, calibration="batch")
     scorer.evaluate_many(["Say Yes or No.", "Answer Yes or No."], rows(2, 2))
     train_inputs = {ex.input for ex in task.split("train")}
-    calibration_prompts = engine.prompts[: 2 * calib.CALIBRATION_ROWS]
-    assert len(engine.prompts) == 2 * calib.CALIBRATION_ROWS + 8
+    calibration_prompts = engine.scored[: 2 * calib.CALIBRATION_ROWS]
+    assert len(engine.scored) == 2 * calib.CALIBRATION_ROWS + 8
     assert all(any(t in p for t in train_inputs) for p in calibration_prompts)
     new_rows = [Example("u-0", "Statement: another lie", "Yes"), Example("u-1", "Statement: a fact", "No")]
     assert scorer.rewards([("Say Yes or No.", ex) for ex in new_rows]) == [1.0, 1.0]  # a known prompt: only its rows
-    assert len(engine.prompts) == 2 * calib.CALIBRATION_ROWS + 8 + 2
+    assert len(engine.scored) == 2 * calib.CALIBRATION_ROWS + 8 + 2
 
 
 def test_the_memo_keeps_the_log_probs_through_a_checkpoint():

@@ -21,6 +21,7 @@ from apo_local.stats import bootstrap_ci, examples_needed, mcnemar, paired_boots
 from apo_local.support.errors import ApoError
 from apo_local.tasks import Example, load_task
 from apo_local.tasks.metrics import get_metric, metric_value, selection_weights
+from tests.helpers.scripted import ScriptedEngine
 
 # -- the statistics ------------------------------------------------------------------------------
 
@@ -89,22 +90,17 @@ def test_selection_weights_make_a_single_class_prompt_score_one_over_k():
     assert selection_weights("accuracy", golds) is None and selection_weights("f1", ["No"] * 5) is None
 
 
-class StandIn:
+def _leaning_target(prompt: str, labels) -> ChoiceScores:
     """A target that answers 'No' to every row under the prompt 'Always No.', and under 'Read closely.' gets 60%
     of the 'Yes' rows and 70% of the 'No' rows right (a seeded pick per row)."""
-
-    def score_choices(self, prompts, labels):
-        out = []
-        for prompt in prompts:
-            row = prompt.split("ROW-")[1].split()[0]
-            gold = "Yes" if row.startswith("y") else "No"
-            if "Always No." in prompt:
-                answer = "No"
-            else:
-                right = random.Random(row).random() < (0.6 if gold == "Yes" else 0.7)
-                answer = gold if right else ("No" if gold == "Yes" else "Yes")
-            out.append(ChoiceScores(tuple(0.0 if lab == answer else -5.0 for lab in labels), 10))
-        return out
+    row = prompt.split("ROW-")[1].split()[0]
+    gold = "Yes" if row.startswith("y") else "No"
+    if "Always No." in prompt:
+        answer = "No"
+    else:
+        right = random.Random(row).random() < (0.6 if gold == "Yes" else 0.7)
+        answer = gold if right else ("No" if gold == "Yes" else "Yes")
+    return ChoiceScores(tuple(0.0 if lab == answer else -5.0 for lab in labels), 10)
 
 
 def _imbalanced_rows(n=500, positives=0.16):
@@ -120,7 +116,7 @@ def test_degenerate_single_class_prompt_loses_the_selection(reward):
     (accuracy ~0.68) on plain correctness; with the reward following the metric it loses."""
     task = load_task("liar")
     rows = _imbalanced_rows()
-    scorer = Scorer(task, StandIn())
+    scorer = Scorer(task, ScriptedEngine(scores=_leaning_target))
     if reward == "metric":
         scorer.reward_weights = selection_weights(task.metric.name, [ex.label for ex in rows])
     ctx = SimpleNamespace(

@@ -147,7 +147,7 @@ def _run(plan: RunPlan, run_dir: RunDir | None) -> RunResult:
     result.warnings = plan.warnings
     _time_split(result, time.perf_counter() - started + (saved.elapsed if saved else 0.0), model_load, trace)
     if run_dir:  # predictions, then results.json (written once), then the DONE checkpoint: a kill between any two
-        # leaves a checkpoint short of DONE, and resume does the final evaluation again (tests/test_resume_final_e2e.py)
+        # leaves a checkpoint short of DONE, and resume does the final evaluation again (tests/run/test_resume_final_e2e.py)
         _write_final_predictions(run_dir, plan, scorer, result)
         write_json(run_dir.results, result.to_dict())
         recorder.done(state)
