@@ -51,6 +51,7 @@ class Trace:
         self.totals = {role: RoleTotals() for role in ROLES}
         self.faults: dict[str, int] = {}
         self.counts: dict[str, int] = {}  # tallies that are not faults (optimizer replies, candidates)
+        self.rejections: dict[str, int] = {}  # proposals rejected, by the rule that rejected them
         self.phase_seconds: dict[str, float] = {}  # engine seconds by phase, this process only
 
     def at(self, phase: str, round: int | None) -> None:
@@ -103,10 +104,15 @@ class Trace:
     def totals_dict(self) -> dict:
         return {role: asdict(t) for role, t in self.totals.items()}
 
-    def restore(self, totals: dict, faults: dict, counts: dict | None = None) -> None:
+    def reject(self, rule: str) -> None:
+        """A proposal rejected by ``rule`` (a tally: kept in the checkpoint, reported in results.json)."""
+        self.rejections[rule] = self.rejections.get(rule, 0) + 1
+
+    def restore(self, totals: dict, faults: dict, counts: dict | None = None, rejections: dict | None = None) -> None:
         self.totals = {role: RoleTotals(**totals.get(role, {})) for role in ROLES}
         self.faults = dict(faults)
         self.counts = dict(counts or {})
+        self.rejections = dict(rejections or {})
 
 
 class BudgetStop(Exception):

@@ -82,7 +82,7 @@ class Finish:
         return dict(
             usage={r: {k: v for k, v in t.items() if k not in ("seconds", "cache_hits")} for r, t in totals.items()},
             faults=dict(sorted(self.trace.faults.items())),
-            replies=reply_summary(self.trace.counts, self.cfg.optimizer.guided),
+            replies=reply_summary(self.trace.counts, self.trace.rejections, self.cfg.optimizer.guided),
             time={
                 "seconds": round(elapsed, 1),
                 "by_role": {r: round(t["seconds"], 1) for r, t in totals.items()},

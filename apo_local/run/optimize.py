@@ -160,7 +160,7 @@ def _starting_state(plan: RunPlan, saved: RunState | None, trace: Trace, scorer:
     """The checkpoint's state (its ledger and the scorer's predictions restored), or a fresh one; an initial prompt
     over ``search.max_prompt_tokens`` can't start a search under that cap: one line."""
     if saved:
-        trace.restore(saved.totals, saved.faults, saved.counts)
+        trace.restore(saved.totals, saved.faults, saved.counts, saved.rejections)
         scorer.import_memo(saved.predictions)
         log.info("resuming at round %d (%s)", saved.round, saved.phase.value)
         state = saved

@@ -62,6 +62,7 @@ class RunRecorder:
         if self.checkpoint_file:
             state.elapsed = self.budget.elapsed
             state.totals, state.faults, state.counts = self.trace.totals_dict(), self.trace.faults, self.trace.counts
+            state.rejections = self.trace.rejections
             state.predictions = self.scorer.export_memo()
             self.checkpoint_file.save(state)
 

@@ -58,12 +58,12 @@ def wall_seconds(results: dict) -> float | None:
     return t.get("total", t.get("seconds"))
 
 
-def reply_summary(counts: dict, guided: bool) -> dict:
+def reply_summary(counts: dict, rejections: dict, guided: bool) -> dict:
     """The optimizer's replies and the candidates made from them, from the trace's counts: replies (guided,
     truncated and rejected, cut at a loop and kept, used whole without tags), proposals, candidates accepted
     and their share, and the proposals rejected by each rule (``search/hygiene.py``, ``parsing.is_degenerate``)."""
     proposals, accepted = counts.get("proposals", 0), counts.get("proposals_accepted", 0)
-    rejected = {k.split(":", 1)[1]: v for k, v in sorted(counts.items()) if k.startswith("rejected:")}
+    rejected = dict(sorted(rejections.items()))
     return {
         "guided": guided,
         "replies": counts.get("replies", 0),

@@ -52,7 +52,7 @@ class Admission:
                 reason = f"{OVER_BUDGET} ({n} tokens > search.max_prompt_tokens {self.max_prompt_tokens})"
         self.trace.count("proposals")
         if reason:
-            self.trace.count(f"rejected:{rule(reason)}")
+            self.trace.reject(rule(reason))
             self.trace.event("candidate_rejected", reason=reason, rule=rule(reason), text=text[:300])
         else:
             self.trace.count("proposals_accepted")

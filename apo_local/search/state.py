@@ -89,10 +89,10 @@ class RunState:
     history: list[dict] = field(default_factory=list)  # one entry per selected round (results.json)
     totals: dict = field(default_factory=dict)  # trace totals by role
     faults: dict = field(default_factory=dict)  # counted fallbacks by kind
-    counts: dict = field(default_factory=dict)  # tallies: optimizer replies, candidates (rejected by rule, ...)
+    counts: dict = field(default_factory=dict)  # tallies: optimizer replies, candidates proposed and accepted
+    rejections: dict = field(default_factory=dict)  # proposals rejected, by rule
     predictions: dict = field(default_factory=dict)  # the scorer's memo (a resume asks nothing twice)
     stop_reason: str | None = None  # why the search ended (set with phase FINAL): "completed" or a budget cap
-    # what of ``predictions`` the log file already holds: rows per instruction, and the file's length
 
     def __post_init__(self) -> None:
         self.phase = Phase(self.phase)
@@ -114,6 +114,7 @@ class RunState:
             "totals": self.totals,
             "faults": self.faults,
             "counts": self.counts,
+            "rejections": self.rejections,
             "predictions": self.predictions,
             "stop_reason": self.stop_reason,
         }
@@ -125,6 +126,7 @@ class RunState:
             d = migrate_v1(d)
         elif version != cls.VERSION:
             raise ApoError(f"checkpoint version {version!r} is not supported (this apo-local reads 1 and 2)")
+        counts, rejections = split_rejections(d.get("counts", {}), d.get("rejections", {}))
         return cls(
             initial=d["initial"],
             round=d["round"],
@@ -135,10 +137,24 @@ class RunState:
             history=d["history"],
             totals=d["totals"],
             faults=d["faults"],
-            counts=d.get("counts", {}),
+            counts=counts,
+            rejections=rejections,
             predictions=d.get("predictions", {}),
             stop_reason=d.get("stop_reason"),
         )
+
+
+def split_rejections(counts: dict, rejections: dict) -> tuple[dict, dict]:
+    """A checkpoint written before rejections had their own tally kept them among the counts as "rejected:<rule>"
+    keys: those move to the rejections, by rule."""
+    earlier = {k: v for k, v in counts.items() if k.startswith("rejected:")}
+    if not earlier:
+        return counts, rejections
+    moved = dict(rejections)
+    for key, n in earlier.items():
+        rule = key.split(":", 1)[1]
+        moved[rule] = moved.get(rule, 0) + n
+    return {k: v for k, v in counts.items() if k not in earlier}, moved
 
 
 def migrate_v1(d: dict) -> dict:

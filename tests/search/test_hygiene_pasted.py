@@ -124,7 +124,7 @@ def test_admission_counts_and_logs_the_rejection(liar, hygiene, tmp_path):
         [Candidate(t, 1, "edit", parent=parent.id) for t in (pasted, fine)], [parent], Streams(0, 1)
     )
     assert [c.status for c in out] == [Status.REJECTED, Status.NEW]
-    assert trace.counts["rejected:pastes examples"] == 1 and trace.counts["proposals_accepted"] == 1
+    assert trace.rejections["pastes examples"] == 1 and trace.counts["proposals_accepted"] == 1
     events = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
     events = [e for e in events if e.get("event") == "candidate_rejected"]
     assert [e["rule"] for e in events] == ["pastes examples"] and events[0]["reason"].startswith("pastes examples (")

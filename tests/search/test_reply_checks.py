@@ -222,7 +222,7 @@ def test_admission_counts_proposals_by_rule_and_the_summary_reports_them(liar_hy
     ]
     out = admission.admit_and_cap([Candidate(t, 1, "edit", parent=parent.id) for t in texts], [parent], Streams(0, 1))
     assert [c.status for c in out] == [Status.REJECTED] * 3 + [Status.NEW]
-    summary = reply_summary(trace.counts, guided=True)
+    summary = reply_summary(trace.counts, trace.rejections, guided=True)
     assert summary["proposals"] == 4 and summary["accepted"] == 1 and summary["accepted_share"] == 0.25
     assert summary["rejected"] == {"chat filler": 1, "identical to parent": 1, "too short": 1}
     assert "accepted=1 (25%)" in replies_line(summary) and "chat filler 1" in replies_line(summary)
@@ -239,9 +239,25 @@ def test_counts_travel_in_the_checkpoint(tmp_path: Path):
     from apo_local.search.state import RunState
 
     state = RunState.fresh("x")
-    state.counts = {"replies": 3, "rejected:chat filler": 1}
+    state.counts, state.rejections = {"replies": 3}, {"chat filler": 1}
     Checkpoint(tmp_path / "c.json").save(state)
-    assert Checkpoint(tmp_path / "c.json").load().counts == state.counts
+    loaded = Checkpoint(tmp_path / "c.json").load()
+    assert (loaded.counts, loaded.rejections) == (state.counts, state.rejections)
+
+
+def test_a_checkpoint_with_rejections_among_its_counts_resumes_with_them_by_rule(tmp_path: Path):
+    """Checkpoints written before rejections had their own tally kept "rejected:<rule>" counts: they load by rule."""
+    import json
+
+    from apo_local.run.checkpoint import Checkpoint
+    from apo_local.search.state import RunState
+
+    data = RunState.fresh("x").to_dict()
+    data["counts"] = {"replies": 3, "rejected:chat filler": 2, "rejected:too short": 1}
+    del data["rejections"]
+    (tmp_path / "c.json").write_text(json.dumps(data))
+    loaded = Checkpoint(tmp_path / "c.json").load()
+    assert loaded.counts == {"replies": 3} and loaded.rejections == {"chat filler": 2, "too short": 1}
 
 
 # -- bounded items: every item closes within max_tokens ----------------------------------------------
@@ -451,7 +467,7 @@ def test_a_looping_reply_is_cut_kept_and_counted_not_truncated(tmp_path):
     cuts = [e for e in events if e["event"] == "reply_cut_repetition"]
     assert [e["reason"] for e in cuts] == ["repeated sentence", "repeated tail"]
     assert cuts[1]["finish"] == "repetition" and cuts[0]["dropped_chars"] > 0
-    summary = reply_summary(trace.counts, guided=True)
+    summary = reply_summary(trace.counts, trace.rejections, guided=True)
     assert summary["cut_repetition"] == 2 and "truncated=1 cut=2" in replies_line(summary)
 
 
