@@ -3,6 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TypedDict
+
+
+class BeamRow(TypedDict):
+    """One final beam prompt: its selection estimate, validation scores (None without validation rows) and test
+    score by the task's metric."""
+
+    id: str
+    text: str
+    estimate: float | None
+    validation: dict | None
+    test: float
+
+
+class ReplySummary(TypedDict):
+    """The optimizer's replies and the candidates made from them (``reply_summary``)."""
+
+    guided: bool
+    replies: int
+    guided_replies: int
+    truncated: int
+    cut_repetition: int
+    used_whole: int
+    proposals: int
+    accepted: int
+    accepted_share: float | None
+    rejected: dict[str, int]  # rule -> proposals it rejected
 
 
 @dataclass
@@ -15,13 +42,15 @@ class RunResult:
     initial_test: dict  # *_test: metrics, distributions, confusion and "ci" (95% bootstrap intervals over rows)
     best_test: dict
     selected_test: dict
-    beam: list[dict]
+    beam: list[BeamRow]
     rounds_completed: int
     stop_reason: str  # "completed" or "budget: <cap> (<value>) reached"
     usage: dict  # by role: calls, prompts, input_tokens, output_tokens (identical on resume)
     faults: dict  # counted fallbacks: parse failures, rejected candidates, ...
     history: list[dict] = field(default_factory=list)  # per round: beam estimates (and test, if asked)
-    replies: dict = field(default_factory=dict)  # optimizer replies and candidates: parsed, truncated, rejected
+    replies: ReplySummary | dict = field(
+        default_factory=dict
+    )  # optimizer replies and candidates: parsed, truncated, rejected
     time: dict = field(default_factory=dict)  # wall seconds, by role, cache hits (vary across runs)
     selected_by: str = "selection estimate"  # how selected_prompt was chosen
     selected_vs_initial: dict = field(default_factory=dict)  # paired test statistics (search.headline)
@@ -58,24 +87,24 @@ def wall_seconds(results: dict) -> float | None:
     return t.get("total", t.get("seconds"))
 
 
-def reply_summary(counts: dict, rejections: dict, guided: bool) -> dict:
+def reply_summary(counts: dict, rejections: dict, guided: bool) -> ReplySummary:
     """The optimizer's replies and the candidates made from them, from the trace's counts: replies (guided,
     truncated and rejected, cut at a loop and kept, used whole without tags), proposals, candidates accepted
     and their share, and the proposals rejected by each rule (``search/hygiene.py``, ``parsing.is_degenerate``)."""
     proposals, accepted = counts.get("proposals", 0), counts.get("proposals_accepted", 0)
     rejected = dict(sorted(rejections.items()))
-    return {
-        "guided": guided,
-        "replies": counts.get("replies", 0),
-        "guided_replies": counts.get("replies_guided", 0),
-        "truncated": counts.get("replies_truncated", 0),
-        "cut_repetition": counts.get("replies_cut_repetition", 0),
-        "used_whole": counts.get("replies_used_whole", 0),
-        "proposals": proposals,
-        "accepted": accepted,
-        "accepted_share": round(accepted / proposals, 3) if proposals else None,
-        "rejected": rejected,
-    }
+    return ReplySummary(
+        guided=guided,
+        replies=counts.get("replies", 0),
+        guided_replies=counts.get("replies_guided", 0),
+        truncated=counts.get("replies_truncated", 0),
+        cut_repetition=counts.get("replies_cut_repetition", 0),
+        used_whole=counts.get("replies_used_whole", 0),
+        proposals=proposals,
+        accepted=accepted,
+        accepted_share=round(accepted / proposals, 3) if proposals else None,
+        rejected=rejected,
+    )
 
 
 def replies_line(r: dict) -> str:
