@@ -51,15 +51,21 @@ class StandIn(ScriptedEngine):
         return ChoiceScores(tuple(-((_h(p, c) % 1000) / 100) for c in choices), len(p) // 4)
 
 
-def use_stand_in(monkeypatch) -> StandIn:
-    """Both roles of every run in this test answered by one ``StandIn``."""
-    engine = StandIn()
+def serve_roles(monkeypatch, target, optimizer) -> None:
+    """Every run in this test gets ``target`` and ``optimizer`` (engines) as its roles, recorded in the run's ledger
+    and gated by its budget as ``optimize`` does with real engines."""
     monkeypatch.setattr(
         runner,
         "engines_for",
         lambda cfg, trace, budget=None: (
-            RoleEngine(engine, "target", trace, budget),
-            RoleEngine(engine, "optimizer", trace, budget),
+            RoleEngine(target, "target", trace, budget),
+            RoleEngine(optimizer, "optimizer", trace, budget),
         ),
     )
+
+
+def use_stand_in(monkeypatch) -> StandIn:
+    """Both roles of every run in this test answered by one ``StandIn``."""
+    engine = StandIn()
+    serve_roles(monkeypatch, engine, engine)
     return engine

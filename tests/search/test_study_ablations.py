@@ -15,11 +15,11 @@ import re
 import pytest
 
 import apo_local.run.optimize as O
-from apo_local.engine import RoleEngine
 from apo_local.engine.protocol import ChoiceScores, Generation
 from apo_local.run.config import build_config
 from apo_local.search.proposers.abo_format import WORK
 from apo_local.tasks import load_task
+from tests.helpers.stand_in import serve_roles
 
 TASK = load_task("liar")
 TRUTH = {ex.input.strip(): ex.label for split in ("train", "test") for ex in TASK.split(split)}
@@ -89,14 +89,7 @@ class Optimizer:
 
 def _run(tmp_path, monkeypatch, data: dict, oracle: bool = True):
     target, optimizer = Target(oracle), Optimizer()
-    monkeypatch.setattr(
-        O,
-        "engines_for",
-        lambda cfg, trace, budget=None: (
-            RoleEngine(target, "target", trace, budget),
-            RoleEngine(optimizer, "optimizer", trace, budget),
-        ),
-    )
+    serve_roles(monkeypatch, target, optimizer)
     base = {
         "task": "liar",
         "train_limit": 40,

@@ -10,11 +10,11 @@ import random
 from types import SimpleNamespace
 
 import apo_local.run.optimize as O
-from apo_local.engine import RoleEngine
 from apo_local.run.config import build_config
 from apo_local.search.acceptance import NaiveAcceptance, ValidatedAcceptance
 from apo_local.search.acceptance.pool import updates
 from apo_local.search.state import Candidate, Status
+from tests.helpers.stand_in import serve_roles
 from tests.search.test_study_ablations import FLIP, TASK, TRUTH, Optimizer, Target
 
 
@@ -59,14 +59,7 @@ def test_naive_and_validated_choose_from_the_same_pool_of_updates():
 
 def _run(tmp_path, monkeypatch, target, data: dict, name: str):
     optimizer = Optimizer()
-    monkeypatch.setattr(
-        O,
-        "engines_for",
-        lambda cfg, trace, budget=None: (
-            RoleEngine(target, "target", trace, budget),
-            RoleEngine(optimizer, "optimizer", trace, budget),
-        ),
-    )
+    serve_roles(monkeypatch, target, optimizer)
     base = {
         "task": "liar",
         "train_limit": 40,
