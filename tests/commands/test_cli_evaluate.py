@@ -12,16 +12,14 @@ from click.testing import CliRunner
 from apo_local.commands.cli import cli
 from apo_local.engine.protocol import ChoiceScores
 from apo_local.tasks import load_task
+from tests.helpers.scripted import ScriptedEngine
 
 
-class AlwaysYes:
-    model_id, max_model_len, hits = "always-yes", 2048, 0
-
-    def count_tokens(self, prompts):
-        return [len(p) // 4 + 1 for p in prompts]
-
-    def score_choices(self, prompts, choices):
-        return [ChoiceScores(tuple(0.0 if c == "Yes" else -5.0 for c in choices), len(p) // 4) for p in prompts]
+def AlwaysYes() -> ScriptedEngine:
+    """The shared scripted engine as a target that answers Yes to every row."""
+    return ScriptedEngine(
+        scores=lambda p, choices: ChoiceScores(tuple(0.0 if c == "Yes" else -5.0 for c in choices), 1)
+    )
 
 
 @pytest.fixture

@@ -90,13 +90,8 @@ def test_shape_is_part_of_the_request_settings_only_when_set():
 
 
 def test_finish_reasons_survive_the_result_cache(tmp_path):
-    class Inner:
-        model_id, max_model_len = "m", 2048
-
-        def generate(self, reqs):
-            return [Generation(("a", "b"), 3, 9, None, ("stop", "length")) for _ in reqs]
-
-    cached = CachedEngine(Inner(), ResultCache(tmp_path / "c.sqlite"))
+    inner = ScriptedEngine(reply=lambda r: Generation(("a", "b"), 3, 9, None, ("stop", "length")))
+    cached = CachedEngine(inner, ResultCache(tmp_path / "c.sqlite"))
     first = cached.generate([GenerationRequest("p", seed=1)])
     again = cached.generate([GenerationRequest("p", seed=1)])
     assert cached.hits == 1 and first == again and again[0].truncated(1) and not again[0].truncated(0)

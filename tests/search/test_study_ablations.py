@@ -19,6 +19,7 @@ from apo_local.engine.protocol import ChoiceScores, Generation
 from apo_local.run.config import build_config
 from apo_local.search.proposers.abo_format import WORK
 from apo_local.tasks import load_task
+from tests.helpers.scripted import ScriptedEngine
 from tests.helpers.stand_in import serve_roles
 
 TASK = load_task("liar")
@@ -31,48 +32,41 @@ def _input(prompt: str) -> str:
     return prompt.rsplit("Text: ", 1)[1].rsplit("\nLabel:", 1)[0].strip()
 
 
-class Target:
-    """Answers every Liar row with its true label (``oracle``) or always "Yes"; in generate mode it writes
-    two steps of work first, then its answer line."""
+class Target(ScriptedEngine):
+    """The shared scripted engine as a target that answers every Liar row with its true label (``oracle``) or
+    always "Yes"; in generate mode it writes two steps of work first, then its answer line. ``batches``: the rows of
+    each scoring batch."""
 
-    model_id, max_model_len, hits = "stand-in", 4096, 0
+    model_id, max_model_len = "stand-in", 4096
 
     def __init__(self, oracle: bool = True):
-        self.oracle, self.scored, self.generated, self.batches = oracle, 0, [], []
-
-    def count_tokens(self, prompts):
-        return [len(p) // 4 + 1 for p in prompts]
+        super().__init__(reply=self._work, scores=self._label)
+        self.oracle, self.batches = oracle, []
 
     def answer(self, prompt: str) -> str:
         return TRUTH[_input(prompt)] if self.oracle else "Yes"
 
     def score_choices(self, prompts, choices):
-        self.scored += len(prompts)
         self.batches.append({_input(p) for p in prompts})
-        return [
-            ChoiceScores(tuple(0.0 if c == self.answer(p) else -5.0 for c in choices), len(p) // 4) for p in prompts
-        ]
+        return super().score_choices(prompts, choices)
 
-    def generate(self, requests):
-        self.generated += [r.prompt for r in requests]
-        return [
-            Generation(
-                (f"Step 1: I read the statement.\nStep 2: I compare it.\nAnswer: {self.answer(r.prompt)}",), 10, 10
-            )
-            for r in requests
-        ]
+    def _label(self, p: str, choices) -> ChoiceScores:
+        return ChoiceScores(tuple(0.0 if c == self.answer(p) else -5.0 for c in choices), len(p) // 4)
+
+    def _work(self, r) -> Generation:
+        return Generation(
+            (f"Step 1: I read the statement.\nStep 2: I compare it.\nAnswer: {self.answer(r.prompt)}",), 10, 10
+        )
 
 
-class Optimizer:
-    """Records every prompt; replies in the shape each meta-prompt asks for."""
+class Optimizer(ScriptedEngine):
+    """The shared scripted engine as an optimizer: replies in the shape each meta-prompt asks for (``prompts``:
+    every prompt it was asked)."""
 
-    model_id, max_model_len, hits = "stand-in", 4096, 0
+    model_id, max_model_len = "stand-in", 4096
 
     def __init__(self):
-        self.prompts = []
-
-    def count_tokens(self, prompts):
-        return [len(p) // 4 + 1 for p in prompts]
+        super().__init__(reply=lambda r: Generation(tuple(self._reply(r.prompt, k) for k in range(r.n)), 10, 10))
 
     def _reply(self, prompt: str, k: int) -> str:
         tag = hashlib.sha256(f"{prompt}|{k}".encode()).hexdigest()[:6]
@@ -81,10 +75,6 @@ class Optimizer:
         if "Rewrite only step" in prompt:
             return f"<START>Weigh the claim against known facts ({tag}).<END>"
         return f"<START>Decide if the statement is a lie ({tag}).<END>"
-
-    def generate(self, requests):
-        self.prompts += [r.prompt for r in requests]
-        return [Generation(tuple(self._reply(r.prompt, k) for k in range(r.n)), 10, 10) for r in requests]
 
 
 def _run(tmp_path, monkeypatch, data: dict, oracle: bool = True):
@@ -191,11 +181,11 @@ def test_abo_executes_the_steps_and_revises_the_step_the_optimizer_judged_failed
     assert "step 2 was judged the first step not followed" in revised[0]["gradient"]
     target_phases = {phase for role, phase in phases if role == "target"}
     if answer == "generate":  # every score is an executed answer; the work is the answer's own
-        assert target.scored == 0 and {"minibatch", "select", "final"} <= target_phases
-        asked = [p for p in target.generated if any(c["text"] in p for c in revised)]
+        assert len(target.scored) == 0 and {"minibatch", "select", "final"} <= target_phases
+        asked = [p for p in target.prompts if any(c["text"] in p for c in revised)]
         assert asked and all(WORK in p for p in asked)  # a revised prompt asks the target to work, then answer
         assert all(c["text"].endswith(WORK) for c in revised)
         assert "abo_work" not in target_phases
     else:  # the ablation: log-prob scores, and a separate narration for the judgement
-        assert target.scored > 0 and "abo_work" in target_phases
+        assert len(target.scored) > 0 and "abo_work" in target_phases
         assert not any(WORK in c["text"] for c in revised)
