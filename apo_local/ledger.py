@@ -127,9 +127,9 @@ class Budget:
     """The caps of the ``budget`` config section over the run's ledger and its search time. Enforced only while
     the rounds run (``start`` .. ``stop``): the final evaluation is never cut short."""
 
-    def __init__(self, caps: BudgetConfig, trace: Trace, elapsed_before: float = 0.0, clock=time.monotonic):
+    def __init__(self, caps: BudgetConfig, trace: Trace, clock=time.monotonic):
         self.caps, self.trace, self.clock = caps, trace, clock
-        self.started = clock() - elapsed_before
+        self.started = clock()  # reset by ``start``
         self.stopped_at: float | None = None
         self.enforced = False
 

@@ -80,7 +80,7 @@ def optimize(
         write_json(run_dir.path / "estimate.json", size.to_dict())
     (on_estimate or (lambda e: [log.info(line) for line in e.lines()]))(size)
     try:
-        return _run(plan, run_dir)
+        return _run(plan, run_dir, *_open_checkpoint(run_dir))
     except ApoError:
         if run_dir:
             run_dir.discard()  # e.g. the engine did not start: leave no half run behind
@@ -95,26 +95,33 @@ def resume(out: str | Path, *, proposer: Proposer | None = None, acceptance: Acc
     run_dir = RunDir(out)
     run_dir.open("", resume=True)
     try:
-        saved = Checkpoint(run_dir.checkpoint).load()
+        checkpoint, saved = _open_checkpoint(run_dir)
         if saved and saved.phase is Phase.DONE and run_dir.results.is_file():
             # Nothing left to compute: the answer is in the run directory, no model needs loading.
             log.info("%s is a finished run; results from its results.json", run_dir.path)
             return RunResult(**json.loads(run_dir.results.read_text(encoding="utf-8")))
         cfg = load_config(run_dir.config, resume=True)  # a run of an earlier version: its keys migrated
-        return _run(RunPlan.build(cfg, proposer=proposer, acceptance=acceptance), run_dir)
+        return _run(RunPlan.build(cfg, proposer=proposer, acceptance=acceptance), run_dir, checkpoint, saved)
     finally:
         run_dir.close()
 
 
-def _run(plan: RunPlan, run_dir: RunDir | None) -> RunResult:
+def _open_checkpoint(run_dir: RunDir | None) -> tuple[Checkpoint | None, RunState | None]:
+    """The run directory's checkpoint and the state it holds (None: a fresh run, or no run directory), read once:
+    the same ``Checkpoint`` goes on appending to the predictions log it read."""
+    if run_dir is None:
+        return None, None
+    checkpoint = Checkpoint(run_dir.checkpoint)
+    return checkpoint, checkpoint.load()
+
+
+def _run(plan: RunPlan, run_dir: RunDir | None, checkpoint: Checkpoint | None, saved: RunState | None) -> RunResult:
     started = time.perf_counter()
     cfg, task = plan.cfg, plan.task
     for split in dict.fromkeys(("train", cfg.evaluation.test_split)):
         _log_label_mapping(task, split)
     for warning in plan.warnings:
         log.warning(warning)
-    checkpoint = Checkpoint(run_dir.checkpoint) if run_dir else None
-    saved = checkpoint.load() if checkpoint else None
     trace = Trace(run_dir.trace if run_dir else None)
     budget = Budget(cfg.budget, trace)  # enforced by the role engines while the rounds run
     loading = time.perf_counter()

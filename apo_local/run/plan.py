@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from apo_local.engine import RoleEngine, role_models
@@ -62,7 +63,7 @@ class RunPlan:
         warnings = [w for w in (validation_warning(len(splits.validation)),) if w]
         return cls(cfg, task, splits, proposer, acceptance, target_answer(cfg), warnings, custom)
 
-    @property
+    @cached_property
     def models(self) -> dict:
         """The model each role uses: name, alias, folder, weights fingerprint (``engine.model_of``)."""
         return run_models(self.cfg)

@@ -48,18 +48,17 @@ class RunResult:
     usage: dict  # by role: calls, prompts, input_tokens, output_tokens (identical on resume)
     faults: dict  # counted fallbacks: parse failures, rejected candidates, ...
     history: list[dict] = field(default_factory=list)  # per round: beam estimates (and test, if asked)
-    replies: ReplySummary | dict = field(
-        default_factory=dict
-    )  # optimizer replies and candidates: parsed, truncated, rejected
+    # optimizer replies and candidates: parsed, truncated, rejected (a results.json of an earlier version: a dict)
+    replies: ReplySummary | dict = field(default_factory=dict)
     time: dict = field(default_factory=dict)  # wall seconds, by role, cache hits (vary across runs)
     selected_by: str = "selection estimate"  # how selected_prompt was chosen
-    selected_vs_initial: dict = field(default_factory=dict)  # paired test statistics (search.headline)
+    selected_vs_initial: dict = field(default_factory=dict)  # paired test statistics (run/headline.py)
     pick: dict | None = None  # selection.pick other than "estimate": the rule and the beam it chose from
     initial_validation: dict | None = None  # the initial prompt's validation scores (final_pick: guarded)
     constant_baselines: dict | None = None  # classification: {best, majority_label, by_label: label -> test summary}
     selected_vs_constant: dict | None = None  # paired test statistics against the best constant answer
-    headline: str = ""  # one plain-word sentence: what the test numbers mean (search.headline.headline)
-    attribution: dict | None = None  # edit attribution: lineage gains, unit contributions (search.attribution)
+    headline: str = ""  # one plain-word sentence: what the test numbers mean (run/headline.py: headline)
+    attribution: dict | None = None  # edit attribution: lineage gains, unit contributions (run/attribution.py)
     models: dict | None = None  # by role: the model used (name, alias, folder, weights fingerprint; engine.model_of)
     warnings: list[str] = field(default_factory=list)  # what the reader must know before trusting the numbers
 
